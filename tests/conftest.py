@@ -1,0 +1,73 @@
+"""Shared test infrastructure: paths, a sanitized C compiler, cached trained artefacts."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB_DIR = ROOT / "firmware_templates" / "lib"
+CACHE_DIR = ROOT / "build" / "test-cache"
+
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1"]
+
+
+def compile_c(
+    sources: list[Path | str],
+    out: Path,
+    include_dirs: list[Path | str] | None = None,
+    extra: list[str] | None = None,
+    sanitize: bool = True,
+) -> Path:
+    """Compile C sources with the host cc under -Wall -Wextra -Werror (+ ASan/UBSan)."""
+    cmd = ["cc", *WARN, *(SANITIZE if sanitize else [])]
+    for inc in [LIB_DIR, *(include_dirs or [])]:
+        cmd.append(f"-I{inc}")
+    cmd += [str(s) for s in sources]
+    cmd += ["-o", str(out), "-lm", *(extra or [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"compile failed: {' '.join(cmd)}\n{proc.stderr}")
+    return out
+
+
+@pytest.fixture
+def cc() -> Callable[..., Path]:
+    return compile_c
+
+
+@contextmanager
+def cache_lock(name: str) -> Iterator[Path]:
+    """A directory under build/test-cache shared by all xdist workers, built once under a lock."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / name
+    with open(CACHE_DIR / f"{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_renode = pytest.mark.skip(reason="renode is not on PATH (not installable here; see README)")
+    skip_qemu = pytest.mark.skip(reason="qemu-system-arm / arm-none-eabi-gcc missing: run scripts/setup.sh")
+    for item in items:
+        if "renode" in item.keywords and not have("renode"):
+            item.add_marker(skip_renode)
+        if "qemu" in item.keywords and not (have("qemu-system-arm") and have("arm-none-eabi-gcc")):
+            if os.environ.get("CI"):
+                continue  # in CI a missing emulator is a failure, not a skip
+            item.add_marker(skip_qemu)

@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints ``error: <message>`` on one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input (board, config, model, data file), not a bug.
+
+    The message must name the problem and, where it applies, the fix or the numbers
+    (e.g. budget and overshoot in bytes).
+    """
+
+    exit_code = 2
