@@ -34,10 +34,15 @@ typedef struct {
     int32_t input_offset;         /* -input zero point */
     int32_t output_offset;        /* output zero point */
     int8_t act_min, act_max;      /* int8 clamp (fused activation) */
-    /* conv: [out_c][kernel_h][kernel_w][in_c]; dense: [out_c][in_c*in_h*in_w]. Mutable:
-     * training writes them (through lrt_nvm when weights live in NVM). NULL for pool/flatten. */
-    int8_t *weights;
+    /* Weights live in the net's weight blob (memory-mapped NVM or RAM) at blob + w_offset:
+     * conv [out_c][kernel_h][kernel_w][in_c]; dense [out_c][in_h*in_w*in_c]. Blob offsets are
+     * 4-byte aligned. Unused (0) for pool/flatten. */
+    uint32_t w_offset;
+    uint32_t w_size;                /* bytes = number of weight cells */
+    /* Biases are updated every sample, so their working copy is in RAM (the paper keeps them
+     * in high-endurance memory); a snapshot goes into the blob at every commit at b_offset. */
     int32_t *bias;                  /* [out_c], scale = input scale x weight scale[c] */
+    uint32_t b_offset;
     const int32_t *out_multiplier;  /* [out_c] TFLite quantized multiplier */
     const int8_t *out_shift;        /* [out_c] TFLite shift (>0 = left) */
     /* power-of-two formats, LRT_EXP_NONE for imported models */
@@ -47,6 +52,10 @@ typedef struct {
 
 typedef struct {
     const lrt_layer *layers;
+    /* Base of the current weight set. Not const-qualified data of the table: the NVM layer
+     * points it at the newest committed slot after every commit. */
+    const int8_t *blob;
+    uint32_t blob_size;             /* weights + bias snapshot, bytes */
     uint8_t n_layers;
     uint16_t in_h, in_w, in_c;
     uint16_t n_classes;
@@ -56,6 +65,10 @@ typedef struct {
 static inline uint32_t lrt_layer_out_size(const lrt_layer *l)
 {
     return (uint32_t)l->out_h * l->out_w * l->out_c;
+}
+static inline const int8_t *lrt_layer_weights(const lrt_net *net, const lrt_layer *l)
+{
+    return net->blob + l->w_offset;
 }
 static inline uint32_t lrt_layer_in_size(const lrt_layer *l)
 {
