@@ -1,0 +1,197 @@
+"""Console scripts: lrt-build, lrt-emulate, lrt-flash, lrt-experiment.
+
+Thin: parse arguments, call the library, print. User errors (lrt.errors.UserError) become
+one line `error: ...` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lrt.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    try:
+        return fn(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# ---- lrt-build -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="lrt-build",
+        description="Train/quantize (or import a .tflite), generate C firmware for a board, build it.",
+    )
+    p.add_argument("--board", default="host", help="board name (see --list-boards) or a board .toml")
+    p.add_argument("--list-boards", action="store_true", help="print the known boards and exit")
+    p.add_argument("--preset", choices=("mcu", "paper"), help="network preset (default mcu)")
+    p.add_argument("--model", type=Path, help="use this full-integer .tflite instead of training")
+    p.add_argument("--config", type=Path, help="TOML build config (fields of lrt.config.BuildConfig)")
+    p.add_argument(
+        "--scheme",
+        choices=("inference", "bias", "sgd", "lrt", "lrt-maxnorm"),
+        help="on-device training scheme (default lrt-maxnorm; inference for imported models)",
+    )
+    p.add_argument("--dataset", help="mnist5k (shipped, default), mnist (needs --data-dir), fashion")
+    p.add_argument("--data-dir", type=Path, help="directory with MNIST idx files or mnist.npz")
+    p.add_argument("--epochs", type=int, help="offline training epochs (default: preset's)")
+    p.add_argument("--seed", type=int, help="seed for data split, training and on-device RNG")
+    p.add_argument(
+        "--train-layers",
+        help="comma-separated weight layer names to train on device, or 'last:N' (default all)",
+    )
+    p.add_argument("--out", type=Path, required=False, help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _build(args: argparse.Namespace) -> int:
+    from lrt import pipeline
+
+    if args.list_boards:
+        print(pipeline.list_boards_text())
+        return 0
+    if args.out is None:
+        raise UserError("--out DIR is required")
+    result = pipeline.build(
+        board=args.board,
+        out=args.out,
+        preset=args.preset,
+        model_path=args.model,
+        config_path=args.config,
+        scheme=args.scheme,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        seed=args.seed,
+        train_layers=args.train_layers,
+        progress=not args.quiet,
+    )
+    print(result.summary())
+    return 0
+
+
+def build_main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run(_build, args)
+
+
+# ---- lrt-emulate ---------------------------------------------------------------------------
+
+
+def emulate_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="lrt-emulate",
+        description="Stream samples through built firmware (host process, QEMU or Renode).",
+    )
+    p.add_argument("--build", type=Path, required=True, help="directory written by lrt-build")
+    p.add_argument("--samples", type=int, default=2000, help="online samples to stream")
+    p.add_argument(
+        "--stream",
+        default="control",
+        help="control | shift | analog | digital (paper's environments)",
+    )
+    p.add_argument("--segment", type=int, help="samples per environment segment (shift stream)")
+    p.add_argument("--seed", type=int, help="stream seed (default: the build's seed)")
+    p.add_argument("--emulator", choices=("auto", "host", "qemu", "renode"), default="auto")
+    p.add_argument("--json", type=Path, help="write the result as JSON here")
+    p.add_argument("--markdown", type=Path, help="write the markdown report here")
+    p.add_argument("--inputs", type=Path, help="int8 .npy [N,H,W,C]: run inference on these")
+    p.add_argument("--dump-logits", type=Path, help="with --inputs: save int8 logits [N,classes]")
+    p.add_argument("--nvm", type=Path, help="NVM image file (persistent across runs)")
+    p.add_argument("--nvm-report", type=Path, help="inspect this NVM image and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from lrt import pipeline
+
+    if args.nvm_report is not None:
+        from lrt import nvm
+
+        print(nvm.render_report(nvm.inspect_image(args.nvm_report)))
+        return 0
+    if args.inputs is not None:
+        if args.dump_logits is None:
+            raise UserError("--inputs needs --dump-logits OUT.npy")
+        n = pipeline.infer_file(args.build, args.inputs, args.dump_logits, emulator=args.emulator)
+        print(f"wrote {n} logits rows to {args.dump_logits}")
+        return 0
+    result = pipeline.emulate(
+        build_dir=args.build,
+        samples=args.samples,
+        stream=args.stream,
+        segment=args.segment,
+        seed=args.seed,
+        emulator=args.emulator,
+        json_path=args.json,
+        markdown_path=args.markdown,
+        nvm_path=args.nvm,
+        progress=not args.quiet,
+    )
+    print(result.markdown())
+    return 0
+
+
+def emulate_main(argv: Sequence[str] | None = None) -> int:
+    args = emulate_parser().parse_args(argv)
+    return _run(_emulate, args)
+
+
+# ---- lrt-flash -----------------------------------------------------------------------------
+
+
+def flash_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lrt-flash", description="Flash built firmware to a real board.")
+    p.add_argument("--board", required=True)
+    p.add_argument("--build", type=Path, required=True, help="directory written by lrt-build")
+    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    return p
+
+
+def _flash(args: argparse.Namespace) -> int:
+    from lrt import boards, flash
+
+    board = boards.load_board(args.board)
+    cmd = flash.flash(board, args.build, dry_run=args.dry_run)
+    if args.dry_run:
+        print(" ".join(cmd))
+    return 0
+
+
+def flash_main(argv: Sequence[str] | None = None) -> int:
+    args = flash_parser().parse_args(argv)
+    return _run(_flash, args)
+
+
+# ---- lrt-experiment ------------------------------------------------------------------------
+
+
+def experiment_main(argv: Sequence[str] | None = None) -> int:
+    from lrt import experiment
+
+    args = experiment.parser(_Parser).parse_args(argv)
+    return _run(experiment.run_from_args, args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(build_main())

@@ -1,0 +1,129 @@
+"""Typed, validated build configuration (TOML or CLI flags) with the presets `mcu` and `paper`.
+
+A config file is flat TOML whose keys are the fields of :class:`BuildConfig`, e.g.::
+
+    preset = "mcu"
+    scheme = "lrt-maxnorm"
+    rank = 4
+    rho_min = 0.01
+
+Unknown keys, wrong types and out-of-range values are user errors that name the file,
+the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+from lrt.errors import UserError
+
+PRESETS: tuple[str, ...] = ("mcu", "paper")
+SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
+LRT_MODES: tuple[str, ...] = ("unbiased", "biased")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    preset: str = "mcu"
+    scheme: str = "lrt-maxnorm"
+    dataset: str = "mnist5k"
+    data_dir: str | None = None
+    seed: int = 0
+    epochs: int | None = None  # None: the preset's default
+    # on-device training (paper defaults, LRT_ALGORITHM.md)
+    lr: float = 0.01
+    rank: int = 4
+    lrt_mode: str = "unbiased"
+    batch_conv: int = 10
+    batch_dense: int = 100
+    kappa_th: float = 100.0
+    rho_min: float = 0.01
+    batch_scaling: float = 0.5
+    maxnorm_beta: float = 0.999
+    train_layers: tuple[str, ...] = ()  # empty: every weight layer trains
+    # NVM endurance budget
+    lifetime_years: float | None = None
+    samples_per_second: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, origin: str = "config") -> BuildConfig:
+        def bad(key: str, why: str) -> UserError:
+            return UserError(f"{origin}: field '{key}' {why}")
+
+        if self.preset not in PRESETS:
+            raise bad("preset", f"is {self.preset!r}; expected one of {', '.join(PRESETS)}")
+        if self.scheme not in SCHEMES:
+            raise bad("scheme", f"is {self.scheme!r}; expected one of {', '.join(SCHEMES)}")
+        if self.lrt_mode not in LRT_MODES:
+            raise bad("lrt_mode", f"is {self.lrt_mode!r}; expected one of {', '.join(LRT_MODES)}")
+        if not 1 <= self.rank <= 8:
+            raise bad("rank", f"is {self.rank}; expected 1..8 (q = rank + 1 <= 9)")
+        for key in ("batch_conv", "batch_dense"):
+            if not 1 <= getattr(self, key) <= 65535:
+                raise bad(key, f"is {getattr(self, key)}; expected 1..65535")
+        if not 0.0 < self.lr <= 1.0:
+            raise bad("lr", f"is {self.lr}; expected 0 < lr <= 1")
+        if not 0.0 <= self.rho_min <= 1.0:
+            raise bad("rho_min", f"is {self.rho_min}; expected 0..1")
+        if self.kappa_th < 0:
+            raise bad("kappa_th", f"is {self.kappa_th}; expected >= 0")
+        if not 0.0 < self.maxnorm_beta < 1.0:
+            raise bad("maxnorm_beta", f"is {self.maxnorm_beta}; expected 0 < beta < 1")
+        if self.epochs is not None and self.epochs < 1:
+            raise bad("epochs", f"is {self.epochs}; expected >= 1")
+        if self.lifetime_years is not None and self.lifetime_years <= 0:
+            raise bad("lifetime_years", f"is {self.lifetime_years}; expected > 0")
+        if self.samples_per_second <= 0:
+            raise bad("samples_per_second", f"is {self.samples_per_second}; expected > 0")
+        return self
+
+    def with_overrides(self, **overrides: Any) -> BuildConfig:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check_type(origin: str, key: str, value: Any, hint: Any) -> Any:
+    allowed = get_args(hint) or (hint,)
+    if value is None and type(None) in allowed:
+        return value
+    if tuple in allowed or getattr(hint, "__origin__", None) is tuple:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise UserError(f"{origin}: field '{key}' must be a list of strings, got {value!r}")
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    for t in allowed:
+        if t is type(None) or not isinstance(t, type):
+            continue
+        if isinstance(value, t) and not (isinstance(value, bool) and t is not bool):
+            return value
+    names = " or ".join(t.__name__ for t in allowed if isinstance(t, type))
+    raise UserError(f"{origin}: field '{key}' must be {names}, got {value!r}")
+
+
+def load_config(path: Path | str | None, **overrides: Any) -> BuildConfig:
+    """Read a TOML config (optional), apply CLI overrides (None = not given), validate."""
+    base = BuildConfig()
+    origin = "command line"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path}: not valid TOML ({exc})") from None
+        hints = get_type_hints(BuildConfig)
+        known = {f.name for f in fields(BuildConfig)} - {"extra"}
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in known:
+                raise UserError(
+                    f"{path}: unknown field '{key}'; known fields: {', '.join(sorted(known))}"
+                )
+            values[key] = _check_type(origin, key, value, hints[key])
+        base = replace(base, **values)
+    return base.with_overrides(**overrides).validate(origin)

@@ -1,0 +1,294 @@
+"""The two user-facing jobs: build (model -> firmware) and emulate (stream samples through it).
+
+The CLI is a thin layer over these functions; tests call them directly too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrt import codegen
+from lrt.budget import Budget, plan_budget
+from lrt.config import BuildConfig, load_config
+from lrt.errors import UserError
+from lrt.model import Model
+
+REPORT_NAME = "report.json"
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    board: str
+    model_tflite: Path
+    report_json: Path
+    sources: Path
+    firmware: Path
+    budget: Budget
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [
+            f"board        {self.board}",
+            f"model        {self.model_tflite}",
+            f"sources      {self.sources}",
+            f"firmware     {self.firmware}",
+            f"report       {self.report_json}",
+        ]
+        for k, v in self.accuracy.items():
+            lines.append(f"{k:<12} {v:.4f}")
+        lines.append("")
+        lines.append(self.budget.table())
+        return "\n".join(lines)
+
+
+def list_boards_text() -> str:
+    from lrt import boards
+
+    rows = [f"{'board':<16} {'cpu':<12} {'flash':>9} {'ram':>9}  nvm     emulator"]
+    for b in boards.list_boards():
+        rows.append(
+            f"{b.name:<16} {b.cpu:<12} {b.flash_budget:>9} {b.ram_budget:>9}  "
+            f"{b.nvm.technology:<7} {b.emulator_name}"
+        )
+    return "\n".join(rows)
+
+
+def _parse_train_layers(spec: str | None) -> tuple[str, ...] | None:
+    if spec is None:
+        return None
+    return tuple(s.strip() for s in spec.split(",") if s.strip())
+
+
+def apply_train_layers(model: Model, selection: tuple[str, ...]) -> None:
+    """Mark layers trainable per the selection: names, or 'last:N' weight layers."""
+    weight_layers = model.weight_layers()
+    if not selection:
+        chosen = {lay.name for lay in weight_layers}
+    elif len(selection) == 1 and selection[0].startswith("last:"):
+        try:
+            n = int(selection[0].split(":", 1)[1])
+        except ValueError:
+            raise UserError(f"--train-layers {selection[0]!r}: expected last:N") from None
+        if not 1 <= n <= len(weight_layers):
+            raise UserError(
+                f"--train-layers last:{n}: the model has {len(weight_layers)} weight layers"
+            )
+        chosen = {lay.name for lay in weight_layers[-n:]}
+    else:
+        names = {lay.name for lay in weight_layers}
+        unknown = [s for s in selection if s not in names]
+        if unknown:
+            raise UserError(
+                f"--train-layers: unknown layer(s) {', '.join(unknown)}; "
+                f"weight layers are {', '.join(lay.name for lay in weight_layers)}"
+            )
+        chosen = set(selection)
+    for lay in weight_layers:
+        lay.trainable = lay.name in chosen
+
+
+def _obtain_model(
+    cfg: BuildConfig, model_path: Path | None, out: Path, progress: bool
+) -> tuple[Model, dict[str, float]]:
+    tflite_out = out / "model.tflite"
+    if model_path is not None:
+        from lrt.tflite_import import import_tflite
+
+        if not model_path.is_file():
+            raise UserError(f"model file {model_path} not found")
+        model = import_tflite(model_path.read_bytes(), name=model_path.stem)
+        if model_path.resolve() != tflite_out.resolve():
+            shutil.copyfile(model_path, tflite_out)
+        return model, {}
+    from lrt import train
+    from lrt.data import load_dataset
+
+    ds = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, seed=cfg.seed)
+    res = train.train_model(
+        cfg.preset,
+        ds.x_train,
+        ds.y_train,
+        ds.x_val,
+        ds.y_val,
+        ds.x_test,
+        ds.y_test,
+        epochs=cfg.epochs,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    tflite_out.write_bytes(res.tflite)
+    acc = {"float_acc": res.float_accuracy, "int8_acc": res.int8_accuracy}
+    return res.model, acc
+
+
+def build(
+    board: str,
+    out: Path,
+    preset: str | None = None,
+    model_path: Path | None = None,
+    config_path: Path | None = None,
+    scheme: str | None = None,
+    dataset: str | None = None,
+    data_dir: Path | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    train_layers: str | None = None,
+    progress: bool = True,
+) -> BuildResult:
+    from lrt import boards
+    from lrt import build as builder
+
+    brd = boards.load_board(board)
+    if model_path is not None and scheme is None:
+        scheme = "inference"
+    cfg = load_config(
+        config_path,
+        preset=preset,
+        scheme=scheme,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        epochs=epochs,
+        seed=seed,
+        train_layers=_parse_train_layers(train_layers),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    model, accuracy = _obtain_model(cfg, model_path, out, progress)
+    if cfg.scheme != "inference" and not model.power_of_two:
+        raise UserError(
+            f"scheme {cfg.scheme!r} needs power-of-two scales (models trained by lrt have them); "
+            "this imported model has arbitrary scales: use --scheme inference"
+        )
+    apply_train_layers(model, cfg.train_layers)
+    model.save(out / "ir")
+    budget = plan_budget(model, cfg, brd)
+    budget.check(brd)
+    src = out / "src"
+    codegen.generate(model, cfg, brd, src)
+    fw = builder.build_firmware(out, brd)
+    report: dict[str, Any] = {
+        "board": brd.name,
+        "config": asdict(cfg),
+        "model": {
+            "name": model.name,
+            "preset": model.preset,
+            "fingerprint": model.fingerprint(),
+            "params": model.num_params(),
+            "power_of_two": model.power_of_two,
+            "layers": [
+                {
+                    "name": lay.name,
+                    "kind": lay.kind,
+                    "in": list(lay.in_shape),
+                    "out": list(lay.out_shape),
+                    "params": (int(lay.weights.size) + int(lay.bias.size))  # type: ignore[union-attr]
+                    if lay.has_weights
+                    else 0,
+                    "trainable": lay.trainable and lay.has_weights,
+                }
+                for lay in model.layers
+            ],
+        },
+        "accuracy": accuracy,
+        "budget": budget.to_dict(),
+        "firmware": str(fw.executable.relative_to(out)),
+        "footprint": fw.footprint,
+        "build_seconds": round(time.monotonic() - t0, 1),
+    }
+    report_path = out / REPORT_NAME
+    report_path.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    return BuildResult(
+        out=out,
+        board=brd.name,
+        model_tflite=out / "model.tflite",
+        report_json=report_path,
+        sources=src,
+        firmware=fw.executable,
+        budget=budget,
+        accuracy=accuracy,
+    )
+
+
+def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:
+    report_path = build_dir / REPORT_NAME
+    if not report_path.is_file():
+        raise UserError(f"{build_dir} is not an lrt build directory (no {REPORT_NAME}); run lrt-build")
+    report = json.loads(report_path.read_text())
+    return report, Model.load(build_dir / "ir")
+
+
+def infer_file(build_dir: Path, inputs: Path, out: Path, emulator: str = "auto") -> int:
+    from lrt.emulate import open_device
+
+    report, model = load_build(build_dir)
+    try:
+        x = np.load(inputs, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a corrupt file
+        raise UserError(f"{inputs}: not a readable .npy file ({exc})") from None
+    shape = tuple(model.input_shape)
+    if x.dtype != np.int8:
+        raise UserError(f"{inputs}: dtype {x.dtype}, expected int8 (quantized inputs)")
+    if x.ndim == len(shape):
+        x = x[None]
+    if tuple(x.shape[1:]) != shape:
+        raise UserError(f"{inputs}: shape {list(x.shape)}, expected [N, {', '.join(map(str, shape))}]")
+    with open_device(build_dir, report, emulator=emulator) as dev:
+        logits, _ = dev.infer_many(x)
+    np.save(out, logits.astype(np.int8))
+    return int(logits.shape[0])
+
+
+def emulate(
+    build_dir: Path,
+    samples: int = 2000,
+    stream: str = "control",
+    segment: int | None = None,
+    seed: int | None = None,
+    emulator: str = "auto",
+    json_path: Path | None = None,
+    markdown_path: Path | None = None,
+    nvm_path: Path | None = None,
+    progress: bool = True,
+) -> Any:
+    from lrt.data import load_dataset, make_stream
+    from lrt.emulate import open_device
+    from lrt.report import OnlineResult
+
+    report, model = load_build(build_dir)
+    if samples < 1:
+        raise UserError(f"--samples {samples}: expected >= 1")
+    cfg = report["config"]
+    ds = load_dataset(cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"])
+    st_seed = cfg["seed"] if seed is None else seed
+    kwargs = {"segment": segment} if segment else {}
+    st = make_stream(stream, ds, samples, seed=st_seed, **kwargs)
+    xq = model.quantize_input(st.x)
+    t0 = time.monotonic()
+    with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_path) as dev:
+        logits, preds = dev.train_many(xq, st.y, progress=progress)
+        stats = dev.stats()
+    seconds = time.monotonic() - t0
+    result = OnlineResult.from_run(
+        board=report["board"],
+        scheme=cfg["scheme"],
+        stream=stream,
+        labels=st.y,
+        preds=preds,
+        stats=stats,
+        layer_names=[lay.name for lay in model.weight_layers()],
+        layer_cells=[int(lay.weights.size) for lay in model.weight_layers()],  # type: ignore[union-attr]
+        seconds=seconds,
+    )
+    if json_path is not None:
+        result.write_json(json_path)
+    if markdown_path is not None:
+        markdown_path.write_text(result.markdown())
+    return result

@@ -1,0 +1,134 @@
+"""Results of an online run: JSON, markdown and matplotlib plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EMA_BETA = 0.999
+
+
+def ema_curve(correct: np.ndarray, beta: float = EMA_BETA) -> np.ndarray:
+    """Bias-corrected exponential moving average of per-sample correctness (the paper's metric).
+
+    Bias correction (divide by 1 - beta^t) makes short streams comparable: without it the
+    EMA starts at 0 and needs thousands of samples to forget that start.
+    """
+    out = np.empty(len(correct), dtype=np.float64)
+    acc = 0.0
+    for t, c in enumerate(correct.astype(np.float64), start=1):
+        acc = beta * acc + (1.0 - beta) * c
+        out[t - 1] = acc / (1.0 - beta**t)
+    return out
+
+
+@dataclass
+class OnlineResult:
+    board: str
+    scheme: str
+    stream: str
+    samples: int
+    online_accuracy: float  # mean over the whole stream
+    online_accuracy_ema: float  # bias-corrected EMA(0.999) at the end
+    online_accuracy_last_n: float
+    last_n: int
+    max_writes_per_cell: int
+    paper_sgd_writes: int | None
+    flushes: int
+    layers: list[dict[str, Any]]
+    seconds: float
+    samples_per_second: float
+    ema: list[float] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_run(
+        cls,
+        board: str,
+        scheme: str,
+        stream: str,
+        labels: np.ndarray,
+        preds: np.ndarray,
+        stats: Any,
+        layer_names: list[str],
+        layer_cells: list[int],
+        seconds: float,
+        last_n: int = 500,
+    ) -> OnlineResult:
+        correct = (np.asarray(preds) == np.asarray(labels)).astype(np.float64)
+        n = len(correct)
+        last = min(last_n, n)
+        curve = ema_curve(correct)
+        layers = []
+        for i, name in enumerate(layer_names):
+            ls = stats.layers[i]
+            layers.append(
+                {
+                    "layer": name,
+                    "cells": layer_cells[i],
+                    "max_writes_per_cell": int(ls.max_writes),
+                    "mean_writes_per_cell": float(ls.total_writes) / max(layer_cells[i], 1),
+                    "paper_sgd_writes": int(ls.paper_max_writes),
+                }
+            )
+        max_w = max((lay["max_writes_per_cell"] for lay in layers), default=0)
+        paper = max((lay["paper_sgd_writes"] for lay in layers), default=0)
+        return cls(
+            board=board,
+            scheme=scheme,
+            stream=stream,
+            samples=n,
+            online_accuracy=float(correct.mean()),
+            online_accuracy_ema=float(curve[-1]),
+            online_accuracy_last_n=float(correct[-last:].mean()),
+            last_n=last,
+            max_writes_per_cell=int(max_w),
+            paper_sgd_writes=int(paper) if scheme == "sgd" else None,
+            flushes=int(stats.flushes),
+            layers=layers,
+            seconds=round(seconds, 3),
+            samples_per_second=round(n / seconds, 1) if seconds > 0 else 0.0,
+            ema=[round(float(v), 5) for v in curve[:: max(1, n // 500)]],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write_json(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    def markdown(self) -> str:
+        lines = [
+            f"## Online run: scheme `{self.scheme}`, stream `{self.stream}`, board `{self.board}`",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            f"| samples | {self.samples} |",
+            f"| online accuracy (mean) | {self.online_accuracy:.4f} |",
+            f"| online accuracy (EMA 0.999, end) | {self.online_accuracy_ema:.4f} |",
+            f"| online accuracy (last {self.last_n}) | {self.online_accuracy_last_n:.4f} |",
+            f"| max writes per cell | {self.max_writes_per_cell} |",
+        ]
+        if self.paper_sgd_writes is not None:
+            lines.append(f"| paper_sgd_writes (per-pixel accounting) | {self.paper_sgd_writes} |")
+        lines += [
+            f"| weight flushes | {self.flushes} |",
+            f"| throughput | {self.samples_per_second} samples/s |",
+            "",
+            "| layer | cells | max writes/cell | mean writes/cell |"
+            + (" paper per-pixel max |" if self.paper_sgd_writes is not None else ""),
+            "|---|---|---|---|" + ("---|" if self.paper_sgd_writes is not None else ""),
+        ]
+        for lay in self.layers:
+            row = (
+                f"| {lay['layer']} | {lay['cells']} | {lay['max_writes_per_cell']} | "
+                f"{lay['mean_writes_per_cell']:.3f} |"
+            )
+            if self.paper_sgd_writes is not None:
+                row += f" {lay['paper_sgd_writes']} |"
+            lines.append(row)
+        return "\n".join(lines) + "\n"
