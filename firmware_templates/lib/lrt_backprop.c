@@ -1,0 +1,439 @@
+/* lrt_backprop.c - integer backward kernels (see lrt_backprop.h for the number formats). */
+#include "lrt_backprop.h"
+
+#include <string.h>
+
+/* round(2^30 * 2^(-k/32)), k = 0..32 */
+static const uint32_t exp2_neg_q30[33] = {
+    1073741824u, 1050733751u, 1028218693u, 1006186087u, 984625594u, 963527098u, 942880699u,
+    922676710u,  902905651u,  883558244u,  864625413u,  846098274u, 827968132u, 810226483u,
+    792865000u,  775875538u,  759250125u,  742980960u,  727060411u, 711481005u, 696235434u,
+    681316545u,  666717336u,  652430958u,  638450708u,  624770026u, 611382493u, 598281827u,
+    585461881u,  572916640u,  560640218u,  548626854u,  536870912u,
+};
+#define LOG2E_Q28 387270501 /* log2(e) * 2^28 */
+
+void lrt_bp_geom_of(const lrt_layer *l, lrt_bp_geom *g)
+{
+    g->in_h = l->in_h;
+    g->in_w = l->in_w;
+    g->in_c = l->in_c;
+    g->out_h = l->out_h;
+    g->out_w = l->out_w;
+    g->out_c = l->out_c;
+    g->kh = l->kernel_h;
+    g->kw = l->kernel_w;
+    g->sh = l->stride_h;
+    g->sw = l->stride_w;
+    g->pt = l->pad_top;
+    g->pl = l->pad_left;
+    if (l->kind == LRT_LAYER_DENSE) {
+        /* A dense layer is a conv whose single output pixel sees the whole input: same
+         * [n][in_h*in_w*in_c] weight layout, no separate code path to test. */
+        g->kh = l->in_h;
+        g->kw = l->in_w;
+        g->out_h = 1;
+        g->out_w = 1;
+        g->sh = 1;
+        g->sw = 1;
+        g->pt = 0;
+        g->pl = 0;
+    }
+}
+
+uint32_t lrt_bp_layer_m(const lrt_layer *l)
+{
+    if (l->kind == LRT_LAYER_CONV2D) {
+        return (uint32_t)l->kernel_h * l->kernel_w * l->in_c;
+    }
+    if (l->kind == LRT_LAYER_DENSE) {
+        return lrt_layer_in_size(l);
+    }
+    return 0;
+}
+
+int lrt_bp_layer_check(const lrt_layer *l)
+{
+    lrt_bp_geom g;
+    if (l == NULL) {
+        return LRT_ERR_ARG;
+    }
+    lrt_bp_geom_of(l, &g);
+    switch (l->kind) {
+    case LRT_LAYER_FLATTEN:
+        return LRT_OK;
+    case LRT_LAYER_MAXPOOL2D:
+        return (g.kh >= 1 && g.kw >= 1 && g.sh >= 1 && g.sw >= 1) ? LRT_OK : LRT_ERR_UNSUPPORTED;
+    case LRT_LAYER_CONV2D:
+    case LRT_LAYER_DENSE:
+        break;
+    default:
+        return LRT_ERR_UNSUPPORTED;
+    }
+    if (l->in_exp == LRT_EXP_NONE || l->out_exp == LRT_EXP_NONE ||
+        l->weight_exp == LRT_EXP_NONE || l->bias_exp == LRT_EXP_NONE) {
+        return LRT_ERR_UNSUPPORTED;
+    }
+    if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1) {
+        return LRT_ERR_UNSUPPORTED;
+    }
+    if (l->input_offset < -127 || l->input_offset > 128) {
+        return LRT_ERR_UNSUPPORTED; /* zero point outside int8 */
+    }
+    if ((uint32_t)g.out_h * g.out_w > LRT_BP_MAX_PIXELS) {
+        return LRT_ERR_UNSUPPORTED;
+    }
+    if ((uint32_t)g.kh * g.kw * g.out_c > LRT_BP_MAX_DX_TERMS) {
+        return LRT_ERR_UNSUPPORTED;
+    }
+    return LRT_OK;
+}
+
+int64_t lrt_bp_round_shift(int64_t v, unsigned s)
+{
+    int64_t half;
+    if (s == 0) {
+        return v;
+    }
+    if (s > 63) {
+        return 0;
+    }
+    half = (int64_t)1 << (s - 1);
+    if (v >= 0) {
+        return (int64_t)(((uint64_t)v + (uint64_t)half) >> s);
+    }
+    return -(int64_t)(((uint64_t)(-v) + (uint64_t)half) >> s);
+}
+
+unsigned lrt_bp_bfp_shift(uint64_t max_abs)
+{
+    unsigned s = 0;
+    while (s < 63) {
+        uint64_t half = s ? ((uint64_t)1 << (s - 1)) : 0;
+        if (((max_abs + half) >> s) <= LRT_BP_GRAD_MAX) {
+            break;
+        }
+        s++;
+    }
+    return s;
+}
+
+static int8_t sat_grad(int64_t v)
+{
+    return (int8_t)LRT_CLAMP(v, -LRT_BP_GRAD_MAX, LRT_BP_GRAD_MAX);
+}
+
+uint32_t lrt_bp_exp_q30(int32_t d, int e)
+{
+    uint64_t y, u, fr, v;
+    uint32_t n, idx, rem;
+    if (d >= 0) {
+        return 1u << 30;
+    }
+    /* exp(x) = 2^(x log2 e); u = -x log2 e in Q24. */
+    y = (uint64_t)(-(int64_t)d) * (uint64_t)LOG2E_Q28;
+    if (e >= 4) {
+        /* u >= 2^40 means 2^-u underflows Q30 anyway; the check also keeps the shift exact. */
+        if (e - 4 > 39 || (y >> (40 - (e - 4))) != 0) {
+            return 0;
+        }
+        u = y << (e - 4);
+    } else {
+        u = (uint64_t)lrt_bp_round_shift((int64_t)y, (unsigned)(4 - e));
+    }
+    n = (uint32_t)LRT_MIN(u >> 24, 63u);
+    if (n > 30) {
+        return 0;
+    }
+    fr = u & 0xFFFFFFu;
+    idx = (uint32_t)(fr >> 19);
+    rem = (uint32_t)(fr & 0x7FFFFu);
+    v = exp2_neg_q30[idx] -
+        ((((uint64_t)(exp2_neg_q30[idx] - exp2_neg_q30[idx + 1])) * rem + (1u << 18)) >> 19);
+    return (uint32_t)lrt_bp_round_shift((int64_t)v, n);
+}
+
+static unsigned bit_length(uint64_t v)
+{
+    unsigned n = 0;
+    while (v) {
+        n++;
+        v >>= 1;
+    }
+    return n;
+}
+
+int lrt_bp_softmax_xent(const int8_t *logits, uint16_t n, int32_t zero_point, int logit_exp,
+                        uint16_t label, int8_t *dz, int16_t *dz_exp, uint16_t *prob_q15)
+{
+    uint64_t sum = 0, nmax = 0;
+    int32_t qmax = -128;
+    uint16_t i;
+    int t;
+    (void)zero_point; /* cancels in q_j - q_max */
+    if (logits == NULL || dz == NULL || dz_exp == NULL || n == 0 || label >= n) {
+        return LRT_ERR_ARG;
+    }
+    for (i = 0; i < n; i++) {
+        qmax = LRT_MAX(qmax, (int32_t)logits[i]);
+    }
+    for (i = 0; i < n; i++) {
+        sum += lrt_bp_exp_q30((int32_t)logits[i] - qmax, logit_exp);
+    }
+    /* Numerators of |dz|: p_j for j != label, 1 - p_label = sum_{j != label} p_j. */
+    for (i = 0; i < n; i++) {
+        uint64_t e = lrt_bp_exp_q30((int32_t)logits[i] - qmax, logit_exp);
+        uint64_t num = (i == label) ? sum - e : e;
+        nmax = LRT_MAX(nmax, num);
+        if (prob_q15 != NULL) {
+            prob_q15[i] = (uint16_t)((e * 32768u + sum / 2) / sum);
+        }
+    }
+    if (nmax == 0) {
+        memset(dz, 0, n);
+        *dz_exp = 0;
+        return LRT_OK;
+    }
+    /* Largest t with round(nmax * 2^t / sum) <= 127: start above it (ratio >= 128). */
+    t = (int)bit_length(sum) - (int)bit_length(nmax) + 8;
+    while (t > 0 && ((nmax << t) + sum / 2) / sum > LRT_BP_GRAD_MAX) {
+        t--;
+    }
+    for (i = 0; i < n; i++) {
+        uint64_t e = lrt_bp_exp_q30((int32_t)logits[i] - qmax, logit_exp);
+        uint64_t num = (i == label) ? sum - e : e;
+        int32_t g = (int32_t)(((num << t) + sum / 2) / sum);
+        dz[i] = (int8_t)((i == label) ? -g : g);
+    }
+    *dz_exp = (int16_t)-t;
+    return LRT_OK;
+}
+
+uint32_t lrt_bp_act_mask(const lrt_layer *l, const int8_t *y, int8_t *g)
+{
+    uint32_t i, n = lrt_layer_out_size(l), nz = 0;
+    for (i = 0; i < n; i++) {
+        if (y[i] <= l->act_min || y[i] >= l->act_max) {
+            g[i] = 0;
+        }
+        nz += (g[i] != 0);
+    }
+    return nz;
+}
+
+/* dx at input element (iy, ix, ci): sum over the taps (ky, kx) that map it onto an output
+ * pixel, and over output channels. */
+static int32_t dx_sum(const lrt_bp_geom *g, const int8_t *w, const int8_t *dz, uint32_t m,
+                      uint32_t iy, uint32_t ix, uint32_t ci)
+{
+    int32_t acc = 0;
+    uint32_t ky, kx, o;
+    for (ky = 0; ky < g->kh; ky++) {
+        int32_t ty = (int32_t)iy + g->pt - (int32_t)ky;
+        uint32_t oy;
+        if (ty < 0 || ty % g->sh) {
+            continue;
+        }
+        oy = (uint32_t)ty / g->sh;
+        if (oy >= g->out_h) {
+            continue;
+        }
+        for (kx = 0; kx < g->kw; kx++) {
+            int32_t tx = (int32_t)ix + g->pl - (int32_t)kx;
+            uint32_t ox;
+            const int8_t *dzp, *wp;
+            if (tx < 0 || tx % g->sw) {
+                continue;
+            }
+            ox = (uint32_t)tx / g->sw;
+            if (ox >= g->out_w) {
+                continue;
+            }
+            dzp = dz + ((size_t)oy * g->out_w + ox) * g->out_c;
+            wp = w + ((size_t)ky * g->kw + kx) * g->in_c + ci;
+            for (o = 0; o < g->out_c; o++) {
+                acc += (int32_t)dzp[o] * wp[(size_t)o * m];
+            }
+        }
+    }
+    return acc;
+}
+
+int lrt_bp_input_grad(const lrt_layer *l, const int8_t *w, const int8_t *dz, int16_t dz_exp,
+                      int8_t *dx, int16_t *dx_exp)
+{
+    lrt_bp_geom g;
+    uint32_t m, iy, ix, ci;
+    uint64_t amax = 0;
+    unsigned s;
+    int8_t *out;
+    if (l == NULL || w == NULL || dz == NULL || dx == NULL || dx_exp == NULL ||
+        (l->kind != LRT_LAYER_CONV2D && l->kind != LRT_LAYER_DENSE)) {
+        return LRT_ERR_ARG;
+    }
+    lrt_bp_geom_of(l, &g);
+    m = lrt_bp_layer_m(l);
+    for (iy = 0; iy < g.in_h; iy++) {
+        for (ix = 0; ix < g.in_w; ix++) {
+            for (ci = 0; ci < g.in_c; ci++) {
+                int32_t v = dx_sum(&g, w, dz, m, iy, ix, ci);
+                uint64_t a = (uint64_t)(v < 0 ? -(int64_t)v : v);
+                amax = LRT_MAX(amax, a);
+            }
+        }
+    }
+    s = lrt_bp_bfp_shift(amax);
+    out = dx;
+    for (iy = 0; iy < g.in_h; iy++) {
+        for (ix = 0; ix < g.in_w; ix++) {
+            for (ci = 0; ci < g.in_c; ci++) {
+                int32_t v = amax ? dx_sum(&g, w, dz, m, iy, ix, ci) : 0;
+                *out++ = sat_grad(lrt_bp_round_shift(v, s));
+            }
+        }
+    }
+    *dx_exp = (int16_t)(dz_exp + l->weight_exp + (int)s);
+    return LRT_OK;
+}
+
+int lrt_bp_maxpool(const lrt_layer *l, const int8_t *x, const int8_t *g_out, int8_t *g_in)
+{
+    lrt_bp_geom g;
+    uint32_t oy, ox, c, ky, kx;
+    if (l == NULL || x == NULL || g_out == NULL || g_in == NULL ||
+        l->kind != LRT_LAYER_MAXPOOL2D) {
+        return LRT_ERR_ARG;
+    }
+    lrt_bp_geom_of(l, &g);
+    memset(g_in, 0, lrt_layer_in_size(l));
+    for (oy = 0; oy < g.out_h; oy++) {
+        for (ox = 0; ox < g.out_w; ox++) {
+            for (c = 0; c < g.out_c; c++) {
+                int8_t go = g_out[((size_t)oy * g.out_w + ox) * g.out_c + c];
+                int32_t best = -129;
+                size_t pos = 0;
+                if (go == 0) {
+                    continue;
+                }
+                for (ky = 0; ky < g.kh; ky++) {
+                    int32_t iy = (int32_t)(oy * g.sh + ky) - g.pt;
+                    if (iy < 0 || iy >= (int32_t)g.in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < g.kw; kx++) {
+                        int32_t ix = (int32_t)(ox * g.sw + kx) - g.pl;
+                        size_t idx;
+                        if (ix < 0 || ix >= (int32_t)g.in_w) {
+                            continue;
+                        }
+                        idx = ((size_t)iy * g.in_w + (size_t)ix) * g.in_c + c;
+                        if (x[idx] > best) { /* strict: the first maximum wins ties */
+                            best = x[idx];
+                            pos = idx;
+                        }
+                    }
+                }
+                if (best > -129) {
+                    g_in[pos] = sat_grad((int32_t)g_in[pos] + go);
+                }
+            }
+        }
+    }
+    return LRT_OK;
+}
+
+int32_t lrt_bp_weight_grad_cell(const lrt_layer *l, const int8_t *x, const int8_t *dz,
+                                uint16_t o, uint32_t j, uint32_t *nz_terms)
+{
+    lrt_bp_geom g;
+    uint32_t ky, kx, ci, oy, ox, nz = 0;
+    int32_t zp = -l->input_offset, acc = 0;
+    lrt_bp_geom_of(l, &g);
+    ci = j % g.in_c;
+    kx = (j / g.in_c) % g.kw;
+    ky = j / ((uint32_t)g.in_c * g.kw);
+    for (oy = 0; oy < g.out_h; oy++) {
+        int32_t iy = (int32_t)(oy * g.sh + ky) - g.pt;
+        const int8_t *xrow, *dzrow;
+        if (iy < 0 || iy >= (int32_t)g.in_h) {
+            continue;
+        }
+        xrow = x + (size_t)iy * g.in_w * g.in_c + ci;
+        dzrow = dz + (size_t)oy * g.out_w * g.out_c + o;
+        for (ox = 0; ox < g.out_w; ox++) {
+            int32_t ix = (int32_t)(ox * g.sw + kx) - g.pl;
+            int32_t d, a;
+            if (ix < 0 || ix >= (int32_t)g.in_w) {
+                continue;
+            }
+            d = dzrow[(size_t)ox * g.out_c];
+            if (d == 0) {
+                continue;
+            }
+            a = (int32_t)xrow[(size_t)ix * g.in_c] - zp;
+            if (a == 0) {
+                continue;
+            }
+            acc += d * a;
+            nz++;
+        }
+    }
+    if (nz_terms != NULL) {
+        *nz_terms = nz;
+    }
+    return acc;
+}
+
+void lrt_bp_weight_grad(const lrt_layer *l, const int8_t *x, const int8_t *dz, int32_t *dw)
+{
+    uint32_t m = lrt_bp_layer_m(l), j;
+    uint16_t o;
+    for (o = 0; o < l->out_c; o++) {
+        int active = lrt_bp_channel_active(l, dz, o);
+        for (j = 0; j < m; j++) {
+            dw[(size_t)o * m + j] = active ? lrt_bp_weight_grad_cell(l, x, dz, o, j, NULL) : 0;
+        }
+    }
+}
+
+int32_t lrt_bp_bias_grad(const lrt_layer *l, const int8_t *dz, uint16_t o)
+{
+    uint32_t p, n = lrt_layer_out_size(l) / l->out_c;
+    int32_t acc = 0;
+    for (p = 0; p < n; p++) {
+        acc += dz[(size_t)p * l->out_c + o];
+    }
+    return acc;
+}
+
+int lrt_bp_channel_active(const lrt_layer *l, const int8_t *dz, uint16_t o)
+{
+    uint32_t p, n = lrt_layer_out_size(l) / l->out_c;
+    for (p = 0; p < n; p++) {
+        if (dz[(size_t)p * l->out_c + o] != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void lrt_conv_gather_patch(const lrt_layer *l, const int8_t *x, uint16_t oy, uint16_t ox,
+                           int8_t *patch)
+{
+    lrt_bp_geom g;
+    uint32_t ky, kx;
+    int8_t zp = (int8_t)(-l->input_offset);
+    lrt_bp_geom_of(l, &g);
+    for (ky = 0; ky < g.kh; ky++) {
+        int32_t iy = (int32_t)((uint32_t)oy * g.sh + ky) - g.pt;
+        for (kx = 0; kx < g.kw; kx++) {
+            int32_t ix = (int32_t)((uint32_t)ox * g.sw + kx) - g.pl;
+            if (iy < 0 || iy >= (int32_t)g.in_h || ix < 0 || ix >= (int32_t)g.in_w) {
+                memset(patch, zp, g.in_c);
+            } else {
+                memcpy(patch, x + ((size_t)iy * g.in_w + (size_t)ix) * g.in_c, g.in_c);
+            }
+            patch += g.in_c;
+        }
+    }
+}
