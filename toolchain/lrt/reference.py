@@ -5,12 +5,17 @@ interpreter are compared against. Arithmetic follows tensorflow/lite/kernels/int
 int32 accumulation of (input + input_offset) * weight, + bias, then
 MultiplyByQuantizedMultiplier, + output offset, clamp to [act_min, act_max].
 
-Two rounding variants of MultiplyByQuantizedMultiplier exist in TFLite:
-  * "double" (default build): SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT
-    (two roundings, gemmlowp semantics);
-  * "single" (built with TFLITE_SINGLE_ROUNDING): one 64-bit multiply, add, shift.
-The ai-edge-litert reference kernels use "double" (checked by tests/golden); "single" is
-kept to show that the choice matters.
+The rescale of the int32 accumulator is where TFLite's kernels differ. Measured against the
+installed ai-edge-litert with OpResolverType.BUILTIN_REF (tests/golden):
+  * CONV_2D uses MultiplyByQuantizedMultiplier in its default "double" rounding:
+    SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT (gemmlowp semantics);
+  * FULLY_CONNECTED rescales in double precision, round(acc * real_scale), half away from
+    zero. lrt does that with integers as "away": one rounding of acc * multiplier *
+    2**(shift - 31), half away from zero. Exact whenever the real scale has at most 31
+    significant bits (every power-of-two model); otherwise the two can only differ when
+    acc * scale lies within about |acc * scale| * 2**-31 of a rounding boundary.
+  * "single" is TFLite's TFLITE_SINGLE_ROUNDING build (round half up); not used by any
+    layer, kept so tests can show that the variants are distinguishable.
 
 Integer semantics: intermediates are int64 and every int32 result is wrapped to int32 the
 way the C code does. Dot products run as float64 matrix products, which is exact as long as
@@ -27,7 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from lrt.model import Layer, Model
 
-Rounding = Literal["double", "single"]
+Rounding = Literal["double", "single", "away"]
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 _CHUNK = 256  # samples per conv batch: bounds the im2col buffer to a few tens of MB
@@ -68,14 +73,21 @@ def multiply_by_quantized_multiplier(
     shift: np.ndarray | int,
     rounding: Rounding = "double",
 ) -> np.ndarray:
-    """TFLite MultiplyByQuantizedMultiplier (shift > 0 = left). Broadcasts over arrays."""
+    """TFLite MultiplyByQuantizedMultiplier (shift > 0 = left). Broadcasts over arrays.
+
+    rounding: "double" (TFLite default), "single" (TFLITE_SINGLE_ROUNDING) or "away" (one
+    rounding, half away from zero, saturated to int32: lrt's FULLY_CONNECTED rescale).
+    """
     x = np.asarray(x, dtype=np.int64)
     m = np.asarray(multiplier, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)
-    if rounding == "single":
+    if rounding in ("single", "away"):
         total = 31 - s
         r = np.int64(1) << (total - 1)
-        return wrap_int32((x * m + r) >> total)
+        if rounding == "single":
+            return wrap_int32((x * m + r) >> total)
+        mag = (np.abs(x) * m + r) >> total
+        return np.clip(np.where(x < 0, -mag, mag), INT32_MIN, INT32_MAX)
     left = np.maximum(s, 0)
     right = np.maximum(-s, 0)
     # x * (1 << left) in int32: wraps on overflow, as the C code does.
@@ -174,7 +186,7 @@ def dense_s8(
     output_offset: int,
     act_min: int = -128,
     act_max: int = 127,
-    rounding: Rounding = "double",
+    rounding: Rounding = "away",
 ) -> np.ndarray:
     """int8 fully connected, x [N, n_in], weights [n_out, n_in] -> [N, n_out]."""
     xs = np.asarray(x).reshape(x.shape[0], -1).astype(np.float64) + input_offset
@@ -210,8 +222,11 @@ def _out_params(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(layer.out_multiplier), np.asarray(layer.out_shift)
 
 
-def layer_forward(layer: Layer, x: np.ndarray, rounding: Rounding = "double") -> np.ndarray:
-    """One IR layer on a batch x [N, *layer.in_shape] -> [N, *layer.out_shape] int8."""
+def layer_forward(layer: Layer, x: np.ndarray) -> np.ndarray:
+    """One IR layer on a batch x [N, *layer.in_shape] -> [N, *layer.out_shape] int8.
+
+    conv2d rescales with "double" rounding, dense with "away" (see the module docstring).
+    """
     n = x.shape[0]
     if layer.kind == "flatten":
         return x.reshape(n, -1)
@@ -226,12 +241,12 @@ def layer_forward(layer: Layer, x: np.ndarray, rounding: Rounding = "double") ->
     if layer.kind == "conv2d":
         return conv2d_s8(
             x, layer.weights, layer.bias, mult, shift, in_off, out_off, lo, hi,
-            layer.stride, layer.padding, rounding,
+            layer.stride, layer.padding, "double",
         )
     if layer.kind == "dense":
         return dense_s8(
             x.reshape(n, -1), layer.weights, layer.bias, mult, shift, in_off, out_off, lo, hi,
-            rounding,
+            "away",
         )
     raise ValueError(f"unknown layer kind {layer.kind!r}")
 
@@ -248,25 +263,23 @@ def _as_batch(model: Model, x: np.ndarray) -> tuple[np.ndarray, bool]:
     return x, False
 
 
-def forward_int8_layers(
-    model: Model, x: np.ndarray, rounding: Rounding = "double"
-) -> list[np.ndarray]:
+def forward_int8_layers(model: Model, x: np.ndarray) -> list[np.ndarray]:
     """Outputs of every layer (what the firmware's `keep` buffers hold), batch first."""
     batch, _ = _as_batch(model, x)
     outs: list[np.ndarray] = []
     cur = batch
     for layer in model.layers:
-        cur = layer_forward(layer, cur, rounding)
+        cur = layer_forward(layer, cur)
         outs.append(cur)
     return outs
 
 
-def forward_int8(model: Model, x: np.ndarray, rounding: Rounding = "double") -> np.ndarray:
+def forward_int8(model: Model, x: np.ndarray) -> np.ndarray:
     """int8 logits [N, num_classes] of int8 inputs [N, H, W, C] (or one input [H, W, C])."""
     batch, single = _as_batch(model, x)
     cur = batch
     for layer in model.layers:
-        cur = layer_forward(layer, cur, rounding)
+        cur = layer_forward(layer, cur)
     logits = cur.reshape(batch.shape[0], -1)
     return logits[0] if single else logits
 
