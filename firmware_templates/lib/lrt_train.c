@@ -1,0 +1,808 @@
+/* lrt_train.c - training schemes over the backward kernels (see lrt_train.h). */
+#include "lrt_train.h"
+
+#include <string.h>
+
+/* ---- pseudo-float ------------------------------------------------------------------------ */
+
+static const lrt_pf pf_zero = {0u, 0};
+
+lrt_pf lrt_pf_from(uint64_t v, int e)
+{
+    lrt_pf r;
+    if (v == 0) {
+        return pf_zero;
+    }
+    while (v >> 32) {
+        /* round half up without risking overflow of v + half */
+        unsigned k = 1;
+        while ((v >> k) >> 32) {
+            k++;
+        }
+        v = (v >> k) + ((v >> (k - 1)) & 1u);
+        e += (int)k;
+    }
+    while (v < 0x80000000u) {
+        v <<= 1;
+        e--;
+    }
+    e = LRT_CLAMP(e, -32000, 32000);
+    r.m = (uint32_t)v;
+    r.e = (int16_t)e;
+    return r;
+}
+
+lrt_pf lrt_pf_mul(lrt_pf a, lrt_pf b)
+{
+    if (a.m == 0 || b.m == 0) {
+        return pf_zero;
+    }
+    return lrt_pf_from((uint64_t)a.m * b.m, (int)a.e + b.e);
+}
+
+lrt_pf lrt_pf_add(lrt_pf a, lrt_pf b)
+{
+    int d;
+    uint64_t sum;
+    if (a.m == 0) {
+        return b;
+    }
+    if (b.m == 0) {
+        return a;
+    }
+    if (a.e < b.e) {
+        lrt_pf t = a;
+        a = b;
+        b = t;
+    }
+    d = (int)a.e - b.e;
+    if (d > 40) {
+        return a;
+    }
+    sum = ((uint64_t)a.m << 20) + (uint64_t)lrt_bp_round_shift((int64_t)((uint64_t)b.m << 20),
+                                                               (unsigned)d);
+    return lrt_pf_from(sum, (int)a.e - 20);
+}
+
+lrt_pf lrt_pf_div(lrt_pf a, lrt_pf b)
+{
+    if (a.m == 0 || b.m == 0) {
+        return pf_zero;
+    }
+    return lrt_pf_from((((uint64_t)a.m << 32) + b.m / 2) / b.m, (int)a.e - b.e - 32);
+}
+
+int lrt_pf_cmp(lrt_pf a, lrt_pf b)
+{
+    if (a.m == 0 || b.m == 0) {
+        return (a.m != 0) - (b.m != 0);
+    }
+    if (a.e != b.e) {
+        return a.e < b.e ? -1 : 1;
+    }
+    return (a.m > b.m) - (a.m < b.m);
+}
+
+lrt_pf lrt_pf_scale2(lrt_pf a, int k)
+{
+    if (a.m == 0) {
+        return a;
+    }
+    a.e = (int16_t)LRT_CLAMP((int)a.e + k, -32000, 32000);
+    return a;
+}
+
+int32_t lrt_pf_apply(int32_t g, lrt_pf a)
+{
+    uint64_t mag, prod;
+    int64_t r;
+    if (g == 0 || a.m == 0) {
+        return 0;
+    }
+    mag = (uint64_t)(g < 0 ? -(int64_t)g : g);
+    prod = mag * a.m; /* < 2^63 */
+    if (a.e >= 0) {
+        r = INT32_MAX; /* m >= 2^31: any non-zero product overflows int32 */
+    } else {
+        r = lrt_bp_round_shift((int64_t)prod, (unsigned)LRT_MIN(-(int)a.e, 63));
+        r = LRT_MIN(r, (int64_t)INT32_MAX);
+    }
+    return (int32_t)(g < 0 ? -r : r);
+}
+
+/* ---- max-norm ------------------------------------------------------------------------------ */
+
+void lrt_maxnorm_init(lrt_maxnorm *s)
+{
+    s->k = 0;
+    s->mv.m = LRT_MAXNORM_EPS_M;
+    s->mv.e = LRT_MAXNORM_EPS_E;
+    s->beta_pow_q30 = 1u << 30;
+}
+
+lrt_pf lrt_maxnorm_divisor(lrt_maxnorm *s, lrt_pf max_abs, uint32_t beta_q30)
+{
+    lrt_pf eps, xmax, xhat, beta, omb;
+    uint32_t corr;
+    eps.m = LRT_MAXNORM_EPS_M;
+    eps.e = LRT_MAXNORM_EPS_E;
+    if (beta_q30 == 0 || beta_q30 >= (1u << 30)) {
+        beta_q30 = LRT_MAXNORM_BETA_Q30_DEFAULT;
+    }
+    beta = lrt_pf_from(beta_q30, -30);
+    omb = lrt_pf_from((1u << 30) - beta_q30, -30);
+    s->k++;
+    xmax = lrt_pf_add(max_abs, eps);
+    s->mv = lrt_pf_add(lrt_pf_mul(s->mv, beta), lrt_pf_mul(xmax, omb));
+    s->beta_pow_q30 = (uint32_t)(((uint64_t)s->beta_pow_q30 * beta_q30 + (1u << 29)) >> 30);
+    corr = (1u << 30) - s->beta_pow_q30; /* 1 - beta^k > 0 once k >= 1 */
+    xhat = lrt_pf_div(s->mv, lrt_pf_from(corr ? corr : 1u, -30));
+    return lrt_pf_cmp(xmax, xhat) >= 0 ? xmax : xhat;
+}
+
+/* ---- sizes ------------------------------------------------------------------------------------- */
+
+static int has_weights(const lrt_layer *l)
+{
+    return l->kind == LRT_LAYER_CONV2D || l->kind == LRT_LAYER_DENSE;
+}
+
+static int is_trainable(const lrt_layer *l)
+{
+    return has_weights(l) && l->trainable;
+}
+
+uint8_t lrt_train_first_trainable(const lrt_net *net)
+{
+    uint8_t i;
+    for (i = 0; i < net->n_layers; i++) {
+        if (is_trainable(&net->layers[i])) {
+            return i;
+        }
+    }
+    return net->n_layers;
+}
+
+int lrt_train_keep_needed(const lrt_net *net, uint8_t i)
+{
+    uint8_t first = lrt_train_first_trainable(net);
+    if (i >= net->n_layers) {
+        return 0;
+    }
+    return i + 1 == net->n_layers || (first < net->n_layers && (uint32_t)i + 1 >= first);
+}
+
+uint32_t lrt_train_act_buffer_size(const lrt_net *net)
+{
+    uint32_t n = lrt_net_act_buffer_size(net);
+    uint8_t i;
+    n = LRT_MAX(n, (uint32_t)net->n_classes);
+    for (i = 0; i < net->n_layers; i++) {
+        n = LRT_MAX(n, lrt_layer_in_size(&net->layers[i]));
+        n = LRT_MAX(n, lrt_layer_out_size(&net->layers[i]));
+    }
+    return n;
+}
+
+uint32_t lrt_train_scratch_size(const lrt_net *net)
+{
+    uint32_t n = 0;
+    uint8_t i;
+    for (i = 0; i < net->n_layers; i++) {
+        if (is_trainable(&net->layers[i])) {
+            n = LRT_MAX(n, lrt_bp_layer_m(&net->layers[i]));
+        }
+    }
+    return n;
+}
+
+uint32_t lrt_train_cell_base(const lrt_net *net, uint8_t i)
+{
+    uint32_t n = 0;
+    uint8_t k;
+    for (k = 0; k < i && k < net->n_layers; k++) {
+        if (is_trainable(&net->layers[k])) {
+            n += net->layers[k].w_size;
+        }
+    }
+    return n;
+}
+
+uint32_t lrt_train_cell_count(const lrt_net *net)
+{
+    return lrt_train_cell_base(net, net->n_layers);
+}
+
+/* ---- init / forward ------------------------------------------------------------------------ */
+
+int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
+                   const lrt_train_buffers *buf, const lrt_wstore *ws,
+                   const lrt_train_hooks *hooks)
+{
+    uint8_t i;
+    uint32_t cells;
+    if (t == NULL || net == NULL || cfg == NULL || buf == NULL || net->layers == NULL ||
+        net->n_layers == 0 || net->n_classes == 0 || buf->act_a == NULL || buf->act_b == NULL ||
+        buf->keep == NULL || buf->layer_state == NULL || cfg->scheme > LRT_SCHEME_LRT) {
+        return LRT_ERR_ARG;
+    }
+    memset(t, 0, sizeof(*t));
+    t->net = net;
+    t->cfg = *cfg;
+    t->buf = *buf;
+    t->ws = ws;
+    if (hooks != NULL) {
+        t->hooks = *hooks;
+    }
+    t->first = lrt_train_first_trainable(net);
+    if (lrt_layer_out_size(&net->layers[net->n_layers - 1]) != net->n_classes) {
+        return LRT_ERR_SIZE;
+    }
+    for (i = 0; i < net->n_layers; i++) {
+        lrt_train_layer_state *st = &buf->layer_state[i];
+        memset(st, 0, sizeof(*st));
+        lrt_maxnorm_init(&st->mn_w);
+        lrt_maxnorm_init(&st->mn_b);
+        if (lrt_train_keep_needed(net, i) && buf->keep[i] == NULL) {
+            return LRT_ERR_ARG;
+        }
+        if (cfg->scheme != LRT_SCHEME_INFERENCE && i >= t->first &&
+            lrt_bp_layer_check(&net->layers[i]) != LRT_OK) {
+            return LRT_ERR_UNSUPPORTED;
+        }
+        if (is_trainable(&net->layers[i]) &&
+            (net->layers[i].bias == NULL ||
+             net->layers[i].w_size != (uint32_t)net->layers[i].out_c *
+                                          lrt_bp_layer_m(&net->layers[i]))) {
+            return LRT_ERR_SIZE;
+        }
+    }
+    if (cfg->scheme != LRT_SCHEME_INFERENCE && t->first < net->n_layers) {
+        if (lrt_bp_layer_check(&net->layers[net->n_layers - 1]) != LRT_OK) {
+            return LRT_ERR_UNSUPPORTED; /* the softmax needs the logits' exponent */
+        }
+        if ((cfg->scheme == LRT_SCHEME_SGD || cfg->scheme == LRT_SCHEME_LRT) &&
+            (ws == NULL || buf->scratch == NULL)) {
+            return LRT_ERR_ARG;
+        }
+    }
+    cells = lrt_train_cell_count(net);
+    if (buf->cell_writes != NULL) {
+        memset(buf->cell_writes, 0, (size_t)cells * sizeof(uint32_t));
+    }
+    if (buf->paper_writes != NULL) {
+        memset(buf->paper_writes, 0, (size_t)cells * sizeof(uint32_t));
+    }
+    return LRT_OK;
+}
+
+int lrt_train_infer(lrt_trainer *t, const int8_t *input, int8_t *logits, uint16_t *pred)
+{
+    int rc;
+    if (t == NULL || input == NULL || logits == NULL || pred == NULL) {
+        return LRT_ERR_ARG;
+    }
+    t->have_forward = 0;
+    rc = lrt_net_forward(t->net, input, logits, t->buf.act_a, t->buf.act_b, t->buf.keep);
+    if (rc != LRT_OK) {
+        return rc;
+    }
+    *pred = lrt_argmax_s8(logits, t->net->n_classes);
+    t->input = input;
+    t->have_forward = 1;
+    return LRT_OK;
+}
+
+/* ---- weight transactions --------------------------------------------------------------------- */
+
+static int ensure_open(lrt_trainer *t)
+{
+    int rc;
+    if (t->open) {
+        return LRT_OK;
+    }
+    rc = lrt_wstore_begin(t->ws);
+    if (rc == LRT_OK) {
+        t->open = 1;
+    }
+    return rc;
+}
+
+static int write_bias_snapshot(lrt_trainer *t)
+{
+    const lrt_net *net = t->net;
+    uint8_t i;
+    for (i = 0; i < net->n_layers; i++) {
+        const lrt_layer *l = &net->layers[i];
+        uint16_t o = 0;
+        if (!is_trainable(l)) {
+            continue;
+        }
+        while (o < l->out_c) {
+            uint8_t chunk[32]; /* little-endian int32s, whatever the CPU's byte order */
+            uint16_t k, nb = (uint16_t)LRT_MIN(8u, (uint32_t)l->out_c - o);
+            int rc;
+            for (k = 0; k < nb; k++) {
+                uint32_t v = (uint32_t)l->bias[o + k];
+                chunk[4 * k] = (uint8_t)v;
+                chunk[4 * k + 1] = (uint8_t)(v >> 8);
+                chunk[4 * k + 2] = (uint8_t)(v >> 16);
+                chunk[4 * k + 3] = (uint8_t)(v >> 24);
+            }
+            rc = lrt_wstore_write(t->ws, l->b_offset + 4u * o, chunk, 4u * nb);
+            if (rc != LRT_OK) {
+                return rc;
+            }
+            o = (uint16_t)(o + nb);
+        }
+    }
+    return LRT_OK;
+}
+
+static int fail(lrt_trainer *t, int rc)
+{
+    if (t->open) {
+        (void)lrt_wstore_abort(t->ws);
+        t->open = 0;
+    }
+    return rc;
+}
+
+int lrt_train_update_begin(lrt_trainer *t)
+{
+    if (t == NULL || t->ws == NULL) {
+        return LRT_ERR_ARG;
+    }
+    if (t->open) {
+        return LRT_ERR_STATE;
+    }
+    return ensure_open(t);
+}
+
+int lrt_train_update_commit(lrt_trainer *t)
+{
+    uint8_t i;
+    int rc;
+    if (t == NULL) {
+        return LRT_ERR_ARG;
+    }
+    if (!t->open) {
+        return LRT_ERR_STATE;
+    }
+    rc = write_bias_snapshot(t);
+    if (rc == LRT_OK) {
+        rc = lrt_wstore_commit(t->ws);
+    }
+    if (rc != LRT_OK) {
+        return fail(t, rc);
+    }
+    t->open = 0;
+    t->flushes++;
+    for (i = 0; i < t->net->n_layers; i++) {
+        lrt_train_layer_state *st = &t->buf.layer_state[i];
+        st->changed_commits += st->dirty;
+        st->dirty = 0;
+    }
+    return LRT_OK;
+}
+
+int lrt_train_commit_biases(lrt_trainer *t)
+{
+    int rc;
+    if (t == NULL || t->ws == NULL) {
+        return LRT_ERR_ARG;
+    }
+    if (t->open) {
+        return LRT_ERR_STATE;
+    }
+    rc = ensure_open(t);
+    if (rc == LRT_OK) {
+        rc = write_bias_snapshot(t);
+    }
+    if (rc == LRT_OK) {
+        rc = lrt_wstore_commit(t->ws);
+    }
+    if (rc != LRT_OK) {
+        return fail(t, rc);
+    }
+    t->open = 0;
+    return LRT_OK;
+}
+
+/* Store row `row` of layer li as neww[m]: count a write per changed cell, stage the span
+ * from the first to the last changed cell. Opens the transaction on the first change. */
+static int apply_row(lrt_trainer *t, uint8_t li, uint16_t row, const int8_t *neww)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    lrt_train_layer_state *st = &t->buf.layer_state[li];
+    uint32_t m = lrt_bp_layer_m(l), j, first = m, last = 0, changed = 0;
+    uint32_t off = l->w_offset + (uint32_t)row * m;
+    const int8_t *old = t->net->blob + off;
+    uint32_t *cnt = t->buf.cell_writes;
+    uint32_t base = cnt ? lrt_train_cell_base(t->net, li) + (uint32_t)row * m : 0;
+    int rc;
+    for (j = 0; j < m; j++) {
+        if (neww[j] == old[j]) {
+            continue;
+        }
+        if (first == m) {
+            first = j;
+        }
+        last = j;
+        changed++;
+        if (cnt != NULL) {
+            uint32_t c = ++cnt[base + j];
+            st->max_writes = LRT_MAX(st->max_writes, c);
+        }
+    }
+    if (changed == 0) {
+        return 0;
+    }
+    rc = ensure_open(t);
+    if (rc == LRT_OK) {
+        rc = lrt_wstore_write(t->ws, off + first, neww + first, last - first + 1);
+    }
+    if (rc != LRT_OK) {
+        return rc;
+    }
+    st->total_writes += changed;
+    st->dirty = 1;
+    return (int)LRT_MIN(changed, (uint32_t)INT32_MAX);
+}
+
+int lrt_train_update_row(lrt_trainer *t, uint8_t layer, uint16_t row, const int16_t *delta)
+{
+    const lrt_layer *l;
+    const int8_t *old;
+    uint32_t m, j;
+    int rc;
+    if (t == NULL || delta == NULL || layer >= t->net->n_layers) {
+        return LRT_ERR_ARG;
+    }
+    l = &t->net->layers[layer];
+    if (!is_trainable(l) || row >= l->out_c) {
+        return LRT_ERR_ARG;
+    }
+    if (!t->open) {
+        return LRT_ERR_STATE;
+    }
+    m = lrt_bp_layer_m(l);
+    old = t->net->blob + l->w_offset + (uint32_t)row * m;
+    for (j = 0; j < m; j++) {
+        int32_t v = (int32_t)old[j] - delta[j];
+        t->buf.scratch[j] = (int8_t)LRT_CLAMP(v, -128, 127);
+    }
+    rc = apply_row(t, layer, row, t->buf.scratch);
+    return rc < 0 ? fail(t, rc) : rc;
+}
+
+/* ---- schemes -------------------------------------------------------------------------------- */
+
+static lrt_pf lr_pf(const lrt_trainer *t)
+{
+    return lrt_pf_from(t->cfg.lr_q16, -16);
+}
+
+static uint32_t beta_q30(const lrt_trainer *t)
+{
+    return t->cfg.maxnorm_beta_q30 ? t->cfg.maxnorm_beta_q30 : LRT_MAXNORM_BETA_Q30_DEFAULT;
+}
+
+static uint64_t abs64(int64_t v)
+{
+    return (uint64_t)(v < 0 ? -v : v);
+}
+
+static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz_exp)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    lrt_train_layer_state *st = &t->buf.layer_state[li];
+    int acc_exp = (int)l->in_exp + l->weight_exp;
+    int bexp = LRT_MAX((int)l->bias_exp, acc_exp);
+    int top = (int)l->bias_exp + 15 - acc_exp; /* range limit 2^(bias_exp+15) in acc LSBs */
+    int step = bexp - acc_exp;
+    int64_t lo, hi;
+    lrt_pf scale = lr_pf(t);
+    uint16_t o;
+    if (top > 31) {
+        lo = INT32_MIN;
+        hi = INT32_MAX;
+    } else {
+        top = LRT_MAX(top, step);
+        lo = -((int64_t)1 << top);
+        hi = ((int64_t)1 << top) - ((int64_t)1 << step);
+        hi = LRT_MAX(hi, lo);
+    }
+    if (t->cfg.max_norm) {
+        uint64_t amax = 0;
+        for (o = 0; o < l->out_c; o++) {
+            amax = LRT_MAX(amax, abs64(lrt_bp_bias_grad(l, dz, o)));
+        }
+        if (amax == 0) {
+            return;
+        }
+        scale = lrt_pf_div(scale, lrt_maxnorm_divisor(&st->mn_b, lrt_pf_from(amax, dz_exp),
+                                                      beta_q30(t)));
+    }
+    scale = lrt_pf_scale2(scale, (int)dz_exp - bexp);
+    for (o = 0; o < l->out_c; o++) {
+        int32_t gb = lrt_bp_bias_grad(l, dz, o);
+        int64_t du = lrt_pf_apply(gb, scale), b;
+        if (du == 0) {
+            continue;
+        }
+        if (step >= 31) {
+            b = du > 0 ? lo : hi;
+        } else {
+            b = (int64_t)l->bias[o] - du * ((int64_t)1 << step);
+        }
+        l->bias[o] = (int32_t)LRT_CLAMP(b, lo, hi);
+    }
+}
+
+static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
+                      int16_t dz_exp)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    lrt_train_layer_state *st = &t->buf.layer_state[li];
+    uint32_t m = lrt_bp_layer_m(l), j, sample_paper_max = 0;
+    uint32_t *paper = t->buf.paper_writes;
+    uint32_t base = lrt_train_cell_base(t->net, li);
+    int grad_exp = (int)dz_exp + l->in_exp;
+    int is_conv = l->kind == LRT_LAYER_CONV2D;
+    lrt_pf scale = lr_pf(t);
+    uint16_t o;
+    if (t->cfg.max_norm) {
+        /* The divisor needs the whole tensor's max first: one extra pass, no buffer. */
+        uint64_t amax = 0;
+        for (o = 0; o < l->out_c; o++) {
+            if (!lrt_bp_channel_active(l, dz, o)) {
+                continue;
+            }
+            for (j = 0; j < m; j++) {
+                amax = LRT_MAX(amax, abs64(lrt_bp_weight_grad_cell(l, x, dz, o, j, NULL)));
+            }
+        }
+        if (amax == 0) {
+            return LRT_OK;
+        }
+        scale = lrt_pf_div(scale, lrt_maxnorm_divisor(&st->mn_w, lrt_pf_from(amax, grad_exp),
+                                                      beta_q30(t)));
+    }
+    scale = lrt_pf_scale2(scale, grad_exp - l->weight_exp);
+    for (o = 0; o < l->out_c; o++) {
+        const int8_t *old;
+        int rc;
+        if (!lrt_bp_channel_active(l, dz, o)) {
+            continue;
+        }
+        old = t->net->blob + l->w_offset + (uint32_t)o * m;
+        for (j = 0; j < m; j++) {
+            uint32_t nz = 0, writes;
+            int32_t g = lrt_bp_weight_grad_cell(l, x, dz, o, j, &nz);
+            int64_t du = lrt_pf_apply(g, scale);
+            int64_t v = (int64_t)old[j] - du;
+            t->buf.scratch[j] = (int8_t)LRT_CLAMP(v, -128, 127);
+            writes = is_conv ? nz : (du != 0);
+            if (writes) {
+                st->paper_total += writes;
+                sample_paper_max = LRT_MAX(sample_paper_max, writes);
+                if (paper != NULL) {
+                    uint32_t *c = &paper[base + (uint32_t)o * m + j];
+                    *c += writes;
+                    st->paper_max = LRT_MAX(st->paper_max, *c);
+                }
+            }
+        }
+        rc = apply_row(t, li, o, t->buf.scratch);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    st->paper_bound += sample_paper_max;
+    return LRT_OK;
+}
+
+static int lrt_terms(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
+                     int16_t dz_exp)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    lrt_bp_geom g;
+    lrt_train_term term;
+    uint16_t oy, ox, o;
+    lrt_bp_geom_of(l, &g);
+    term.index = li;
+    term.n_pixels = (uint16_t)(g.out_h * g.out_w);
+    term.n = l->out_c;
+    term.dz_exp = dz_exp;
+    term.m = lrt_bp_layer_m(l);
+    term.patch_zp = -l->input_offset;
+    term.patch_exp = l->in_exp;
+    for (oy = 0; oy < g.out_h; oy++) {
+        for (ox = 0; ox < g.out_w; ox++) {
+            uint16_t p = (uint16_t)(oy * g.out_w + ox);
+            const int8_t *dzp = dz + (size_t)p * l->out_c;
+            int rc;
+            for (o = 0; o < l->out_c && dzp[o] == 0; o++) {
+            }
+            if (o == l->out_c) {
+                continue;
+            }
+            term.pixel = p;
+            term.dz = dzp;
+            if (l->kind == LRT_LAYER_DENSE) {
+                term.patch = x; /* the whole input is the (only) patch */
+            } else {
+                lrt_conv_gather_patch(l, x, oy, ox, t->buf.scratch);
+                term.patch = t->buf.scratch;
+            }
+            rc = t->hooks.term(t->hooks.ctx, t, &term);
+            if (rc != LRT_OK) {
+                return rc;
+            }
+        }
+    }
+    return LRT_OK;
+}
+
+static int train_layer(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
+                       int16_t dz_exp, uint32_t nz)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    int rc;
+    if (t->hooks.layer_grad != NULL) {
+        lrt_train_grad g;
+        g.layer = l;
+        g.index = li;
+        g.x = x;
+        g.x_zp = -l->input_offset;
+        g.x_exp = l->in_exp;
+        g.dz = dz;
+        g.dz_exp = dz_exp;
+        g.w = lrt_layer_weights(t->net, l);
+        rc = t->hooks.layer_grad(t->hooks.ctx, t, &g);
+        if (rc != LRT_OK) {
+            return rc;
+        }
+    }
+    if (nz == 0) {
+        return LRT_OK; /* zero gradient: nothing to add, nothing to update */
+    }
+    bias_update(t, li, dz, dz_exp);
+    if (t->cfg.scheme == LRT_SCHEME_SGD) {
+        return sgd_update(t, li, x, dz, dz_exp);
+    }
+    if (t->cfg.scheme == LRT_SCHEME_LRT && t->hooks.term != NULL) {
+        return lrt_terms(t, li, x, dz, dz_exp);
+    }
+    return LRT_OK;
+}
+
+int lrt_train_learn(lrt_trainer *t, uint16_t label)
+{
+    const lrt_net *net;
+    int8_t *gbuf[2];
+    int cur = 0, rc;
+    int16_t ge, gnext;
+    uint8_t li, last;
+    if (t == NULL) {
+        return LRT_ERR_ARG;
+    }
+    net = t->net;
+    if (label >= net->n_classes) {
+        return LRT_ERR_ARG;
+    }
+    if (!t->have_forward) {
+        return LRT_ERR_STATE;
+    }
+    if (t->cfg.scheme == LRT_SCHEME_INFERENCE) {
+        return LRT_OK;
+    }
+    t->samples++;
+    if (t->first < net->n_layers) {
+        last = (uint8_t)(net->n_layers - 1);
+        gbuf[0] = t->buf.act_a;
+        gbuf[1] = t->buf.act_b;
+        rc = lrt_bp_softmax_xent(t->buf.keep[last], net->n_classes,
+                                 net->layers[last].output_offset, net->layers[last].out_exp,
+                                 label, gbuf[0], &ge, NULL);
+        if (rc != LRT_OK) {
+            return rc;
+        }
+        for (li = last;; li--) {
+            const lrt_layer *l = &net->layers[li];
+            const int8_t *x = li ? t->buf.keep[li - 1] : t->input;
+            if (has_weights(l)) {
+                uint32_t nz = lrt_bp_act_mask(l, t->buf.keep[li], gbuf[cur]);
+                gnext = ge;
+                if (li > t->first) {
+                    /* Input gradient first: it must see this sample's weights unchanged. */
+                    if (nz) {
+                        rc = lrt_bp_input_grad(l, lrt_layer_weights(net, l), gbuf[cur], ge,
+                                               gbuf[1 - cur], &gnext);
+                        if (rc != LRT_OK) {
+                            return fail(t, rc);
+                        }
+                    } else {
+                        memset(gbuf[1 - cur], 0, lrt_layer_in_size(l));
+                    }
+                }
+                if (l->trainable) {
+                    rc = train_layer(t, li, x, gbuf[cur], ge, nz);
+                    if (rc != LRT_OK) {
+                        return fail(t, rc);
+                    }
+                }
+                cur = 1 - cur;
+                ge = gnext;
+            } else if (l->kind == LRT_LAYER_MAXPOOL2D && li > t->first) {
+                rc = lrt_bp_maxpool(l, x, gbuf[cur], gbuf[1 - cur]);
+                if (rc != LRT_OK) {
+                    return fail(t, rc);
+                }
+                cur = 1 - cur;
+            }
+            /* flatten: NHWC order is the dense input order, the gradient is unchanged */
+            if (li == t->first) {
+                break;
+            }
+        }
+        if (t->open) {
+            rc = lrt_train_update_commit(t);
+            if (rc != LRT_OK) {
+                return rc;
+            }
+        } else if (t->cfg.bias_commit_period && t->ws != NULL &&
+                   t->samples % t->cfg.bias_commit_period == 0) {
+            rc = lrt_train_commit_biases(t);
+            if (rc != LRT_OK) {
+                return rc;
+            }
+        }
+    }
+    if (t->cfg.scheme == LRT_SCHEME_LRT && t->hooks.sample_end != NULL) {
+        return t->hooks.sample_end(t->hooks.ctx, t);
+    }
+    return LRT_OK;
+}
+
+int lrt_train_sample(lrt_trainer *t, const int8_t *input, uint16_t label, int8_t *logits_out,
+                     uint16_t *pred)
+{
+    int rc = lrt_train_infer(t, input, logits_out, pred);
+    if (rc != LRT_OK) {
+        return rc;
+    }
+    return lrt_train_learn(t, label);
+}
+
+int lrt_train_layer_stats(const lrt_trainer *t, uint8_t i, lrt_train_stats *out)
+{
+    const lrt_layer *l;
+    const lrt_train_layer_state *st;
+    if (t == NULL || out == NULL || i >= t->net->n_layers) {
+        return LRT_ERR_ARG;
+    }
+    memset(out, 0, sizeof(*out));
+    l = &t->net->layers[i];
+    st = &t->buf.layer_state[i];
+    if (!has_weights(l)) {
+        return LRT_OK;
+    }
+    out->cells = l->w_size;
+    out->total_writes = st->total_writes;
+    out->paper_total = st->paper_total;
+    if (t->buf.cell_writes != NULL) {
+        out->max_writes = st->max_writes;
+    } else {
+        out->max_writes = st->changed_commits;
+    }
+    if (t->buf.paper_writes != NULL) {
+        out->paper_max = st->paper_max;
+    } else {
+        out->paper_max = st->paper_bound;
+    }
+    out->exact = t->buf.cell_writes != NULL && (t->cfg.scheme != LRT_SCHEME_SGD ||
+                                                t->buf.paper_writes != NULL);
+    return LRT_OK;
+}

@@ -1,0 +1,242 @@
+/* lrt_train.h - on-device training: the paper's online protocol over an lrt_net.
+ *
+ * One call per labelled sample (lrt_train_sample): forward pass keeping every activation,
+ * prediction, then learning from the label with the scheme chosen at build time:
+ *
+ *   LRT_SCHEME_INFERENCE  no training.
+ *   LRT_SCHEME_BIAS       biases of trainable layers updated every sample (RAM working copy);
+ *                         weights frozen, so no weight write ever happens.
+ *   LRT_SCHEME_SGD        biases as above, and every weight of every trainable layer updated
+ *                         every sample: W <- clip(W - lr * dL/dW) rounded to the weight LSB,
+ *                         one weight-store transaction per sample. Updates below half an LSB
+ *                         vanish (the paper's point). The per-sample gradient of a cell is
+ *                         summed over output pixels cell by cell: no n x m buffer.
+ *   LRT_SCHEME_LRT        biases as above; weight gradients go to the LRT accumulator through
+ *                         the hooks (lrt_train_hooks), which flushes through
+ *                         lrt_train_update_begin/row/commit.
+ *
+ * Learning rate lr is Q16 (0.01 -> 655). Optional per-tensor gradient max-norm
+ * (LRT_ALGORITHM.md: beta 0.999, eps 1e-4) on each layer's weight gradient and bias
+ * gradient: update = lr * g / max(max|g| + eps, x_hat), x_hat the bias-corrected running
+ * average of max|g| + eps. Real-valued quantities that span many octaves (gradient maxima,
+ * the running average, the resulting step) are kept in a small unsigned pseudo-float
+ * (lrt_pf); no float or double is used.
+ *
+ * Biases: int32 at the accumulator scale 2^(in_exp + weight_exp) (TFLite), restricted to the
+ * paper's 16-bit format: LSB 2^max(bias_exp, in_exp + weight_exp), range
+ * [-2^(bias_exp+15), 2^(bias_exp+15)) = [-8, 8) for bias_exp = -12. Updates are rounded
+ * (half away from zero) to that LSB and clamped to that range.
+ *
+ * Backward pass: see lrt_backprop.h (int8 block-float gradients, clipped STE). Layers with
+ * trainable == 0 get no weight or bias update; backprop stops at the lowest trainable layer.
+ * A sample whose masked gradient is all zero at some layer costs nothing below it.
+ *
+ * Write accounting (LRT_ALGORITHM.md "Counting writes"), per trainable weight layer:
+ *   max_writes_per_cell  a cell counts one write each time its stored value changes
+ *                        (SGD: once per sample at most; LRT: once per flush at most).
+ *   paper_sgd_writes     scheme sgd only: per cell, conv: one write per output pixel whose
+ *                        output gradient and input activation are both non-zero ("as if the
+ *                        update were applied at each pixel"); dense: one per non-zero
+ *                        quantized update. The reported figure is the max over cells.
+ * Exact per-cell maxima need a uint32 counter per weight cell (buffers.cell_writes /
+ * paper_writes, lrt_train_cell_count() entries each), which emulator builds provide. A real
+ * board keeps its wear counters in NVM (lrt_nvm) instead and passes NULL here; the trainer
+ * then reports upper bounds: max writes <= number of transactions that changed some cell of
+ * the layer, paper max <= sum over samples of the per-sample maximum.
+ *
+ * Memory (all caller-provided, sizes known at generation time):
+ *   act_a, act_b   lrt_train_act_buffer_size(net) bytes each: the forward ping-pong buffers,
+ *                  reused as the two gradient ping-pong buffers after the forward pass.
+ *   keep[i]        lrt_layer_out_size(&layers[i]) bytes for every i >= first trainable - 1
+ *                  (lrt_train_keep_needed); the last layer's keep holds the logits.
+ *   scratch        lrt_train_scratch_size(net) bytes (one weight row / one patch).
+ *   layer_state    n_layers entries of lrt_train_layer_state.
+ *   cell_writes, paper_writes   optional, lrt_train_cell_count(net) uint32 each.
+ * The softmax needs no scratch (exponentials are recomputed, n_classes is small).
+ * The input sample must stay valid and unchanged until learning is done, and must not alias
+ * act_a/act_b.
+ */
+#ifndef LRT_TRAIN_H
+#define LRT_TRAIN_H
+
+#include "lrt_backprop.h"
+#include "lrt_net.h"
+#include "lrt_wstore.h"
+
+typedef enum {
+    LRT_SCHEME_INFERENCE = 0,
+    LRT_SCHEME_BIAS = 1,
+    LRT_SCHEME_SGD = 2,
+    LRT_SCHEME_LRT = 3,
+} lrt_scheme;
+
+/* ---- unsigned pseudo-float: value = m * 2^e, m = 0 or 2^31 <= m < 2^32 ------------------ */
+typedef struct {
+    uint32_t m;
+    int16_t e;
+} lrt_pf;
+
+lrt_pf lrt_pf_from(uint64_t v, int e);              /* v * 2^e, rounded to 32 bits */
+lrt_pf lrt_pf_mul(lrt_pf a, lrt_pf b);
+lrt_pf lrt_pf_add(lrt_pf a, lrt_pf b);
+lrt_pf lrt_pf_div(lrt_pf a, lrt_pf b);              /* b must be non-zero (else returns 0) */
+int lrt_pf_cmp(lrt_pf a, lrt_pf b);                 /* -1, 0, 1 */
+lrt_pf lrt_pf_scale2(lrt_pf a, int k);              /* a * 2^k */
+/* round(g * a), half away from zero, saturated to int32. */
+int32_t lrt_pf_apply(int32_t g, lrt_pf a);
+
+/* ---- gradient max-norm (per tensor) --------------------------------------------------- */
+#define LRT_MAXNORM_BETA_Q30_DEFAULT 1072668082u /* 0.999 * 2^30 */
+#define LRT_MAXNORM_EPS_M 3518437209u            /* 1e-4 = LRT_MAXNORM_EPS_M * 2^-45 */
+#define LRT_MAXNORM_EPS_E (-45)
+
+typedef struct {
+    uint32_t k;            /* calls so far */
+    lrt_pf mv;             /* running average of max|x| + eps */
+    uint32_t beta_pow_q30; /* beta^k, for the bias correction */
+} lrt_maxnorm;
+
+void lrt_maxnorm_init(lrt_maxnorm *s);
+/* One call per tensor and step: max_abs = max|x| (real). Returns the divisor
+ * max(max_abs + eps, x_hat); the normalized tensor is x / divisor. */
+lrt_pf lrt_maxnorm_divisor(lrt_maxnorm *s, lrt_pf max_abs, uint32_t beta_q30);
+
+/* ---- trainer -------------------------------------------------------------------------- */
+typedef struct {
+    uint8_t scheme;              /* lrt_scheme */
+    uint8_t max_norm;            /* 1: per-tensor gradient max-norm on weight/bias gradients */
+    uint32_t lr_q16;             /* learning rate, Q16 */
+    uint32_t maxnorm_beta_q30;   /* 0: LRT_MAXNORM_BETA_Q30_DEFAULT */
+    uint32_t bias_commit_period; /* bias/lrt schemes: snapshot the biases into the blob every
+                                    this many samples (0: only with weight commits) */
+} lrt_train_config;
+
+/* Per-layer bookkeeping (one per net layer; only weight layers use it). */
+typedef struct {
+    uint64_t total_writes;     /* sum over cells of stored-value changes */
+    uint64_t paper_total;      /* sum over cells of paper-accounting writes (sgd) */
+    uint32_t max_writes;       /* max over cells (exact with per-cell counters) */
+    uint32_t paper_max;        /* max over cells (exact with per-cell counters) */
+    uint32_t changed_commits;  /* transactions that changed a cell of this layer */
+    uint32_t paper_bound;      /* sum over samples of the per-sample max paper count */
+    lrt_maxnorm mn_w, mn_b;    /* max-norm state of the weight and bias gradients */
+    uint8_t dirty;             /* changed in the open transaction */
+} lrt_train_layer_state;
+
+typedef struct {
+    uint32_t max_writes;   /* max_writes_per_cell */
+    uint64_t total_writes; /* sum over cells (mean = total_writes / cells) */
+    uint32_t paper_max;    /* paper_sgd_writes (0 unless scheme sgd) */
+    uint64_t paper_total;
+    uint32_t cells;
+    uint8_t exact;         /* 1: maxima from per-cell counters; 0: upper bounds */
+} lrt_train_stats;
+
+/* What a scheme sees of one trainable weight layer after its backward step. */
+typedef struct {
+    const lrt_layer *layer;
+    uint8_t index;          /* in net->layers */
+    const int8_t *x;        /* layer input, real = (x - x_zp) * 2^x_exp */
+    int32_t x_zp;
+    int16_t x_exp;
+    const int8_t *dz;       /* masked pre-activation gradient [out_h*out_w*out_c] */
+    int16_t dz_exp;         /* real = dz * 2^dz_exp */
+    const int8_t *w;        /* the weights before this sample's update */
+} lrt_train_grad;
+
+/* One outer-product term dz_p (x) (patch_p - zp) of a weight layer's gradient (LRT). */
+typedef struct {
+    uint8_t index;          /* layer in net->layers */
+    uint16_t pixel;         /* output pixel oy * out_w + ox (0 for dense) */
+    uint16_t n_pixels;
+    const int8_t *dz;       /* n = out_c entries, real = dz * 2^dz_exp, never all zero */
+    uint16_t n;
+    int16_t dz_exp;
+    const int8_t *patch;    /* m entries, real = (patch - patch_zp) * 2^patch_exp */
+    uint32_t m;
+    int32_t patch_zp;
+    int16_t patch_exp;
+} lrt_train_term;
+
+struct lrt_trainer;
+
+/* Integration points for the LRT accumulator (all optional; return LRT_OK or an lrt_err,
+ * which aborts the sample and is returned by lrt_train_sample). */
+typedef struct {
+    /* Every scheme that trains: each trainable weight layer, once per sample. */
+    int (*layer_grad)(void *ctx, struct lrt_trainer *t, const lrt_train_grad *g);
+    /* Scheme lrt: every output pixel of every trainable weight layer whose dz_p is not all
+     * zero (an all-zero term adds nothing to the sum). The patch lives in the trainer's
+     * scratch and is valid during the call only. */
+    int (*term)(void *ctx, struct lrt_trainer *t, const lrt_train_term *term);
+    /* Scheme lrt: after each sample's backward pass; the place to flush every B samples
+     * through lrt_train_update_begin / _row / _commit. */
+    int (*sample_end)(void *ctx, struct lrt_trainer *t);
+    void *ctx;
+} lrt_train_hooks;
+
+typedef struct {
+    int8_t *act_a, *act_b;
+    int8_t *const *keep;
+    int8_t *scratch;
+    lrt_train_layer_state *layer_state;
+    uint32_t *cell_writes;  /* optional */
+    uint32_t *paper_writes; /* optional */
+} lrt_train_buffers;
+
+typedef struct lrt_trainer {
+    lrt_net *net;
+    lrt_train_config cfg;
+    lrt_train_buffers buf;
+    const lrt_wstore *ws;
+    lrt_train_hooks hooks;
+    const int8_t *input;   /* input of the last forward pass */
+    uint32_t samples;      /* samples learned from */
+    uint32_t flushes;      /* weight transactions committed */
+    uint8_t first;         /* lowest trainable layer (n_layers if none) */
+    uint8_t open;          /* a weight transaction is open */
+    uint8_t have_forward;  /* keep[] holds the activations of `input` */
+} lrt_trainer;
+
+/* Sizes for codegen / static allocation. */
+uint32_t lrt_train_act_buffer_size(const lrt_net *net);
+uint32_t lrt_train_scratch_size(const lrt_net *net);
+uint32_t lrt_train_cell_count(const lrt_net *net);
+/* Lowest layer with trainable weights, n_layers if none. */
+uint8_t lrt_train_first_trainable(const lrt_net *net);
+/* 1 if keep[i] must be provided. */
+int lrt_train_keep_needed(const lrt_net *net, uint8_t i);
+/* Index of layer i's first cell in cell_writes / paper_writes (trainable layers only, in
+ * layer order, row-major [out_c][m]). */
+uint32_t lrt_train_cell_base(const lrt_net *net, uint8_t i);
+
+/* Checks the net (power-of-two formats, int32-safe sizes) and the buffers; zeroes the
+ * statistics and counters. hooks may be NULL. The store may be NULL for the inference and
+ * bias schemes (then bias snapshots are never written). */
+int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
+                   const lrt_train_buffers *buf, const lrt_wstore *ws,
+                   const lrt_train_hooks *hooks);
+
+/* Forward pass keeping activations; logits[n_classes]; *pred = argmax (lowest on ties). */
+int lrt_train_infer(lrt_trainer *t, const int8_t *input, int8_t *logits, uint16_t *pred);
+/* Learn `label` from the last lrt_train_infer (same input buffer, still unchanged). */
+int lrt_train_learn(lrt_trainer *t, uint16_t label);
+/* The online protocol: infer (logits and pred are from before the update), then learn. */
+int lrt_train_sample(lrt_trainer *t, const int8_t *input, uint16_t label, int8_t *logits_out,
+                     uint16_t *pred);
+
+/* Weight transaction used by SGD internally and by the LRT flush. update_row applies
+ * W[row][j] <- clip(W[row][j] - delta[j], -128, 127) (delta in weight LSBs) to a trainable
+ * layer, counts a write for each cell whose value changes, and stages the changed span.
+ * Returns the number of changed cells or a negative lrt_err. update_commit also writes the
+ * bias snapshot of every trainable layer. */
+int lrt_train_update_begin(lrt_trainer *t);
+int lrt_train_update_row(lrt_trainer *t, uint8_t layer, uint16_t row, const int16_t *delta);
+int lrt_train_update_commit(lrt_trainer *t);
+/* Persist the RAM biases (one transaction with the bias snapshot only). */
+int lrt_train_commit_biases(lrt_trainer *t);
+
+/* Write statistics of layer i (zeros for layers without weights or frozen layers). */
+int lrt_train_layer_stats(const lrt_trainer *t, uint8_t i, lrt_train_stats *out);
+
+#endif /* LRT_TRAIN_H */
