@@ -104,7 +104,7 @@ def load_dataset(
         parts.append((train.x[on], train.y[on]))
         source = train.source
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te), (x_on, y_on) = (
-        (_to_float(x), np.ascontiguousarray(y, dtype=np.uint8)) for x, y in parts
+        (_to_float(x), np.array(y, dtype=np.uint8)) for x, y in parts  # copies: cache stays intact
     )
     if augment_train:
         aug_rng = np.random.default_rng([seed, _AUGMENT_SALT])
