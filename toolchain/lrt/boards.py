@@ -38,6 +38,7 @@ NVM_DRIVERS = ("host", "ram", "stm32f4-flash", "nrf52-nvmc")
 IO_CHANNELS = ("stdio", "semihosting", "uart")
 UART_DRIVERS = ("cmsdk", "stm32-usart", "nrf-uart")
 FLASH_METHODS = ("openocd", "pyocd", "pio")
+UNLIMITED = 2**31 - 1  # budget of boards without a [budget] table (the host)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,12 @@ class Cpu:
     clock_hz: int
     cflags: tuple[str, ...]
     ldflags: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return self.core
+
+    def __format__(self, spec: str) -> str:
+        return format(self.core, spec)
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,18 @@ class Board:
         return self.cpu.core == "host"
 
     @property
+    def emulator_name(self) -> str:
+        """'host', 'qemu:<machine>', 'renode:<platform>' or 'none' (for listings)."""
+        if self.is_host:
+            return "host"
+        names = []
+        if self.emulator.qemu:
+            names.append(f"qemu:{self.emulator.qemu}")
+        if self.emulator.renode:
+            names.append(f"renode:{Path(self.emulator.renode).stem}")
+        return ", ".join(names) or "none"
+
+    @property
     def nvm_memory(self) -> str | None:
         """'flash' or 'ram': which memory of the map holds the NVM region (None on host)."""
         region = self.nvm.region
@@ -172,25 +191,25 @@ class Board:
 
     @property
     def flash_budget(self) -> int:
-        """Bytes of the part's flash the firmware image may use (NVM region excluded)."""
-        budget = self._budget()
-        return budget.flash - (self.nvm.size if self.nvm_memory == "flash" else 0)
+        """Bytes of the part's flash the firmware image may use (NVM region excluded).
+
+        Boards without a [budget] table (the host) are unlimited: UNLIMITED."""
+        if self.budget is None:
+            return UNLIMITED
+        return self.budget.flash - (self.nvm.size if self.nvm_memory == "flash" else 0)
 
     @property
     def ram_budget(self) -> int:
         """Bytes of the part's RAM the firmware may use (NVM region excluded)."""
-        budget = self._budget()
-        return budget.ram - (self.nvm.size if self.nvm_memory == "ram" else 0)
+        if self.budget is None:
+            return UNLIMITED
+        return self.budget.ram - (self.nvm.size if self.nvm_memory == "ram" else 0)
 
     def _memory(self) -> Memory:
         if self.memory is None:
             raise UserError(f"board '{self.name}' has no memory map (host build)")
         return self.memory
 
-    def _budget(self) -> Budget:
-        if self.budget is None:
-            raise UserError(f"board '{self.name}' has no footprint budget (host build)")
-        return self.budget
 
 
 # ----------------------------------------------------------------------------- parsing

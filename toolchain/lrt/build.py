@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jinja2
@@ -66,6 +66,10 @@ class Footprint:
     @property
     def ram(self) -> int:
         return self.data + self.bss + self.heap + self.stack
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-ready numbers, totals included."""
+        return {**asdict(self), "flash": self.flash, "ram": self.ram}
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,9 @@ def write_bsp(bsp_dir: Path, board: Board, io: str) -> list[Path]:
     sources = bsp_sources(board, io)
     for rel in ["lrt_platform.h", *sources]:
         _copy_if_changed(BSP / rel, bsp_dir / Path(rel).name)
+    # The platform code returns lrt_err codes; -Isrc comes first, so the copy codegen put
+    # into src/ wins, and this one only serves firmware built without the library.
+    _copy_if_changed(TEMPLATES / "lib" / "lrt_common.h", bsp_dir / "lrt_common.h")
     header = render(
         "bsp/lrt_board.h.j2",
         board_name=board.name,
@@ -438,9 +445,9 @@ def section_sizes(elf: Path) -> dict[str, tuple[int, int]]:
         parts = line.split()
         if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
             size, addr = int(parts[1]), int(parts[2])
-            if addr:
-                sections[parts[0]] = (size, addr)
-            elif parts[0] in _FLASH_SECTIONS:  # at address 0 on boards whose code starts at 0
+            # Non-allocated sections (.comment, .debug_*) sit at address 0, and so does the
+            # vector table on boards whose code starts at 0.
+            if addr or parts[0] in _FLASH_SECTIONS:
                 sections[parts[0]] = (size, addr)
     return sections
 

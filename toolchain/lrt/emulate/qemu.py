@@ -1,0 +1,251 @@
+"""Run Cortex-M firmware in QEMU (qemu-system-arm), and count its instructions exactly.
+
+Transport: with the board's "semihosting" channel the firmware's read(0)/write(1) are
+QEMU's own stdin/stdout (binary, with end of file); with "uart" the CMSDK UART is routed
+to QEMU's stdio (``-serial stdio``). Either way the runner talks to the firmware through
+the QEMU process's pipes, exactly like the host runner talks to the native executable;
+only the command line differs. Never ``-nographic`` alone: its stdio mux eats stdin.
+
+Cost: ``-icount shift=0`` makes one instruction one virtual nanosecond, so SysTick (the
+firmware's lrt_platform_cycles) advances once every 1e9 / clock_hz instructions,
+repeatably. For exact counts, ``count_instructions`` runs a tiny TCG plugin
+(insncount.c, built on first use into a cache directory) that counts every executed
+instruction, optionally only inside one function's address range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lrt.boards import Board
+from lrt.errors import UserError
+
+QEMU = "qemu-system-arm"
+PLUGIN_SOURCE = Path(__file__).with_name("insncount.c")
+HARDFAULT_EXIT = 131  # cortexm/startup.c's HardFault_Handler under semihosting
+
+
+@dataclass(frozen=True)
+class QemuRun:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+
+
+@dataclass(frozen=True)
+class InsnCount:
+    total: int  # every guest instruction executed, boot to exit
+    in_range: int | None  # instructions with address in [lo, hi), if a range was given
+    pc_range: tuple[int, int] | None
+    run: QemuRun
+
+
+def qemu_binary() -> str:
+    path = shutil.which(QEMU)
+    if path is None:
+        raise UserError(f"{QEMU} not found on PATH (install qemu-system-arm: scripts/setup.sh)")
+    return path
+
+
+def qemu_machine(board: Board) -> str:
+    if board.emulator.qemu is None:
+        raise UserError(
+            f"board '{board.name}' has no QEMU machine (emulators: {board.emulator_name})"
+        )
+    return board.emulator.qemu
+
+
+def insns_per_tick(board: Board) -> float:
+    """Instructions per SysTick tick under ``-icount shift=0`` (1 ns per instruction)."""
+    return 1e9 / board.cpu.clock_hz
+
+
+def qemu_argv(
+    board: Board,
+    elf: Path,
+    *,
+    io: str | None = None,
+    icount: bool = False,
+    plugin: Path | None = None,
+    plugin_args: Sequence[str] = (),
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The qemu-system-arm command line for running ``elf`` on ``board``."""
+    channel = io or board.io
+    argv = [
+        qemu_binary(),
+        "-M",
+        qemu_machine(board),
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        # Semihosting always: it carries the exit status, and the data on that channel.
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-serial",
+        "stdio" if channel == "uart" else "null",
+    ]
+    if icount:
+        argv += ["-icount", "shift=0"]
+    if plugin is not None:
+        argv += ["-plugin", ",".join([str(plugin), *plugin_args])]
+    argv += [*extra, "-kernel", str(elf)]
+    return argv
+
+
+class QemuRunner:
+    """One firmware image on one QEMU machine; byte transport over the process's pipes.
+
+    ``run(data)`` feeds all of ``data`` and collects the output until the firmware exits;
+    ``spawn()`` starts an interactive process (stdin/stdout pipes, unbuffered) for a
+    request/reply client. The exit status of the firmware is QEMU's exit status.
+    """
+
+    def __init__(
+        self,
+        board: Board,
+        elf: Path,
+        *,
+        io: str | None = None,
+        icount: bool = False,
+        plugin: Path | None = None,
+        plugin_args: Sequence[str] = (),
+        extra: Sequence[str] = (),
+        timeout: float = 120.0,
+    ) -> None:
+        if not Path(elf).is_file():
+            raise UserError(f"firmware {elf} does not exist (build it first)")
+        self.board = board
+        self.elf = Path(elf)
+        self.io = io or board.io
+        self.timeout = timeout
+        self.argv = qemu_argv(
+            board, self.elf, io=self.io, icount=icount, plugin=plugin,
+            plugin_args=plugin_args, extra=extra,
+        )
+
+    def __repr__(self) -> str:
+        return f"QemuRunner({' '.join(self.argv)})"
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
+
+    def run(self, data: bytes = b"", timeout: float | None = None) -> QemuRun:
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                self.argv, input=data, capture_output=True, timeout=timeout or self.timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise UserError(
+                f"QEMU ({self.board.name}) did not exit within {exc.timeout} s; output so far: "
+                f"{(exc.stdout or b'')[-200:]!r}"
+            ) from None
+        return QemuRun(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("LRT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lrt"
+    )
+    return Path(base)
+
+
+def build_insncount_plugin(cache: Path | None = None) -> Path:
+    """Compile insncount.c into a shared object (cached by source hash); returns its path."""
+    src = PLUGIN_SOURCE.read_bytes()
+    digest = hashlib.sha256(src).hexdigest()[:16]
+    out_dir = (cache or cache_dir()) / "qemu-plugins"
+    so = out_dir / f"libinsncount-{digest}.so"
+    if so.is_file():
+        return so
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        raise UserError("no host C compiler (cc) to build the QEMU instruction-count plugin")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Build to a private name and rename: concurrent test workers may race here.
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so")
+    os.close(fd)
+    proc = subprocess.run(
+        [cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o", tmp,
+         str(PLUGIN_SOURCE)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        os.unlink(tmp)
+        raise UserError(f"building the QEMU plugin failed:\n{proc.stderr}")
+    os.replace(tmp, so)
+    return so
+
+
+def symbol_range(elf: Path, symbol: str) -> tuple[int, int]:
+    """[lo, hi) address range of a function symbol (Thumb bit cleared), from ``nm -S``."""
+    nm = shutil.which("arm-none-eabi-nm")
+    if nm is None:
+        raise UserError("arm-none-eabi-nm not found on PATH")
+    out = subprocess.run([nm, "-S", str(elf)], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3] == symbol:
+            lo = int(parts[0], 16) & ~1
+            return lo, lo + int(parts[1], 16)
+    raise UserError(f"symbol '{symbol}' not found (or has no size) in {elf}")
+
+
+def count_instructions(
+    board: Board,
+    elf: Path,
+    data: bytes = b"",
+    *,
+    symbol: str | None = None,
+    pc_range: tuple[int, int] | None = None,
+    io: str | None = None,
+    icount: bool = False,
+    timeout: float = 300.0,
+) -> InsnCount:
+    """Run the firmware on ``data`` and count executed instructions with the TCG plugin.
+
+    ``symbol`` (a function name) or ``pc_range`` selects instructions counted separately
+    in ``in_range``; ``total`` counts everything from reset to exit."""
+    if symbol is not None:
+        pc_range = symbol_range(elf, symbol)
+    plugin = build_insncount_plugin()
+    with tempfile.TemporaryDirectory(prefix="lrt-insn-") as tmp:
+        out = Path(tmp) / "count.txt"
+        args = [f"out={out}"]
+        if pc_range is not None:
+            args += [f"lo={pc_range[0]:#x}", f"hi={pc_range[1]:#x}"]
+        runner = QemuRunner(board, elf, io=io, icount=icount, plugin=plugin, plugin_args=args,
+                            timeout=timeout)
+        run = runner.run(data)
+        if not out.is_file():
+            raise UserError(
+                f"QEMU wrote no instruction count (exit {run.returncode}): "
+                f"{run.stderr.decode(errors='replace')[-500:]}"
+            )
+        values = dict(line.split() for line in out.read_text().splitlines())
+    return InsnCount(
+        total=int(values["total"]),
+        in_range=int(values["range"]) if pc_range is not None else None,
+        pc_range=pc_range,
+        run=run,
+    )
