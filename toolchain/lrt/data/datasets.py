@@ -103,8 +103,9 @@ def load_dataset(
         parts = [(train.x[tr], train.y[tr]), (train.x[va], train.y[va]), (test.x, test.y)]
         parts.append((train.x[on], train.y[on]))
         source = train.source
+    # np.array copies: callers may modify their arrays without touching the read-only cache
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te), (x_on, y_on) = (
-        (_to_float(x), np.array(y, dtype=np.uint8)) for x, y in parts  # copies: cache stays intact
+        (_to_float(x), np.array(y, dtype=np.uint8)) for x, y in parts
     )
     if augment_train:
         aug_rng = np.random.default_rng([seed, _AUGMENT_SALT])
