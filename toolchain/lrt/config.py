@@ -33,6 +33,9 @@ class BuildConfig:
     data_dir: str | None = None
     seed: int = 0
     epochs: int | None = None  # None: the preset's default
+    # elastically deformed copies per offline-train original (the paper trains offline on
+    # deformed digits too, so the online control stream has the offline statistics)
+    augment_train: int = 2
     # on-device training (paper defaults, LRT_ALGORITHM.md)
     lr: float = 0.01
     rank: int = 4
@@ -72,6 +75,8 @@ class BuildConfig:
             raise bad("kappa_th", f"is {self.kappa_th}; expected >= 0")
         if not 0.0 < self.maxnorm_beta < 1.0:
             raise bad("maxnorm_beta", f"is {self.maxnorm_beta}; expected 0 < beta < 1")
+        if not 0 <= self.augment_train <= 20:
+            raise bad("augment_train", f"is {self.augment_train}; expected 0..20")
         if self.epochs is not None and self.epochs < 1:
             raise bad("epochs", f"is {self.epochs}; expected >= 1")
         if self.lifetime_years is not None and self.lifetime_years <= 0:

@@ -96,9 +96,16 @@ def apply_train_layers(model: Model, selection: tuple[str, ...]) -> None:
 
 
 def _obtain_model(
-    cfg: BuildConfig, model_path: Path | None, out: Path, progress: bool
+    cfg: BuildConfig, model_path: Path | None, ir_dir: Path | None, out: Path, progress: bool
 ) -> tuple[Model, dict[str, float]]:
     tflite_out = out / "model.tflite"
+    if ir_dir is not None:
+        # an earlier build's offline-trained model: reuse it (experiments share one per seed)
+        model = Model.load(ir_dir / "ir")
+        if (ir_dir / "model.tflite").resolve() != tflite_out.resolve():
+            shutil.copyfile(ir_dir / "model.tflite", tflite_out)
+        prior = json.loads((ir_dir / REPORT_NAME).read_text()) if (ir_dir / REPORT_NAME).is_file() else {}
+        return model, dict(prior.get("accuracy", {}))
     if model_path is not None:
         from lrt.tflite_import import import_tflite
 
@@ -111,7 +118,12 @@ def _obtain_model(
     from lrt import train
     from lrt.data import load_dataset
 
-    ds = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, seed=cfg.seed)
+    ds = load_dataset(
+        cfg.dataset,
+        Path(cfg.data_dir) if cfg.data_dir else None,
+        seed=cfg.seed,
+        augment_train=cfg.augment_train,
+    )
     res = train.train_model(
         cfg.preset,
         ds.x_train,
@@ -142,6 +154,7 @@ def build(
     seed: int | None = None,
     train_layers: str | None = None,
     progress: bool = True,
+    ir_dir: Path | None = None,
 ) -> BuildResult:
     from lrt import boards
     from lrt import build as builder
@@ -161,7 +174,7 @@ def build(
     )
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    model, accuracy = _obtain_model(cfg, model_path, out, progress)
+    model, accuracy = _obtain_model(cfg, model_path, ir_dir, out, progress)
     if cfg.scheme != "inference" and not model.power_of_two:
         raise UserError(
             f"scheme {cfg.scheme!r} needs power-of-two scales (models trained by lrt have them); "

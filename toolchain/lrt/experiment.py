@@ -1,0 +1,197 @@
+"""lrt-experiment: the paper's environment x scheme grid on the generated firmware.
+
+Each cell (environment, scheme, seed) streams an online run through the host emulator and
+writes one JSON file; finished cells are skipped on a rerun (resumable). Cells run through
+an executor: a local process pool (default) or a Dask distributed cluster
+(``--executor dask --scheduler ADDR``). One offline-trained model per (preset, seed) is
+shared by every scheme, so the grid compares training schemes, not training luck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from lrt.errors import UserError
+
+ENVIRONMENTS: tuple[str, ...] = ("control", "shift", "analog", "digital")
+SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
+
+
+@dataclass(frozen=True)
+class Cell:
+    env: str
+    scheme: str
+    seed: int
+    samples: int
+    segment: int
+    preset: str
+    board: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.env}__{self.scheme}__s{self.seed}"
+
+
+def parser(parser_cls: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = parser_cls(prog="lrt-experiment", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--out", type=Path, default=Path("results/grid"), help="results directory")
+    p.add_argument("--preset", default="mcu", choices=("mcu", "paper"))
+    p.add_argument("--board", default="host")
+    p.add_argument("--samples", type=int, default=10_000, help="online samples per cell")
+    p.add_argument("--segment", type=int, default=None, help="samples per shift segment")
+    p.add_argument("--envs", default=",".join(ENVIRONMENTS))
+    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--executor", choices=("local", "dask"), default="local")
+    p.add_argument("--scheduler", help="Dask scheduler address (with --executor dask)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    allowed = tuple(allowed)
+    bad = [s for s in items if s not in allowed]
+    if bad:
+        raise UserError(f"unknown {what} {', '.join(bad)}; choose from {', '.join(allowed)}")
+    return items
+
+
+def model_dir(out: Path, preset: str, seed: int) -> Path:
+    return out / "models" / f"{preset}-s{seed}"
+
+
+def build_dir(out: Path, cell: Cell) -> Path:
+    return out / "builds" / f"{cell.preset}-{cell.scheme}-s{cell.seed}"
+
+
+def prepare(out: Path, cells: list[Cell], progress: bool) -> None:
+    """Train once per (preset, seed), then build one firmware per scheme (sequential: cheap)."""
+    from lrt import pipeline
+
+    done: set[tuple[str, int]] = set()
+    for cell in cells:
+        mkey = (cell.preset, cell.seed)
+        mdir = model_dir(out, cell.preset, cell.seed)
+        if mkey not in done and not (mdir / "ir" / "model.json").is_file():
+            pipeline.build(
+                board="host",
+                out=mdir,
+                preset=cell.preset,
+                scheme="inference",
+                seed=cell.seed,
+                progress=progress,
+            )
+        done.add(mkey)
+        bdir = build_dir(out, cell)
+        if not (bdir / pipeline.REPORT_NAME).is_file():
+            pipeline.build(
+                board=cell.board,
+                out=bdir,
+                preset=cell.preset,
+                scheme=cell.scheme,
+                seed=cell.seed,
+                ir_dir=mdir,
+                progress=False,
+            )
+
+
+def run_cell(out: Path, cell: Cell) -> dict[str, Any]:
+    """Run one cell and write its JSON (atomically, so an interrupted grid resumes cleanly)."""
+    from lrt import pipeline
+
+    result = pipeline.emulate(
+        build_dir=build_dir(out, cell),
+        samples=cell.samples,
+        stream=cell.env,
+        segment=cell.segment,
+        seed=cell.seed,
+        progress=False,
+        stats_every=max(cell.samples // 100, 10),
+    )
+    data = {"cell": asdict(cell), **result.to_dict()}
+    path = out / "cells" / f"{cell.key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    return data
+
+
+def _local_executor(out: Path, cells: list[Cell], jobs: int, progress: bool) -> list[dict[str, Any]]:
+    results = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_cell, out, c) for c in cells]
+        for fut in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc="cells"):
+            results.append(fut.result())
+    return results
+
+
+def _dask_executor(out: Path, cells: list[Cell], scheduler: str | None, progress: bool) -> list[dict[str, Any]]:
+    try:
+        from dask.distributed import Client, as_completed as dask_completed
+    except ImportError:
+        raise UserError("--executor dask needs the 'dask' extra: pip install 'lrt[dask]'") from None
+    if not scheduler:
+        raise UserError("--executor dask needs --scheduler ADDR (e.g. tcp://host:8786)")
+    results = []
+    with Client(scheduler) as client:
+        futures = client.map(run_cell, [out] * len(cells), cells, pure=False)
+        for fut in tqdm(dask_completed(futures), total=len(futures), disable=not progress, desc="cells"):
+            results.append(fut.result())
+    return results
+
+
+def run_grid(
+    out: Path,
+    cells: list[Cell],
+    jobs: int = 1,
+    executor: str = "local",
+    scheduler: str | None = None,
+    progress: bool = True,
+    executor_fn: Callable[..., list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
+    out.mkdir(parents=True, exist_ok=True)
+    prepare(out, cells, progress)
+    todo = [c for c in cells if not (out / "cells" / f"{c.key}.json").is_file()]
+    if todo:
+        if executor == "dask":
+            _dask_executor(out, todo, scheduler, progress)
+        else:
+            _local_executor(out, todo, jobs, progress)
+    results = [json.loads((out / "cells" / f"{c.key}.json").read_text()) for c in cells]
+    from lrt.grid_report import write_grid_report
+
+    write_grid_report(out, results)
+    return results
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    envs = _split(args.envs, ENVIRONMENTS, "environment")
+    schemes = _split(args.schemes, SCHEMES, "scheme")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if args.samples < 1:
+        raise UserError("--samples must be >= 1")
+    segment = args.segment or max(args.samples // 4, 1)
+    cells = [
+        Cell(env, scheme, seed, args.samples, segment, args.preset, args.board)
+        for seed in seeds
+        for env in envs
+        for scheme in schemes
+    ]
+    run_grid(args.out, cells, args.jobs, args.executor, args.scheduler, progress=not args.quiet)
+    print(f"report: {args.out / 'REPORT.md'}")
+    return 0

@@ -1,0 +1,145 @@
+"""Markdown table + PNG plots of an experiment grid (see experiment.py)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SCHEME_ORDER = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
+
+
+def _by_env(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    table: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        table[r["cell"]["env"]][r["cell"]["scheme"]].append(r)
+    return table
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    vals = [float(r[key]) for r in rows if r.get(key) is not None]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _max(rows: list[dict[str, Any]], key: str) -> float:
+    vals = [float(r[key]) for r in rows if r.get(key) is not None]
+    return max(vals) if vals else float("nan")
+
+
+def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per environment with accuracy and write figures per scheme and the ratios."""
+    rows = []
+    for env, schemes in sorted(_by_env(results).items()):
+        row: dict[str, Any] = {"env": env}
+        for s, rs in schemes.items():
+            row[f"{s}:acc_ema"] = _mean(rs, "online_accuracy_ema")
+            row[f"{s}:acc"] = _mean(rs, "online_accuracy")
+            row[f"{s}:max_writes"] = _max(rs, "max_writes_per_cell")
+        sgd = schemes.get("sgd", [])
+        lrt = schemes.get("lrt-maxnorm") or schemes.get("lrt") or []
+        if sgd and lrt:
+            lw = max(_max(lrt, "max_writes_per_cell"), 1.0)
+            row["paper_ratio"] = _max(sgd, "paper_sgd_writes") / lw
+            row["honest_ratio"] = _max(sgd, "max_writes_per_cell") / lw
+        rows.append(row)
+    return rows
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    rows = summary_rows(results)
+    schemes = [s for s in SCHEME_ORDER if any(f"{s}:acc_ema" in r for r in rows)]
+    head = "| environment | " + " | ".join(f"{s} acc" for s in schemes)
+    head += " | " + " | ".join(f"{s} max writes" for s in schemes if s != "inference")
+    head += " | SGD(paper) / LRT | SGD(real) / LRT |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        cells = [r["env"]]
+        cells += [f"{100 * r.get(f'{s}:acc_ema', float('nan')):.1f}%" for s in schemes]
+        cells += [f"{r.get(f'{s}:max_writes', float('nan')):.0f}" for s in schemes if s != "inference"]
+        cells.append(f"{r['paper_ratio']:.0f}x" if "paper_ratio" in r else "-")
+        cells.append(f"{r['honest_ratio']:.1f}x" if "honest_ratio" in r else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_env(out: Path, env: str, schemes: dict[str, list[dict[str, Any]]]) -> list[str]:
+    names = []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for s in SCHEME_ORDER:
+        for r in schemes.get(s, [])[:1]:
+            ema = r.get("ema") or []
+            if ema:
+                step = max(r["samples"] // max(len(ema), 1), 1)
+                ax.plot([i * step for i in range(len(ema))], [100 * v for v in ema], label=s)
+    ax.set_xlabel("online sample")
+    ax.set_ylabel("online accuracy, EMA 0.999 (%)")
+    ax.set_title(f"{env}: online accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = f"accuracy_{env}.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    names.append(name)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for s in SCHEME_ORDER:
+        for r in schemes.get(s, [])[:1]:
+            curve = r.get("writes_curve") or []
+            if curve:
+                ax.plot([c[0] for c in curve], [max(c[1], 0.5) for c in curve], label=s)
+                if s == "sgd" and len(curve[0]) > 2:
+                    ax.plot(
+                        [c[0] for c in curve],
+                        [max(c[2], 0.5) for c in curve],
+                        "--",
+                        label="sgd (paper per-pixel)",
+                    )
+    ax.set_yscale("log")
+    ax.set_xlabel("online sample")
+    ax.set_ylabel("max writes per cell")
+    ax.set_title(f"{env}: worst-case writes per cell")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = f"writes_{env}.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    names.append(name)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / max(len(schemes), 1)
+    for k, s in enumerate(s for s in SCHEME_ORDER if s in schemes and s != "inference"):
+        r = schemes[s][0]
+        layers = r["layers"]
+        xs = [i + k * width for i in range(len(layers))]
+        ax.bar(xs, [max(lay["max_writes_per_cell"], 0.5) for lay in layers], width, label=s)
+        ax.set_xticks([i + 0.4 for i in range(len(layers))], [lay["layer"] for lay in layers], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("max writes per cell")
+    ax.set_title(f"{env}: writes per layer")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = f"layers_{env}.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    names.append(name)
+    return names
+
+
+def write_grid_report(out: Path, results: list[dict[str, Any]]) -> Path:
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    md = ["# Experiment grid", "", markdown_table(results)]
+    for env, schemes in sorted(_by_env(results).items()):
+        md.append(f"## {env}")
+        md.append("")
+        for name in _plot_env(plots, env, schemes):
+            md.append(f"![{name}](plots/{name})")
+        md.append("")
+    path = out / "REPORT.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
