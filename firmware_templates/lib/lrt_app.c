@@ -88,6 +88,7 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
         memcpy(out + 10, info.fingerprint, 4);
         lrt_proto_put_u32(out + 14, info.samples);
         lrt_proto_put_u16(out + 18, (uint16_t)LRT_APP_MAX_PAYLOAD);
+        out[20] = info.flags;
         return (int)LRT_PROTO_INFO_SIZE;
     }
     case LRT_MSG_INFER:
@@ -162,8 +163,10 @@ static int app_handle(lrt_app *app, const lrt_proto_event *ev)
 {
     int n, err;
 
-    if (ev->kind == LRT_PROTO_EV_ERROR)
+    if (ev->kind == LRT_PROTO_EV_ERROR) {
+        app->n_resyncs++;
         return app_send_error(app, ev->err, ev->type);
+    }
     app->n_requests++;
     n = app_dispatch(app, ev->type, ev->payload, ev->len, app->tx_buf + LRT_PROTO_HEADER_SIZE);
     if (n < 0)

@@ -41,7 +41,8 @@ typedef struct {
 /* INFO reply fields supplied by the hello handler (version and max_payload are filled in by
  * the server). */
 typedef struct {
-    uint8_t scheme;          /* LRT_PROTO_SCHEME_* */
+    uint8_t scheme;          /* LRT_PROTO_SCHEME_* (same values as lrt_train.h's lrt_scheme) */
+    uint8_t flags;           /* LRT_PROTO_FLAG_* */
     uint8_t n_layers;        /* weight layers (conv2d/dense) = entries in STATS */
     uint8_t n_classes;
     uint16_t in_h, in_w, in_c;
@@ -82,8 +83,9 @@ typedef struct {
     const lrt_app_io *io;
     const lrt_app_handlers *h;
     lrt_proto_rx rx;
-    uint32_t n_requests; /* frames with a good CRC */
-    uint32_t n_errors;   /* ERROR replies sent */
+    uint32_t n_requests; /* frames with a good CRC (each gets one reply) */
+    uint32_t n_resyncs;  /* bad regions skipped (each gets one ERROR reply) */
+    uint32_t n_errors;   /* ERROR replies sent, for either reason */
     uint8_t rx_buf[LRT_PROTO_FRAME_SIZE(LRT_APP_MAX_PAYLOAD)];
     uint8_t tx_buf[LRT_PROTO_FRAME_SIZE(LRT_APP_MAX_PAYLOAD)];
     uint8_t in_buf[LRT_APP_READ_CHUNK];

@@ -47,11 +47,14 @@ enum {
     LRT_PROTO_SCHEME_LRT = 3
 };
 
+/* INFO.flags */
+#define LRT_PROTO_FLAG_MAX_NORM 0x01u /* per-tensor gradient max-norm is on */
+
 /* DRIFT.kind */
 enum { LRT_PROTO_DRIFT_ANALOG = 1, LRT_PROTO_DRIFT_DIGITAL = 2 };
 
 /* Fixed payload sizes (bytes) of the model-independent messages. */
-#define LRT_PROTO_INFO_SIZE 20u
+#define LRT_PROTO_INFO_SIZE 21u
 #define LRT_PROTO_READ_REQ_SIZE 6u
 #define LRT_PROTO_DRIFT_REQ_SIZE 9u
 #define LRT_PROTO_ERROR_SIZE 2u
