@@ -110,7 +110,7 @@ def output_size(in_size: int, kernel: int, stride: int, padding: str) -> int:
     raise ValueError(f"unknown padding {padding!r}")
 
 
-def _pad_amounts(
+def pad_amounts(
     h: int, w: int, kh: int, kw: int, stride: Sequence[int], padding: str
 ) -> tuple[int, int, int, int, int, int]:
     """(out_h, out_w, top, bottom, left, right) such that the padded input gives a valid op."""
@@ -157,7 +157,7 @@ def conv2d_s8(
     x = np.asarray(x)
     n, h, w, _ = x.shape
     c_out, kh, kw, c_in = weights.shape
-    oh, ow, top, bottom, left, right = _pad_amounts(h, w, kh, kw, stride, padding)
+    oh, ow, top, bottom, left, right = pad_amounts(h, w, kh, kw, stride, padding)
     sh, sw = int(stride[0]), int(stride[1])
     wmat = np.asarray(weights, dtype=np.float64).reshape(c_out, -1).T
     b = np.zeros(c_out, np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
@@ -210,7 +210,7 @@ def maxpool2d_s8(
     kh, kw = int(pool[0]), int(pool[1])
     stride = tuple(pool) if stride is None else stride
     sh, sw = int(stride[0]), int(stride[1])
-    oh, ow, top, bottom, left, right = _pad_amounts(h, w, kh, kw, stride, padding)
+    oh, ow, top, bottom, left, right = pad_amounts(h, w, kh, kw, stride, padding)
     xs = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=-128)
     win = sliding_window_view(xs, (kh, kw), axis=(1, 2))
     win = win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
