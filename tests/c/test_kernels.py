@@ -251,7 +251,8 @@ def test_rounding_primitives_random(driver: Path) -> None:
 
     m = rng.integers(0, 1 << 31, a.size)
     s = rng.integers(-31, 31, a.size)
-    for fn, rounding in ((2, "double"), (3, "away")):
+    roundings: list[tuple[int, ref.Rounding]] = [(2, "double"), (3, "away")]
+    for fn, rounding in roundings:
         got = run_scalar(driver, fn, np.stack([a, m, s], 1))
         assert np.array_equal(got, ref.multiply_by_quantized_multiplier(a, m, s, rounding))
 
