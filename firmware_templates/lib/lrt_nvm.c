@@ -1,0 +1,1086 @@
+/* lrt_nvm.c - NVM write-wear layer (see lrt_nvm.h, docs/NVM_FORMAT.md).
+ *
+ * Commit order, the reason power loss is harmless: the target slot is never the current one;
+ * its blob and wear table are rewritten first (each page/word only if it differs), then a
+ * sync, then the header, then a sync. Until the header's last word lands, the target either
+ * still carries its old header (now failing its blob/table CRC) or a blank/torn header, so
+ * mount keeps choosing the previous set.
+ */
+#include "lrt_nvm.h"
+
+#include <string.h>
+
+#include "lrt_crc32.h"
+
+enum { ST_UNMOUNTED = 0, ST_IDLE = 1, ST_COMMIT = 2 };
+
+#define CMP_CHUNK 32u /* stack buffer for compare/verify reads */
+
+/* ---- little-endian helpers ---- */
+
+static void put_u16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_u16(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+static uint32_t round_up(uint32_t x, uint32_t a)
+{
+    return (x + a - 1u) / a * a;
+}
+
+static int is_pow2(uint32_t x)
+{
+    return x != 0u && (x & (x - 1u)) == 0u;
+}
+
+/* ---- layout ---- */
+
+static int layout_for(const lrt_nvm_config *c, uint32_t n, uint64_t region, lrt_nvm_layout *o)
+{
+    uint32_t blob_area = round_up(c->blob_size, o->align);
+    uint64_t table = 4ull * n * (1ull + o->blob_units);
+    uint64_t meta, slot;
+
+    if (table > 0x40000000ull)
+        return LRT_ERR_NOSPACE;
+    meta = round_up((uint32_t)table + LRT_NVM_HEADER_SIZE, o->align);
+    slot = meta + blob_area;
+    if (slot * n > region)
+        return LRT_ERR_NOSPACE;
+    o->n_slots = n;
+    o->table_len = (uint32_t)table;
+    o->meta_size = (uint32_t)meta;
+    o->slot_size = (uint32_t)slot;
+    return LRT_OK;
+}
+
+int lrt_nvm_layout_get(const lrt_nvm_config *c, lrt_nvm_layout *o)
+{
+    uint64_t region;
+    uint32_t n;
+
+    if (c == NULL || o == NULL || c->prog == NULL || (c->read == NULL && c->mapped == NULL))
+        return LRT_ERR_ARG;
+    if (!is_pow2(c->prog_size) || c->prog_size > LRT_NVM_MAX_PROG || c->page_size == 0u ||
+        c->page_size % c->prog_size != 0u || c->page_count == 0u || c->blob_size == 0u ||
+        c->blob_size > 0x40000000u || c->n_slots == 1u || c->n_slots > LRT_NVM_MAX_SLOTS)
+        return LRT_ERR_ARG;
+    memset(o, 0, sizeof *o);
+    if (c->tech == LRT_NVM_TECH_FLASH) {
+        if (c->erase == NULL || c->page_size < LRT_NVM_HEADER_SIZE)
+            return LRT_ERR_ARG;
+        o->unit_size = c->page_size;
+        o->align = c->page_size;
+    } else if (c->tech == LRT_NVM_TECH_RRAM) {
+        uint32_t u = c->wear_unit ? c->wear_unit : c->prog_size;
+        /* A unit must not straddle write-buffer chunks: its count is "+1 per chunk flush". */
+        if (u % c->prog_size != 0u || c->page_size % u != 0u)
+            return LRT_ERR_ARG;
+        o->unit_size = u;
+        o->align = LRT_MAX(c->prog_size, 4u);
+    } else {
+        return LRT_ERR_ARG;
+    }
+    o->blob_units = (c->blob_size + o->unit_size - 1u) / o->unit_size;
+    region = (uint64_t)c->page_size * c->page_count;
+    if (c->n_slots != 0u)
+        return layout_for(c, c->n_slots, region, o);
+    for (n = LRT_NVM_MAX_SLOTS; n >= 2u; n--)
+        if (layout_for(c, n, region, o) == LRT_OK)
+            return LRT_OK;
+    return LRT_ERR_NOSPACE;
+}
+
+static uint32_t marks_bytes(const lrt_nvm_layout *l)
+{
+    return round_up(l->blob_units, 4u);
+}
+
+size_t lrt_nvm_work_size(const lrt_nvm_config *cfg)
+{
+    lrt_nvm_layout l;
+
+    if (lrt_nvm_layout_get(cfg, &l) != LRT_OK)
+        return 0;
+    return (size_t)round_up(cfg->page_size, 4u) + marks_bytes(&l);
+}
+
+/* ---- raw access ---- */
+
+static uint32_t slot_base(const lrt_nvm *nvm, uint32_t s)
+{
+    return s * nvm->lay.slot_size;
+}
+
+static uint32_t blob_addr(const lrt_nvm *nvm, uint32_t s)
+{
+    return slot_base(nvm, s) + nvm->lay.meta_size;
+}
+
+static uint32_t blob_area(const lrt_nvm *nvm)
+{
+    return round_up(nvm->cfg->blob_size, nvm->lay.align);
+}
+
+static uint32_t n_chunks(const lrt_nvm *nvm)
+{
+    return (blob_area(nvm) + nvm->cfg->page_size - 1u) / nvm->cfg->page_size;
+}
+
+static uint32_t chunk_len(const lrt_nvm *nvm, uint32_t k)
+{
+    return LRT_MIN(nvm->cfg->page_size, blob_area(nvm) - k * nvm->cfg->page_size);
+}
+
+static int raw_read(const lrt_nvm *nvm, uint32_t addr, void *buf, uint32_t len)
+{
+    const lrt_nvm_config *c = nvm->cfg;
+
+    if (len == 0u)
+        return LRT_OK;
+    if (c->mapped != NULL) {
+        memcpy(buf, c->mapped + addr, len);
+        return LRT_OK;
+    }
+    return c->read(c, addr, buf, len);
+}
+
+static int raw_prog(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t len)
+{
+    const lrt_nvm_config *c = nvm->cfg;
+    uint8_t tmp[CMP_CHUNK];
+    uint32_t done = 0;
+    int err = c->prog(c, addr, buf, len);
+
+    if (err != LRT_OK)
+        return err < 0 ? err : LRT_ERR_IO;
+    nvm->last.prog_ops++;
+    nvm->last.prog_bytes += len;
+    /* Read back: a cell that did not take the value (worn out, a NOR rule violated) is an
+     * I/O error now rather than a CRC failure at the next boot. */
+    while (done < len) {
+        uint32_t n = LRT_MIN(len - done, CMP_CHUNK);
+        err = raw_read(nvm, addr + done, tmp, n);
+        if (err != LRT_OK)
+            return err;
+        if (memcmp(tmp, buf + done, n) != 0)
+            return LRT_ERR_IO;
+        done += n;
+    }
+    return LRT_OK;
+}
+
+static int raw_erase(lrt_nvm *nvm, uint32_t addr)
+{
+    const lrt_nvm_config *c = nvm->cfg;
+    int err = c->erase(c, addr);
+
+    if (err != LRT_OK)
+        return err < 0 ? err : LRT_ERR_IO;
+    nvm->last.erases++;
+    return LRT_OK;
+}
+
+static int raw_sync(const lrt_nvm *nvm)
+{
+    const lrt_nvm_config *c = nvm->cfg;
+    int err;
+
+    if (c->sync == NULL)
+        return LRT_OK;
+    err = c->sync(c);
+    return err == LRT_OK ? LRT_OK : (err < 0 ? err : LRT_ERR_IO);
+}
+
+/* 1 if stored bytes at addr equal buf, 0 if not, negative on a read error. */
+static int raw_equal(const lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t len)
+{
+    uint8_t tmp[CMP_CHUNK];
+    uint32_t done = 0;
+
+    if (nvm->cfg->mapped != NULL)
+        return memcmp(nvm->cfg->mapped + addr, buf, len) == 0;
+    while (done < len) {
+        uint32_t n = LRT_MIN(len - done, CMP_CHUNK);
+        int err = raw_read(nvm, addr + done, tmp, n);
+        if (err != LRT_OK)
+            return err;
+        if (memcmp(tmp, buf + done, n) != 0)
+            return 0;
+        done += n;
+    }
+    return 1;
+}
+
+static int raw_crc(const lrt_nvm *nvm, uint32_t addr, uint32_t len, uint32_t *crc)
+{
+    uint8_t tmp[CMP_CHUNK];
+    uint32_t done = 0, c = 0;
+
+    if (nvm->cfg->mapped != NULL) {
+        *crc = lrt_crc32_update(0, nvm->cfg->mapped + addr, len);
+        return LRT_OK;
+    }
+    while (done < len) {
+        uint32_t n = LRT_MIN(len - done, CMP_CHUNK);
+        int err = raw_read(nvm, addr + done, tmp, n);
+        if (err != LRT_OK)
+            return err;
+        c = lrt_crc32_update(c, tmp, n);
+        done += n;
+    }
+    *crc = c;
+    return LRT_OK;
+}
+
+/* ---- header ---- */
+
+typedef struct {
+    uint32_t slot, generation, blob_crc, table_crc, units_written;
+} hdr_fields;
+
+static void hdr_encode(const lrt_nvm *nvm, const hdr_fields *f, uint8_t *h)
+{
+    const lrt_nvm_config *c = nvm->cfg;
+
+    memset(h, 0, LRT_NVM_HEADER_SIZE);
+    put_u32(h + 0, LRT_NVM_MAGIC);
+    put_u16(h + 4, LRT_NVM_VERSION);
+    h[6] = c->tech;
+    h[7] = (uint8_t)f->slot;
+    put_u32(h + 8, f->generation);
+    put_u32(h + 12, c->blob_size);
+    put_u32(h + 16, f->blob_crc);
+    put_u32(h + 20, nvm->lay.table_len);
+    put_u32(h + 24, f->table_crc);
+    put_u32(h + 28, c->page_size);
+    put_u16(h + 32, c->prog_size);
+    put_u16(h + 34, nvm->lay.n_slots);
+    put_u32(h + 36, nvm->lay.slot_size);
+    put_u32(h + 40, nvm->lay.meta_size);
+    put_u32(h + 44, nvm->lay.unit_size);
+    h[48] = c->erase_value;
+    put_u32(h + 52, f->units_written);
+    put_u32(h + 60, lrt_crc32_update(0, h, 60));
+}
+
+/* LRT_NVM_SLOT_* of a header read from slot s; fills f when the header itself is good. */
+static int hdr_check(const lrt_nvm *nvm, uint32_t s, const uint8_t *h, hdr_fields *f)
+{
+    const lrt_nvm_config *c = nvm->cfg;
+    uint32_t i;
+
+    for (i = 0; i < LRT_NVM_HEADER_SIZE; i++)
+        if (h[i] != c->erase_value)
+            break;
+    if (i == LRT_NVM_HEADER_SIZE)
+        return LRT_NVM_SLOT_BLANK;
+    if (get_u32(h) != LRT_NVM_MAGIC || get_u32(h + 60) != lrt_crc32_update(0, h, 60) ||
+        get_u16(h + 4) != LRT_NVM_VERSION || get_u32(h + 8) == 0u)
+        return LRT_NVM_SLOT_BAD_HEADER;
+    f->slot = h[7];
+    f->generation = get_u32(h + 8);
+    f->blob_crc = get_u32(h + 16);
+    f->table_crc = get_u32(h + 24);
+    f->units_written = get_u32(h + 52);
+    if (h[6] != c->tech || f->slot != s || get_u32(h + 12) != c->blob_size ||
+        get_u32(h + 20) != nvm->lay.table_len || get_u32(h + 28) != c->page_size ||
+        get_u16(h + 32) != c->prog_size || get_u16(h + 34) != nvm->lay.n_slots ||
+        get_u32(h + 36) != nvm->lay.slot_size || get_u32(h + 40) != nvm->lay.meta_size ||
+        get_u32(h + 44) != nvm->lay.unit_size || h[48] != c->erase_value)
+        return LRT_NVM_SLOT_FOREIGN;
+    return LRT_NVM_SLOT_VALID;
+}
+
+static void set_bound(lrt_nvm *nvm)
+{
+    if (nvm->bound != NULL)
+        *nvm->bound = lrt_nvm_blob(nvm);
+}
+
+/* ---- mount ---- */
+
+int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t work_size,
+                  lrt_nvm_mount_info *info)
+{
+    lrt_nvm_mount_info local;
+    lrt_nvm_mount_info *mi = info != NULL ? info : &local;
+    uint8_t h[LRT_NVM_HEADER_SIZE];
+    int32_t best = -1, best_bad = -1;
+    uint32_t best_gen = 0, best_bad_gen = 0, s;
+    uint32_t n_blank = 0, n_bad_header = 0;
+    int err;
+
+    if (nvm == NULL || work == NULL)
+        return LRT_ERR_ARG;
+    memset(nvm, 0, sizeof *nvm);
+    nvm->cur = -1;
+    nvm->target = -1;
+    nvm->cfg = cfg;
+    err = lrt_nvm_layout_get(cfg, &nvm->lay);
+    if (err != LRT_OK)
+        return err;
+    if (work_size < lrt_nvm_work_size(cfg))
+        return LRT_ERR_SIZE;
+    nvm->page_buf = (uint8_t *)work;
+    nvm->marks = nvm->page_buf + round_up(cfg->page_size, 4u);
+    memset(mi, 0, sizeof *mi);
+    mi->slot = -1;
+
+    for (s = 0; s < nvm->lay.n_slots; s++) {
+        hdr_fields f;
+        uint32_t crc;
+        int st;
+
+        err = raw_read(nvm, slot_base(nvm, s), h, LRT_NVM_HEADER_SIZE);
+        if (err != LRT_OK)
+            return err;
+        st = hdr_check(nvm, s, h, &f);
+        if (st == LRT_NVM_SLOT_VALID || st == LRT_NVM_SLOT_FOREIGN) {
+            mi->slot_generation[s] = f.generation;
+            nvm->max_gen = LRT_MAX(nvm->max_gen, f.generation);
+        }
+        if (st == LRT_NVM_SLOT_VALID) {
+            err = raw_crc(nvm, blob_addr(nvm, s), cfg->blob_size, &crc);
+            if (err != LRT_OK)
+                return err;
+            if (crc != f.blob_crc) {
+                st = LRT_NVM_SLOT_BAD_DATA;
+            } else {
+                err = raw_crc(nvm, slot_base(nvm, s) + LRT_NVM_HEADER_SIZE, nvm->lay.table_len,
+                              &crc);
+                if (err != LRT_OK)
+                    return err;
+                if (crc != f.table_crc)
+                    st = LRT_NVM_SLOT_BAD_DATA;
+            }
+        }
+        mi->slot_state[s] = (uint8_t)st;
+        switch (st) {
+        case LRT_NVM_SLOT_BLANK: n_blank++; break;
+        case LRT_NVM_SLOT_BAD_HEADER: n_bad_header++; break;
+        case LRT_NVM_SLOT_VALID:
+            mi->n_valid++;
+            if (best < 0 || f.generation > best_gen) {
+                best = (int32_t)s;
+                best_gen = f.generation;
+            }
+            break;
+        case LRT_NVM_SLOT_BAD_DATA:
+            if (best_bad < 0 || f.generation > best_bad_gen) {
+                best_bad = (int32_t)s;
+                best_bad_gen = f.generation;
+            }
+            break;
+        default: break;
+        }
+    }
+    for (s = 0; s < nvm->lay.n_slots; s++)
+        if (mi->slot_state[s] == LRT_NVM_SLOT_BAD_DATA)
+            mi->n_corrupt++;
+    mi->n_corrupt += n_bad_header;
+    nvm->state = ST_IDLE;
+
+    if (best >= 0) {
+        /* A header we cannot date may have been the newest; say so (the caller may log it). */
+        if (n_bad_header > 0u || (best_bad >= 0 && best_bad_gen > best_gen))
+            mi->flags |= LRT_NVM_F_FALLBACK;
+        nvm->cur = best;
+        nvm->gen = best_gen;
+    } else if (best_bad >= 0) {
+        /* Nothing verifies: drifted cells, not a torn commit (a commit never touches the
+         * current slot). Running on the newest set beats bricking; the flag tells. */
+        mi->flags |= LRT_NVM_F_DEGRADED | LRT_NVM_F_FALLBACK;
+        nvm->cur = best_bad;
+        nvm->gen = best_bad_gen;
+    } else if (n_blank == nvm->lay.n_slots) {
+        mi->flags |= LRT_NVM_F_EMPTY;
+    } else {
+        set_bound(nvm);
+        return LRT_ERR_CORRUPT;
+    }
+    mi->slot = nvm->cur;
+    mi->generation = nvm->gen;
+    set_bound(nvm);
+    return LRT_OK;
+}
+
+const int8_t *lrt_nvm_blob(const lrt_nvm *nvm)
+{
+    if (nvm == NULL || nvm->cfg == NULL || nvm->cur < 0 || nvm->cfg->mapped == NULL)
+        return NULL;
+    return (const int8_t *)(nvm->cfg->mapped + blob_addr(nvm, (uint32_t)nvm->cur));
+}
+
+void lrt_nvm_bind(lrt_nvm *nvm, const int8_t **ptr)
+{
+    if (nvm == NULL)
+        return;
+    nvm->bound = ptr;
+    set_bound(nvm);
+}
+
+int lrt_nvm_read(const lrt_nvm *nvm, uint32_t offset, void *buf, uint32_t len)
+{
+    if (nvm == NULL || nvm->state == ST_UNMOUNTED || (buf == NULL && len > 0u))
+        return LRT_ERR_ARG;
+    if (nvm->cur < 0)
+        return LRT_ERR_STATE;
+    if (offset > nvm->cfg->blob_size || len > nvm->cfg->blob_size - offset)
+        return LRT_ERR_ARG;
+    return raw_read(nvm, blob_addr(nvm, (uint32_t)nvm->cur) + offset, buf, len);
+}
+
+uint32_t lrt_nvm_generation(const lrt_nvm *nvm)
+{
+    return nvm != NULL ? nvm->gen : 0u;
+}
+
+int32_t lrt_nvm_current_slot(const lrt_nvm *nvm)
+{
+    return nvm != NULL ? nvm->cur : -1;
+}
+
+const lrt_nvm_commit_stats *lrt_nvm_last_commit(const lrt_nvm *nvm)
+{
+    return nvm != NULL ? &nvm->last : NULL;
+}
+
+/* ---- wear table ---- */
+
+/* Stored count of (slot, unit) in the current set's table (0 without a set). */
+static int table_get(const lrt_nvm *nvm, uint32_t s, uint32_t unit, uint32_t *v)
+{
+    uint8_t b[4];
+    uint32_t idx = s * (1u + nvm->lay.blob_units) + unit;
+    int err;
+
+    *v = 0;
+    if (nvm->cur < 0)
+        return LRT_OK;
+    err = raw_read(nvm, slot_base(nvm, (uint32_t)nvm->cur) + LRT_NVM_HEADER_SIZE + 4u * idx, b,
+                   4);
+    if (err == LRT_OK)
+        *v = get_u32(b);
+    return err;
+}
+
+int lrt_nvm_wear_get(const lrt_nvm *nvm, uint32_t slot, uint32_t unit, uint32_t *count)
+{
+    if (nvm == NULL || count == NULL || nvm->state == ST_UNMOUNTED)
+        return LRT_ERR_ARG;
+    if (slot >= nvm->lay.n_slots || unit > nvm->lay.blob_units)
+        return LRT_ERR_ARG;
+    return table_get(nvm, slot, unit, count);
+}
+
+static int slot_max(const lrt_nvm *nvm, uint32_t s, uint32_t *mx)
+{
+    uint32_t u, v;
+
+    *mx = 0;
+    for (u = 0; u <= nvm->lay.blob_units; u++) {
+        int err = table_get(nvm, s, u, &v);
+        if (err != LRT_OK)
+            return err;
+        *mx = LRT_MAX(*mx, v);
+    }
+    return LRT_OK;
+}
+
+/* Slot the next commit writes: round robin after the current one, skipping worn slots. */
+static int next_target(const lrt_nvm *nvm, uint32_t *out)
+{
+    uint32_t n = nvm->lay.n_slots, i;
+
+    for (i = 0; i < n; i++) {
+        uint32_t s = nvm->cur < 0 ? i : ((uint32_t)nvm->cur + 1u + i) % n;
+        uint32_t mx;
+        int err;
+
+        if ((int32_t)s == nvm->cur)
+            continue;
+        if (nvm->cfg->endurance != 0u) {
+            err = slot_max(nvm, s, &mx);
+            if (err != LRT_OK)
+                return err;
+            if (mx >= nvm->cfg->endurance)
+                continue;
+        }
+        *out = s;
+        return LRT_OK;
+    }
+    return LRT_ERR_WORN;
+}
+
+int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out)
+{
+    uint32_t s, u, v, next;
+    int err;
+
+    if (nvm == NULL || out == NULL || nvm->state == ST_UNMOUNTED)
+        return LRT_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    for (s = 0; s < nvm->lay.n_slots; s++) {
+        for (u = 0; u <= nvm->lay.blob_units; u++) {
+            err = table_get(nvm, s, u, &v);
+            if (err != LRT_OK)
+                return err;
+            if (u == 0u) {
+                out->max_meta = LRT_MAX(out->max_meta, v);
+            } else {
+                out->max_blob = LRT_MAX(out->max_blob, v);
+                out->total_blob += v;
+                out->n_units++;
+            }
+        }
+    }
+    err = next_target(nvm, &next);
+    if (err == LRT_ERR_WORN) {
+        out->next_max = nvm->cfg->endurance;
+        return LRT_OK;
+    }
+    if (err != LRT_OK)
+        return err;
+    return slot_max(nvm, next, &out->next_max);
+}
+
+/* ---- commit ---- */
+
+static uint32_t mark_get(const lrt_nvm *nvm, uint32_t u)
+{
+    return nvm->marks[u];
+}
+
+static void mark_inc(lrt_nvm *nvm, uint32_t u)
+{
+    /* One byte per unit: writes that keep going backwards can reprogram a chunk many times
+     * in one commit, and each time wears it. */
+    if (nvm->marks[u] == 0u)
+        nvm->last.blob_units++;
+    if (nvm->marks[u] < 255u)
+        nvm->marks[u]++;
+}
+
+/* page_buf <- chunk k of slot `from` (zeros when from < 0); bytes past the blob = erase value. */
+static int chunk_load(lrt_nvm *nvm, uint32_t k, int32_t from)
+{
+    uint32_t start = k * nvm->cfg->page_size;
+    uint32_t n = LRT_MIN(chunk_len(nvm, k), nvm->cfg->blob_size - start);
+
+    memset(nvm->page_buf, nvm->cfg->erase_value, nvm->cfg->page_size);
+    if (from < 0) {
+        memset(nvm->page_buf, 0, n);
+        return LRT_OK;
+    }
+    return raw_read(nvm, blob_addr(nvm, (uint32_t)from) + start, nvm->page_buf, n);
+}
+
+/* Program `len` bytes of buf at addr (RRAM: word-wise write skip, runs of differing words
+ * coalesced into one prog). unit0/unit_addr0 map addresses to wear units when marking. */
+static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t len,
+                      int mark, uint32_t rel0)
+{
+    uint32_t p = nvm->cfg->prog_size, w = 0, last_unit = 0xFFFFFFFFu;
+
+    while (w < len) {
+        uint32_t run = w;
+        int eq;
+
+        eq = raw_equal(nvm, addr + w, buf + w, p);
+        if (eq < 0)
+            return eq;
+        if (eq) {
+            w += p;
+            continue;
+        }
+        while (run < len) {
+            eq = raw_equal(nvm, addr + run, buf + run, p);
+            if (eq < 0)
+                return eq;
+            if (eq)
+                break;
+            if (mark) {
+                uint32_t u = (rel0 + run) / nvm->lay.unit_size;
+                if (u != last_unit)
+                    mark_inc(nvm, u);
+                last_unit = u;
+            }
+            run += p;
+        }
+        eq = raw_prog(nvm, addr + w, buf + w, run - w);
+        if (eq != LRT_OK)
+            return eq;
+        w = run;
+    }
+    return LRT_OK;
+}
+
+static int all_erased(const lrt_nvm *nvm, const uint8_t *buf, uint32_t len)
+{
+    uint32_t i;
+
+    for (i = 0; i < len; i++)
+        if (buf[i] != nvm->cfg->erase_value)
+            return 0;
+    return 1;
+}
+
+static int chunk_flush(lrt_nvm *nvm, uint32_t k)
+{
+    uint32_t addr = blob_addr(nvm, (uint32_t)nvm->target) + k * nvm->cfg->page_size;
+    uint32_t len = chunk_len(nvm, k);
+    int eq;
+
+    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM)
+        return rram_write(nvm, addr, nvm->page_buf, len, 1, k * nvm->cfg->page_size);
+    eq = raw_equal(nvm, addr, nvm->page_buf, len);
+    if (eq != 0)
+        return eq < 0 ? eq : LRT_OK;
+    mark_inc(nvm, k);
+    eq = raw_erase(nvm, addr);
+    if (eq != LRT_OK || all_erased(nvm, nvm->page_buf, len))
+        return eq;
+    return raw_prog(nvm, addr, nvm->page_buf, len);
+}
+
+static int fail(lrt_nvm *nvm, int err)
+{
+    nvm->state = ST_IDLE;
+    nvm->chunk_loaded = 0;
+    return err;
+}
+
+int lrt_nvm_commit_begin(lrt_nvm *nvm)
+{
+    uint32_t t;
+    int err;
+
+    if (nvm == NULL || nvm->state == ST_UNMOUNTED)
+        return LRT_ERR_ARG;
+    if (nvm->state != ST_IDLE)
+        return LRT_ERR_STATE;
+    if (nvm->max_gen == 0xFFFFFFFFu)
+        return LRT_ERR_WORN;
+    err = next_target(nvm, &t);
+    if (err != LRT_OK)
+        return err;
+    nvm->target = (int32_t)t;
+    nvm->chunk_loaded = 0;
+    nvm->high_water = 0;
+    memset(nvm->marks, 0, marks_bytes(&nvm->lay));
+    memset(&nvm->last, 0, sizeof nvm->last);
+    nvm->state = ST_COMMIT;
+    return LRT_OK;
+}
+
+/* Make chunk k the one held in page_buf, flushing the previous one and carrying over any
+ * chunks skipped on the way. */
+static int chunk_select(lrt_nvm *nvm, uint32_t k)
+{
+    int err;
+
+    if (nvm->chunk_loaded && nvm->chunk == k)
+        return LRT_OK;
+    if (nvm->chunk_loaded) {
+        nvm->chunk_loaded = 0;
+        err = chunk_flush(nvm, nvm->chunk);
+        if (err != LRT_OK)
+            return err;
+    }
+    if (k < nvm->high_water) {
+        nvm->last.reopened++;
+        err = chunk_load(nvm, k, nvm->target);
+    } else {
+        for (; nvm->high_water < k; nvm->high_water++) {
+            err = chunk_load(nvm, nvm->high_water, nvm->cur);
+            if (err == LRT_OK)
+                err = chunk_flush(nvm, nvm->high_water);
+            if (err != LRT_OK)
+                return err;
+        }
+        nvm->high_water = k + 1u;
+        err = chunk_load(nvm, k, nvm->cur);
+    }
+    if (err != LRT_OK)
+        return err;
+    nvm->chunk = k;
+    nvm->chunk_loaded = 1;
+    return LRT_OK;
+}
+
+int lrt_nvm_commit_write(lrt_nvm *nvm, uint32_t offset, const void *data, uint32_t len)
+{
+    const uint8_t *src = (const uint8_t *)data;
+
+    if (nvm == NULL || nvm->state == ST_UNMOUNTED || (data == NULL && len > 0u))
+        return LRT_ERR_ARG;
+    if (nvm->state != ST_COMMIT)
+        return LRT_ERR_STATE;
+    if (offset > nvm->cfg->blob_size || len > nvm->cfg->blob_size - offset)
+        return LRT_ERR_ARG;
+    while (len > 0u) {
+        uint32_t k = offset / nvm->cfg->page_size;
+        uint32_t in = offset - k * nvm->cfg->page_size;
+        uint32_t n = LRT_MIN(len, nvm->cfg->page_size - in);
+        int err = chunk_select(nvm, k);
+
+        if (err != LRT_OK)
+            return fail(nvm, err);
+        memcpy(nvm->page_buf + in, src, n);
+        offset += n;
+        src += n;
+        len -= n;
+    }
+    return LRT_OK;
+}
+
+/* Bytes [a, b) of the slot's metadata area after the header: the new wear table. */
+static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32_t *crc)
+{
+    uint32_t per = 1u + nvm->lay.blob_units, pos;
+
+    for (pos = a; pos < b; pos += 4u) {
+        uint32_t i = pos / 4u, s = i / per, u = i % per, v;
+        uint8_t le[4];
+        int err = table_get(nvm, s, u, &v);
+
+        if (err != LRT_OK)
+            return err;
+        if ((int32_t)s == nvm->target)
+            v += u == 0u ? 1u : mark_get(nvm, u - 1u);
+        put_u32(le, v);
+        memcpy(dst + (pos - a), le, 4);
+        *crc = lrt_crc32_update(*crc, le, 4);
+    }
+    return LRT_OK;
+}
+
+static int meta_write(lrt_nvm *nvm, uint32_t *table_crc)
+{
+    const lrt_nvm_config *c = nvm->cfg;
+    uint32_t base = slot_base(nvm, (uint32_t)nvm->target);
+    uint32_t tab_end = LRT_NVM_HEADER_SIZE + nvm->lay.table_len;
+    uint32_t P = c->page_size, crc = 0, a;
+    int err;
+
+    if (c->tech == LRT_NVM_TECH_RRAM) {
+        /* Table in page_buf-sized pieces; unchanged words are skipped like blob words. */
+        for (a = LRT_NVM_HEADER_SIZE; a < tab_end; a += P) {
+            uint32_t b = LRT_MIN(a + P, tab_end);
+            memset(nvm->page_buf, c->erase_value, P);
+            err = table_fill(nvm, nvm->page_buf, a - LRT_NVM_HEADER_SIZE,
+                             b - LRT_NVM_HEADER_SIZE, &crc);
+            if (err == LRT_OK)
+                err = rram_write(nvm, base + a, nvm->page_buf, round_up(b - a, c->prog_size),
+                                 0, 0);
+            if (err != LRT_OK)
+                return err;
+        }
+        *table_crc = crc;
+        return LRT_OK;
+    }
+    for (a = 0; a < nvm->lay.meta_size; a += P) {
+        uint32_t lo = LRT_MAX(a, LRT_NVM_HEADER_SIZE), hi = LRT_MIN(a + P, tab_end);
+        memset(nvm->page_buf, c->erase_value, P);
+        if (lo < hi) {
+            err = table_fill(nvm, nvm->page_buf + (lo - a), lo - LRT_NVM_HEADER_SIZE,
+                             hi - LRT_NVM_HEADER_SIZE, &crc);
+            if (err != LRT_OK)
+                return err;
+        }
+        if (a == 0u) {
+            /* The header page always changes (generation). Erasing it invalidates the old
+             * header; the new one is programmed last, on its own. */
+            err = raw_erase(nvm, base);
+            if (err == LRT_OK && P > LRT_NVM_HEADER_SIZE &&
+                !all_erased(nvm, nvm->page_buf + LRT_NVM_HEADER_SIZE, P - LRT_NVM_HEADER_SIZE))
+                err = raw_prog(nvm, base + LRT_NVM_HEADER_SIZE,
+                               nvm->page_buf + LRT_NVM_HEADER_SIZE, P - LRT_NVM_HEADER_SIZE);
+        } else {
+            err = raw_equal(nvm, base + a, nvm->page_buf, P);
+            if (err == 0) {
+                err = raw_erase(nvm, base + a);
+                if (err == LRT_OK && !all_erased(nvm, nvm->page_buf, P))
+                    err = raw_prog(nvm, base + a, nvm->page_buf, P);
+            } else if (err > 0) {
+                err = LRT_OK;
+            }
+        }
+        if (err != LRT_OK)
+            return err;
+    }
+    *table_crc = crc;
+    return LRT_OK;
+}
+
+int lrt_nvm_commit_end(lrt_nvm *nvm)
+{
+    uint8_t h[LRT_NVM_HEADER_SIZE];
+    hdr_fields f;
+    uint32_t nc;
+    int err;
+
+    if (nvm == NULL || nvm->state == ST_UNMOUNTED)
+        return LRT_ERR_ARG;
+    if (nvm->state != ST_COMMIT)
+        return LRT_ERR_STATE;
+    nc = n_chunks(nvm);
+    if (nvm->chunk_loaded) {
+        nvm->chunk_loaded = 0;
+        err = chunk_flush(nvm, nvm->chunk);
+        if (err != LRT_OK)
+            return fail(nvm, err);
+    }
+    for (; nvm->high_water < nc; nvm->high_water++) {
+        err = chunk_load(nvm, nvm->high_water, nvm->cur);
+        if (err == LRT_OK)
+            err = chunk_flush(nvm, nvm->high_water);
+        if (err != LRT_OK)
+            return fail(nvm, err);
+    }
+    /* CRC of what is stored (every prog was read back), so writes in any order work. */
+    f.slot = (uint32_t)nvm->target;
+    f.generation = nvm->max_gen + 1u;
+    f.units_written = nvm->last.blob_units;
+    err = raw_crc(nvm, blob_addr(nvm, (uint32_t)nvm->target), nvm->cfg->blob_size, &f.blob_crc);
+    if (err == LRT_OK)
+        err = meta_write(nvm, &f.table_crc);
+    /* Data before header: a write-back cache must not reorder them. */
+    if (err == LRT_OK)
+        err = raw_sync(nvm);
+    if (err != LRT_OK)
+        return fail(nvm, err);
+    hdr_encode(nvm, &f, h);
+    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM)
+        err = rram_write(nvm, slot_base(nvm, f.slot), h, LRT_NVM_HEADER_SIZE, 0, 0);
+    else
+        err = raw_prog(nvm, slot_base(nvm, f.slot), h, LRT_NVM_HEADER_SIZE);
+    if (err == LRT_OK)
+        err = raw_sync(nvm);
+    if (err != LRT_OK)
+        return fail(nvm, err);
+    nvm->cur = nvm->target;
+    nvm->gen = f.generation;
+    nvm->max_gen = f.generation;
+    nvm->target = -1;
+    nvm->state = ST_IDLE;
+    set_bound(nvm);
+    return LRT_OK;
+}
+
+int lrt_nvm_commit_abort(lrt_nvm *nvm)
+{
+    if (nvm == NULL || nvm->state == ST_UNMOUNTED)
+        return LRT_ERR_ARG;
+    if (nvm->state != ST_COMMIT)
+        return LRT_ERR_STATE;
+    nvm->target = -1;
+    return fail(nvm, LRT_OK);
+}
+
+/* ---- lrt_wstore adapter ---- */
+
+static int ws_begin(void *ctx)
+{
+    return lrt_nvm_commit_begin((lrt_nvm *)ctx);
+}
+
+static int ws_write(void *ctx, uint32_t offset, const void *data, uint32_t len)
+{
+    return lrt_nvm_commit_write((lrt_nvm *)ctx, offset, data, len);
+}
+
+static int ws_commit(void *ctx)
+{
+    return lrt_nvm_commit_end((lrt_nvm *)ctx);
+}
+
+static int ws_abort(void *ctx)
+{
+    return lrt_nvm_commit_abort((lrt_nvm *)ctx);
+}
+
+int lrt_nvm_wstore(lrt_wstore *ws, lrt_nvm *nvm)
+{
+    if (ws == NULL || nvm == NULL)
+        return LRT_ERR_ARG;
+    ws->begin = ws_begin;
+    ws->write = ws_write;
+    ws->commit = ws_commit;
+    ws->abort = ws_abort;
+    ws->ctx = nvm;
+    return LRT_OK;
+}
+
+/* ---- endurance budget ---- */
+
+/* a * b / c in 64 bits without overflow for the ranges that matter; saturates otherwise. */
+static uint64_t mul_div(uint64_t a, uint64_t b, uint64_t c)
+{
+    if (a == 0u || b == 0u)
+        return 0u;
+    if (a <= UINT64_MAX / b)
+        return a * b / c;
+    a /= c; /* loses the fraction, only reached for lifetimes of > 1e10 years */
+    if (a > UINT64_MAX / b)
+        return UINT64_MAX;
+    return a * b;
+}
+
+uint32_t lrt_nvm_projected_lifetime_days(uint32_t endurance, uint32_t worst, uint64_t samples,
+                                         uint32_t sample_rate_mhz)
+{
+    uint64_t life, days;
+
+    if (worst == 0u || sample_rate_mhz == 0u)
+        return UINT32_MAX;
+    life = mul_div(samples, endurance, worst);           /* samples until worn out */
+    days = mul_div(life, 1000u, 86400ull * sample_rate_mhz);
+    return days >= UINT32_MAX ? UINT32_MAX : (uint32_t)days;
+}
+
+int lrt_nvm_budget_check(const lrt_nvm_budget *b, uint32_t worst_after, uint64_t samples,
+                         uint32_t rho_min_q16, lrt_nvm_throttle *out)
+{
+    uint64_t target_samples, allowed;
+
+    if (b == NULL || out == NULL || b->target_days == 0u || b->sample_rate_mhz == 0u)
+        return LRT_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    if (b->endurance == 0u) {
+        out->allow = 1;
+        out->allowed = UINT32_MAX;
+        out->rho_min_q16 = rho_min_q16;
+        out->projected_days = UINT32_MAX;
+        return LRT_OK;
+    }
+    target_samples = mul_div(86400ull * b->target_days, b->sample_rate_mhz, 1000u);
+    if (target_samples == 0u)
+        target_samples = 1u;
+    allowed = b->burst + mul_div(samples, b->endurance, target_samples);
+    out->allowed = allowed >= UINT32_MAX ? UINT32_MAX : (uint32_t)allowed;
+    out->allow = (uint8_t)(worst_after <= out->allowed && worst_after <= b->endurance);
+    out->projected_days =
+        lrt_nvm_projected_lifetime_days(b->endurance, worst_after, samples, b->sample_rate_mhz);
+    if (out->allow) {
+        out->rho_min_q16 = rho_min_q16;
+    } else {
+        uint64_t r = mul_div(rho_min_q16, (uint64_t)worst_after + 1u, (uint64_t)out->allowed + 1u);
+        out->rho_min_q16 = (uint32_t)LRT_CLAMP(r, rho_min_q16, 65536u);
+    }
+    return LRT_OK;
+}
+
+int lrt_nvm_flush_allowed(const lrt_nvm *nvm, const lrt_nvm_budget *b, uint64_t samples,
+                          uint32_t rho_min_q16, lrt_nvm_throttle *out)
+{
+    lrt_nvm_wear w;
+    int err;
+
+    if (nvm == NULL)
+        return LRT_ERR_ARG;
+    err = lrt_nvm_wear_summary(nvm, &w);
+    if (err != LRT_OK)
+        return err;
+    return lrt_nvm_budget_check(b, w.next_max == UINT32_MAX ? w.next_max : w.next_max + 1u,
+                                samples, rho_min_q16, out);
+}
+
+/* ---- drift ---- */
+
+uint32_t lrt_nvm_xorshift32(uint32_t *state)
+{
+    uint32_t x = *state != 0u ? *state : 0x9E3779B9u;
+
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return x;
+}
+
+uint32_t lrt_nvm_drift_bits(uint8_t *buf, uint32_t len, uint32_t p_q32, uint32_t *rng)
+{
+    uint32_t i, bit, flips = 0;
+
+    for (i = 0; i < len; i++) {
+        for (bit = 0; bit < 8u; bit++) {
+            if (lrt_nvm_xorshift32(rng) < p_q32) {
+                buf[i] = (uint8_t)(buf[i] ^ (1u << bit));
+                flips++;
+            }
+        }
+    }
+    return flips;
+}
+
+uint32_t lrt_nvm_drift_noise(int8_t *w, uint32_t len, uint32_t sigma_q16, uint32_t *rng)
+{
+    uint32_t i, k, changed = 0;
+
+    for (i = 0; i < len; i++) {
+        uint32_t sum = 0;
+        int64_t q, n, v;
+
+        for (k = 0; k < 6u; k++) {
+            uint32_t r = lrt_nvm_xorshift32(rng);
+            sum += (r & 0xFFFFu) + (r >> 16);
+        }
+        /* Irwin-Hall: sum of 12 U[0,1) minus 6 has mean 0, variance 1 (Q16 here). */
+        q = ((int64_t)sum - 6 * 65536) * (int64_t)sigma_q16 + ((int64_t)1 << 31);
+        /* floor(q / 2^32) without shifting a negative number (implementation-defined) */
+        n = q >= 0 ? (int64_t)((uint64_t)q >> 32)
+                   : -(int64_t)(((uint64_t)(-q) + 0xFFFFFFFFu) >> 32);
+        v = LRT_CLAMP((int64_t)w[i] + n, -128, 127);
+        if (v != w[i])
+            changed++;
+        w[i] = (int8_t)v;
+    }
+    return changed;
+}
+
+int32_t lrt_nvm_drift_apply(lrt_nvm *nvm, uint8_t *region, uint32_t offset, uint32_t len,
+                            int kind, uint32_t param, uint32_t seed)
+{
+    uint8_t *p;
+    uint32_t rng = seed, changed = 0, i;
+
+    if (nvm == NULL || region == NULL || nvm->state == ST_UNMOUNTED)
+        return LRT_ERR_ARG;
+    if (nvm->state != ST_IDLE || nvm->cur < 0)
+        return LRT_ERR_STATE;
+    if (offset > nvm->cfg->blob_size || len > nvm->cfg->blob_size - offset)
+        return LRT_ERR_ARG;
+    p = region + blob_addr(nvm, (uint32_t)nvm->cur) + offset;
+    if (kind == LRT_NVM_DRIFT_ANALOG) {
+        changed = lrt_nvm_drift_noise((int8_t *)p, len, param, &rng);
+    } else if (kind == LRT_NVM_DRIFT_DIGITAL) {
+        /* Count changed cells (bytes), not flips: a byte can take several flips. */
+        for (i = 0; i < len; i++)
+            changed += lrt_nvm_drift_bits(p + i, 1, param, &rng) != 0u;
+    } else {
+        return LRT_ERR_ARG;
+    }
+    return changed > 0x7FFFFFFFu ? 0x7FFFFFFF : (int32_t)changed;
+}

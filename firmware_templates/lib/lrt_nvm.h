@@ -1,0 +1,244 @@
+/* lrt_nvm.h - NVM write-wear layer: atomic, write-skipping weight-set commits with wear counters.
+ *
+ * The storage is described like littlefs's lfs_config: read / prog / erase / sync callbacks
+ * plus geometry and a technology:
+ *  - LRT_NVM_TECH_FLASH: NOR rules. prog only clears bits (1 -> 0), erase sets a whole page
+ *    to erase_value; endurance is counted in erase cycles per page.
+ *  - LRT_NVM_TECH_RRAM: per-word writes, no erase (RRAM, MRAM, FRAM, PCM); endurance is
+ *    counted in writes per word ("cell").
+ *
+ * The region holds n_slots slots; each holds one complete weight set ("blob": all layers' int8
+ * weights + a snapshot of the int32 biases) behind a header with a generation number and
+ * CRCs. A commit writes the slot after the current one (round robin = wear levelling over all
+ * slots) and writes its header last, so a power cut anywhere leaves the previous set valid.
+ * Only words (RRAM) / pages (flash) whose content differs from what the target slot already
+ * holds are programmed. Byte layout: docs/NVM_FORMAT.md.
+ *
+ * Typical use:
+ *     lrt_nvm_mount(&nvm, &cfg, work, sizeof work, &info);   (after reset)
+ *     lrt_nvm_bind(&nvm, &net.blob);                          (net.blob follows commits)
+ *     lrt_nvm_commit_begin(&nvm);
+ *     lrt_nvm_commit_write(&nvm, off, bytes, n); ...          (increasing offsets are cheapest)
+ *     lrt_nvm_commit_end(&nvm);                               (blob pointer moves)
+ */
+#ifndef LRT_NVM_H
+#define LRT_NVM_H
+
+#include "lrt_common.h"
+#include "lrt_wstore.h"
+
+#define LRT_NVM_MAGIC 0x4E54524Cu /* "LRTN" as little-endian bytes */
+#define LRT_NVM_VERSION 1u
+#define LRT_NVM_HEADER_SIZE 64u
+#define LRT_NVM_MAX_SLOTS 32u
+#define LRT_NVM_MAX_PROG 64u /* largest prog_size (the header is one multiple of it) */
+
+typedef enum {
+    LRT_NVM_TECH_FLASH = 1,
+    LRT_NVM_TECH_RRAM = 2, /* also MRAM, FRAM, PCM: word-writable, no erase */
+} lrt_nvm_tech;
+
+struct lrt_nvm_config;
+
+typedef struct lrt_nvm_config {
+    /* Addresses are byte offsets from the start of the NVM region. prog gets addr and len in
+     * multiples of prog_size; erase gets a page-aligned addr (flash only, may be NULL for
+     * RRAM); sync makes previous progs durable (may be NULL). Return LRT_OK or negative. */
+    int (*read)(const struct lrt_nvm_config *c, uint32_t addr, void *buf, uint32_t len);
+    int (*prog)(const struct lrt_nvm_config *c, uint32_t addr, const void *buf, uint32_t len);
+    int (*erase)(const struct lrt_nvm_config *c, uint32_t addr);
+    int (*sync)(const struct lrt_nvm_config *c);
+    void *context;
+    /* Read-only memory-mapped view of the region, or NULL. When set, reads bypass `read` and
+     * lrt_nvm_blob() returns a pointer the forward pass reads weights through in place. */
+    const uint8_t *mapped;
+    uint32_t prog_size;  /* bytes per program unit (word): power of two, 1..LRT_NVM_MAX_PROG */
+    uint32_t page_size;  /* flash: erase page; RRAM: write-buffer size. Multiple of prog_size */
+    uint32_t page_count; /* region = page_count * page_size bytes */
+    uint32_t blob_size;  /* bytes of one weight set */
+    /* RRAM: bytes per wear counter, a multiple of prog_size (0 = prog_size: exact per-word
+     * counts). Coarser units shrink the counter table; a unit's count is then the number of
+     * commits that programmed any word in it (an upper bound for each of its words). Flash:
+     * ignored, the unit is the page. */
+    uint32_t wear_unit;
+    uint32_t endurance;  /* per unit (0 = unlimited); a slot with a unit at it is skipped */
+    uint16_t n_slots;    /* 0 = as many as fit (>= 2), else 2..LRT_NVM_MAX_SLOTS */
+    uint8_t tech;        /* lrt_nvm_tech */
+    uint8_t erase_value; /* flash: value of an erased byte; RRAM: value of a fresh device */
+} lrt_nvm_config;
+
+/* Derived layout (docs/NVM_FORMAT.md). Every slot: header, wear table, blob. */
+typedef struct {
+    uint32_t n_slots;
+    uint32_t slot_size;   /* stride between slots, bytes */
+    uint32_t meta_size;   /* header + wear table, padded; the blob starts here in a slot */
+    uint32_t table_len;   /* bytes of the wear table = 4 * n_slots * (1 + blob_units) */
+    uint32_t blob_units;  /* wear units per slot blob (pages for flash) */
+    uint32_t unit_size;   /* bytes per wear unit */
+    uint32_t align;       /* alignment of meta_size and slot_size */
+} lrt_nvm_layout;
+
+/* What the last commit did (for write-skip tests and reports). */
+typedef struct {
+    uint32_t prog_ops;     /* prog calls */
+    uint32_t prog_bytes;   /* bytes passed to prog */
+    uint32_t erases;       /* erase calls */
+    uint32_t blob_units;   /* blob wear units programmed (pages / words or wear units) */
+    uint32_t reopened;     /* chunks flushed again because a write went backwards */
+} lrt_nvm_commit_stats;
+
+/* lrt_nvm_mount_info.flags */
+#define LRT_NVM_F_EMPTY 0x01u    /* no slot holds anything: a fresh device, commit a set */
+#define LRT_NVM_F_FALLBACK 0x02u /* a newer (or undatable) slot failed verification */
+#define LRT_NVM_F_DEGRADED 0x04u /* no slot verified; running on the newest slot whose header
+                                  * is good but whose blob/table CRC is not (drifted cells) */
+
+/* lrt_nvm_mount_info.slot_state[] */
+enum {
+    LRT_NVM_SLOT_BLANK = 0,   /* header area all erase_value */
+    LRT_NVM_SLOT_VALID = 1,
+    LRT_NVM_SLOT_BAD_HEADER = 2, /* not blank, header magic/CRC/version wrong */
+    LRT_NVM_SLOT_FOREIGN = 3,    /* good header of another geometry / blob size */
+    LRT_NVM_SLOT_BAD_DATA = 4,   /* good header, blob or table CRC wrong */
+};
+
+typedef struct {
+    int32_t slot;          /* slot in use, -1 if none */
+    uint32_t generation;   /* its generation (0 if none) */
+    uint32_t n_valid;
+    uint32_t n_corrupt;    /* BAD_HEADER + BAD_DATA */
+    uint32_t flags;        /* LRT_NVM_F_* */
+    uint8_t slot_state[LRT_NVM_MAX_SLOTS];
+    uint32_t slot_generation[LRT_NVM_MAX_SLOTS]; /* header generation, 0 if no good header */
+} lrt_nvm_mount_info;
+
+typedef struct {
+    const lrt_nvm_config *cfg;
+    lrt_nvm_layout lay;
+    uint8_t *page_buf;     /* work: page_size bytes */
+    uint8_t *marks;        /* work: per blob unit, programs this commit (saturating at 255) */
+    int32_t cur;           /* slot holding the newest set, -1 if none */
+    uint32_t gen;          /* its generation */
+    uint32_t max_gen;      /* highest generation seen in any good header */
+    int32_t target;        /* slot being written during a commit */
+    uint32_t chunk;        /* chunk held in page_buf (valid if chunk_loaded) */
+    uint32_t high_water;   /* chunks [0, high_water) of the target hold the new content */
+    uint8_t chunk_loaded;
+    uint8_t state;         /* 0 unmounted, 1 idle, 2 committing */
+    const int8_t **bound;  /* lrt_nvm_bind: kept equal to lrt_nvm_blob() */
+    lrt_nvm_commit_stats last;
+} lrt_nvm;
+
+/* Layout of cfg; LRT_ERR_ARG for a bad geometry, LRT_ERR_NOSPACE if two slots do not fit. */
+int lrt_nvm_layout_get(const lrt_nvm_config *cfg, lrt_nvm_layout *out);
+
+/* Bytes of the caller-provided work buffer: page_size + one byte per blob wear unit (round
+ * up to 4); 0 if cfg is bad. */
+size_t lrt_nvm_work_size(const lrt_nvm_config *cfg);
+
+/* Scan all slots, verify headers and CRCs, select the newest valid set. LRT_OK when a set was
+ * found (info->flags may say FALLBACK or DEGRADED) or the region is blank (F_EMPTY);
+ * LRT_ERR_CORRUPT when nothing usable is stored (commit a fresh set). info may be NULL. The
+ * work buffer must be 4-byte aligned and live as long as nvm. */
+int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t work_size,
+                  lrt_nvm_mount_info *info);
+
+/* The current set in place (memory-mapped NVM), or NULL (not mapped / no set). */
+const int8_t *lrt_nvm_blob(const lrt_nvm *nvm);
+
+/* Keep *ptr equal to lrt_nvm_blob() after every commit (e.g. &net.blob); call after mount
+ * (mount starts with nvm zeroed). */
+void lrt_nvm_bind(lrt_nvm *nvm, const int8_t **ptr);
+
+/* Copy bytes of the current set (works without a mapping). */
+int lrt_nvm_read(const lrt_nvm *nvm, uint32_t offset, void *buf, uint32_t len);
+
+uint32_t lrt_nvm_generation(const lrt_nvm *nvm);
+int32_t lrt_nvm_current_slot(const lrt_nvm *nvm);
+
+/* Streaming commit. Bytes not written are carried over from the current set (zeros if there
+ * is none). Writes in increasing offset order touch each page once; a write below an earlier
+ * one is still correct but reprograms its chunk. The current set stays readable (and
+ * lrt_nvm_blob unchanged) until commit_end returns. LRT_ERR_WORN if every other slot has a
+ * unit at the endurance limit. */
+int lrt_nvm_commit_begin(lrt_nvm *nvm);
+int lrt_nvm_commit_write(lrt_nvm *nvm, uint32_t offset, const void *data, uint32_t len);
+int lrt_nvm_commit_end(lrt_nvm *nvm);
+/* Drop the open commit; the current set is untouched (the target slot may be left invalid). */
+int lrt_nvm_commit_abort(lrt_nvm *nvm);
+
+const lrt_nvm_commit_stats *lrt_nvm_last_commit(const lrt_nvm *nvm);
+
+/* Wear counters as stored with the current set: unit 0 is the slot's metadata (header + table:
+ * rewritten on every commit into the slot), units 1..blob_units the blob's units. */
+int lrt_nvm_wear_get(const lrt_nvm *nvm, uint32_t slot, uint32_t unit, uint32_t *count);
+
+typedef struct {
+    uint32_t max_blob;     /* most-worn blob unit over all slots */
+    uint32_t max_meta;     /* most-worn metadata area (= commits into the busiest slot) */
+    uint64_t total_blob;   /* sum over all blob units */
+    uint32_t n_units;      /* blob units over all slots */
+    uint32_t next_max;     /* most-worn unit (blob or meta) of the slot the next commit uses */
+} lrt_nvm_wear;
+
+int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out);
+
+/* Adapter: the trainer's transaction interface (lrt_wstore.h) over this layer. */
+int lrt_nvm_wstore(lrt_wstore *ws, lrt_nvm *nvm);
+
+/* ---- Endurance budget (integer only; Python twin in toolchain/lrt/nvm.py) ---- */
+
+typedef struct {
+    uint32_t endurance;       /* cycles per unit */
+    uint32_t target_days;     /* lifetime the device must reach */
+    uint32_t sample_rate_mhz; /* samples per 1000 s (1000 = one sample per second) */
+    uint32_t burst;           /* cycles that may be spent ahead of the linear schedule */
+} lrt_nvm_budget;
+
+typedef struct {
+    uint8_t allow;            /* 1: this flush fits the budget */
+    uint32_t rho_min_q16;     /* write-density threshold to use from now on (Q16, >= base) */
+    uint32_t allowed;         /* cycles the schedule grants at this sample count */
+    uint32_t projected_days;  /* lifetime if wear continues at the rate it would reach */
+} lrt_nvm_throttle;
+
+/* Days from the first sample until the most-worn unit reaches `endurance`, if wear goes on at
+ * the rate observed so far (worst cycles in `samples` samples). UINT32_MAX if no wear yet. */
+uint32_t lrt_nvm_projected_lifetime_days(uint32_t endurance, uint32_t worst, uint64_t samples,
+                                         uint32_t sample_rate_mhz);
+
+/* Would a flush that brings the worst unit to `worst_after` cycles after `samples` samples
+ * keep to the budget? The schedule grants burst + endurance * elapsed / target cycles. When it
+ * does not, rho_min is raised in proportion to the overshoot (so fewer flushes pass). */
+int lrt_nvm_budget_check(const lrt_nvm_budget *b, uint32_t worst_after, uint64_t samples,
+                         uint32_t rho_min_q16, lrt_nvm_throttle *out);
+
+/* budget_check for the next commit of nvm (worst unit of the slot it would write, + 1). */
+int lrt_nvm_flush_allowed(const lrt_nvm *nvm, const lrt_nvm_budget *b, uint64_t samples,
+                          uint32_t rho_min_q16, lrt_nvm_throttle *out);
+
+/* ---- Drift models (the paper's environments c and d), integer only ---- */
+
+/* xorshift32 (13, 17, 5); a zero state is replaced by a fixed non-zero one. */
+uint32_t lrt_nvm_xorshift32(uint32_t *state);
+
+/* Flip every bit of buf independently with probability p_q32 / 2^32; returns flips. */
+uint32_t lrt_nvm_drift_bits(uint8_t *buf, uint32_t len, uint32_t p_q32, uint32_t *rng);
+
+/* Add round(sigma * z) to every int8 in w (z ~ N(0,1) approximated by the Irwin-Hall sum of
+ * 12 uniforms, sigma = sigma_q16 / 65536 in LSB), clip to [-128, 127]; returns cells changed. */
+uint32_t lrt_nvm_drift_noise(int8_t *w, uint32_t len, uint32_t sigma_q16, uint32_t *rng);
+
+#define LRT_NVM_DRIFT_ANALOG 1  /* param = sigma in LSB, Q16 */
+#define LRT_NVM_DRIFT_DIGITAL 2 /* param = flip probability per bit, Q32 (as uint32) */
+
+/* Apply drift to the current set's bytes [offset, offset + len) the way cell drift does:
+ * silently, through `region` (a writable alias of the whole NVM region: RAM or emulated NVM),
+ * without a prog and without updating any CRC. The running device sees it at once through the
+ * mapping; the next commit carries the drifted bytes over and seals them with a fresh CRC.
+ * A reboot before that finds the slot's CRC broken and falls back (docs/NVM_FORMAT.md).
+ * Returns the number of bytes changed (>= 0) or a negative lrt_err. */
+int32_t lrt_nvm_drift_apply(lrt_nvm *nvm, uint8_t *region, uint32_t offset, uint32_t len,
+                            int kind, uint32_t param, uint32_t seed);
+
+#endif /* LRT_NVM_H */
