@@ -8,6 +8,7 @@ Input is a generated directory (codegen's output)::
 under ``gen_dir/out/<variant>/``: ``bsp/`` (the board support files for the family, the
 rendered ``lrt_board.h`` and, on ARM, ``link.ld``), a ``Makefile`` rendered from
 ``firmware_templates/Makefile.j2``, ``obj/`` and the executable (``fw`` / ``fw.elf``).
+``src/*_host.c`` files are host-only (POSIX backends) and skipped on targets.
 Rebuilding only recompiles what changed. ARM builds then get a footprint check against
 the board's budget; over budget is a UserError naming the overshoot and the biggest symbols.
 """
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +47,7 @@ UART_SOURCES = {
     "stm32-usart": "stm32/lrt_platform_stm32f4.c",
     "nrf-uart": "nrf52/lrt_platform_nrf52.c",
 }
+HOST_ONLY_SUFFIX = "_host.c"
 NVM_SECTION = '__attribute__((section(".lrt_nvm"), aligned(4)))'
 
 
@@ -301,6 +304,17 @@ def write_bsp(bsp_dir: Path, board: Board, io: str) -> list[Path]:
 # ----------------------------------------------------------------------------- build
 
 
+def target_sources(src_dir: Path, board: Board) -> list[Path]:
+    """The C files of src_dir a build for this board compiles.
+
+    Convention: ``*_host.c`` files (host NVM backends using POSIX files/mmap) are host-only
+    and left out of target builds, so codegen can copy the whole library everywhere."""
+    files = sorted(src_dir.glob("*.c"))
+    if board.is_host:
+        return files
+    return [f for f in files if not f.name.endswith(HOST_ONLY_SUFFIX)]
+
+
 def variant_name(board: Board, io: str, sanitize: bool) -> str:
     name = board.name
     if io != board.io:
@@ -345,7 +359,7 @@ def build_firmware(
     bsp_dir = build_dir / "bsp"
     bsp_files = write_bsp(bsp_dir, board, channel)
     rel = lambda p: os.path.relpath(p, gen_dir)  # noqa: E731
-    sources = sorted(rel(p) for p in src_dir.glob("*.c")) + [rel(p) for p in bsp_files]
+    sources = sorted(rel(p) for p in target_sources(src_dir, board)) + [rel(p) for p in bsp_files]
     includes = [f"-I{rel(src_dir)}", f"-I{rel(bsp_dir)}"]
     makefile = rel(build_dir / "Makefile")
 
@@ -514,21 +528,28 @@ def check_footprint(board: Board, fp: Footprint, elf: Path) -> None:
         )
 
 
-def compile_check(board: Board, sources: Sequence[Path], include_dirs: Sequence[Path],
-                  out_dir: Path, extra_cflags: Sequence[str] = ()) -> list[Path]:
+def compile_check(
+    board: Board,
+    sources: Sequence[Path],
+    include_dirs: Sequence[Path],
+    out_dir: Path,
+    extra_cflags: Sequence[str] = (),
+) -> list[Path]:
     """Compile (-c only) C files with a board's flags; returns the objects. UserError on failure.
 
     For checking that library code builds for every board before a firmware exists."""
     cc = _tool(os.environ.get("CC", "cc")) if board.is_host else _tool(ARM_PREFIX + "gcc")
     flags = host_cflags() if board.is_host else arm_cflags(board)
     out_dir.mkdir(parents=True, exist_ok=True)
-    objs = []
-    for src in sources:
+
+    def one(src: Path) -> Path:
         obj = out_dir / (Path(src).stem + ".o")
         cmd = [cc, *flags, *(f"-I{d}" for d in include_dirs), *extra_cflags, "-c", str(src),
                "-o", str(obj)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise UserError(f"{src} does not compile for board '{board.name}':\n{proc.stderr}")
-        objs.append(obj)
-    return objs
+        return obj
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(one, sources))
