@@ -457,6 +457,6 @@ int main(void)
     test_nested();
     test_chunking();
     test_app();
-    printf("checks=%d failures=%d\n", checks, failures);
+    printf("checks=%d\nfailures=%d\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }

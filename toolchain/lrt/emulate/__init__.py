@@ -1,0 +1,91 @@
+"""Run built firmware and talk to it: one wire protocol (protocol.py), one client
+(base.Device), one runner per target (host.py, qemu.py, renode.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lrt.emulate.base import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_WINDOW,
+    Device,
+    DeviceTimeout,
+    LinkError,
+    PipeTransport,
+    Runner,
+    Transport,
+)
+from lrt.emulate.host import HostRunner
+from lrt.emulate.protocol import FrameError, Info, LayerStats, ProtocolError, Stats
+from lrt.errors import UserError
+
+__all__ = [
+    "Device",
+    "DeviceTimeout",
+    "FrameError",
+    "HostRunner",
+    "Info",
+    "LayerStats",
+    "LinkError",
+    "PipeTransport",
+    "ProtocolError",
+    "Runner",
+    "Stats",
+    "Transport",
+    "open_device",
+]
+
+EMULATORS = ("auto", "host", "qemu", "renode")
+
+
+def open_device(
+    build_dir: Path | str,
+    report: dict[str, Any] | None = None,
+    emulator: str = "auto",
+    nvm_path: Path | str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    window: int = DEFAULT_WINDOW,
+) -> Device:
+    """Start the firmware of an lrt-build directory on its emulator; a connected Device.
+
+    ``auto`` picks the host executable for the host board and QEMU for boards with a QEMU
+    machine. Use as a context manager: leaving it says BYE and waits for the exit."""
+    build_dir = Path(build_dir)
+    if report is None:
+        path = build_dir / "report.json"
+        if not path.is_file():
+            raise UserError(f"{build_dir} is not an lrt build directory (no report.json)")
+        report = json.loads(path.read_text())
+    if emulator not in EMULATORS:
+        raise UserError(f"emulator {emulator!r}: expected one of {', '.join(EMULATORS)}")
+    from lrt import boards
+
+    board = boards.load_board(report["board"])
+    firmware = build_dir / report["firmware"]
+    if emulator == "auto":
+        if board.is_host:
+            emulator = "host"
+        elif board.emulator.qemu:
+            emulator = "qemu"
+        elif board.emulator.renode:
+            emulator = "renode"
+        else:
+            raise UserError(f"board {board.name!r} has no emulator; flash it with lrt-flash")
+    if emulator == "host":
+        if not board.is_host:
+            raise UserError(f"board {board.name!r} is not the host board; use --emulator qemu")
+        return HostRunner(firmware, nvm_path=nvm_path).start(timeout=timeout, window=window)
+    if nvm_path is not None:
+        raise UserError("--nvm (a file-backed weight store) needs the host emulator")
+    if emulator == "qemu":
+        from lrt.emulate.qemu import QemuRunner
+
+        qemu = QemuRunner(board, firmware)
+        transport = PipeTransport(qemu.spawn(), name=f"QEMU {board.emulator.qemu}")
+        return Device(transport, timeout=timeout, window=window, name=f"qemu:{board.name}")
+    raise UserError(
+        f"emulator {emulator!r} for board {board.name!r} is not runnable here "
+        "(Renode is not installed; see README)"
+    )

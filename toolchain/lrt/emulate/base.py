@@ -1,0 +1,461 @@
+"""One client for every target: a byte transport, the request/reply ``Device`` over it, and
+the ``Runner`` interface that starts a target and hands back a ``Device``.
+
+Pipelining: a request/reply round trip through pipes (or QEMU) costs far more than the
+firmware's work on one small sample, so ``infer_many``/``train_many``/``read_all_blob`` keep
+up to ``window`` requests in flight and read the replies in order. The window is also
+bounded in bytes so that neither direction's pipe buffer (64 KiB on Linux) can fill while
+the other side waits, which would deadlock host and device.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+
+import numpy as np
+
+from lrt.emulate import protocol as P
+
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_WINDOW = 32
+WINDOW_BYTES = 32 * 1024
+
+ProgressArg = bool | Callable[[int, int], None] | None
+
+
+class LinkError(Exception):
+    """The transport failed: timeout, device exited, or bytes that are not a valid reply."""
+
+
+class DeviceTimeout(LinkError):
+    pass
+
+
+# ---- transports ----------------------------------------------------------------------------
+
+
+class Transport(ABC):
+    """A byte stream to the device."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Send all of data (may block while the device is busy reading)."""
+
+    @abstractmethod
+    def read_some(self, max_bytes: int, timeout: float) -> bytes:
+        """At least one byte, at most max_bytes; b"" at end of stream; DeviceTimeout if
+        nothing arrives within timeout seconds."""
+
+    @abstractmethod
+    def close(self, timeout: float = 10.0) -> int | None:
+        """End the session (end of input for the device); returns its exit status if any."""
+
+    def diagnostics(self) -> str:
+        """Extra text for error messages (e.g. the device's stderr tail)."""
+        return ""
+
+    def read_exact(self, n: int, timeout: float) -> bytes:
+        out = bytearray()
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            chunk = self.read_some(n - len(out), max(0.0, deadline - time.monotonic()))
+            if not chunk:
+                raise LinkError(f"end of stream after {len(out)} of {n} bytes")
+            out += chunk
+        return bytes(out)
+
+
+class PipeTransport(Transport):
+    """The stdin/stdout pipes of a child process (host executable, QEMU, ...).
+
+    stderr, if it is a pipe, is drained by a thread into a bounded tail so a chatty child
+    cannot block on it; the tail goes into error messages.
+    """
+
+    STDERR_TAIL = 16 * 1024
+
+    def __init__(self, proc: subprocess.Popen[bytes], name: str = "device") -> None:
+        if proc.stdin is None or proc.stdout is None:
+            raise ValueError("the process needs stdin=PIPE and stdout=PIPE")
+        self.proc = proc
+        self.name = name
+        self._in = proc.stdin.fileno()
+        self._out = proc.stdout.fileno()
+        self._err_tail: collections.deque[bytes] = collections.deque()
+        self._err_len = 0
+        self._err_thread: threading.Thread | None = None
+        if proc.stderr is not None:
+            self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+            self._err_thread.start()
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._err_tail.append(chunk)
+            self._err_len += len(chunk)
+            while self._err_len - len(self._err_tail[0]) >= self.STDERR_TAIL:
+                self._err_len -= len(self._err_tail.popleft())
+
+    def stderr_text(self) -> str:
+        return b"".join(list(self._err_tail)).decode(errors="replace")
+
+    def diagnostics(self) -> str:
+        status = self.proc.poll()
+        parts = [f"{self.name} {'running' if status is None else f'exited with {status}'}"]
+        err = self.stderr_text().strip()
+        if err:
+            parts.append("stderr:\n" + err[-2000:])
+        return "; ".join(parts)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._in, view)
+                view = view[n:]
+        except (BrokenPipeError, OSError) as exc:
+            self.proc.poll()
+            raise LinkError(f"cannot write to {self.name} ({exc}); {self.diagnostics()}") from None
+
+    def read_some(self, max_bytes: int, timeout: float) -> bytes:
+        ready, _, _ = select.select([self._out], [], [], max(0.0, timeout))
+        if not ready:
+            raise DeviceTimeout(f"no reply from {self.name} within {timeout:.1f} s")
+        return os.read(self._out, max_bytes)
+
+    def close(self, timeout: float = 10.0) -> int | None:
+        proc = self.proc
+        if proc.stdin is not None and not proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if self._err_thread is not None:
+            self._err_thread.join(1.0)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        return proc.returncode
+
+
+# ---- device --------------------------------------------------------------------------------
+
+
+class Device:
+    """Client of the firmware's request server over any Transport.
+
+    Sizes come from HELLO, which is sent on first need. Inputs are int8 arrays of the
+    model's input size (any shape with that many elements per sample).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        timeout: float = DEFAULT_TIMEOUT,
+        window: int = DEFAULT_WINDOW,
+        name: str = "device",
+    ) -> None:
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self.transport = transport
+        self.timeout = timeout
+        self.window = window
+        self.name = name
+        self.info: P.Info | None = None
+        self.exit_status: int | None = None
+        self._rx = bytearray()
+        self._closed = False
+        self._said_bye = False
+
+    # -- context manager --
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(bye=exc_type is None)
+
+    def close(self, bye: bool = True) -> int | None:
+        """Say BYE (unless already said, or bye=False), end the transport, return the exit
+        status."""
+        if self._closed:
+            return self.exit_status
+        self._closed = True
+        try:
+            if bye and not self._said_bye:
+                self.bye()
+        except (LinkError, P.ProtocolError, P.FrameError):
+            pass
+        finally:
+            self.exit_status = self.transport.close()
+        return self.exit_status
+
+    # -- raw frames --
+    def send(self, frame: bytes) -> None:
+        """Write raw bytes (frames, or anything: tests use it to corrupt the stream)."""
+        self.transport.write(frame)
+
+    def read_reply(self, timeout: float | None = None) -> tuple[int, bytes]:
+        """Next frame from the device as (type, payload)."""
+        limit = self.timeout if timeout is None else timeout
+        while True:
+            try:
+                got = P.split_frame(self._rx)
+            except P.FrameError as exc:
+                raise LinkError(f"{self.name}: {exc}; {self.transport.diagnostics()}") from None
+            if got is not None:
+                msg_type, payload, used = got
+                del self._rx[:used]
+                return msg_type, payload
+            try:
+                chunk = self.transport.read_some(1 << 16, limit)
+            except DeviceTimeout as exc:
+                raise DeviceTimeout(f"{exc}; {self.transport.diagnostics()}") from None
+            if not chunk:
+                raise LinkError(
+                    f"{self.name} closed the stream"
+                    + (f" inside a frame ({len(self._rx)} bytes)" if self._rx else "")
+                    + f"; {self.transport.diagnostics()}"
+                )
+            self._rx += chunk
+
+    def request(self, msg_type: int, payload: bytes = b"", context: str = "") -> bytes:
+        """Send one request, return its reply payload (ProtocolError on an ERROR reply)."""
+        self.send(P.encode_frame(msg_type, payload))
+        return self._expect(msg_type, context)
+
+    def _expect(self, request_type: int, context: str = "") -> bytes:
+        msg_type, payload = self.read_reply()
+        try:
+            return P.check_reply(request_type, msg_type, payload, context)
+        except P.FrameError as exc:
+            raise LinkError(f"{self.name}: {exc}") from None
+
+    def resync(self, timeout: float = 2.0) -> P.Info:
+        """Recover after a timeout or a corrupted request: complete any frame the device is
+        still assembling with filler bytes, drop what is pending, and HELLO again."""
+        self.send(bytes(P.MAX_PAYLOAD + P.OVERHEAD))
+        self.send(P.hello_request())
+        while True:
+            msg_type, payload = self.read_reply(timeout)
+            if msg_type == P.MsgType.HELLO | P.REPLY:
+                self.info = P.Info.parse(payload)
+                return self.info
+
+    # -- requests --
+    def hello(self) -> P.Info:
+        self.info = P.Info.parse(self.request(P.MsgType.HELLO))
+        if self.info.version != P.VERSION:
+            raise LinkError(
+                f"{self.name} speaks protocol version {self.info.version}, expected {P.VERSION}"
+            )
+        return self.info
+
+    def _sizes(self) -> P.Info:
+        return self.info if self.info is not None else self.hello()
+
+    def _sample_bytes(self, x: np.ndarray | bytes) -> bytes:
+        info = self._sizes()
+        data = x if isinstance(x, bytes) else np.ascontiguousarray(x, dtype=np.int8).tobytes()
+        if len(data) != info.input_size:
+            raise ValueError(
+                f"input of {len(data)} values; the device takes {info.input_size} "
+                f"({info.in_h}x{info.in_w}x{info.in_c})"
+            )
+        return data
+
+    def infer(self, x: np.ndarray | bytes) -> tuple[np.ndarray, int]:
+        """int8 logits and predicted class for one sample."""
+        payload = self.request(P.MsgType.INFER, self._sample_bytes(x))
+        return P.parse_prediction(payload, self._sizes().n_classes)
+
+    def train(self, x: np.ndarray | bytes, label: int) -> tuple[np.ndarray, int]:
+        """Logits/prediction before the update, then the device learns label."""
+        payload = self.request(P.MsgType.TRAIN, self._sample_bytes(x) + bytes((int(label),)))
+        return P.parse_prediction(payload, self._sizes().n_classes)
+
+    def stats(self) -> P.Stats:
+        return P.Stats.parse(self.request(P.MsgType.STATS))
+
+    def read_blob(self, offset: int, length: int) -> bytes:
+        """Up to length bytes of the weight blob at offset (fewer at its end)."""
+        return self.request(P.MsgType.READ, P.read_payload(offset, length))
+
+    def read_all_blob(self, size: int) -> bytes:
+        """The first size bytes of the weight blob, in pipelined max-payload chunks."""
+        chunk = self._sizes().max_payload
+        offsets = list(range(0, size, chunk))
+        frames = (P.read_request(off, min(chunk, size - off)) for off in offsets)
+        parts = list(self._pipeline(P.MsgType.READ, frames, len(offsets), chunk, None))
+        data = b"".join(parts)
+        if len(data) != size:
+            raise LinkError(f"{self.name}: blob has {len(data)} bytes, expected {size}")
+        return data
+
+    def drift(self, kind: int, seed: int, param: int) -> None:
+        self.request(P.MsgType.DRIFT, P.drift_payload(kind, seed, param))
+
+    def bye(self) -> None:
+        self.request(P.MsgType.BYE)
+        self._said_bye = True
+
+    # -- pipelined batches --
+    def _batch(self, xs: np.ndarray) -> np.ndarray:
+        info = self._sizes()
+        arr = np.ascontiguousarray(xs, dtype=np.int8)
+        if arr.size == 0:
+            return arr.reshape(0, info.input_size)
+        if arr.size % info.input_size or arr.shape[0] * info.input_size != arr.size:
+            raise ValueError(
+                f"inputs of shape {list(arr.shape)}: expected [N, ...] with "
+                f"{info.input_size} values per sample"
+            )
+        return arr.reshape(arr.shape[0], info.input_size)
+
+    def infer_many(
+        self, xs: np.ndarray, progress: ProgressArg = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(int8 logits [N, n_classes], int64 predictions [N]) for N samples."""
+        batch = self._batch(xs)
+        frames = (P.infer_request(row.tobytes()) for row in batch)
+        return self._predictions(P.MsgType.INFER, frames, len(batch), progress)
+
+    def train_many(
+        self, xs: np.ndarray, labels: np.ndarray | Iterable[int], progress: ProgressArg = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The online protocol over N samples: per sample, logits and prediction before the
+        update, then the device learns the label. Same return as infer_many."""
+        batch = self._batch(xs)
+        ys = np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels)
+        if ys.shape != (len(batch),):
+            raise ValueError(f"{len(batch)} samples but labels of shape {list(ys.shape)}")
+        if len(ys) and (ys.min() < 0 or ys.max() > 0xFF):
+            raise ValueError("labels must be in 0..255")
+        frames = (P.train_request(row.tobytes(), int(y)) for row, y in zip(batch, ys, strict=True))
+        return self._predictions(P.MsgType.TRAIN, frames, len(batch), progress)
+
+    def _predictions(
+        self, msg_type: int, frames: Iterator[bytes], n: int, progress: ProgressArg
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n_classes = self._sizes().n_classes
+        logits = np.empty((n, n_classes), dtype=np.int8)
+        preds = np.empty(n, dtype=np.int64)
+        replies = self._pipeline(msg_type, frames, n, n_classes + 1, progress)
+        for i, payload in enumerate(replies):
+            logits[i], preds[i] = P.parse_prediction(payload, n_classes)
+        return logits, preds
+
+    def _pipeline(
+        self,
+        msg_type: int,
+        frames: Iterator[bytes],
+        n: int,
+        reply_payload: int,
+        progress: ProgressArg,
+    ) -> Iterator[bytes]:
+        """Send n request frames with a bounded number in flight; yield reply payloads in
+        order. On an ERROR reply, the replies still in flight are drained (the link stays
+        usable) and ProtocolError names the failing item."""
+        report = _progress(progress, n, f"{self.name} {P.type_name(msg_type).lower()}")
+        sent = done = 0
+        in_flight_cap = self.window
+        failure: P.ProtocolError | None = None
+        try:
+            while done < n:
+                if failure is None and sent < n:
+                    batch = []
+                    while sent < n and sent - done < in_flight_cap:
+                        frame = next(frames)
+                        if sent == 0:
+                            size = max(len(frame), reply_payload + P.OVERHEAD)
+                            in_flight_cap = max(1, min(self.window, WINDOW_BYTES // size))
+                        batch.append(frame)
+                        sent += 1
+                    if batch:
+                        self.send(b"".join(batch))
+                if done >= sent:
+                    break
+                reply_type, payload = self.read_reply()
+                index = done
+                done += 1
+                try:
+                    body = P.check_reply(msg_type, reply_type, payload, f"item {index} of {n}")
+                except P.ProtocolError as exc:
+                    failure = failure or exc
+                    continue
+                except P.FrameError as exc:
+                    raise LinkError(f"{self.name}: {exc}") from None
+                if failure is None:
+                    yield body
+                    if report is not None:
+                        report(done)
+        finally:
+            if report is not None:
+                report(-1)
+        if failure is not None:
+            raise failure
+
+
+def _progress(progress: ProgressArg, total: int, desc: str) -> Callable[[int], None] | None:
+    """A callback taking items done (-1 = finished), from a bool (tqdm bar) or a callable."""
+    if progress is None or progress is False or total == 0:
+        return None
+    if callable(progress):
+        fn = progress
+        return lambda done: fn(done, total) if done >= 0 else None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, mininterval=0.5)
+
+    def update(done: int) -> None:
+        if done < 0:
+            bar.close()
+        else:
+            bar.update(done - bar.n)
+
+    return update
+
+
+# ---- runners -------------------------------------------------------------------------------
+
+
+class Runner(ABC):
+    """Starts one firmware image on one target and connects a Device to it.
+
+    with HostRunner(exe).start() as dev:
+        logits, preds = dev.train_many(xs, ys)
+    """
+
+    name = "runner"
+
+    @abstractmethod
+    def open(self) -> Transport:
+        """Start the target; a transport connected to the firmware's request server."""
+
+    def start(self, timeout: float = DEFAULT_TIMEOUT, window: int = DEFAULT_WINDOW) -> Device:
+        return Device(self.open(), timeout=timeout, window=window, name=self.name)

@@ -1,0 +1,324 @@
+"""Host side of the wire protocol (docs/PROTOCOL.md): frames, requests, typed replies.
+
+Pure functions and dataclasses, no I/O: ``base.Device`` drives a transport with them.
+The C side is firmware_templates/lib/lrt_proto.[ch] and lrt_app.[ch]; constants here
+mirror those headers (tests/unit/test_protocol.py checks them against the C sources).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+VERSION = 1
+SYNC = b"\xa5\x5a"
+MAX_PAYLOAD = 2048
+HEADER_SIZE = 5
+CRC_SIZE = 4
+OVERHEAD = HEADER_SIZE + CRC_SIZE
+REPLY = 0x80
+
+INFO_SIZE = 21
+STATS_HEAD_SIZE = 8
+STATS_LAYER_SIZE = 12
+FLAG_MAX_NORM = 0x01
+
+_HEADER = struct.Struct("<2sBH")
+_CRC = struct.Struct("<I")
+_INFO = struct.Struct("<BBBBHHH4sIHB")
+_READ = struct.Struct("<IH")
+_DRIFT = struct.Struct("<BIi")
+_ERROR = struct.Struct("<bB")
+
+
+class MsgType(IntEnum):
+    HELLO = 0x01
+    INFER = 0x02
+    TRAIN = 0x03
+    STATS = 0x04
+    READ = 0x05
+    BYE = 0x06
+    DRIFT = 0x07
+    ERROR = 0xFF
+
+
+class Scheme(IntEnum):
+    INFERENCE = 0
+    BIAS = 1
+    SGD = 2
+    LRT = 3
+
+
+class DriftKind(IntEnum):
+    ANALOG = 1
+    DIGITAL = 2
+
+
+# lrt_err of lrt_common.h: code -> (enum name, lrt_err_str text).
+ERRORS: dict[int, tuple[str, str]] = {
+    0: ("LRT_OK", "ok"),
+    -1: ("LRT_ERR_ARG", "invalid argument"),
+    -2: ("LRT_ERR_SIZE", "size mismatch"),
+    -3: ("LRT_ERR_CRC", "crc mismatch"),
+    -4: ("LRT_ERR_FRAME", "malformed frame"),
+    -5: ("LRT_ERR_TYPE", "unknown message type"),
+    -6: ("LRT_ERR_IO", "i/o error"),
+    -7: ("LRT_ERR_CORRUPT", "corrupt data"),
+    -8: ("LRT_ERR_NOSPACE", "no space"),
+    -9: ("LRT_ERR_WORN", "endurance exhausted"),
+    -10: ("LRT_ERR_EOF", "end of stream"),
+    -11: ("LRT_ERR_STATE", "invalid state"),
+    -12: ("LRT_ERR_UNSUPPORTED", "unsupported"),
+}
+
+
+def error_name(code: int) -> str:
+    return ERRORS.get(code, (f"LRT_ERR_{-code}" if code < 0 else f"code {code}", ""))[0]
+
+
+def type_name(msg_type: int) -> str:
+    base = msg_type if msg_type == MsgType.ERROR else msg_type & ~REPLY
+    try:
+        name = MsgType(base).name
+    except ValueError:
+        return f"0x{msg_type:02x}"
+    return name if msg_type == base else f"{name} reply"
+
+
+class ProtocolError(Exception):
+    """The device answered a request with an ERROR frame."""
+
+    def __init__(self, code: int, request_type: int, context: str = "") -> None:
+        self.code = code
+        self.name = error_name(code)
+        self.request_type = request_type
+        self.context = context
+        desc = ERRORS.get(code, ("", "unknown error"))[1]
+        where = f" ({context})" if context else ""
+        super().__init__(
+            f"device error {self.name} ({code}: {desc}) for request {type_name(request_type)}"
+            f"{where}"
+        )
+
+
+class FrameError(Exception):
+    """Bytes from the device that are not a well-formed frame, or not the expected reply."""
+
+
+# ---- frames --------------------------------------------------------------------------------
+
+
+def crc32(data: bytes | bytearray | memoryview) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def encode_frame(msg_type: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
+    if not 0 <= msg_type <= 0xFF:
+        raise ValueError(f"message type {msg_type} out of range")
+    if len(payload) > 0xFFFF:
+        raise ValueError(f"payload of {len(payload)} bytes does not fit a frame")
+    head = _HEADER.pack(SYNC, msg_type, len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(head[2:]))
+    return b"".join((head, payload, _CRC.pack(crc)))
+
+
+def decode_frame(frame: bytes | bytearray | memoryview) -> tuple[int, bytes]:
+    """One complete frame -> (type, payload); FrameError if it is not exactly one frame."""
+    got = split_frame(frame)
+    if got is None:
+        raise FrameError(f"incomplete frame ({len(frame)} bytes)")
+    msg_type, payload, used = got
+    if used != len(frame):
+        raise FrameError(f"{len(frame) - used} bytes after the frame")
+    return msg_type, payload
+
+
+def split_frame(buf: bytes | bytearray | memoryview) -> tuple[int, bytes, int] | None:
+    """Parse the frame at the start of buf: (type, payload, bytes used), or None if buf holds
+    only part of it. Device replies are always well-formed, so anything else is FrameError
+    (the host does not resynchronise; it reports the broken link)."""
+    if len(buf) < HEADER_SIZE:
+        return None
+    sync, msg_type, length = _HEADER.unpack_from(buf)
+    if sync != SYNC:
+        raise FrameError(f"bad sync {bytes(buf[:2]).hex()} (expected a55a)")
+    end = HEADER_SIZE + length + CRC_SIZE
+    if len(buf) < end:
+        return None
+    (crc,) = _CRC.unpack_from(buf, end - CRC_SIZE)
+    body = bytes(buf[2 : end - CRC_SIZE])
+    if zlib.crc32(body) != crc:
+        raise FrameError(f"CRC mismatch in a {type_name(msg_type)} frame of {length} bytes")
+    return msg_type, body[3:], end
+
+
+# ---- requests ------------------------------------------------------------------------------
+
+
+def hello_request() -> bytes:
+    return encode_frame(MsgType.HELLO)
+
+
+def infer_request(x: bytes) -> bytes:
+    return encode_frame(MsgType.INFER, x)
+
+
+def train_request(x: bytes, label: int) -> bytes:
+    if not 0 <= label <= 0xFF:
+        raise ValueError(f"label {label} does not fit a u8")
+    return encode_frame(MsgType.TRAIN, x + bytes((label,)))
+
+
+def stats_request() -> bytes:
+    return encode_frame(MsgType.STATS)
+
+
+def read_payload(offset: int, length: int) -> bytes:
+    return _READ.pack(offset, length)
+
+
+def read_request(offset: int, length: int) -> bytes:
+    return encode_frame(MsgType.READ, read_payload(offset, length))
+
+
+def bye_request() -> bytes:
+    return encode_frame(MsgType.BYE)
+
+
+def drift_payload(kind: int, seed: int, param: int) -> bytes:
+    """kind: DriftKind; seed: u32 (taken modulo 2**32); param: i32, meaning per kind (see
+    docs/PROTOCOL.md)."""
+    return _DRIFT.pack(kind, seed & 0xFFFFFFFF, param)
+
+
+def drift_request(kind: int, seed: int, param: int) -> bytes:
+    return encode_frame(MsgType.DRIFT, drift_payload(kind, seed, param))
+
+
+# ---- replies -------------------------------------------------------------------------------
+
+SCHEME_NAMES = {
+    Scheme.INFERENCE: "inference",
+    Scheme.BIAS: "bias",
+    Scheme.SGD: "sgd",
+    Scheme.LRT: "lrt",
+}
+
+
+@dataclass(frozen=True)
+class Info:
+    version: int
+    scheme: int
+    n_layers: int  # weight layers (conv2d/dense) = entries of Stats.layers
+    n_classes: int
+    in_h: int
+    in_w: int
+    in_c: int
+    fingerprint: bytes  # first 4 bytes of Model.fingerprint()
+    samples: int
+    max_payload: int
+    flags: int
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Info:
+        if len(payload) != INFO_SIZE:
+            raise FrameError(f"INFO payload of {len(payload)} bytes, expected {INFO_SIZE}")
+        return cls(*_INFO.unpack(payload))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_h, self.in_w, self.in_c)
+
+    @property
+    def input_size(self) -> int:
+        return self.in_h * self.in_w * self.in_c
+
+    @property
+    def max_norm(self) -> bool:
+        return bool(self.flags & FLAG_MAX_NORM)
+
+    @property
+    def scheme_name(self) -> str:
+        """The build config's scheme name (config.SCHEMES), e.g. 'lrt-maxnorm'."""
+        try:
+            base = SCHEME_NAMES[Scheme(self.scheme)]
+        except ValueError:
+            return f"scheme {self.scheme}"
+        return f"{base}-maxnorm" if self.max_norm and base == "lrt" else base
+
+    def matches_fingerprint(self, fingerprint_hex: str) -> bool:
+        """True if the device runs the model whose Model.fingerprint() is fingerprint_hex."""
+        return bytes.fromhex(fingerprint_hex[:8]) == self.fingerprint
+
+
+def parse_prediction(payload: bytes, n_classes: int) -> tuple[np.ndarray, int]:
+    """INFER/TRAIN reply -> (int8 logits[n_classes], predicted class)."""
+    if len(payload) != n_classes + 1:
+        raise FrameError(f"logits payload of {len(payload)} bytes, expected {n_classes + 1}")
+    return np.frombuffer(payload, dtype=np.int8, count=n_classes).copy(), payload[n_classes]
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    max_writes: int  # most writes any cell of the layer received (real programming ops)
+    total_writes: int  # sum over the layer's cells
+    paper_max_writes: int  # the paper's per-pixel SGD accounting (0 unless scheme sgd)
+
+
+@dataclass(frozen=True)
+class Stats:
+    samples: int
+    flushes: int
+    layers: tuple[LayerStats, ...]
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Stats:
+        n = len(payload) - STATS_HEAD_SIZE
+        if n < 0 or n % STATS_LAYER_SIZE:
+            raise FrameError(f"STATS payload of {len(payload)} bytes is not 8 + 12k")
+        samples, flushes = struct.unpack_from("<II", payload)
+        layers = tuple(
+            LayerStats(*struct.unpack_from("<III", payload, STATS_HEAD_SIZE + i * STATS_LAYER_SIZE))
+            for i in range(n // STATS_LAYER_SIZE)
+        )
+        return cls(samples, flushes, layers)
+
+    @property
+    def max_writes(self) -> int:
+        return max((lay.max_writes for lay in self.layers), default=0)
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    code: int
+    request_type: int
+
+    @classmethod
+    def parse(cls, payload: bytes) -> ErrorReply:
+        if len(payload) != _ERROR.size:
+            raise FrameError(f"ERROR payload of {len(payload)} bytes, expected {_ERROR.size}")
+        return cls(*_ERROR.unpack(payload))
+
+    @property
+    def name(self) -> str:
+        return error_name(self.code)
+
+    def exception(self, context: str = "") -> ProtocolError:
+        return ProtocolError(self.code, self.request_type, context)
+
+
+def check_reply(request_type: int, msg_type: int, payload: bytes, context: str = "") -> bytes:
+    """Payload of the reply to request_type; ProtocolError for an ERROR reply, FrameError for
+    a reply of another type (the link is out of step)."""
+    if msg_type == MsgType.ERROR:
+        raise ErrorReply.parse(payload).exception(context)
+    if msg_type != request_type | REPLY:
+        raise FrameError(
+            f"expected the {type_name(request_type)} reply, got {type_name(msg_type)}"
+            + (f" ({context})" if context else "")
+        )
+    return payload
