@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,7 +246,10 @@ def convert_keras_int8(model: Any, representative: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the SavedModel signature
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        # Keras prints the SavedModel signature; TF warns about the int8 input statistics,
+        # which the representative dataset provides.
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs", UserWarning)
         return bytes(converter.convert())
 
 
