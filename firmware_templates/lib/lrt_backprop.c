@@ -123,34 +123,46 @@ static int8_t sat_grad(int64_t v)
     return (int8_t)LRT_CLAMP(v, -LRT_BP_GRAD_MAX, LRT_BP_GRAD_MAX);
 }
 
-uint32_t lrt_bp_exp_q30(int32_t d, int e)
+/* exp(d * 2^e) = v * 2^-n, v in Q30 within [2^29, 2^30], d <= 0; n = 255 means 0. */
+static void exp_parts(int32_t d, int e, uint32_t *v, uint32_t *n)
 {
-    uint64_t y, u, fr, v;
-    uint32_t n, idx, rem;
+    uint64_t y, u, fr;
+    uint32_t idx, rem;
+    *v = 1u << 30;
+    *n = 0;
     if (d >= 0) {
-        return 1u << 30;
+        return;
     }
     /* exp(x) = 2^(x log2 e); u = -x log2 e in Q24. */
     y = (uint64_t)(-(int64_t)d) * (uint64_t)LOG2E_Q28;
     if (e >= 4) {
-        /* u >= 2^40 means 2^-u underflows Q30 anyway; the check also keeps the shift exact. */
+        /* u >= 2^40 underflows anything we keep; the check also keeps the shift exact. */
         if (e - 4 > 39 || (y >> (40 - (e - 4))) != 0) {
-            return 0;
+            *n = 255;
+            return;
         }
         u = y << (e - 4);
     } else {
         u = (uint64_t)lrt_bp_round_shift((int64_t)y, (unsigned)(4 - e));
     }
-    n = (uint32_t)LRT_MIN(u >> 24, 63u);
-    if (n > 30) {
-        return 0;
+    if ((u >> 24) > 200) {
+        *n = 255;
+        return;
     }
+    *n = (uint32_t)(u >> 24);
     fr = u & 0xFFFFFFu;
     idx = (uint32_t)(fr >> 19);
     rem = (uint32_t)(fr & 0x7FFFFu);
-    v = exp2_neg_q30[idx] -
-        ((((uint64_t)(exp2_neg_q30[idx] - exp2_neg_q30[idx + 1])) * rem + (1u << 18)) >> 19);
-    return (uint32_t)lrt_bp_round_shift((int64_t)v, n);
+    *v = (uint32_t)(exp2_neg_q30[idx] -
+                    ((((uint64_t)(exp2_neg_q30[idx] - exp2_neg_q30[idx + 1])) * rem + (1u << 18)) >>
+                     19));
+}
+
+uint32_t lrt_bp_exp_q30(int32_t d, int e)
+{
+    uint32_t v, n;
+    exp_parts(d, e, &v, &n);
+    return n > 63 ? 0 : (uint32_t)lrt_bp_round_shift((int64_t)v, n);
 }
 
 static unsigned bit_length(uint64_t v)
@@ -163,6 +175,34 @@ static unsigned bit_length(uint64_t v)
     return n;
 }
 
+/* exp(d * 2^e) in Q(qbits), qbits <= 62. */
+static uint64_t exp_q(int32_t d, int e, unsigned qbits)
+{
+    uint32_t v, n;
+    exp_parts(d, e, &v, &n);
+    if (n + 30 > qbits) {
+        unsigned k = n + 30 - qbits;
+        return k > 63 ? 0 : (uint64_t)lrt_bp_round_shift((int64_t)v, k);
+    }
+    return (uint64_t)v << (qbits - 30 - n);
+}
+
+/* round(num * 2^t / den), num <= den < 2^63, by binary long division (no 128-bit product). */
+static uint64_t ratio_pow2(uint64_t num, uint64_t den, unsigned t)
+{
+    uint64_t q = num / den, rem = num % den;
+    unsigned i;
+    for (i = 0; i < t; i++) {
+        rem <<= 1;
+        q <<= 1;
+        if (rem >= den) {
+            rem -= den;
+            q |= 1u;
+        }
+    }
+    return q + (rem >= den - rem); /* half up: 2 rem >= den */
+}
+
 int lrt_bp_softmax_xent(const int8_t *logits, uint16_t n, int32_t zero_point, int logit_exp,
                         uint16_t label, int8_t *dz, int16_t *dz_exp, uint16_t *prob_q15)
 {
@@ -170,23 +210,28 @@ int lrt_bp_softmax_xent(const int8_t *logits, uint16_t n, int32_t zero_point, in
     int32_t qmax = -128;
     uint16_t i;
     int t;
+    /* Probabilities in Q(qbits) with the largest exp = 1: the sum stays below 2^62, and the
+     * small probabilities keep their relative precision (they carry the gradient of a
+     * confident, correct prediction). */
+    unsigned qbits;
     (void)zero_point; /* cancels in q_j - q_max */
     if (logits == NULL || dz == NULL || dz_exp == NULL || n == 0 || label >= n) {
         return LRT_ERR_ARG;
     }
+    qbits = 62u - bit_length(n);
     for (i = 0; i < n; i++) {
         qmax = LRT_MAX(qmax, (int32_t)logits[i]);
     }
     for (i = 0; i < n; i++) {
-        sum += lrt_bp_exp_q30((int32_t)logits[i] - qmax, logit_exp);
+        sum += exp_q((int32_t)logits[i] - qmax, logit_exp, qbits);
     }
     /* Numerators of |dz|: p_j for j != label, 1 - p_label = sum_{j != label} p_j. */
     for (i = 0; i < n; i++) {
-        uint64_t e = lrt_bp_exp_q30((int32_t)logits[i] - qmax, logit_exp);
+        uint64_t e = exp_q((int32_t)logits[i] - qmax, logit_exp, qbits);
         uint64_t num = (i == label) ? sum - e : e;
         nmax = LRT_MAX(nmax, num);
         if (prob_q15 != NULL) {
-            prob_q15[i] = (uint16_t)((e * 32768u + sum / 2) / sum);
+            prob_q15[i] = (uint16_t)ratio_pow2(e, sum, 15);
         }
     }
     if (nmax == 0) {
@@ -194,15 +239,15 @@ int lrt_bp_softmax_xent(const int8_t *logits, uint16_t n, int32_t zero_point, in
         *dz_exp = 0;
         return LRT_OK;
     }
-    /* Largest t with round(nmax * 2^t / sum) <= 127: start above it (ratio >= 128). */
+    /* Largest t with round(nmax * 2^t / sum) <= 127: start where the ratio is >= 128. */
     t = (int)bit_length(sum) - (int)bit_length(nmax) + 8;
-    while (t > 0 && ((nmax << t) + sum / 2) / sum > LRT_BP_GRAD_MAX) {
+    while (t > 0 && ratio_pow2(nmax, sum, (unsigned)t) > LRT_BP_GRAD_MAX) {
         t--;
     }
     for (i = 0; i < n; i++) {
-        uint64_t e = lrt_bp_exp_q30((int32_t)logits[i] - qmax, logit_exp);
+        uint64_t e = exp_q((int32_t)logits[i] - qmax, logit_exp, qbits);
         uint64_t num = (i == label) ? sum - e : e;
-        int32_t g = (int32_t)(((num << t) + sum / 2) / sum);
+        int32_t g = (int32_t)ratio_pow2(num, sum, (unsigned)t);
         dz[i] = (int8_t)((i == label) ? -g : g);
     }
     *dz_exp = (int16_t)-t;

@@ -1,0 +1,524 @@
+/* bp_driver.c - test driver for lrt_backprop / lrt_train / lrt_wstore.
+ *
+ * usage: bp_driver NET MODE [args]   (binary little-endian I/O on stdin/stdout)
+ *   NET      net file written by tests/c/bp_harness.py (layer table, tables, blob)
+ *   layer L  kernels of layer L on one (x, y, g) read from stdin
+ *   softmax  softmax cross-entropy gradient of logits read from stdin
+ *   maxnorm  max-norm divisors of a sequence of maxima
+ *   grads    per sample: forward, then every trainable layer's weight/bias gradient
+ *   train SCHEME MAXNORM LR_Q16 COUNTERS FLUSH_EVERY
+ *            the online protocol over samples from stdin, then statistics and the blob
+ * Test code: it may allocate; the library may not.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lrt_backprop.h"
+#include "lrt_net.h"
+#include "lrt_train.h"
+#include "lrt_wstore.h"
+
+#define NET_MAGIC 0x544E5042 /* "BPNT" */
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "bp_driver: %s (%d %s)\n", what, rc, lrt_err_str(rc));
+    exit(2);
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = calloc(n ? n : 1, 1);
+    if (p == NULL) {
+        die("out of memory", LRT_ERR_NOSPACE);
+    }
+    return p;
+}
+
+static void read_exact(FILE *f, void *buf, size_t n)
+{
+    if (n && fread(buf, 1, n, f) != n) {
+        die("short read", LRT_ERR_EOF);
+    }
+}
+
+static int32_t rd32(FILE *f)
+{
+    uint8_t b[4];
+    read_exact(f, b, 4);
+    return (int32_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
+                     ((uint32_t)b[3] << 24));
+}
+
+static void wr32(int32_t v)
+{
+    uint32_t u = (uint32_t)v;
+    uint8_t b[4];
+    b[0] = (uint8_t)u;
+    b[1] = (uint8_t)(u >> 8);
+    b[2] = (uint8_t)(u >> 16);
+    b[3] = (uint8_t)(u >> 24);
+    fwrite(b, 1, 4, stdout);
+}
+
+static void wr64(uint64_t v)
+{
+    wr32((int32_t)(uint32_t)v);
+    wr32((int32_t)(uint32_t)(v >> 32));
+}
+
+static void wrbytes(const void *p, size_t n)
+{
+    fwrite(p, 1, n, stdout);
+}
+
+/* ---- net file ------------------------------------------------------------------------- */
+
+typedef struct {
+    lrt_net net;
+    lrt_layer *layers;
+    int8_t *blob;
+} test_net;
+
+static void load_net(const char *path, test_net *tn)
+{
+    FILE *f = fopen(path, "rb");
+    int32_t n, i;
+    if (f == NULL) {
+        die("cannot open net file", LRT_ERR_IO);
+    }
+    if (rd32(f) != NET_MAGIC) {
+        die("bad net file", LRT_ERR_CORRUPT);
+    }
+    memset(tn, 0, sizeof(*tn));
+    n = rd32(f);
+    tn->net.n_layers = (uint8_t)n;
+    tn->net.in_h = (uint16_t)rd32(f);
+    tn->net.in_w = (uint16_t)rd32(f);
+    tn->net.in_c = (uint16_t)rd32(f);
+    tn->net.n_classes = (uint16_t)rd32(f);
+    tn->net.blob_size = (uint32_t)rd32(f);
+    tn->layers = xmalloc(sizeof(lrt_layer) * (size_t)n);
+    for (i = 0; i < n; i++) {
+        lrt_layer *l = &tn->layers[i];
+        l->kind = (uint8_t)rd32(f);
+        l->relu = (uint8_t)rd32(f);
+        l->in_h = (uint16_t)rd32(f);
+        l->in_w = (uint16_t)rd32(f);
+        l->in_c = (uint16_t)rd32(f);
+        l->out_h = (uint16_t)rd32(f);
+        l->out_w = (uint16_t)rd32(f);
+        l->out_c = (uint16_t)rd32(f);
+        l->kernel_h = (uint8_t)rd32(f);
+        l->kernel_w = (uint8_t)rd32(f);
+        l->stride_h = (uint8_t)rd32(f);
+        l->stride_w = (uint8_t)rd32(f);
+        l->pad_top = (uint8_t)rd32(f);
+        l->pad_left = (uint8_t)rd32(f);
+        l->input_offset = rd32(f);
+        l->output_offset = rd32(f);
+        l->act_min = (int8_t)rd32(f);
+        l->act_max = (int8_t)rd32(f);
+        l->w_offset = (uint32_t)rd32(f);
+        l->w_size = (uint32_t)rd32(f);
+        l->b_offset = (uint32_t)rd32(f);
+        l->in_exp = (int8_t)rd32(f);
+        l->out_exp = (int8_t)rd32(f);
+        l->weight_exp = (int8_t)rd32(f);
+        l->bias_exp = (int8_t)rd32(f);
+        l->trainable = (uint8_t)rd32(f);
+        if (l->kind == LRT_LAYER_CONV2D || l->kind == LRT_LAYER_DENSE) {
+            int32_t *mult = xmalloc(4u * l->out_c);
+            int8_t *shift = xmalloc(l->out_c);
+            int32_t *bias = xmalloc(4u * l->out_c);
+            uint16_t o;
+            for (o = 0; o < l->out_c; o++) {
+                mult[o] = rd32(f);
+            }
+            for (o = 0; o < l->out_c; o++) {
+                shift[o] = (int8_t)rd32(f);
+            }
+            for (o = 0; o < l->out_c; o++) {
+                bias[o] = rd32(f);
+            }
+            l->out_multiplier = mult;
+            l->out_shift = shift;
+            l->bias = bias;
+        }
+    }
+    tn->blob = xmalloc(tn->net.blob_size);
+    read_exact(f, tn->blob, tn->net.blob_size);
+    fclose(f);
+    tn->net.layers = tn->layers;
+    tn->net.blob = tn->blob;
+}
+
+/* ---- layer kernels -------------------------------------------------------------------------- */
+
+static void mode_layer(test_net *tn, int li)
+{
+    const lrt_layer *l = &tn->layers[li];
+    uint32_t in = lrt_layer_in_size(l), out = lrt_layer_out_size(l);
+    int8_t *x = xmalloc(in), *y = xmalloc(out), *g = xmalloc(out), *dx = xmalloc(in);
+    int16_t gexp, dxexp = 0;
+    read_exact(stdin, x, in);
+    read_exact(stdin, y, out);
+    read_exact(stdin, g, out);
+    gexp = (int16_t)rd32(stdin);
+    if (l->kind == LRT_LAYER_MAXPOOL2D) {
+        int rc = lrt_bp_maxpool(l, x, g, dx);
+        if (rc != LRT_OK) {
+            die("maxpool", rc);
+        }
+        wrbytes(dx, in);
+    } else {
+        uint32_t m = lrt_bp_layer_m(l), n = l->out_c, j, nz, oy, ox;
+        uint16_t o;
+        int32_t *dw = xmalloc(4u * n * m);
+        int8_t *patch = xmalloc(m);
+        int rc = lrt_bp_layer_check(l);
+        if (rc != LRT_OK) {
+            die("layer check", rc);
+        }
+        nz = lrt_bp_act_mask(l, y, g);
+        wr32((int32_t)nz);
+        wrbytes(g, out);
+        rc = lrt_bp_input_grad(l, lrt_layer_weights(&tn->net, l), g, gexp, dx, &dxexp);
+        if (rc != LRT_OK) {
+            die("input grad", rc);
+        }
+        wr32(dxexp);
+        wrbytes(dx, in);
+        lrt_bp_weight_grad(l, x, g, dw);
+        for (j = 0; j < n * m; j++) {
+            wr32(dw[j]);
+        }
+        for (o = 0; o < n; o++) {
+            for (j = 0; j < m; j++) {
+                uint32_t cnt = 0;
+                int32_t v = lrt_bp_weight_grad_cell(l, x, g, o, j, &cnt);
+                if (v != dw[o * m + j]) {
+                    die("cell != whole-layer gradient", LRT_ERR_STATE);
+                }
+                wr32((int32_t)cnt);
+            }
+        }
+        for (o = 0; o < n; o++) {
+            wr32(lrt_bp_bias_grad(l, g, o));
+            wr32(lrt_bp_channel_active(l, g, o));
+        }
+        if (l->kind == LRT_LAYER_CONV2D) {
+            for (oy = 0; oy < l->out_h; oy++) {
+                for (ox = 0; ox < l->out_w; ox++) {
+                    lrt_conv_gather_patch(l, x, (uint16_t)oy, (uint16_t)ox, patch);
+                    wrbytes(patch, m);
+                }
+            }
+        }
+        free(dw);
+        free(patch);
+    }
+    free(x);
+    free(y);
+    free(g);
+    free(dx);
+}
+
+static void mode_softmax(void)
+{
+    int32_t n = rd32(stdin), zp = rd32(stdin), e = rd32(stdin), label = rd32(stdin), i;
+    int8_t *logits = xmalloc((size_t)n), *dz = xmalloc((size_t)n);
+    uint16_t *p = xmalloc(2u * (size_t)n);
+    int16_t dzexp = 0;
+    int rc;
+    read_exact(stdin, logits, (size_t)n);
+    rc = lrt_bp_softmax_xent(logits, (uint16_t)n, zp, e, (uint16_t)label, dz, &dzexp, p);
+    wr32(rc);
+    wr32(dzexp);
+    wrbytes(dz, (size_t)n);
+    for (i = 0; i < n; i++) {
+        wr32(p[i]);
+    }
+    free(logits);
+    free(dz);
+    free(p);
+}
+
+static void mode_maxnorm(void)
+{
+    int32_t n = rd32(stdin), i;
+    uint32_t beta = (uint32_t)rd32(stdin);
+    lrt_maxnorm s;
+    lrt_maxnorm_init(&s);
+    for (i = 0; i < n; i++) {
+        int32_t mant = rd32(stdin), e = rd32(stdin);
+        lrt_pf d = lrt_maxnorm_divisor(&s, lrt_pf_from((uint64_t)(uint32_t)mant, e), beta);
+        wr32((int32_t)d.m);
+        wr32(d.e);
+    }
+}
+
+/* ---- trainer ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    lrt_trainer tr;
+    lrt_wstore ws;
+    lrt_wstore_ram ram;
+    int8_t *act_a, *act_b, *scratch, **keep, *input, *logits;
+    lrt_train_layer_state *states;
+    uint32_t *cells, *paper;
+    /* lrt hook test state */
+    uint32_t flush_every;
+    uint32_t terms[256];
+} rig;
+
+static int grads_hook(void *ctx, lrt_trainer *t, const lrt_train_grad *g)
+{
+    const lrt_layer *l = g->layer;
+    uint32_t m = lrt_bp_layer_m(l), n = l->out_c, j;
+    int32_t *dw = xmalloc(4u * n * m);
+    uint16_t o;
+    (void)ctx;
+    (void)t;
+    lrt_bp_weight_grad(l, g->x, g->dz, dw);
+    wr32(g->index);
+    wr32(g->dz_exp + g->x_exp); /* weight gradient exponent */
+    wr32(g->dz_exp);            /* bias gradient exponent */
+    wr32((int32_t)n);
+    wr32((int32_t)m);
+    for (j = 0; j < n * m; j++) {
+        wr32(dw[j]);
+    }
+    for (o = 0; o < n; o++) {
+        wr32(lrt_bp_bias_grad(l, g->dz, o));
+    }
+    free(dw);
+    return LRT_OK;
+}
+
+static int term_hook(void *ctx, lrt_trainer *t, const lrt_train_term *term)
+{
+    rig *r = (rig *)ctx;
+    uint16_t o;
+    int any = 0;
+    (void)t;
+    for (o = 0; o < term->n; o++) {
+        any |= term->dz[o] != 0;
+    }
+    if (!any || term->pixel >= term->n_pixels || term->m != lrt_bp_layer_m(&t->net->layers[term->index])) {
+        return LRT_ERR_STATE;
+    }
+    r->terms[term->index]++;
+    return LRT_OK;
+}
+
+/* Stand-in for the LRT flush: every flush_every samples, subtract 1 LSB from row 0 of every
+ * trainable layer (exercises begin/row/commit and the accounting). */
+static int sample_end_hook(void *ctx, lrt_trainer *t)
+{
+    rig *r = (rig *)ctx;
+    uint8_t i;
+    int rc;
+    if (r->flush_every == 0 || t->samples % r->flush_every != 0) {
+        return LRT_OK;
+    }
+    rc = lrt_train_update_begin(t);
+    if (rc != LRT_OK) {
+        return rc;
+    }
+    for (i = 0; i < t->net->n_layers; i++) {
+        const lrt_layer *l = &t->net->layers[i];
+        if ((l->kind == LRT_LAYER_CONV2D || l->kind == LRT_LAYER_DENSE) && l->trainable) {
+            uint32_t m = lrt_bp_layer_m(l), j;
+            int16_t *delta = xmalloc(2u * m);
+            for (j = 0; j < m; j++) {
+                delta[j] = 1;
+            }
+            rc = lrt_train_update_row(t, i, 0, delta);
+            free(delta);
+            if (rc < 0) {
+                return rc;
+            }
+        }
+    }
+    return lrt_train_update_commit(t);
+}
+
+static void rig_init(rig *r, test_net *tn, const lrt_train_config *cfg, int counters,
+                     const lrt_train_hooks *hooks)
+{
+    lrt_net *net = &tn->net;
+    uint32_t a = lrt_train_act_buffer_size(net), cells = lrt_train_cell_count(net);
+    lrt_train_buffers b;
+    uint8_t i;
+    int rc;
+    r->act_a = xmalloc(a);
+    r->act_b = xmalloc(a);
+    r->scratch = xmalloc(lrt_train_scratch_size(net));
+    r->keep = xmalloc(sizeof(int8_t *) * net->n_layers);
+    for (i = 0; i < net->n_layers; i++) {
+        /* only what the trainer says it needs: ASan catches any other use */
+        r->keep[i] = lrt_train_keep_needed(net, i) ? xmalloc(lrt_layer_out_size(&net->layers[i]))
+                                                  : NULL;
+    }
+    r->states = xmalloc(sizeof(lrt_train_layer_state) * net->n_layers);
+    r->cells = counters ? xmalloc(4u * cells) : NULL;
+    r->paper = counters ? xmalloc(4u * cells) : NULL;
+    r->input = xmalloc((size_t)net->in_h * net->in_w * net->in_c);
+    r->logits = xmalloc(net->n_classes);
+    rc = lrt_wstore_ram_init(&r->ws, &r->ram, tn->blob, net->blob_size);
+    if (rc != LRT_OK) {
+        die("wstore init", rc);
+    }
+    b.act_a = r->act_a;
+    b.act_b = r->act_b;
+    b.keep = r->keep;
+    b.scratch = r->scratch;
+    b.layer_state = r->states;
+    b.cell_writes = r->cells;
+    b.paper_writes = r->paper;
+    rc = lrt_train_init(&r->tr, net, cfg, &b, &r->ws, hooks);
+    if (rc != LRT_OK) {
+        die("train init", rc);
+    }
+}
+
+static void mode_grads(test_net *tn)
+{
+    static rig r;
+    lrt_train_config cfg;
+    lrt_train_hooks hooks;
+    int32_t count, s;
+    uint32_t in = (uint32_t)tn->net.in_h * tn->net.in_w * tn->net.in_c;
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&hooks, 0, sizeof(hooks));
+    cfg.scheme = LRT_SCHEME_BIAS; /* lr 0: gradients only, nothing changes */
+    hooks.layer_grad = grads_hook;
+    rig_init(&r, tn, &cfg, 0, &hooks);
+    count = rd32(stdin);
+    for (s = 0; s < count; s++) {
+        uint16_t pred = 0;
+        int32_t label;
+        int rc;
+        read_exact(stdin, r.input, in);
+        label = rd32(stdin);
+        rc = lrt_train_infer(&r.tr, r.input, r.logits, &pred);
+        if (rc != LRT_OK) {
+            die("infer", rc);
+        }
+        wrbytes(r.logits, tn->net.n_classes);
+        wr32(pred);
+        rc = lrt_train_learn(&r.tr, (uint16_t)label);
+        if (rc != LRT_OK) {
+            die("learn", rc);
+        }
+        wr32(-1);
+    }
+}
+
+static void mode_train(test_net *tn, int argc, char **argv)
+{
+    static rig r;
+    lrt_train_config cfg;
+    lrt_train_hooks hooks;
+    int32_t count, s;
+    int counters;
+    uint32_t in = (uint32_t)tn->net.in_h * tn->net.in_w * tn->net.in_c, cells;
+    uint8_t i;
+    if (argc < 8) {
+        die("train: SCHEME MAXNORM LR_Q16 COUNTERS FLUSH_EVERY", LRT_ERR_ARG);
+    }
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&hooks, 0, sizeof(hooks));
+    cfg.scheme = (uint8_t)atoi(argv[3]);
+    cfg.max_norm = (uint8_t)atoi(argv[4]);
+    cfg.lr_q16 = (uint32_t)strtoul(argv[5], NULL, 10);
+    counters = atoi(argv[6]);
+    r.flush_every = (uint32_t)atoi(argv[7]);
+    hooks.term = term_hook;
+    hooks.sample_end = sample_end_hook;
+    hooks.ctx = &r;
+    rig_init(&r, tn, &cfg, counters, &hooks);
+    count = rd32(stdin);
+    for (s = 0; s < count; s++) {
+        uint16_t pred = 0;
+        int32_t label;
+        int rc;
+        read_exact(stdin, r.input, in);
+        label = rd32(stdin);
+        rc = lrt_train_sample(&r.tr, r.input, (uint16_t)label, r.logits, &pred);
+        if (rc != LRT_OK) {
+            die("train sample", rc);
+        }
+        wrbytes(r.logits, tn->net.n_classes);
+        wr32(pred);
+    }
+    wr32((int32_t)r.tr.samples);
+    wr32((int32_t)r.tr.flushes);
+    wr32((int32_t)r.ram.n_commits);
+    wr32((int32_t)r.ram.n_writes);
+    wr32((int32_t)r.ram.bytes_written);
+    for (i = 0; i < tn->net.n_layers; i++) {
+        lrt_train_stats st;
+        int rc = lrt_train_layer_stats(&r.tr, i, &st);
+        if (rc != LRT_OK) {
+            die("stats", rc);
+        }
+        wr32((int32_t)st.max_writes);
+        wr64(st.total_writes);
+        wr32((int32_t)st.paper_max);
+        wr64(st.paper_total);
+        wr32((int32_t)st.cells);
+        wr32(st.exact);
+        wr32((int32_t)r.terms[i]);
+    }
+    wrbytes(tn->blob, tn->net.blob_size);
+    for (i = 0; i < tn->net.n_layers; i++) {
+        const lrt_layer *l = &tn->layers[i];
+        uint16_t o;
+        if (l->kind == LRT_LAYER_CONV2D || l->kind == LRT_LAYER_DENSE) {
+            for (o = 0; o < l->out_c; o++) {
+                wr32(l->bias[o]);
+            }
+        }
+    }
+    cells = lrt_train_cell_count(&tn->net);
+    wr32((int32_t)cells);
+    if (counters) {
+        uint32_t k;
+        for (k = 0; k < cells; k++) {
+            wr32((int32_t)r.cells[k]);
+        }
+        for (k = 0; k < cells; k++) {
+            wr32((int32_t)r.paper[k]);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static test_net tn;
+    if (argc < 3) {
+        fprintf(stderr, "usage: bp_driver NET MODE [args]\n");
+        return 2;
+    }
+    if (strcmp(argv[2], "softmax") == 0) {
+        mode_softmax();
+    } else if (strcmp(argv[2], "maxnorm") == 0) {
+        mode_maxnorm();
+    } else {
+        load_net(argv[1], &tn);
+        if (strcmp(argv[2], "layer") == 0 && argc > 3) {
+            mode_layer(&tn, atoi(argv[3]));
+        } else if (strcmp(argv[2], "grads") == 0) {
+            mode_grads(&tn);
+        } else if (strcmp(argv[2], "train") == 0) {
+            mode_train(&tn, argc, argv);
+        } else {
+            die("unknown mode", LRT_ERR_ARG);
+        }
+    }
+    fflush(stdout);
+    return 0;
+}
