@@ -727,3 +727,80 @@ def save_artifacts(result: TrainResult, out_dir: Path | str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.tflite").write_bytes(result.tflite)
     result.model.save(out / "ir")
+
+
+# ==== float_gradients: oracle of the on-device backward pass ===================================
+# (appended for the on-device training work; the firmware side is lrt_backprop.c / lrt_train.c)
+
+
+def float_gradients(model: Model, x: np.ndarray, y: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Float64 gradients of softmax cross-entropy wrt each weight layer's dequantized weights
+    and biases, one gradient per sample.
+
+    The network is the IR's dequantized network taken at the operating point of the integer
+    forward pass: every layer's forward value is its dequantized int8 output from
+    ``lrt.reference`` (TFLite arithmetic), and the fused clamp passes gradients where the
+    int8 output q satisfies act_min < q < act_max (clipped straight-through estimator, the
+    firmware's rule). Max-pool routes gradients to the first maximum of each window.
+
+    ``x``: float images in [0, 1] (N x input_shape) or int8 model inputs; ``y``: N labels.
+    Returns one dict per weight layer (``model.weight_layers()`` order) holding
+    ``"weights"`` [N, *layer.weights.shape] (IR layout: OHWI / [out, in]) and ``"bias"``
+    [N, out_c], both dL/d(real value).
+    """
+    from lrt.reference import forward_int8_layers
+
+    tf, _ = _tf()
+    x = np.asarray(x)
+    xq = x if x.dtype == np.int8 else model.quantize_input(x)
+    labels = np.asarray(y).astype(np.int64).reshape(-1)
+    if xq.shape[0] != labels.shape[0]:
+        raise ValueError(f"{xq.shape[0]} inputs but {labels.shape[0]} labels")
+    outs = forward_int8_layers(model, xq)
+    wlayers = model.weight_layers()
+    variables = []
+    for lay in wlayers:
+        assert lay.weights is not None and lay.bias is not None and lay.weight_scales is not None
+        scales = np.asarray(lay.weight_scales, dtype=np.float64)
+        w = lay.weights.astype(np.float64) * scales.reshape((-1,) + (1,) * (lay.weights.ndim - 1))
+        w = w.transpose(1, 2, 3, 0) if lay.kind == "conv2d" else w.T  # TF layouts
+        b = lay.bias.astype(np.float64) * lay.input_q.scale * scales
+        variables += [tf.Variable(w, dtype=tf.float64), tf.Variable(b, dtype=tf.float64)]
+
+    def deq(q: np.ndarray, qp: QParams) -> Any:
+        return tf.constant((q.astype(np.float64) - qp.zero_point) * qp.scale)[None]
+
+    per_layer: list[dict[str, list[np.ndarray]]] = [{"weights": [], "bias": []} for _ in wlayers]
+    for i in range(xq.shape[0]):
+        with tf.GradientTape() as tape:
+            h = deq(xq[i], model.input_q)
+            k = 0
+            for li, lay in enumerate(model.layers):
+                q = outs[li][i]
+                if lay.kind in ("conv2d", "dense"):
+                    w_t, b_t = variables[2 * k], variables[2 * k + 1]
+                    k += 1
+                    if lay.kind == "conv2d":
+                        z = tf.nn.conv2d(h, w_t, strides=lay.stride, padding=lay.padding.upper())
+                    else:
+                        z = tf.matmul(tf.reshape(h, [1, -1]), w_t)
+                    z = z + b_t
+                    mask = ((q > lay.act_min) & (q < lay.act_max)).astype(np.float64)
+                    # forward value: the int8 output; derivative: the clamp's STE mask
+                    h = deq(q, lay.output_q) + tf.constant(mask)[None] * (z - tf.stop_gradient(z))
+                elif lay.kind == "maxpool2d":
+                    h = tf.nn.max_pool2d(
+                        h, ksize=lay.pool, strides=lay.stride, padding=lay.padding.upper()
+                    )
+                else:
+                    h = tf.reshape(h, [1, -1])
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.constant(labels[i : i + 1]), logits=tf.reshape(h, [1, -1])
+            )
+        grads = tape.gradient(loss, variables)
+        for k, lay in enumerate(wlayers):
+            gw = np.asarray(grads[2 * k].numpy(), dtype=np.float64)
+            gw = gw.transpose(3, 0, 1, 2) if lay.kind == "conv2d" else gw.T
+            per_layer[k]["weights"].append(gw)
+            per_layer[k]["bias"].append(np.asarray(grads[2 * k + 1].numpy(), dtype=np.float64))
+    return [{key: np.stack(vals) for key, vals in d.items()} for d in per_layer]
