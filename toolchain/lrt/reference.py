@@ -134,9 +134,36 @@ def _requantize(
     act_max: int,
     rounding: Rounding,
 ) -> np.ndarray:
-    out = multiply_by_quantized_multiplier(wrap_int32(acc), multiplier, shift, rounding)
+    out = multiply_by_quantized_multiplier(acc, multiplier, shift, rounding)
     out = out + output_offset
     return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+def conv2d_acc(
+    x: np.ndarray,
+    weights: np.ndarray,
+    bias: np.ndarray | None,
+    input_offset: int,
+    stride: Sequence[int] = (1, 1),
+    padding: str = "valid",
+) -> np.ndarray:
+    """int32 accumulators (as int64) of an int8 conv: sum (x + input_offset) * w + bias."""
+    x = np.asarray(x)
+    n, h, w, _ = x.shape
+    c_out, kh, kw, c_in = weights.shape
+    oh, ow, top, bottom, left, right = pad_amounts(h, w, kh, kw, stride, padding)
+    sh, sw = int(stride[0]), int(stride[1])
+    wmat = np.asarray(weights, dtype=np.float64).reshape(c_out, -1).T
+    xs = x.astype(np.float64) + input_offset
+    # Padding contributes (zero_point + input_offset) = 0, exactly TFLite's skipped taps.
+    xs = np.pad(xs, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    win = sliding_window_view(xs, (kh, kw), axis=(1, 2))  # [n, H', W', C, kh, kw]
+    win = win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
+    patches = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * c_in)
+    acc = (patches @ wmat).astype(np.int64).reshape(n, oh, ow, c_out)
+    if bias is not None:
+        acc = acc + np.asarray(bias, dtype=np.int64)
+    return wrap_int32(acc)
 
 
 def conv2d_s8(
@@ -155,25 +182,25 @@ def conv2d_s8(
 ) -> np.ndarray:
     """int8 conv, x [N, H, W, C_in], weights [C_out, KH, KW, C_in] -> [N, OH, OW, C_out]."""
     x = np.asarray(x)
-    n, h, w, _ = x.shape
-    c_out, kh, kw, c_in = weights.shape
-    oh, ow, top, bottom, left, right = pad_amounts(h, w, kh, kw, stride, padding)
-    sh, sw = int(stride[0]), int(stride[1])
-    wmat = np.asarray(weights, dtype=np.float64).reshape(c_out, -1).T
-    b = np.zeros(c_out, np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
-    out = np.empty((n, oh, ow, c_out), dtype=np.int8)
-    for start in range(0, n, _CHUNK):
-        xs = x[start : start + _CHUNK].astype(np.float64) + input_offset
-        # Padding contributes (zero_point + input_offset) = 0, exactly TFLite's skipped taps.
-        xs = np.pad(xs, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        win = sliding_window_view(xs, (kh, kw), axis=(1, 2))  # [n, H', W', C, kh, kw]
-        win = win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
-        patches = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * c_in)
-        acc = (patches @ wmat).astype(np.int64).reshape(-1, oh, ow, c_out) + b
-        out[start : start + _CHUNK] = _requantize(
-            acc, multiplier, shift, output_offset, act_min, act_max, rounding
+    parts = [
+        _requantize(
+            conv2d_acc(x[start : start + _CHUNK], weights, bias, input_offset, stride, padding),
+            multiplier, shift, output_offset, act_min, act_max, rounding,
         )
-    return out
+        for start in range(0, x.shape[0], _CHUNK)
+    ]
+    return np.concatenate(parts) if parts else np.empty((0,), np.int8)
+
+
+def dense_acc(
+    x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, input_offset: int
+) -> np.ndarray:
+    """int32 accumulators (as int64) of an int8 fully connected layer, x [N, n_in]."""
+    xs = np.asarray(x).reshape(x.shape[0], -1).astype(np.float64) + input_offset
+    acc = (xs @ np.asarray(weights, dtype=np.float64).T).astype(np.int64)
+    if bias is not None:
+        acc = acc + np.asarray(bias, dtype=np.int64)
+    return wrap_int32(acc)
 
 
 def dense_s8(
@@ -189,10 +216,7 @@ def dense_s8(
     rounding: Rounding = "away",
 ) -> np.ndarray:
     """int8 fully connected, x [N, n_in], weights [n_out, n_in] -> [N, n_out]."""
-    xs = np.asarray(x).reshape(x.shape[0], -1).astype(np.float64) + input_offset
-    acc = (xs @ np.asarray(weights, dtype=np.float64).T).astype(np.int64)
-    if bias is not None:
-        acc = acc + np.asarray(bias, dtype=np.int64)
+    acc = dense_acc(x, weights, bias, input_offset)
     return _requantize(acc, multiplier, shift, output_offset, act_min, act_max, rounding)
 
 

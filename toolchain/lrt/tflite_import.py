@@ -599,13 +599,17 @@ _OP_VERSIONS = {"CONV_2D": 3, "MAX_POOL_2D": 2, "FULLY_CONNECTED": 4, "RESHAPE":
 
 
 def _activation_code(layer: Layer) -> int:
-    """The fused activation whose int8 clamp TFLite derives to exactly (act_min, act_max)."""
-    for code in (
-        fb.ActivationFunctionType.NONE,
+    """The fused activation whose int8 clamp TFLite derives to exactly (act_min, act_max).
+
+    A ReLU on an output with zero point -128 clamps nothing, so the relu flag decides.
+    """
+    relus = (
         fb.ActivationFunctionType.RELU,
         fb.ActivationFunctionType.RELU6,
         fb.ActivationFunctionType.RELU_N1_TO_1,
-    ):
+    )
+    none = (fb.ActivationFunctionType.NONE,)
+    for code in relus + none if layer.relu else none + relus:
         if activation_range(code, layer.output_q) == (layer.act_min, layer.act_max):
             return int(code)
     raise ValueError(
