@@ -1,0 +1,174 @@
+"""lrt.emulate.protocol: frame codec and reply parsers, and its constants against the C
+headers they mirror (lrt_common.h/.c, lrt_proto.h, lrt_train.h)."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lrt.config import SCHEMES
+from lrt.emulate import protocol as P
+
+LIB = Path(__file__).resolve().parents[2] / "firmware_templates" / "lib"
+
+
+def test_crc_check_value() -> None:
+    assert P.crc32(b"123456789") == 0xCBF43926  # the CRC-32/ISO-HDLC check value
+
+
+def test_frame_layout() -> None:
+    frame = P.encode_frame(0x03, b"\x01\x02\xff")
+    assert frame[:5] == bytes([0xA5, 0x5A, 0x03, 3, 0])
+    assert frame[5:8] == b"\x01\x02\xff"
+    (crc,) = struct.unpack("<I", frame[8:])
+    assert crc == P.crc32(bytes([0x03, 3, 0, 1, 2, 0xFF]))
+    assert len(P.hello_request()) == P.OVERHEAD == 9
+
+
+@given(st.integers(0, 255), st.binary(max_size=3000))
+def test_roundtrip(msg_type: int, payload: bytes) -> None:
+    frame = P.encode_frame(msg_type, payload)
+    assert P.decode_frame(frame) == (msg_type, payload)
+    for cut in (0, 4, len(frame) - 1):
+        assert P.split_frame(frame[:cut]) is None
+    got = P.split_frame(frame + b"\xa5")
+    assert got == (msg_type, payload, len(frame))
+
+
+def test_split_frame_rejects() -> None:
+    frame = bytearray(P.encode_frame(0x81, b"abc"))
+    frame[6] ^= 1
+    with pytest.raises(P.FrameError, match="CRC"):
+        P.split_frame(frame)
+    with pytest.raises(P.FrameError, match="sync"):
+        P.split_frame(b"\x00" + P.hello_request())
+    with pytest.raises(P.FrameError):
+        P.decode_frame(P.hello_request() + b"\x00")
+    with pytest.raises(ValueError):
+        P.encode_frame(256)
+    with pytest.raises(ValueError):
+        P.train_request(b"", 256)
+
+
+def test_requests() -> None:
+    assert P.decode_frame(P.read_request(0x01020304, 513)) == (
+        P.MsgType.READ,
+        bytes([4, 3, 2, 1, 1, 2]),
+    )
+    kind, seed, param = struct.unpack("<BIi", P.decode_frame(P.drift_request(2, -1, -7))[1])
+    assert (kind, seed, param) == (2, 0xFFFFFFFF, -7)
+    assert P.decode_frame(P.train_request(b"\x80\x7f", 9)) == (P.MsgType.TRAIN, b"\x80\x7f\x09")
+
+
+def test_info_parse() -> None:
+    raw = bytes([1, 3, 2, 10]) + struct.pack("<HHH", 28, 28, 1) + b"\x12\x34\x56\x78"
+    raw += struct.pack("<IH", 777, 1024) + b"\x01"
+    info = P.Info.parse(raw)
+    assert (info.version, info.scheme, info.n_layers, info.n_classes) == (1, 3, 2, 10)
+    assert info.input_shape == (28, 28, 1) and info.input_size == 784
+    assert info.samples == 777 and info.max_payload == 1024
+    assert info.max_norm and info.scheme_name == "lrt-maxnorm"
+    assert info.matches_fingerprint("12345678aabbccdd")
+    plain = P.Info.parse(raw[:1] + b"\x02" + raw[2:-1] + b"\x00")
+    assert plain.scheme_name == "sgd" and not plain.max_norm
+    with pytest.raises(P.FrameError):
+        P.Info.parse(raw[:-1])
+
+
+def test_stats_parse() -> None:
+    raw = struct.pack("<II", 100, 4) + struct.pack("<III", 9, 90, 0) + struct.pack("<III", 3, 7, 5)
+    s = P.Stats.parse(raw)
+    assert (s.samples, s.flushes) == (100, 4)
+    assert s.layers == (P.LayerStats(9, 90, 0), P.LayerStats(3, 7, 5))
+    assert s.max_writes == 9
+    assert P.Stats.parse(raw[:8]).layers == ()
+    with pytest.raises(P.FrameError):
+        P.Stats.parse(raw[:-1])
+
+
+def test_prediction_parse() -> None:
+    logits, pred = P.parse_prediction(bytes([0x80, 0x7F, 0x01, 2]), 3)
+    assert logits.dtype == np.int8 and logits.tolist() == [-128, 127, 1] and pred == 2
+    with pytest.raises(P.FrameError):
+        P.parse_prediction(b"\x00\x00", 3)
+
+
+def test_check_reply_and_errors() -> None:
+    assert P.check_reply(P.MsgType.STATS, 0x84, b"xy") == b"xy"
+    with pytest.raises(P.ProtocolError) as err:
+        P.check_reply(P.MsgType.TRAIN, 0xFF, bytes([0xFE, 0x03]), "sample 5")
+    e = err.value
+    assert (e.code, e.name, e.request_type) == (-2, "LRT_ERR_SIZE", 3)
+    assert "size mismatch" in str(e) and "TRAIN" in str(e) and "sample 5" in str(e)
+    with pytest.raises(P.FrameError, match="expected the INFER reply, got HELLO reply"):
+        P.check_reply(P.MsgType.INFER, 0x81, b"")
+    assert P.error_name(-99) == "LRT_ERR_99"
+    assert P.type_name(0x55) == "0x55"
+
+
+# ---- constants mirror the C sources --------------------------------------------------------
+
+
+def _c_enum(text: str, prefix: str) -> dict[str, int]:
+    return {m[0]: int(m[1], 0) for m in re.findall(rf"\b({prefix}\w*)\s*=\s*(-?\w+)", text)}
+
+
+def test_error_codes_match_c() -> None:
+    header = (LIB / "lrt_common.h").read_text()
+    codes = _c_enum(header, "LRT_")
+    assert codes, "no lrt_err enum found"
+    assert {name: code for code, (name, _) in P.ERRORS.items()} == codes
+    source = (LIB / "lrt_common.c").read_text()
+    texts = dict(re.findall(r'case (LRT_\w+): return "([^"]*)";', source))
+    assert {name: text for name, text in P.ERRORS.values()} == texts
+
+
+def test_proto_constants_match_c() -> None:
+    h = (LIB / "lrt_proto.h").read_text()
+
+    def define(name: str) -> int:
+        m = re.search(rf"#define {name} \(?(\w+?)u?\b", h)
+        assert m, name
+        return int(m.group(1), 0)
+
+    assert define("LRT_PROTO_VERSION") == P.VERSION
+    assert define("LRT_PROTO_MAX_PAYLOAD") == P.MAX_PAYLOAD
+    assert define("LRT_PROTO_SYNC0") == P.SYNC[0] and define("LRT_PROTO_SYNC1") == P.SYNC[1]
+    assert define("LRT_PROTO_HEADER_SIZE") == P.HEADER_SIZE
+    assert define("LRT_PROTO_CRC_SIZE") == P.CRC_SIZE
+    assert define("LRT_PROTO_INFO_SIZE") == P.INFO_SIZE == struct.calcsize("<BBBBHHH4sIHB")
+    assert define("LRT_PROTO_STATS_HEAD_SIZE") == P.STATS_HEAD_SIZE
+    assert define("LRT_PROTO_STATS_LAYER_SIZE") == P.STATS_LAYER_SIZE
+    assert define("LRT_PROTO_FLAG_MAX_NORM") == P.FLAG_MAX_NORM
+    msgs = _c_enum(h, "LRT_MSG_")
+    assert {k.removeprefix("LRT_MSG_"): v for k, v in msgs.items() if k != "LRT_MSG_REPLY"} == {
+        m.name: int(m) for m in P.MsgType
+    }
+    assert msgs["LRT_MSG_REPLY"] == P.REPLY
+    schemes = _c_enum(h, "LRT_PROTO_SCHEME_")
+    assert {k.removeprefix("LRT_PROTO_SCHEME_"): v for k, v in schemes.items()} == {
+        s.name: int(s) for s in P.Scheme
+    }
+    drift = _c_enum(h, "LRT_PROTO_DRIFT_")
+    assert {k.removeprefix("LRT_PROTO_DRIFT_"): v for k, v in drift.items()} == {
+        d.name: int(d) for d in P.DriftKind
+    }
+
+
+def test_schemes_match_training_library() -> None:
+    train_h = LIB / "lrt_train.h"
+    if not train_h.is_file():
+        pytest.skip("lrt_train.h not present")
+    lib = _c_enum(train_h.read_text(), "LRT_SCHEME_")
+    assert {k.removeprefix("LRT_SCHEME_"): v for k, v in lib.items()} == {
+        s.name: int(s) for s in P.Scheme
+    }
+    for scheme in P.Scheme:
+        assert P.SCHEME_NAMES[scheme] in SCHEMES
+    assert "lrt-maxnorm" in SCHEMES
