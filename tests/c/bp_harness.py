@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from conftest import LIB_DIR, compile_c
 from numpy.lib.stride_tricks import sliding_window_view
 
+from conftest import LIB_DIR, compile_c
 from lrt import quant
 from lrt.model import Layer, Model, QParams
 
@@ -315,7 +315,9 @@ def im2col(layer: Layer, x: np.ndarray) -> np.ndarray:
     sh, sw = layer.stride
     pb = max((oh - 1) * sh + kh - h - pt, 0)
     pr = max((ow - 1) * sw + kw - w - pl, 0)
-    xp = np.pad(x.reshape(h, w, c), ((pt, pb), (pl, pr), (0, 0)), constant_values=layer.input_q.zero_point)
+    xp = np.pad(
+        x.reshape(h, w, c), ((pt, pb), (pl, pr), (0, 0)), constant_values=layer.input_q.zero_point
+    )
     win = sliding_window_view(xp, (kh, kw), axis=(0, 1))  # [H', W', c, kh, kw]
     win = win[: (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
     return win.transpose(0, 1, 3, 4, 2).reshape(oh * ow, kh * kw * c).astype(np.int64)

@@ -59,7 +59,9 @@ LAYERS: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("cfg", LAYERS, ids=lambda c: f"{c['kind']}{c['in_shape']}")
 @pytest.mark.parametrize("seed", [0, 1])
-def test_weight_layer_backward(driver: Path, tmp_path: Path, cfg: dict[str, Any], seed: int) -> None:
+def test_weight_layer_backward(
+    driver: Path, tmp_path: Path, cfg: dict[str, Any], seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     kw = {k: v for k, v in cfg.items() if k not in ("kind", "in_shape", "out_c")}
     layer = weight_layer(rng, cfg["kind"], "l", cfg["in_shape"], cfg["out_c"], **kw)
@@ -100,7 +102,9 @@ def test_weight_layer_backward(driver: Path, tmp_path: Path, cfg: dict[str, Any]
     dzp = dz.reshape(-1, n).astype(np.int64)
     m = cols.shape[1]
     np.testing.assert_array_equal(r.arr32(n * m).reshape(n, m), dzp.T @ a)
-    np.testing.assert_array_equal(r.arr32(n * m).reshape(n, m), (dzp != 0).T.astype(np.int64) @ (a != 0))
+    np.testing.assert_array_equal(
+        r.arr32(n * m).reshape(n, m), (dzp != 0).T.astype(np.int64) @ (a != 0)
+    )
     bias = r.arr32(2 * n).reshape(n, 2)
     np.testing.assert_array_equal(bias[:, 0], dzp.sum(axis=0))
     np.testing.assert_array_equal(bias[:, 1], np.any(dzp != 0, axis=0))
@@ -128,8 +132,12 @@ def test_maxpool_backward_routes_to_first_max(driver: Path, tmp_path: Path) -> N
     assert np.count_nonzero(got) == np.count_nonzero(g)
 
 
-def _softmax(driver: Path, logits: np.ndarray, label: int, exp: int) -> tuple[int, np.ndarray, np.ndarray]:
-    stdin = np.array([len(logits), 0, exp, label], "<i4").tobytes() + logits.astype(np.int8).tobytes()
+def _softmax(
+    driver: Path, logits: np.ndarray, label: int, exp: int
+) -> tuple[int, np.ndarray, np.ndarray]:
+    stdin = (
+        np.array([len(logits), 0, exp, label], "<i4").tobytes() + logits.astype(np.int8).tobytes()
+    )
     r = Reader(run_driver(driver, "-", ["softmax"], stdin))
     assert r.int32() == 0
     dz_exp = r.int32()

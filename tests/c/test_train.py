@@ -1,0 +1,370 @@
+"""Training schemes of lrt_train.c (inference, bias, sgd, the lrt hooks) and write accounting,
+run through tests/c/bp_driver.c (ASan/UBSan) on the `mcu` topology with random weights.
+
+Exact expectations come from numpy applied to the gradients of the C backward pass (checked
+against TensorFlow by tests/golden/test_grad_oracle.py) and from the integer forward pass of
+lrt.reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bp_harness import (
+    SCHEME,
+    Reader,
+    blob_layout,
+    build_driver,
+    random_preset_model,
+    round_shift,
+    run_driver,
+    write_net,
+)
+
+from lrt.model import Model
+from lrt.reference import forward_int8
+
+N = 12
+LR_Q16 = 655  # 0.01
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_driver(tmp_path_factory.mktemp("bp"))
+
+
+Samples = tuple[np.ndarray, np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def samples() -> Samples:
+    from lrt.data import load_dataset
+
+    ds = load_dataset("mnist5k", seed=0)
+    return ds.x_online[:N], ds.y_online[:N].astype(np.int64)
+
+
+def _model(frozen: tuple[str, ...] = ()) -> Model:
+    model = random_preset_model("mcu", seed=5)
+    for lay in model.layers:
+        if lay.name in frozen:
+            lay.trainable = False
+    return model
+
+
+@dataclass
+class LayerStats:
+    max_writes: int
+    total_writes: int
+    paper_max: int
+    paper_total: int
+    cells: int
+    exact: int
+    terms: int
+
+
+@dataclass
+class TrainRun:
+    logits: np.ndarray
+    preds: np.ndarray
+    samples: int
+    flushes: int
+    commits: int
+    n_writes: int
+    bytes_written: int
+    stats: list[LayerStats]
+    blob: bytes
+    biases: dict[int, np.ndarray]
+    cell_writes: np.ndarray | None
+    paper_writes: np.ndarray | None
+
+
+def train(driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray, scheme: str,
+          max_norm: int = 0, lr_q16: int = LR_Q16, counters: int = 1,
+          flush_every: int = 0) -> TrainRun:  # fmt: skip
+    net = write_net(tmp / f"net-{scheme}-{max_norm}-{counters}.bin", model)
+    xq = model.quantize_input(x)
+    stdin = np.array([len(xq)], "<i4").tobytes()
+    for xi, yi in zip(xq, y, strict=True):
+        stdin += xi.tobytes() + np.array([yi], "<i4").tobytes()
+    args = [
+        "train",
+        str(SCHEME[scheme]),
+        str(max_norm),
+        str(lr_q16),
+        str(counters),
+        str(flush_every),
+    ]
+    r = Reader(run_driver(driver, net, args, stdin))
+    logits, preds = [], []
+    for _ in range(len(xq)):
+        logits.append(r.s8(model.num_classes))
+        preds.append(r.int32())
+    head = [r.int32() for _ in range(5)]
+    stats = []
+    for _ in model.layers:
+        mx, tot = r.int32(), r.u64()
+        pmx, ptot = r.int32(), r.u64()
+        stats.append(LayerStats(mx, tot, pmx, ptot, r.int32(), r.int32(), r.int32()))
+    _, _, size = blob_layout(model.layers)
+    blob = r.data[r.pos : r.pos + size]
+    r.pos += size
+    biases = {}
+    for i, lay in enumerate(model.layers):
+        if lay.has_weights:
+            assert lay.bias is not None
+            biases[i] = r.arr32(int(lay.bias.size))
+    cells = r.int32()
+    cw = pw = None
+    if counters:
+        cw, pw = r.arr32(cells), r.arr32(cells)
+    assert r.done()
+    samples_, flushes, commits, n_writes, bytes_written = head
+    return TrainRun(
+        np.stack(logits), np.array(preds), samples_, flushes, commits, n_writes, bytes_written,
+        stats, blob, biases, cw, pw,
+    )  # fmt: skip
+
+
+def grads(
+    driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray
+) -> dict[int, tuple[np.ndarray, int, np.ndarray, int]]:
+    """Layer index -> (integer weight gradient, exp, bias gradient, exp) of the first sample."""
+    net = write_net(tmp / "net-grads.bin", model)
+    xq = model.quantize_input(x[:1])
+    stdin = np.array([1], "<i4").tobytes() + xq[0].tobytes() + np.array([y[0]], "<i4").tobytes()
+    r = Reader(run_driver(driver, net, ["grads"], stdin))
+    r.s8(model.num_classes)
+    r.int32()
+    out = {}
+    while (li := r.int32()) != -1:
+        w_exp, b_exp, n, m = r.int32(), r.int32(), r.int32(), r.int32()
+        out[li] = (r.arr32(n * m).reshape(n, m), w_exp, r.arr32(n), b_exp)
+    return out
+
+
+def weights_of(model: Model, blob: bytes, i: int) -> np.ndarray:
+    w_off, _, _ = blob_layout(model.layers)
+    lay = model.layers[i]
+    assert lay.weights is not None
+    n = int(lay.weights.shape[0])
+    return np.frombuffer(blob, np.int8, lay.weights.size, w_off[i]).reshape(n, -1).astype(np.int64)
+
+
+def expected_bias(model: Model, i: int, gb: np.ndarray, b_exp: int) -> np.ndarray:
+    lay = model.layers[i]
+    assert lay.bias is not None and lay.weight_exp is not None and lay.bias_exp is not None
+    acc = lay.input_q.exp + lay.weight_exp  # type: ignore[operator]
+    bexp = max(lay.bias_exp, acc)
+    du = round_shift(gb * LR_Q16, 16 - (b_exp - bexp)) if 16 - (b_exp - bexp) >= 0 else None
+    assert du is not None
+    lim = 2 ** (lay.bias_exp + 15 - acc)
+    new = lay.bias.astype(np.int64) - du * 2 ** (bexp - acc)
+    return np.clip(new, -lim, lim - 2 ** (bexp - acc))
+
+
+def test_inference_scheme_is_the_reference_forward(
+    driver: Path, tmp_path: Path, samples: Samples
+) -> None:
+    x, y = samples
+    model = _model()
+    run = train(driver, tmp_path, model, x, y, "inference")
+    np.testing.assert_array_equal(run.logits, forward_int8(model, model.quantize_input(x)))
+    assert run.samples == 0 and run.commits == 0 and run.n_writes == 0
+    assert all(s.total_writes == 0 and s.max_writes == 0 for s in run.stats)
+
+
+def test_bias_scheme_updates_biases_only(driver: Path, tmp_path: Path, samples: Samples) -> None:
+    x, y = samples
+    model = _model()
+    before = write_net(tmp_path / "before.bin", model).read_bytes()
+    run = train(driver, tmp_path, model, x, y, "bias")
+    # weights: not a single byte written, zero writes counted
+    assert run.n_writes == 0 and run.commits == 0 and run.flushes == 0
+    for i, lay in enumerate(model.layers):
+        if lay.weights is not None:
+            w0 = lay.weights.reshape(lay.weights.shape[0], -1)
+            np.testing.assert_array_equal(weights_of(model, run.blob, i), w0)
+            assert run.stats[i].max_writes == 0 and run.stats[i].total_writes == 0
+            assert run.stats[i].paper_max == 0
+    assert run.cell_writes is not None and not run.cell_writes.any()
+    assert before[-len(run.blob) :] == run.blob  # biases live in RAM: no snapshot without a commit
+    changed = [i for i, b in run.biases.items() if np.any(b != model.layers[i].bias)]
+    assert len(changed) >= 4, "bias training changed (almost) no layer"
+    # biases stay in the 16-bit format: range [-8, 8) and the 2^-12 grid (acc scale)
+    for i, b in run.biases.items():
+        lay = model.layers[i]
+        acc = lay.input_q.exp + lay.weight_exp  # type: ignore[operator]
+        assert np.all(np.abs(b) <= 2 ** (lay.bias_exp + 15 - acc))  # type: ignore[operator]
+        assert np.all(b % 2 ** (lay.bias_exp - acc) == 0)  # type: ignore[operator]
+
+
+def test_bias_update_exact_for_one_sample(driver: Path, tmp_path: Path, samples: Samples) -> None:
+    x, y = samples
+    model = _model()
+    g = grads(driver, tmp_path, model, x, y)
+    run = train(driver, tmp_path, model, x[:1], y[:1], "bias")
+    assert set(g) == {i for i, lay in enumerate(model.layers) if lay.has_weights}
+    for i, (_, _, gb, b_exp) in g.items():
+        np.testing.assert_array_equal(run.biases[i], expected_bias(model, i, gb, b_exp))
+
+
+def test_sgd_one_sample_exact(driver: Path, tmp_path: Path, samples: Samples) -> None:
+    """W <- clip(W - round(lr * dL/dW / LSB)): updates below half an LSB vanish."""
+    x, y = samples
+    model = _model()
+    g = grads(driver, tmp_path, model, x, y)
+    run = train(driver, tmp_path, model, x[:1], y[:1], "sgd")
+    assert run.cell_writes is not None
+    base = 0
+    total_changed = 0
+    for i, (gw, w_exp, gb, b_exp) in sorted(g.items()):  # counters are in layer order
+        lay = model.layers[i]
+        w0 = lay.weights.reshape(gw.shape).astype(np.int64)  # type: ignore[union-attr]
+        k = 16 - (w_exp - lay.weight_exp)  # type: ignore[operator]
+        du = round_shift(gw * LR_Q16, k)
+        want = np.clip(w0 - du, -128, 127)
+        got = weights_of(model, run.blob, i)
+        np.testing.assert_array_equal(got, want, err_msg=lay.name)
+        np.testing.assert_array_equal(run.biases[i], expected_bias(model, i, gb, b_exp))
+        changed = got != w0
+        cw = run.cell_writes[base : base + gw.size].reshape(gw.shape)
+        np.testing.assert_array_equal(cw, changed.astype(np.int64), err_msg=lay.name)
+        assert run.stats[i].total_writes == changed.sum()
+        total_changed += int(changed.sum())
+        # many gradients are below half an LSB: they vanish
+        assert np.count_nonzero(gw) > changed.sum()
+        base += gw.size
+    assert total_changed > 0
+    assert run.flushes == 1 and run.commits == 1
+
+
+def test_sgd_write_accounting(driver: Path, tmp_path: Path, samples: Samples) -> None:
+    x, y = samples
+    model = _model()
+    run = train(driver, tmp_path, model, x, y, "sgd", lr_q16=4 * LR_Q16)
+    assert run.cell_writes is not None and run.paper_writes is not None
+    assert run.samples == N and 0 < run.flushes <= N and run.commits == run.flushes
+    base = 0
+    for i, lay in enumerate(model.layers):
+        st = run.stats[i]
+        if not lay.has_weights:
+            assert st.total_writes == st.max_writes == st.cells == 0
+            continue
+        assert lay.weights is not None
+        n = lay.weights.size
+        cw, pw = run.cell_writes[base : base + n], run.paper_writes[base : base + n]
+        base += n
+        assert st.cells == n and st.exact == 1
+        assert 0 < st.max_writes <= N, lay.name
+        assert st.max_writes == cw.max() and st.total_writes == cw.sum()
+        assert st.paper_max == pw.max() and st.paper_total == pw.sum()
+        assert st.paper_max >= st.max_writes, lay.name
+        assert np.all(pw >= cw), f"{lay.name}: a real write without a paper write"
+        if lay.kind == "conv2d":
+            # per-pixel accounting: far more than one write per sample on the busiest cell
+            assert st.paper_max > N, lay.name
+        else:
+            assert st.paper_max <= N
+        # a cell whose stored value differs from the start was written at least once
+        w0 = lay.weights.reshape(-1).astype(np.int64)
+        w1 = weights_of(model, run.blob, i).reshape(-1)
+        assert np.all(cw[w1 != w0] >= 1)
+        assert np.count_nonzero(w1 != w0) <= st.total_writes
+    # bias snapshot of the last commit is in the blob
+    _, b_off, _ = blob_layout(model.layers)
+    for i, b in run.biases.items():
+        snap = np.frombuffer(run.blob, "<i4", b.size, b_off[i])
+        np.testing.assert_array_equal(snap, b)
+
+
+def test_sgd_without_counters_reports_upper_bounds(
+    driver: Path, tmp_path: Path, samples: Samples
+) -> None:
+    x, y = samples
+    model = _model()
+    exact = train(driver, tmp_path, model, x, y, "sgd", lr_q16=4 * LR_Q16)
+    bound = train(driver, tmp_path, model, x, y, "sgd", lr_q16=4 * LR_Q16, counters=0)
+    assert bound.blob == exact.blob and np.array_equal(bound.logits, exact.logits)
+    for se, sb in zip(exact.stats, bound.stats, strict=True):
+        assert sb.total_writes == se.total_writes and sb.paper_total == se.paper_total
+        assert sb.max_writes >= se.max_writes and sb.paper_max >= se.paper_max
+        assert sb.max_writes <= N
+        if se.cells:
+            assert sb.exact == 0
+
+
+def test_sgd_maxnorm(driver: Path, tmp_path: Path, samples: Samples) -> None:
+    """With max-norm the largest normalized gradient entry is ~1, so lr 0.01 moves the busiest
+    cells by about 0.01 real: at least one LSB in layers whose LSB is below 0.02."""
+    x, y = samples
+    model = _model()
+    plain = train(driver, tmp_path, model, x, y, "sgd")
+    mn = train(driver, tmp_path, model, x, y, "sgd", max_norm=1)
+    for i, lay in enumerate(model.layers):
+        if not lay.has_weights:
+            continue
+        assert mn.stats[i].max_writes <= N
+        if 2.0**lay.weight_exp < 0.02:  # type: ignore[operator]
+            assert mn.stats[i].total_writes > 0, lay.name
+    assert mn.blob != plain.blob
+
+
+def test_frozen_layers_get_no_writes(driver: Path, tmp_path: Path, samples: Samples) -> None:
+    x, y = samples
+    frozen = ("conv1", "conv2", "conv3", "conv4")
+    model = _model(frozen)
+    run = train(driver, tmp_path, model, x, y, "sgd", lr_q16=4 * LR_Q16)
+    for i, lay in enumerate(model.layers):
+        if not lay.has_weights:
+            continue
+        st = run.stats[i]
+        if lay.name in frozen:
+            assert lay.weights is not None and lay.bias is not None
+            assert st.max_writes == st.total_writes == st.paper_max == 0, lay.name
+            w0 = lay.weights.reshape(lay.weights.shape[0], -1)
+            np.testing.assert_array_equal(weights_of(model, run.blob, i), w0)
+            np.testing.assert_array_equal(run.biases[i], lay.bias)
+        else:
+            assert st.total_writes > 0, lay.name
+    # counters cover the trainable layers only
+    assert run.cell_writes is not None
+    sizes = [lay.weights.size for lay in model.layers if lay.weights is not None and lay.trainable]
+    assert run.cell_writes.size == sum(sizes)
+
+
+def test_lrt_hooks_and_flush_path(driver: Path, tmp_path: Path, samples: Samples) -> None:
+    """Scheme lrt: per-pixel terms reach the hook, weights change only through the flush
+    (the driver's stand-in flush subtracts one LSB from row 0 every 4 samples)."""
+    x, y = samples
+    model = _model(("conv1",))
+    run = train(driver, tmp_path, model, x, y, "lrt", flush_every=4)
+    flushes = N // 4
+    assert run.flushes == flushes and run.commits == flushes
+    assert run.cell_writes is not None
+    base = 0
+    for i, lay in enumerate(model.layers):
+        st = run.stats[i]
+        if not lay.has_weights:
+            assert st.terms == 0
+            continue
+        if not lay.trainable:
+            assert st.terms == 0 and st.total_writes == 0
+            continue
+        assert lay.weights is not None
+        pixels = int(np.prod(lay.out_shape[:-1])) if lay.kind == "conv2d" else 1
+        assert 0 < st.terms <= N * pixels, lay.name
+        w0 = lay.weights.reshape(lay.weights.shape[0], -1).astype(np.int64)
+        want = w0.copy()
+        want[0] = np.maximum(w0[0] - flushes, -128)
+        np.testing.assert_array_equal(weights_of(model, run.blob, i), want, err_msg=lay.name)
+        cw = run.cell_writes[base : base + w0.size].reshape(w0.shape)
+        base += w0.size
+        np.testing.assert_array_equal(cw[0], np.minimum(flushes, w0[0] + 128))
+        assert not cw[1:].any()
+        assert st.max_writes <= flushes and st.paper_max == 0
+        assert lay.bias is not None
+        assert not np.array_equal(run.biases[i], lay.bias)  # biases train every sample
