@@ -105,9 +105,13 @@ class Nvm:
 
 @dataclass(frozen=True)
 class Emulator:
-    qemu: str | None = None
-    renode: str | None = None
-    renode_uart: str | None = None
+    qemu: str | None = None  # QEMU machine emulating this board (firmware uses semihosting)
+    renode: str | None = None  # Renode platform description (.repl)
+    renode_uart: str | None = None  # Renode peripheral of the board's UART
+    # A QEMU machine close enough to run the unmodified real-board image (same core, same
+    # UART at the same address), and the index of that UART among QEMU's -serial ports.
+    qemu_standin: str | None = None
+    qemu_serial: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class Uart:
 class PlatformIO:
     board: str
     platform: str
+    upload_protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,8 @@ class Board:
         names = []
         if self.emulator.qemu:
             names.append(f"qemu:{self.emulator.qemu}")
+        if self.emulator.qemu_standin:
+            names.append(f"qemu~{self.emulator.qemu_standin}")
         if self.emulator.renode:
             names.append(f"renode:{Path(self.emulator.renode).stem}")
         return ", ".join(names) or "none"
@@ -376,8 +383,13 @@ def _parse(path: Path, data: dict[str, Any]) -> Board:
             qemu=e.get_str("qemu", required=False),
             renode=e.get_str("renode", required=False),
             renode_uart=e.get_str("renode_uart", required=False),
+            qemu_standin=e.get_str("qemu_standin", required=False),
+            qemu_serial=e.get_int("qemu_serial", required=False, hi=3),
         )
         e.done()
+        if emulator.qemu and emulator.qemu_standin:
+            raise e.error("qemu_standin", "no stand-in when the board has its own qemu machine",
+                          emulator.qemu_standin)
         if emulator.renode and not emulator.renode_uart:
             raise e.missing("renode_uart", "the UART peripheral to watch, e.g. sysbus.usart2")
 
@@ -406,7 +418,11 @@ def _parse(path: Path, data: dict[str, Any]) -> Board:
     pio = None
     p = top.sub("platformio", required=False)
     if p is not None:
-        pio = PlatformIO(board=p.req_str("board"), platform=p.req_str("platform"))
+        pio = PlatformIO(
+            board=p.req_str("board"),
+            platform=p.req_str("platform"),
+            upload_protocol=p.get_str("upload_protocol", required=False),
+        )
         p.done()
 
     flash = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -57,11 +58,13 @@ def qemu_binary() -> str:
 
 
 def qemu_machine(board: Board) -> str:
-    if board.emulator.qemu is None:
+    """The board's QEMU machine, or the stand-in machine that runs its real-board image."""
+    machine = board.emulator.qemu or board.emulator.qemu_standin
+    if machine is None:
         raise UserError(
             f"board '{board.name}' has no QEMU machine (emulators: {board.emulator_name})"
         )
-    return board.emulator.qemu
+    return machine
 
 
 def insns_per_tick(board: Board) -> float:
@@ -81,20 +84,14 @@ def qemu_argv(
 ) -> list[str]:
     """The qemu-system-arm command line for running ``elf`` on ``board``."""
     channel = io or board.io
-    argv = [
-        qemu_binary(),
-        "-M",
-        qemu_machine(board),
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        # Semihosting always: it carries the exit status, and the data on that channel.
-        "-semihosting-config",
-        "enable=on,target=native",
-        "-serial",
-        "stdio" if channel == "uart" else "null",
-    ]
+    argv = [qemu_binary(), "-M", qemu_machine(board), "-display", "none", "-monitor", "none"]
+    if board.emulator.qemu:
+        # QEMU boards' images always use semihosting: it carries the exit status (and the
+        # data on the semihosting channel). Real-board images on a stand-in machine do not.
+        argv += ["-semihosting-config", "enable=on,target=native"]
+    for _ in range(board.emulator.qemu_serial):
+        argv += ["-serial", "null"]
+    argv += ["-serial", "stdio" if channel == "uart" else "null"]
     if icount:
         argv += ["-icount", "shift=0"]
     if plugin is not None:
@@ -158,6 +155,40 @@ class QemuRunner:
                 f"{(exc.stdout or b'')[-200:]!r}"
             ) from None
         return QemuRun(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0)
+
+
+    def exchange(self, data: bytes, expect: int, timeout: float | None = None) -> QemuRun:
+        """Send data, read until ``expect`` output bytes arrived (or the firmware exits),
+        then stop QEMU. For images that never exit (real-board builds on a stand-in)."""
+        t0 = time.perf_counter()
+        deadline = t0 + (timeout or self.timeout)
+        proc = self.spawn()
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        out = b""
+        try:
+            proc.stdin.write(data)
+            proc.stdin.flush()
+            fd = proc.stdout.fileno()
+            while len(out) < expect:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise UserError(
+                        f"QEMU ({self.board.name}): {len(out)} of {expect} bytes after "
+                        f"{timeout or self.timeout} s: {out[-200:]!r}"
+                    )
+                ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+                if ready:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    out += chunk
+        finally:
+            proc.kill()
+            rc = proc.wait()
+            err = proc.stderr.read()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                stream.close()
+        return QemuRun(rc, out, err, time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------- counting
