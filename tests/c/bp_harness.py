@@ -30,11 +30,8 @@ SCHEME = {"inference": 0, "bias": 1, "sgd": 2, "lrt": 3}
 
 
 def driver_sources() -> list[Path]:
-    libs = ["lrt_backprop.c", "lrt_train.c", "lrt_wstore.c", "lrt_kernels.c", "lrt_common.c"]
-    srcs = [HERE / "bp_driver.c", *(LIB_DIR / n for n in libs)]
-    net_c = LIB_DIR / "lrt_net.c"
-    srcs.append(net_c if net_c.exists() else HERE / "bp_net_fallback.c")
-    return srcs
+    libs = ["lrt_backprop", "lrt_train", "lrt_wstore", "lrt_net", "lrt_kernels", "lrt_common"]
+    return [HERE / "bp_driver.c", *(LIB_DIR / f"{n}.c" for n in libs)]
 
 
 def build_driver(out_dir: Path) -> Path:
