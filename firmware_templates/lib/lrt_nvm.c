@@ -978,7 +978,8 @@ int lrt_nvm_budget_check(const lrt_nvm_budget *b, uint32_t worst_after, uint64_t
     target_samples = mul_div(86400ull * b->target_days, b->sample_rate_mhz, 1000u);
     if (target_samples == 0u)
         target_samples = 1u;
-    allowed = b->burst + mul_div(samples, b->endurance, target_samples);
+    allowed = mul_div(samples, b->endurance, target_samples);
+    allowed = allowed > UINT64_MAX - b->burst ? UINT64_MAX : allowed + b->burst;
     out->allowed = allowed >= UINT32_MAX ? UINT32_MAX : (uint32_t)allowed;
     out->allow = (uint8_t)(worst_after <= out->allowed && worst_after <= b->endurance);
     out->projected_days =
@@ -987,7 +988,11 @@ int lrt_nvm_budget_check(const lrt_nvm_budget *b, uint32_t worst_after, uint64_t
         out->rho_min_q16 = rho_min_q16;
     } else {
         uint64_t r = mul_div(rho_min_q16, (uint64_t)worst_after + 1u, (uint64_t)out->allowed + 1u);
-        out->rho_min_q16 = (uint32_t)LRT_CLAMP(r, rho_min_q16, 65536u);
+        /* never below the base, never above 1.0 (a base above 1.0 already stops flushes) */
+        if (rho_min_q16 >= 65536u)
+            out->rho_min_q16 = rho_min_q16;
+        else
+            out->rho_min_q16 = (uint32_t)LRT_CLAMP(r, rho_min_q16, 65536u);
     }
     return LRT_OK;
 }

@@ -1,0 +1,550 @@
+"""Host side of the NVM image format (docs/NVM_FORMAT.md): read, verify, report wear, build.
+
+Twin of firmware_templates/lib/lrt_nvm.c. ``inspect_image`` reads a whole-region image (what
+the host/file backend stores, or a dump of a board's NVM region), checks every slot's header
+and CRCs, picks the set the device would boot from and summarises the wear counters.
+``build_image`` writes the same bytes the C layer writes for a sequence of commits (used to
+pre-load a device and to cross-check the format). The endurance budget and drift models are
+integer twins of the C functions, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = 0x4E54524C  # "LRTN"
+VERSION = 1
+HEADER_SIZE = 64
+MAX_SLOTS = 32
+MAX_PROG = 64
+TECH_FLASH = 1
+TECH_RRAM = 2
+TECH_NAMES = {TECH_FLASH: "flash", TECH_RRAM: "rram"}
+U32_MAX = 0xFFFFFFFF
+U64_MAX = 0xFFFFFFFFFFFFFFFF
+
+# <I magic, H version, B tech, B slot, I gen, I blob_len, I blob_crc, I table_len,
+#  I table_crc, I page_size, H prog_size, H n_slots, I slot_size, I meta_size, I unit_size,
+#  B erase_value, B flags, H reserved, I units_written, I reserved, I header_crc>
+_HDR = struct.Struct("<IHBBIIIIIIHHIIIBBHIII")
+assert _HDR.size == HEADER_SIZE
+
+SLOT_STATES = ("blank", "valid", "bad-header", "foreign", "bad-data")
+
+
+def crc32(data: bytes) -> int:
+    """CRC-32 as lrt_crc32_update(0, ...) (zlib semantics)."""
+    return zlib.crc32(data) & U32_MAX
+
+
+def _round_up(x: int, a: int) -> int:
+    return (x + a - 1) // a * a
+
+
+@dataclass(frozen=True)
+class NvmLayout:
+    n_slots: int
+    slot_size: int
+    meta_size: int
+    table_len: int
+    blob_units: int
+    unit_size: int
+    align: int
+
+    def slot_base(self, s: int) -> int:
+        return s * self.slot_size
+
+    def blob_addr(self, s: int) -> int:
+        return s * self.slot_size + self.meta_size
+
+
+@dataclass(frozen=True)
+class NvmGeometry:
+    """The lrt_nvm_config fields that decide the byte layout."""
+
+    tech: int
+    prog_size: int
+    page_size: int
+    page_count: int
+    blob_size: int
+    wear_unit: int = 0
+    n_slots: int = 0
+    erase_value: int = 0xFF
+
+    @property
+    def region_size(self) -> int:
+        return self.page_size * self.page_count
+
+    def layout(self) -> NvmLayout:
+        """Twin of lrt_nvm_layout_get; ValueError where the C code returns an error."""
+        p = self.prog_size
+        if p <= 0 or p & (p - 1) or p > MAX_PROG or self.page_size <= 0:
+            raise ValueError(f"prog_size {p} must be a power of two <= {MAX_PROG}")
+        if self.page_size % p or self.page_count <= 0 or not 0 < self.blob_size <= 1 << 30:
+            raise ValueError("page_size must be a multiple of prog_size; sizes must be > 0")
+        if self.n_slots == 1 or self.n_slots > MAX_SLOTS:
+            raise ValueError(f"n_slots must be 0 (auto) or 2..{MAX_SLOTS}")
+        if self.tech == TECH_FLASH:
+            if self.page_size < HEADER_SIZE:
+                raise ValueError(f"flash page_size must be >= {HEADER_SIZE}")
+            unit, align = self.page_size, self.page_size
+        elif self.tech == TECH_RRAM:
+            unit = self.wear_unit or p
+            if unit % p or self.page_size % unit:
+                raise ValueError("wear_unit must be a multiple of prog_size dividing page_size")
+            align = max(p, 4)
+        else:
+            raise ValueError(f"unknown technology {self.tech}")
+        units = -(-self.blob_size // unit)
+        blob_area = _round_up(self.blob_size, align)
+
+        def fit(n: int) -> NvmLayout | None:
+            table = 4 * n * (1 + units)
+            meta = _round_up(table + HEADER_SIZE, align)
+            slot = meta + blob_area
+            if slot * n > self.region_size:
+                return None
+            return NvmLayout(n, slot, meta, table, units, unit, align)
+
+        candidates = [self.n_slots] if self.n_slots else range(MAX_SLOTS, 1, -1)
+        for n in candidates:
+            lay = fit(n)
+            if lay is not None:
+                return lay
+        raise ValueError(
+            f"{self.region_size} bytes of NVM do not hold two slots of a {self.blob_size}-byte set"
+        )
+
+
+@dataclass(frozen=True)
+class SlotHeader:
+    tech: int
+    slot: int
+    generation: int
+    blob_len: int
+    blob_crc: int
+    table_len: int
+    table_crc: int
+    page_size: int
+    prog_size: int
+    n_slots: int
+    slot_size: int
+    meta_size: int
+    unit_size: int
+    erase_value: int
+    units_written: int
+    version: int = VERSION
+
+    def encode(self) -> bytes:
+        body = _HDR.pack(
+            MAGIC, self.version, self.tech, self.slot, self.generation, self.blob_len,
+            self.blob_crc, self.table_len, self.table_crc, self.page_size, self.prog_size,
+            self.n_slots, self.slot_size, self.meta_size, self.unit_size, self.erase_value, 0, 0,
+            self.units_written, 0, 0,
+        )
+        return body[:60] + struct.pack("<I", crc32(body[:60]))
+
+    @classmethod
+    def parse(cls, raw: bytes) -> SlotHeader | None:
+        """The header in raw[:64], or None when magic, version, CRC or generation are bad."""
+        if len(raw) < HEADER_SIZE:
+            return None
+        f = _HDR.unpack(raw[:HEADER_SIZE])
+        if f[0] != MAGIC or f[-1] != crc32(raw[:60]) or f[1] != VERSION or f[4] == 0:
+            return None
+        return cls(
+            tech=f[2], slot=f[3], generation=f[4], blob_len=f[5], blob_crc=f[6], table_len=f[7],
+            table_crc=f[8], page_size=f[9], prog_size=f[10], n_slots=f[11], slot_size=f[12],
+            meta_size=f[13], unit_size=f[14], erase_value=f[15], units_written=f[18],
+            version=f[1],
+        )
+
+
+@dataclass
+class SlotReport:
+    index: int
+    offset: int
+    state: str
+    header: SlotHeader | None = None
+
+    @property
+    def generation(self) -> int:
+        return self.header.generation if self.header else 0
+
+
+@dataclass
+class NvmReport:
+    path: str
+    image_size: int
+    tech: str
+    layout: NvmLayout | None
+    page_size: int = 0
+    prog_size: int = 0
+    blob_size: int = 0
+    slots: list[SlotReport] = field(default_factory=list)
+    chosen: int | None = None
+    generation: int = 0
+    fallback: bool = False
+    degraded: bool = False
+    empty: bool = False
+    blob: bytes | None = None
+    wear: np.ndarray | None = None  # (n_slots, 1 + blob_units): [:, 0] metadata, rest blob
+    page_erases: np.ndarray | None = None  # flash: per page of the region (meta pages: bound)
+    endurance: int = 0
+    samples: int = 0
+    sample_rate: float = 0.0
+    projected_days: int | None = None
+
+    @property
+    def max_blob_writes(self) -> int:
+        return int(self.wear[:, 1:].max()) if self.wear is not None and self.wear.size else 0
+
+    @property
+    def mean_blob_writes(self) -> float:
+        return float(self.wear[:, 1:].mean()) if self.wear is not None and self.wear.size else 0.0
+
+    @property
+    def max_meta_writes(self) -> int:
+        return int(self.wear[:, 0].max()) if self.wear is not None and self.wear.size else 0
+
+    @property
+    def worst(self) -> int:
+        return max(self.max_blob_writes, self.max_meta_writes)
+
+
+def _find_header(img: bytes) -> SlotHeader | None:
+    """First good header anywhere in the image (4-byte aligned), to learn the geometry."""
+    magic = struct.pack("<I", MAGIC)
+    pos = img.find(magic)
+    while pos >= 0:
+        if pos % 4 == 0:
+            h = SlotHeader.parse(img[pos : pos + HEADER_SIZE])
+            if h is not None and pos == h.slot * h.slot_size:
+                return h
+        pos = img.find(magic, pos + 1)
+    return None
+
+
+def _layout_from_header(h: SlotHeader) -> NvmLayout:
+    align = h.page_size if h.tech == TECH_FLASH else max(h.prog_size, 4)
+    return NvmLayout(
+        n_slots=h.n_slots, slot_size=h.slot_size, meta_size=h.meta_size, table_len=h.table_len,
+        blob_units=-(-h.blob_len // h.unit_size), unit_size=h.unit_size, align=align,
+    )
+
+
+def inspect_bytes(
+    img: bytes,
+    geometry: NvmGeometry | None = None,
+    *,
+    path: str = "<bytes>",
+    endurance: int = 0,
+    samples: int = 0,
+    sample_rate: float = 1.0,
+) -> NvmReport:
+    """Verify every slot of an NVM region image and pick the set the device boots from."""
+    ref: SlotHeader | None = None
+    if geometry is not None:
+        lay = geometry.layout()
+        tech, page, prog = geometry.tech, geometry.page_size, geometry.prog_size
+        blob_size, erase = geometry.blob_size, geometry.erase_value
+        if len(img) != geometry.region_size:
+            raise ValueError(f"image is {len(img)} bytes, geometry says {geometry.region_size}")
+    else:
+        ref = _find_header(img)
+        if ref is None:
+            return NvmReport(path=path, image_size=len(img), tech="unknown", layout=None,
+                             empty=all(b == img[0] for b in img[:HEADER_SIZE]) if img else True)
+        lay = _layout_from_header(ref)
+        tech, page, prog = ref.tech, ref.page_size, ref.prog_size
+        blob_size, erase = ref.blob_len, ref.erase_value
+    rep = NvmReport(path=path, image_size=len(img), tech=TECH_NAMES.get(tech, str(tech)),
+                    layout=lay, page_size=page, prog_size=prog, blob_size=blob_size,
+                    endurance=endurance, samples=samples, sample_rate=sample_rate)
+    expect = (tech, blob_size, lay.table_len, page, prog, lay.n_slots, lay.slot_size,
+              lay.meta_size, lay.unit_size, erase)
+    for s in range(lay.n_slots):
+        base = lay.slot_base(s)
+        raw = img[base : base + HEADER_SIZE]
+        h = SlotHeader.parse(raw)
+        if all(b == erase for b in raw):
+            rep.slots.append(SlotReport(s, base, "blank"))
+            continue
+        if h is None:
+            rep.slots.append(SlotReport(s, base, "bad-header"))
+            continue
+        got = (h.tech, h.blob_len, h.table_len, h.page_size, h.prog_size, h.n_slots,
+               h.slot_size, h.meta_size, h.unit_size, h.erase_value)
+        if got != expect or h.slot != s:
+            rep.slots.append(SlotReport(s, base, "foreign", h))
+            continue
+        blob = img[lay.blob_addr(s) : lay.blob_addr(s) + blob_size]
+        table = img[base + HEADER_SIZE : base + HEADER_SIZE + lay.table_len]
+        ok = crc32(blob) == h.blob_crc and crc32(table) == h.table_crc
+        rep.slots.append(SlotReport(s, base, "valid" if ok else "bad-data", h))
+    _choose(rep)
+    if rep.chosen is not None:
+        s = rep.chosen
+        rep.blob = img[lay.blob_addr(s) : lay.blob_addr(s) + blob_size]
+        base = lay.slot_base(s) + HEADER_SIZE
+        counts = np.frombuffer(img[base : base + lay.table_len], dtype="<u4").astype(np.int64)
+        rep.wear = counts.reshape(lay.n_slots, 1 + lay.blob_units)
+        if tech == TECH_FLASH:
+            rep.page_erases = _page_erases(rep.wear, lay, page, len(img))
+    if endurance and rep.wear is not None and samples and sample_rate > 0:
+        rep.projected_days = projected_lifetime_days(
+            endurance, rep.worst, samples, round(sample_rate * 1000)
+        )
+    return rep
+
+
+def _choose(rep: NvmReport) -> None:
+    """Same choice as lrt_nvm_mount."""
+    valid = [s for s in rep.slots if s.state == "valid"]
+    bad = [s for s in rep.slots if s.state == "bad-data"]
+    bad_header = any(s.state == "bad-header" for s in rep.slots)
+    if valid:
+        best = max(valid, key=lambda s: s.generation)
+        newest_bad = max((s.generation for s in bad), default=0)
+        rep.fallback = bad_header or newest_bad > best.generation
+    elif bad:
+        best = max(bad, key=lambda s: s.generation)
+        rep.degraded = rep.fallback = True
+    else:
+        rep.empty = all(s.state == "blank" for s in rep.slots)
+        return
+    rep.chosen = best.index
+    rep.generation = best.generation
+
+
+def _page_erases(wear: np.ndarray, lay: NvmLayout, page: int, size: int) -> np.ndarray:
+    out = np.zeros(size // page, dtype=np.int64)
+    for s in range(lay.n_slots):
+        first = lay.slot_base(s) // page
+        out[first : first + lay.meta_size // page] = wear[s, 0]
+        blob0 = lay.blob_addr(s) // page
+        out[blob0 : blob0 + lay.blob_units] = wear[s, 1:]
+    return out
+
+
+def inspect_image(
+    path: str | Path,
+    geometry: NvmGeometry | None = None,
+    *,
+    endurance: int = 0,
+    samples: int = 0,
+    sample_rate: float = 1.0,
+) -> NvmReport:
+    """Read an NVM image file (geometry from its headers unless given) and verify it."""
+    p = Path(path)
+    return inspect_bytes(p.read_bytes(), geometry, path=str(p), endurance=endurance,
+                         samples=samples, sample_rate=sample_rate)
+
+
+def render_markdown(rep: NvmReport) -> str:
+    lines = [f"# NVM image `{rep.path}`", ""]
+    if rep.layout is None:
+        lines.append("No lrt_nvm header found" + (" (blank device)." if rep.empty else "."))
+        return "\n".join(lines) + "\n"
+    lay = rep.layout
+    lines += [
+        f"{rep.tech}, {rep.image_size} bytes, {lay.n_slots} slots of {lay.slot_size} bytes "
+        f"(metadata {lay.meta_size}), blob {rep.blob_size} bytes in {lay.blob_units} units of "
+        f"{lay.unit_size} bytes, prog {rep.prog_size}, page {rep.page_size}.",
+        "",
+        "| slot | offset | state | generation | units written by its commit |",
+        "|---|---|---|---|---|",
+    ]
+    for s in rep.slots:
+        uw = s.header.units_written if s.header else ""
+        lines.append(f"| {s.index} | {s.offset} | {s.state} | {s.generation or ''} | {uw} |")
+    lines.append("")
+    if rep.chosen is None:
+        lines.append("Boot: no usable weight set" + (" (blank device)." if rep.empty else "."))
+        return "\n".join(lines) + "\n"
+    flags = [n for n, on in (("fallback", rep.fallback), ("degraded", rep.degraded)) if on]
+    lines.append(f"Boot: slot {rep.chosen}, generation {rep.generation}"
+                 + (f" ({', '.join(flags)})" if flags else "") + ".")
+    unit = "erases per page" if rep.tech == "flash" else "writes per unit"
+    lines += [
+        "",
+        f"Wear ({unit}): blob max {rep.max_blob_writes}, mean {rep.mean_blob_writes:.2f}; "
+        f"metadata (header + table, rewritten by every commit into its slot) max "
+        f"{rep.max_meta_writes}.",
+    ]
+    if rep.projected_days is not None:
+        years = rep.projected_days / 365.25
+        lines.append(
+            f"Projected lifetime at endurance {rep.endurance}, {rep.samples} samples at "
+            f"{rep.sample_rate:g}/s: {rep.projected_days} days ({years:.1f} years)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_text(rep: NvmReport) -> str:
+    """Plain text: the markdown without its markup."""
+    out = []
+    for line in render_markdown(rep).splitlines():
+        if line.startswith("|---"):
+            continue
+        out.append(line.lstrip("# ").replace("`", "").strip(" |").replace(" | ", "  "))
+    return "\n".join(out) + "\n"
+
+
+# ---- writer (same bytes as the C layer) ----
+
+
+def build_image(geometry: NvmGeometry, blobs: Sequence[bytes], *, base: bytes | None = None
+                ) -> bytes:
+    """The region after committing `blobs` in order on a fresh device (or on `base`, which
+    must be an image this function produced, with its newest set in the slot before the next).
+
+    Mirrors lrt_nvm: round-robin slots, write skip per unit, counts in every slot's table.
+    Bytes a commit does not change are the carried-over previous set (zeros for the first).
+    """
+    lay = geometry.layout()
+    ev, n = geometry.erase_value, geometry.blob_size
+    img = bytearray(base if base is not None else bytes([ev]) * geometry.region_size)
+    rep = inspect_bytes(bytes(img), geometry)
+    cur, gen = rep.chosen, rep.generation
+    gen = max([gen, *(s.generation for s in rep.slots)])
+    table = (rep.wear.copy() if rep.wear is not None
+             else np.zeros((lay.n_slots, 1 + lay.blob_units), dtype=np.int64))
+    area = _round_up(n, lay.align)
+    for blob in blobs:
+        if len(blob) != n:
+            raise ValueError(f"blob is {len(blob)} bytes, geometry says {n}")
+        t = 0 if cur is None else (cur + 1) % lay.n_slots
+        new = bytes(blob) + bytes([ev]) * (area - n)
+        start = lay.blob_addr(t)
+        old = bytes(img[start : start + area])
+        written = 0
+        for u in range(lay.blob_units):
+            lo, hi = u * lay.unit_size, min((u + 1) * lay.unit_size, area)
+            if new[lo:hi] != old[lo:hi]:
+                table[t, 1 + u] += 1
+                written += 1
+        img[start : start + area] = new
+        table[t, 0] += 1
+        tab = table.astype("<u4").tobytes()
+        sb = lay.slot_base(t)
+        img[sb + HEADER_SIZE : sb + lay.meta_size] = tab + bytes([ev]) * (
+            lay.meta_size - HEADER_SIZE - len(tab))
+        gen += 1
+        hdr = SlotHeader(
+            tech=geometry.tech, slot=t, generation=gen, blob_len=n, blob_crc=crc32(bytes(blob)),
+            table_len=lay.table_len, table_crc=crc32(tab), page_size=geometry.page_size,
+            prog_size=geometry.prog_size, n_slots=lay.n_slots, slot_size=lay.slot_size,
+            meta_size=lay.meta_size, unit_size=lay.unit_size, erase_value=ev,
+            units_written=written,
+        )
+        img[sb : sb + HEADER_SIZE] = hdr.encode()
+        cur = t
+    return bytes(img)
+
+
+# ---- endurance budget (twins of lrt_nvm_projected_lifetime_days / lrt_nvm_budget_check) ----
+
+
+def _mul_div(a: int, b: int, c: int) -> int:
+    if a == 0 or b == 0:
+        return 0
+    if a <= U64_MAX // b:
+        return a * b // c
+    a //= c
+    if a > U64_MAX // b:
+        return U64_MAX
+    return a * b
+
+
+def projected_lifetime_days(endurance: int, worst: int, samples: int, sample_rate_mhz: int
+                            ) -> int:
+    """Days until the most-worn unit reaches `endurance` at the observed rate (C twin)."""
+    if worst == 0 or sample_rate_mhz == 0:
+        return U32_MAX
+    life = _mul_div(samples, endurance, worst)
+    days = _mul_div(life, 1000, 86400 * sample_rate_mhz)
+    return min(days, U32_MAX)
+
+
+@dataclass(frozen=True)
+class Throttle:
+    allow: bool
+    rho_min_q16: int
+    allowed: int
+    projected_days: int
+
+
+def budget_check(endurance: int, target_days: int, sample_rate_mhz: int, burst: int,
+                 worst_after: int, samples: int, rho_min_q16: int) -> Throttle:
+    """Twin of lrt_nvm_budget_check."""
+    if target_days == 0 or sample_rate_mhz == 0:
+        raise ValueError("target_days and sample_rate_mhz must be > 0")
+    if endurance == 0:
+        return Throttle(True, rho_min_q16, U32_MAX, U32_MAX)
+    target_samples = _mul_div(86400 * target_days, sample_rate_mhz, 1000) or 1
+    allowed = min(burst + _mul_div(samples, endurance, target_samples), U32_MAX)
+    allow = worst_after <= allowed and worst_after <= endurance
+    days = projected_lifetime_days(endurance, worst_after, samples, sample_rate_mhz)
+    if allow:
+        rho = rho_min_q16
+    else:
+        r = _mul_div(rho_min_q16, worst_after + 1, allowed + 1)
+        rho = max(rho_min_q16, min(r, 65536)) if rho_min_q16 < 65536 else rho_min_q16
+    return Throttle(allow, rho, allowed, days)
+
+
+# ---- drift (twins of lrt_nvm_drift_bits / lrt_nvm_drift_noise) ----
+
+
+def xorshift32(state: int) -> int:
+    x = state or 0x9E3779B9
+    x ^= (x << 13) & U32_MAX
+    x ^= x >> 17
+    x ^= (x << 5) & U32_MAX
+    return x
+
+
+def drift_bits(buf: bytes, p_q32: int, seed: int) -> tuple[bytes, int]:
+    """Flip each bit with probability p_q32 / 2**32; returns (bytes, flips)."""
+    out = bytearray(buf)
+    rng, flips = seed, 0
+    for i in range(len(out)):
+        for bit in range(8):
+            rng = xorshift32(rng)
+            if rng < p_q32:
+                out[i] ^= 1 << bit
+                flips += 1
+    return bytes(out), flips
+
+
+def drift_noise(w: np.ndarray, sigma_q16: int, seed: int) -> np.ndarray:
+    """Add round(sigma * N(0,1)) (Irwin-Hall of 12 uniforms) to int8 weights, clip."""
+    out = np.asarray(w, dtype=np.int8).copy().ravel()
+    rng = seed
+    for i in range(out.size):
+        s = 0
+        for _ in range(6):
+            rng = xorshift32(rng)
+            s += (rng & 0xFFFF) + (rng >> 16)
+        q = (s - 6 * 65536) * sigma_q16 + (1 << 31)
+        out[i] = max(-128, min(127, int(out[i]) + (q >> 32)))
+    return out.reshape(np.shape(w))
+
+
+def digital_drift_p_q32(p0: float = 10.0, d: int = 10) -> int:
+    """The paper's digital drift p = p0 / (1e6 / d) per bit per application, as Q32."""
+    return min(round(p0 / (1e6 / d) * 2**32), U32_MAX)
+
+
+def analog_drift_sigma_q16(sigma0: float = 10.0, d: int = 10, weight_exp: int = -7) -> int:
+    """The paper's analog drift sigma = sigma0 / sqrt(1e6 / d) (weight units, weights in
+    [-1, 1)) in LSB of 2**weight_exp, as Q16."""
+    return round(sigma0 / math.sqrt(1e6 / d) / 2.0**weight_exp * 65536)
