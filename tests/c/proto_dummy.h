@@ -17,9 +17,11 @@
 
 #include "lrt_app.h"
 
+#ifndef DUMMY_IN_H /* overridable to measure throughput at real input sizes */
 #define DUMMY_IN_H 4u
 #define DUMMY_IN_W 4u
 #define DUMMY_IN_C 3u
+#endif
 #define DUMMY_INPUT_SIZE (DUMMY_IN_H * DUMMY_IN_W * DUMMY_IN_C)
 #define DUMMY_CLASSES 10u
 #define DUMMY_LAYERS 2u

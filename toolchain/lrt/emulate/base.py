@@ -384,16 +384,20 @@ class Device:
         report = _progress(progress, n, f"{self.name} {P.type_name(msg_type).lower()}")
         sent = done = 0
         in_flight_cap = self.window
+        refill_at = 0
         failure: P.ProtocolError | None = None
         try:
             while done < n:
-                if failure is None and sent < n:
+                # Refill in batches (half a window at a time): one write per frame would
+                # cost a system call and a context switch per sample.
+                if failure is None and sent < n and (sent == 0 or sent - done <= refill_at):
                     batch = []
                     while sent < n and sent - done < in_flight_cap:
                         frame = next(frames)
                         if sent == 0:
                             size = max(len(frame), reply_payload + P.OVERHEAD)
                             in_flight_cap = max(1, min(self.window, WINDOW_BYTES // size))
+                            refill_at = in_flight_cap // 2
                         batch.append(frame)
                         sent += 1
                     if batch:
