@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import LIB_DIR, compile_c
-from lrt.emulate import Device, DeviceTimeout, HostRunner, ProtocolError
+from lrt.emulate import Device, DeviceTimeout, HostRunner, LinkError, PipeTransport, ProtocolError
 from lrt.emulate import protocol as P
 
 HERE = Path(__file__).parent
@@ -237,3 +237,14 @@ def test_throughput_smoke(firmware: Path) -> None:
         rate = len(xs) / (time.perf_counter() - t0)
     assert np.array_equal(preds, (xs.reshape(5000, -1)[:, 0].view(np.uint8) % CLASSES))
     print(f"{rate:.0f} INFER frames/s through pipes (ASan build)")
+
+
+def test_device_exit_is_reported(firmware: Path) -> None:
+    """A device that stops answering (here: end of its input) gives a LinkError naming the
+    exit status, not a hang."""
+    dev = HostRunner(firmware).start(timeout=5.0)
+    assert isinstance(dev.transport, PipeTransport)
+    dev.transport.proc.stdin.close()  # type: ignore[union-attr]
+    with pytest.raises(LinkError, match="exited with 0"):
+        dev.read_reply()
+    assert dev.close() == 0

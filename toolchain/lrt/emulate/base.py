@@ -5,7 +5,9 @@ Pipelining: a request/reply round trip through pipes (or QEMU) costs far more th
 firmware's work on one small sample, so ``infer_many``/``train_many``/``read_all_blob`` keep
 up to ``window`` requests in flight and read the replies in order. The window is also
 bounded in bytes so that neither direction's pipe buffer (64 KiB on Linux) can fill while
-the other side waits, which would deadlock host and device.
+the other side waits, which would deadlock host and device. Pipes and QEMU apply
+back-pressure; a real board's polled UART drops bytes it receives while busy, so runners for
+serial links should use ``window=1``.
 """
 
 from __future__ import annotations
@@ -138,7 +140,15 @@ class PipeTransport(Transport):
         ready, _, _ = select.select([self._out], [], [], max(0.0, timeout))
         if not ready:
             raise DeviceTimeout(f"no reply from {self.name} within {timeout:.1f} s")
-        return os.read(self._out, max_bytes)
+        data = os.read(self._out, max_bytes)
+        if not data:
+            # stdout closed: the process is exiting; wait briefly so diagnostics() can show
+            # its exit status (e.g. a sanitizer's or a HardFault's) rather than "running".
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2.0)
+            if self._err_thread is not None:
+                self._err_thread.join(1.0)
+        return data
 
     def close(self, timeout: float = 10.0) -> int | None:
         proc = self.proc
