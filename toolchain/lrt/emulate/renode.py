@@ -1,0 +1,234 @@
+"""Renode: generate a .resc (machine + firmware + UART) and a .robot suite per board, and run
+them where Renode is installed (it is not installable here: not in Debian, PyPI or npm).
+
+* ``write_renode_files`` renders firmware_templates/renode/*.j2 for a board that has
+  ``emulator.renode`` (a platform .repl shipped with Renode) and a built ELF.
+* The .robot suite (Renode's Robot Framework keywords, run with ``renode-test``) waits
+  for the firmware's ready line (LRT_PLATFORM_READY in bsp/lrt_platform.h) on the board's
+  UART, then runs optional request/expected-line checks.
+* ``RenodeRunner`` starts Renode headless with the UART on a TCP server socket and gives
+  a byte transport to it: the same wire protocol the host and QEMU runners speak.
+
+Renode's flash models are plain RAM (no NOR 1->0 rule): NVM semantics are tested against
+the host flash model, Renode only shows the firmware runs on the board's peripherals.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lrt.boards import Board
+from lrt.build import BSP, render
+from lrt.errors import UserError
+
+INSTALL_HINT = (
+    "install Renode from https://github.com/renode/renode/releases (Linux package or "
+    "portable archive) and put `renode` / `renode-test` on PATH"
+)
+
+
+@dataclass(frozen=True)
+class RobotCheck:
+    """One robot test case: type ``send`` (ASCII, char by char), wait for line ``expect``."""
+
+    name: str
+    send: str
+    expect: str
+
+
+@dataclass(frozen=True)
+class RenodeFiles:
+    resc: Path
+    robot: Path
+    sentinel: str
+    uart: str
+
+
+def firmware_sentinel() -> str:
+    """The ready line the firmware prints (LRT_PLATFORM_READY of bsp/lrt_platform.h)."""
+    text = (BSP / "lrt_platform.h").read_text()
+    m = re.search(r'#define\s+LRT_PLATFORM_READY\s+"([^"\\]*)"', text)
+    if m is None:
+        raise UserError("LRT_PLATFORM_READY not found in bsp/lrt_platform.h")
+    return m.group(1)
+
+
+def renode_platform(board: Board) -> tuple[str, str]:
+    """(.repl path, UART peripheral) of a board, or UserError if it has none."""
+    if not board.emulator.renode or not board.emulator.renode_uart:
+        raise UserError(
+            f"board '{board.name}' has no Renode platform (emulators: {board.emulator_name})"
+        )
+    return board.emulator.renode, board.emulator.renode_uart
+
+
+def write_renode_files(
+    board: Board,
+    elf: Path,
+    out_dir: Path,
+    *,
+    checks: Sequence[RobotCheck] = (),
+    port: int | None = None,
+    timeout: float = 30,
+) -> RenodeFiles:
+    """Render <board>.resc and <board>.robot into out_dir for a built ELF."""
+    repl, uart = renode_platform(board)
+    elf = Path(elf).resolve()
+    if not elf.is_file():
+        raise UserError(f"firmware {elf} does not exist (build it first)")
+    for check in checks:
+        if not check.send.isascii() or not check.send.isprintable() or not check.send:
+            raise UserError(f"robot check {check.name!r}: send must be printable ASCII")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    assert board.memory is not None
+    resc = out_dir / f"{board.name}.resc"
+    robot = out_dir / f"{board.name}.robot"
+    sentinel = firmware_sentinel()
+    resc.write_text(render(
+        "renode/board.resc.j2",
+        board_name=board.name,
+        description=board.description,
+        resc_name=resc.name,
+        machine_name=board.name,
+        elf=str(elf),
+        repl=repl,
+        vtor=f"{board.code_region.origin:#010x}",
+        uart=uart,
+        port=port or 0,
+    ))
+    robot.write_text(render(
+        "renode/test.robot.j2",
+        board_name=board.name,
+        elf_name=elf.name,
+        robot_name=robot.name,
+        resc=str(resc),
+        uart=uart,
+        sentinel=sentinel,
+        timeout=f"{timeout:g}",
+        checks=list(checks),
+    ))
+    return RenodeFiles(resc=resc, robot=robot, sentinel=sentinel, uart=uart)
+
+
+def _which(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise UserError(f"'{tool}' is not on PATH: {INSTALL_HINT}")
+    return path
+
+
+def run_robot(
+    robot: Path, results_dir: Path, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run a .robot suite with Renode's test runner; UserError if it fails or is missing."""
+    cmd = [_which("renode-test"), str(robot), "-r", str(results_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise UserError(f"renode-test {robot.name} failed:\n{proc.stdout[-3000:]}{proc.stderr}")
+    return proc
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RenodeRunner:
+    """The firmware in headless Renode; its UART is a TCP byte stream.
+
+    ``open()`` starts Renode and connects; ``write``/``read`` move bytes; ``close()``
+    stops Renode. Renode takes seconds to start, so keep one session per run."""
+
+    def __init__(self, board: Board, elf: Path, work_dir: Path, *, timeout: float = 60) -> None:
+        self.board = board
+        self.elf = Path(elf)
+        self.work_dir = Path(work_dir)
+        self.timeout = timeout
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+
+    def argv(self) -> list[str]:
+        files = write_renode_files(self.board, self.elf, self.work_dir / "session",
+                                   port=self.port)
+        run = self.work_dir / "session" / f"{self.board.name}-run.resc"
+        run.write_text(render("renode/run.resc.j2", board_name=self.board.name,
+                              resc_name=files.resc.name, resc=str(files.resc)))
+        return [_which("renode"), "--disable-xwt", "--console", "--plain", str(run)]
+
+    def open(self) -> RenodeRunner:
+        argv = self.argv()
+        log = open(self.work_dir / "session" / "renode.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise UserError(
+                        f"Renode did not open the UART socket on port {self.port} "
+                        f"(see {self.work_dir / 'session' / 'renode.log'})"
+                    ) from None
+                time.sleep(0.2)
+        return self
+
+    def __enter__(self) -> RenodeRunner:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        if self.sock is None:
+            raise UserError("RenodeRunner: not open")
+        self.sock.sendall(data)
+
+    def read(self, n: int, timeout: float | None = None) -> bytes:
+        """Read exactly n bytes (UserError on timeout or when Renode closes the socket)."""
+        if self.sock is None:
+            raise UserError("RenodeRunner: not open")
+        self.sock.settimeout(timeout or self.timeout)
+        out = b""
+        try:
+            while len(out) < n:
+                chunk = self.sock.recv(n - len(out))
+                if not chunk:
+                    break
+                out += chunk
+        except TimeoutError:
+            pass
+        if len(out) < n:
+            raise UserError(f"Renode UART: got {len(out)} of {n} bytes: {out[-100:]!r}")
+        return out
+
+    def read_line(self, timeout: float | None = None) -> bytes:
+        line = b""
+        while not line.endswith(b"\n"):
+            line += self.read(1, timeout)
+        return line
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
