@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrt import nvm
 from conftest import LIB_DIR, compile_c
+from lrt import nvm
 
 HERE = Path(__file__).resolve().parent
 LIB_SRC = [LIB_DIR / n for n in ("lrt_nvm.c", "lrt_nvm_host.c", "lrt_crc32.c", "lrt_common.c")]
@@ -287,7 +287,8 @@ def test_python_twins_match_c(drivers: dict[str, Path]) -> None:
         s, r = rnd.choice([0, 1, 99, 10**5, 10**9, 2**40, 2**63]), rnd.choice([1, 100, 1000, 10**6])
         cmds.append(f"life {e} {w} {s} {r}")
         want.append(f"life {nvm.projected_lifetime_days(e, w, s, r)}")
-        td, burst, rho = rnd.choice([1, 365, 3650, 36500]), rnd.randint(0, 100), rnd.randint(1, 70000)
+        td, burst = rnd.choice([1, 365, 3650, 36500]), rnd.randint(0, 100)
+        rho = rnd.randint(1, 70000)
         t = nvm.budget_check(e, td, r, burst, w, s, rho)
         cmds.append(f"budget {e} {td} {r} {burst} {w} {s} {rho}")
         want.append(f"budget {int(t.allow)} {t.rho_min_q16} {t.allowed} {t.projected_days}")

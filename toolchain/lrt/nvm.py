@@ -548,3 +548,8 @@ def analog_drift_sigma_q16(sigma0: float = 10.0, d: int = 10, weight_exp: int = 
     """The paper's analog drift sigma = sigma0 / sqrt(1e6 / d) (weight units, weights in
     [-1, 1)) in LSB of 2**weight_exp, as Q16."""
     return round(sigma0 / math.sqrt(1e6 / d) / 2.0**weight_exp * 65536)
+
+
+def render_report(rep: NvmReport, markdown: bool = False) -> str:
+    """The report as text (``lrt-emulate --nvm-report``) or markdown."""
+    return render_markdown(rep) if markdown else render_text(rep)
