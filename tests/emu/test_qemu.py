@@ -73,30 +73,21 @@ def test_end_of_stream_exits_zero(gen_dir: Path, name: str) -> None:
     assert run.stdout == READY + f"{name}\n".encode()
 
 
-def test_interactive_pipe_request_reply(gen_dir: Path) -> None:
-    """A request/reply client over the pipes: each reply arrives before the next request."""
+def test_interactive_transport_request_reply(gen_dir: Path) -> None:
+    """The Runner interface: a PipeTransport to QEMU; each reply arrives before the next
+    request is sent (no EOF needed), and closing the link ends the run with status 0."""
     res = build(gen_dir, "mps2-an386")
-    proc = QemuRunner(res.board, res.executable).spawn()
-    assert proc.stdin is not None and proc.stdout is not None
+    link = QemuRunner(res.board, res.executable).open()
     try:
-        assert proc.stdout.read(len(READY)) == READY
+        assert link.read_exact(len(READY), 30) == READY
         rng = random.Random(1)
         for size in (1, 7, 300, 5000):
             chunk = rng.randbytes(size)
-            proc.stdin.write(echo_request(chunk))
-            proc.stdin.flush()
-            got = b""
-            while len(got) < size:
-                part = proc.stdout.read(size - len(got))
-                assert part, "QEMU closed its stdout early"
-                got += part
-            assert got == transform(chunk)
-        proc.stdin.write(b"X\x05")
-        proc.stdin.close()
-        assert proc.wait(timeout=30) == 5
+            link.write(echo_request(chunk))
+            assert link.read_exact(size, 30) == transform(chunk)
     finally:
-        proc.kill()
-        proc.wait()
+        status = link.close()
+    assert status == 0
 
 
 @pytest.mark.parametrize("name", UART_BOARDS)

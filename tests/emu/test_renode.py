@@ -128,9 +128,11 @@ def test_robot_suite_passes(elves: dict[str, Path], tmp_path: Path, name: str) -
 def test_runner_streams_bytes_over_uart(elves: dict[str, Path], tmp_path: Path,
                                         name: str) -> None:
     payload = bytes(range(256))
-    with RenodeRunner(load_board(name), elves[name], tmp_path) as dev:
-        assert dev.read_line() == (firmware_sentinel() + "\n").encode()
-        dev.write(b"E" + struct.pack("<I", len(payload)) + payload)
-        assert dev.read(len(payload)) == bytes((b * 7 + 3) & 255 for b in payload)
-        dev.write(b"I")
-        assert dev.read_line() == (name + "\n").encode()
+    link = RenodeRunner(load_board(name), elves[name], tmp_path).open()  # eats the ready line
+    try:
+        link.write(b"E" + struct.pack("<I", len(payload)) + payload)
+        assert link.read_exact(len(payload), 30) == bytes((b * 7 + 3) & 255 for b in payload)
+        link.write(b"I")
+        assert link.read_line(30) == (name + "\n").encode()
+    finally:
+        link.close()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lrt.boards import Board
+from lrt.emulate.base import PipeTransport, Runner
 from lrt.errors import UserError
 
 QEMU = "qemu-system-arm"
@@ -100,13 +101,16 @@ def qemu_argv(
     return argv
 
 
-class QemuRunner:
+class QemuRunner(Runner):
     """One firmware image on one QEMU machine; byte transport over the process's pipes.
 
-    ``run(data)`` feeds all of ``data`` and collects the output until the firmware exits;
-    ``spawn()`` starts an interactive process (stdin/stdout pipes, unbuffered) for a
-    request/reply client. The exit status of the firmware is QEMU's exit status.
+    ``start()`` (from Runner) gives a connected protocol Device, ``open()`` the bare
+    PipeTransport; ``run(data)`` feeds all of ``data`` and collects the output until the
+    firmware exits; ``spawn()`` starts the process with stdin/stdout pipes (unbuffered).
+    The exit status of the firmware is QEMU's exit status.
     """
+
+    name = "qemu"
 
     def __init__(
         self,
@@ -123,6 +127,7 @@ class QemuRunner:
         if not Path(elf).is_file():
             raise UserError(f"firmware {elf} does not exist (build it first)")
         self.board = board
+        self.name = f"qemu:{board.name}"
         self.elf = Path(elf)
         self.io = io or board.io
         self.timeout = timeout
@@ -133,6 +138,9 @@ class QemuRunner:
 
     def __repr__(self) -> str:
         return f"QemuRunner({' '.join(self.argv)})"
+
+    def open(self) -> PipeTransport:
+        return PipeTransport(self.spawn(), name=f"QEMU {qemu_machine(self.board)}")
 
     def spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

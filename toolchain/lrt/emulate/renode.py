@@ -16,6 +16,7 @@ the host flash model, Renode only shows the firmware runs on the board's periphe
 from __future__ import annotations
 
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from lrt.boards import Board
 from lrt.build import BSP, render
+from lrt.emulate.base import DeviceTimeout, LinkError, Runner, Transport
 from lrt.errors import UserError
 
 INSTALL_HINT = (
@@ -142,93 +144,109 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class RenodeRunner:
+class SocketTransport(Transport):
+    """A TCP byte stream (Renode's server socket terminal on the board's UART); closing it
+    stops the Renode process."""
+
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.sock = sock
+        self.proc = proc
+        self.log = log
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise LinkError(f"cannot write to Renode's UART socket ({exc})") from None
+
+    def read_some(self, max_bytes: int, timeout: float) -> bytes:
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+        if not ready:
+            raise DeviceTimeout(f"no bytes from Renode's UART within {timeout:.1f} s")
+        return self.sock.recv(max_bytes)
+
+    def read_line(self, timeout: float) -> bytes:
+        line = b""
+        while not line.endswith(b"\n"):
+            line += self.read_exact(1, timeout)
+        return line
+
+    def diagnostics(self) -> str:
+        status = self.proc.poll()
+        return f"Renode {'running' if status is None else f'exited with {status}'} (log {self.log})"
+
+    def close(self, timeout: float = 10.0) -> int | None:
+        self.sock.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return None  # a UART firmware never exits; Renode's status says nothing about it
+
+
+class RenodeRunner(Runner):
     """The firmware in headless Renode; its UART is a TCP byte stream.
 
-    ``open()`` starts Renode and connects; ``write``/``read`` move bytes; ``close()``
-    stops Renode. Renode takes seconds to start, so keep one session per run."""
+    ``open()`` starts Renode, connects to the UART socket and, if ``ready_line`` is set,
+    consumes the firmware's boot line (so a protocol Device sees only frames). Renode
+    takes seconds to start: keep one session per run. Serial links drop bytes while the
+    firmware is busy, so ``start(window=1)``."""
 
-    def __init__(self, board: Board, elf: Path, work_dir: Path, *, timeout: float = 60) -> None:
+    name = "renode"
+
+    def __init__(
+        self,
+        board: Board,
+        elf: Path,
+        work_dir: Path,
+        *,
+        timeout: float = 60,
+        ready_line: str | None = None,
+    ) -> None:
         self.board = board
+        self.name = f"renode:{board.name}"
         self.elf = Path(elf)
         self.work_dir = Path(work_dir)
         self.timeout = timeout
+        self.ready_line = firmware_sentinel() if ready_line is None else ready_line
         self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.sock: socket.socket | None = None
 
     def argv(self) -> list[str]:
-        files = write_renode_files(self.board, self.elf, self.work_dir / "session",
-                                   port=self.port)
-        run = self.work_dir / "session" / f"{self.board.name}-run.resc"
+        renode = _which("renode")
+        session = self.work_dir / "session"
+        files = write_renode_files(self.board, self.elf, session, port=self.port)
+        run = session / f"{self.board.name}-run.resc"
         run.write_text(render("renode/run.resc.j2", board_name=self.board.name,
                               resc_name=files.resc.name, resc=str(files.resc)))
-        return [_which("renode"), "--disable-xwt", "--console", "--plain", str(run)]
+        return [renode, "--disable-xwt", "--console", "--plain", str(run)]
 
-    def open(self) -> RenodeRunner:
+    def open(self) -> SocketTransport:
         argv = self.argv()
-        log = open(self.work_dir / "session" / "renode.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        log_path = self.work_dir / "session" / "renode.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=1)
                 break
             except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.close()
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
                     raise UserError(
                         f"Renode did not open the UART socket on port {self.port} "
-                        f"(see {self.work_dir / 'session' / 'renode.log'})"
+                        f"(see {log_path})"
                     ) from None
                 time.sleep(0.2)
-        return self
-
-    def __enter__(self) -> RenodeRunner:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def write(self, data: bytes) -> None:
-        if self.sock is None:
-            raise UserError("RenodeRunner: not open")
-        self.sock.sendall(data)
-
-    def read(self, n: int, timeout: float | None = None) -> bytes:
-        """Read exactly n bytes (UserError on timeout or when Renode closes the socket)."""
-        if self.sock is None:
-            raise UserError("RenodeRunner: not open")
-        self.sock.settimeout(timeout or self.timeout)
-        out = b""
-        try:
-            while len(out) < n:
-                chunk = self.sock.recv(n - len(out))
-                if not chunk:
-                    break
-                out += chunk
-        except TimeoutError:
-            pass
-        if len(out) < n:
-            raise UserError(f"Renode UART: got {len(out)} of {n} bytes: {out[-100:]!r}")
-        return out
-
-    def read_line(self, timeout: float | None = None) -> bytes:
-        line = b""
-        while not line.endswith(b"\n"):
-            line += self.read(1, timeout)
-        return line
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        transport = SocketTransport(sock, proc, log_path)
+        if self.ready_line:
+            line = transport.read_line(self.timeout)
+            if line.rstrip(b"\r\n") != self.ready_line.encode():
+                transport.close()
+                raise UserError(f"Renode ({self.board.name}): expected the ready line "
+                                f"{self.ready_line!r}, got {line!r}")
+        return transport
