@@ -548,10 +548,17 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
     uint32_t m = lrt_bp_layer_m(l), j, sample_paper_max = 0;
     uint32_t *paper = t->buf.paper_writes;
     uint32_t base = lrt_train_cell_base(t->net, li);
+    /* Exponent of the gradient lr applies to (paper: wrt W_paper = W_real / alpha) and of
+     * the LSB the update is quantized to. */
     int grad_exp = (int)dz_exp + l->in_exp;
+    int lsb_exp = l->weight_exp;
     int is_conv = l->kind == LRT_LAYER_CONV2D;
     lrt_pf scale = lr_pf(t);
     uint16_t o;
+    if (!t->cfg.grad_real_units) {
+        grad_exp += (int)l->weight_exp + 7; /* times alpha */
+        lsb_exp = -7;
+    }
     if (t->cfg.max_norm) {
         /* The divisor needs the whole tensor's max first: one extra pass, no buffer. */
         uint64_t amax = 0;
@@ -569,7 +576,7 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
         scale = lrt_pf_div(scale, lrt_maxnorm_divisor(&st->mn_w, lrt_pf_from(amax, grad_exp),
                                                       beta_q30(t)));
     }
-    scale = lrt_pf_scale2(scale, grad_exp - l->weight_exp);
+    scale = lrt_pf_scale2(scale, grad_exp - lsb_exp);
     for (o = 0; o < l->out_c; o++) {
         const int8_t *old;
         int rc;

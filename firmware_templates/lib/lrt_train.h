@@ -15,6 +15,13 @@
  *                         the hooks (lrt_train_hooks), which flushes through
  *                         lrt_train_update_begin/row/commit.
  *
+ * Weight gradient convention (matters for lr): by default the paper's. Its weights are
+ * 8 bit in [-1, 1) and the layer multiplies by alpha = 2^(weight_exp + 7), so the gradient it
+ * scales by lr is dL/dW_paper = alpha * dL/dW_real, and the update is quantized to 2^-7:
+ * delta[LSB] = round(lr * alpha^2 * dL/dW_real / 2^weight_exp). With grad_real_units = 1 the
+ * update is lr * dL/dW_real instead (alpha^-2 times larger). Biases are added after alpha,
+ * so both conventions agree on them.
+ *
  * Learning rate lr is Q16 (0.01 -> 655). Optional per-tensor gradient max-norm
  * (LRT_ALGORITHM.md: beta 0.999, eps 1e-4) on each layer's weight gradient and bias
  * gradient: update = lr * g / max(max|g| + eps, x_hat), x_hat the bias-corrected running
@@ -109,6 +116,7 @@ typedef struct {
     uint32_t maxnorm_beta_q30;   /* 0: LRT_MAXNORM_BETA_Q30_DEFAULT */
     uint32_t bias_commit_period; /* bias/lrt schemes: snapshot the biases into the blob every
                                     this many samples (0: only with weight commits) */
+    uint8_t grad_real_units;     /* 0: paper convention (see above); 1: dL/dW_real */
 } lrt_train_config;
 
 /* Per-layer bookkeeping (one per net layer; only weight layers use it). */

@@ -6,7 +6,7 @@
  *   softmax  softmax cross-entropy gradient of logits read from stdin
  *   maxnorm  max-norm divisors of a sequence of maxima
  *   grads    per sample: forward, then every trainable layer's weight/bias gradient
- *   train SCHEME MAXNORM LR_Q16 COUNTERS FLUSH_EVERY
+ *   train SCHEME MAXNORM LR_Q16 COUNTERS FLUSH_EVERY [REAL_UNITS]
  *            the online protocol over samples from stdin, then statistics and the blob
  * Test code: it may allocate; the library may not.
  */
@@ -436,6 +436,7 @@ static void mode_train(test_net *tn, int argc, char **argv)
     cfg.lr_q16 = (uint32_t)strtoul(argv[5], NULL, 10);
     counters = atoi(argv[6]);
     r.flush_every = (uint32_t)atoi(argv[7]);
+    cfg.grad_real_units = (uint8_t)(argc > 8 ? atoi(argv[8]) : 0);
     hooks.term = term_hook;
     hooks.sample_end = sample_end_hook;
     hooks.ctx = &r;
