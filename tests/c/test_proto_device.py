@@ -9,6 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from proto_dummy_model import (
+    BLOB_SIZE,
+    CLASSES,
+    IN_SHAPE,
+    INPUT_SIZE,
+    LAYERS,
+    blob_bytes,
+    dummy_reply,
+    random_inputs,
+)
 
 from conftest import LIB_DIR, compile_c
 from lrt.emulate import Device, DeviceTimeout, HostRunner, LinkError, PipeTransport, ProtocolError
@@ -21,28 +31,6 @@ SOURCES = [
     LIB_DIR / "lrt_proto.c",
     LIB_DIR / "lrt_crc32.c",
 ]
-IN_SHAPE = (4, 4, 3)
-INPUT_SIZE = 48
-CLASSES = 10
-LAYERS = 2
-BLOB_SIZE = 5000
-
-
-def dummy_reply(x: np.ndarray) -> tuple[np.ndarray, int]:
-    u = np.asarray(x, dtype=np.int8).reshape(-1).view(np.uint8)
-    logits = np.array([u[i % INPUT_SIZE] ^ i for i in range(CLASSES)], dtype=np.uint8)
-    return logits.view(np.int8), int(u[0]) % CLASSES
-
-
-def blob_bytes(offset: int, n: int) -> bytes:
-    return bytes(((i * 7 + 3) & 0xFF) for i in range(offset, offset + n))
-
-
-def random_inputs(rng: np.random.Generator, n: int) -> np.ndarray:
-    xs = rng.integers(-128, 128, size=(n, *IN_SHAPE), dtype=np.int8)
-    flat = xs.reshape(n, -1)
-    flat[(flat[:, 0] == 0x7F) & (flat[:, 1] == 0x7F), 1] = 0  # the handler-error trigger
-    return xs
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from lrt.emulate import protocol as P
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_WINDOW = 32
 WINDOW_BYTES = 32 * 1024
+BANNER_MAX = 4096
 
 ProgressArg = bool | Callable[[int, int], None] | None
 
@@ -195,6 +196,8 @@ class Device:
         self.info: P.Info | None = None
         self.exit_status: int | None = None
         self._rx = bytearray()
+        self._in_step = False
+        self.banner = b""  # text the firmware printed before its first frame
         self._closed = False
         self._said_bye = False
 
@@ -234,6 +237,8 @@ class Device:
         """Next frame from the device as (type, payload)."""
         limit = self.timeout if timeout is None else timeout
         while True:
+            if not self._in_step:
+                self._skip_banner()
             try:
                 got = P.split_frame(self._rx)
             except P.FrameError as exc:
@@ -241,6 +246,7 @@ class Device:
             if got is not None:
                 msg_type, payload, used = got
                 del self._rx[:used]
+                self._in_step = True
                 return msg_type, payload
             try:
                 chunk = self.transport.read_some(1 << 16, limit)
@@ -253,6 +259,21 @@ class Device:
                     + f"; {self.transport.diagnostics()}"
                 )
             self._rx += chunk
+
+    def _skip_banner(self) -> None:
+        # Before its first frame a firmware may print a text line (LRT_PLATFORM_READY, for
+        # serial monitors and Renode); keep it as `banner` instead of calling it a bad frame.
+        start = self._rx.find(P.SYNC)
+        if start < 0:
+            start = len(self._rx) - 1 if self._rx.endswith(P.SYNC[:1]) else len(self._rx)
+        if start > 0:
+            self.banner += bytes(self._rx[:start])
+            del self._rx[:start]
+            if len(self.banner) > BANNER_MAX:
+                raise LinkError(
+                    f"{self.name} sent {len(self.banner)} bytes that are no frame: "
+                    f"{self.banner[:80]!r}...; {self.transport.diagnostics()}"
+                )
 
     def request(self, msg_type: int, payload: bytes = b"", context: str = "") -> bytes:
         """Send one request, return its reply payload (ProtocolError on an ERROR reply)."""
