@@ -236,3 +236,10 @@ def test_device_exit_is_reported(firmware: Path) -> None:
     with pytest.raises(LinkError, match="exited with 0"):
         dev.read_reply()
     assert dev.close() == 0
+
+
+def test_progress_bar(dev: Device, capsys: pytest.CaptureFixture[str]) -> None:
+    xs = random_inputs(np.random.default_rng(4), 50)
+    dev.infer_many(xs, progress=True)
+    err = capsys.readouterr().err
+    assert "50/50" in err and "sample" in err
