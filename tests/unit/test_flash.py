@@ -1,0 +1,106 @@
+"""lrt.flash: command lines per method, and clear errors (exit status 2) when the tool or
+the probe is missing, the board cannot be flashed, or the build is for another board."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lrt.boards import load_board
+from lrt.errors import UserError
+from lrt.flash import check_probe, find_firmware, flash, flash_command, flash_main_impl
+
+
+@pytest.fixture
+def build_dir(tmp_path: Path) -> Path:
+    """An lrt-build-like directory: report.json naming the firmware, and the sources."""
+    (tmp_path / "out" / "nucleo-f446re").mkdir(parents=True)
+    (tmp_path / "out" / "nucleo-f446re" / "fw.elf").write_bytes(b"\x7fELF placeholder")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    (tmp_path / "report.json").write_text(
+        json.dumps({"board": "nucleo-f446re", "firmware": "out/nucleo-f446re/fw.elf"})
+    )
+    return tmp_path
+
+
+def test_openocd_command(build_dir: Path) -> None:
+    board = load_board("nucleo-f446re")
+    cmd = flash_command(board, build_dir, "openocd")
+    elf = build_dir / "out" / "nucleo-f446re" / "fw.elf"
+    assert cmd == ["openocd", "-f", "board/st_nucleo_f4.cfg",
+                   "-c", f"program {elf} verify reset exit"]
+    assert flash_command(board, build_dir) == cmd  # the board's default method
+
+
+def test_pyocd_command(build_dir: Path) -> None:
+    cmd = flash_command(load_board("nucleo-f446re"), build_dir, "pyocd")
+    assert cmd == ["pyocd", "flash", "-t", "stm32f446retx",
+                   str(build_dir / "out" / "nucleo-f446re" / "fw.elf")]
+
+
+def test_pio_command_writes_the_project(build_dir: Path) -> None:
+    cmd = flash_command(load_board("nucleo-f446re"), build_dir, "pio")
+    assert cmd == ["pio", "run", "-d", str(build_dir / "pio"), "-e", "nucleo-f446re",
+                   "-t", "upload"]
+    ini = (build_dir / "pio" / "platformio.ini").read_text()
+    assert "upload_protocol = stlink" in ini and "board = nucleo_f446re" in ini
+
+
+def test_emulated_board_cannot_be_flashed(build_dir: Path) -> None:
+    with pytest.raises(UserError, match=r"cannot be flashed.*nucleo-f446re"):
+        flash_command(load_board("mps2-an386"), build_dir)
+
+
+def test_unknown_method(build_dir: Path) -> None:
+    with pytest.raises(UserError, match="flashes with openocd, pyocd, pio, not 'jlink'"):
+        flash_command(load_board("nucleo-f446re"), build_dir, "jlink")
+
+
+def test_build_for_another_board(build_dir: Path) -> None:
+    with pytest.raises(UserError, match="built for board 'nucleo-f446re', not 'nrf52840-dk'"):
+        find_firmware(load_board("nrf52840-dk"), build_dir)
+
+
+def test_missing_firmware(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no firmware for board 'nucleo-f446re'"):
+        flash_command(load_board("nucleo-f446re"), tmp_path, "openocd")
+
+
+@pytest.mark.parametrize("method", ["openocd", "pyocd"])
+def test_missing_tool_is_exit_2(
+    build_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(UserError) as exc:
+        flash(load_board("nucleo-f446re"), build_dir, method=method)
+    assert f"'{method}' is not on PATH" in str(exc.value)
+    assert exc.value.exit_code == 2
+
+
+def test_dry_run_needs_no_tool(
+    build_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert flash_main_impl(["--board", "nucleo-f446re", "--build", str(build_dir),
+                            "--method", "pyocd", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("pyocd flash -t stm32f446retx ")
+
+
+@pytest.mark.skipif(shutil.which("openocd") is None, reason="openocd not installed")
+@pytest.mark.parametrize("name", ["nucleo-f446re", "nrf52840-dk"])
+def test_openocd_without_probe_is_a_clear_error(name: str) -> None:
+    """Real OpenOCD with the board's config and no adapter attached (never flashes)."""
+    try:
+        check_probe(load_board(name), "openocd")
+    except UserError as exc:
+        assert f"openocd found no debug probe for {name}" in str(exc)
+        assert exc.exit_code == 2
+    else:
+        pytest.skip("a debug probe is attached to this machine")

@@ -1,0 +1,173 @@
+"""Flash a built firmware onto a real board: OpenOCD, pyOCD or PlatformIO's upload.
+
+``flash_command`` only builds the command line; ``flash`` checks that the tool is on PATH
+and (pyOCD, OpenOCD) that a debug probe is attached before it writes anything, so a
+missing probe is a one-line UserError (exit status 2), not a tool's stack trace.
+
+CLI wiring (lrt-flash): ``flash_main_impl(argv)`` parses ``--board``, ``--build``,
+``--method``, ``--dry-run`` and returns an exit status; or call ``flash(board, build_dir,
+dry_run=...)`` directly and print the returned command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from lrt.boards import Board, load_board
+from lrt.errors import UserError
+
+INSTALL = {
+    "openocd": "apt install openocd",
+    "pyocd": "pip install pyocd",
+    "pio": "pip install 'lrt[pio]'",
+}
+PROBE_TIMEOUT = 30.0
+
+
+def _methods(board: Board) -> tuple[str, ...]:
+    if board.flash is None:
+        why = "it runs in an emulator" if board.is_host or board.emulator.qemu else "no [flash]"
+        raise UserError(f"board '{board.name}' cannot be flashed ({why}); "
+                        "boards with a flash method: " + ", ".join(_flashable()))
+    return board.flash.methods
+
+
+def _flashable() -> list[str]:
+    from lrt.boards import list_boards
+
+    return [b.name for b in list_boards() if b.flash is not None]
+
+
+def resolve_method(board: Board, method: str | None) -> str:
+    methods = _methods(board)
+    assert board.flash is not None
+    chosen = method or board.flash.method
+    if chosen not in methods:
+        raise UserError(f"board '{board.name}' flashes with {', '.join(methods)}, not '{chosen}'")
+    return chosen
+
+
+def find_firmware(board: Board, build_dir: Path) -> Path:
+    """The ELF to flash: an ELF path, an lrt-build directory (report.json), or a directory
+    build.build_firmware wrote into (out/<board>/fw.elf)."""
+    build_dir = Path(build_dir)
+    if build_dir.is_file():
+        return build_dir
+    report = build_dir / "report.json"
+    candidates = []
+    if report.is_file():
+        data = json.loads(report.read_text())
+        if data.get("board") not in (None, board.name):
+            raise UserError(
+                f"{build_dir} was built for board '{data['board']}', not '{board.name}'"
+            )
+        if "firmware" in data:
+            candidates.append(build_dir / data["firmware"])
+    candidates += [build_dir / "out" / board.name / "fw.elf", build_dir / "fw.elf"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise UserError(f"no firmware for board '{board.name}' in {build_dir} (run lrt-build "
+                    f"--board {board.name} first)")
+
+
+def pio_project_dir(board: Board, build_dir: Path) -> Path:
+    """The PlatformIO project of a build (written next to its sources if missing)."""
+    from lrt.build import write_pio_project
+
+    project = Path(build_dir) / "pio"
+    if not (project / "platformio.ini").is_file():
+        write_pio_project(Path(build_dir), board, project)
+    return project
+
+
+def flash_command(board: Board, build_dir: Path, method: str | None = None) -> list[str]:
+    """The command that writes the firmware of build_dir to the board."""
+    chosen = resolve_method(board, method)
+    assert board.flash is not None
+    if chosen == "pio":
+        project = pio_project_dir(board, build_dir)
+        return ["pio", "run", "-d", str(project), "-e", board.name, "-t", "upload"]
+    elf = find_firmware(board, build_dir)
+    if chosen == "openocd":
+        assert board.flash.openocd_config is not None
+        return ["openocd", "-f", board.flash.openocd_config,
+                "-c", f"program {elf} verify reset exit"]
+    assert board.flash.pyocd_target is not None
+    return ["pyocd", "flash", "-t", board.flash.pyocd_target, str(elf)]
+
+
+def _require_tool(tool: str, board: Board) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        others = [m for m in _methods(board) if m != tool]
+        raise UserError(f"'{tool}' is not on PATH ({INSTALL[tool]})"
+                        + (f"; or use --method {' / '.join(others)}" if others else ""))
+    return path
+
+
+def check_probe(board: Board, method: str) -> None:
+    """UserError unless a debug probe for this method is attached (pyOCD, OpenOCD)."""
+    assert board.flash is not None
+    if method == "pyocd":
+        tool = _require_tool("pyocd", board)
+        proc = subprocess.run([tool, "list"], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT)
+        text = proc.stdout + proc.stderr
+        if proc.returncode != 0 or "No available debug probes" in text or not any(
+            line.strip().startswith("0") for line in proc.stdout.splitlines()
+        ):
+            raise UserError(f"no debug probe found by `pyocd list` (connect the "
+                            f"{board.name}'s USB debug port): {text.strip()[-300:]}")
+    elif method == "openocd":
+        tool = _require_tool("openocd", board)
+        assert board.flash.openocd_config is not None
+        try:
+            proc = subprocess.run([tool, "-f", board.flash.openocd_config, "-c", "init; exit"],
+                                  capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise UserError("openocd did not answer within "
+                            f"{PROBE_TIMEOUT:.0f} s probing for the debug adapter") from None
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+            raise UserError(f"openocd found no debug probe for {board.name} "
+                            f"({board.flash.openocd_config}):\n{tail}")
+    elif method == "pio":
+        _require_tool("pio", board)
+
+
+def flash(
+    board: Board, build_dir: Path, dry_run: bool = False, method: str | None = None
+) -> list[str]:
+    """Flash (or with dry_run only compute) the command; returns it. UserError on failure."""
+    cmd = flash_command(board, Path(build_dir), method)
+    if dry_run:
+        return cmd
+    chosen = resolve_method(board, method)
+    check_probe(board, chosen)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise UserError(f"flashing {board.name} with {chosen} failed "
+                        f"(exit {proc.returncode}):\n{tail}")
+    return cmd
+
+
+def flash_main_impl(argv: Sequence[str] | None = None) -> int:
+    """lrt-flash: returns 0, or raises UserError (the CLI prints it and exits 2)."""
+    p = argparse.ArgumentParser(prog="lrt-flash", description="Flash built firmware to a board.")
+    p.add_argument("--board", required=True, help="board name or board .toml")
+    p.add_argument("--build", type=Path, required=True,
+                   help="lrt-build output directory (or an ELF file)")
+    p.add_argument("--method", help="openocd | pyocd | pio (default: the board's)")
+    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    args = p.parse_args(argv)
+    board = load_board(args.board)
+    cmd = flash(board, args.build, dry_run=args.dry_run, method=args.method)
+    print(" ".join(cmd))
+    return 0
