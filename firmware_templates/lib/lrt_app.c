@@ -12,7 +12,7 @@ int lrt_app_init(lrt_app *app, const lrt_app_config *cfg, const lrt_app_io *io,
     if (cfg->input_size == 0 || cfg->n_classes == 0 || cfg->n_classes > 255)
         return LRT_ERR_ARG;
     /* TRAIN carries input + label; INFER/TRAIN replies carry logits + prediction. */
-    if (cfg->input_size + 1u > LRT_APP_MAX_PAYLOAD || cfg->n_classes + 1u > LRT_APP_MAX_PAYLOAD ||
+    if (cfg->input_size >= LRT_APP_MAX_PAYLOAD || cfg->n_classes >= LRT_APP_MAX_PAYLOAD ||
         LRT_APP_MAX_PAYLOAD < LRT_PROTO_INFO_SIZE || LRT_APP_MAX_PAYLOAD > LRT_PROTO_MAX_PAYLOAD)
         return LRT_ERR_SIZE;
     memset(app, 0, sizeof(*app));
