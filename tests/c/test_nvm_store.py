@@ -329,3 +329,17 @@ def test_lrt_nvm_builds_for_arm_without_float(tmp_path: Path, flags: list[str]) 
                            capture_output=True, text=True).stdout.split()
     soft_float = [s for s in undef if s.startswith(("__aeabi_f", "__aeabi_d", "__aeabi_i2f"))]
     assert soft_float == []
+
+
+# ---- the rest of the API: unmapped backend, lrt_wstore in any order, abort, wear, worn ----
+
+
+@pytest.mark.parametrize("geo", [FLASH, RRAM, {**RRAM, "prog": 8, "page": 64, "pages": 40,
+                                              "unit": 16}], ids=["flash", "rram", "rram-unit16"])
+def test_api_wstore_abort_wear_budget_worn(tmp_path: Path, geo: dict[str, object]) -> None:
+    exe = compile_c([HERE / "nvm_api.c", *LIB_SRC, LIB_DIR / "lrt_wstore.c"], tmp_path / "api")
+    proc = subprocess.run([exe, *args(geo)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    n_slots = geometry(geo).layout().n_slots
+    assert f"OK worn after {5 * n_slots} commits" in proc.stdout
+    assert "OK abort" in proc.stdout and "OK wstore-any-order unmapped gen=201" in proc.stdout
