@@ -165,11 +165,23 @@ uint8_t lrt_train_first_trainable(const lrt_net *net)
 
 int lrt_train_keep_needed(const lrt_net *net, uint8_t i)
 {
-    uint8_t first = lrt_train_first_trainable(net);
+    uint8_t first = lrt_train_first_trainable(net), j;
     if (i >= net->n_layers) {
         return 0;
     }
-    return i + 1 == net->n_layers || (first < net->n_layers && (uint32_t)i + 1 >= first);
+    if (i + 1 == net->n_layers) {
+        return 1; /* the logits feed the softmax gradient */
+    }
+    if (net->layers[i].kind == LRT_LAYER_FLATTEN) {
+        return 0; /* same bytes as its input: the trainer reads the layer below instead */
+    }
+    /* needed by its consumer (the next layer that is not a flatten) if that one is visited
+     * by the backward pass, i.e. is at or above the lowest trainable layer */
+    j = (uint8_t)(i + 1);
+    while (j < net->n_layers && net->layers[j].kind == LRT_LAYER_FLATTEN) {
+        j++;
+    }
+    return first < net->n_layers && j >= first;
 }
 
 uint32_t lrt_train_act_buffer_size(const lrt_net *net)
@@ -223,7 +235,8 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
     uint32_t cells;
     if (t == NULL || net == NULL || cfg == NULL || buf == NULL || net->layers == NULL ||
         net->n_layers == 0 || net->n_classes == 0 || buf->act_a == NULL || buf->act_b == NULL ||
-        buf->keep == NULL || buf->layer_state == NULL || cfg->scheme > LRT_SCHEME_LRT) {
+        (buf->keep == NULL && cfg->scheme != LRT_SCHEME_INFERENCE) ||
+        buf->layer_state == NULL || cfg->scheme > LRT_SCHEME_LRT) {
         return LRT_ERR_ARG;
     }
     memset(t, 0, sizeof(*t));
@@ -243,7 +256,8 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
         memset(st, 0, sizeof(*st));
         lrt_maxnorm_init(&st->mn_w);
         lrt_maxnorm_init(&st->mn_b);
-        if (lrt_train_keep_needed(net, i) && buf->keep[i] == NULL) {
+        if (cfg->scheme != LRT_SCHEME_INFERENCE && lrt_train_keep_needed(net, i) &&
+            buf->keep[i] == NULL) {
             return LRT_ERR_ARG;
         }
         if (cfg->scheme != LRT_SCHEME_INFERENCE && i >= t->first &&
@@ -685,6 +699,20 @@ static int train_layer(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t
     return LRT_OK;
 }
 
+/* Kept input of layer li: the output of the layer below, looking through flatten layers
+ * whose keep buffer was not provided (their output is the same bytes). */
+static const int8_t *layer_input(const lrt_trainer *t, uint8_t li)
+{
+    while (li > 0) {
+        const int8_t *k = t->buf.keep[li - 1];
+        if (k != NULL || t->net->layers[li - 1].kind != LRT_LAYER_FLATTEN) {
+            return k;
+        }
+        li--;
+    }
+    return t->input;
+}
+
 int lrt_train_learn(lrt_trainer *t, uint16_t label)
 {
     const lrt_net *net;
@@ -718,7 +746,7 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
         }
         for (li = last;; li--) {
             const lrt_layer *l = &net->layers[li];
-            const int8_t *x = li ? t->buf.keep[li - 1] : t->input;
+            const int8_t *x = layer_input(t, li);
             if (has_weights(l)) {
                 uint32_t nz = lrt_bp_act_mask(l, t->buf.keep[li], gbuf[cur]);
                 gnext = ge;
@@ -811,5 +839,43 @@ int lrt_train_layer_stats(const lrt_trainer *t, uint8_t i, lrt_train_stats *out)
     }
     out->exact = t->buf.cell_writes != NULL && (t->cfg.scheme != LRT_SCHEME_SGD ||
                                                 t->buf.paper_writes != NULL);
+    return LRT_OK;
+}
+
+static uint8_t *put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+    return p + 4;
+}
+
+int lrt_train_stats_payload(const lrt_trainer *t, uint8_t *out, size_t cap, size_t *len)
+{
+    size_t need = 8;
+    uint8_t i, *p = out;
+    if (t == NULL || out == NULL || len == NULL) {
+        return LRT_ERR_ARG;
+    }
+    for (i = 0; i < t->net->n_layers; i++) {
+        need += has_weights(&t->net->layers[i]) ? 12u : 0u;
+    }
+    if (cap < need) {
+        return LRT_ERR_SIZE;
+    }
+    p = put_u32(p, t->samples);
+    p = put_u32(p, t->flushes);
+    for (i = 0; i < t->net->n_layers; i++) {
+        lrt_train_stats st;
+        if (!has_weights(&t->net->layers[i])) {
+            continue;
+        }
+        (void)lrt_train_layer_stats(t, i, &st);
+        p = put_u32(p, st.max_writes);
+        p = put_u32(p, (uint32_t)LRT_MIN(st.total_writes, (uint64_t)UINT32_MAX));
+        p = put_u32(p, st.paper_max);
+    }
+    *len = need;
     return LRT_OK;
 }

@@ -55,7 +55,8 @@
  *   act_a, act_b   lrt_train_act_buffer_size(net) bytes each: the forward ping-pong buffers,
  *                  reused as the two gradient ping-pong buffers after the forward pass.
  *   keep[i]        lrt_layer_out_size(&layers[i]) bytes for every i >= first trainable - 1
- *                  (lrt_train_keep_needed); the last layer's keep holds the logits.
+ *                  except flatten layers (lrt_train_keep_needed), NULL elsewhere; the last
+ *                  layer's keep holds the logits. Inference scheme: keep may be NULL.
  *   scratch        lrt_train_scratch_size(net) bytes (one weight row / one patch).
  *   layer_state    n_layers entries of lrt_train_layer_state.
  *   cell_writes, paper_writes   optional, lrt_train_cell_count(net) uint32 each.
@@ -246,5 +247,11 @@ int lrt_train_commit_biases(lrt_trainer *t);
 
 /* Write statistics of layer i (zeros for layers without weights or frozen layers). */
 int lrt_train_layer_stats(const lrt_trainer *t, uint8_t i, lrt_train_stats *out);
+
+/* The STATS reply payload of docs/PROTOCOL.md into out[cap]: u32 samples, u32 flushes, then
+ * for every weight layer (conv2d/dense, layer order, frozen ones too): u32 max writes per
+ * cell, u32 total writes (saturated), u32 paper-accounting max writes (0 unless sgd); all
+ * little-endian. LRT_ERR_SIZE if cap is too small. */
+int lrt_train_stats_payload(const lrt_trainer *t, uint8_t *out, size_t cap, size_t *len);
 
 #endif /* LRT_TRAIN_H */

@@ -474,6 +474,16 @@ static void mode_train(test_net *tn, int argc, char **argv)
         wr32(st.exact);
         wr32((int32_t)r.terms[i]);
     }
+    {
+        uint8_t payload[8 + 12 * 256];
+        size_t len = 0;
+        int rc = lrt_train_stats_payload(&r.tr, payload, sizeof(payload), &len);
+        if (rc != LRT_OK || lrt_train_stats_payload(&r.tr, payload, len - 1, &len) != LRT_ERR_SIZE) {
+            die("stats payload", rc);
+        }
+        wr32((int32_t)len);
+        wrbytes(payload, len);
+    }
     wrbytes(tn->blob, tn->net.blob_size);
     for (i = 0; i < tn->net.n_layers; i++) {
         const lrt_layer *l = &tn->layers[i];

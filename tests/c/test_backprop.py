@@ -9,6 +9,9 @@ max-norm divisor are approximations and are compared with float64 at tight toler
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from bp_harness import (
     weight_layer,
 )
 
+from conftest import LIB_DIR
 from lrt.model import Layer
 
 
@@ -198,3 +202,28 @@ def test_maxnorm_matches_float_reference(driver: Path) -> None:
         mv = beta * mv + (1 - beta) * x_max
         want.append(max(x_max, mv / (1 - beta**k)))
     np.testing.assert_allclose(got, np.array(want), rtol=1e-6)
+
+
+MY_LIB = ["lrt_backprop.c", "lrt_train.c", "lrt_wstore.c"]
+ARM_FLAGS = {
+    "cortex-m3": ["-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"],
+    "cortex-m4": ["-mcpu=cortex-m4", "-mthumb"],
+}
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc")
+@pytest.mark.parametrize("cpu", sorted(ARM_FLAGS))
+@pytest.mark.parametrize("src", MY_LIB)
+def test_lib_compiles_for_cortex_m_without_floats(tmp_path: Path, cpu: str, src: str) -> None:
+    obj = tmp_path / (src + ".o")
+    cmd = ["arm-none-eabi-gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2",
+           *ARM_FLAGS[cpu], f"-I{LIB_DIR}", "-c", str(LIB_DIR / src), "-o", str(obj)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    nm = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], capture_output=True, text=True)
+    undefined = nm.stdout.split()
+    # soft-float helpers (__aeabi_fadd, __aeabi_dmul, __aeabi_i2d, ...) would mean float code
+    floats = [s for s in undefined if re.match(r"__aeabi_(f|d|[iu]2[fd]|l2[fd]|ul2[fd])", s)]
+    assert not floats, f"{src} uses floating point: {floats}"
+    text = (LIB_DIR / src).read_text()
+    assert not re.search(r"\b(float|double)\b", re.sub(r"/\*.*?\*/", "", text, flags=re.S))

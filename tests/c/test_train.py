@@ -113,6 +113,16 @@ def train(driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray, s
         mx, tot = r.int32(), r.u64()
         pmx, ptot = r.int32(), r.u64()
         stats.append(LayerStats(mx, tot, pmx, ptot, r.int32(), r.int32(), r.int32()))
+    n_payload = r.int32()
+    payload = r.data[r.pos : r.pos + n_payload]
+    r.pos += n_payload
+    # STATS reply (docs/PROTOCOL.md): samples, flushes, per weight layer max/total/paper max
+    words = np.frombuffer(payload, "<u4").astype(np.int64)
+    want = [head[0], head[1]]
+    for lay, st in zip(model.layers, stats, strict=True):
+        if lay.has_weights:
+            want += [st.max_writes, min(st.total_writes, 2**32 - 1), st.paper_max]
+    assert words.tolist() == want
     _, _, size = blob_layout(model.layers)
     blob = r.data[r.pos : r.pos + size]
     r.pos += size
