@@ -282,7 +282,11 @@ class _Importer:
             raise self.fail("the graph has no operators")
         cur = self.tensor(inputs[0], "graph input")
         first, last = 0, self.n_ops
-        if _op_name(self.model, self.ops[0]) == "QUANTIZE" and cur.type == fb.TensorType.FLOAT32:
+        if (
+            _op_name(self.model, self.ops[0]) == "QUANTIZE"
+            and cur.type == fb.TensorType.FLOAT32
+            and list(self.ops[0].inputs if self.ops[0].inputs is not None else []) == [cur.index]
+        ):
             cur = self.tensor(self.ops[0].outputs[0], "QUANTIZE at position 0")
             first = 1
         graph_out = outputs[0]
