@@ -1,0 +1,270 @@
+/* lrt_fixmath.c - integer helpers of the LRT accumulator (see lrt_fixmath.h). */
+#include "lrt_fixmath.h"
+
+int lrt_clz32(uint32_t x)
+{
+    int n = 0;
+    if (x == 0) return 32;
+    while (!(x & 0x80000000u)) {
+        x <<= 1;
+        n++;
+    }
+    return n;
+}
+
+int lrt_clz64(uint64_t x)
+{
+    uint32_t hi = (uint32_t)(x >> 32);
+    return hi ? lrt_clz32(hi) : 32 + lrt_clz32((uint32_t)x);
+}
+
+uint32_t lrt_isqrt64(uint64_t x)
+{
+    uint64_t res = 0;
+    uint64_t bit = (uint64_t)1 << 62;
+    while (bit > x) bit >>= 2;
+    while (bit) {
+        if (x >= res + bit) {
+            x -= res + bit;
+            res = (res >> 1) + bit;
+        } else {
+            res >>= 1;
+        }
+        bit >>= 2;
+    }
+    return (uint32_t)res;
+}
+
+int64_t lrt_shr_round64(int64_t x, int sh)
+{
+    if (sh == 0) return x;
+    if (sh < 0) return x * ((int64_t)1 << -sh);
+    if (sh >= 64) return 0;
+    /* floor(x / 2^sh) plus the first dropped bit: round half up without an overflowing add */
+    return (x >> sh) + ((x >> (sh - 1)) & 1);
+}
+
+/* ---- xorshift32 ------------------------------------------------------------------------ */
+
+uint32_t lrt_xorshift32_seed(uint32_t seed)
+{
+    uint32_t h = seed + 0x9E3779B9u;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h ? h : 0x6D2B79F5u;
+}
+
+uint32_t lrt_xorshift32_next(uint32_t *state)
+{
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return x;
+}
+
+/* ---- lrt_ufx ----------------------------------------------------------------------------- */
+
+static const lrt_ufx UFX_ZERO = {0u, 0};
+
+lrt_ufx lrt_ufx_make(uint64_t mant, int32_t e)
+{
+    lrt_ufx r;
+    int sh;
+    if (mant == 0) return UFX_ZERO;
+    sh = 32 - lrt_clz64(mant); /* right shift that leaves 32 significant bits */
+    if (sh > 0) {
+        uint64_t y = (mant >> sh) + ((mant >> (sh - 1)) & 1u);
+        if (y >> 32) { /* rounding carried into bit 32 */
+            y >>= 1;
+            sh++;
+        }
+        r.m = (uint32_t)y;
+    } else {
+        r.m = (uint32_t)(mant << -sh);
+    }
+    r.e = e + sh;
+    return r;
+}
+
+lrt_ufx lrt_ufx_mul(lrt_ufx a, lrt_ufx b)
+{
+    if (a.m == 0 || b.m == 0) return UFX_ZERO;
+    return lrt_ufx_make((uint64_t)a.m * b.m, a.e + b.e);
+}
+
+lrt_ufx lrt_ufx_div(lrt_ufx a, lrt_ufx b)
+{
+    lrt_ufx r;
+    if (a.m == 0) return UFX_ZERO;
+    if (b.m == 0) {
+        r.m = 0xFFFFFFFFu;
+        r.e = INT32_MAX / 2;
+        return r;
+    }
+    /* a.m * 2^32 / b.m lies in (2^31, 2^33): 32 significant bits, one rounding */
+    return lrt_ufx_make((((uint64_t)a.m << 32) + (b.m >> 1)) / b.m, a.e - b.e - 32);
+}
+
+static uint64_t ufx_aligned(lrt_ufx x, int32_t drop)
+{
+    /* x.m * 2^31 shifted right by drop (rounded): aligns x to a larger exponent */
+    uint64_t v = (uint64_t)x.m << 31;
+    if (drop <= 0) return v;
+    if (drop >= 64) return 0;
+    return (v >> drop) + ((v >> (drop - 1)) & 1u);
+}
+
+lrt_ufx lrt_ufx_add(lrt_ufx a, lrt_ufx b)
+{
+    if (a.m == 0) return b;
+    if (b.m == 0) return a;
+    if (a.e < b.e) {
+        lrt_ufx t = a;
+        a = b;
+        b = t;
+    }
+    return lrt_ufx_make(ufx_aligned(a, 0) + ufx_aligned(b, a.e - b.e), a.e - 31);
+}
+
+lrt_ufx lrt_ufx_sub(lrt_ufx a, lrt_ufx b)
+{
+    uint64_t x, y;
+    if (b.m == 0) return a;
+    if (lrt_ufx_cmp(a, b) <= 0) return UFX_ZERO;
+    x = ufx_aligned(a, 0);
+    y = ufx_aligned(b, a.e - b.e); /* a > b, so a.e >= b.e */
+    return lrt_ufx_make(x - y, a.e - 31);
+}
+
+lrt_ufx lrt_ufx_sqrt(lrt_ufx a)
+{
+    uint64_t x;
+    int32_t e;
+    if (a.m == 0) return UFX_ZERO;
+    /* make the exponent even, keeping >= 63 significant bits for the square root */
+    if (a.e & 1) {
+        x = (uint64_t)a.m << 31;
+        e = a.e - 31;
+    } else {
+        x = (uint64_t)a.m << 32;
+        e = a.e - 32;
+    }
+    return lrt_ufx_make(lrt_isqrt64(x), e / 2);
+}
+
+lrt_ufx lrt_ufx_ldexp(lrt_ufx a, int32_t k)
+{
+    if (a.m == 0) return a;
+    a.e += k;
+    return a;
+}
+
+int lrt_ufx_cmp(lrt_ufx a, lrt_ufx b)
+{
+    if (a.m == 0 || b.m == 0) return (a.m != 0) - (b.m != 0);
+    if (a.e != b.e) return a.e > b.e ? 1 : -1;
+    return (a.m > b.m) - (a.m < b.m);
+}
+
+uint64_t lrt_ufx_to_u64(lrt_ufx a, int32_t e)
+{
+    int32_t sh;
+    if (a.m == 0) return 0;
+    sh = a.e - e;
+    if (sh >= 32) return UINT64_MAX;
+    if (sh >= 0) return (uint64_t)a.m << sh;
+    if (sh <= -64) return 0;
+    sh = -sh;
+    return ((uint64_t)a.m >> sh) + (((uint64_t)a.m >> (sh - 1)) & 1u);
+}
+
+/* ---- gradient max-norm ------------------------------------------------------------------- */
+
+/* 0.999 = 4290672329 * 2^-32, 0.001 = 2199023256 * 2^-41, 1e-4 = 3518437209 * 2^-45 */
+static const lrt_ufx MN_BETA = {4290672329u, -32};
+static const lrt_ufx MN_ONE_MINUS_BETA = {2199023256u, -41};
+static const lrt_ufx MN_EPS = {3518437209u, -45};
+static const lrt_ufx MN_ONE = {0x80000000u, -31};
+
+void lrt_mnorm_init(lrt_mnorm *s)
+{
+    s->steps = 0;
+    s->mv = MN_EPS;
+    s->beta_pow = MN_ONE;
+}
+
+lrt_ufx lrt_mnorm_update(lrt_mnorm *s, lrt_ufx xmax)
+{
+    lrt_ufx xm = lrt_ufx_add(xmax, MN_EPS);
+    lrt_ufx xhat;
+    if (s->steps < UINT32_MAX) s->steps++;
+    s->mv = lrt_ufx_add(lrt_ufx_mul(MN_BETA, s->mv), lrt_ufx_mul(MN_ONE_MINUS_BETA, xm));
+    /* beta^k below 2^-64 no longer changes 1 - beta^k; stop before the exponent runs away */
+    if (s->beta_pow.m != 0) {
+        s->beta_pow = lrt_ufx_mul(s->beta_pow, MN_BETA);
+        if (s->beta_pow.e < -64 - 32) s->beta_pow.m = 0;
+    }
+    xhat = lrt_ufx_div(s->mv, lrt_ufx_sub(MN_ONE, s->beta_pow));
+    return lrt_ufx_cmp(xm, xhat) >= 0 ? xm : xhat;
+}
+
+/* factor f with out = x * f: 2^(x_exp - out_exp) / d */
+static lrt_ufx mnorm_factor(lrt_ufx d, int x_exp, int out_exp)
+{
+    lrt_ufx one = {0x80000000u, -31};
+    return lrt_ufx_div(lrt_ufx_ldexp(one, (int32_t)x_exp - out_exp), d);
+}
+
+static int64_t mnorm_scale(int32_t x, lrt_ufx f)
+{
+    int64_t p = (int64_t)x * (int64_t)f.m;
+    int sh = -f.e;
+    if (sh < 0) { /* |x / d| <= 1, so a left shift only happens for tiny out_exp: saturate */
+        if (p == 0) return 0;
+        if (sh < -30) return p > 0 ? INT64_MAX : INT64_MIN;
+        if (p > (INT64_MAX >> -sh)) return INT64_MAX;
+        if (p < -(INT64_MAX >> -sh)) return INT64_MIN;
+    }
+    return lrt_shr_round64(p, sh);
+}
+
+int lrt_mnorm_s8(lrt_mnorm *s, const int8_t *x, int x_exp, uint32_t len, int8_t *out,
+                 int out_exp)
+{
+    uint32_t i, amax = 0;
+    lrt_ufx f;
+    if (!s || (!x && len) || (!out && len)) return LRT_ERR_ARG;
+    for (i = 0; i < len; i++) {
+        uint32_t a = (uint32_t)(x[i] < 0 ? -(int32_t)x[i] : x[i]);
+        if (a > amax) amax = a;
+    }
+    f = mnorm_factor(lrt_mnorm_update(s, lrt_ufx_make(amax, x_exp)), x_exp, out_exp);
+    for (i = 0; i < len; i++) {
+        int64_t v = mnorm_scale(x[i], f);
+        out[i] = (int8_t)LRT_CLAMP(v, -128, 127);
+    }
+    return LRT_OK;
+}
+
+int lrt_mnorm_s32(lrt_mnorm *s, const int32_t *x, int x_exp, uint32_t len, int32_t *out,
+                  int out_exp)
+{
+    uint32_t i, amax = 0;
+    lrt_ufx f;
+    if (!s || (!x && len) || (!out && len)) return LRT_ERR_ARG;
+    for (i = 0; i < len; i++) {
+        uint32_t a = x[i] < 0 ? 0u - (uint32_t)x[i] : (uint32_t)x[i];
+        if (a > amax) amax = a;
+    }
+    f = mnorm_factor(lrt_mnorm_update(s, lrt_ufx_make(amax, x_exp)), x_exp, out_exp);
+    for (i = 0; i < len; i++) {
+        int64_t v = mnorm_scale(x[i], f);
+        out[i] = (int32_t)LRT_CLAMP(v, (int64_t)INT32_MIN, (int64_t)INT32_MAX);
+    }
+    return LRT_OK;
+}

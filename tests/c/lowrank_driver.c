@@ -1,0 +1,222 @@
+/* lowrank_driver.c - drives lrt_lowrank / lrt_fixmath from text commands on stdin.
+ *
+ * Used by tests/c/test_lowrank*.py through lowrank_harness.py. Whitespace-separated tokens:
+ *   I n m rank mode maxnorm batch_pow2 kappa rho_q16 lr_q24 discount_q16 seed
+ *   S u_exp v_offset v_exp u[n] v[m]          one step (prints nothing unless it fails)
+ *   P u_exp v_offset v_exp rows row_len stride len u[n] base[len]   strided step
+ *   E                                          end of sample
+ *   D                                          dump the state
+ *   F wexp                                     flush plan, nonzero count, all delta rows
+ *   C wexp                                     lrt_lowrank_flush_check result
+ *   R / X                                      reset / defer
+ *   V q a[q*q]                                 lrt_lowrank_svd
+ *   M mant exp                                 lrt_mnorm_update on the driver's max-norm state
+ *   N bits x_exp out_exp len x[len]            lrt_mnorm_s8 (bits 8) or _s32 (bits 32)
+ *   U mant exp                                 lrt_ufx ops self-check values
+ *   Q                                          quit
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lrt_lowrank.h"
+
+static long rd(void)
+{
+    long x;
+    if (scanf("%ld", &x) != 1) {
+        fprintf(stderr, "driver: expected a number\n");
+        exit(2);
+    }
+    return x;
+}
+
+static void fail(const char *what, int rc)
+{
+    printf("error %s %d\n", what, rc);
+    exit(1);
+}
+
+int main(void)
+{
+    lrt_lowrank acc;
+    lrt_lowrank_config cfg;
+    lrt_mnorm mn;
+    int16_t *state = NULL;
+    int32_t *work = NULL;
+    int8_t *u = NULL, *v = NULL;
+    int16_t *delta = NULL;
+    int have = 0;
+    char cmd[8];
+    unsigned i, k;
+
+    lrt_mnorm_init(&mn);
+    while (scanf("%7s", cmd) == 1) {
+        if (cmd[0] == 'Q') break;
+        switch (cmd[0]) {
+        case 'I': {
+            uint16_t n = (uint16_t)rd(), m = (uint16_t)rd();
+            size_t ss, ws;
+            int rc;
+            cfg.rank = (uint8_t)rd();
+            cfg.mode = (uint8_t)rd();
+            cfg.maxnorm = (uint8_t)rd();
+            cfg.batch_pow2 = (uint8_t)rd();
+            cfg.kappa_th = (uint32_t)rd();
+            cfg.rho_min_q16 = (uint32_t)rd();
+            cfg.lr_q24 = (uint32_t)rd();
+            cfg.discount_q16 = (uint32_t)rd();
+            cfg.seed = (uint32_t)rd();
+            free(state);
+            free(work);
+            free(u);
+            free(v);
+            free(delta);
+            ss = lrt_lowrank_state_size(n, m, cfg.rank);
+            ws = lrt_lowrank_work_size(n, m, cfg.rank);
+            if (ss != LRT_LOWRANK_STATE_SIZE(n, m, cfg.rank) ||
+                ws != LRT_LOWRANK_WORK_SIZE(n, m, cfg.rank))
+                fail("size-macro", 0);
+            /* exact sizes, so ASan catches any access past the documented buffers */
+            state = malloc(ss);
+            work = malloc(ws);
+            u = malloc(n ? n : 1);
+            v = malloc(m ? m : 1);
+            delta = malloc(sizeof(int16_t) * (m ? m : 1));
+            rc = lrt_lowrank_init(&acc, &cfg, n, m, state, ss, work, ws);
+            printf("init %d %lu %lu\n", rc, (unsigned long)ss, (unsigned long)ws);
+            have = rc == 0;
+            break;
+        }
+        case 'S':
+        case 'P': {
+            int ue = (int)rd(), off = (int)rd(), ve = (int)rd(), rc;
+            if (!have) fail("no-init", 0);
+            if (cmd[0] == 'S') {
+                for (i = 0; i < acc.n; i++) u[i] = (int8_t)rd();
+                for (i = 0; i < acc.m; i++) v[i] = (int8_t)rd();
+                rc = lrt_lowrank_step(&acc, u, ue, v, off, ve);
+            } else {
+                uint16_t rows = (uint16_t)rd(), row_len = (uint16_t)rd();
+                uint32_t stride = (uint32_t)rd(), len = (uint32_t)rd();
+                int8_t *base = malloc(len ? len : 1);
+                for (i = 0; i < acc.n; i++) u[i] = (int8_t)rd();
+                for (i = 0; i < len; i++) base[i] = (int8_t)rd();
+                rc = lrt_lowrank_step_strided(&acc, u, ue, base, rows, row_len, stride, off, ve);
+                free(base);
+            }
+            if (rc < 0) printf("step %d\n", rc);
+            break;
+        }
+        case 'E': lrt_lowrank_end_sample(&acc); break;
+        case 'R': lrt_lowrank_reset(&acc); break;
+        case 'X': lrt_lowrank_defer(&acc); break;
+        case 'D': {
+            const unsigned q = acc.cfg.rank + 1u;
+            printf("state %ld %ld %ld %lu %lu %lu %lu\n", (long)acc.ql_exp, (long)acc.qr_exp,
+                   (long)acc.cx_exp, (unsigned long)acc.b_eff_q16, (unsigned long)acc.steps,
+                   (unsigned long)acc.applied, (unsigned long)acc.rng);
+            printf("cx");
+            for (k = 0; k < acc.cfg.rank; k++) printf(" %lu", (unsigned long)acc.cx[k]);
+            printf("\nql");
+            for (i = 0; i < acc.n * q; i++) printf(" %d", acc.ql[i]);
+            printf("\nqr");
+            for (i = 0; i < acc.m * q; i++) printf(" %d", acc.qr[i]);
+            printf("\n");
+            break;
+        }
+        case 'F': {
+            lrt_lowrank_plan plan;
+            int rc = lrt_lowrank_flush_prepare(&acc, (int)rd(), &plan);
+            printf("plan %d %ld %lu %lu %ld %lu %ld %lu %ld", rc, (long)plan.shift,
+                   (unsigned long)plan.min_nonzero, (unsigned long)plan.lr_eff.m,
+                   (long)plan.lr_eff.e, (unsigned long)plan.div_l.m, (long)plan.div_l.e,
+                   (unsigned long)plan.div_r.m, (long)plan.div_r.e);
+            for (k = 0; k < acc.cfg.rank; k++) printf(" %ld", (long)plan.w[k]);
+            printf("\ncount %lu %lu\ndelta", (unsigned long)lrt_lowrank_count_nonzero(&acc, &plan, 0),
+                   (unsigned long)lrt_lowrank_count_nonzero(&acc, &plan, plan.min_nonzero));
+            for (i = 0; i < acc.n; i++) {
+                lrt_lowrank_delta_row(&acc, &plan, (uint16_t)i, delta);
+                for (k = 0; k < acc.m; k++) printf(" %d", delta[k]);
+            }
+            printf("\n");
+            break;
+        }
+        case 'C': {
+            lrt_lowrank_plan plan;
+            printf("check %d\n", lrt_lowrank_flush_check(&acc, (int)rd(), &plan));
+            break;
+        }
+        case 'V': {
+            uint8_t q = (uint8_t)rd();
+            int32_t a[LRT_LOWRANK_MAX_Q * LRT_LOWRANK_MAX_Q], vm[LRT_LOWRANK_MAX_Q * LRT_LOWRANK_MAX_Q];
+            uint32_t sigma[LRT_LOWRANK_MAX_Q];
+            int rc;
+            if (q > LRT_LOWRANK_MAX_Q) fail("svd-q", q);
+            for (i = 0; i < (unsigned)q * q; i++) a[i] = (int32_t)rd();
+            rc = lrt_lowrank_svd(a, q, sigma, vm);
+            printf("svd %d\ns", rc);
+            if (rc >= 0) {
+                for (i = 0; i < q; i++) printf(" %lu", (unsigned long)sigma[i]);
+                printf("\nu");
+                for (i = 0; i < (unsigned)q * q; i++) printf(" %ld", (long)a[i]);
+                printf("\nv");
+                for (i = 0; i < (unsigned)q * q; i++) printf(" %ld", (long)vm[i]);
+            }
+            printf("\n");
+            break;
+        }
+        case 'M': {
+            uint32_t mant = (uint32_t)rd();
+            lrt_ufx d = lrt_mnorm_update(&mn, lrt_ufx_make(mant, (int32_t)rd()));
+            printf("div %lu %ld\n", (unsigned long)d.m, (long)d.e);
+            break;
+        }
+        case 'N': {
+            int bits = (int)rd(), xe = (int)rd(), oe = (int)rd(), rc;
+            uint32_t len = (uint32_t)rd();
+            if (bits == 8) {
+                int8_t *x = malloc(len ? len : 1);
+                for (i = 0; i < len; i++) x[i] = (int8_t)rd();
+                rc = lrt_mnorm_s8(&mn, x, xe, len, x, oe);
+                printf("mn %d", rc);
+                for (i = 0; i < len; i++) printf(" %d", x[i]);
+                free(x);
+            } else {
+                int32_t *x = malloc(sizeof(int32_t) * (len ? len : 1));
+                for (i = 0; i < len; i++) x[i] = (int32_t)rd();
+                rc = lrt_mnorm_s32(&mn, x, xe, len, x, oe);
+                printf("mn %d", rc);
+                for (i = 0; i < len; i++) printf(" %ld", (long)x[i]);
+                free(x);
+            }
+            printf("\n");
+            break;
+        }
+        case 'U': {
+            /* a = mant1 * 2^e1, b = mant2 * 2^e2: print a*b, a/b, a+b, a-b, sqrt(a), cmp */
+            uint64_t m1 = (uint64_t)rd();
+            int32_t e1 = (int32_t)rd();
+            uint64_t m2 = (uint64_t)rd();
+            int32_t e2 = (int32_t)rd();
+            lrt_ufx a = lrt_ufx_make(m1, e1), b = lrt_ufx_make(m2, e2), r[5];
+            r[0] = lrt_ufx_mul(a, b);
+            r[1] = lrt_ufx_div(a, b);
+            r[2] = lrt_ufx_add(a, b);
+            r[3] = lrt_ufx_sub(a, b);
+            r[4] = lrt_ufx_sqrt(a);
+            printf("ufx");
+            for (k = 0; k < 5; k++) printf(" %lu %ld", (unsigned long)r[k].m, (long)r[k].e);
+            printf(" %d %lu\n", lrt_ufx_cmp(a, b), (unsigned long)lrt_isqrt64(m1));
+            break;
+        }
+        default: fprintf(stderr, "driver: unknown command %s\n", cmd); return 2;
+        }
+    }
+    free(state);
+    free(work);
+    free(u);
+    free(v);
+    free(delta);
+    return 0;
+}

@@ -1,0 +1,208 @@
+"""Helpers for the LRT accumulator tests: build and script tests/c/lowrank_driver.c, parse its
+state dumps, and generate realistic int8 gradient / activation streams.
+
+Not a test module (no test_ prefix): imported by tests/c/test_lowrank*.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from conftest import LIB_DIR, compile_c
+
+from lrt.lowrank import LowRankAccumulator, LowRankConfig
+
+HERE = Path(__file__).resolve().parent
+LIB_SOURCES = [LIB_DIR / "lrt_lowrank.c", LIB_DIR / "lrt_fixmath.c", LIB_DIR / "lrt_common.c"]
+
+
+def build_driver(out_dir: Path, sanitize: bool = True) -> Path:
+    return compile_c([HERE / "lowrank_driver.c", *LIB_SOURCES], out_dir / "lowrank_driver",
+                     sanitize=sanitize)  # fmt: skip
+
+
+def build_shared(out_dir: Path) -> Path:
+    """Unsanitised shared library for ctypes (fast property tests)."""
+    return compile_c(LIB_SOURCES, out_dir / "liblrt_lowrank.so", extra=["-shared", "-fPIC"],
+                     sanitize=False)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CConfig:
+    """lrt_lowrank_config in the C code's fixed-point units."""
+
+    rank: int = 4
+    unbiased: bool = True
+    maxnorm: bool = True
+    batch_pow2: int = 1
+    kappa_th: int = 100
+    rho_min_q16: int = 655
+    lr_q24: int = 167772
+    discount_q16: int = 65536
+    seed: int = 1
+
+    def reference(self) -> LowRankConfig:
+        """The same configuration for the float reference."""
+        return LowRankConfig(
+            rank=self.rank,
+            unbiased=self.unbiased,
+            kappa_th=float(self.kappa_th),
+            rho_min=self.rho_min_q16 / 65536,
+            lr=self.lr_q24 / 2**24,
+            batch_pow=self.batch_pow2 / 2,
+            maxnorm=self.maxnorm,
+            discount=self.discount_q16 / 65536,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class Script:
+    """Commands for the driver; mirror every call on a float reference if one is given."""
+
+    parts: list[str] = field(default_factory=list)
+
+    def init(self, n: int, m: int, cfg: CConfig) -> Script:
+        mode = 0 if cfg.unbiased else 1
+        self.parts.append(
+            f"I {n} {m} {cfg.rank} {mode} {int(cfg.maxnorm)} {cfg.batch_pow2} {cfg.kappa_th} "
+            f"{cfg.rho_min_q16} {cfg.lr_q24} {cfg.discount_q16} {cfg.seed}"
+        )
+        return self
+
+    def step(self, u: np.ndarray, u_exp: int, v: np.ndarray, v_off: int, v_exp: int) -> Script:
+        vals = " ".join(map(str, np.concatenate([u, v]).astype(int).tolist()))
+        self.parts.append(f"S {u_exp} {v_off} {v_exp} {vals}")
+        return self
+
+    def cmd(self, text: str) -> Script:
+        self.parts.append(text)
+        return self
+
+    def text(self) -> str:
+        return "\n".join([*self.parts, "Q", ""])
+
+
+def run(driver: Path, script: Script | str, timeout: float = 300) -> list[str]:
+    text = script if isinstance(script, str) else script.text()
+    proc = subprocess.run([str(driver)], input=text, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, f"driver failed ({proc.returncode}): {proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert "error" not in proc.stdout and "step -" not in proc.stdout, proc.stdout[-2000:]
+    return proc.stdout.splitlines()
+
+
+@dataclass
+class CState:
+    """One 'D' dump of the C accumulator."""
+
+    ql_exp: int
+    qr_exp: int
+    cx_exp: int
+    b_eff_q16: int
+    steps: int
+    applied: int
+    rng: int
+    cx: np.ndarray
+    ql: np.ndarray  # n x q int16
+    qr: np.ndarray
+
+    @property
+    def rank(self) -> int:
+        return len(self.cx)
+
+    def ql_real(self) -> np.ndarray:
+        return self.ql[:, : self.rank] * 2.0**self.ql_exp
+
+    def qr_real(self) -> np.ndarray:
+        return self.qr[:, : self.rank] * 2.0**self.qr_exp
+
+    def cx_real(self) -> np.ndarray:
+        return self.cx * 2.0**self.cx_exp
+
+    def estimate(self) -> np.ndarray:
+        return (self.ql_real() * self.cx_real()) @ self.qr_real().T
+
+
+def parse_states(lines: list[str], n: int, m: int, rank: int) -> list[CState]:
+    out = []
+    for i, line in enumerate(lines):
+        if not line.startswith("state "):
+            continue
+        h = [int(x) for x in line.split()[1:]]
+        cx = np.array([int(x) for x in lines[i + 1].split()[1:]], dtype=np.float64)
+        ql = np.array([int(x) for x in lines[i + 2].split()[1:]], dtype=np.int64)
+        qr = np.array([int(x) for x in lines[i + 3].split()[1:]], dtype=np.int64)
+        out.append(CState(h[0], h[1], h[2], h[3], h[4], h[5], h[6], cx,
+                          ql.reshape(n, rank + 1), qr.reshape(m, rank + 1)))  # fmt: skip
+    return out
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+# ---- realistic streams --------------------------------------------------------------------
+
+
+@dataclass
+class Term:
+    u: np.ndarray  # int8 [n]
+    u_exp: int
+    v: np.ndarray  # int8 [m]
+    v_off: int
+    v_exp: int
+
+    def real(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.u * 2.0**self.u_exp, (self.v.astype(np.int64) + self.v_off) * 2.0**self.v_exp
+
+
+def conv_stream(rng: np.random.Generator, samples: int, n: int = 16, in_c: int = 8,
+                size: int = 8, k: int = 3, noise: float = 0.3) -> list[list[Term]]:  # fmt: skip
+    """Per sample, the (dz_p, patch_p) terms of a 'valid' k x k conv layer.
+
+    Activations: ReLU outputs in the paper's format (int8, zero point -128, LSB 2^-7), about
+    half of them zero. Output gradients: those of a layer that is off its target by a fixed
+    low-rank error E (dz_p = E patch_p + noise, as for a squared loss), masked by a ReLU
+    pattern and stored as int8 block floating point per sample like lrt_backprop (largest
+    |dz| = 127). So the sum has a dominant decaying spectrum plus a noise floor.
+    """
+    out = size - k + 1
+    m = k * k * in_c
+    err = (rng.normal(size=(n, 3)) * [1.0, 0.5, 0.25]) @ rng.normal(size=(3, m)) / np.sqrt(m)
+    stream = []
+    for _ in range(samples):
+        act = np.maximum(rng.normal(0.0, 0.6, size=(size, size, in_c)), 0.0)
+        x = np.clip(np.round(act / 2**-7) - 128, -128, 127).astype(np.int64)
+        patches = np.stack([x[y : y + k, xx : xx + k, :].reshape(-1)
+                            for y in range(out) for xx in range(out)])  # fmt: skip
+        real = (patches + 128) * 2.0**-7
+        g = real @ err.T + noise * rng.normal(size=(out * out, n))
+        g *= rng.random((out * out, n)) < 0.5
+        g_exp = int(np.ceil(np.log2(np.abs(g).max() / 127)))
+        dz = np.clip(np.round(g / 2.0**g_exp), -127, 127).astype(np.int64)
+        stream.append([Term(dz[p], g_exp, patches[p], 128, -7) for p in range(out * out)])
+    return stream
+
+
+def feed_reference(acc: LowRankAccumulator, stream: list[list[Term]]) -> np.ndarray:
+    """Run the float reference over a stream; returns the exact sum."""
+    exact = np.zeros((acc.n, acc.m))
+    for sample in stream:
+        for t in sample:
+            u, v = t.real()
+            exact += np.outer(u, v)
+            acc.step(u, v)
+        acc.end_sample()
+    return exact
+
+
+def script_stream(script: Script, stream: list[list[Term]]) -> Script:
+    for sample in stream:
+        for t in sample:
+            script.step(t.u, t.u_exp, t.v, t.v_off, t.v_exp)
+        script.cmd("E")
+    return script
