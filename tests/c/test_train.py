@@ -391,3 +391,37 @@ def test_lrt_hooks_and_flush_path(driver: Path, tmp_path: Path, samples: Samples
         assert st.max_writes <= flushes and st.paper_max == 0
         assert lay.bias is not None
         assert not np.array_equal(run.biases[i], lay.bias)  # biases train every sample
+
+
+def _xent(logits: np.ndarray, label: int, exp: int) -> float:
+    z = logits.astype(np.float64) * 2.0**exp
+    z -= z.max()
+    return float(np.log(np.exp(z).sum()) - z[label])
+
+
+@pytest.mark.parametrize(
+    ("scheme", "max_norm", "lr_q16", "real_units"),
+    [("bias", 0, 6554, 0), ("bias", 1, 6554, 0), ("sgd", 0, 6554, 1), ("sgd", 1, 6554, 0)],
+)
+def test_update_lowers_the_loss_of_its_sample(
+    driver: Path,
+    tmp_path: Path,
+    samples: Samples,
+    scheme: str,
+    max_norm: int,
+    lr_q16: int,
+    real_units: int,
+) -> None:
+    """Each sample is shown twice in a row: the second forward pass runs on the weights
+    updated by the first, so its loss must be lower (the update descends)."""
+    x, y = samples
+    model = _model()
+    xx, yy = np.repeat(x, 2, axis=0), np.repeat(y, 2)
+    run = train(driver, tmp_path, model, xx, yy, scheme, max_norm, lr_q16, real_units=real_units)
+    exp = model.layers[-1].output_q.exp
+    assert exp is not None
+    before = [_xent(run.logits[2 * k], int(y[k]), exp) for k in range(N)]
+    after = [_xent(run.logits[2 * k + 1], int(y[k]), exp) for k in range(N)]
+    lower = sum(a < b for a, b in zip(after, before, strict=True))
+    assert lower >= N - 1, f"loss went down on {lower}/{N} samples: {before} -> {after}"
+    assert sum(after) < sum(before)
