@@ -153,7 +153,9 @@ typedef struct {
     const int8_t *w;        /* the weights before this sample's update */
 } lrt_train_grad;
 
-/* One outer-product term dz_p (x) (patch_p - zp) of a weight layer's gradient (LRT). */
+/* One outer-product term dz_p (x) (patch_p - zp) of a weight layer's gradient (LRT), in
+ * real units (dL/dW_real). For the paper's convention (what the SGD scheme uses by default)
+ * scale by alpha: u_exp = dz_exp + weight_exp + 7, and flush with weight LSB 2^-7. */
 typedef struct {
     uint8_t index;          /* layer in net->layers */
     uint16_t pixel;         /* output pixel oy * out_w + ox (0 for dense) */
