@@ -5,6 +5,7 @@
  *   layer L  kernels of layer L on one (x, y, g) read from stdin
  *   softmax  softmax cross-entropy gradient of logits read from stdin
  *   maxnorm  max-norm divisors of a sequence of maxima
+ *   wstore   RAM weight store checks (prints the number of failures)
  *   grads    per sample: forward, then every trainable layer's weight/bias gradient
  *   train SCHEME MAXNORM LR_Q16 COUNTERS FLUSH_EVERY [REAL_UNITS]
  *            the online protocol over samples from stdin, then statistics and the blob
@@ -257,6 +258,48 @@ static void mode_maxnorm(void)
         wr32((int32_t)d.m);
         wr32(d.e);
     }
+}
+
+/* RAM weight store: transaction states and bounds. */
+static void mode_wstore(void)
+{
+    int8_t blob[16];
+    const int8_t data[4] = {1, 2, 3, 4};
+    lrt_wstore ws;
+    lrt_wstore_ram ram;
+    int fails = 0;
+    memset(blob, 0, sizeof(blob));
+#define CHECK(expr, want)                                                                      \
+    do {                                                                                       \
+        int got_ = (expr);                                                                     \
+        if (got_ != (want)) {                                                                  \
+            fprintf(stderr, "%s = %d, want %d\n", #expr, got_, (int)(want));                 \
+            fails++;                                                                           \
+        }                                                                                      \
+    } while (0)
+    CHECK(lrt_wstore_ram_init(NULL, &ram, blob, 16), LRT_ERR_ARG);
+    CHECK(lrt_wstore_ram_init(&ws, &ram, blob, 16), LRT_OK);
+    CHECK(lrt_wstore_write(&ws, 0, data, 4), LRT_ERR_STATE); /* no transaction */
+    CHECK(lrt_wstore_commit(&ws), LRT_ERR_STATE);
+    CHECK(lrt_wstore_begin(&ws), LRT_OK);
+    CHECK(lrt_wstore_begin(&ws), LRT_ERR_STATE); /* no nesting */
+    CHECK(lrt_wstore_write(&ws, 12, data, 4), LRT_OK);
+    CHECK(lrt_wstore_write(&ws, 13, data, 4), LRT_ERR_SIZE);
+    CHECK(lrt_wstore_write(&ws, 0xFFFFFFF0u, data, 32), LRT_ERR_SIZE); /* no wrap-around */
+    CHECK(lrt_wstore_write(&ws, 16, data, 0), LRT_OK);
+    CHECK(lrt_wstore_write(&ws, 0, NULL, 4), LRT_ERR_ARG);
+    CHECK(lrt_wstore_commit(&ws), LRT_OK);
+    CHECK(blob[12] == 1 && blob[15] == 4 && blob[11] == 0, 1);
+    CHECK((int)ram.n_commits, 1);
+    CHECK((int)ram.n_writes, 2);
+    CHECK((int)ram.bytes_written, 4);
+    CHECK(lrt_wstore_begin(&ws), LRT_OK);
+    CHECK(lrt_wstore_abort(&ws), LRT_OK);
+    CHECK(lrt_wstore_begin(&ws), LRT_OK); /* abort closed it */
+    CHECK(lrt_wstore_commit(&ws), LRT_OK);
+    CHECK(lrt_wstore_begin(NULL), LRT_ERR_ARG);
+#undef CHECK
+    wr32(fails);
 }
 
 /* ---- trainer ---------------------------------------------------------------------------------- */
@@ -518,6 +561,8 @@ int main(int argc, char **argv)
         mode_softmax();
     } else if (strcmp(argv[2], "maxnorm") == 0) {
         mode_maxnorm();
+    } else if (strcmp(argv[2], "wstore") == 0) {
+        mode_wstore();
     } else {
         load_net(argv[1], &tn);
         if (strcmp(argv[2], "layer") == 0 && argc > 3) {

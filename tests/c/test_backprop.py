@@ -227,3 +227,9 @@ def test_lib_compiles_for_cortex_m_without_floats(tmp_path: Path, cpu: str, src:
     assert not floats, f"{src} uses floating point: {floats}"
     text = (LIB_DIR / src).read_text()
     assert not re.search(r"\b(float|double)\b", re.sub(r"/\*.*?\*/", "", text, flags=re.S))
+
+
+def test_ram_wstore_transactions(driver: Path) -> None:
+    """begin/write/commit states, bounds (incl. offset + len wrap-around) and abort."""
+    r = Reader(run_driver(driver, "-", ["wstore"]))
+    assert r.int32() == 0

@@ -425,3 +425,15 @@ def test_update_lowers_the_loss_of_its_sample(
     lower = sum(a < b for a, b in zip(after, before, strict=True))
     assert lower >= N - 1, f"loss went down on {lower}/{N} samples: {before} -> {after}"
     assert sum(after) < sum(before)
+
+
+def test_training_refuses_models_without_power_of_two_scales(
+    driver: Path, tmp_path: Path, samples: Samples
+) -> None:
+    x, y = samples
+    model = _model()
+    model.layers[3].weight_exp = None  # an imported model: arbitrary scales
+    with pytest.raises(AssertionError, match=r"train init \(-12 unsupported\)"):
+        train(driver, tmp_path, model, x[:1], y[:1], "bias")
+    run = train(driver, tmp_path, model, x[:2], y[:2], "inference")  # inference still works
+    np.testing.assert_array_equal(run.logits, forward_int8(model, model.quantize_input(x[:2])))
