@@ -97,7 +97,8 @@ def test_pio_image_runs_on_qemu_standin(gen_dir: Path, core_dir: Path, tmp_path:
     payload = bytes(range(256))
     expected = b"lrt: ready\n" + bytes((b * 7 + 3) & 255 for b in payload) + b"nucleo-f446re\n"
     run = QemuRunner(board, res.executable).exchange(
-        b"E" + struct.pack("<I", len(payload)) + payload + b"I", expect=len(expected), timeout=30
+        b"E" + struct.pack("<I", len(payload)) + payload + b"I", expect=len(expected),
+        wait_for=b"lrt: ready\n", timeout=30,
     )
     assert run.stdout == expected
 

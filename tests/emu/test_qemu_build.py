@@ -117,20 +117,27 @@ NVM_MAIN = """
 LRT_BOARD_NVM_SECTION const uint8_t lrt_test_weights[8] = {9, 8, 7, 6, 5, 4, 3, 2};
 int main(void)
 {
+    const volatile uint8_t *nvm = (const volatile uint8_t *)LRT_BOARD_NVM_BASE;
+    uint8_t rest[2];
     lrt_platform_init();
     lrt_platform_write((const uint8_t *)&lrt_test_weights[0], sizeof lrt_test_weights);
+    rest[0] = nvm[8];
+    rest[1] = nvm[LRT_BOARD_NVM_SIZE - 1u];
+    lrt_platform_write(rest, 2);
     return (int)((uintptr_t)&lrt_test_weights[0] == (uintptr_t)LRT_BOARD_NVM_BASE);
 }
 """
 
 
-@pytest.mark.parametrize("name", ["mps2-an386", "lm3s6965evb"])
+@pytest.mark.parametrize("name", ["mps2-an386", "lm3s6965evb", "mps3-an547"])
 def test_nvm_section_is_loaded_into_the_nvm_region(tmp_path: Path, name: str) -> None:
     board = load_board(name)
     res = build_firmware(make_gen(tmp_path, NVM_MAIN), board)
-    assert res.footprint is not None and res.footprint.nvm == 8
+    # the whole region is in the image: the 8 bytes, then the erase value up to its end
+    assert res.footprint is not None and res.footprint.nvm == board.nvm.size
     run = QemuRunner(board, res.executable).run(timeout=30)
-    assert run.stdout == bytes([9, 8, 7, 6, 5, 4, 3, 2])
+    erased = bytes([board.nvm.erase_value] * 2)
+    assert run.stdout == bytes([9, 8, 7, 6, 5, 4, 3, 2]) + erased
     assert run.returncode == 1  # the array sits at the board's NVM base address
 
 

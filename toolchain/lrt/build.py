@@ -260,6 +260,22 @@ def linker_values(board: Board) -> dict[str, object]:
         "nvm_size": f"{board.nvm.size:#x}",
         "stack_size": f"{board.memory.stack_size:#x}",
         "heap_size": f"{board.memory.heap_size:#x}",
+        **_nvm_fill(board),
+    }
+
+
+def _nvm_fill(board: Board) -> dict[str, str]:
+    # An emulator's NVM region is RAM that starts as zeros; a fresh part reads as its erase
+    # value. Emulated boards therefore carry the whole region, padded with that value, in
+    # the image. Real flash is erased by the programmer, so their images stay small.
+    if board.nvm.driver != "ram":
+        return {"nvm_pad": "", "nvm_fill": "",
+                "nvm_fill_comment": "Real NVM: the rest of the region is left to the part."}
+    value = f"{board.nvm.erase_value:#04x}"
+    return {
+        "nvm_pad": ". = ORIGIN(NVM) + LENGTH(NVM);",
+        "nvm_fill": f" ={value}",
+        "nvm_fill_comment": f"Emulated NVM (RAM): the image fills the whole region with {value}.",
     }
 
 

@@ -15,7 +15,9 @@ extern uint32_t __data_load__, __data_start__, __data_end__;
 extern uint32_t __bss_start__, __bss_end__;
 extern uint32_t __stack_top__;
 
-int main(void);
+/* Declared with arguments so main.c may define either main(void) or main(argc, argv):
+ * there is no command line on a target, so it gets argc = 0 and argv = {NULL}. */
+int main(int argc, char **argv);
 void Reset_Handler(void);
 void Default_Handler(void);
 void HardFault_Handler(void);
@@ -81,7 +83,10 @@ void Reset_Handler(void)
 #if LRT_SEMIHOSTING
     initialise_monitor_handles();
 #endif
-    exit(main());
+    {
+        static char *no_args[1] = {0};
+        exit(main(0, no_args));
+    }
 }
 
 void Default_Handler(void)

@@ -165,31 +165,43 @@ class QemuRunner(Runner):
         return QemuRun(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0)
 
 
-    def exchange(self, data: bytes, expect: int, timeout: float | None = None) -> QemuRun:
-        """Send data, read until ``expect`` output bytes arrived (or the firmware exits),
-        then stop QEMU. For images that never exit (real-board builds on a stand-in)."""
+    def exchange(
+        self, data: bytes, expect: int, *, wait_for: bytes = b"", timeout: float | None = None
+    ) -> QemuRun:
+        """Read until the output starts with ``wait_for`` (e.g. the ready line: a UART
+        drops what arrives before the firmware enabled it), send ``data``, read until
+        ``expect`` output bytes in total arrived (or the firmware exits), stop QEMU.
+        For images that never exit (real-board builds on a stand-in machine)."""
         t0 = time.perf_counter()
-        deadline = t0 + (timeout or self.timeout)
+        limit = timeout or self.timeout
+        deadline = t0 + limit
         proc = self.spawn()
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        fd = proc.stdout.fileno()
         out = b""
-        try:
-            proc.stdin.write(data)
-            proc.stdin.flush()
-            fd = proc.stdout.fileno()
-            while len(out) < expect:
+
+        def read_until(n: int) -> None:
+            nonlocal out
+            while len(out) < n:
                 left = deadline - time.perf_counter()
                 if left <= 0:
-                    raise UserError(
-                        f"QEMU ({self.board.name}): {len(out)} of {expect} bytes after "
-                        f"{timeout or self.timeout} s: {out[-200:]!r}"
-                    )
+                    raise UserError(f"QEMU ({self.board.name}): {len(out)} of {n} bytes "
+                                    f"after {limit} s: {out[-200:]!r}")
                 ready, _, _ = select.select([fd], [], [], min(left, 0.5))
                 if ready:
                     chunk = os.read(fd, 65536)
                     if not chunk:
-                        break
+                        return
                     out += chunk
+
+        try:
+            read_until(len(wait_for))
+            if not out.startswith(wait_for):
+                raise UserError(f"QEMU ({self.board.name}): expected {wait_for!r} first, got "
+                                f"{out[:200]!r}")
+            proc.stdin.write(data)
+            proc.stdin.flush()
+            read_until(expect)
         finally:
             proc.kill()
             rc = proc.wait()
