@@ -195,7 +195,7 @@ def model_context(model: Model, config: BuildConfig, extra: dict[str, Any] | Non
         "n_classes": model.num_classes,
         "blob_size": layout.size,
         "blob_weights_bytes": layout.weights_bytes,
-        "blob_init": c_array(blob_bytes(model, layout)[: layout.size], per_line=20),
+        "blob_init": c_array(np.frombuffer(blob_bytes(model, layout), dtype=np.int8), per_line=20),
         "tables": tables,
         "layers": [
             _layer_initializer(i, layer, layout) for i, layer in enumerate(model.layers)
@@ -231,3 +231,166 @@ def write_if_changed(path: Path, text: str) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+# ---- firmware sources ------------------------------------------------------------------------
+
+NVM_MAX_SLOTS = 4  # enough for atomic A/B + wear levelling; more slots only cost mount time
+COUNTER_RAM_SHARE = 2  # per-cell write counters only when they use < 1/2 of the spare RAM
+
+
+def _train_sizes(model: Model) -> dict[str, Any]:
+    """Buffer sizes of the trainer, mirroring lrt_train.c's size helpers (checked at boot)."""
+    layers = model.layers
+    sizes = [int(np.prod(model.input_shape)), model.num_classes]
+    for lay in layers:
+        sizes += [int(np.prod(lay.in_shape)), int(np.prod(lay.out_shape))]
+    trainable = [i for i, lay in enumerate(layers) if lay.has_weights and lay.trainable]
+    first = trainable[0] if trainable else len(layers)
+
+    def m_of(lay: Layer) -> int:
+        assert lay.weights is not None
+        return int(np.prod(lay.weights.shape[1:]))
+
+    def keep_needed(i: int) -> bool:
+        if i == len(layers) - 1:
+            return True
+        if layers[i].kind == "flatten":
+            return False
+        j = i + 1
+        while j < len(layers) and layers[j].kind == "flatten":
+            j += 1
+        return first < len(layers) and j >= first
+
+    return {
+        "act_size": max(sizes),
+        "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
+        "cell_count": sum(int(layers[i].weights.size) for i in trainable) or 1,  # type: ignore[union-attr]
+        "trainable": trainable,
+        "keep": [
+            {"index": i, "size": int(np.prod(lay.out_shape))}
+            for i, lay in enumerate(layers)
+            if keep_needed(i)
+        ],
+    }
+
+
+def nvm_geometry(board: Any, blob_size: int) -> Any:
+    """The NVM geometry main.c mounts: the board's region, at most NVM_MAX_SLOTS slots."""
+    from lrt import nvm
+
+    tech = 1 if board.nvm.erase_before_write else 2
+    page_count = board.nvm.size // board.nvm.page_size
+    geo = nvm.NvmGeometry(
+        tech=tech,
+        prog_size=board.nvm.prog_size,
+        page_size=board.nvm.page_size,
+        page_count=page_count,
+        blob_size=blob_size,
+        n_slots=0,
+        erase_value=board.nvm.erase_value,
+    )
+    lay = geo.layout()
+    slots = min(lay.n_slots, NVM_MAX_SLOTS)
+    return nvm.NvmGeometry(
+        tech=tech,
+        prog_size=board.nvm.prog_size,
+        page_size=board.nvm.page_size,
+        page_count=page_count,
+        blob_size=blob_size,
+        n_slots=slots,
+        erase_value=board.nvm.erase_value,
+    )
+
+
+def firmware_context(
+    model: Model, config: BuildConfig, board: Any, counters: bool
+) -> dict[str, Any]:
+    from lrt.errors import UserError
+
+    ctx = model_context(model, config)
+    sizes = _train_sizes(model)
+    n = len(model.layers)
+    keep_ptrs = ["NULL"] * n
+    if config.scheme != "inference":
+        for k in sizes["keep"]:
+            keep_ptrs[k["index"]] = f"keep_{k['index']}"
+    accs = []
+    acc_ptrs = ["NULL"] * n
+    if config.scheme in ("lrt", "lrt-maxnorm"):
+        for i in sizes["trainable"]:
+            nn, mm = model.layers[i].weight_matrix_shape()
+            accs.append({"index": i, "n": nn, "m": mm, "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF})
+            acc_ptrs[i] = f"&acc_{i}"
+    try:
+        geo = nvm_geometry(board, ctx["blob_size"])
+        layout = geo.layout()
+    except (ValueError, AssertionError) as exc:
+        raise UserError(
+            f"board {board.name}: its NVM region ({board.nvm.size:,d} B) cannot hold two weight "
+            f"sets of {ctx['blob_size']:,d} B ({exc})"
+        ) from None
+    fp = bytes.fromhex(model.fingerprint()[:8])
+    lifetime = config.lifetime_years
+    ctx.update(
+        {
+            "act_size": sizes["act_size"],
+            "scratch_size": sizes["scratch_size"],
+            "cell_count": sizes["cell_count"],
+            "keep": sizes["keep"] if config.scheme != "inference" else [],
+            "keep_pointers": ", ".join(keep_ptrs),
+            "counters": counters and config.scheme != "inference",
+            "accumulators": accs,
+            "acc_pointers": ", ".join(acc_ptrs),
+            "work_n": max([a["n"] for a in accs] or [1]),
+            "work_m": max([a["m"] for a in accs] or [1]),
+            "rank": config.rank,
+            "lrt_mode": 0 if config.lrt_mode == "unbiased" else 1,
+            "max_norm": 1 if config.scheme == "lrt-maxnorm" else 0,
+            "lr_q16": round(config.lr * 65536),
+            "lr_q24": round(config.lr * (1 << 24)),
+            "kappa_th": round(config.kappa_th),
+            "rho_min_q16": round(config.rho_min * 65536),
+            "batch_conv": config.batch_conv,
+            "batch_dense": config.batch_dense,
+            "nvm_page_count": geo.page_count,
+            "nvm_slots": geo.n_slots,
+            "nvm_work_size": board.nvm.page_size + layout.blob_units + 4,
+            "budget_endurance": board.nvm.endurance if lifetime else 0,
+            "budget_days": round(lifetime * 365.25) if lifetime else 0,
+            "budget_rate_mhz": round(config.samples_per_second * 1000),
+            "budget_burst": max(board.nvm.endurance // 100, 1) if lifetime else 0,
+            "fp_bytes": [f"0x{b:02x}u" for b in fp],
+        }
+    )
+    return ctx
+
+
+def counters_fit(model: Model, board: Any, ram_needed: int) -> bool:
+    cells = _train_sizes(model)["cell_count"]
+    return 8 * cells * COUNTER_RAM_SHARE <= max(board.ram_budget - ram_needed, 0)
+
+
+def generate(model: Model, config: BuildConfig, board: Any, src: Path, counters: bool = True) -> list[Path]:
+    """Write the firmware sources into src/: the library, lrt_model.[ch] and main.c."""
+    src.mkdir(parents=True, exist_ok=True)
+    ctx = firmware_context(model, config, board, counters)
+    written = []
+    for lib in sorted(LIB_DIR.glob("lrt_*.[ch]")):
+        target = src / lib.name
+        write_if_changed(target, lib.read_text())
+        written.append(target)
+    for name, template in (
+        ("lrt_model.h", "lrt_model.h.j2"),
+        ("lrt_model.c", "lrt_model.c.j2"),
+        ("main.c", "main.c.j2"),
+    ):
+        target = src / name
+        write_if_changed(target, render(template, ctx))
+        written.append(target)
+    # stale files of an earlier build with another library version would be compiled too
+    keep = {p.name for p in written}
+    for old in src.glob("*.[ch]"):
+        if old.name not in keep:
+            old.unlink()
+    return written

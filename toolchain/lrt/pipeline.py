@@ -185,7 +185,8 @@ def build(
     budget = plan_budget(model, cfg, brd)
     budget.check(brd)
     src = out / "src"
-    codegen.generate(model, cfg, brd, src)
+    counters = codegen.counters_fit(model, brd, budget.ram)
+    codegen.generate(model, cfg, brd, src, counters=counters)
     fw = builder.build_firmware(out, brd)
     report: dict[str, Any] = {
         "board": brd.name,
@@ -213,7 +214,8 @@ def build(
         "accuracy": accuracy,
         "budget": budget.to_dict(),
         "firmware": str(fw.executable.relative_to(out)),
-        "footprint": fw.footprint,
+        "footprint": fw.footprint.to_dict() if fw.footprint else None,
+        "exact_write_counters": counters,
         "build_seconds": round(time.monotonic() - t0, 1),
     }
     report_path = out / REPORT_NAME

@@ -1,0 +1,266 @@
+/* lrt_device.c - protocol handlers over the trainer, the LRT accumulators and the store. */
+#include "lrt_device.h"
+
+#include <string.h>
+
+/* ---- LRT hooks -------------------------------------------------------------------------- */
+
+static int hook_term(void *ctx, lrt_trainer *t, const lrt_train_term *term)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    lrt_lowrank *acc = dev->s.acc[term->index];
+    const lrt_layer *l = &t->net->layers[term->index];
+    int r;
+    if (acc == NULL) {
+        return LRT_OK;
+    }
+    /* paper convention: accumulate alpha * dz (x) a, alpha = 2^(weight_exp + 7) */
+    r = lrt_lowrank_step(acc, term->dz, term->dz_exp + l->weight_exp + 7, term->patch,
+                         -term->patch_zp, term->patch_exp);
+    return r < 0 ? r : LRT_OK;
+}
+
+static uint16_t batch_of(const lrt_device *dev, const lrt_layer *l)
+{
+    return l->kind == LRT_LAYER_CONV2D ? dev->s.batch_conv : dev->s.batch_dense;
+}
+
+/* The endurance budget (NVM only): may this flush program the NVM? */
+static int budget_allows(lrt_device *dev, const lrt_trainer *t)
+{
+    lrt_nvm_throttle th;
+    if (dev->s.nvm == NULL || dev->s.budget.endurance == 0) {
+        return 1;
+    }
+    if (lrt_nvm_flush_allowed(dev->s.nvm, &dev->s.budget, t->samples, dev->rho_min_q16, &th) < 0) {
+        return 1;
+    }
+    return th.allow;
+}
+
+static int flush_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc)
+{
+    const lrt_layer *l = &t->net->layers[i];
+    lrt_lowrank_plan plan;
+    uint16_t row;
+    int r = lrt_lowrank_flush_check(acc, -7, &plan);
+    if (r <= 0) {
+        return r; /* below rho_min: deferred, keep accumulating */
+    }
+    if (!t->open) {
+        r = lrt_train_update_begin(t);
+        if (r < 0) {
+            return r;
+        }
+    }
+    for (row = 0; row < l->out_c; row++) {
+        lrt_lowrank_delta_row(acc, &plan, row, dev->s.delta_row);
+        r = lrt_train_update_row(t, i, row, dev->s.delta_row);
+        if (r < 0) {
+            return r;
+        }
+    }
+    lrt_lowrank_reset(acc);
+    return 1;
+}
+
+static int hook_sample_end(void *ctx, lrt_trainer *t)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    uint8_t i;
+    int r, wrote = 0;
+    for (i = 0; i < t->net->n_layers; i++) {
+        lrt_lowrank *acc = dev->s.acc[i];
+        if (acc == NULL) {
+            continue;
+        }
+        lrt_lowrank_end_sample(acc);
+        if (++dev->s.acc_samples[i] < batch_of(dev, &t->net->layers[i])) {
+            continue;
+        }
+        dev->s.acc_samples[i] = 0;
+        if (!budget_allows(dev, t)) {
+            dev->throttled++;
+            lrt_lowrank_defer(acc);
+            continue;
+        }
+        r = flush_layer(dev, t, i, acc);
+        if (r < 0) {
+            return r;
+        }
+        wrote |= r;
+    }
+    /* one transaction for every layer that flushed at this sample */
+    return wrote ? lrt_train_update_commit(t) : LRT_OK;
+}
+
+/* ---- protocol handlers ------------------------------------------------------------------ */
+
+static int h_hello(void *ctx, lrt_app_info *info)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    const lrt_net *net = dev->s.net;
+    uint8_t i, n = 0;
+    for (i = 0; i < net->n_layers; i++) {
+        n = (uint8_t)(n + (net->layers[i].kind == LRT_LAYER_CONV2D ||
+                           net->layers[i].kind == LRT_LAYER_DENSE));
+    }
+    info->scheme = dev->s.train.scheme;
+    info->flags = dev->s.max_norm ? LRT_PROTO_FLAG_MAX_NORM : 0;
+    info->n_layers = n;
+    info->n_classes = (uint8_t)net->n_classes;
+    info->in_h = net->in_h;
+    info->in_w = net->in_w;
+    info->in_c = net->in_c;
+    memcpy(info->fingerprint, dev->s.fingerprint, 4);
+    info->samples = dev->trainer.samples;
+    return LRT_OK;
+}
+
+static int h_infer(void *ctx, const int8_t *input, int8_t *logits, uint8_t *pred)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    uint16_t p = 0;
+    int r = lrt_train_infer(&dev->trainer, input, logits, &p);
+    *pred = (uint8_t)p;
+    return r;
+}
+
+static int h_train(void *ctx, const int8_t *input, uint8_t label, int8_t *logits, uint8_t *pred)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    uint16_t p = 0;
+    int r = lrt_train_sample(&dev->trainer, input, label, logits, &p);
+    *pred = (uint8_t)p;
+    return r;
+}
+
+static int h_stats(void *ctx, uint8_t *out, size_t cap, size_t *len)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    return lrt_train_stats_payload(&dev->trainer, out, cap, len);
+}
+
+static int h_read_blob(void *ctx, uint32_t offset, uint16_t length, uint8_t *out, size_t *len)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    const lrt_net *net = dev->s.net;
+    uint32_t n;
+    if (offset > net->blob_size) {
+        return LRT_ERR_ARG;
+    }
+    n = LRT_MIN((uint32_t)length, net->blob_size - offset);
+    if (n > 0) {
+        memcpy(out, net->blob + offset, n);
+    }
+    *len = n;
+    return LRT_OK;
+}
+
+/* Weights only: biases live in RAM (high-endurance memory in the paper) and do not drift. */
+static uint32_t weights_end(const lrt_net *net)
+{
+    uint32_t end = 0;
+    uint8_t i;
+    for (i = 0; i < net->n_layers; i++) {
+        end = LRT_MAX(end, net->layers[i].w_offset + net->layers[i].w_size);
+    }
+    return end;
+}
+
+static int h_drift(void *ctx, uint8_t kind, uint32_t seed, int32_t param)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    uint32_t end = weights_end(dev->s.net), rng = seed ? seed : 1u;
+    int32_t r;
+    if (dev->s.nvm != NULL) {
+        if (dev->s.nvm_region == NULL) {
+            return LRT_ERR_UNSUPPORTED;
+        }
+        r = lrt_nvm_drift_apply(dev->s.nvm, dev->s.nvm_region, 0, end, kind, (uint32_t)param,
+                                seed);
+        return r < 0 ? (int)r : LRT_OK;
+    }
+    if (kind == LRT_NVM_DRIFT_ANALOG) {
+        (void)lrt_nvm_drift_noise(dev->s.ram_blob, end, (uint32_t)param, &rng);
+    } else {
+        (void)lrt_nvm_drift_bits((uint8_t *)dev->s.ram_blob, end, (uint32_t)param, &rng);
+    }
+    return LRT_OK;
+}
+
+static int h_bye(void *ctx)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    /* persist the biases learned since the last weight commit */
+    if (dev->s.train.scheme != LRT_SCHEME_INFERENCE && dev->trainer.samples > 0) {
+        return lrt_train_commit_biases(&dev->trainer);
+    }
+    return LRT_OK;
+}
+
+/* ---- init ------------------------------------------------------------------------------- */
+
+int lrt_device_init(lrt_device *dev, const lrt_device_setup *setup)
+{
+    const lrt_net *net;
+    uint8_t i;
+    int r;
+    if (dev == NULL || setup == NULL || setup->net == NULL) {
+        return LRT_ERR_ARG;
+    }
+    memset(dev, 0, sizeof *dev);
+    dev->s = *setup;
+    net = setup->net;
+    if (setup->act_size < lrt_train_act_buffer_size(net) ||
+        setup->scratch_size < lrt_train_scratch_size(net) ||
+        (setup->buf.cell_writes != NULL && setup->cell_count < lrt_train_cell_count(net))) {
+        return LRT_ERR_SIZE;
+    }
+    for (i = 0; i < net->n_layers; i++) {
+        if (setup->train.scheme != LRT_SCHEME_INFERENCE && lrt_train_keep_needed(net, i) &&
+            setup->buf.keep[i] == NULL) {
+            return LRT_ERR_SIZE;
+        }
+    }
+    if (setup->nvm != NULL) {
+        r = lrt_nvm_wstore(&dev->ws, setup->nvm);
+    } else {
+        r = lrt_wstore_ram_init(&dev->ws, &dev->ram, setup->ram_blob, net->blob_size);
+    }
+    if (r < 0) {
+        return r;
+    }
+    dev->hooks.ctx = dev;
+    if (setup->train.scheme == LRT_SCHEME_LRT) {
+        dev->hooks.term = hook_term;
+        dev->hooks.sample_end = hook_sample_end;
+        for (i = 0; i < net->n_layers; i++) {
+            if (setup->acc[i] != NULL &&
+                setup->delta_row_len < (uint32_t)lrt_layer_in_size(&net->layers[i]) &&
+                net->layers[i].kind == LRT_LAYER_DENSE) {
+                return LRT_ERR_SIZE;
+            }
+        }
+    }
+    dev->rho_min_q16 = 0;
+    r = lrt_train_init(&dev->trainer, setup->net, &setup->train, &setup->buf, &dev->ws,
+                       &dev->hooks);
+    if (r < 0) {
+        return r;
+    }
+    dev->handlers.hello = h_hello;
+    dev->handlers.infer = h_infer;
+    dev->handlers.train = h_train;
+    dev->handlers.stats = h_stats;
+    dev->handlers.read_blob = h_read_blob;
+    dev->handlers.drift = h_drift;
+    dev->handlers.bye = h_bye;
+    dev->handlers.ctx = dev;
+    return LRT_OK;
+}
+
+const lrt_app_handlers *lrt_device_handlers(lrt_device *dev)
+{
+    return &dev->handlers;
+}
