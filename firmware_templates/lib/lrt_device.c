@@ -173,6 +173,9 @@ static int h_drift(void *ctx, uint8_t kind, uint32_t seed, int32_t param)
     lrt_device *dev = (lrt_device *)ctx;
     uint32_t end = weights_end(dev->s.net), rng = seed ? seed : 1u;
     int32_t r;
+    if (dev->s.nvm == NULL && dev->s.ram_blob == NULL) {
+        return LRT_ERR_UNSUPPORTED; /* weights in read-only firmware image */
+    }
     if (dev->s.nvm != NULL) {
         if (dev->s.nvm_region == NULL) {
             return LRT_ERR_UNSUPPORTED;
@@ -193,7 +196,8 @@ static int h_bye(void *ctx)
 {
     lrt_device *dev = (lrt_device *)ctx;
     /* persist the biases learned since the last weight commit */
-    if (dev->s.train.scheme != LRT_SCHEME_INFERENCE && dev->trainer.samples > 0) {
+    if (dev->s.train.scheme != LRT_SCHEME_INFERENCE && dev->trainer.samples > 0 &&
+        dev->ws.begin != NULL) {
         return lrt_train_commit_biases(&dev->trainer);
     }
     return LRT_OK;
@@ -225,8 +229,12 @@ int lrt_device_init(lrt_device *dev, const lrt_device_setup *setup)
     }
     if (setup->nvm != NULL) {
         r = lrt_nvm_wstore(&dev->ws, setup->nvm);
-    } else {
+    } else if (setup->ram_blob != NULL) {
         r = lrt_wstore_ram_init(&dev->ws, &dev->ram, setup->ram_blob, net->blob_size);
+    } else if (setup->train.scheme == LRT_SCHEME_INFERENCE) {
+        r = LRT_OK; /* weights in the firmware image, never written */
+    } else {
+        r = LRT_ERR_ARG;
     }
     if (r < 0) {
         return r;
@@ -244,8 +252,8 @@ int lrt_device_init(lrt_device *dev, const lrt_device_setup *setup)
         }
     }
     dev->rho_min_q16 = 0;
-    r = lrt_train_init(&dev->trainer, setup->net, &setup->train, &setup->buf, &dev->ws,
-                       &dev->hooks);
+    r = lrt_train_init(&dev->trainer, setup->net, &setup->train, &setup->buf,
+                       dev->ws.begin != NULL ? &dev->ws : NULL, &dev->hooks);
     if (r < 0) {
         return r;
     }

@@ -35,7 +35,7 @@ N_RANDOM, N_IMAGES = 1000, 300
 def _convert() -> bytes:
     from lrt import train
 
-    _, keras = train._tf()
+    keras = train.keras_api()
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     model = keras.Sequential([

@@ -303,6 +303,29 @@ def nvm_geometry(board: Any, blob_size: int) -> Any:
     )
 
 
+def nvm_bytes_needed(board: Any, blob_size: int) -> int:
+    """Smallest NVM region (whole pages) that holds two slots of blob_size bytes."""
+    from lrt import nvm
+
+    page = board.nvm.page_size
+    pages = 2
+    while True:
+        geo = nvm.NvmGeometry(
+            tech=1 if board.nvm.erase_before_write else 2,
+            prog_size=board.nvm.prog_size,
+            page_size=page,
+            page_count=pages,
+            blob_size=blob_size,
+            n_slots=2,
+            erase_value=board.nvm.erase_value,
+        )
+        try:
+            geo.layout()
+            return pages * page
+        except ValueError:
+            pages = max(pages + 1, pages * 9 // 8)
+
+
 def firmware_context(
     model: Model, config: BuildConfig, board: Any, counters: bool
 ) -> dict[str, Any]:
@@ -322,14 +345,19 @@ def firmware_context(
             nn, mm = model.layers[i].weight_matrix_shape()
             accs.append({"index": i, "n": nn, "m": mm, "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF})
             acc_ptrs[i] = f"&acc_{i}"
+    use_nvm = config.scheme != "inference"
     try:
         geo = nvm_geometry(board, ctx["blob_size"])
         layout = geo.layout()
-    except (ValueError, AssertionError) as exc:
-        raise UserError(
-            f"board {board.name}: its NVM region ({board.nvm.size:,d} B) cannot hold two weight "
-            f"sets of {ctx['blob_size']:,d} B ({exc})"
-        ) from None
+    except ValueError:
+        if use_nvm:
+            need = nvm_bytes_needed(board, ctx["blob_size"])
+            raise UserError(
+                f"model does not fit: board {board.name}'s NVM region holds {board.nvm.size:,d} B "
+                f"but two weight sets of {ctx['blob_size']:,d} B need {need:,d} B "
+                f"(over by {need - board.nvm.size:,d} B)"
+            ) from None
+        geo, layout = None, None
     fp = bytes.fromhex(model.fingerprint()[:8])
     lifetime = config.lifetime_years
     ctx.update(
@@ -353,9 +381,10 @@ def firmware_context(
             "rho_min_q16": round(config.rho_min * 65536),
             "batch_conv": config.batch_conv,
             "batch_dense": config.batch_dense,
-            "nvm_page_count": geo.page_count,
-            "nvm_slots": geo.n_slots,
-            "nvm_work_size": board.nvm.page_size + layout.blob_units + 4,
+            "use_nvm": int(use_nvm),
+            "nvm_page_count": geo.page_count if geo else 1,
+            "nvm_slots": geo.n_slots if geo else 2,
+            "nvm_work_size": board.nvm.page_size + layout.blob_units + 4 if layout else 4,
             "budget_endurance": board.nvm.endurance if lifetime else 0,
             "budget_days": round(lifetime * 365.25) if lifetime else 0,
             "budget_rate_mhz": round(config.samples_per_second * 1000),

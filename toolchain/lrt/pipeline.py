@@ -111,7 +111,7 @@ def _obtain_model(
 
         if not model_path.is_file():
             raise UserError(f"model file {model_path} not found")
-        model = import_tflite(model_path.read_bytes(), name=model_path.stem)
+        model = import_tflite(model_path, name=model_path.stem)
         if model_path.resolve() != tflite_out.resolve():
             shutil.copyfile(model_path, tflite_out)
         return model, {}
@@ -155,6 +155,7 @@ def build(
     train_layers: str | None = None,
     progress: bool = True,
     ir_dir: Path | None = None,
+    **config_overrides: Any,
 ) -> BuildResult:
     from lrt import boards
     from lrt import build as builder
@@ -171,6 +172,7 @@ def build(
         epochs=epochs,
         seed=seed,
         train_layers=_parse_train_layers(train_layers),
+        **config_overrides,
     )
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()

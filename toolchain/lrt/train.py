@@ -231,6 +231,11 @@ def _tf() -> tuple[Any, Any]:
     return tf, keras
 
 
+def keras_api() -> Any:
+    """The keras module (for tests and tools that build models the toolchain did not train)."""
+    return _tf()[1]
+
+
 def convert_keras_int8(model: Any, representative: np.ndarray) -> bytes:
     """Standard TFLiteConverter full-integer conversion (int8 in/out, builtins int8 only)."""
     tf, _ = _tf()

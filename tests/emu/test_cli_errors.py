@@ -1,0 +1,112 @@
+"""Every user error: one line `error: ...` naming the problem, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from e2e_support import built, trained_model
+
+BIN = Path(sys.executable).parent
+
+
+def run(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, timeout=600)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1, proc.stderr
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_unknown_board(tmp_path: Path) -> None:
+    proc = run("lrt-build", "--board", "esp99", "--out", str(tmp_path))
+    assert_user_error(proc, "esp99", "host")  # names the board and lists known ones
+
+
+def test_bad_config_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("rank = 99\n")
+    proc = run("lrt-build", "--board", "host", "--config", str(cfg), "--out", str(tmp_path / "o"))
+    assert_user_error(proc, "rank", "99", str(cfg))
+
+
+def test_unsupported_operator(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from lrt import train
+
+    keras = train.keras_api()
+    inp = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    x = keras.layers.AveragePooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(10)(x)
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    blob = train.convert_keras_int8(model, rng.random((8, 28, 28, 1), dtype=np.float32))
+    path = tmp_path / "avg.tflite"
+    path.write_bytes(blob)
+    proc = run("lrt-build", "--board", "host", "--model", str(path), "--out", str(tmp_path / "o"))
+    assert_user_error(proc, "AVERAGE_POOL_2D", "position")
+
+
+def test_corrupt_model_file(tmp_path: Path) -> None:
+    path = tmp_path / "junk.tflite"
+    path.write_bytes(b"\x00\x01not a flatbuffer" * 10)
+    proc = run("lrt-build", "--board", "host", "--model", str(path), "--out", str(tmp_path / "o"))
+    assert_user_error(proc, "junk.tflite")
+
+
+def test_model_too_big_for_board(tmp_path: Path) -> None:
+    tfl = trained_model("mcu") / "model.tflite"
+    proc = run(
+        "lrt-build", "--board", "lm3s6965evb", "--model", str(tfl), "--scheme", "inference",
+        "--out", str(tmp_path / "o"),
+    )
+    # mcu inference fits the M3 (64 KB RAM) ...
+    assert proc.returncode == 0, proc.stderr
+    # ... training mcu with per-sample SGD does not fit its 16 KiB NVM region twice
+    proc = run(
+        "lrt-build", "--board", "lm3s6965evb", "--model", str(tfl), "--scheme", "sgd",
+        "--out", str(tmp_path / "o2"),
+    )
+    assert_user_error(proc, "does not fit", "lm3s6965evb", "over by")
+
+
+def test_malformed_inputs_file(tmp_path: Path) -> None:
+    build = built("inference")
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"definitely not numpy")
+    out = tmp_path / "y.npy"
+    assert_user_error(
+        run("lrt-emulate", "--build", str(build), "--inputs", str(bad), "--dump-logits", str(out)),
+        "bad.npy",
+    )
+    np.save(tmp_path / "f.npy", np.zeros((2, 28, 28, 1), np.float32))
+    assert_user_error(
+        run("lrt-emulate", "--build", str(build), "--inputs", str(tmp_path / "f.npy"),
+            "--dump-logits", str(out)),
+        "int8",
+    )
+    np.save(tmp_path / "s.npy", np.zeros((2, 27, 28, 1), np.int8))
+    assert_user_error(
+        run("lrt-emulate", "--build", str(build), "--inputs", str(tmp_path / "s.npy"),
+            "--dump-logits", str(out)),
+        "shape",
+    )
+
+
+def test_not_a_build_dir(tmp_path: Path) -> None:
+    assert_user_error(run("lrt-emulate", "--build", str(tmp_path), "--samples", "5"), "lrt-build")
+
+
+def test_unknown_stream() -> None:
+    build = built("inference")
+    assert_user_error(run("lrt-emulate", "--build", str(build), "--stream", "sideways"), "sideways")
