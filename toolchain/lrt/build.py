@@ -448,7 +448,7 @@ def _raise_build_error(board: Board, build_dir: Path, log: str) -> None:
     if over:
         what = {"FLASH": "flash (code)", "RAM": "RAM", "NVM": "the NVM region"}
         parts = [f"{what.get(region, region)} by {n} bytes" for region, n in over]
-        objs = sorted((build_dir / "obj").rglob("*.o"))
+        objs = sorted(build_dir.rglob("*.o"))
         kinds = {r for r, _ in over}
         biggest = biggest_symbols(objs, ram="RAM" in kinds, flash=bool(kinds - {"RAM"}))
         raise UserError(
