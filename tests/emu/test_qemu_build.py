@@ -79,6 +79,8 @@ def test_elf_attributes_match_board(tmp_path: Path, name: str) -> None:
     assert fp is not None and fp.text > 0
     assert board.memory is not None and fp.stack == board.memory.stack_size
     assert fp.flash <= board.flash_budget and fp.ram <= board.ram_budget
+    # Emulated NVM (RAM) is carried whole, erased, in the image; real flash is not.
+    assert fp.nvm == (board.nvm.size if board.nvm.driver == "ram" else 0)
 
 
 def test_incremental_rebuild_compiles_nothing(tmp_path: Path) -> None:
