@@ -119,10 +119,13 @@ def test_power_of_two_scales_get_exponents() -> None:
     assert got.input_q.exp == -7
     assert [lay.output_q.exp for lay in got.layers] == [-5, -5, -5, -3]
     assert [lay.weight_exp for lay in got.weight_layers()] == [-9, -8]
-    assert all(lay.bias_exp is None for lay in got.weight_layers())
+    # power-of-two layers are trainable on device: biases in the paper's 16-bit format
+    assert all(lay.bias_exp == -12 for lay in got.weight_layers())
+    assert got.power_of_two
     # scales that are not powers of two have no exponent
     plain = import_tflite(to_tflite(small_model()))
     assert plain.input_q.exp is None and plain.layers[0].weight_exp is None
+    assert plain.layers[0].bias_exp is None and not plain.power_of_two
 
 
 def test_float_io_boundaries_are_dropped() -> None:

@@ -37,7 +37,7 @@ from ai_edge_litert import schema_py_generated as fb
 
 from lrt.errors import UserError
 from lrt.model import Layer, Model, QParams
-from lrt.quant import exp_of, quantize_multipliers
+from lrt.quant import BIAS_EXP, exp_of, quantize_multipliers
 from lrt.reference import output_size
 
 SUPPORTED = (
@@ -406,7 +406,10 @@ class _Importer:
                 act_max=hi,
                 relu=activation != fb.ActivationFunctionType.NONE,
                 weight_exp=wexp,
-                bias_exp=None,
+                # a power-of-two layer can train on device: its biases then use the paper's
+                # 16-bit format (LSB 2^-12, the firmware rounds to the coarser of that and
+                # the accumulator LSB)
+                bias_exp=BIAS_EXP if (wexp is not None and in_q.exp is not None) else None,
                 **extra,
             )
         )
