@@ -129,9 +129,8 @@ static void jacobi_cs(int64_t al, int64_t be, int64_t ga, int32_t *c, int32_t *s
 {
     int64_t d = be - al, g2 = 2 * ga, dn, gn, cos2, sin2;
     uint64_t mag = abs64(d) > abs64(g2) ? abs64(d) : abs64(g2);
-    int sh = bits64(mag) - 30;
+    int sh = bits64(mag) - 30; /* also scale small values up: c^2 + s^2 = 1 needs 30 bits */
     uint32_t rho, cc;
-    if (sh < 0) sh = 0;
     dn = lrt_shr_round64(d, sh);
     gn = lrt_shr_round64(g2, sh);
     rho = lrt_isqrt64((uint64_t)(dn * dn) + (uint64_t)(gn * gn));
@@ -292,6 +291,12 @@ static lrt_ufx vec_norm(const int32_t *x, uint16_t len)
     unsigned i;
     for (i = 0; i < len; i++) ss += (uint64_t)((int64_t)x[i] * x[i]);
     return lrt_ufx_sqrt(lrt_ufx_make(ss, 0));
+}
+
+/* 1 if the residual norm nr is below 2^-RESID_FLOOR_SHIFT of the full vector's norm */
+static int in_span(lrt_ufx nr, lrt_ufx full)
+{
+    return lrt_ufx_cmp(lrt_ufx_ldexp(nr, LRT_LOWRANK_RESID_FLOOR_SHIFT), full) < 0;
 }
 
 /* Column r of Q <- x / norm as int16 with max in [2^14, 2^15); returns its exponent. */
@@ -464,14 +469,14 @@ static void canonical_groups(uint32_t *sigma, int32_t *u, int32_t *vm, uint8_t q
 
 /* Rank-r truncation of the sorted SVD: fills W_L = U T^T, W_R = V T^T (q x r, Q30) and the
  * new cx (units of sigma). */
-static void truncate_rank(const lrt_lowrank *acc, const uint32_t *sigma, const int32_t *u,
+static void truncate_rank(const lrt_lowrank *acc, int biased, const uint32_t *sigma, const int32_t *u,
                           const int32_t *vm, uint32_t word, int32_t *wl, int32_t *wr,
                           uint32_t *cx)
 {
     const uint8_t r = acc->cfg.rank, q = (uint8_t)(r + 1u);
     unsigned i, row, c, a, i0 = r;
     uint64_t s1 = 0;
-    if (acc->cfg.mode == LRT_LOWRANK_UNBIASED) {
+    if (!biased) {
         uint64_t tail[LRT_LOWRANK_MAX_Q + 1];
         tail[q] = 0;
         for (i = q; i-- > 0;) tail[i] = tail[i + 1] + sigma[i];
@@ -622,7 +627,8 @@ static int step_core(lrt_lowrank *acc, uint32_t word, int u_exp, int v_exp)
     int64_t alpha[LRT_LOWRANK_MAX_Q], beta[LRT_LOWRANK_MAX_Q];
     int32_t a32[LRT_LOWRANK_MAX_Q], b32[LRT_LOWRANK_MAX_Q];
     uint32_t sigma[LRT_LOWRANK_MAX_Q], cx[LRT_LOWRANK_MAX_RANK];
-    lrt_ufx aq, bq;
+    lrt_ufx aq, bq, un, vn;
+    int biased;
     int32_t eql, eqr, ep, ec, top;
     uint64_t pmax;
     const int empty = acc->cx[0] == 0;
@@ -630,6 +636,8 @@ static int step_core(lrt_lowrank *acc, uint32_t word, int u_exp, int v_exp)
 
     memset(alpha, 0, sizeof(alpha));
     memset(beta, 0, sizeof(beta));
+    un = vec_norm(xu, n);
+    vn = vec_norm(xv, m);
     mgs_pass(acc->ql, q, r, acc->ql_exp, xu, n, alpha);
     mgs_pass(acc->qr, q, r, acc->qr_exp, xv, m, beta);
     aq = vec_norm(xu, n);
@@ -656,6 +664,11 @@ static int step_core(lrt_lowrank *acc, uint32_t word, int u_exp, int v_exp)
     mgs_pass(acc->qr, q, r, acc->qr_exp, xv, m, beta);
     aq = vec_norm(xu, n);
     bq = vec_norm(xv, m);
+    /* u or v in the span of its basis up to the int16 noise: the unbiased mixing would turn
+     * that noise into O(sqrt(noise)) errors and, step after step, let the bases wander off
+     * the data; the biased truncation drops at most this noise (exact in exact arithmetic,
+     * like the s1 == 0 guard) and keeps pulling the bases onto the data. */
+    biased = acc->cfg.mode == LRT_LOWRANK_BIASED || in_span(aq, un) || in_span(bq, vn);
     eql = new_column(acc->ql, q, r, xu, n, aq, acc->ql_exp);
     eqr = new_column(acc->qr, q, r, xv, m, bq, acc->qr_exp);
 
@@ -698,7 +711,7 @@ static int step_core(lrt_lowrank *acc, uint32_t word, int u_exp, int v_exp)
         }
     }
     canonical_groups(sigma, cm, vm, q);
-    truncate_rank(acc, sigma, cm, vm, word, wl, wr, cx);
+    truncate_rank(acc, biased, sigma, cm, vm, word, wl, wr, cx);
 
     acc->ql_exp = rotate_basis(acc->ql, n, q, r, wl, acc->ql_exp, eql, empty);
     acc->qr_exp = rotate_basis(acc->qr, m, q, r, wr, acc->qr_exp, eqr, empty);

@@ -26,8 +26,12 @@
  * (the second only if the sample is not skipped), the kappa skip, the (r+1) x (r+1) matrix
  * C = alpha beta^T + diag(cx, 0), its one-sided Jacobi SVD, truncation back to rank r
  * (biased: drop the smallest; unbiased: minimum-variance mixing with a Householder basis
- * and random signs), rotation of QL and QR. Singular values below sigma_1 * 2^-14 count as
- * zero: at the int16 noise level the unbiased mixing would turn them into O(sqrt) noise.
+ * and random signs), rotation of QL and QR. Two guards against int16 noise, which the
+ * unbiased mixing would otherwise amplify to O(sqrt(noise)): if u or v lies in the span of
+ * its basis up to a residual below 2^-8 of its norm, the step truncates biased (it drops
+ * at most that noise; exact arithmetic would give s1 = 0, where the paper's rule is biased
+ * truncation too), and singular values below sigma_1 * 2^-14 count as zero. Every 16 applied steps QL and QR are
+ * re-orthonormalised (first-order Loewdin), which keeps them orthonormal to ~1e-4.
  *
  * Flush (once per pseudo-batch), streaming over the weight rows so that the weights never
  * have to be copied from NVM to RAM:
@@ -68,6 +72,9 @@
 #define LRT_LOWRANK_MAX_DIM 16384u   /* n, m <= this: keeps every int32/int64 sum in range */
 #define LRT_LOWRANK_MAX_VOFFSET 256
 #define LRT_LOWRANK_SIGMA_FLOOR_SHIFT 14
+#ifndef LRT_LOWRANK_RESID_FLOOR_SHIFT
+#define LRT_LOWRANK_RESID_FLOOR_SHIFT 8 /* residual < 2^-8 |u|: u is in the span */
+#endif
 #define LRT_LOWRANK_JACOBI_MAX_SWEEPS 12
 #define LRT_LOWRANK_REORTH_PERIOD 16  /* re-orthonormalise QL, QR every this many applied steps */
 

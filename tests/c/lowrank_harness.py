@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from conftest import LIB_DIR, compile_c
 
+from conftest import LIB_DIR, compile_c
 from lrt.lowrank import LowRankAccumulator, LowRankConfig
 
 HERE = Path(__file__).resolve().parent
@@ -90,7 +90,9 @@ def run(driver: Path, script: Script | str, timeout: float = 300) -> list[str]:
     text = script if isinstance(script, str) else script.text()
     proc = subprocess.run([str(driver)], input=text, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
-    assert proc.returncode == 0, f"driver failed ({proc.returncode}): {proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"driver failed ({proc.returncode}): {proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
     assert "error" not in proc.stdout and "step -" not in proc.stdout, proc.stdout[-2000:]
     return proc.stdout.splitlines()
 

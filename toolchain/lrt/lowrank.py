@@ -27,8 +27,13 @@ least rho_min of the weights change.
 This module is the oracle of the integer C code (firmware_templates/lib/lrt_lowrank.c). To
 let both follow the same random path it mirrors three conventions of the C code: one 32-bit
 xorshift32 word per step call (signs = its top bits), canonical SVD signs (the largest
-|U_ik| of every column is positive) and the sigma floor (sigma_j < 2^-14 sigma_1 counts as
-zero, the noise level of the C code's int16 bases).
+|U_ik| of every column is positive) and canonical bases of equal singular values, and two
+guards against the noise level of the C code's int16 bases, which the unbiased mixing would
+amplify to O(sqrt(noise)): a step whose u or v lies in the span of its basis up to a
+residual below 2^-8 of its norm truncates biased (in exact arithmetic s1 would be 0, where
+the paper's rule is the biased truncation too; the span noise of int16 bases grows like
+sqrt(steps) and reaches ~1e-3 after a few thousand steps), and singular values below
+2^-14 sigma_1 count as zero.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import numpy as np
 
 MASK32 = 0xFFFFFFFF
 SIGMA_FLOOR = 2.0**-14
+RESID_FLOOR = 2.0**-8
 GROUP_TOL = 2.0**-20
 
 SignSource = Callable[[], int]
@@ -125,7 +131,9 @@ def canonical_groups(
         a = b + 1
 
 
-def truncation(sigma: np.ndarray, rank: int, unbiased: bool, word: int) -> tuple[np.ndarray, np.ndarray]:
+def truncation(
+    sigma: np.ndarray, rank: int, unbiased: bool, word: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rank-r truncation of sorted singular values (q = rank + 1 of them).
 
     Returns T (r x q) and the new weights cx (r) such that the new estimate is
@@ -189,6 +197,7 @@ class LowRankConfig:
     discount: float = 1.0  # cx and B_eff factor when a flush is deferred
     seed: int = 1
     sigma_floor: float = SIGMA_FLOOR
+    resid_floor: float = RESID_FLOOR
 
 
 class LowRankAccumulator:
@@ -199,7 +208,7 @@ class LowRankAccumulator:
     ) -> None:
         self.n, self.m = n, m
         self.cfg = config or LowRankConfig()
-        if not 1 <= self.cfg.rank:
+        if not self.cfg.rank >= 1:
             raise ValueError(f"rank must be >= 1, got {self.cfg.rank}")
         self.signs: SignSource = signs or XorShift32(self.cfg.seed)
         self.mn_l, self.mn_r = MaxNorm(), MaxNorm()
@@ -228,6 +237,7 @@ class LowRankAccumulator:
         if not u.any() or not v.any():
             return False
         r, ql, qr = self.rank, self.ql, self.qr
+        u_norm, v_norm = np.linalg.norm(u), np.linalg.norm(v)
         alpha, beta = np.zeros(r + 1), np.zeros(r + 1)
         for j in range(r):  # modified Gram-Schmidt
             alpha[j] = ql[:, j] @ u
@@ -235,6 +245,10 @@ class LowRankAccumulator:
             beta[j] = qr[:, j] @ v
             v -= beta[j] * qr[:, j]
         alpha[r], beta[r] = np.linalg.norm(u), np.linalg.norm(v)
+        # u or v in the span up to noise: truncate biased (see the module docstring)
+        in_span = (
+            alpha[r] < self.cfg.resid_floor * u_norm or beta[r] < self.cfg.resid_floor * v_norm
+        )
         if self.cfg.kappa_th > 0 and self.cx[0] > self.cfg.kappa_th * alpha[r] * beta[r]:
             return False
         ql[:, r] = u / alpha[r] if alpha[r] > 0 else 0.0
@@ -244,7 +258,7 @@ class LowRankAccumulator:
         uc, sigma, vc = canonical_svd(c)
         sigma = np.where(sigma < self.cfg.sigma_floor * sigma[0], 0.0, sigma)
         canonical_groups(sigma, uc, vc)
-        t, self.cx = truncation(sigma, r, self.cfg.unbiased, word)
+        t, self.cx = truncation(sigma, r, self.cfg.unbiased and not in_span, word)
         ql[:, :r] = ql @ (uc @ t.T)
         qr[:, :r] = qr @ (vc @ t.T)
         ql[:, r] = 0.0
@@ -278,7 +292,8 @@ class LowRankAccumulator:
         return np.clip(np.floor(dw / 2.0**weight_exp + 0.5), -32767, 32767).astype(np.int64)
 
     def min_nonzero(self) -> int:
-        return max(1, math.ceil(self.cfg.rho_min * self.n * self.m))
+        # round first: 0.01 * 7700 is 77.00000000000001 in binary floating point
+        return max(1, math.ceil(round(self.cfg.rho_min * self.n * self.m, 9)))
 
     def defer(self) -> None:
         """Flush rejected: keep accumulating with cx and B_eff times the discount."""
