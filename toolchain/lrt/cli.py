@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--board", default="host", help="board name (see --list-boards) or a board .toml")
     p.add_argument("--list-boards", action="store_true", help="print the known boards and exit")
-    p.add_argument("--preset", choices=("mcu", "paper"), help="network preset (default mcu)")
+    p.add_argument("--preset", choices=("mcu", "paper", "tiny"), help="network preset (default mcu)")
     p.add_argument("--model", type=Path, help="use this full-integer .tflite instead of training")
     p.add_argument("--config", type=Path, help="TOML build config (fields of lrt.config.BuildConfig)")
     p.add_argument(

@@ -20,7 +20,7 @@ from typing import Any, get_args, get_type_hints
 
 from lrt.errors import UserError
 
-PRESETS: tuple[str, ...] = ("mcu", "paper")
+PRESETS: tuple[str, ...] = ("mcu", "paper", "tiny")
 SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
 LRT_MODES: tuple[str, ...] = ("unbiased", "biased")
 
@@ -48,6 +48,9 @@ class BuildConfig:
     maxnorm_beta: float = 0.999
     train_layers: tuple[str, ...] = ()  # empty: every weight layer trains
     # NVM endurance budget
+    # exact per-cell write counters in the firmware (uint32 x 2 per weight cell): "auto" when
+    # the board's RAM has room, else the trainer reports upper bounds
+    cell_counters: str = "auto"
     lifetime_years: float | None = None
     samples_per_second: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +65,8 @@ class BuildConfig:
             raise bad("scheme", f"is {self.scheme!r}; expected one of {', '.join(SCHEMES)}")
         if self.lrt_mode not in LRT_MODES:
             raise bad("lrt_mode", f"is {self.lrt_mode!r}; expected one of {', '.join(LRT_MODES)}")
+        if self.cell_counters not in ("auto", "on", "off"):
+            raise bad("cell_counters", f"is {self.cell_counters!r}; expected auto, on or off")
         if not 1 <= self.rank <= 8:
             raise bad("rank", f"is {self.rank}; expected 1..8 (q = rank + 1 <= 9)")
         for key in ("batch_conv", "batch_dense"):

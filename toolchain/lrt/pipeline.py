@@ -187,7 +187,9 @@ def build(
     budget = plan_budget(model, cfg, brd)
     budget.check(brd)
     src = out / "src"
-    counters = codegen.counters_fit(model, brd, budget.ram)
+    counters = {"on": True, "off": False}.get(cfg.cell_counters) or (
+        cfg.cell_counters == "auto" and codegen.counters_fit(model, brd, budget.ram)
+    )
     codegen.generate(model, cfg, brd, src, counters=counters)
     fw = builder.build_firmware(out, brd)
     report: dict[str, Any] = {
@@ -218,6 +220,7 @@ def build(
         "firmware": str(fw.executable.relative_to(out)),
         "footprint": fw.footprint.to_dict() if fw.footprint else None,
         "exact_write_counters": counters,
+        "blob_size": codegen.blob_layout(model).size,
         "build_seconds": round(time.monotonic() - t0, 1),
     }
     report_path = out / REPORT_NAME

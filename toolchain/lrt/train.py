@@ -87,6 +87,9 @@ PRESETS: dict[str, NetSpec] = {
     # Same topology, narrow enough to train on a Cortex-M4 in < 64 KB of RAM
     # (training_ram_estimate: about 33 KB at rank 4).
     "mcu": NetSpec("mcu", (8, 8, 16, 16), (2, 4), (64,)),
+    # Same topology again for the smallest parts (Cortex-M3/M0+ with 64 KB RAM and a few
+    # KB of NVM for two weight sets): about 5.8 KB of weights.
+    "tiny": NetSpec("tiny", (4, 4, 8, 8), (2, 4), (32,)),
 }
 DEFAULT_PRESET = "mcu"
 
