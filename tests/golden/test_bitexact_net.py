@@ -369,7 +369,8 @@ def test_import_round_trip(case: tuple[Model, np.ndarray, bytes]) -> None:
             for key in ("weights", "bias", "out_multiplier", "out_shift"):
                 assert np.array_equal(getattr(a, key), getattr(b, key)), key
             assert np.allclose(a.weight_scales, b.weight_scales, rtol=1e-7)  # type: ignore[arg-type]
-            assert b.bias_exp is None
+            # power-of-two layers come back trainable (paper's 16-bit bias format)
+            assert b.bias_exp == (-12 if b.weight_exp is not None and b.input_q.exp is not None else None)
         if a.kind == "maxpool2d":
             assert (a.pool, a.stride, a.padding) == (b.pool, b.stride, b.padding)
 

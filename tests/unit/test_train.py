@@ -80,8 +80,8 @@ def test_mcu_training_ram_fits_64k() -> None:
 
 
 def test_unknown_preset_and_bad_spec() -> None:
-    with pytest.raises(ValueError, match="unknown preset 'tiny'"):
-        train.get_spec("tiny")
+    with pytest.raises(ValueError, match="unknown preset 'nano'"):
+        train.get_spec("nano")
     with pytest.raises(ValueError, match="pool_after"):
         train.NetSpec("x", (8,), (2,), ())
     with pytest.raises(ValueError, match="smaller than the kernel"):
