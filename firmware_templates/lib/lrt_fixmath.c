@@ -1,15 +1,23 @@
 /* lrt_fixmath.c - integer helpers of the LRT accumulator (see lrt_fixmath.h). */
 #include "lrt_fixmath.h"
 
+#include <limits.h>
+
 int lrt_clz32(uint32_t x)
 {
-    int n = 0;
     if (x == 0) return 32;
-    while (!(x & 0x80000000u)) {
-        x <<= 1;
-        n++;
+#if defined(__GNUC__) && UINT_MAX == 0xFFFFFFFFu
+    return __builtin_clz(x); /* one CLZ instruction from Cortex-M3 on */
+#else
+    {
+        int n = 0;
+        while (!(x & 0x80000000u)) {
+            x <<= 1;
+            n++;
+        }
+        return n;
     }
-    return n;
+#endif
 }
 
 int lrt_clz64(uint64_t x)
@@ -20,9 +28,9 @@ int lrt_clz64(uint64_t x)
 
 uint32_t lrt_isqrt64(uint64_t x)
 {
-    uint64_t res = 0;
-    uint64_t bit = (uint64_t)1 << 62;
-    while (bit > x) bit >>= 2;
+    uint64_t res = 0, bit;
+    if (x == 0) return 0;
+    bit = (uint64_t)1 << ((63 - lrt_clz64(x)) & ~1); /* highest power of 4 <= x */
     while (bit) {
         if (x >= res + bit) {
             x -= res + bit;
@@ -37,7 +45,7 @@ uint32_t lrt_isqrt64(uint64_t x)
 
 int64_t lrt_shr_round64(int64_t x, int sh)
 {
-    if (sh == 0) return x;
+    if (sh == 0 || x == 0) return x;
     if (sh < 0) return x * ((int64_t)1 << -sh);
     if (sh >= 64) return 0;
     /* floor(x / 2^sh) plus the first dropped bit: round half up without an overflowing add */
@@ -185,8 +193,7 @@ uint64_t lrt_ufx_to_u64(lrt_ufx a, int32_t e)
 
 /* ---- gradient max-norm ------------------------------------------------------------------- */
 
-/* 0.999 = 4290672329 * 2^-32, 0.001 = 2199023256 * 2^-41, 1e-4 = 3518437209 * 2^-45 */
-static const lrt_ufx MN_BETA = {4290672329u, -32};
+/* 1 - beta = 0.001 = 2199023256 * 2^-41, eps = 1e-4 = 3518437209 * 2^-45 */
 static const lrt_ufx MN_ONE_MINUS_BETA = {2199023256u, -41};
 static const lrt_ufx MN_EPS = {3518437209u, -45};
 static const lrt_ufx MN_ONE = {0x80000000u, -31};
@@ -195,7 +202,17 @@ void lrt_mnorm_init(lrt_mnorm *s)
 {
     s->steps = 0;
     s->mv = MN_EPS;
-    s->beta_pow = MN_ONE;
+    s->om.m = 0;
+    s->om.e = 0;
+}
+
+/* a + c (b - a) for c = 1 - beta: only the small constant enters, so its 32-bit rounding
+ * does not compound over the ~1/(1 - beta) steps the average remembers */
+static lrt_ufx mnorm_toward(lrt_ufx a, lrt_ufx b)
+{
+    if (lrt_ufx_cmp(b, a) >= 0)
+        return lrt_ufx_add(a, lrt_ufx_mul(MN_ONE_MINUS_BETA, lrt_ufx_sub(b, a)));
+    return lrt_ufx_sub(a, lrt_ufx_mul(MN_ONE_MINUS_BETA, lrt_ufx_sub(a, b)));
 }
 
 lrt_ufx lrt_mnorm_update(lrt_mnorm *s, lrt_ufx xmax)
@@ -203,13 +220,10 @@ lrt_ufx lrt_mnorm_update(lrt_mnorm *s, lrt_ufx xmax)
     lrt_ufx xm = lrt_ufx_add(xmax, MN_EPS);
     lrt_ufx xhat;
     if (s->steps < UINT32_MAX) s->steps++;
-    s->mv = lrt_ufx_add(lrt_ufx_mul(MN_BETA, s->mv), lrt_ufx_mul(MN_ONE_MINUS_BETA, xm));
-    /* beta^k below 2^-64 no longer changes 1 - beta^k; stop before the exponent runs away */
-    if (s->beta_pow.m != 0) {
-        s->beta_pow = lrt_ufx_mul(s->beta_pow, MN_BETA);
-        if (s->beta_pow.e < -64 - 32) s->beta_pow.m = 0;
-    }
-    xhat = lrt_ufx_div(s->mv, lrt_ufx_sub(MN_ONE, s->beta_pow));
+    s->mv = mnorm_toward(s->mv, xm);
+    /* 1 - beta^k kept directly: 1 - (a number close to 1) would lose 10 bits at k = 1 */
+    s->om = mnorm_toward(s->om, MN_ONE);
+    xhat = lrt_ufx_div(s->mv, s->om);
     return lrt_ufx_cmp(xm, xhat) >= 0 ? xm : xhat;
 }
 

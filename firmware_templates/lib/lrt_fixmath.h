@@ -61,8 +61,8 @@ uint64_t lrt_ufx_to_u64(lrt_ufx a, int32_t e);
  * factors and any caller that wants the divisor as an lrt_ufx.) */
 typedef struct {
     uint32_t steps;
-    lrt_ufx mv;       /* running average of max|x| + eps */
-    lrt_ufx beta_pow; /* beta^steps */
+    lrt_ufx mv; /* running average of max|x| + eps */
+    lrt_ufx om; /* 1 - beta^steps, kept by om <- om + (1 - beta)(1 - om): no cancellation */
 } lrt_mnorm;
 
 void lrt_mnorm_init(lrt_mnorm *s);

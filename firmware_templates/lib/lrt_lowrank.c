@@ -21,6 +21,13 @@
 #define GROUP_SHIFT 20      /* singular values closer than sigma_1 2^-20 form a group */
 #define GRAM_ERR_MAX ((int32_t)1 << 24) /* clamp |Q^T Q - I| entries to 2^-6 (first order) */
 
+/* round(x * 2^-sh), halves up, for 1 <= sh <= 62 and |x| < 2^62: the inlined hot-loop form of
+ * lrt_shr_round64 (same results), for shifts that are constant over a loop */
+static inline int64_t rsh(int64_t x, int sh)
+{
+    return (x + ((int64_t)1 << (sh - 1))) >> sh;
+}
+
 static uint64_t abs64(int64_t x)
 {
     return x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
@@ -148,8 +155,8 @@ static void rotate_cols(int32_t *x, uint8_t q, unsigned i, unsigned j, int32_t c
     unsigned row;
     for (row = 0; row < q; row++) {
         int64_t a = x[row * q + i], b = x[row * q + j];
-        x[row * q + i] = (int32_t)lrt_shr_round64((int64_t)c * a - (int64_t)s * b, 30);
-        x[row * q + j] = (int32_t)lrt_shr_round64((int64_t)s * a + (int64_t)c * b, 30);
+        x[row * q + i] = (int32_t)rsh((int64_t)c * a - (int64_t)s * b, 30);
+        x[row * q + j] = (int32_t)rsh((int64_t)s * a + (int64_t)c * b, 30);
     }
 }
 
@@ -184,8 +191,7 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
         for (i = 0; i + 1 < q; i++) {
             for (j = i + 1; j < q; j++) {
                 int64_t al = 0, be = 0, ga = 0;
-                uint32_t sa, sb;
-                uint64_t aga;
+                lrt_ufx g2;
                 int32_t c, s;
                 for (row = 0; row < q; row++) {
                     int64_t x = a[row * q + i], y = a[row * q + j];
@@ -194,12 +200,15 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
                     ga += x * y;
                 }
                 if (ga == 0) continue;
-                sa = lrt_isqrt64((uint64_t)al);
-                sb = lrt_isqrt64((uint64_t)be);
-                aga = abs64(ga);
-                /* converged, or below the rounding noise of the int32 entries (~ norm * q) */
-                if (aga <= (((uint64_t)sa * sb) >> JACOBI_TOL_SHIFT) ||
-                    aga <= ((uint64_t)sa + sb) * q)
+                /* converged (ga^2 <= al be 2^-48), or below the rounding noise of the int32
+                 * entries (ga^2 <= q^2 (al + be)); compared as squares, no square roots */
+                g2 = lrt_ufx_make(abs64(ga), 0);
+                g2 = lrt_ufx_mul(g2, g2);
+                if (lrt_ufx_cmp(g2, lrt_ufx_ldexp(lrt_ufx_mul(lrt_ufx_make((uint64_t)al, 0),
+                                                              lrt_ufx_make((uint64_t)be, 0)),
+                                                  -2 * JACOBI_TOL_SHIFT)) <= 0 ||
+                    lrt_ufx_cmp(g2, lrt_ufx_mul(lrt_ufx_make((uint64_t)al + (uint64_t)be, 0),
+                                                lrt_ufx_make((uint32_t)q * q, 0))) <= 0)
                     continue;
                 jacobi_cs(al, be, ga, &c, &s);
                 rotate_cols(a, q, i, j, c, s);
@@ -279,8 +288,13 @@ static void mgs_pass(const int16_t *qm, uint8_t q, uint8_t r, int32_t eq, int32_
         pre = bits64(abs64(dot)) - 30;
         if (pre < 0) pre = 0;
         d = (int32_t)lrt_shr_round64(dot, pre);
-        sh = -2 * (int)eq - pre;
-        for (i = 0; i < len; i++) x[i] -= (int32_t)lrt_shr_round64((int64_t)d * col[(size_t)i * q], sh);
+        sh = -2 * (int)eq - pre; /* >= 13 for any basis with max|Q| in [2^14, 2^15) */
+        if (sh >= 1 && sh <= 62) {
+            for (i = 0; i < len; i++) x[i] -= (int32_t)rsh((int64_t)d * col[(size_t)i * q], sh);
+        } else {
+            for (i = 0; i < len; i++)
+                x[i] -= (int32_t)lrt_shr_round64((int64_t)d * col[(size_t)i * q], sh);
+        }
     }
 }
 
@@ -318,8 +332,8 @@ static int32_t new_column(int16_t *qm, uint8_t q, uint8_t r, const int32_t *x, u
     /* real column max = xmax / norm = ratio.m * 2^ratio.e with ratio.m in [2^31, 2^32) */
     eq = lrt_ufx_div(lrt_ufx_make(xmax, 0), norm).e + 17;
     f = lrt_ufx_div(lrt_ufx_make(1, -eq), norm);
-    for (i = 0; i < len; i++) {
-        int64_t val = lrt_shr_round64((int64_t)x[i] * f.m, -f.e);
+    for (i = 0; i < len; i++) { /* -f.e >= 17 (see above) */
+        int64_t val = -f.e <= 62 ? rsh((int64_t)x[i] * f.m, -f.e) : 0;
         qm[(size_t)i * q + r] = (int16_t)LRT_CLAMP(val, -QMAX, QMAX);
     }
     return eq;
@@ -337,23 +351,32 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t q, uint8_t r, con
     uint32_t maxabs = 0;
     int halved = 0;
     unsigned i, j, k;
+    int64_t wc[LRT_LOWRANK_MAX_RANK]; /* weights of the new column, in the old columns' units */
     if (d > 16) d = 16; /* cannot happen for n, m <= 16384 (|d| <= 7); keeps int64 safe */
+    for (k = 0; k < r; k++) wc[k] = lrt_shr_round64(w[r * r + k], -(int)d);
     for (i = 0; i < len; i++) {
         int16_t *row = qm + (size_t)i * q;
         int64_t s[LRT_LOWRANK_MAX_RANK];
-        for (k = 0; k < r; k++) {
-            int64_t acc = 0;
-            for (j = 0; j < r; j++) acc += (int64_t)row[j] * w[j * r + k];
-            acc += lrt_shr_round64((int64_t)row[r] * w[r * r + k], -(int)d);
-            s[k] = acc;
+        int16_t out[LRT_LOWRANK_MAX_RANK];
+        for (k = 0; k < r; k++) s[k] = row[r] * wc[k];
+        for (j = 0; j < r; j++) { /* row of W contiguous: one load of Q per output row */
+            const int32_t *wj = w + j * r;
+            const int64_t x = row[j];
+            for (k = 0; k < r; k++) s[k] += x * wj[k];
         }
         for (;;) {
-            int ok = 1;
-            for (k = 0; k < r && ok; k++) {
-                int64_t val = lrt_shr_round64(s[k], sh);
-                if (val > QMAX || val < -QMAX) ok = 0;
+            uint32_t rowmax = 0;
+            for (k = 0; k < r; k++) {
+                int64_t val = sh >= 1 && sh <= 62 ? rsh(s[k], sh) : lrt_shr_round64(s[k], sh);
+                int64_t cl = LRT_CLAMP(val, -QMAX - 1, QMAX + 1); /* QMAX + 1: overflow */
+                uint32_t a = (uint32_t)(cl < 0 ? -cl : cl);
+                out[k] = (int16_t)LRT_CLAMP(cl, -QMAX, QMAX);
+                if (a > rowmax) rowmax = a;
             }
-            if (ok) break;
+            if (rowmax <= QMAX) {
+                if (rowmax > maxabs) maxabs = rowmax;
+                break;
+            }
             for (j = 0; j < i; j++)
                 for (k = 0; k < r; k++)
                     qm[(size_t)j * q + k] = (int16_t)lrt_shr_round64(qm[(size_t)j * q + k], 1);
@@ -361,12 +384,7 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t q, uint8_t r, con
             sh++;
             halved = 1;
         }
-        for (k = 0; k < r; k++) {
-            int64_t val = lrt_shr_round64(s[k], sh);
-            uint32_t a = (uint32_t)(val < 0 ? -val : val);
-            row[k] = (int16_t)val;
-            if (a > maxabs) maxabs = a;
-        }
+        for (k = 0; k < r; k++) row[k] = out[k];
         row[r] = 0;
     }
     if (halved) {
@@ -383,7 +401,8 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t q, uint8_t r, con
         int up = 0;
         while ((maxabs << up) < QNORM_LO) up++;
         for (i = 0; i < len; i++)
-            for (k = 0; k < r; k++) qm[(size_t)i * q + k] = (int16_t)(qm[(size_t)i * q + k] * (1 << up));
+            for (k = 0; k < r; k++)
+                qm[(size_t)i * q + k] = (int16_t)(qm[(size_t)i * q + k] * (1 << up));
         en -= up;
     }
     return en;
@@ -469,9 +488,9 @@ static void canonical_groups(uint32_t *sigma, int32_t *u, int32_t *vm, uint8_t q
 
 /* Rank-r truncation of the sorted SVD: fills W_L = U T^T, W_R = V T^T (q x r, Q30) and the
  * new cx (units of sigma). */
-static void truncate_rank(const lrt_lowrank *acc, int biased, const uint32_t *sigma, const int32_t *u,
-                          const int32_t *vm, uint32_t word, int32_t *wl, int32_t *wr,
-                          uint32_t *cx)
+static void truncate_rank(const lrt_lowrank *acc, int biased, const uint32_t *sigma,
+                          const int32_t *u, const int32_t *vm, uint32_t word, int32_t *wl,
+                          int32_t *wr, uint32_t *cx)
 {
     const uint8_t r = acc->cfg.rank, q = (uint8_t)(r + 1u);
     unsigned i, row, c, a, i0 = r;
@@ -590,7 +609,8 @@ static int32_t reorth_basis(int16_t *qm, uint16_t len, uint8_t q, uint8_t r, int
     unsigned j, k;
     for (j = 0; j < r; j++)
         for (k = 0; k < r; k++)
-            w[j * r + k] = (j == k ? (int32_t)ONE_Q30 : 0) - (int32_t)lrt_shr_round64(e[j * r + k], 1);
+            w[j * r + k] =
+                (j == k ? (int32_t)ONE_Q30 : 0) - (int32_t)lrt_shr_round64(e[j * r + k], 1);
     for (k = 0; k < r; k++) w[r * r + k] = 0;
     return rotate_basis(qm, len, q, r, w, eq, eq, 0);
 }
@@ -648,7 +668,8 @@ static int step_core(lrt_lowrank *acc, uint32_t word, int u_exp, int v_exp)
      * represented sum moves by O(drift), like one step's rounding; compensating it in the
      * core would split the exactly equal cx left by the unbiased mixing and desynchronise
      * the C code from the reference, which never drifts. */
-    if (acc->cx[0] != 0 && acc->applied % LRT_LOWRANK_REORTH_PERIOD == LRT_LOWRANK_REORTH_PERIOD - 1) {
+    if (acc->cx[0] != 0 &&
+        acc->applied % LRT_LOWRANK_REORTH_PERIOD == LRT_LOWRANK_REORTH_PERIOD - 1) {
         int32_t eo = acc->ql_exp;
         gram_error(acc->ql, n, q, r, acc->ql_exp, wl);
         gram_error(acc->qr, m, q, r, acc->qr_exp, wr);
@@ -695,7 +716,8 @@ static int step_core(lrt_lowrank *acc, uint32_t word, int u_exp, int v_exp)
     for (i = 0; i < q; i++) {
         for (j = 0; j < q; j++) {
             int64_t val = lrt_shr_round64((int64_t)a32[i] * b32[j], (int)(ec - ep));
-            if (i == j && i < r) val += lrt_shr_round64(acc->cx[i], (int)(ec - acc->cx_exp));
+            if (i == j && i < r && acc->cx[i]) /* (cx_exp is stale while cx is 0) */
+                val += lrt_shr_round64(acc->cx[i], (int)(ec - acc->cx_exp));
             cm[i * q + j] = (int32_t)val;
         }
     }
@@ -725,7 +747,8 @@ static int check_step_args(const lrt_lowrank *acc, const int8_t *u, int u_exp, i
                            int v_exp)
 {
     if (!acc || !u) return LRT_ERR_ARG;
-    if (v_offset > LRT_LOWRANK_MAX_VOFFSET || v_offset < -LRT_LOWRANK_MAX_VOFFSET) return LRT_ERR_ARG;
+    if (v_offset > LRT_LOWRANK_MAX_VOFFSET || v_offset < -LRT_LOWRANK_MAX_VOFFSET)
+        return LRT_ERR_ARG;
     if (u_exp > 64 || u_exp < -64 || v_exp > 64 || v_exp < -64) return LRT_ERR_ARG;
     return LRT_OK;
 }
@@ -836,9 +859,11 @@ int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan
     return LRT_OK;
 }
 
-static int16_t delta_value(int64_t s, int32_t shift)
+static inline int16_t delta_value(int64_t s, int32_t shift)
 {
-    if (shift >= 0) {
+    if (shift >= 1 && shift <= 62) {
+        s = rsh(s, shift);
+    } else if (shift >= 0) {
         s = lrt_shr_round64(s, shift);
     } else if (s != 0) {
         if (shift < -20) return s > 0 ? INT16_MAX : -INT16_MAX;

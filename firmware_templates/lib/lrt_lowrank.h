@@ -30,8 +30,9 @@
  * unbiased mixing would otherwise amplify to O(sqrt(noise)): if u or v lies in the span of
  * its basis up to a residual below 2^-8 of its norm, the step truncates biased (it drops
  * at most that noise; exact arithmetic would give s1 = 0, where the paper's rule is biased
- * truncation too), and singular values below sigma_1 * 2^-14 count as zero. Every 16 applied steps QL and QR are
- * re-orthonormalised (first-order Loewdin), which keeps them orthonormal to ~1e-4.
+ * truncation too), and singular values below sigma_1 * 2^-14 count as zero. Every 16 applied
+ * steps QL and QR are re-orthonormalised (first-order Loewdin), which keeps them orthonormal
+ * to ~1e-4. Equal singular values get a canonical basis (the unbiased mixing depends on it).
  *
  * Flush (once per pseudo-batch), streaming over the weight rows so that the weights never
  * have to be copied from NVM to RAM:

@@ -133,7 +133,8 @@ int main(void)
                    (long)plan.lr_eff.e, (unsigned long)plan.div_l.m, (long)plan.div_l.e,
                    (unsigned long)plan.div_r.m, (long)plan.div_r.e);
             for (k = 0; k < acc.cfg.rank; k++) printf(" %ld", (long)plan.w[k]);
-            printf("\ncount %lu %lu\ndelta", (unsigned long)lrt_lowrank_count_nonzero(&acc, &plan, 0),
+            printf("\ncount %lu %lu\ndelta",
+                   (unsigned long)lrt_lowrank_count_nonzero(&acc, &plan, 0),
                    (unsigned long)lrt_lowrank_count_nonzero(&acc, &plan, plan.min_nonzero));
             for (i = 0; i < acc.n; i++) {
                 lrt_lowrank_delta_row(&acc, &plan, (uint16_t)i, delta);
@@ -149,7 +150,8 @@ int main(void)
         }
         case 'V': {
             uint8_t q = (uint8_t)rd();
-            int32_t a[LRT_LOWRANK_MAX_Q * LRT_LOWRANK_MAX_Q], vm[LRT_LOWRANK_MAX_Q * LRT_LOWRANK_MAX_Q];
+            int32_t a[LRT_LOWRANK_MAX_Q * LRT_LOWRANK_MAX_Q];
+            int32_t vm[LRT_LOWRANK_MAX_Q * LRT_LOWRANK_MAX_Q];
             uint32_t sigma[LRT_LOWRANK_MAX_Q];
             int rc;
             if (q > LRT_LOWRANK_MAX_Q) fail("svd-q", q);
