@@ -62,8 +62,12 @@ def have(tool: str) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip_renode = pytest.mark.skip(reason="renode is not on PATH (not installable here; see README)")
-    skip_qemu = pytest.mark.skip(reason="qemu-system-arm / arm-none-eabi-gcc missing: run scripts/setup.sh")
+    skip_renode = pytest.mark.skip(
+        reason="renode is not on PATH (not installable here; see README)"
+    )
+    skip_qemu = pytest.mark.skip(
+        reason="qemu-system-arm / arm-none-eabi-gcc missing: run scripts/setup.sh"
+    )
     for item in items:
         if "renode" in item.keywords and not have("renode"):
             item.add_marker(skip_renode)

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 from conftest import ROOT, cache_lock
-
 from lrt import pipeline
 
 TRAIN_SOURCES = [
@@ -52,7 +51,9 @@ def trained_model(preset: str = "mcu", seed: int = 0) -> Path:
         if not (path / "report.json").is_file():
             tmp = path.with_name(path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            pipeline.build("host", tmp, preset=preset, scheme="inference", seed=seed, progress=False)
+            pipeline.build(
+                "host", tmp, preset=preset, scheme="inference", seed=seed, progress=False
+            )
             tmp.rename(path)
         return path
 
@@ -66,7 +67,12 @@ def built(scheme: str, board: str = "host", preset: str = "mcu", **overrides: ob
         if not (path / "report.json").is_file():
             shutil.rmtree(path, ignore_errors=True)
             pipeline.build(
-                board, path, scheme=scheme, ir_dir=model, progress=False, **overrides  # type: ignore[arg-type]
+                board,
+                path,
+                scheme=scheme,
+                ir_dir=model,
+                progress=False,
+                **overrides,  # type: ignore[arg-type]
             )
         return path
 

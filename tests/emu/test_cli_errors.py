@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from e2e_support import built, trained_model
 
 BIN = Path(sys.executable).parent
@@ -67,15 +68,29 @@ def test_corrupt_model_file(tmp_path: Path) -> None:
 def test_model_too_big_for_board(tmp_path: Path) -> None:
     tfl = trained_model("mcu") / "model.tflite"
     proc = run(
-        "lrt-build", "--board", "lm3s6965evb", "--model", str(tfl), "--scheme", "inference",
-        "--out", str(tmp_path / "o"),
+        "lrt-build",
+        "--board",
+        "lm3s6965evb",
+        "--model",
+        str(tfl),
+        "--scheme",
+        "inference",
+        "--out",
+        str(tmp_path / "o"),
     )
     # mcu inference fits the M3 (64 KB RAM) ...
     assert proc.returncode == 0, proc.stderr
     # ... training mcu with per-sample SGD does not fit its 16 KiB NVM region twice
     proc = run(
-        "lrt-build", "--board", "lm3s6965evb", "--model", str(tfl), "--scheme", "sgd",
-        "--out", str(tmp_path / "o2"),
+        "lrt-build",
+        "--board",
+        "lm3s6965evb",
+        "--model",
+        str(tfl),
+        "--scheme",
+        "sgd",
+        "--out",
+        str(tmp_path / "o2"),
     )
     assert_user_error(proc, "does not fit", "lm3s6965evb", "over by")
 
@@ -91,14 +106,28 @@ def test_malformed_inputs_file(tmp_path: Path) -> None:
     )
     np.save(tmp_path / "f.npy", np.zeros((2, 28, 28, 1), np.float32))
     assert_user_error(
-        run("lrt-emulate", "--build", str(build), "--inputs", str(tmp_path / "f.npy"),
-            "--dump-logits", str(out)),
+        run(
+            "lrt-emulate",
+            "--build",
+            str(build),
+            "--inputs",
+            str(tmp_path / "f.npy"),
+            "--dump-logits",
+            str(out),
+        ),
         "int8",
     )
     np.save(tmp_path / "s.npy", np.zeros((2, 27, 28, 1), np.int8))
     assert_user_error(
-        run("lrt-emulate", "--build", str(build), "--inputs", str(tmp_path / "s.npy"),
-            "--dump-logits", str(out)),
+        run(
+            "lrt-emulate",
+            "--build",
+            str(build),
+            "--inputs",
+            str(tmp_path / "s.npy"),
+            "--dump-logits",
+            str(out),
+        ),
         "shape",
     )
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from e2e_support import built, trained_model
 
+from e2e_support import built, trained_model
 from lrt import codegen, pipeline
 from lrt.boards import load_board
 from lrt.config import BuildConfig
@@ -52,16 +52,26 @@ def test_inputs() -> tuple[np.ndarray, np.ndarray]:
     return model.quantize_input(x), y
 
 
-def test_firmware_logits_equal_tflite_reference(tmp_path: Path, test_inputs: tuple[np.ndarray, np.ndarray]) -> None:
+def test_firmware_logits_equal_tflite_reference(
+    tmp_path: Path, test_inputs: tuple[np.ndarray, np.ndarray]
+) -> None:
     x, y = test_inputs
     assert len(x) >= 1000
     build = built("inference")
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "logits.npy"
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "lrt-emulate"), "--build", str(build),
-         "--inputs", str(tmp_path / "x.npy"), "--dump-logits", str(out)],
-        capture_output=True, text=True,
+        [
+            str(Path(sys.executable).parent / "lrt-emulate"),
+            "--build",
+            str(build),
+            "--inputs",
+            str(tmp_path / "x.npy"),
+            "--dump-logits",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     fw = np.load(out)
@@ -116,7 +126,9 @@ def shift_results() -> dict[str, dict[str, object]]:
     return res
 
 
-def test_training_schemes_beat_inference_on_shift(shift_results: dict[str, dict[str, object]]) -> None:
+def test_training_schemes_beat_inference_on_shift(
+    shift_results: dict[str, dict[str, object]],
+) -> None:
     acc = {k: v["online_accuracy"] for k, v in shift_results.items()}
     print("online accuracy on shift:", acc)
     assert acc["bias"] > acc["inference"], acc
@@ -140,6 +152,14 @@ def test_lrt_writes_far_less_than_sgd(shift_results: dict[str, dict[str, object]
     for scheme in ("lrt", "lrt-maxnorm"):
         lrt = shift_results[scheme]
         lw = max(int(lrt["max_writes_per_cell"]), 1)  # type: ignore[call-overload]
-        print(scheme, "writes", lw, "sgd", sgd["max_writes_per_cell"], "paper", sgd["paper_sgd_writes"])
+        print(
+            scheme,
+            "writes",
+            lw,
+            "sgd",
+            sgd["max_writes_per_cell"],
+            "paper",
+            sgd["paper_sgd_writes"],
+        )
         assert int(sgd["paper_sgd_writes"]) >= 100 * lw  # type: ignore[call-overload]
         assert lrt["flushes"] > 0

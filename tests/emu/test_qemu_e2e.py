@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_support import built
 
+from e2e_support import built
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import open_device
 from lrt.model import Model

@@ -125,3 +125,34 @@ def test_c_forward_matches_interpreter(tflite: bytes, model: Model, inputs: np.n
     exact = int(np.sum(np.all(logits == expect, axis=1)))
     assert exact == len(inputs), f"{exact}/{len(inputs)} inputs bit-exact"
     assert np.array_equal(argmax, np.argmax(expect, axis=1))
+
+
+@pytest.mark.slow
+def test_lrt_build_model_firmware_matches_interpreter(
+    tflite: bytes, inputs: np.ndarray, tmp_path: Path
+) -> None:
+    """The product path: lrt-build --model F.tflite, then lrt-emulate --inputs/--dump-logits."""
+    import subprocess
+    import sys
+
+    bindir = Path(sys.executable).parent
+    src = tmp_path / "foreign.tflite"
+    src.write_bytes(tflite)
+    out = tmp_path / "build"
+    proc = subprocess.run(
+        [str(bindir / "lrt-build"), "--board", "host", "--model", str(src), "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model.tflite").read_bytes() == tflite
+    np.save(tmp_path / "x.npy", inputs)
+    proc = subprocess.run(
+        [str(bindir / "lrt-emulate"), "--build", str(out), "--inputs", str(tmp_path / "x.npy"),
+         "--dump-logits", str(tmp_path / "y.npy")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(tmp_path / "y.npy")
+    expect = interpreter_logits(tflite, inputs)
+    exact = int(np.sum(np.all(got == expect, axis=1)))
+    assert exact == len(inputs) >= 1000, f"{exact}/{len(inputs)} inputs bit-exact"

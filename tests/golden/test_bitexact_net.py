@@ -370,7 +370,8 @@ def test_import_round_trip(case: tuple[Model, np.ndarray, bytes]) -> None:
                 assert np.array_equal(getattr(a, key), getattr(b, key)), key
             assert np.allclose(a.weight_scales, b.weight_scales, rtol=1e-7)  # type: ignore[arg-type]
             # power-of-two layers come back trainable (paper's 16-bit bias format)
-            assert b.bias_exp == (-12 if b.weight_exp is not None and b.input_q.exp is not None else None)
+            pow2 = b.weight_exp is not None and b.input_q.exp is not None
+            assert b.bias_exp == (-12 if pow2 else None)
         if a.kind == "maxpool2d":
             assert (a.pool, a.stride, a.padding) == (b.pool, b.stride, b.padding)
 

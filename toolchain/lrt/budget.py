@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from lrt.config import BuildConfig
 from lrt.errors import UserError
 from lrt.model import Layer, Model
@@ -18,9 +20,12 @@ STACK_RESERVE = 4096  # bytes of stack assumed for the kernels' locals and the p
 
 
 class _BoardLike(Protocol):
-    name: str
-    flash_budget: int
-    ram_budget: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def flash_budget(self) -> int: ...
+    @property
+    def ram_budget(self) -> int: ...
 
 
 def _act_size(layer: Layer) -> int:
@@ -31,9 +36,9 @@ def _act_size(layer: Layer) -> int:
 
 
 def lrt_state_bytes(n: int, m: int, rank: int) -> int:
-    """Bytes of one LRT accumulator: QL, QR int16 (q = rank + 1 columns) + cx + bookkeeping."""
+    """Bytes of one LRT accumulator: QL, QR int16 (q = rank + 1 columns) + the struct."""
     q = rank + 1
-    return 2 * q * (n + m) + 4 * rank + 32
+    return 2 * q * (n + m) + LRT_STRUCT_BYTES
 
 
 @dataclass
@@ -67,7 +72,9 @@ class Budget:
         rows = ["RAM budget (static buffers)"]
         for k, v in sorted(self.ram_items.items(), key=lambda kv: -kv[1]):
             rows.append(f"  {k:<34} {v:>9,d} B")
-        rows.append(f"  {'total':<34} {self.ram:>9,d} B  (training state {self.training_ram():,d} B)")
+        rows.append(
+            f"  {'total':<34} {self.ram:>9,d} B  (training state {self.training_ram():,d} B)"
+        )
         rows.append("flash budget")
         for k, v in sorted(self.flash_items.items(), key=lambda kv: -kv[1]):
             rows.append(f"  {k:<34} {v:>9,d} B")
@@ -81,7 +88,8 @@ class Budget:
             for c in self.lrt_layers:
                 rows.append(
                     f"  {c['layer']:<12} {c['n']:>4} x {c['m']:<4} {c['lrt_state']:>10,d} "
-                    f"{c['full_accumulator']:>10,d} {c['stored_batch']:>10,d} {c['ops_per_step']:>9,d}"
+                    f"{c['full_accumulator']:>10,d} {c['stored_batch']:>10,d} "
+                    f"{c['ops_per_step']:>9,d}"
                 )
         return "\n".join(rows)
 
@@ -105,43 +113,81 @@ class Budget:
             raise UserError("model does not fit: " + "; ".join(problems))
 
 
+def train_buffer_sizes(model: Model) -> dict[str, Any]:
+    """Buffer sizes of the trainer, mirroring lrt_train.c's size helpers (checked at boot)."""
+    layers = model.layers
+    sizes = [int(np.prod(model.input_shape)), model.num_classes]
+    for lay in layers:
+        sizes += [int(np.prod(lay.in_shape)), int(np.prod(lay.out_shape))]
+    trainable = [i for i, lay in enumerate(layers) if lay.has_weights and lay.trainable]
+    first = trainable[0] if trainable else len(layers)
+
+    def m_of(lay: Layer) -> int:
+        assert lay.weights is not None
+        return int(np.prod(lay.weights.shape[1:]))
+
+    def keep_needed(i: int) -> bool:
+        if i == len(layers) - 1:
+            return True
+        if layers[i].kind == "flatten":
+            return False
+        j = i + 1
+        while j < len(layers) and layers[j].kind == "flatten":
+            j += 1
+        return first < len(layers) and j >= first
+
+    return {
+        "act_size": max(sizes),
+        "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
+        "cell_count": sum(layers[i].n_weights for i in trainable) or 1,
+        "trainable": trainable,
+        "keep": [
+            {"index": i, "size": int(np.prod(lay.out_shape))}
+            for i, lay in enumerate(layers)
+            if keep_needed(i)
+        ],
+    }
+
+
+TRAIN_LAYER_STATE_BYTES = 72  # sizeof(lrt_train_layer_state) on Cortex-M (host: 80)
+LRT_STRUCT_BYTES = 160  # sizeof(lrt_lowrank) without its buffers
+
+
 def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
+    """Static RAM/flash of the firmware main.c declares (same sizes as codegen uses)."""
     b = Budget()
-    sizes = [int(model.input_shape[0] * model.input_shape[1] * model.input_shape[2])]
-    sizes += [_act_size(lay) for lay in model.layers]
-    biggest = max(sizes)
-    b.ram_items["activations (2 ping-pong buffers)"] = 2 * biggest
-    b.ram_items["biases (RAM working copy)"] = sum(
-        4 * int(lay.bias.size) for lay in model.weight_layers()  # type: ignore[union-attr]
+    sizes = train_buffer_sizes(model)
+    act = (
+        sizes["act_size"]
+        if cfg.scheme != "inference"
+        else max([int(np.prod(model.input_shape))] + [_act_size(lay) for lay in model.layers])
     )
+    b.ram_items["activations (2 ping-pong buffers, reused for gradients)"] = 2 * act
+    b.ram_items["biases (RAM working copy)"] = sum(4 * lay.n_bias for lay in model.weight_layers())
     b.ram_items["stack reserve"] = STACK_RESERVE
-    b.ram_items["protocol frame buffers"] = 2 * (2048 + 9)
-    weights = sum(int(lay.weights.size) for lay in model.weight_layers())  # type: ignore[union-attr]
+    b.ram_items["protocol frame buffers"] = 2 * (2048 + 9) + 256
+    weights = sum(lay.n_weights for lay in model.weight_layers())
     b.flash_items["weights (factory set)"] = weights
     b.flash_items["code + tables (estimate)"] = 24_000 + sum(
-        8 * int(lay.bias.size) for lay in model.weight_layers()  # type: ignore[union-attr]
+        8 * lay.n_bias for lay in model.weight_layers()
     )
     if cfg.scheme == "inference":
         return b
+    b.ram_items["train: kept activations"] = sum(k["size"] for k in sizes["keep"])
+    b.ram_items["train: scratch row + delta row"] = 3 * sizes["scratch_size"]
+    b.ram_items["train: per-layer state"] = TRAIN_LAYER_STATE_BYTES * len(model.layers)
     trainable = [lay for lay in model.weight_layers() if lay.trainable]
-    first = min(model.layers.index(lay) for lay in trainable) if trainable else len(model.layers)
-    keep = sum(_act_size(lay) for lay in model.layers[max(first - 1, 0) :])
-    b.ram_items["train: kept activations"] = keep
-    b.ram_items["train: gradient buffers (2)"] = 2 * biggest
-    b.ram_items["train: softmax scratch"] = 4 * model.num_classes
-    b.flash_items["weights (second NVM slot)"] = weights
     if cfg.scheme in ("lrt", "lrt-maxnorm"):
         lrt_total = 0
-        patch = 0
+        work = 0
         for lay in trainable:
             n, m = lay.weight_matrix_shape()
             state = lrt_state_bytes(n, m, cfg.rank)
             lrt_total += state
-            patch = max(patch, m + n)
-            steps = 1
-            if lay.kind == "conv2d":
-                steps = int(lay.out_shape[0] * lay.out_shape[1])
             q = cfg.rank + 1
+            work = max(work, 4 * (n + m + 2 * q * q + 2 * q * cfg.rank))
+            steps = int(lay.out_shape[0] * lay.out_shape[1]) if lay.kind == "conv2d" else 1
+            batch = cfg.batch_conv if lay.kind == "conv2d" else cfg.batch_dense
             b.lrt_layers.append(
                 {
                     "layer": lay.name,
@@ -149,13 +195,11 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
                     "m": m,
                     "lrt_state": state,
                     "full_accumulator": 4 * n * m,
-                    "stored_batch": (cfg.batch_conv if lay.kind == "conv2d" else cfg.batch_dense)
-                    * steps
-                    * (n + m),
+                    "stored_batch": batch * steps * (n + m),
                     "ops_per_step": (n + m) * q * q + q**3,
                     "steps_per_sample": steps,
                 }
             )
-        b.ram_items["train: LRT accumulators"] = lrt_total
-        b.ram_items["train: LRT patch scratch"] = 2 * patch
+        b.ram_items["train: LRT accumulators (QL, QR, cx)"] = lrt_total
+        b.ram_items["train: LRT shared work buffer"] = work
     return b

@@ -38,19 +38,27 @@ def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> i
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="lrt-build",
-        description="Train/quantize (or import a .tflite), generate C firmware for a board, build it.",
+        description="Train/quantize (or import a .tflite), generate C firmware, build it.",
     )
-    p.add_argument("--board", default="host", help="board name (see --list-boards) or a board .toml")
+    p.add_argument(
+        "--board", default="host", help="board name (see --list-boards) or a board .toml"
+    )
     p.add_argument("--list-boards", action="store_true", help="print the known boards and exit")
-    p.add_argument("--preset", choices=("mcu", "paper", "tiny"), help="network preset (default mcu)")
+    p.add_argument(
+        "--preset", choices=("mcu", "paper", "tiny"), help="network preset (default mcu)"
+    )
     p.add_argument("--model", type=Path, help="use this full-integer .tflite instead of training")
-    p.add_argument("--config", type=Path, help="TOML build config (fields of lrt.config.BuildConfig)")
+    p.add_argument(
+        "--config", type=Path, help="TOML build config (fields of lrt.config.BuildConfig)"
+    )
     p.add_argument(
         "--scheme",
         choices=("inference", "bias", "sgd", "lrt", "lrt-maxnorm"),
         help="on-device training scheme (default lrt-maxnorm; inference for imported models)",
     )
-    p.add_argument("--dataset", help="mnist5k (shipped, default), mnist (needs --data-dir), fashion")
+    p.add_argument(
+        "--dataset", help="mnist5k (shipped, default), mnist (needs --data-dir), fashion"
+    )
     p.add_argument("--data-dir", type=Path, help="directory with MNIST idx files or mnist.npz")
     p.add_argument("--epochs", type=int, help="offline training epochs (default: preset's)")
     p.add_argument("--seed", type=int, help="seed for data split, training and on-device RNG")

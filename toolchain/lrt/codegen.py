@@ -18,6 +18,7 @@ import jinja2
 import numpy as np
 
 from lrt import __version__
+from lrt.budget import train_buffer_sizes
 from lrt.config import BuildConfig
 from lrt.model import Layer, Model
 
@@ -46,8 +47,7 @@ def c_array(values: Iterable[int], per_line: int = 16, indent: str = "    ") -> 
     if not vals:
         return indent + "0"
     lines = [
-        indent + ", ".join(vals[i : i + per_line]) + ","
-        for i in range(0, len(vals), per_line)
+        indent + ", ".join(vals[i : i + per_line]) + "," for i in range(0, len(vals), per_line)
     ]
     return "\n".join(lines)
 
@@ -163,7 +163,9 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def model_context(model: Model, config: BuildConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_context(
+    model: Model, config: BuildConfig, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Everything the model templates need, precomputed."""
     layout = blob_layout(model)
     tables = []
@@ -197,9 +199,7 @@ def model_context(model: Model, config: BuildConfig, extra: dict[str, Any] | Non
         "blob_weights_bytes": layout.weights_bytes,
         "blob_init": c_array(np.frombuffer(blob_bytes(model, layout), dtype=np.int8), per_line=20),
         "tables": tables,
-        "layers": [
-            _layer_initializer(i, layer, layout) for i, layer in enumerate(model.layers)
-        ],
+        "layers": [_layer_initializer(i, layer, layout) for i, layer in enumerate(model.layers)],
         "scheme": config.scheme,
         "scheme_enum": SCHEME_ENUM[config.scheme],
     }
@@ -237,42 +237,6 @@ def write_if_changed(path: Path, text: str) -> None:
 
 NVM_MAX_SLOTS = 4  # enough for atomic A/B + wear levelling; more slots only cost mount time
 COUNTER_RAM_SHARE = 2  # per-cell write counters only when they use < 1/2 of the spare RAM
-
-
-def _train_sizes(model: Model) -> dict[str, Any]:
-    """Buffer sizes of the trainer, mirroring lrt_train.c's size helpers (checked at boot)."""
-    layers = model.layers
-    sizes = [int(np.prod(model.input_shape)), model.num_classes]
-    for lay in layers:
-        sizes += [int(np.prod(lay.in_shape)), int(np.prod(lay.out_shape))]
-    trainable = [i for i, lay in enumerate(layers) if lay.has_weights and lay.trainable]
-    first = trainable[0] if trainable else len(layers)
-
-    def m_of(lay: Layer) -> int:
-        assert lay.weights is not None
-        return int(np.prod(lay.weights.shape[1:]))
-
-    def keep_needed(i: int) -> bool:
-        if i == len(layers) - 1:
-            return True
-        if layers[i].kind == "flatten":
-            return False
-        j = i + 1
-        while j < len(layers) and layers[j].kind == "flatten":
-            j += 1
-        return first < len(layers) and j >= first
-
-    return {
-        "act_size": max(sizes),
-        "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
-        "cell_count": sum(int(layers[i].weights.size) for i in trainable) or 1,  # type: ignore[union-attr]
-        "trainable": trainable,
-        "keep": [
-            {"index": i, "size": int(np.prod(lay.out_shape))}
-            for i, lay in enumerate(layers)
-            if keep_needed(i)
-        ],
-    }
 
 
 def nvm_geometry(board: Any, blob_size: int) -> Any:
@@ -332,7 +296,7 @@ def firmware_context(
     from lrt.errors import UserError
 
     ctx = model_context(model, config)
-    sizes = _train_sizes(model)
+    sizes = train_buffer_sizes(model)
     n = len(model.layers)
     keep_ptrs = ["NULL"] * n
     if config.scheme != "inference":
@@ -343,7 +307,9 @@ def firmware_context(
     if config.scheme in ("lrt", "lrt-maxnorm"):
         for i in sizes["trainable"]:
             nn, mm = model.layers[i].weight_matrix_shape()
-            accs.append({"index": i, "n": nn, "m": mm, "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF})
+            accs.append(
+                {"index": i, "n": nn, "m": mm, "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF}
+            )
             acc_ptrs[i] = f"&acc_{i}"
     use_nvm = config.scheme != "inference"
     try:
@@ -396,11 +362,13 @@ def firmware_context(
 
 
 def counters_fit(model: Model, board: Any, ram_needed: int) -> bool:
-    cells = _train_sizes(model)["cell_count"]
+    cells = train_buffer_sizes(model)["cell_count"]
     return 8 * cells * COUNTER_RAM_SHARE <= max(board.ram_budget - ram_needed, 0)
 
 
-def generate(model: Model, config: BuildConfig, board: Any, src: Path, counters: bool = True) -> list[Path]:
+def generate(
+    model: Model, config: BuildConfig, board: Any, src: Path, counters: bool = True
+) -> list[Path]:
     """Write the firmware sources into src/: the library, lrt_model.[ch] and main.c."""
     src.mkdir(parents=True, exist_ok=True)
     ctx = firmware_context(model, config, board, counters)

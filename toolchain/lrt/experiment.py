@@ -41,7 +41,9 @@ class Cell:
         return f"{self.env}__{self.scheme}__s{self.seed}"
 
 
-def parser(parser_cls: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+def parser(
+    parser_cls: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
     p = parser_cls(prog="lrt-experiment", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--out", type=Path, default=Path("results/grid"), help="results directory")
     p.add_argument("--preset", default="mcu", choices=("mcu", "paper"))
@@ -128,18 +130,25 @@ def run_cell(out: Path, cell: Cell) -> dict[str, Any]:
     return data
 
 
-def _local_executor(out: Path, cells: list[Cell], jobs: int, progress: bool) -> list[dict[str, Any]]:
+def _local_executor(
+    out: Path, cells: list[Cell], jobs: int, progress: bool
+) -> list[dict[str, Any]]:
     results = []
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(run_cell, out, c) for c in cells]
-        for fut in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc="cells"):
+        for fut in tqdm(
+            as_completed(futures), total=len(futures), disable=not progress, desc="cells"
+        ):
             results.append(fut.result())
     return results
 
 
-def _dask_executor(out: Path, cells: list[Cell], scheduler: str | None, progress: bool) -> list[dict[str, Any]]:
+def _dask_executor(
+    out: Path, cells: list[Cell], scheduler: str | None, progress: bool
+) -> list[dict[str, Any]]:
     try:
-        from dask.distributed import Client, as_completed as dask_completed
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_completed
     except ImportError:
         raise UserError("--executor dask needs the 'dask' extra: pip install 'lrt[dask]'") from None
     if not scheduler:
@@ -147,7 +156,9 @@ def _dask_executor(out: Path, cells: list[Cell], scheduler: str | None, progress
     results = []
     with Client(scheduler) as client:
         futures = client.map(run_cell, [out] * len(cells), cells, pure=False)
-        for fut in tqdm(dask_completed(futures), total=len(futures), disable=not progress, desc="cells"):
+        for fut in tqdm(
+            dask_completed(futures), total=len(futures), disable=not progress, desc="cells"
+        ):
             results.append(fut.result())
     return results
 

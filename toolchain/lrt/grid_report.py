@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 SCHEME_ORDER = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
 
@@ -60,7 +60,9 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     for r in rows:
         cells = [r["env"]]
         cells += [f"{100 * r.get(f'{s}:acc_ema', float('nan')):.1f}%" for s in schemes]
-        cells += [f"{r.get(f'{s}:max_writes', float('nan')):.0f}" for s in schemes if s != "inference"]
+        cells += [
+            f"{r.get(f'{s}:max_writes', float('nan')):.0f}" for s in schemes if s != "inference"
+        ]
         cells.append(f"{r['paper_ratio']:.0f}x" if "paper_ratio" in r else "-")
         cells.append(f"{r['honest_ratio']:.1f}x" if "honest_ratio" in r else "-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -117,7 +119,9 @@ def _plot_env(out: Path, env: str, schemes: dict[str, list[dict[str, Any]]]) -> 
         layers = r["layers"]
         xs = [i + k * width for i in range(len(layers))]
         ax.bar(xs, [max(lay["max_writes_per_cell"], 0.5) for lay in layers], width, label=s)
-        ax.set_xticks([i + 0.4 for i in range(len(layers))], [lay["layer"] for lay in layers], fontsize=7)
+        ax.set_xticks(
+            [i + 0.4 for i in range(len(layers))], [lay["layer"] for lay in layers], fontsize=7
+        )
     ax.set_yscale("log")
     ax.set_ylabel("max writes per cell")
     ax.set_title(f"{env}: writes per layer")

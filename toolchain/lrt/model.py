@@ -79,6 +79,15 @@ class Layer:
         return self.kind in ("conv2d", "dense")
 
     @property
+    def n_weights(self) -> int:
+        """Weight cells (0 for layers without weights)."""
+        return int(self.weights.size) if self.weights is not None else 0
+
+    @property
+    def n_bias(self) -> int:
+        return int(self.bias.size) if self.bias is not None else 0
+
+    @property
     def acc_exp(self) -> int | None:
         """Exponent of the int32 accumulator (input LSB x weight LSB), power-of-two models only."""
         if self.input_q.exp is None or self.weight_exp is None:
@@ -119,10 +128,7 @@ class Model:
         return [layer for layer in self.layers if layer.has_weights]
 
     def num_params(self) -> int:
-        return sum(
-            int(lay.weights.size) + int(lay.bias.size)  # type: ignore[union-attr]
-            for lay in self.weight_layers()
-        )
+        return sum(lay.n_weights + lay.n_bias for lay in self.weight_layers())
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Float images in [0, 1] (any shape ending in input_shape) -> int8 input tensor."""
@@ -177,7 +183,9 @@ class Model:
         directory = Path(directory)
         s = json.loads((directory / "model.json").read_text())
         if s.get("ir_version") != IR_VERSION:
-            raise ValueError(f"{directory}/model.json: IR version {s.get('ir_version')}, expected {IR_VERSION}")
+            raise ValueError(
+                f"{directory}/model.json: IR version {s.get('ir_version')}, expected {IR_VERSION}"
+            )
         with np.load(directory / "model.npz") as npz:
             arrays = {k: npz[k] for k in npz.files}
         layers = []

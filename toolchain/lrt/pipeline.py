@@ -104,7 +104,11 @@ def _obtain_model(
         model = Model.load(ir_dir / "ir")
         if (ir_dir / "model.tflite").resolve() != tflite_out.resolve():
             shutil.copyfile(ir_dir / "model.tflite", tflite_out)
-        prior = json.loads((ir_dir / REPORT_NAME).read_text()) if (ir_dir / REPORT_NAME).is_file() else {}
+        prior = (
+            json.loads((ir_dir / REPORT_NAME).read_text())
+            if (ir_dir / REPORT_NAME).is_file()
+            else {}
+        )
         return model, dict(prior.get("accuracy", {}))
     if model_path is not None:
         from lrt.tflite_import import import_tflite
@@ -240,7 +244,9 @@ def build(
 def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:
     report_path = build_dir / REPORT_NAME
     if not report_path.is_file():
-        raise UserError(f"{build_dir} is not an lrt build directory (no {REPORT_NAME}); run lrt-build")
+        raise UserError(
+            f"{build_dir} is not an lrt build directory (no {REPORT_NAME}); run lrt-build"
+        )
     report = json.loads(report_path.read_text())
     return report, Model.load(build_dir / "ir")
 
@@ -259,11 +265,27 @@ def infer_file(build_dir: Path, inputs: Path, out: Path, emulator: str = "auto")
     if x.ndim == len(shape):
         x = x[None]
     if tuple(x.shape[1:]) != shape:
-        raise UserError(f"{inputs}: shape {list(x.shape)}, expected [N, {', '.join(map(str, shape))}]")
+        raise UserError(
+            f"{inputs}: shape {list(x.shape)}, expected [N, {', '.join(map(str, shape))}]"
+        )
     with open_device(build_dir, report, emulator=emulator) as dev:
         logits, _ = dev.infer_many(x)
     np.save(out, logits.astype(np.int8))
     return int(logits.shape[0])
+
+
+DRIFT_PERIOD = 10  # the paper's d: drift is applied every d samples
+
+
+def _drift_request(stream: str) -> tuple[int, int] | None:
+    """(kind, param) of the DRIFT request for the paper's drift environments."""
+    from lrt import nvm
+
+    if stream == "analog":
+        return 1, nvm.analog_drift_sigma_q16(10.0, DRIFT_PERIOD)
+    if stream == "digital":
+        return 2, nvm.digital_drift_p_q32(10.0, DRIFT_PERIOD)
+    return None
 
 
 def emulate(
@@ -277,7 +299,16 @@ def emulate(
     markdown_path: Path | None = None,
     nvm_path: Path | None = None,
     progress: bool = True,
+    stats_every: int | None = None,
 ) -> Any:
+    """Stream `samples` online samples through the firmware: predict, then learn the label.
+
+    Drift environments (analog/digital) send a DRIFT request every DRIFT_PERIOD samples,
+    which the firmware applies to its stored weights. With `stats_every`, the write counters
+    are sampled along the way (the writes-vs-samples curve of the report).
+    """
+    from tqdm import tqdm
+
     from lrt.data import load_dataset, make_stream
     from lrt.emulate import open_device
     from lrt.report import OnlineResult
@@ -286,16 +317,48 @@ def emulate(
     if samples < 1:
         raise UserError(f"--samples {samples}: expected >= 1")
     cfg = report["config"]
-    ds = load_dataset(cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"])
+    ds = load_dataset(
+        cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
+    )
     st_seed = cfg["seed"] if seed is None else seed
     kwargs = {"segment": segment} if segment else {}
     st = make_stream(stream, ds, samples, seed=st_seed, **kwargs)
     xq = model.quantize_input(st.x)
+    drift = _drift_request(stream)
+    chunk = samples
+    if stats_every:
+        chunk = min(chunk, stats_every)
+    if drift:
+        chunk = DRIFT_PERIOD
+    preds = np.empty(samples, dtype=np.int64)
+    curve: list[tuple[int, int, int]] = []
     t0 = time.monotonic()
     with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_path) as dev:
-        logits, preds = dev.train_many(xq, st.y, progress=progress)
+        bar = tqdm(
+            total=samples,
+            desc=f"{report['board']} {cfg['scheme']} {stream}",
+            unit="sample",
+            disable=not progress,
+        )
+        for start in range(0, samples, chunk):
+            stop = min(start + chunk, samples)
+            _, preds[start:stop] = dev.train_many(xq[start:stop], st.y[start:stop])
+            if drift:
+                dev.drift(drift[0], (st_seed * 1_000_003 + stop) & 0xFFFFFFFF, drift[1])
+            if stats_every and (stop % stats_every < chunk or stop == samples):
+                s = dev.stats()
+                curve.append(
+                    (
+                        stop,
+                        max(lay.max_writes for lay in s.layers),
+                        max(lay.paper_max_writes for lay in s.layers),
+                    )
+                )
+            bar.update(stop - start)
+        bar.close()
         stats = dev.stats()
     seconds = time.monotonic() - t0
+    weight_layers = model.weight_layers()
     result = OnlineResult.from_run(
         board=report["board"],
         scheme=cfg["scheme"],
@@ -303,10 +366,11 @@ def emulate(
         labels=st.y,
         preds=preds,
         stats=stats,
-        layer_names=[lay.name for lay in model.weight_layers()],
-        layer_cells=[int(lay.weights.size) for lay in model.weight_layers()],  # type: ignore[union-attr]
+        layer_names=[lay.name for lay in weight_layers],
+        layer_cells=[int(lay.weights.size) for lay in weight_layers],  # type: ignore[union-attr]
         seconds=seconds,
     )
+    result.writes_curve = curve
     if json_path is not None:
         result.write_json(json_path)
     if markdown_path is not None:

@@ -43,6 +43,8 @@ class OnlineResult:
     seconds: float
     samples_per_second: float
     ema: list[float] = field(default_factory=list, repr=False)
+    # (sample, max writes per cell, paper per-pixel max) sampled during the run
+    writes_curve: list[tuple[int, int, int]] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_run(
@@ -62,7 +64,7 @@ class OnlineResult:
         n = len(correct)
         last = min(last_n, n)
         curve = ema_curve(correct)
-        layers = []
+        layers: list[dict[str, Any]] = []
         for i, name in enumerate(layer_names):
             ls = stats.layers[i]
             layers.append(
@@ -74,8 +76,8 @@ class OnlineResult:
                     "paper_sgd_writes": int(ls.paper_max_writes),
                 }
             )
-        max_w = max((lay["max_writes_per_cell"] for lay in layers), default=0)
-        paper = max((lay["paper_sgd_writes"] for lay in layers), default=0)
+        max_w = max((int(lay["max_writes_per_cell"]) for lay in layers), default=0)
+        paper = max((int(lay["paper_sgd_writes"]) for lay in layers), default=0)
         return cls(
             board=board,
             scheme=scheme,
