@@ -415,7 +415,7 @@ static void canonical_group(uint32_t *sigma, int32_t *u, int32_t *vm, uint8_t q,
                             unsigned b)
 {
     const unsigned g = b - a + 1u;
-    int64_t basis[LRT_LOWRANK_MAX_Q][LRT_LOWRANK_MAX_Q]; /* [s][t], Q30 */
+    int32_t basis[LRT_LOWRANK_MAX_Q][LRT_LOWRANK_MAX_Q]; /* [s][t], Q30, unit vectors */
     int64_t res[LRT_LOWRANK_MAX_Q];
     uint8_t used[LRT_LOWRANK_MAX_Q];
     uint64_t sum = 0;
@@ -450,7 +450,8 @@ static void canonical_group(uint32_t *sigma, int32_t *u, int32_t *vm, uint8_t q,
         }
         {
             uint32_t nrm = lrt_isqrt64(best); /* Q30 */
-            for (s2 = 0; s2 < g; s2++) basis[s2][t] = nrm ? res[s2] * ONE_Q30 / (int64_t)nrm : 0;
+            for (s2 = 0; s2 < g; s2++)
+                basis[s2][t] = nrm ? (int32_t)(res[s2] * ONE_Q30 / (int64_t)nrm) : 0;
         }
     }
     for (row = 0; row < q; row++) { /* U_G <- U_G basis, V_G <- V_G basis */
@@ -458,8 +459,8 @@ static void canonical_group(uint32_t *sigma, int32_t *u, int32_t *vm, uint8_t q,
         for (t = 0; t < g; t++) {
             int64_t su = 0, sv = 0;
             for (s2 = 0; s2 < g; s2++) {
-                su += u[row * q + a + s2] * basis[s2][t];
-                sv += vm[row * q + a + s2] * basis[s2][t];
+                su += (int64_t)u[row * q + a + s2] * basis[s2][t];
+                sv += (int64_t)vm[row * q + a + s2] * basis[s2][t];
             }
             nu[t] = lrt_shr_round64(su, 30);
             nv[t] = lrt_shr_round64(sv, 30);

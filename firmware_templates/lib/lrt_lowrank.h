@@ -23,7 +23,9 @@
  * direction, set bit = -1).
  *
  * One step (lrt_lowrank_step): two modified Gram-Schmidt passes of u and v against QL, QR
- * (the second only if the sample is not skipped), the kappa skip, the (r+1) x (r+1) matrix
+ * (the second only if the sample is not skipped), the kappa skip (as in the authors' code it
+ * drops the whole sample, also its part inside the current span; kappa_th = 0 turns it off,
+ * which exactness and unbiasedness need), the (r+1) x (r+1) matrix
  * C = alpha beta^T + diag(cx, 0), its one-sided Jacobi SVD, truncation back to rank r
  * (biased: drop the smallest; unbiased: minimum-variance mixing with a Householder basis
  * and random signs), rotation of QL and QR. Two guards against int16 noise, which the
@@ -57,7 +59,8 @@
  * the caller feeds decides what the update means: for the paper's convention (weights in
  * [-1, 1) times the layer's alpha) fold alpha into u_exp and pass weight_exp = -7.
  *
- * Memory: the lrt_lowrank struct (~150 bytes) + the state buffer (QL, QR: 2 q (n + m) bytes)
+ * Memory: the lrt_lowrank struct (140 bytes on Cortex-M) + the state buffer (QL, QR:
+ * 2 q (n + m) bytes)
  * per layer, and one work buffer (lrt_lowrank_work_size, 4-byte aligned) that every
  * accumulator may share because steps never run concurrently. Declare the state buffer as
  * int16_t[] and the work buffer as int32_t[]. No malloc, no floats, no globals.

@@ -25,7 +25,7 @@ scaled by sqrt(cx), optionally max-normed), quantised to the weight LSB, written
 least rho_min of the weights change.
 
 This module is the oracle of the integer C code (firmware_templates/lib/lrt_lowrank.c). To
-let both follow the same random path it mirrors three conventions of the C code: one 32-bit
+let both follow the same random path it mirrors these conventions of the C code: one 32-bit
 xorshift32 word per step call (signs = its top bits), canonical SVD signs (the largest
 |U_ik| of every column is positive) and canonical bases of equal singular values, and two
 guards against the noise level of the C code's int16 bases, which the unbiased mixing would
