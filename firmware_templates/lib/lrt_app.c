@@ -145,6 +145,26 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
         err = h->drift(h->ctx, in[0], lrt_proto_get_u32(in + 1),
                        (int32_t)lrt_proto_get_u32(in + 5));
         return err < 0 ? err : 0;
+    case LRT_MSG_WRITE:
+        if (len <= LRT_PROTO_WRITE_HEAD_SIZE)
+            return LRT_ERR_SIZE;
+        if (h->write_blob == NULL)
+            return LRT_ERR_UNSUPPORTED;
+        err = h->write_blob(h->ctx, lrt_proto_get_u32(in), in + LRT_PROTO_WRITE_HEAD_SIZE,
+                            len - LRT_PROTO_WRITE_HEAD_SIZE);
+        return err < 0 ? err : 0;
+    case LRT_MSG_COMMIT: {
+        uint32_t generation = 0;
+        if (len != 0)
+            return LRT_ERR_SIZE;
+        if (h->commit_blob == NULL)
+            return LRT_ERR_UNSUPPORTED;
+        err = h->commit_blob(h->ctx, &generation);
+        if (err < 0)
+            return err;
+        lrt_proto_put_u32(out, generation);
+        return (int)LRT_PROTO_COMMIT_REPLY_SIZE;
+    }
     case LRT_MSG_BYE:
         if (len != 0)
             return LRT_ERR_SIZE;

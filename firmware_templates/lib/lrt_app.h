@@ -67,6 +67,11 @@ typedef struct {
     int (*read_blob)(void *ctx, uint32_t offset, uint16_t length, uint8_t *out, size_t *len);
     /* kind is LRT_PROTO_DRIFT_ANALOG or LRT_PROTO_DRIFT_DIGITAL. */
     int (*drift)(void *ctx, uint8_t kind, uint32_t seed, int32_t param);
+    /* Push: stage len bytes at blob offset `offset` of a new weight set (the first WRITE
+     * opens it; bytes not written keep their current value). */
+    int (*write_blob)(void *ctx, uint32_t offset, const uint8_t *data, size_t len);
+    /* Commit the staged set atomically; *generation = its NVM generation (0 without NVM). */
+    int (*commit_blob)(void *ctx, uint32_t *generation);
     /* Optional last chance to persist state before the BYE reply; an error is reported in
      * place of the empty reply, and the server still stops. */
     int (*bye)(void *ctx);

@@ -192,6 +192,53 @@ static int h_drift(void *ctx, uint8_t kind, uint32_t seed, int32_t param)
     return LRT_OK;
 }
 
+/* Push (a fleet shares what one device learned): a whole new weight set arrives in chunks
+ * and is committed atomically, like a training flush. */
+static int h_write_blob(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    int r;
+    if (dev->ws.begin == NULL) {
+        return LRT_ERR_UNSUPPORTED; /* weights in the read-only firmware image */
+    }
+    if (offset > dev->s.net->blob_size || len > dev->s.net->blob_size - offset) {
+        return LRT_ERR_ARG;
+    }
+    if (!dev->pushing) {
+        r = lrt_wstore_begin(&dev->ws);
+        if (r < 0) {
+            return r;
+        }
+        dev->pushing = 1;
+    }
+    return lrt_wstore_write(&dev->ws, offset, data, (uint32_t)len);
+}
+
+static int h_commit_blob(void *ctx, uint32_t *generation)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    const lrt_net *net = dev->s.net;
+    uint8_t i;
+    int r;
+    if (!dev->pushing) {
+        return LRT_ERR_STATE;
+    }
+    dev->pushing = 0;
+    r = lrt_wstore_commit(&dev->ws);
+    if (r < 0) {
+        return r;
+    }
+    /* the biases' RAM working copies follow the pushed snapshot */
+    for (i = 0; i < net->n_layers; i++) {
+        const lrt_layer *l = &net->layers[i];
+        if (l->bias != NULL) {
+            memcpy(l->bias, net->blob + l->b_offset, (size_t)l->out_c * 4u);
+        }
+    }
+    *generation = dev->s.nvm != NULL ? lrt_nvm_generation(dev->s.nvm) : 0u;
+    return LRT_OK;
+}
+
 static int h_bye(void *ctx)
 {
     lrt_device *dev = (lrt_device *)ctx;
@@ -263,6 +310,8 @@ int lrt_device_init(lrt_device *dev, const lrt_device_setup *setup)
     dev->handlers.stats = h_stats;
     dev->handlers.read_blob = h_read_blob;
     dev->handlers.drift = h_drift;
+    dev->handlers.write_blob = h_write_blob;
+    dev->handlers.commit_blob = h_commit_blob;
     dev->handlers.bye = h_bye;
     dev->handlers.ctx = dev;
     return LRT_OK;

@@ -51,6 +51,7 @@ typedef struct {
     lrt_app_handlers handlers;
     uint32_t throttled;               /* flushes deferred by the endurance budget */
     uint32_t rho_min_q16;             /* current write-density threshold (budget may raise) */
+    uint8_t pushing;                  /* a pushed weight set is being staged */
 } lrt_device;
 
 /* Checks the declared buffer sizes against the library's size helpers (LRT_ERR_SIZE names

@@ -35,6 +35,8 @@ enum {
     LRT_MSG_READ = 0x05,
     LRT_MSG_BYE = 0x06,
     LRT_MSG_DRIFT = 0x07,
+    LRT_MSG_WRITE = 0x08,  /* stage bytes of a new weight set (push) */
+    LRT_MSG_COMMIT = 0x09, /* commit the staged weight set atomically */
     LRT_MSG_REPLY = 0x80,
     LRT_MSG_ERROR = 0xFF
 };
@@ -57,6 +59,8 @@ enum { LRT_PROTO_DRIFT_ANALOG = 1, LRT_PROTO_DRIFT_DIGITAL = 2 };
 #define LRT_PROTO_INFO_SIZE 21u
 #define LRT_PROTO_READ_REQ_SIZE 6u
 #define LRT_PROTO_DRIFT_REQ_SIZE 9u
+#define LRT_PROTO_WRITE_HEAD_SIZE 4u   /* u32 offset, then the bytes */
+#define LRT_PROTO_COMMIT_REPLY_SIZE 4u /* u32 generation of the committed set */
 #define LRT_PROTO_ERROR_SIZE 2u
 #define LRT_PROTO_STATS_HEAD_SIZE 8u  /* samples, flushes */
 #define LRT_PROTO_STATS_LAYER_SIZE 12u /* max writes, total writes, paper max writes */

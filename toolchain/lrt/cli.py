@@ -191,6 +191,70 @@ def flash_main(argv: Sequence[str] | None = None) -> int:
     return _run(_flash, args)
 
 
+# ---- lrt-pull / lrt-push -------------------------------------------------------------------
+
+
+def pull_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="lrt-pull",
+        description="Read the weights a device learned; write them as .tflite + IR with a diff.",
+    )
+    p.add_argument("--build", type=Path, required=True, help="directory written by lrt-build")
+    p.add_argument("--nvm", type=Path, help="NVM image file (host emulator --nvm, RAM dump)")
+    p.add_argument("--wire", action="store_true", help="read over the wire protocol instead")
+    p.add_argument("--emulator", choices=("auto", "host", "qemu", "renode"), default="auto")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--no-eval", action="store_true", help="skip the test-split accuracy")
+    return p
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from lrt import roundtrip
+
+    res = roundtrip.pull(
+        args.build,
+        args.out,
+        nvm_image=args.nvm,
+        wire=args.wire,
+        emulator=args.emulator,
+        evaluate=not args.no_eval,
+    )
+    print(res.markdown())
+    return 0
+
+
+def pull_main(argv: Sequence[str] | None = None) -> int:
+    return _run(_pull, pull_parser().parse_args(argv))
+
+
+def push_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="lrt-push",
+        description="Commit weights (.tflite or an lrt-pull directory) on a device as a new "
+        "NVM generation.",
+    )
+    p.add_argument("--build", type=Path, required=True, help="the device's lrt-build directory")
+    p.add_argument("--weights", type=Path, required=True, help=".tflite file or lrt-pull output")
+    p.add_argument("--nvm", type=Path, help="NVM image of a host-emulated device")
+    p.add_argument("--emulator", choices=("auto", "host", "qemu", "renode"), default="auto")
+    return p
+
+
+def _push(args: argparse.Namespace) -> int:
+    from lrt import roundtrip
+
+    res = roundtrip.push(args.build, args.weights, nvm_image=args.nvm, emulator=args.emulator)
+    print(
+        f"pushed {res['bytes']:,d} B from {res['source']}: committed as generation "
+        f"{res['generation']}"
+    )
+    return 0
+
+
+def push_main(argv: Sequence[str] | None = None) -> int:
+    return _run(_push, push_parser().parse_args(argv))
+
+
 # ---- lrt-experiment ------------------------------------------------------------------------
 
 

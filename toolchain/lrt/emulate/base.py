@@ -351,6 +351,15 @@ class Device:
     def drift(self, kind: int, seed: int, param: int) -> None:
         self.request(P.MsgType.DRIFT, P.drift_payload(kind, seed, param))
 
+    def push_blob(self, blob: bytes) -> int:
+        """Stage a complete weight set in max-payload chunks and commit it atomically on the
+        device (a new NVM generation). Returns the generation the device reports."""
+        chunk = self._sizes().max_payload - 4
+        for off in range(0, len(blob), chunk):
+            self.request(P.MsgType.WRITE, P.write_payload(off, blob[off : off + chunk]))
+        reply = self.request(P.MsgType.COMMIT)
+        return int.from_bytes(reply[:4], "little")
+
     def bye(self) -> None:
         self.request(P.MsgType.BYE)
         self._said_bye = True

@@ -43,6 +43,8 @@ class MsgType(IntEnum):
     READ = 0x05
     BYE = 0x06
     DRIFT = 0x07
+    WRITE = 0x08
+    COMMIT = 0x09
     ERROR = 0xFF
 
 
@@ -197,6 +199,10 @@ def drift_payload(kind: int, seed: int, param: int) -> bytes:
 
 def drift_request(kind: int, seed: int, param: int) -> bytes:
     return encode_frame(MsgType.DRIFT, drift_payload(kind, seed, param))
+
+
+def write_payload(offset: int, data: bytes) -> bytes:
+    return struct.pack("<I", offset) + data
 
 
 # ---- replies -------------------------------------------------------------------------------

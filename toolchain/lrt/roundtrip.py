@@ -1,0 +1,247 @@
+"""Get learned weights back from a device (pull) and give weights to a device (push).
+
+Pull reads the weight blob a device holds -- from an NVM image file (host emulator
+``--nvm``, or a QEMU RAM dump of the NVM region) or over the wire protocol from a running
+target -- verifies it (image: header/blob CRCs and generation; wire: blob size and model
+structure), and writes the build's model with those weights as ``ir/`` + ``model.tflite`` plus
+a diff report against the weights the firmware was built with.
+
+Push sends a weight set (a ``.tflite`` or an earlier pull) to a device, which commits it
+atomically as a new NVM generation. A model whose structure does not match the device's
+firmware is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrt import codegen
+from lrt.errors import UserError
+from lrt.model import Model
+
+
+@dataclass
+class LayerDiff:
+    layer: str
+    cells: int
+    changed: int
+    max_abs_delta: int
+    bias_changed: int
+
+
+@dataclass
+class PullResult:
+    out: Path
+    source: str
+    generation: int | None
+    layers: list[LayerDiff] = field(default_factory=list)
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+
+    def markdown(self) -> str:
+        gen = "" if self.generation is None else f", generation {self.generation}"
+        lines = [
+            f"## Pulled weights from {self.source}{gen}",
+            "",
+            f"written: `{self.out / 'model.tflite'}`, `{self.out / 'ir'}`",
+            "",
+            "| layer | cells | changed | max abs delta (LSB) | biases changed |",
+            "|---|---|---|---|---|",
+        ]
+        for d in self.layers:
+            lines.append(
+                f"| {d.layer} | {d.cells} | {d.changed} ({100 * d.changed / max(d.cells, 1):.1f}%)"
+                f" | {d.max_abs_delta} | {d.bias_changed} |"
+            )
+        if self.accuracy_before is not None and self.accuracy_after is not None:
+            lines += [
+                "",
+                f"test-split accuracy (TFLite-exact int8 reference): {self.accuracy_before:.4f}"
+                f" before -> {self.accuracy_after:.4f} after",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def model_with_blob(model: Model, blob: bytes) -> Model:
+    """A copy of model whose weights and biases are the ones in blob (layout of codegen)."""
+    lay = codegen.blob_layout(model)
+    if len(blob) != lay.size:
+        raise UserError(
+            f"weight blob has {len(blob):,d} B but model {model.name} needs {lay.size:,d} B: "
+            "it belongs to another model"
+        )
+    out = copy.deepcopy(model)
+    for i, layer in enumerate(out.layers):
+        if layer.weights is not None:
+            n = layer.n_weights
+            w = np.frombuffer(blob, np.int8, n, lay.w_offset[i])
+            layer.weights = w.reshape(layer.weights.shape).copy()
+        if layer.bias is not None:
+            b = np.frombuffer(blob, "<i4", layer.n_bias, lay.b_offset[i])
+            layer.bias = b.astype(np.int32)
+    return out
+
+
+def diff_layers(before: Model, after: Model) -> list[LayerDiff]:
+    diffs = []
+    for a, b in zip(before.weight_layers(), after.weight_layers(), strict=True):
+        assert a.weights is not None and b.weights is not None
+        assert a.bias is not None and b.bias is not None
+        delta = b.weights.astype(np.int16) - a.weights.astype(np.int16)
+        diffs.append(
+            LayerDiff(
+                layer=a.name,
+                cells=a.n_weights,
+                changed=int(np.count_nonzero(delta)),
+                max_abs_delta=int(np.abs(delta).max()) if delta.size else 0,
+                bias_changed=int(np.count_nonzero(a.bias != b.bias)),
+            )
+        )
+    return diffs
+
+
+def check_compatible(device_model: Model, candidate: Model) -> None:
+    """The candidate's weights can run on the device's firmware: same layers, shapes and
+    quantization (only weight and bias values may differ)."""
+    a, b = device_model, candidate
+    if len(a.layers) != len(b.layers):
+        raise UserError(
+            f"incompatible model: {len(b.layers)} layers, the device's firmware has {len(a.layers)}"
+        )
+    for i, (la, lb) in enumerate(zip(a.layers, b.layers, strict=True)):
+        where = f"layer {i} ({la.name})"
+        if la.kind != lb.kind:
+            raise UserError(f"incompatible model: {where} is {lb.kind}, the device has {la.kind}")
+        if tuple(la.in_shape) != tuple(lb.in_shape) or tuple(la.out_shape) != tuple(lb.out_shape):
+            raise UserError(
+                f"incompatible model: {where} maps {list(lb.in_shape)} -> {list(lb.out_shape)}, "
+                f"the device {list(la.in_shape)} -> {list(la.out_shape)}"
+            )
+        if la.input_q != lb.input_q or la.output_q != lb.output_q:
+            raise UserError(f"incompatible model: {where} has other activation quantization")
+        if la.has_weights:
+            assert la.out_multiplier is not None and lb.out_multiplier is not None
+            assert la.out_shift is not None and lb.out_shift is not None
+            same_rescale = np.array_equal(la.out_multiplier, lb.out_multiplier) and np.array_equal(
+                la.out_shift, lb.out_shift
+            )
+            if not same_rescale or la.act_min != lb.act_min or la.act_max != lb.act_max:
+                raise UserError(f"incompatible model: {where} has other weight/output scales")
+
+
+def _accuracy(model: Model, x: np.ndarray, y: np.ndarray) -> float:
+    from lrt.reference import forward_int8
+
+    return float((forward_int8(model, model.quantize_input(x)).argmax(1) == y).mean())
+
+
+def _write_model(model: Model, out: Path) -> None:
+    from lrt.tflite_import import to_tflite
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "ir")
+    (out / "model.tflite").write_bytes(to_tflite(model))
+
+
+def pull(
+    build_dir: Path,
+    out: Path,
+    nvm_image: Path | None = None,
+    wire: bool = False,
+    emulator: str = "auto",
+    evaluate: bool = True,
+) -> PullResult:
+    """Pull from an NVM image file, or (wire=True) from the running target over the
+    protocol; a host emulator then boots from nvm_image first."""
+    from lrt.pipeline import load_build
+
+    report, model = load_build(build_dir)
+    size = codegen.blob_layout(model).size
+    generation: int | None = None
+    if not wire:
+        from lrt import nvm
+
+        if nvm_image is None:
+            raise UserError("pull needs --nvm IMAGE, or --wire to read a running target")
+        if not nvm_image.is_file():
+            raise UserError(f"NVM image {nvm_image} not found")
+        rep = nvm.inspect_image(nvm_image)
+        if rep.blob is None:
+            raise UserError(f"{nvm_image}: no valid weight set in the image ({rep.tech})")
+        blob, generation, source = bytes(rep.blob), rep.generation, str(nvm_image)
+    else:
+        from lrt.emulate import open_device
+
+        with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_image) as dev:
+            blob = dev.read_all_blob(size)
+        source = f"{report['board']} over the wire protocol"
+    learned = model_with_blob(model, blob)
+    learned.meta = {**model.meta, "pulled_from": source, "generation": generation}
+    _write_model(learned, out)
+    result = PullResult(out=out, source=source, generation=generation)
+    result.layers = diff_layers(model, learned)
+    if evaluate:
+        from lrt.data import load_dataset
+
+        cfg = report["config"]
+        ds = load_dataset(
+            cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
+        )
+        result.accuracy_before = _accuracy(model, ds.x_test, ds.y_test)
+        result.accuracy_after = _accuracy(learned, ds.x_test, ds.y_test)
+    (out / "pull.json").write_text(
+        json.dumps(
+            {
+                "source": source,
+                "generation": generation,
+                "layers": [d.__dict__ for d in result.layers],
+                "accuracy_before": result.accuracy_before,
+                "accuracy_after": result.accuracy_after,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    (out / "pull.md").write_text(result.markdown())
+    return result
+
+
+def load_candidate(path: Path) -> Model:
+    """Weights to push: a .tflite file, or a pull directory (its ir/)."""
+    if path.is_dir():
+        if not (path / "ir" / "model.json").is_file():
+            raise UserError(f"{path} holds no pulled model (no ir/model.json)")
+        return Model.load(path / "ir")
+    from lrt.tflite_import import import_tflite
+
+    if not path.is_file():
+        raise UserError(f"{path} not found")
+    return import_tflite(path, name=path.stem)
+
+
+def push(
+    build_dir: Path,
+    source: Path,
+    nvm_image: Path | None = None,
+    emulator: str = "auto",
+) -> dict[str, Any]:
+    """Commit the weights of `source` on the device of `build_dir` as a new generation."""
+    from lrt.emulate import open_device
+    from lrt.pipeline import load_build
+
+    report, model = load_build(build_dir)
+    candidate = load_candidate(source)
+    check_compatible(model, candidate)
+    blob = codegen.blob_bytes(candidate, codegen.blob_layout(model))
+    with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_image) as dev:
+        generation = dev.push_blob(blob)
+        back = dev.read_all_blob(len(blob))
+    if back != blob:
+        raise UserError("the device did not keep the pushed weights (read-back differs)")
+    return {"generation": generation, "bytes": len(blob), "source": str(source)}
