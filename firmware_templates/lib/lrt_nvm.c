@@ -5,6 +5,14 @@
  * sync, then the header, then a sync. Until the header's last word lands, the target either
  * still carries its old header (now failing its blob/table CRC) or a blank/torn header, so
  * mount keeps choosing the previous set.
+ *
+ * Flash commits stream the target slot through a RAM window in increasing address order. A
+ * page holding metadata is always rewritten (its header changes). Any other page starts
+ * "clean": each window is compared with what the target page holds and nothing is touched
+ * while they agree. At the first window that differs, the page is erased, the windows before
+ * it are programmed again (they held the right bytes: the current set's, or, for at most one
+ * window whose writes restored the target's bytes, the copy kept in `restore`), and from then
+ * on every window is programmed as it leaves RAM.
  */
 #include "lrt_nvm.h"
 
@@ -13,8 +21,12 @@
 #include "lrt_crc32.h"
 
 enum { ST_UNMOUNTED = 0, ST_IDLE = 1, ST_COMMIT = 2 };
+/* Flash page being streamed: untouched so far (no window differed), or erased. REOPEN: a page
+ * finished earlier that a backward write re-opened (window = page). */
+enum { PG_CLEAN = 0, PG_DIRTY = 1, PG_REOPEN = 2 };
 
 #define CMP_CHUNK 32u /* stack buffer for compare/verify reads */
+#define NO_POS 0xFFFFFFFFu
 
 /* ---- little-endian helpers ---- */
 
@@ -48,6 +60,11 @@ static uint32_t round_up(uint32_t x, uint32_t a)
     return (x + a - 1u) / a * a;
 }
 
+static uint64_t round_up64(uint64_t x, uint64_t a)
+{
+    return (x + a - 1u) / a * a;
+}
+
 static int is_pow2(uint32_t x)
 {
     return x != 0u && (x & (x - 1u)) == 0u;
@@ -57,16 +74,33 @@ static int is_pow2(uint32_t x)
 
 static int layout_for(const lrt_nvm_config *c, uint32_t n, uint64_t region, lrt_nvm_layout *o)
 {
-    uint32_t blob_area = round_up(c->blob_size, o->align);
-    uint64_t table = 4ull * n * (1ull + o->blob_units);
-    uint64_t meta, slot;
+    uint64_t table, meta, slot;
 
-    if (table > 0x40000000ull)
-        return LRT_ERR_NOSPACE;
-    meta = round_up((uint32_t)table + LRT_NVM_HEADER_SIZE, o->align);
-    slot = meta + blob_area;
-    if (slot * n > region)
-        return LRT_ERR_NOSPACE;
+    if (c->tech == LRT_NVM_TECH_FLASH) {
+        /* The table has an entry per slot page, so the page count is a fixed point:
+         * the fewest pages k with header + table(k) + blob <= k pages. */
+        uint64_t P = c->page_size;
+        uint64_t k = (LRT_NVM_HEADER_SIZE + (uint64_t)c->blob_size + P - 1u) / P;
+        for (;;) {
+            if (k * P * n > region)
+                return LRT_ERR_NOSPACE;
+            table = 4ull * n * k;
+            meta = round_up64(LRT_NVM_HEADER_SIZE + table, o->align);
+            if (meta + c->blob_size <= k * P)
+                break;
+            k = (meta + c->blob_size + P - 1u) / P;
+        }
+        o->blob_units = (uint32_t)(k - 1u);
+        slot = k * P;
+    } else {
+        table = 4ull * n * (1ull + o->blob_units);
+        if (table > 0x40000000ull)
+            return LRT_ERR_NOSPACE;
+        meta = round_up64(LRT_NVM_HEADER_SIZE + table, o->align);
+        slot = meta + round_up(c->blob_size, o->align);
+        if (slot * n > region)
+            return LRT_ERR_NOSPACE;
+    }
     o->n_slots = n;
     o->table_len = (uint32_t)table;
     o->meta_size = (uint32_t)meta;
@@ -86,23 +120,27 @@ int lrt_nvm_layout_get(const lrt_nvm_config *c, lrt_nvm_layout *o)
         c->blob_size > 0x40000000u || c->n_slots == 1u || c->n_slots > LRT_NVM_MAX_SLOTS)
         return LRT_ERR_ARG;
     memset(o, 0, sizeof *o);
+    o->align = LRT_MAX(c->prog_size, 4u);
     if (c->tech == LRT_NVM_TECH_FLASH) {
+        uint32_t w = c->chunk_size;
         if (c->erase == NULL || c->page_size < LRT_NVM_HEADER_SIZE)
             return LRT_ERR_ARG;
+        if (w != 0u && w < c->page_size && (w % o->align != 0u || c->page_size % w != 0u))
+            return LRT_ERR_ARG;
         o->unit_size = c->page_size;
-        o->align = c->page_size;
     } else if (c->tech == LRT_NVM_TECH_RRAM) {
         uint32_t u = c->wear_unit ? c->wear_unit : c->prog_size;
         /* A unit must not straddle write-buffer chunks: its count is "+1 per chunk flush". */
         if (u % c->prog_size != 0u || c->page_size % u != 0u)
             return LRT_ERR_ARG;
         o->unit_size = u;
-        o->align = LRT_MAX(c->prog_size, 4u);
+        o->blob_units = (c->blob_size + u - 1u) / u;
     } else {
         return LRT_ERR_ARG;
     }
-    o->blob_units = (c->blob_size + o->unit_size - 1u) / o->unit_size;
     region = (uint64_t)c->page_size * c->page_count;
+    if (region > 0xFFFFFFFFull)
+        return LRT_ERR_ARG;
     if (c->n_slots != 0u)
         return layout_for(c, c->n_slots, region, o);
     for (n = LRT_NVM_MAX_SLOTS; n >= 2u; n--)
@@ -111,18 +149,27 @@ int lrt_nvm_layout_get(const lrt_nvm_config *c, lrt_nvm_layout *o)
     return LRT_ERR_NOSPACE;
 }
 
+static uint32_t window_size(const lrt_nvm_config *c)
+{
+    if (c->tech != LRT_NVM_TECH_FLASH || c->chunk_size == 0u || c->chunk_size >= c->page_size)
+        return c->page_size;
+    return c->chunk_size;
+}
+
 static uint32_t marks_bytes(const lrt_nvm_layout *l)
 {
-    return round_up(l->blob_units, 4u);
+    return round_up(1u + l->blob_units, 4u);
 }
 
 size_t lrt_nvm_work_size(const lrt_nvm_config *cfg)
 {
     lrt_nvm_layout l;
+    uint32_t w;
 
     if (lrt_nvm_layout_get(cfg, &l) != LRT_OK)
         return 0;
-    return (size_t)round_up(cfg->page_size, 4u) + marks_bytes(&l);
+    w = window_size(cfg);
+    return (size_t)round_up(w, 4u) * (w < cfg->page_size ? 2u : 1u) + marks_bytes(&l);
 }
 
 /* ---- raw access ---- */
@@ -140,16 +187,6 @@ static uint32_t blob_addr(const lrt_nvm *nvm, uint32_t s)
 static uint32_t blob_area(const lrt_nvm *nvm)
 {
     return round_up(nvm->cfg->blob_size, nvm->lay.align);
-}
-
-static uint32_t n_chunks(const lrt_nvm *nvm)
-{
-    return (blob_area(nvm) + nvm->cfg->page_size - 1u) / nvm->cfg->page_size;
-}
-
-static uint32_t chunk_len(const lrt_nvm *nvm, uint32_t k)
-{
-    return LRT_MIN(nvm->cfg->page_size, blob_area(nvm) - k * nvm->cfg->page_size);
 }
 
 static int raw_read(const lrt_nvm *nvm, uint32_t addr, void *buf, uint32_t len)
@@ -257,6 +294,7 @@ static int raw_crc(const lrt_nvm *nvm, uint32_t addr, uint32_t len, uint32_t *cr
 
 typedef struct {
     uint32_t slot, generation, blob_crc, table_crc, units_written;
+    int other_version;
 } hdr_fields;
 
 static void hdr_encode(const lrt_nvm *nvm, const hdr_fields *f, uint8_t *h)
@@ -296,13 +334,18 @@ static int hdr_check(const lrt_nvm *nvm, uint32_t s, const uint8_t *h, hdr_field
     if (i == LRT_NVM_HEADER_SIZE)
         return LRT_NVM_SLOT_BLANK;
     if (get_u32(h) != LRT_NVM_MAGIC || get_u32(h + 60) != lrt_crc32_update(0, h, 60) ||
-        get_u16(h + 4) != LRT_NVM_VERSION || get_u32(h + 8) == 0u)
+        get_u32(h + 8) == 0u)
         return LRT_NVM_SLOT_BAD_HEADER;
     f->slot = h[7];
     f->generation = get_u32(h + 8);
     f->blob_crc = get_u32(h + 16);
     f->table_crc = get_u32(h + 24);
     f->units_written = get_u32(h + 52);
+    /* A sound header of another format version (an older firmware's store): its layout rules
+     * differ, so its fields cannot be trusted to locate anything; never used. */
+    f->other_version = get_u16(h + 4) != LRT_NVM_VERSION;
+    if (f->other_version)
+        return LRT_NVM_SLOT_FOREIGN;
     if (h[6] != c->tech || f->slot != s || get_u32(h + 12) != c->blob_size ||
         get_u32(h + 20) != nvm->lay.table_len || get_u32(h + 28) != c->page_size ||
         get_u16(h + 32) != c->prog_size || get_u16(h + 34) != nvm->lay.n_slots ||
@@ -327,7 +370,7 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
     lrt_nvm_mount_info *mi = info != NULL ? info : &local;
     uint8_t h[LRT_NVM_HEADER_SIZE];
     int32_t best = -1, best_bad = -1;
-    uint32_t best_gen = 0, best_bad_gen = 0, s;
+    uint32_t best_gen = 0, best_bad_gen = 0, s, w;
     uint32_t n_blank = 0, n_bad_header = 0;
     int err;
 
@@ -342,8 +385,12 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
         return err;
     if (work_size < lrt_nvm_work_size(cfg))
         return LRT_ERR_SIZE;
-    nvm->page_buf = (uint8_t *)work;
-    nvm->marks = nvm->page_buf + round_up(cfg->page_size, 4u);
+    w = window_size(cfg);
+    nvm->win_size = w;
+    nvm->win = (uint8_t *)work;
+    nvm->restore = w < cfg->page_size ? nvm->win + round_up(w, 4u) : NULL;
+    nvm->marks = nvm->win + round_up(w, 4u) * (w < cfg->page_size ? 2u : 1u);
+    nvm->restore_pos = NO_POS;
     memset(mi, 0, sizeof *mi);
     mi->slot = -1;
 
@@ -359,6 +406,8 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
         if (st == LRT_NVM_SLOT_VALID || st == LRT_NVM_SLOT_FOREIGN) {
             mi->slot_generation[s] = f.generation;
             nvm->max_gen = LRT_MAX(nvm->max_gen, f.generation);
+            if (f.other_version)
+                mi->flags |= LRT_NVM_F_VERSION;
         }
         if (st == LRT_NVM_SLOT_VALID) {
             err = raw_crc(nvm, blob_addr(nvm, s), cfg->blob_size, &crc);
@@ -567,14 +616,9 @@ int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out)
 
 /* ---- commit ---- */
 
-static uint32_t mark_get(const lrt_nvm *nvm, uint32_t u)
-{
-    return nvm->marks[u];
-}
-
 static void mark_inc(lrt_nvm *nvm, uint32_t u)
 {
-    /* One byte per unit: writes that keep going backwards can reprogram a chunk many times
+    /* One byte per unit: writes that keep going backwards can reprogram a page many times
      * in one commit, and each time wears it. */
     if (nvm->marks[u] == 0u)
         nvm->last.blob_units++;
@@ -582,22 +626,28 @@ static void mark_inc(lrt_nvm *nvm, uint32_t u)
         nvm->marks[u]++;
 }
 
-/* page_buf <- chunk k of slot `from` (zeros when from < 0); bytes past the blob = erase value. */
-static int chunk_load(lrt_nvm *nvm, uint32_t k, int32_t from)
+static int all_erased(const lrt_nvm *nvm, const uint8_t *buf, uint32_t len)
 {
-    uint32_t start = k * nvm->cfg->page_size;
-    uint32_t n = LRT_MIN(chunk_len(nvm, k), nvm->cfg->blob_size - start);
+    uint32_t i;
 
-    memset(nvm->page_buf, nvm->cfg->erase_value, nvm->cfg->page_size);
-    if (from < 0) {
-        memset(nvm->page_buf, 0, n);
-        return LRT_OK;
-    }
-    return raw_read(nvm, blob_addr(nvm, (uint32_t)from) + start, nvm->page_buf, n);
+    for (i = 0; i < len; i++)
+        if (buf[i] != nvm->cfg->erase_value)
+            return 0;
+    return 1;
 }
 
-/* Program `len` bytes of buf at addr (RRAM: word-wise write skip, runs of differing words
- * coalesced into one prog). unit0/unit_addr0 map addresses to wear units when marking. */
+static int fail(lrt_nvm *nvm, int err)
+{
+    nvm->state = ST_IDLE;
+    nvm->win_loaded = 0;
+    return err;
+}
+
+/* ---- RRAM: the blob in page_size windows, word-wise write skip ---- */
+
+/* Program `len` bytes of buf at addr, skipping words that already hold their value (runs of
+ * differing words coalesced into one prog). mark: count blob wear units (rel0 = blob offset
+ * of addr). */
 static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t len,
                       int mark, uint32_t rel0)
 {
@@ -623,7 +673,7 @@ static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t 
             if (mark) {
                 uint32_t u = (rel0 + run) / nvm->lay.unit_size;
                 if (u != last_unit)
-                    mark_inc(nvm, u);
+                    mark_inc(nvm, 1u + u);
                 last_unit = u;
             }
             run += p;
@@ -636,40 +686,330 @@ static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t 
     return LRT_OK;
 }
 
-static int all_erased(const lrt_nvm *nvm, const uint8_t *buf, uint32_t len)
+static uint32_t rram_len(const lrt_nvm *nvm, uint32_t start)
 {
-    uint32_t i;
-
-    for (i = 0; i < len; i++)
-        if (buf[i] != nvm->cfg->erase_value)
-            return 0;
-    return 1;
+    return LRT_MIN(nvm->cfg->page_size, blob_area(nvm) - start);
 }
 
-static int chunk_flush(lrt_nvm *nvm, uint32_t k)
+/* win <- blob bytes [start, +page) of slot `from` (zeros when from < 0); past the blob: erase
+ * value. */
+static int rram_load(lrt_nvm *nvm, uint32_t start, int32_t from)
 {
-    uint32_t addr = blob_addr(nvm, (uint32_t)nvm->target) + k * nvm->cfg->page_size;
-    uint32_t len = chunk_len(nvm, k);
-    int eq;
+    uint32_t n = LRT_MIN(rram_len(nvm, start), nvm->cfg->blob_size - start);
 
-    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM)
-        return rram_write(nvm, addr, nvm->page_buf, len, 1, k * nvm->cfg->page_size);
-    eq = raw_equal(nvm, addr, nvm->page_buf, len);
-    if (eq != 0)
-        return eq < 0 ? eq : LRT_OK;
-    mark_inc(nvm, k);
-    eq = raw_erase(nvm, addr);
-    if (eq != LRT_OK || all_erased(nvm, nvm->page_buf, len))
-        return eq;
-    return raw_prog(nvm, addr, nvm->page_buf, len);
+    memset(nvm->win, nvm->cfg->erase_value, nvm->cfg->page_size);
+    nvm->win_pos = start;
+    if (from < 0) {
+        memset(nvm->win, 0, n);
+        return LRT_OK;
+    }
+    return raw_read(nvm, blob_addr(nvm, (uint32_t)from) + start, nvm->win, n);
 }
 
-static int fail(lrt_nvm *nvm, int err)
+static int rram_flush(lrt_nvm *nvm)
 {
-    nvm->state = ST_IDLE;
-    nvm->chunk_loaded = 0;
+    nvm->win_loaded = 0;
+    return rram_write(nvm, blob_addr(nvm, (uint32_t)nvm->target) + nvm->win_pos, nvm->win,
+                      rram_len(nvm, nvm->win_pos), 1, nvm->win_pos);
+}
+
+/* Make the window at blob offset `start` the one held, flushing the previous one and carrying
+ * over the windows skipped on the way. RRAM words can be rewritten, so a window already
+ * flushed is simply loaded back from the target. */
+static int rram_select(lrt_nvm *nvm, uint32_t start)
+{
+    int err;
+
+    if (nvm->win_loaded && nvm->win_pos == start)
+        return LRT_OK;
+    if (nvm->win_loaded) {
+        err = rram_flush(nvm);
+        if (err != LRT_OK)
+            return err;
+    }
+    if (start < nvm->high_water) {
+        nvm->last.reopened++;
+        err = rram_load(nvm, start, nvm->target);
+    } else {
+        for (; nvm->high_water < start; nvm->high_water += nvm->cfg->page_size) {
+            err = rram_load(nvm, nvm->high_water, nvm->cur);
+            if (err == LRT_OK)
+                err = rram_flush(nvm);
+            if (err != LRT_OK)
+                return err;
+        }
+        nvm->high_water = start + nvm->cfg->page_size;
+        err = rram_load(nvm, start, nvm->cur);
+    }
+    if (err == LRT_OK)
+        nvm->win_loaded = 1;
     return err;
 }
+
+static int rram_stream_write(lrt_nvm *nvm, uint32_t offset, const uint8_t *src, uint32_t len)
+{
+    uint32_t P = nvm->cfg->page_size;
+
+    while (len > 0u) {
+        uint32_t in = offset % P, n = LRT_MIN(len, P - in);
+        int err = rram_select(nvm, offset - in);
+
+        if (err != LRT_OK)
+            return err;
+        memcpy(nvm->win + in, src, n);
+        offset += n;
+        src += n;
+        len -= n;
+    }
+    return LRT_OK;
+}
+
+static int rram_stream_end(lrt_nvm *nvm)
+{
+    int err;
+
+    if (nvm->win_loaded) {
+        err = rram_flush(nvm);
+        if (err != LRT_OK)
+            return err;
+    }
+    for (; nvm->high_water < blob_area(nvm); nvm->high_water += nvm->cfg->page_size) {
+        err = rram_load(nvm, nvm->high_water, nvm->cur);
+        if (err == LRT_OK)
+            err = rram_flush(nvm);
+        if (err != LRT_OK)
+            return err;
+    }
+    return LRT_OK;
+}
+
+/* ---- flash: the whole target slot streamed through the window ---- */
+
+static uint32_t meta_pages(const lrt_nvm *nvm)
+{
+    uint32_t P = nvm->cfg->page_size;
+
+    return (LRT_NVM_HEADER_SIZE + nvm->lay.table_len + P - 1u) / P;
+}
+
+/* New content of the target's slot bytes [pos, pos + n) where nothing was written: erase value
+ * for the header and table (programmed at commit_end) and past the blob, else the current
+ * set's bytes (zeros on a fresh device). */
+static int carry(const lrt_nvm *nvm, uint32_t pos, uint8_t *buf, uint32_t n)
+{
+    uint32_t lo = LRT_MAX(pos, nvm->lay.meta_size);
+    uint32_t hi = LRT_MIN(pos + n, nvm->lay.meta_size + nvm->cfg->blob_size);
+
+    memset(buf, nvm->cfg->erase_value, n);
+    if (lo >= hi)
+        return LRT_OK;
+    if (nvm->cur < 0) {
+        memset(buf + (lo - pos), 0, hi - lo);
+        return LRT_OK;
+    }
+    return raw_read(nvm, slot_base(nvm, (uint32_t)nvm->cur) + lo, buf + (lo - pos), hi - lo);
+}
+
+/* Program buf at slot offset pos of the target (erased there), skipping words that are
+ * already the erase value: runs of other words go out as one prog. */
+static int prog_skip(lrt_nvm *nvm, uint32_t pos, const uint8_t *buf, uint32_t n)
+{
+    uint32_t p = nvm->cfg->prog_size, i = 0;
+    uint32_t addr = slot_base(nvm, (uint32_t)nvm->target) + pos;
+
+    while (i < n) {
+        uint32_t j;
+        int err;
+
+        if (all_erased(nvm, buf + i, p)) {
+            i += p;
+            continue;
+        }
+        for (j = i + p; j < n && !all_erased(nvm, buf + j, p); j += p)
+            ;
+        err = raw_prog(nvm, addr + i, buf + i, j - i);
+        if (err != LRT_OK)
+            return err;
+        i = j;
+    }
+    return LRT_OK;
+}
+
+/* Erase the target page holding slot offset `pos` (a window start) and program again the
+ * windows of that page below pos: they were left untouched because they already held their
+ * new content, which is the current set's (carried over) except for the one window saved in
+ * `restore`. The restore buffer then serves as scratch; with a page-sized window there is no
+ * window below pos. */
+static int page_erase_rebuild(lrt_nvm *nvm, uint32_t pos)
+{
+    uint32_t P = nvm->cfg->page_size, w = nvm->win_size, pg = pos / P, a;
+    int err;
+
+    mark_inc(nvm, pg);
+    err = raw_erase(nvm, slot_base(nvm, (uint32_t)nvm->target) + pg * P);
+    if (err == LRT_OK && nvm->restore_pos != NO_POS)
+        err = prog_skip(nvm, nvm->restore_pos, nvm->restore, w);
+    for (a = pg * P; err == LRT_OK && a < pos; a += w) {
+        if (a == nvm->restore_pos)
+            continue;
+        err = carry(nvm, a, nvm->restore, w);
+        if (err == LRT_OK)
+            err = prog_skip(nvm, a, nvm->restore, w);
+    }
+    nvm->restore_pos = NO_POS;
+    nvm->page_mode = PG_DIRTY;
+    return err;
+}
+
+static int win_load(lrt_nvm *nvm, uint32_t pos, int reopen)
+{
+    uint32_t w = nvm->win_size;
+    int err = reopen ? raw_read(nvm, slot_base(nvm, (uint32_t)nvm->target) + pos, nvm->win, w)
+                     : carry(nvm, pos, nvm->win, w);
+
+    if (err != LRT_OK)
+        return err;
+    if (reopen)
+        nvm->page_mode = PG_REOPEN;
+    else if (nvm->page_mode == PG_REOPEN)
+        nvm->page_mode = PG_CLEAN; /* (window = page) reset by win_flush at the page start */
+    nvm->win_pos = pos;
+    nvm->win_loaded = 1;
+    nvm->win_changed = 0;
+    return LRT_OK;
+}
+
+/* The window leaves RAM: decide about its page and program what must be. */
+static int win_flush(lrt_nvm *nvm)
+{
+    uint32_t P = nvm->cfg->page_size, w = nvm->win_size, pos = nvm->win_pos, pg = pos / P;
+    uint32_t addr = slot_base(nvm, (uint32_t)nvm->target) + pos;
+    int eq;
+
+    nvm->win_loaded = 0;
+    if (nvm->page_mode == PG_REOPEN) {
+        eq = raw_equal(nvm, addr, nvm->win, w);
+        if (eq != 0)
+            return eq < 0 ? eq : LRT_OK;
+        mark_inc(nvm, pg);
+        eq = raw_erase(nvm, addr);
+        return eq != LRT_OK ? eq : prog_skip(nvm, pos, nvm->win, w);
+    }
+    if (pos % P == 0u) {
+        nvm->restore_pos = NO_POS;
+        nvm->page_mode = PG_CLEAN;
+        if (pg < meta_pages(nvm)) {
+            /* The header changes with every commit: the page is rewritten; erasing it first
+             * also invalidates the target's old header at once. */
+            eq = page_erase_rebuild(nvm, pos);
+            if (eq != LRT_OK)
+                return eq;
+        }
+    }
+    if (nvm->page_mode == PG_CLEAN) {
+        eq = raw_equal(nvm, addr, nvm->win, w);
+        if (eq < 0)
+            return eq;
+        if (eq) {
+            /* A later window of the page may still differ; this one must then be programmed
+             * again after the erase: from the current set if that is where its bytes came
+             * from, else from the one copy there is room for. */
+            if (!nvm->win_changed || pos + w == (pg + 1u) * P)
+                return LRT_OK;
+            if (nvm->restore_pos == NO_POS) {
+                memcpy(nvm->restore, nvm->win, w);
+                nvm->restore_pos = pos;
+                return LRT_OK;
+            }
+            nvm->last.early_dirty++;
+        }
+        eq = page_erase_rebuild(nvm, pos);
+        if (eq != LRT_OK)
+            return eq;
+    }
+    return prog_skip(nvm, pos, nvm->win, w);
+}
+
+/* Hold the window starting at slot offset ws: flush the one held and stream the windows in
+ * between from the current set. Below the high-water mark only whole pages can be re-opened
+ * (the caller checks that the window is a page). */
+static int win_select(lrt_nvm *nvm, uint32_t ws)
+{
+    uint32_t w = nvm->win_size;
+    int err;
+
+    if (nvm->win_loaded && nvm->win_pos == ws)
+        return LRT_OK;
+    if (nvm->win_loaded) {
+        err = win_flush(nvm);
+        if (err != LRT_OK)
+            return err;
+    }
+    if (ws < nvm->high_water) {
+        nvm->last.reopened++;
+        return win_load(nvm, ws, 1);
+    }
+    for (; nvm->high_water < ws; nvm->high_water += w) {
+        err = win_load(nvm, nvm->high_water, 0);
+        if (err == LRT_OK)
+            err = win_flush(nvm);
+        if (err != LRT_OK)
+            return err;
+    }
+    nvm->high_water = ws + w;
+    return win_load(nvm, ws, 0);
+}
+
+static int flash_stream_write(lrt_nvm *nvm, uint32_t offset, const uint8_t *src, uint32_t len)
+{
+    uint32_t w = nvm->win_size;
+
+    while (len > 0u) {
+        uint32_t q = nvm->lay.meta_size + offset, ws = q - q % w, n = LRT_MIN(len, ws + w - q);
+        int err;
+
+        if (ws < nvm->high_water && !(nvm->win_loaded && nvm->win_pos == ws) &&
+            w < nvm->cfg->page_size) {
+            /* Already programmed and no page buffer to redo it: fine if nothing changes. */
+            err = raw_equal(nvm, slot_base(nvm, (uint32_t)nvm->target) + q, src, n);
+            if (err <= 0)
+                return err < 0 ? err : LRT_ERR_UNSUPPORTED;
+        } else {
+            err = win_select(nvm, ws);
+            if (err != LRT_OK)
+                return err;
+            if (memcmp(nvm->win + (q - ws), src, n) != 0) {
+                memcpy(nvm->win + (q - ws), src, n);
+                nvm->win_changed = 1;
+            }
+        }
+        offset += n;
+        src += n;
+        len -= n;
+    }
+    return LRT_OK;
+}
+
+static int flash_stream_end(lrt_nvm *nvm)
+{
+    int err;
+
+    if (nvm->win_loaded) {
+        err = win_flush(nvm);
+        if (err != LRT_OK)
+            return err;
+    }
+    for (; nvm->high_water < nvm->lay.slot_size; nvm->high_water += nvm->win_size) {
+        err = win_load(nvm, nvm->high_water, 0);
+        if (err == LRT_OK)
+            err = win_flush(nvm);
+        if (err != LRT_OK)
+            return err;
+    }
+    return LRT_OK;
+}
+
+/* ---- both ---- */
 
 int lrt_nvm_commit_begin(lrt_nvm *nvm)
 {
@@ -686,52 +1026,21 @@ int lrt_nvm_commit_begin(lrt_nvm *nvm)
     if (err != LRT_OK)
         return err;
     nvm->target = (int32_t)t;
-    nvm->chunk_loaded = 0;
+    nvm->win_loaded = 0;
     nvm->high_water = 0;
+    nvm->restore_pos = NO_POS;
+    nvm->page_mode = PG_CLEAN;
     memset(nvm->marks, 0, marks_bytes(&nvm->lay));
+    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM)
+        nvm->marks[0] = 1; /* the metadata words: rewritten by every commit */
     memset(&nvm->last, 0, sizeof nvm->last);
     nvm->state = ST_COMMIT;
     return LRT_OK;
 }
 
-/* Make chunk k the one held in page_buf, flushing the previous one and carrying over any
- * chunks skipped on the way. */
-static int chunk_select(lrt_nvm *nvm, uint32_t k)
-{
-    int err;
-
-    if (nvm->chunk_loaded && nvm->chunk == k)
-        return LRT_OK;
-    if (nvm->chunk_loaded) {
-        nvm->chunk_loaded = 0;
-        err = chunk_flush(nvm, nvm->chunk);
-        if (err != LRT_OK)
-            return err;
-    }
-    if (k < nvm->high_water) {
-        nvm->last.reopened++;
-        err = chunk_load(nvm, k, nvm->target);
-    } else {
-        for (; nvm->high_water < k; nvm->high_water++) {
-            err = chunk_load(nvm, nvm->high_water, nvm->cur);
-            if (err == LRT_OK)
-                err = chunk_flush(nvm, nvm->high_water);
-            if (err != LRT_OK)
-                return err;
-        }
-        nvm->high_water = k + 1u;
-        err = chunk_load(nvm, k, nvm->cur);
-    }
-    if (err != LRT_OK)
-        return err;
-    nvm->chunk = k;
-    nvm->chunk_loaded = 1;
-    return LRT_OK;
-}
-
 int lrt_nvm_commit_write(lrt_nvm *nvm, uint32_t offset, const void *data, uint32_t len)
 {
-    const uint8_t *src = (const uint8_t *)data;
+    int err;
 
     if (nvm == NULL || nvm->state == ST_UNMOUNTED || (data == NULL && len > 0u))
         return LRT_ERR_ARG;
@@ -739,23 +1048,14 @@ int lrt_nvm_commit_write(lrt_nvm *nvm, uint32_t offset, const void *data, uint32
         return LRT_ERR_STATE;
     if (offset > nvm->cfg->blob_size || len > nvm->cfg->blob_size - offset)
         return LRT_ERR_ARG;
-    while (len > 0u) {
-        uint32_t k = offset / nvm->cfg->page_size;
-        uint32_t in = offset - k * nvm->cfg->page_size;
-        uint32_t n = LRT_MIN(len, nvm->cfg->page_size - in);
-        int err = chunk_select(nvm, k);
-
-        if (err != LRT_OK)
-            return fail(nvm, err);
-        memcpy(nvm->page_buf + in, src, n);
-        offset += n;
-        src += n;
-        len -= n;
-    }
-    return LRT_OK;
+    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM)
+        err = rram_stream_write(nvm, offset, (const uint8_t *)data, len);
+    else
+        err = flash_stream_write(nvm, offset, (const uint8_t *)data, len);
+    return err == LRT_OK ? LRT_OK : fail(nvm, err);
 }
 
-/* Bytes [a, b) of the slot's metadata area after the header: the new wear table. */
+/* Table bytes [a, b) (offsets into the table) of the new wear table. */
 static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32_t *crc)
 {
     uint32_t per = 1u + nvm->lay.blob_units, pos;
@@ -768,7 +1068,7 @@ static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32
         if (err != LRT_OK)
             return err;
         if ((int32_t)s == nvm->target)
-            v += u == 0u ? 1u : mark_get(nvm, u - 1u);
+            v += nvm->marks[u];
         put_u32(le, v);
         memcpy(dst + (pos - a), le, 4);
         *crc = lrt_crc32_update(*crc, le, 4);
@@ -776,56 +1076,24 @@ static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32
     return LRT_OK;
 }
 
-static int meta_write(lrt_nvm *nvm, uint32_t *table_crc)
+/* The new wear table into the target, in window-sized pieces. Flash: its words were erased
+ * with the metadata pages and are programmed now; RRAM: unchanged words are skipped. */
+static int table_write(lrt_nvm *nvm, uint32_t *table_crc)
 {
     const lrt_nvm_config *c = nvm->cfg;
-    uint32_t base = slot_base(nvm, (uint32_t)nvm->target);
-    uint32_t tab_end = LRT_NVM_HEADER_SIZE + nvm->lay.table_len;
-    uint32_t P = c->page_size, crc = 0, a;
-    int err;
+    uint32_t base = slot_base(nvm, (uint32_t)nvm->target), W = nvm->win_size, crc = 0, a;
 
-    if (c->tech == LRT_NVM_TECH_RRAM) {
-        /* Table in page_buf-sized pieces; unchanged words are skipped like blob words. */
-        for (a = LRT_NVM_HEADER_SIZE; a < tab_end; a += P) {
-            uint32_t b = LRT_MIN(a + P, tab_end);
-            memset(nvm->page_buf, c->erase_value, P);
-            err = table_fill(nvm, nvm->page_buf, a - LRT_NVM_HEADER_SIZE,
-                             b - LRT_NVM_HEADER_SIZE, &crc);
-            if (err == LRT_OK)
-                err = rram_write(nvm, base + a, nvm->page_buf, round_up(b - a, c->prog_size),
-                                 0, 0);
-            if (err != LRT_OK)
-                return err;
-        }
-        *table_crc = crc;
-        return LRT_OK;
-    }
-    for (a = 0; a < nvm->lay.meta_size; a += P) {
-        uint32_t lo = LRT_MAX(a, LRT_NVM_HEADER_SIZE), hi = LRT_MIN(a + P, tab_end);
-        memset(nvm->page_buf, c->erase_value, P);
-        if (lo < hi) {
-            err = table_fill(nvm, nvm->page_buf + (lo - a), lo - LRT_NVM_HEADER_SIZE,
-                             hi - LRT_NVM_HEADER_SIZE, &crc);
-            if (err != LRT_OK)
-                return err;
-        }
-        if (a == 0u) {
-            /* The header page always changes (generation). Erasing it invalidates the old
-             * header; the new one is programmed last, on its own. */
-            err = raw_erase(nvm, base);
-            if (err == LRT_OK && P > LRT_NVM_HEADER_SIZE &&
-                !all_erased(nvm, nvm->page_buf + LRT_NVM_HEADER_SIZE, P - LRT_NVM_HEADER_SIZE))
-                err = raw_prog(nvm, base + LRT_NVM_HEADER_SIZE,
-                               nvm->page_buf + LRT_NVM_HEADER_SIZE, P - LRT_NVM_HEADER_SIZE);
-        } else {
-            err = raw_equal(nvm, base + a, nvm->page_buf, P);
-            if (err == 0) {
-                err = raw_erase(nvm, base + a);
-                if (err == LRT_OK && !all_erased(nvm, nvm->page_buf, P))
-                    err = raw_prog(nvm, base + a, nvm->page_buf, P);
-            } else if (err > 0) {
-                err = LRT_OK;
-            }
+    for (a = 0; a < nvm->lay.table_len; a += W) {
+        uint32_t b = LRT_MIN(a + W, nvm->lay.table_len), n = round_up(b - a, c->prog_size);
+        int err;
+
+        memset(nvm->win, c->erase_value, n);
+        err = table_fill(nvm, nvm->win, a, b, &crc);
+        if (err == LRT_OK) {
+            if (c->tech == LRT_NVM_TECH_RRAM)
+                err = rram_write(nvm, base + LRT_NVM_HEADER_SIZE + a, nvm->win, n, 0, 0);
+            else
+                err = prog_skip(nvm, LRT_NVM_HEADER_SIZE + a, nvm->win, n);
         }
         if (err != LRT_OK)
             return err;
@@ -838,34 +1106,26 @@ int lrt_nvm_commit_end(lrt_nvm *nvm)
 {
     uint8_t h[LRT_NVM_HEADER_SIZE];
     hdr_fields f;
-    uint32_t nc;
     int err;
 
     if (nvm == NULL || nvm->state == ST_UNMOUNTED)
         return LRT_ERR_ARG;
     if (nvm->state != ST_COMMIT)
         return LRT_ERR_STATE;
-    nc = n_chunks(nvm);
-    if (nvm->chunk_loaded) {
-        nvm->chunk_loaded = 0;
-        err = chunk_flush(nvm, nvm->chunk);
-        if (err != LRT_OK)
-            return fail(nvm, err);
-    }
-    for (; nvm->high_water < nc; nvm->high_water++) {
-        err = chunk_load(nvm, nvm->high_water, nvm->cur);
-        if (err == LRT_OK)
-            err = chunk_flush(nvm, nvm->high_water);
-        if (err != LRT_OK)
-            return fail(nvm, err);
-    }
+    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM)
+        err = rram_stream_end(nvm);
+    else
+        err = flash_stream_end(nvm);
+    if (err != LRT_OK)
+        return fail(nvm, err);
     /* CRC of what is stored (every prog was read back), so writes in any order work. */
+    memset(&f, 0, sizeof f);
     f.slot = (uint32_t)nvm->target;
     f.generation = nvm->max_gen + 1u;
     f.units_written = nvm->last.blob_units;
     err = raw_crc(nvm, blob_addr(nvm, (uint32_t)nvm->target), nvm->cfg->blob_size, &f.blob_crc);
     if (err == LRT_OK)
-        err = meta_write(nvm, &f.table_crc);
+        err = table_write(nvm, &f.table_crc);
     /* Data before header: a write-back cache must not reorder them. */
     if (err == LRT_OK)
         err = raw_sync(nvm);

@@ -12,7 +12,10 @@
  * CRCs. A commit writes the slot after the current one (round robin = wear levelling over all
  * slots) and writes its header last, so a power cut anywhere leaves the previous set valid.
  * Only words (RRAM) / pages (flash) whose content differs from what the target slot already
- * holds are programmed. Byte layout: docs/NVM_FORMAT.md.
+ * holds are programmed. On flash a slot's metadata shares its first page with the blob, and a
+ * commit streams through a small RAM window (cfg.chunk_size), so large erase sectors (e.g.
+ * 128 KiB on STM32F4) need neither a sector-sized RAM buffer nor a sector per metadata block.
+ * Byte layout: docs/NVM_FORMAT.md.
  *
  * Typical use:
  *     lrt_nvm_mount(&nvm, &cfg, work, sizeof work, &info);   (after reset)
@@ -28,7 +31,7 @@
 #include "lrt_wstore.h"
 
 #define LRT_NVM_MAGIC 0x4E54524Cu /* "LRTN" as little-endian bytes */
-#define LRT_NVM_VERSION 1u
+#define LRT_NVM_VERSION 2u /* 2: flash metadata shares the slot's first page */
 #define LRT_NVM_HEADER_SIZE 64u
 #define LRT_NVM_MAX_SLOTS 32u
 #define LRT_NVM_MAX_PROG 64u /* largest prog_size (the header is one multiple of it) */
@@ -61,21 +64,31 @@ typedef struct lrt_nvm_config {
      * commits that programmed any word in it (an upper bound for each of its words). Flash:
      * ignored, the unit is the page. */
     uint32_t wear_unit;
+    /* Flash: bytes of the RAM window a commit streams through. 0 or >= page_size: one page
+     * (writes may come in any order; a write into an already finished page re-erases it).
+     * Smaller: a multiple of max(prog_size, 4) dividing page_size; the work buffer holds two
+     * windows instead of a page, and writes must come in increasing offset order (a write
+     * below the window that changes stored bytes is LRT_ERR_UNSUPPORTED; the trainer's LRT
+     * flushes and bias snapshots are increasing). RRAM: ignored (the window is page_size). */
+    uint32_t chunk_size;
     uint32_t endurance;  /* per unit (0 = unlimited); a slot with a unit at it is skipped */
     uint16_t n_slots;    /* 0 = as many as fit (>= 2), else 2..LRT_NVM_MAX_SLOTS */
     uint8_t tech;        /* lrt_nvm_tech */
     uint8_t erase_value; /* flash: value of an erased byte; RRAM: value of a fresh device */
 } lrt_nvm_config;
 
-/* Derived layout (docs/NVM_FORMAT.md). Every slot: header, wear table, blob. */
+/* Derived layout (docs/NVM_FORMAT.md). Every slot: header, wear table, blob.
+ * Wear units: RRAM: unit 0 = the metadata, units 1..blob_units = the blob in unit_size pieces.
+ * Flash: unit k = the slot's k-th page (unit 0 = the page holding the header), so a slot has
+ * 1 + blob_units pages. */
 typedef struct {
     uint32_t n_slots;
-    uint32_t slot_size;   /* stride between slots, bytes */
+    uint32_t slot_size;   /* stride between slots, bytes (flash: whole pages) */
     uint32_t meta_size;   /* header + wear table, padded; the blob starts here in a slot */
     uint32_t table_len;   /* bytes of the wear table = 4 * n_slots * (1 + blob_units) */
-    uint32_t blob_units;  /* wear units per slot blob (pages for flash) */
-    uint32_t unit_size;   /* bytes per wear unit */
-    uint32_t align;       /* alignment of meta_size and slot_size */
+    uint32_t blob_units;  /* RRAM: wear units of the blob; flash: pages per slot - 1 */
+    uint32_t unit_size;   /* bytes per wear unit (flash: page_size) */
+    uint32_t align;       /* alignment of meta_size (the blob start): max(prog_size, 4) */
 } lrt_nvm_layout;
 
 /* What the last commit did (for write-skip tests and reports). */
@@ -83,8 +96,12 @@ typedef struct {
     uint32_t prog_ops;     /* prog calls */
     uint32_t prog_bytes;   /* bytes passed to prog */
     uint32_t erases;       /* erase calls */
-    uint32_t blob_units;   /* blob wear units programmed (pages / words or wear units) */
-    uint32_t reopened;     /* chunks flushed again because a write went backwards */
+    uint32_t blob_units;   /* wear units programmed: flash: slot pages erased (metadata
+                            * pages included); RRAM: blob units with a programmed word */
+    uint32_t reopened;     /* windows flushed again because a write went backwards */
+    uint32_t early_dirty;  /* flash, sub-page window: pages erased before their last window
+                            * was seen, because a second window that restores the target's
+                            * bytes could not be remembered (docs/NVM_FORMAT.md) */
 } lrt_nvm_commit_stats;
 
 /* lrt_nvm_mount_info.flags */
@@ -92,13 +109,15 @@ typedef struct {
 #define LRT_NVM_F_FALLBACK 0x02u /* a newer (or undatable) slot failed verification */
 #define LRT_NVM_F_DEGRADED 0x04u /* no slot verified; running on the newest slot whose header
                                   * is good but whose blob/table CRC is not (drifted cells) */
+#define LRT_NVM_F_VERSION 0x08u  /* a slot holds a well-formed header of another format version
+                                  * (a store written by an older firmware): not used (FOREIGN) */
 
 /* lrt_nvm_mount_info.slot_state[] */
 enum {
     LRT_NVM_SLOT_BLANK = 0,   /* header area all erase_value */
     LRT_NVM_SLOT_VALID = 1,
     LRT_NVM_SLOT_BAD_HEADER = 2, /* not blank, header magic/CRC/version wrong */
-    LRT_NVM_SLOT_FOREIGN = 3,    /* good header of another geometry / blob size */
+    LRT_NVM_SLOT_FOREIGN = 3,    /* good header of another geometry / blob size / version */
     LRT_NVM_SLOT_BAD_DATA = 4,   /* good header, blob or table CRC wrong */
 };
 
@@ -115,15 +134,20 @@ typedef struct {
 typedef struct {
     const lrt_nvm_config *cfg;
     lrt_nvm_layout lay;
-    uint8_t *page_buf;     /* work: page_size bytes */
-    uint8_t *marks;        /* work: per blob unit, programs this commit (saturating at 255) */
+    uint8_t *win;          /* work: the window (win_size bytes) */
+    uint8_t *restore;      /* work (flash, window < page): one saved window, else NULL */
+    uint8_t *marks;        /* work: per wear unit, programs this commit (saturating at 255) */
+    uint32_t win_size;     /* flash: min(chunk_size, page_size); RRAM: page_size */
     int32_t cur;           /* slot holding the newest set, -1 if none */
     uint32_t gen;          /* its generation */
     uint32_t max_gen;      /* highest generation seen in any good header */
     int32_t target;        /* slot being written during a commit */
-    uint32_t chunk;        /* chunk held in page_buf (valid if chunk_loaded) */
-    uint32_t high_water;   /* chunks [0, high_water) of the target hold the new content */
-    uint8_t chunk_loaded;
+    uint32_t win_pos;      /* start of the window held (flash: slot offset; RRAM: blob offset) */
+    uint32_t high_water;   /* [0, high_water) of the target holds the new content */
+    uint32_t restore_pos;  /* flash: slot offset of the window in `restore`, or UINT32_MAX */
+    uint8_t win_loaded;
+    uint8_t win_changed;   /* a write changed the window against what it was loaded with */
+    uint8_t page_mode;     /* flash: state of the page being streamed (lrt_nvm.c) */
     uint8_t state;         /* 0 unmounted, 1 idle, 2 committing */
     const int8_t **bound;  /* lrt_nvm_bind: kept equal to lrt_nvm_blob() */
     lrt_nvm_commit_stats last;
@@ -132,8 +156,10 @@ typedef struct {
 /* Layout of cfg; LRT_ERR_ARG for a bad geometry, LRT_ERR_NOSPACE if two slots do not fit. */
 int lrt_nvm_layout_get(const lrt_nvm_config *cfg, lrt_nvm_layout *out);
 
-/* Bytes of the caller-provided work buffer: page_size + one byte per blob wear unit (round
- * up to 4); 0 if cfg is bad. */
+/* Bytes of the caller-provided work buffer; 0 if cfg is bad. Flash: the window
+ * (min(chunk_size, page_size), chunk_size 0 = page_size), a second window when it is smaller
+ * than a page, and one byte per slot page; RRAM: page_size + one byte per wear unit. Each part
+ * is rounded up to 4 bytes. */
 size_t lrt_nvm_work_size(const lrt_nvm_config *cfg);
 
 /* Scan all slots, verify headers and CRCs, select the newest valid set. LRT_OK when a set was
@@ -158,9 +184,10 @@ int32_t lrt_nvm_current_slot(const lrt_nvm *nvm);
 
 /* Streaming commit. Bytes not written are carried over from the current set (zeros if there
  * is none). Writes in increasing offset order touch each page once; a write below an earlier
- * one is still correct but reprograms its chunk. The current set stays readable (and
- * lrt_nvm_blob unchanged) until commit_end returns. LRT_ERR_WORN if every other slot has a
- * unit at the endurance limit. */
+ * one is still correct but reprograms its page (flash with a sub-page window: refused with
+ * LRT_ERR_UNSUPPORTED unless it changes nothing; the commit is then dropped). The current set
+ * stays readable (and lrt_nvm_blob unchanged) until commit_end returns. LRT_ERR_WORN if every
+ * other slot has a unit at the endurance limit. */
 int lrt_nvm_commit_begin(lrt_nvm *nvm);
 int lrt_nvm_commit_write(lrt_nvm *nvm, uint32_t offset, const void *data, uint32_t len);
 int lrt_nvm_commit_end(lrt_nvm *nvm);
@@ -170,7 +197,8 @@ int lrt_nvm_commit_abort(lrt_nvm *nvm);
 const lrt_nvm_commit_stats *lrt_nvm_last_commit(const lrt_nvm *nvm);
 
 /* Wear counters as stored with the current set: unit 0 is the slot's metadata (header + table:
- * rewritten on every commit into the slot), units 1..blob_units the blob's units. */
+ * rewritten on every commit into the slot; flash: the slot's first page), units 1..blob_units
+ * the blob's units (flash: the slot's further pages). */
 int lrt_nvm_wear_get(const lrt_nvm *nvm, uint32_t slot, uint32_t unit, uint32_t *count);
 
 typedef struct {

@@ -1,5 +1,7 @@
 /* nvm_api.c - the rest of the lrt_nvm API: unmapped backends, the lrt_wstore adapter in any
- * order, bind, abort, worn-out slots, wear summary and flush budget.
+ * order, bind, abort, worn-out slots, wear summary and flush budget. With a flash window
+ * smaller than a page (chunk=), writes must increase: the adapter then writes in increasing
+ * order, and a write below the window is checked to be refused (or accepted as a no-op).
  *
  * usage: nvm_api <geometry key=value...>     prints "OK ..." lines, exits non-zero on failure
  */
@@ -20,6 +22,7 @@ int main(int argc, char **argv)
     lrt_nvm_wear wear;
     const int8_t *bound = NULL;
     uint32_t n, region, i, c, rng = 3, worn_at = 0;
+    int ordered;
 
     CHECK(nvm_geom_args(argc - 1, argv + 1, &ca) >= 0);
     cb = ca;
@@ -28,6 +31,7 @@ int main(int argc, char **argv)
     CHECK_OK(lrt_nvm_ram_init(&ra, &ca, mem_a, 1));
     CHECK_OK(lrt_nvm_ram_init(&rb, &cb, mem_b, 1));
     cb.mapped = NULL; /* b goes through the read callback only */
+    ordered = ca.tech == LRT_NVM_TECH_FLASH && ca.chunk_size != 0u && ca.chunk_size < ca.page_size;
     CHECK_OK(lrt_nvm_mount(&a, &ca, work_a, sizeof work_a, &info));
     CHECK_OK(lrt_nvm_mount(&b, &cb, work_b, sizeof work_b, &info));
     CHECK(lrt_nvm_blob(&b) == NULL);
@@ -44,7 +48,7 @@ int main(int argc, char **argv)
         for (i = 0; i < n; i++)
             if (blob[i] != prev[i] || c == 0u)
                 order[k++] = i;
-        for (i = k; i > 1u; i--) {
+        for (i = k; i > 1u && !ordered; i--) {
             uint32_t j = rnd(&rng) % i, t = order[i - 1u];
             order[i - 1u] = order[j];
             order[j] = t;
@@ -77,7 +81,33 @@ int main(int argc, char **argv)
     }
     CHECK_OK(lrt_nvm_mount(&b, &cb, work_b, sizeof work_b, &info));
     CHECK(info.flags == 0u && info.generation == 201u);
-    printf("OK wstore-any-order unmapped gen=%u\n", info.generation);
+    printf("OK wstore-%s unmapped gen=%u\n", ordered ? "increasing" : "any-order",
+           info.generation);
+
+    if (ordered) {
+        /* below the window: a write that changes nothing is accepted, one that changes a byte
+         * is refused and drops the commit; the current set stays */
+        uint32_t gen = lrt_nvm_generation(&a);
+        memcpy(blob, prev, n);
+        blob[0] ^= 0x11u;
+        blob[n - 1u] ^= 0x22u;
+        CHECK_OK(lrt_nvm_commit_begin(&a));
+        CHECK_OK(lrt_nvm_commit_write(&a, n - 1u, blob + n - 1u, 1));
+        CHECK_OK(lrt_nvm_commit_write(&a, 1, blob + 1, 1)); /* unchanged byte, below */
+        CHECK(lrt_nvm_commit_write(&a, 0, blob, 1) == LRT_ERR_UNSUPPORTED);
+        CHECK(lrt_nvm_commit_end(&a) == LRT_ERR_STATE);
+        CHECK(lrt_nvm_generation(&a) == gen && memcmp(lrt_nvm_blob(&a), prev, n) == 0);
+        CHECK_OK(lrt_nvm_mount(&a, &ca, work_a, sizeof work_a, &info));
+        CHECK(info.generation == gen && memcmp(lrt_nvm_blob(&a), prev, n) == 0);
+        /* the same change in increasing order goes through */
+        CHECK_OK(lrt_nvm_commit_begin(&a));
+        CHECK_OK(lrt_nvm_commit_write(&a, 0, blob, 1));
+        CHECK_OK(lrt_nvm_commit_write(&a, n - 1u, blob + n - 1u, 1));
+        CHECK_OK(lrt_nvm_commit_end(&a));
+        CHECK(memcmp(lrt_nvm_blob(&a), blob, n) == 0);
+        memcpy(prev, blob, n);
+        printf("OK backward write refused\n");
+    }
 
     /* abort keeps the current set and the blob pointer */
     {

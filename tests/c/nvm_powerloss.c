@@ -8,8 +8,12 @@
  * a follow-up commit from that state must succeed. The real chain runs without faults and its
  * stored wear table must equal the RAM backend's own per-word / per-page counters.
  *
- * usage: nvm_powerloss commits=N seed=S followup=0|1 <geometry key=value...>
- * prints: RESULT commits=.. trials=.. old=.. new=.. torn=.. lost=.. max_ops=..
+ * Some commits restore bytes (a range, or the whole set) to the values the target slot already
+ * holds, the case a flash page streamed through a sub-page window must remember (lrt_nvm.c).
+ *
+ * usage: nvm_powerloss commits=N seed=S followup=0|1 plans=1..3 <geometry key=value...>
+ *        (plans=2: increasing write order only, as a sub-page flash window requires)
+ * prints: RESULT commits=.. trials=.. old=.. new=.. torn=.. lost=.. max_ops=.. early=..
  */
 #include "nvm_util.h"
 
@@ -17,6 +21,8 @@ static uint8_t mem[NVM_MAX_REGION], snap[NVM_MAX_REGION];
 static uint32_t word_progs[NVM_MAX_REGION], page_erases[NVM_MAX_REGION];
 static uint32_t work_a[16384], work_b[16384];
 static uint8_t prev[65536], next[65536];
+#define HIST 33u
+static uint8_t hist[HIST][65536]; /* hist[c % HIST]: the set committed by commit c */
 
 static void check_table(const lrt_nvm *nvm, const lrt_nvm_ram *ram)
 {
@@ -27,15 +33,23 @@ static void check_table(const lrt_nvm *nvm, const lrt_nvm_ram *ram)
     for (s = 0; s < l->n_slots; s++) {
         uint32_t base = s * l->slot_size, meta;
         CHECK_OK(lrt_nvm_wear_get(nvm, s, 0, &meta));
+        if (c->tech == LRT_NVM_TECH_FLASH) {
+            /* unit u = the slot's page u, exactly its erase count; page 0 (header) is erased
+             * by every commit into the slot */
+            for (u = 0; u <= l->blob_units; u++) {
+                a = base + u * c->page_size;
+                CHECK_OK(lrt_nvm_wear_get(nvm, s, u, &v));
+                if (v != page_erases[a / c->page_size])
+                    fprintf(stderr, "slot %u unit %u table %u erases %u\n", s, u, v,
+                            page_erases[a / c->page_size]);
+                CHECK(v == page_erases[a / c->page_size]);
+            }
+            continue;
+        }
         for (u = 1; u <= l->blob_units; u++) {
             uint32_t addr = base + l->meta_size + (u - 1u) * l->unit_size;
             CHECK_OK(lrt_nvm_wear_get(nvm, s, u, &v));
-            if (c->tech == LRT_NVM_TECH_FLASH) {
-                if (v != page_erases[addr / c->page_size])
-                    fprintf(stderr, "slot %u unit %u table %u erases %u\n", s, u, v,
-                            page_erases[addr / c->page_size]);
-                CHECK(v == page_erases[addr / c->page_size]);
-            } else if (l->unit_size == c->prog_size) {
+            if (l->unit_size == c->prog_size) {
                 CHECK(v == word_progs[addr / c->prog_size]);
             } else {
                 for (a = addr; a < addr + l->unit_size; a += c->prog_size)
@@ -43,14 +57,8 @@ static void check_table(const lrt_nvm *nvm, const lrt_nvm_ram *ram)
             }
         }
         /* metadata: rewritten once per commit into the slot, never more */
-        if (c->tech == LRT_NVM_TECH_FLASH) {
-            CHECK(page_erases[base / c->page_size] == meta);
-            for (a = base; a < base + l->meta_size; a += c->page_size)
-                CHECK(page_erases[a / c->page_size] <= meta);
-        } else {
-            for (a = base; a < base + l->meta_size; a += c->prog_size)
-                CHECK(word_progs[a / c->prog_size] <= meta);
-        }
+        for (a = base; a < base + l->meta_size; a += c->prog_size)
+            CHECK(word_progs[a / c->prog_size] <= meta);
     }
     CHECK(ram->violations == 0u);
 }
@@ -62,9 +70,9 @@ int main(int argc, char **argv)
     lrt_nvm_fault fault;
     lrt_nvm nvm, saved, nvm2;
     lrt_nvm_mount_info info;
-    uint32_t commits = 1000, seed = 1, followup = 1, n, region, c, rng;
+    uint32_t commits = 1000, seed = 1, followup = 1, plans = 3, n, region, c, rng;
     unsigned long trials = 0, n_old = 0, n_new = 0, torn = 0, lost = 0, max_ops = 0, ops = 0;
-    unsigned long fallback = 0;
+    unsigned long fallback = 0, early = 0, reverts = 0;
     int i;
     char *rest[32];
     int nrest = 0;
@@ -76,6 +84,8 @@ int main(int argc, char **argv)
             seed = (uint32_t)strtoul(argv[i] + 5, NULL, 0);
         else if (strncmp(argv[i], "followup=", 9) == 0)
             followup = (uint32_t)strtoul(argv[i] + 9, NULL, 0);
+        else if (strncmp(argv[i], "plans=", 6) == 0)
+            plans = (uint32_t)strtoul(argv[i] + 6, NULL, 0);
         else
             rest[nrest++] = argv[i];
     }
@@ -103,7 +113,20 @@ int main(int argc, char **argv)
         } else {
             nvm_mutate(next, n, &rng);
         }
-        plan = rnd(&rng) % 3u;
+        if (c >= nvm.lay.n_slots && rnd(&rng) % 3u == 0u) {
+            /* back to what the target slot holds: a range, or everything (+ maybe a byte) */
+            const uint8_t *old = hist[(c - nvm.lay.n_slots) % HIST];
+            uint32_t len = 1u + rnd(&rng) % n, at = rnd(&rng) % (n - len + 1u);
+            if (rnd(&rng) % 2u == 0u) {
+                memcpy(next, old, n);
+                if (rnd(&rng) % 2u == 0u)
+                    next[rnd(&rng) % n] ^= 0x5Au;
+            } else {
+                memcpy(next + at, old + at, len);
+            }
+            reverts++;
+        }
+        plan = rnd(&rng) % plans;
         plan_seed = rnd(&rng);
         memcpy(snap, mem, region);
         saved = nvm;
@@ -184,14 +207,16 @@ int main(int argc, char **argv)
         CHECK(memcmp(nvm_current(&nvm), next, n) == 0);
         CHECK(lrt_nvm_generation(&nvm) == c + 1u);
         check_table(&nvm, &ram);
+        early += lrt_nvm_last_commit(&nvm)->early_dirty;
         memcpy(prev, next, n);
+        memcpy(hist[c % HIST], next, n);
     }
     CHECK_OK(lrt_nvm_mount(&nvm2, &fcfg, work_b, sizeof work_b, &info));
     CHECK(info.generation == commits && info.flags == 0u);
     CHECK(memcmp(nvm_current(&nvm2), prev, n) == 0);
     printf("RESULT commits=%u trials=%lu cut_points=%lu old=%lu new=%lu torn=%lu lost=%lu "
-           "max_ops=%lu fallback_flagged=%lu slots=%u\n",
+           "max_ops=%lu fallback_flagged=%lu slots=%u early=%lu reverts=%lu\n",
            commits, trials, ops + commits, n_old, n_new, torn, lost, max_ops, fallback,
-           nvm.lay.n_slots);
+           nvm.lay.n_slots, early, reverts);
     return (torn == 0u && lost == 0u) ? 0 : 1;
 }

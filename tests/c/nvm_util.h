@@ -29,7 +29,7 @@
     } while (0)
 
 /* Geometry from "key=value" arguments: tech=flash|rram prog= page= pages= blob= slots=
- * unit= erase= endurance=. Unknown keys are an error; returns the number of args used. */
+ * unit= erase= endurance= chunk=. Unknown keys are an error; returns the number of args used. */
 static inline int nvm_geom_args(int argc, char **argv, lrt_nvm_config *cfg)
 {
     int i, used = 0;
@@ -69,6 +69,8 @@ static inline int nvm_geom_args(int argc, char **argv, lrt_nvm_config *cfg)
             cfg->erase_value = (uint8_t)v;
         else if (strncmp(a, "endurance=", 10) == 0)
             cfg->endurance = (uint32_t)v;
+        else if (strncmp(a, "chunk=", 6) == 0)
+            cfg->chunk_size = (uint32_t)v;
         else
             used = -1000;
     }

@@ -3,7 +3,7 @@
  * usage: nvm_writeskip blobs=FILE image=OUT plan=0|1|2 <geometry key=value...>
  * FILE holds k blobs of blob_size bytes back to back; each becomes one commit. After each
  * commit the driver prints the RAM backend's own counter deltas (not the layer's opinion):
- *   C gen=G slot=S units=U prog_ops=.. prog_bytes=.. erases=..
+ *   C gen=G slot=S units=U prog_ops=.. prog_bytes=.. erases=.. early=..
  *   W addr:count ...   (words programmed, region byte addresses)
  *   E addr:count ...   (pages erased)
  * and, at the start, the layout: L n_slots=.. slot_size=.. meta_size=.. table_len=..
@@ -64,8 +64,9 @@ int main(int argc, char **argv)
         CHECK(memcmp(nvm_current(&nvm), blob, n) == 0);
         CHECK(ram.violations == 0u);
         st = lrt_nvm_last_commit(&nvm);
-        printf("C gen=%u slot=%d units=%u prog_ops=%u prog_bytes=%u erases=%u\nW", nvm.gen,
-               (int)nvm.cur, st->blob_units, st->prog_ops, st->prog_bytes, st->erases);
+        printf("C gen=%u slot=%d units=%u prog_ops=%u prog_bytes=%u erases=%u early=%u\nW",
+               nvm.gen, (int)nvm.cur, st->blob_units, st->prog_ops, st->prog_bytes, st->erases,
+               st->early_dirty);
         for (a = 0; a < nw; a++)
             if (words[a] != words0[a])
                 printf(" %u:%u", a * cfg.prog_size, words[a] - words0[a]);

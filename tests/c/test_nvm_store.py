@@ -25,6 +25,19 @@ LIB_SRC = [LIB_DIR / n for n in ("lrt_nvm.c", "lrt_nvm_host.c", "lrt_crc32.c", "
 
 FLASH = {"tech": "flash", "prog": 4, "page": 64, "pages": 24, "blob": 300}  # 3 slots
 RRAM = {"tech": "rram", "prog": 4, "page": 32, "pages": 61, "blob": 300}  # 2 slots
+# Large erase sectors scaled down: the STM32F446's 3 x 128 KiB sectors for a 21.6 KB set become
+# 4 KiB pages for a 3 KiB set (one page per slot, metadata in the same page), streamed through a
+# 256-byte window; MULTI has slots of three pages, so pages are skipped or rewritten one by one.
+BIG = {"tech": "flash", "prog": 4, "page": 4096, "pages": 3, "blob": 3072, "chunk": 256}
+MULTI = {"tech": "flash", "prog": 4, "page": 4096, "pages": 8, "blob": 9000, "chunk": 256}
+# the real part: sectors 5-7 of the STM32F446RE, the mcu preset's weight set
+NUCLEO = {"tech": "flash", "prog": 4, "page": 131072, "pages": 3, "blob": 21616, "chunk": 1024}
+
+
+def ordered(geo: dict[str, object]) -> bool:
+    """A flash window smaller than a page takes writes in increasing order only."""
+    chunk = int(geo.get("chunk", 0))  # type: ignore[call-overload]
+    return geo["tech"] == "flash" and 0 < chunk < int(geo["page"])  # type: ignore[call-overload]
 
 
 def args(geo: dict[str, object]) -> list[str]:
@@ -49,7 +62,7 @@ def drivers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("nvm")
     return {
         name: compile_c([HERE / f"nvm_{name}.c", *LIB_SRC], out / name)
-        for name in ("powerloss", "bitflip", "writeskip", "filekill", "twin")
+        for name in ("powerloss", "bitflip", "writeskip", "filekill", "twin", "image")
     }
 
 
@@ -61,10 +74,14 @@ def result(stdout: str, tag: str = "RESULT") -> dict[str, int]:
 # ---- 1. power loss at every program/erase op ----
 
 
-@pytest.mark.parametrize("geo", [FLASH, RRAM], ids=["flash", "rram"])
+def powerloss_args(geo: dict[str, object]) -> list[str]:
+    return [*args(geo), *(["plans=2"] if ordered(geo) else [])]
+
+
+@pytest.mark.parametrize("geo", [FLASH, RRAM, BIG], ids=["flash", "rram", "flash-4k-page"])
 def test_power_loss_every_op_1000_commits(drivers: dict[str, Path], geo: dict[str, object]
                                           ) -> None:
-    proc = subprocess.run([drivers["powerloss"], "commits=1000", "seed=11", *args(geo)],
+    proc = subprocess.run([drivers["powerloss"], "commits=1000", "seed=11", *powerloss_args(geo)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = result(proc.stdout)
@@ -87,16 +104,36 @@ def test_power_loss_every_op_1000_commits(drivers: dict[str, Path], geo: dict[st
         {**RRAM, "prog": 1, "page": 16, "pages": 200, "blob": 123},
         {**RRAM, "prog": 8, "page": 64, "pages": 40, "unit": 16},
         {**RRAM, "pages": 200, "erase": 0, "blob": 257},
+        MULTI,
+        {**FLASH, "chunk": 16},
+        {**MULTI, "chunk": 4096, "pages": 12},  # page-sized window: any write order
+        {**BIG, "prog": 8, "chunk": 512, "erase": 0},
     ],
     ids=["flash-2slots", "flash-p8", "flash-erase0", "flash-p64", "rram-p1", "rram-unit16",
-         "rram-4slots"],
+         "rram-4slots", "flash-4k-multipage", "flash-64-chunk16", "flash-4k-page-window",
+         "flash-4k-p8-erase0"],
 )
 def test_power_loss_other_geometries(drivers: dict[str, Path], geo: dict[str, object]) -> None:
-    proc = subprocess.run([drivers["powerloss"], "commits=120", "seed=5", *args(geo)],
+    proc = subprocess.run([drivers["powerloss"], "commits=120", "seed=5", *powerloss_args(geo)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout.strip())
     r = result(proc.stdout)
     assert r["torn"] == 0 and r["lost"] == 0 and r["commits"] == 120
+    assert r["reverts"] > 0  # some commits put back bytes the target slot still held
+    if geo is MULTI:
+        # a page whose windows restore the target's bytes, the case the window must remember
+        assert r["early"] > 0
+
+
+def test_power_loss_nucleo_sectors(drivers: dict[str, Path]) -> None:
+    """The real geometry: 3 x 128 KiB sectors, a 21.6 KB set, a 1 KiB window."""
+    proc = subprocess.run([drivers["powerloss"], "commits=25", "seed=7", *powerloss_args(NUCLEO)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout.strip())
+    r = result(proc.stdout)
+    assert r["torn"] == 0 and r["lost"] == 0 and r["slots"] == 3
 
 
 # ---- 2. every single-bit flip is detected ----
@@ -105,8 +142,9 @@ def test_power_loss_other_geometries(drivers: dict[str, Path], geo: dict[str, ob
 @pytest.mark.parametrize(
     "geo",
     [{**FLASH, "blob": 64, "pages": 16, "slots": 2}, {**RRAM, "blob": 64, "pages": 40},
-     {**RRAM, "blob": 61, "prog": 1, "page": 16, "pages": 100}],
-    ids=["flash", "rram", "rram-p1"],
+     {**RRAM, "blob": 61, "prog": 1, "page": 16, "pages": 100},
+     {**BIG, "blob": 1000, "pages": 2}],
+    ids=["flash", "rram", "rram-p1", "flash-4k-page"],
 )
 def test_every_single_bit_flip_detected(drivers: dict[str, Path], geo: dict[str, object]) -> None:
     proc = subprocess.run([drivers["bitflip"], *args(geo)], capture_output=True, text=True,
@@ -142,7 +180,9 @@ def _blob_sequence(n: int, seed: int) -> tuple[list[bytes], list[float]]:
     return blobs, pcts
 
 
-def _pct(a: bytes, b: bytes, n: int) -> str:
+def _pct(a: bytes, b: bytes | None, n: int) -> str:
+    if b is None:
+        return "  new"
     return f"{100.0 * sum(x != y for x, y in zip(a[:n], b[:n], strict=True)) / n:5.1f}%"
 
 
@@ -160,8 +200,12 @@ def _parse_writeskip(stdout: str) -> tuple[dict[str, int], list[dict[str, object
     return lay, commits
 
 
-@pytest.mark.parametrize("geo", [FLASH, RRAM, {**RRAM, "unit": 16, "page": 64, "pages": 40}],
-                         ids=["flash", "rram", "rram-unit16"])
+@pytest.mark.parametrize(
+    "geo",
+    [FLASH, RRAM, {**RRAM, "unit": 16, "page": 64, "pages": 40}, BIG, MULTI,
+     {**MULTI, "chunk": 0}, {**FLASH, "chunk": 16}],
+    ids=["flash", "rram", "rram-unit16", "flash-4k-page", "flash-4k-multipage",
+         "flash-4k-page-window", "flash-64-chunk16"])
 @pytest.mark.parametrize("plan", [0, 1])
 def test_write_skip_programs_exactly_the_changed_units(
     drivers: dict[str, Path], tmp_path: Path, geo: dict[str, object], plan: int
@@ -181,45 +225,51 @@ def test_write_skip_programs_exactly_the_changed_units(
         lay.n_slots, lay.slot_size, lay.meta_size, lay.table_len)
     assert len(commits) == len(blobs)
 
-    area = -(-n // lay.align) * lay.align
-    slot_content = [bytes([ev]) * area for _ in range(lay.n_slots)]  # a fresh device
+    # each slot as stored (header and table aside): blob after the metadata, erase value around
+    def slot_bytes(blob: bytes | None) -> bytes:
+        if blob is None:
+            return bytes([ev]) * lay.slot_size  # a fresh device
+        pad = lay.slot_size - lay.meta_size - n
+        return bytes([ev]) * lay.meta_size + blob + bytes([ev]) * pad
+
+    stored: list[bytes | None] = [None] * lay.n_slots
     report = []
     for gen, (blob, pct, c) in enumerate(zip(blobs, pcts, commits, strict=True), start=1):
         t = (gen - 1) % lay.n_slots
         assert c["slot"] == t and c["gen"] == gen
-        new = blob + bytes([ev]) * (area - n)
-        old = slot_content[t]
-        b0, m0 = lay.blob_addr(t), lay.slot_base(t)
+        new, old = slot_bytes(blob), slot_bytes(stored[t])
+        m0 = lay.slot_base(t)
         progs: dict[int, int] = c["W"]  # type: ignore[assignment]
         erases: dict[int, int] = c["E"]  # type: ignore[assignment]
-        blob_progs = {a: k for a, k in progs.items() if b0 <= a < b0 + area}
-        meta_progs = {a: k for a, k in progs.items() if m0 <= a < b0}
-        # nothing outside the target slot is touched
-        assert len(blob_progs) + len(meta_progs) == len(progs)
+        # nothing outside the target slot is touched, no word twice
+        assert all(m0 <= a < m0 + lay.slot_size for a in [*progs, *erases])
+        assert all(k == 1 for k in progs.values())
         if g.tech == nvm.TECH_RRAM:
             p = g.prog_size
-            changed = {b0 + w for w in range(0, area, p) if new[w : w + p] != old[w : w + p]}
-            assert set(blob_progs) == changed
-            assert all(k == 1 for k in blob_progs.values())
+            b0 = lay.meta_size
+            changed = {m0 + w for w in range(b0, lay.slot_size, p)
+                       if new[w : w + p] != old[w : w + p]}
+            assert {a for a in progs if a >= m0 + b0} == changed
             assert erases == {}
-            units = {(a - b0) // lay.unit_size for a in changed}
+            units = {(a - m0 - b0) // lay.unit_size for a in changed}
             assert c["units"] == len(units)
-            report.append(f"{pct:5.1f}% of bytes vs previous set, {_pct(new, old, n)} vs target "
-                          f"slot -> {len(changed)} of {area // p} words programmed")
+            report.append(f"{pct:5.1f}% of bytes vs previous set, {_pct(blob, stored[t], n)} vs "
+                          f"target slot -> {len(changed)} of {(lay.slot_size - b0) // p} words "
+                          f"programmed")
         else:
             P = g.page_size
-            changed = {b0 + q for q in range(0, area, P) if new[q : q + P] != old[q : q + P]}
-            blob_erases = {a: k for a, k in erases.items() if b0 <= a < b0 + area}
-            assert set(blob_erases) == changed and all(k == 1 for k in blob_erases.values())
-            assert erases.get(m0) == 1  # the header page, erased once per commit
-            assert set(erases) - set(blob_erases) <= set(range(m0, b0, P))
-            # a page is programmed only after its erase, each word at most once
-            assert all(k == 1 for k in progs.values())
-            assert {a - a % P for a in blob_progs} <= changed
-            assert c["units"] == len(changed)
-            report.append(f"{pct:5.1f}% of bytes vs previous set, {_pct(new, old, n)} vs target "
-                          f"slot -> {len(changed)} of {area // P} pages erased+programmed")
-        slot_content[t] = new
+            meta_pages = -(-(nvm.HEADER_SIZE + lay.table_len) // P)
+            pages = range(0, lay.slot_size, P)
+            # pages with metadata always (the header changes), others exactly when they differ
+            want = {m0 + q for q in pages if q < meta_pages * P or new[q : q + P] != old[q : q + P]}
+            assert erases == {a: 1 for a in want}
+            # a page is programmed only after its erase
+            assert {a - a % P for a in progs} <= want
+            assert c["units"] == len(want)
+            report.append(f"{pct:5.1f}% of bytes vs previous set, {_pct(blob, stored[t], n)} vs "
+                          f"target slot -> {len(want)} of {len(pages)} pages erased+programmed "
+                          f"({meta_pages} with metadata)")
+        stored[t] = blob
     print("\n".join(report))
 
     # the image is byte-identical to the Python writer's, and inspects cleanly
@@ -230,7 +280,125 @@ def test_write_skip_programs_exactly_the_changed_units(
     assert rep.generation == len(blobs) and rep.blob == blobs[-1]
     assert not rep.fallback and not rep.degraded
     assert rep.wear is not None
-    assert int(rep.wear[:, 1:].sum()) == sum(int(c["units"]) for c in commits)  # type: ignore[call-overload]
+    if g.tech == nvm.TECH_RRAM:
+        assert int(rep.wear[:, 1:].sum()) == sum(int(c["units"]) for c in commits)  # type: ignore[call-overload]
+    else:
+        assert int(rep.wear.sum()) == sum(int(c["units"]) for c in commits)  # type: ignore[call-overload]
+        assert rep.page_erases is not None and int(rep.page_erases.sum()) == int(rep.wear.sum())
+
+
+def test_write_skip_sub_page_window_remembers_one_restored_window(
+    drivers: dict[str, Path], tmp_path: Path
+) -> None:
+    """Writes that put back the bytes the target slot still holds, on a page streamed through
+    a sub-page window. One such window is remembered: a page that ends up as the target holds
+    it is not erased. Two are not: the page is erased early (the documented trade-off). A
+    later change erases the page anyway, and the remembered window is programmed back."""
+    geo = {**MULTI, "pages": 6}  # 2 slots of 3 pages
+    g = geometry(geo)
+    lay = g.layout()
+    n, P, W = g.blob_size, g.page_size, int(geo["chunk"])  # type: ignore[call-overload]
+    assert lay.n_slots == 2 and lay.units == 3
+    a = np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8)
+    w1, w2, w3 = (P - lay.meta_size + k * W for k in (2, 5, 9))  # windows of page 1
+
+    def flip(base: np.ndarray, *at: int) -> np.ndarray:
+        out = base.copy()
+        for x in at:
+            out[x : x + 10] ^= 0x5A
+        return out
+
+    cases = {  # gen 1 = a (slot 0), gen 2 (slot 1), gen 3 (slot 0 again, which holds a)
+        "one": (flip(a, w1), a),                # back to a: one window restored
+        "two": (flip(a, w1, w2), a),            # back to a: two windows restored
+        "later": (flip(a, w1), flip(a, w3)),    # w1 restored, w3 changed
+    }
+    page1 = lay.slot_base(0) + P
+    got = {}
+    for name, (second, third) in cases.items():
+        (tmp_path / name).write_bytes(b"".join(x.tobytes() for x in (a, second, third)))
+        img = tmp_path / f"{name}.img"
+        proc = subprocess.run(
+            [drivers["writeskip"], f"blobs={tmp_path / name}", f"image={img}", "plan=1",
+             *args(geo)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        commit = _parse_writeskip(proc.stdout)[1][2]
+        got[name] = (page1 in commit["E"], commit["early"])  # type: ignore[operator]
+        rep = nvm.inspect_image(img)
+        assert rep.blob == third.tobytes() and rep.generation == 3 and not rep.fallback
+        assert lay.slot_base(0) + 2 * P not in commit["E"]  # type: ignore[operator]
+    print(got)
+    assert got == {"one": (False, 0), "two": (True, 1), "later": (True, 0)}
+
+
+# ---- format version: an older firmware's store is recognised and replaced, never misread ----
+
+
+def _as_version(img: bytes, lay: nvm.NvmLayout, version: int) -> bytes:
+    out = bytearray(img)
+    for s in range(lay.n_slots):
+        h = out[lay.slot_base(s) : lay.slot_base(s) + nvm.HEADER_SIZE]
+        if nvm.SlotHeader.parse(bytes(h)) is None:
+            continue  # blank
+        h[4:6] = version.to_bytes(2, "little")
+        h[60:64] = nvm.crc32(bytes(h[:60])).to_bytes(4, "little")
+        out[lay.slot_base(s) : lay.slot_base(s) + nvm.HEADER_SIZE] = h
+    return bytes(out)
+
+
+def test_old_format_version_is_rejected_clearly(drivers: dict[str, Path], tmp_path: Path) -> None:
+    g = geometry(FLASH)
+    lay = g.layout()
+    blobs = [bytes(range(256)) + bytes(44), bytes(300)]
+    old = _as_version(nvm.build_image(g, blobs), lay, 1)
+    path = tmp_path / "v1.img"
+    path.write_bytes(old)
+    # Python: nothing chosen, the version named
+    rep = nvm.inspect_image(path)
+    assert rep.layout is None and rep.other_version == 1 and rep.chosen is None
+    text = nvm.render_report(rep)
+    assert "version 1" in text and f"version {nvm.VERSION}" in text
+    rep = nvm.inspect_image(path, g)
+    assert rep.chosen is None and rep.other_version == 1
+    assert [s.state for s in rep.slots[:2]] == ["foreign", "foreign"]
+    assert "format version 1" in rep.slots[0].note
+    # C: mount flags it, uses nothing; the firmware's fresh commit then lands next to it
+    proc = subprocess.run([drivers["image"], f"image={path}", "commit=1", *args(FLASH)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first, second = (result(ln.rsplit(" states=", 1)[0], "MOUNT")
+                     for ln in proc.stdout.splitlines() if ln.startswith("MOUNT"))
+    assert first["rc"] == -7 and first["slot"] == -1  # LRT_ERR_CORRUPT: nothing usable
+    assert first["flags"] & 0x08  # LRT_NVM_F_VERSION
+    assert "states=3,3,0" in proc.stdout  # FOREIGN, FOREIGN, BLANK
+    assert second["rc"] == 0 and second["gen"] == 3 and second["flags"] == 0x08
+    rep = nvm.inspect_image(path)
+    assert rep.generation == 3 and rep.blob == bytes((7 * i + 1) & 0xFF for i in range(300))
+    assert rep.other_version == 1
+
+
+@pytest.mark.parametrize("geo", [FLASH, RRAM, BIG, MULTI, NUCLEO, {**NUCLEO, "chunk": 0}],
+                         ids=["flash", "rram", "big", "multi", "nucleo", "nucleo-page"])
+def test_work_size_twin(drivers: dict[str, Path], tmp_path: Path, geo: dict[str, object]) -> None:
+    g = geometry(geo)
+    path = tmp_path / "blank.img"
+    path.write_bytes(bytes([g.erase_value]) * g.region_size)
+    proc = subprocess.run([drivers["image"], f"image={path}", *args(geo)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    want = nvm.work_size(g, int(geo.get("chunk", 0)))  # type: ignore[call-overload]
+    assert result(proc.stdout, "WORK")["bytes"] == want
+    if want <= 65536:  # the driver's work buffer
+        assert "MOUNT rc=0 flags=1 " in proc.stdout  # blank: LRT_NVM_F_EMPTY
+    else:
+        assert "MOUNT rc=-2 " in proc.stdout  # LRT_ERR_SIZE: a page-sized window
+
+
+def test_nucleo_layout_fits_two_sets_in_three_sectors() -> None:
+    lay = geometry(NUCLEO).layout()
+    assert lay.n_slots == 3 and lay.slot_size == 131072 and lay.units == 1
+    # the window, its twin for a page whose writes put back stored bytes, one byte per page
+    assert nvm.work_size(geometry(NUCLEO), 1024) == 2 * 1024 + 4
 
 
 # ---- 4. file backend across kill -9 ----

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = 0x4E54524C  # "LRTN"
-VERSION = 1
+VERSION = 2  # 2: flash metadata shares the slot's first page (1: metadata page(s) of its own)
 HEADER_SIZE = 64
 MAX_SLOTS = 32
 MAX_PROG = 64
@@ -64,6 +64,11 @@ class NvmLayout:
     def blob_addr(self, s: int) -> int:
         return s * self.slot_size + self.meta_size
 
+    @property
+    def units(self) -> int:
+        """Wear counters per slot: RRAM metadata + blob units; flash: the slot's pages."""
+        return 1 + self.blob_units
+
 
 @dataclass(frozen=True)
 class NvmGeometry:
@@ -91,36 +96,72 @@ class NvmGeometry:
             raise ValueError("page_size must be a multiple of prog_size; sizes must be > 0")
         if self.n_slots == 1 or self.n_slots > MAX_SLOTS:
             raise ValueError(f"n_slots must be 0 (auto) or 2..{MAX_SLOTS}")
+        if self.region_size > U32_MAX:
+            raise ValueError("the region must be < 4 GiB")
+        align = max(p, 4)
         if self.tech == TECH_FLASH:
             if self.page_size < HEADER_SIZE:
                 raise ValueError(f"flash page_size must be >= {HEADER_SIZE}")
-            unit, align = self.page_size, self.page_size
+            fit = self._fit_flash
         elif self.tech == TECH_RRAM:
             unit = self.wear_unit or p
             if unit % p or self.page_size % unit:
                 raise ValueError("wear_unit must be a multiple of prog_size dividing page_size")
-            align = max(p, 4)
+            fit = self._fit_rram
         else:
             raise ValueError(f"unknown technology {self.tech}")
-        units = -(-self.blob_size // unit)
-        blob_area = _round_up(self.blob_size, align)
-
-        def fit(n: int) -> NvmLayout | None:
-            table = 4 * n * (1 + units)
-            meta = _round_up(table + HEADER_SIZE, align)
-            slot = meta + blob_area
-            if slot * n > self.region_size:
-                return None
-            return NvmLayout(n, slot, meta, table, units, unit, align)
-
         candidates = [self.n_slots] if self.n_slots else range(MAX_SLOTS, 1, -1)
         for n in candidates:
-            lay = fit(n)
+            lay = fit(n, align)
             if lay is not None:
                 return lay
         raise ValueError(
             f"{self.region_size} bytes of NVM do not hold two slots of a {self.blob_size}-byte set"
         )
+
+    def _fit_flash(self, n: int, align: int) -> NvmLayout | None:
+        # a table entry per slot page: the fewest pages k with header + table(k) + blob <= k pages
+        page = self.page_size
+        k = -(-(HEADER_SIZE + self.blob_size) // page)
+        while True:
+            if k * page * n > self.region_size:
+                return None
+            table = 4 * n * k
+            meta = _round_up(HEADER_SIZE + table, align)
+            if meta + self.blob_size <= k * page:
+                return NvmLayout(n, k * page, meta, table, k - 1, page, align)
+            k = -(-(meta + self.blob_size) // page)
+
+    def _fit_rram(self, n: int, align: int) -> NvmLayout | None:
+        unit = self.wear_unit or self.prog_size
+        units = -(-self.blob_size // unit)
+        table = 4 * n * (1 + units)
+        meta = _round_up(table + HEADER_SIZE, align)
+        slot = meta + _round_up(self.blob_size, align)
+        if table > 1 << 30 or slot * n > self.region_size:
+            return None
+        return NvmLayout(n, slot, meta, table, units, unit, align)
+
+
+def window_size(geometry: NvmGeometry, chunk_size: int = 0) -> int:
+    """Bytes of the RAM window a commit streams through (lrt_nvm's win_size)."""
+    page = geometry.page_size
+    if geometry.tech != TECH_FLASH or chunk_size == 0 or chunk_size >= page:
+        return page
+    if chunk_size % max(geometry.prog_size, 4) or page % chunk_size:
+        raise ValueError(
+            f"chunk_size {chunk_size} must be a multiple of max(prog_size, 4) dividing the "
+            f"page ({page})"
+        )
+    return chunk_size
+
+
+def work_size(geometry: NvmGeometry, chunk_size: int = 0) -> int:
+    """Twin of lrt_nvm_work_size: the work buffer lrt_nvm_mount needs, in bytes."""
+    lay = geometry.layout()
+    w = window_size(geometry, chunk_size)
+    windows = 2 if w < geometry.page_size else 1
+    return _round_up(w, 4) * windows + _round_up(lay.units, 4)
 
 
 @dataclass(frozen=True)
@@ -152,12 +193,15 @@ class SlotHeader:
         return body[:60] + struct.pack("<I", crc32(body[:60]))
 
     @classmethod
-    def parse(cls, raw: bytes) -> SlotHeader | None:
-        """The header in raw[:64], or None when magic, version, CRC or generation are bad."""
+    def parse(cls, raw: bytes, any_version: bool = False) -> SlotHeader | None:
+        """The header in raw[:64], or None when magic, CRC or generation are bad, or the format
+        version is not this one (unless any_version)."""
         if len(raw) < HEADER_SIZE:
             return None
         f = _HDR.unpack(raw[:HEADER_SIZE])
-        if f[0] != MAGIC or f[-1] != crc32(raw[:60]) or f[1] != VERSION or f[4] == 0:
+        if f[0] != MAGIC or f[-1] != crc32(raw[:60]) or f[4] == 0:
+            return None
+        if f[1] != VERSION and not any_version:
             return None
         return cls(
             tech=f[2], slot=f[3], generation=f[4], blob_len=f[5], blob_crc=f[6], table_len=f[7],
@@ -173,6 +217,7 @@ class SlotReport:
     offset: int
     state: str
     header: SlotHeader | None = None
+    note: str = ""
 
     @property
     def generation(self) -> int:
@@ -194,9 +239,12 @@ class NvmReport:
     fallback: bool = False
     degraded: bool = False
     empty: bool = False
+    other_version: int = 0  # a sound header of this format version (not readable here) seen
     blob: bytes | None = None
-    wear: np.ndarray | None = None  # (n_slots, 1 + blob_units): [:, 0] metadata, rest blob
-    page_erases: np.ndarray | None = None  # flash: per page of the region (meta pages: bound)
+    # (n_slots, 1 + blob_units): RRAM: [:, 0] metadata, rest blob units; flash: the slot's pages
+    # ([:, 0] the page holding the header)
+    wear: np.ndarray | None = None
+    page_erases: np.ndarray | None = None  # flash: erases per page of the region
     endurance: int = 0
     samples: int = 0
     sample_rate: float = 0.0
@@ -219,13 +267,13 @@ class NvmReport:
         return max(self.max_blob_writes, self.max_meta_writes)
 
 
-def _find_header(img: bytes) -> SlotHeader | None:
+def _find_header(img: bytes, any_version: bool = False) -> SlotHeader | None:
     """First good header anywhere in the image (4-byte aligned), to learn the geometry."""
     magic = struct.pack("<I", MAGIC)
     pos = img.find(magic)
     while pos >= 0:
         if pos % 4 == 0:
-            h = SlotHeader.parse(img[pos : pos + HEADER_SIZE])
+            h = SlotHeader.parse(img[pos : pos + HEADER_SIZE], any_version)
             if h is not None and pos == h.slot * h.slot_size:
                 return h
         pos = img.find(magic, pos + 1)
@@ -233,10 +281,13 @@ def _find_header(img: bytes) -> SlotHeader | None:
 
 
 def _layout_from_header(h: SlotHeader) -> NvmLayout:
-    align = h.page_size if h.tech == TECH_FLASH else max(h.prog_size, 4)
+    if h.tech == TECH_FLASH:
+        units = h.slot_size // h.page_size - 1
+    else:
+        units = -(-h.blob_len // h.unit_size)
     return NvmLayout(
         n_slots=h.n_slots, slot_size=h.slot_size, meta_size=h.meta_size, table_len=h.table_len,
-        blob_units=-(-h.blob_len // h.unit_size), unit_size=h.unit_size, align=align,
+        blob_units=units, unit_size=h.unit_size, align=max(h.prog_size, 4),
     )
 
 
@@ -260,8 +311,10 @@ def inspect_bytes(
     else:
         ref = _find_header(img)
         if ref is None:
+            old = _find_header(img, any_version=True)
             return NvmReport(path=path, image_size=len(img), tech="unknown", layout=None,
-                             empty=all(b == img[0] for b in img[:HEADER_SIZE]) if img else True)
+                             empty=all(b == img[0] for b in img[:HEADER_SIZE]) if img else True,
+                             other_version=old.version if old is not None else 0)
         lay = _layout_from_header(ref)
         tech, page, prog = ref.tech, ref.page_size, ref.prog_size
         blob_size, erase = ref.blob_len, ref.erase_value
@@ -278,7 +331,15 @@ def inspect_bytes(
             rep.slots.append(SlotReport(s, base, "blank"))
             continue
         if h is None:
-            rep.slots.append(SlotReport(s, base, "bad-header"))
+            old = SlotHeader.parse(raw, any_version=True)
+            if old is not None:
+                rep.other_version = old.version
+                rep.slots.append(SlotReport(
+                    s, base, "foreign", old,
+                    note=f"format version {old.version}; this reader and the firmware use "
+                    f"{VERSION}: not used"))
+            else:
+                rep.slots.append(SlotReport(s, base, "bad-header"))
             continue
         got = (h.tech, h.blob_len, h.table_len, h.page_size, h.prog_size, h.n_slots,
                h.slot_size, h.meta_size, h.unit_size, h.erase_value)
@@ -328,9 +389,7 @@ def _page_erases(wear: np.ndarray, lay: NvmLayout, page: int, size: int) -> np.n
     out = np.zeros(size // page, dtype=np.int64)
     for s in range(lay.n_slots):
         first = lay.slot_base(s) // page
-        out[first : first + lay.meta_size // page] = wear[s, 0]
-        blob0 = lay.blob_addr(s) // page
-        out[blob0 : blob0 + lay.blob_units] = wear[s, 1:]
+        out[first : first + lay.units] = wear[s]
     return out
 
 
@@ -351,20 +410,31 @@ def inspect_image(
 def render_markdown(rep: NvmReport) -> str:
     lines = [f"# NVM image `{rep.path}`", ""]
     if rep.layout is None:
-        lines.append("No lrt_nvm header found" + (" (blank device)." if rep.empty else "."))
+        if rep.other_version:
+            lines.append(
+                f"Format version {rep.other_version} image: this toolchain and its firmware use "
+                f"version {VERSION}. The firmware does not use it and commits a fresh set.")
+        else:
+            lines.append("No lrt_nvm header found" + (" (blank device)." if rep.empty else "."))
         return "\n".join(lines) + "\n"
     lay = rep.layout
+    if rep.tech == "flash":
+        shape = (f"{lay.units} pages of {rep.page_size} bytes each (metadata {lay.meta_size} "
+                 f"bytes, then the {rep.blob_size}-byte blob)")
+    else:
+        shape = (f"metadata {lay.meta_size} bytes, blob {rep.blob_size} bytes in "
+                 f"{lay.blob_units} units of {lay.unit_size} bytes")
     lines += [
-        f"{rep.tech}, {rep.image_size} bytes, {lay.n_slots} slots of {lay.slot_size} bytes "
-        f"(metadata {lay.meta_size}), blob {rep.blob_size} bytes in {lay.blob_units} units of "
-        f"{lay.unit_size} bytes, prog {rep.prog_size}, page {rep.page_size}.",
+        f"{rep.tech}, {rep.image_size} bytes, {lay.n_slots} slots of {lay.slot_size} bytes: "
+        f"{shape}, prog {rep.prog_size}, page {rep.page_size}.",
         "",
         "| slot | offset | state | generation | units written by its commit |",
         "|---|---|---|---|---|",
     ]
     for s in rep.slots:
-        uw = s.header.units_written if s.header else ""
-        lines.append(f"| {s.index} | {s.offset} | {s.state} | {s.generation or ''} | {uw} |")
+        uw = s.header.units_written if s.header and s.header.version == VERSION else ""
+        state = f"{s.state} ({s.note})" if s.note else s.state
+        lines.append(f"| {s.index} | {s.offset} | {state} | {s.generation or ''} | {uw} |")
     lines.append("")
     if rep.chosen is None:
         lines.append("Boot: no usable weight set" + (" (blank device)." if rep.empty else "."))
@@ -372,13 +442,16 @@ def render_markdown(rep: NvmReport) -> str:
     flags = [n for n, on in (("fallback", rep.fallback), ("degraded", rep.degraded)) if on]
     lines.append(f"Boot: slot {rep.chosen}, generation {rep.generation}"
                  + (f" ({', '.join(flags)})" if flags else "") + ".")
-    unit = "erases per page" if rep.tech == "flash" else "writes per unit"
-    lines += [
-        "",
-        f"Wear ({unit}): blob max {rep.max_blob_writes}, mean {rep.mean_blob_writes:.2f}; "
-        f"metadata (header + table, rewritten by every commit into its slot) max "
-        f"{rep.max_meta_writes}.",
-    ]
+    if rep.tech == "flash":
+        rest = (f"other pages max {rep.max_blob_writes}, mean {rep.mean_blob_writes:.2f}; "
+                if lay.blob_units else "")
+        wear = (f"Wear (erases per page): {rest}first page (header, table and the start of "
+                f"the blob, rewritten by every commit into its slot) max {rep.max_meta_writes}.")
+    else:
+        wear = (f"Wear (writes per unit): blob max {rep.max_blob_writes}, mean "
+                f"{rep.mean_blob_writes:.2f}; metadata (header + table, rewritten by every "
+                f"commit into its slot) max {rep.max_meta_writes}.")
+    lines += ["", wear]
     if rep.projected_days is not None:
         years = rep.projected_days / 365.25
         lines.append(
@@ -406,8 +479,9 @@ def build_image(geometry: NvmGeometry, blobs: Sequence[bytes], *, base: bytes | 
     """The region after committing `blobs` in order on a fresh device (or on `base`, which
     must be an image this function produced, with its newest set in the slot before the next).
 
-    Mirrors lrt_nvm: round-robin slots, write skip per unit, counts in every slot's table.
-    Bytes a commit does not change are the carried-over previous set (zeros for the first).
+    Mirrors lrt_nvm: round-robin slots, write skip per unit (flash: per slot page, the pages
+    holding metadata always rewritten), counts in every slot's table. Bytes a commit does not
+    change are the carried-over previous set (zeros for the first).
     """
     lay = geometry.layout()
     ev, n = geometry.erase_value, geometry.blob_size
@@ -416,27 +490,36 @@ def build_image(geometry: NvmGeometry, blobs: Sequence[bytes], *, base: bytes | 
     cur, gen = rep.chosen, rep.generation
     gen = max([gen, *(s.generation for s in rep.slots)])
     table = (rep.wear.copy() if rep.wear is not None
-             else np.zeros((lay.n_slots, 1 + lay.blob_units), dtype=np.int64))
-    area = _round_up(n, lay.align)
+             else np.zeros((lay.n_slots, lay.units), dtype=np.int64))
+    flash = geometry.tech == TECH_FLASH
+    page = geometry.page_size
+    meta_pages = -(-(HEADER_SIZE + lay.table_len) // page)
     for blob in blobs:
         if len(blob) != n:
             raise ValueError(f"blob is {len(blob)} bytes, geometry says {n}")
         t = 0 if cur is None else (cur + 1) % lay.n_slots
-        new = bytes(blob) + bytes([ev]) * (area - n)
-        start = lay.blob_addr(t)
-        old = bytes(img[start : start + area])
-        written = 0
-        for u in range(lay.blob_units):
-            lo, hi = u * lay.unit_size, min((u + 1) * lay.unit_size, area)
-            if new[lo:hi] != old[lo:hi]:
-                table[t, 1 + u] += 1
-                written += 1
-        img[start : start + area] = new
-        table[t, 0] += 1
-        tab = table.astype("<u4").tobytes()
         sb = lay.slot_base(t)
-        img[sb + HEADER_SIZE : sb + lay.meta_size] = tab + bytes([ev]) * (
-            lay.meta_size - HEADER_SIZE - len(tab))
+        old = bytes(img[sb : sb + lay.slot_size])
+        # the slot as it will be, the header and table still erased
+        new = bytearray([ev]) * lay.slot_size
+        new[lay.meta_size : lay.meta_size + n] = blob
+        written = 0
+        if flash:
+            for k in range(lay.units):
+                lo, hi = k * page, (k + 1) * page
+                if k < meta_pages or new[lo:hi] != old[lo:hi]:
+                    table[t, k] += 1
+                    written += 1
+        else:
+            table[t, 0] += 1
+            for u in range(lay.blob_units):
+                lo = lay.meta_size + u * lay.unit_size
+                hi = min(lo + lay.unit_size, lay.slot_size)
+                if new[lo:hi] != old[lo:hi]:
+                    table[t, 1 + u] += 1
+                    written += 1
+        tab = table.astype("<u4").tobytes()
+        new[HEADER_SIZE : HEADER_SIZE + len(tab)] = tab
         gen += 1
         hdr = SlotHeader(
             tech=geometry.tech, slot=t, generation=gen, blob_len=n, blob_crc=crc32(bytes(blob)),
@@ -445,7 +528,8 @@ def build_image(geometry: NvmGeometry, blobs: Sequence[bytes], *, base: bytes | 
             meta_size=lay.meta_size, unit_size=lay.unit_size, erase_value=ev,
             units_written=written,
         )
-        img[sb : sb + HEADER_SIZE] = hdr.encode()
+        new[:HEADER_SIZE] = hdr.encode()
+        img[sb : sb + lay.slot_size] = new
         cur = t
     return bytes(img)
 
