@@ -311,19 +311,21 @@ def firmware_context(
                 {"index": i, "n": nn, "m": mm, "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF}
             )
             acc_ptrs[i] = f"&acc_{i}"
-    use_nvm = config.scheme != "inference"
+    # Training needs the NVM store; inference uses it too where it fits (drift experiments
+    # and pushes reach the weights there), else the weights stay in the firmware image.
+    use_nvm = True
     try:
         geo = nvm_geometry(board, ctx["blob_size"])
         layout = geo.layout()
     except ValueError:
-        if use_nvm:
+        if config.scheme != "inference":
             need = nvm_bytes_needed(board, ctx["blob_size"])
             raise UserError(
                 f"model does not fit: board {board.name}'s NVM region holds {board.nvm.size:,d} B "
                 f"but two weight sets of {ctx['blob_size']:,d} B need {need:,d} B "
                 f"(over by {need - board.nvm.size:,d} B)"
             ) from None
-        geo, layout = None, None
+        geo, layout, use_nvm = None, None, False
     fp = bytes.fromhex(model.fingerprint()[:8])
     lifetime = config.lifetime_years
     ctx.update(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,10 +35,16 @@ class Cell:
     segment: int
     preset: str
     board: str
+    # ablations: build-config overrides as sorted (key, value) pairs, part of the cell's key
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key(self) -> str:
-        return f"{self.env}__{self.scheme}__s{self.seed}"
+        extra = "".join(f"__{k}={v}" for k, v in self.options)
+        return f"{self.env}__{self.scheme}__s{self.seed}{extra}"
+
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.options)
 
 
 def parser(
@@ -56,6 +62,11 @@ def parser(
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--executor", choices=("local", "dask"), default="local")
     p.add_argument("--scheduler", help="Dask scheduler address (with --executor dask)")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        help="reuse this offline-trained model (an lrt-build directory) instead of training",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -74,17 +85,18 @@ def model_dir(out: Path, preset: str, seed: int) -> Path:
 
 
 def build_dir(out: Path, cell: Cell) -> Path:
-    return out / "builds" / f"{cell.preset}-{cell.scheme}-s{cell.seed}"
+    extra = "".join(f"-{k}={v}" for k, v in cell.options)
+    return out / "builds" / f"{cell.preset}-{cell.scheme}-s{cell.seed}{extra}"
 
 
-def prepare(out: Path, cells: list[Cell], progress: bool) -> None:
+def prepare(out: Path, cells: list[Cell], progress: bool, trained: Path | None = None) -> None:
     """Train once per (preset, seed), then build one firmware per scheme (sequential: cheap)."""
     from lrt import pipeline
 
     done: set[tuple[str, int]] = set()
     for cell in cells:
         mkey = (cell.preset, cell.seed)
-        mdir = model_dir(out, cell.preset, cell.seed)
+        mdir = trained or model_dir(out, cell.preset, cell.seed)
         if mkey not in done and not (mdir / "ir" / "model.json").is_file():
             pipeline.build(
                 board="host",
@@ -105,6 +117,7 @@ def prepare(out: Path, cells: list[Cell], progress: bool) -> None:
                 seed=cell.seed,
                 ir_dir=mdir,
                 progress=False,
+                **cell.overrides(),
             )
 
 
@@ -170,10 +183,11 @@ def run_grid(
     executor: str = "local",
     scheduler: str | None = None,
     progress: bool = True,
-    executor_fn: Callable[..., list[dict[str, Any]]] | None = None,
+    trained: Path | None = None,
+    report: bool = True,
 ) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
-    prepare(out, cells, progress)
+    prepare(out, cells, progress, trained)
     todo = [c for c in cells if not (out / "cells" / f"{c.key}.json").is_file()]
     if todo:
         if executor == "dask":
@@ -181,9 +195,10 @@ def run_grid(
         else:
             _local_executor(out, todo, jobs, progress)
     results = [json.loads((out / "cells" / f"{c.key}.json").read_text()) for c in cells]
-    from lrt.grid_report import write_grid_report
+    if report:
+        from lrt.grid_report import write_grid_report
 
-    write_grid_report(out, results)
+        write_grid_report(out, results)
     return results
 
 
@@ -203,6 +218,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         for env in envs
         for scheme in schemes
     ]
-    run_grid(args.out, cells, args.jobs, args.executor, args.scheduler, progress=not args.quiet)
+    run_grid(
+        args.out,
+        cells,
+        args.jobs,
+        args.executor,
+        args.scheduler,
+        progress=not args.quiet,
+        trained=args.model_dir,
+    )
     print(f"report: {args.out / 'REPORT.md'}")
     return 0

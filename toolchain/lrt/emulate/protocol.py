@@ -11,6 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +106,10 @@ class ProtocolError(Exception):
             f"device error {self.name} ({code}: {desc}) for request {type_name(request_type)}"
             f"{where}"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # picklable, so errors in process-pool / Dask workers reach the caller intact
+        return (type(self), (self.code, self.request_type, self.context))
 
 
 class FrameError(Exception):
