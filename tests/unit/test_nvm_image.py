@@ -24,9 +24,18 @@ def _blobs(n: int, k: int, seed: int = 0) -> list[bytes]:
 def test_layout_fits_region_and_auto_slots() -> None:
     lay = FLASH.layout()
     assert lay.n_slots == 3 and lay.slot_size * lay.n_slots <= FLASH.region_size
-    assert lay.meta_size % 64 == 0 and lay.slot_size % 64 == 0
+    # flash: whole pages per slot, the blob right after header + table (4-byte aligned)
+    assert lay.slot_size % 64 == 0 and lay.meta_size % 4 == 0
     assert lay.table_len == 4 * lay.n_slots * (1 + lay.blob_units)
-    assert lay.blob_units == math.ceil(300 / 64)
+    pages = lay.slot_size // 64
+    assert lay.blob_units == pages - 1  # a counter per slot page
+    assert lay.meta_size == nvm.HEADER_SIZE + lay.table_len
+    assert lay.meta_size + 300 <= lay.slot_size < lay.meta_size + 300 + 64  # no spare page
+    assert pages == math.ceil((nvm.HEADER_SIZE + 4 * 3 * pages + 300) / 64)
+    # large erase sectors: a slot per 128 KiB sector, metadata inside it
+    big = nvm.NvmGeometry(tech=nvm.TECH_FLASH, prog_size=4, page_size=0x20000, page_count=3,
+                          blob_size=21616).layout()
+    assert (big.n_slots, big.slot_size, big.units) == (3, 0x20000, 1)
     r = RRAM.layout()
     assert r.n_slots == 2 and r.unit_size == 4 and r.blob_units == 75
     assert r.meta_size >= nvm.HEADER_SIZE + r.table_len and r.meta_size % 4 == 0
@@ -56,10 +65,14 @@ def test_header_round_trip_and_crc() -> None:
         bad = bytearray(raw)
         bad[i] ^= 0x10
         assert nvm.SlotHeader.parse(bytes(bad)) is None
-    newer = bytearray(raw)
-    newer[4:6] = struct.pack("<H", 2)  # a future format version is refused, not misread
-    newer[60:64] = struct.pack("<I", nvm.crc32(bytes(newer[:60])))
-    assert nvm.SlotHeader.parse(bytes(newer)) is None
+    for version in (nvm.VERSION - 1, nvm.VERSION + 1):
+        # another format version is refused, not misread, but can be recognised
+        other = bytearray(raw)
+        other[4:6] = struct.pack("<H", version)
+        other[60:64] = struct.pack("<I", nvm.crc32(bytes(other[:60])))
+        assert nvm.SlotHeader.parse(bytes(other)) is None
+        parsed = nvm.SlotHeader.parse(bytes(other), any_version=True)
+        assert parsed is not None and parsed.version == version
 
 
 @pytest.mark.parametrize("geo", [FLASH, RRAM], ids=["flash", "rram"])
