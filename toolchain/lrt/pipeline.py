@@ -33,6 +33,8 @@ class BuildResult:
     firmware: Path
     budget: Budget
     accuracy: dict[str, float] = field(default_factory=dict)
+    platformio: Path | None = None
+    footprint: dict[str, int] | None = None
 
     def summary(self) -> str:
         lines = [
@@ -42,8 +44,16 @@ class BuildResult:
             f"firmware     {self.firmware}",
             f"report       {self.report_json}",
         ]
+        if self.platformio is not None:
+            lines.append(f"platformio   {self.platformio}  (pio run -d {self.platformio})")
         for k, v in self.accuracy.items():
             lines.append(f"{k:<12} {v:.4f}")
+        if self.footprint:
+            fp = self.footprint
+            lines.append(
+                f"ELF          text {fp['text']:,d} B, data {fp['data']:,d} B, bss {fp['bss']:,d} B"
+                f" -> flash {fp['flash']:,d} B, RAM {fp['ram']:,d} B (stack {fp['stack']:,d} B)"
+            )
         lines.append("")
         lines.append(self.budget.table())
         return "\n".join(lines)
@@ -196,6 +206,10 @@ def build(
     )
     codegen.generate(model, cfg, brd, src, counters=counters)
     fw = builder.build_firmware(out, brd)
+    pio_ini = None
+    if brd.platformio is not None and not brd.is_host:
+        # the same sources as a PlatformIO project, for users who flash with PlatformIO
+        pio_ini = builder.write_pio_project(out, brd, out / "pio")
     report: dict[str, Any] = {
         "board": brd.name,
         "config": asdict(cfg),
@@ -224,6 +238,7 @@ def build(
         "firmware": str(fw.executable.relative_to(out)),
         "footprint": fw.footprint.to_dict() if fw.footprint else None,
         "exact_write_counters": counters,
+        "platformio_project": str(pio_ini.parent.relative_to(out)) if pio_ini else None,
         "blob_size": codegen.blob_layout(model).size,
         "build_seconds": round(time.monotonic() - t0, 1),
     }
@@ -238,6 +253,8 @@ def build(
         firmware=fw.executable,
         budget=budget,
         accuracy=accuracy,
+        platformio=pio_ini.parent if pio_ini else None,
+        footprint=report["footprint"],
     )
 
 
