@@ -11,11 +11,26 @@
  * Some commits restore bytes (a range, or the whole set) to the values the target slot already
  * holds, the case a flash page streamed through a sub-page window must remember (lrt_nvm.c).
  *
- * usage: nvm_powerloss commits=N seed=S followup=0|1 plans=1..3 <geometry key=value...>
+ * Built with -DNVM_SIM_STM32F4 (and lrt_nvm_stm32f4.c compiled with -include stm32f4_sim.h),
+ * the region is the STM32F4 driver over the simulated flash controller instead of the RAM
+ * backend: the same enumeration then runs the driver's register sequences, and the
+ * simulator's protocol checks must stay clean. -DNVM_SIM_NRF52 does the same for the nRF52
+ * NVMC driver (nrf52_sim.h).
+ *
+ * usage: nvm_powerloss commits=N seed=S followup=0|1 plans=1..3 [base=ADDR]
+ *        <geometry key=value...>
  *        (plans=2: increasing write order only, as a sub-page flash window requires)
  * prints: RESULT commits=.. trials=.. old=.. new=.. torn=.. lost=.. max_ops=.. early=..
  */
 #include "nvm_util.h"
+
+#if defined(NVM_SIM_STM32F4)
+#include "lrt_nvm_stm32f4.h"
+#include "stm32f4_sim.h"
+#elif defined(NVM_SIM_NRF52)
+#include "lrt_nvm_nrf52.h"
+#include "nrf52_sim.h"
+#endif
 
 static uint8_t mem[NVM_MAX_REGION], snap[NVM_MAX_REGION];
 static uint32_t word_progs[NVM_MAX_REGION], page_erases[NVM_MAX_REGION];
@@ -70,7 +85,8 @@ int main(int argc, char **argv)
     lrt_nvm_fault fault;
     lrt_nvm nvm, saved, nvm2;
     lrt_nvm_mount_info info;
-    uint32_t commits = 1000, seed = 1, followup = 1, plans = 3, n, region, c, rng;
+    uint32_t commits = 1000, seed = 1, followup = 1, plans = 3, base = 0x08020000u, n, region, c,
+             rng;
     unsigned long trials = 0, n_old = 0, n_new = 0, torn = 0, lost = 0, max_ops = 0, ops = 0;
     unsigned long fallback = 0, early = 0, reverts = 0;
     int i;
@@ -86,6 +102,8 @@ int main(int argc, char **argv)
             followup = (uint32_t)strtoul(argv[i] + 9, NULL, 0);
         else if (strncmp(argv[i], "plans=", 6) == 0)
             plans = (uint32_t)strtoul(argv[i] + 6, NULL, 0);
+        else if (strncmp(argv[i], "base=", 5) == 0)
+            base = (uint32_t)strtoul(argv[i] + 5, NULL, 0);
         else
             rest[nrest++] = argv[i];
     }
@@ -94,7 +112,21 @@ int main(int argc, char **argv)
     n = geo.blob_size;
     CHECK(region <= NVM_MAX_REGION && n <= sizeof prev);
     rcfg = geo;
+#if defined(NVM_SIM_STM32F4) || defined(NVM_SIM_NRF52)
+    memset(mem, 0xFF, region);
+    memset(&ram, 0, sizeof ram);
+    ram.strict = 1;
+#if defined(NVM_SIM_STM32F4)
+    stm32f4_sim_init(mem, base, region, &ram);
+    CHECK_OK(lrt_nvm_stm32f4_init(&rcfg, base));
+#else
+    nrf52_sim_init(mem, base, region, &ram);
+    CHECK_OK(lrt_nvm_nrf52_init(&rcfg, base));
+#endif
+#else
+    (void)base;
     CHECK_OK(lrt_nvm_ram_init(&ram, &rcfg, mem, 1));
+#endif
     CHECK_OK(lrt_nvm_fault_init(&fault, &fcfg, &rcfg, mem));
     CHECK(lrt_nvm_work_size(&fcfg) <= sizeof work_a);
     CHECK_OK(lrt_nvm_mount(&nvm, &fcfg, work_a, sizeof work_a, &info));
@@ -218,5 +250,16 @@ int main(int argc, char **argv)
            "max_ops=%lu fallback_flagged=%lu slots=%u early=%lu reverts=%lu\n",
            commits, trials, ops + commits, n_old, n_new, torn, lost, max_ops, fallback,
            nvm.lay.n_slots, early, reverts);
+#ifdef NVM_SIM_STM32F4
+    printf("SIM protocol_errors=%lu erases=%lu programs=%lu polls=%lu unlocks=%lu\n",
+           g_stm32f4_sim.protocol_errors, g_stm32f4_sim.erases, g_stm32f4_sim.programs,
+           g_stm32f4_sim.polls, g_stm32f4_sim.unlocks);
+    CHECK(g_stm32f4_sim.protocol_errors == 0u && (g_stm32f4_sim.cr & (1u << 31))); /* locked */
+#elif defined(NVM_SIM_NRF52)
+    printf("SIM protocol_errors=%lu erases=%lu programs=%lu polls=%lu\n",
+           g_nrf52_sim.protocol_errors, g_nrf52_sim.erases, g_nrf52_sim.programs,
+           g_nrf52_sim.polls);
+    CHECK(g_nrf52_sim.protocol_errors == 0u && g_nrf52_sim.config == 0u); /* read-only */
+#endif
     return (torn == 0u && lost == 0u) ? 0 : 1;
 }

@@ -236,6 +236,11 @@ def write_if_changed(path: Path, text: str) -> None:
 # ---- firmware sources ------------------------------------------------------------------------
 
 NVM_MAX_SLOTS = 4  # enough for atomic A/B + wear levelling; more slots only cost mount time
+# A commit streams the NVM through a RAM window: a whole erase page when that costs at most
+# 1/NVM_PAGE_WINDOW_SHARE of the RAM (writes in any order), else NVM_CHUNK bytes (writes in
+# increasing order, which LRT flushes, bias snapshots and pushes are; see lrt_nvm.h).
+NVM_PAGE_WINDOW_SHARE = 32
+NVM_CHUNK = 1024
 COUNTER_RAM_SHARE = 2  # per-cell write counters only when they use < 1/2 of the spare RAM
 
 
@@ -267,6 +272,17 @@ def nvm_geometry(board: Any, blob_size: int) -> Any:
     )
 
 
+def nvm_chunk_size(board: Any) -> int:
+    """lrt_nvm_config.chunk_size for a board (0 = a page-sized window)."""
+    page = int(board.nvm.page_size)
+    if not board.nvm.erase_before_write or page * NVM_PAGE_WINDOW_SHARE <= board.ram_budget:
+        return 0
+    chunk = NVM_CHUNK
+    while chunk > 4 and (page % chunk or chunk % max(board.nvm.prog_size, 4)):
+        chunk //= 2
+    return chunk
+
+
 def nvm_bytes_needed(board: Any, blob_size: int) -> int:
     """Smallest NVM region (whole pages) that holds two slots of blob_size bytes."""
     from lrt import nvm
@@ -293,6 +309,7 @@ def nvm_bytes_needed(board: Any, blob_size: int) -> int:
 def firmware_context(
     model: Model, config: BuildConfig, board: Any, counters: bool
 ) -> dict[str, Any]:
+    from lrt import nvm
     from lrt.errors import UserError
 
     ctx = model_context(model, config)
@@ -316,7 +333,7 @@ def firmware_context(
     use_nvm = True
     try:
         geo = nvm_geometry(board, ctx["blob_size"])
-        layout = geo.layout()
+        geo.layout()
     except ValueError:
         if config.scheme != "inference":
             need = nvm_bytes_needed(board, ctx["blob_size"])
@@ -325,7 +342,14 @@ def firmware_context(
                 f"but two weight sets of {ctx['blob_size']:,d} B need {need:,d} B "
                 f"(over by {need - board.nvm.size:,d} B)"
             ) from None
-        geo, layout, use_nvm = None, None, False
+        geo, use_nvm = None, False
+    chunk = nvm_chunk_size(board)
+    if chunk and config.scheme == "sgd":
+        raise UserError(
+            f"scheme 'sgd' on board {board.name}: its per-sample updates write the layers "
+            f"last to first, which needs a RAM window of a whole {board.nvm.page_size:,d} B "
+            "flash page (more than this board can spare); use lrt, lrt-maxnorm or bias"
+        )
     fp = bytes.fromhex(model.fingerprint()[:8])
     lifetime = config.lifetime_years
     ctx.update(
@@ -352,7 +376,8 @@ def firmware_context(
             "use_nvm": int(use_nvm),
             "nvm_page_count": geo.page_count if geo else 1,
             "nvm_slots": geo.n_slots if geo else 2,
-            "nvm_work_size": board.nvm.page_size + layout.blob_units + 4 if layout else 4,
+            "nvm_chunk_size": chunk,
+            "nvm_work_size": nvm.work_size(geo, chunk) if geo else 4,
             "budget_endurance": board.nvm.endurance if lifetime else 0,
             "budget_days": round(lifetime * 365.25) if lifetime else 0,
             "budget_rate_mhz": round(config.samples_per_second * 1000),
