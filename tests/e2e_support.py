@@ -11,6 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from conftest import ROOT, cache_lock
 from lrt import pipeline
 
@@ -79,3 +81,20 @@ def built(scheme: str, board: str = "host", preset: str = "mcu", **overrides: ob
 
 def report(build_dir: Path) -> dict[str, object]:
     return json.loads((build_dir / "report.json").read_text())
+
+
+def tflite_logits(tflite: Path, x: np.ndarray) -> np.ndarray:
+    """int8 logits of the TFLite reference interpreter (BUILTIN_REF), one sample at a time."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_path=str(tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_REF
+    )
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    res = []
+    for row in x:
+        interp.set_tensor(inp["index"], row[None])
+        interp.invoke()
+        res.append(interp.get_tensor(out["index"])[0].copy())
+    return np.stack(res)

@@ -133,6 +133,8 @@ static void dummy_setup(dummy_state *s, lrt_app_handlers *h, lrt_app_config *cfg
     h->stats = dummy_stats;
     h->read_blob = dummy_read_blob;
     h->drift = dummy_drift;
+    h->write_blob = NULL; /* push is not part of the dummy device */
+    h->commit_blob = NULL;
     h->bye = NULL;
     h->ctx = s;
     cfg->input_size = DUMMY_INPUT_SIZE;

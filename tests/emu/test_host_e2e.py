@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from e2e_support import built, trained_model
+from e2e_support import built, tflite_logits, trained_model
 from lrt import codegen, pipeline
 from lrt.boards import load_board
 from lrt.config import BuildConfig
@@ -24,20 +23,6 @@ from lrt.emulate import open_device
 from lrt.model import Model
 
 pytestmark = pytest.mark.slow
-
-
-def _tflite_logits(tflite: Path, x: np.ndarray) -> np.ndarray:
-    interp = Interpreter(
-        model_path=str(tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_REF
-    )
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    res = []
-    for row in x:
-        interp.set_tensor(inp["index"], row[None])
-        interp.invoke()
-        res.append(interp.get_tensor(out["index"])[0].copy())
-    return np.stack(res)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +60,7 @@ def test_firmware_logits_equal_tflite_reference(
     )
     assert proc.returncode == 0, proc.stderr
     fw = np.load(out)
-    ref = _tflite_logits(build / "model.tflite", x)
+    ref = tflite_logits(build / "model.tflite", x)
     assert fw.dtype == np.int8 and fw.shape == ref.shape == (len(x), 10)
     mismatched = int((fw != ref).any(axis=1).sum())
     assert mismatched == 0, f"{mismatched} of {len(x)} inputs differ from BUILTIN_REF"

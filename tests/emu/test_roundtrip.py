@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_host_e2e import _tflite_logits
 
-from e2e_support import built
+from e2e_support import built, tflite_logits
 from lrt import pipeline, roundtrip
 from lrt.data import load_dataset
 from lrt.emulate import open_device
@@ -47,11 +46,11 @@ def test_pull_tflite_matches_firmware(trained_device: tuple[Path, Path], tmp_pat
     x = model.quantize_input(load_dataset("mnist5k").x_test[:500])
     with open_device(build, nvm_path=image) as dev:  # the device boots its newest set
         fw, _ = dev.infer_many(x)
-    ref = _tflite_logits(out / "model.tflite", x)
+    ref = tflite_logits(out / "model.tflite", x)
     assert len(x) == 500
     assert np.array_equal(fw, ref), f"{int((fw != ref).any(1).sum())} of 500 differ"
     # the factory model gives other outputs: the pull really carries what was learned
-    factory = _tflite_logits(build / "model.tflite", x)
+    factory = tflite_logits(build / "model.tflite", x)
     assert not np.array_equal(factory, ref)
     # over the wire from the running target: the same weights
     wire = roundtrip.pull(build, tmp_path / "wire", nvm_image=image, wire=True, evaluate=False)
@@ -83,7 +82,7 @@ def test_push_to_fresh_device(trained_device: tuple[Path, Path], tmp_path: Path)
     x = model.quantize_input(load_dataset("mnist5k").x_test[:200])
     with open_device(build, nvm_path=fresh) as dev:
         got, _ = dev.infer_many(x)
-    assert np.array_equal(got, _tflite_logits(pulled / "model.tflite", x))
+    assert np.array_equal(got, tflite_logits(pulled / "model.tflite", x))
 
 
 def test_push_refuses_incompatible_model(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bitexact_net import interpreter_logits
 
 from conftest import cache_lock
+from e2e_support import tflite_logits
 from lrt import pipeline
 from lrt.data import load_dataset
 from lrt.emulate import open_device
@@ -61,7 +61,7 @@ def test_paper_firmware_matches_interpreter(paper_build: Path) -> None:
     x = model.quantize_input(load_dataset("mnist5k").x_test[:N])
     with open_device(paper_build) as dev:
         got, _ = dev.infer_many(x)
-    expect = interpreter_logits((paper_build / "model.tflite").read_bytes(), x)
+    expect = tflite_logits(paper_build / "model.tflite", x)
     exact = int(np.sum(np.all(got == expect, axis=1)))
     assert exact == N, f"{exact}/{N} inputs bit-exact"
     assert len(np.unique(expect)) > 5  # not a degenerate all-saturated output
