@@ -93,11 +93,10 @@ def test_firmware_links_the_boards_driver(board: str) -> None:
     """lrt-build for the real boards: main.c mounts through the board's flash driver, with a
     work buffer of lrt_nvm_work_size bytes (a 1 KiB window on the nucleo, not a sector)."""
     from e2e_support import built
-
     from lrt import codegen, nvm, pipeline
 
     build = built("lrt-maxnorm", board)
-    rep, model = pipeline.load_build(build)
+    rep = pipeline.load_build(build)[0]
     brd = load_board(board)
     elf = build / rep["firmware"]
     syms = {}
