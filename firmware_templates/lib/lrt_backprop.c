@@ -64,6 +64,13 @@ int lrt_bp_layer_check(const lrt_layer *l)
         return LRT_OK;
     case LRT_LAYER_MAXPOOL2D:
         return (g.kh >= 1 && g.kw >= 1 && g.sh >= 1 && g.sw >= 1) ? LRT_OK : LRT_ERR_UNSUPPORTED;
+    case LRT_LAYER_BATCHNORM:
+        if (l->bn == NULL || l->in_exp == LRT_EXP_NONE || l->out_exp == LRT_EXP_NONE ||
+            l->input_offset < -127 || l->input_offset > 128 ||
+            (uint32_t)l->out_h * l->out_w > LRT_BP_MAX_PIXELS) {
+            return LRT_ERR_UNSUPPORTED;
+        }
+        return LRT_OK;
     case LRT_LAYER_CONV2D:
     case LRT_LAYER_DENSE:
         break;
@@ -481,4 +488,70 @@ void lrt_conv_gather_patch(const lrt_layer *l, const int8_t *x, uint16_t oy, uin
             patch += g.in_c;
         }
     }
+}
+
+/* dy * w_c scaled to the common exponent fmax - 16 (|result| < 2^30). */
+static int32_t bn_dx_term(const lrt_bn *bn, int8_t dy, uint16_t c, int fmax)
+{
+    int32_t v = (int32_t)dy * bn->w[c];
+    int sh = (int)bn->shift[c] - fmax + 16;
+    if (sh >= 0) {
+        return v * ((int32_t)1 << sh);
+    }
+    return (int32_t)lrt_bp_round_shift(v, (unsigned)-sh);
+}
+
+int lrt_bp_batchnorm(const lrt_layer *l, const int8_t *dy, int16_t dy_exp, int8_t *dx,
+                     int16_t *dx_exp)
+{
+    uint32_t p, n_pix;
+    uint16_t c;
+    uint64_t amax = 0;
+    int fmax = -128;
+    unsigned s;
+    if (l == NULL || dy == NULL || dx == NULL || dx_exp == NULL ||
+        l->kind != LRT_LAYER_BATCHNORM || l->bn == NULL) {
+        return LRT_ERR_ARG;
+    }
+    n_pix = (uint32_t)l->out_h * l->out_w;
+    for (c = 0; c < l->out_c; c++) {
+        if (l->bn->w[c] != 0) {
+            fmax = LRT_MAX(fmax, (int)l->bn->shift[c]);
+        }
+    }
+    if (fmax == -128) {
+        memset(dx, 0, (size_t)n_pix * l->out_c);
+        *dx_exp = dy_exp;
+        return LRT_OK;
+    }
+    for (p = 0; p < n_pix; p++) {
+        for (c = 0; c < l->out_c; c++) {
+            int32_t v = bn_dx_term(l->bn, dy[(size_t)p * l->out_c + c], c, fmax);
+            amax = LRT_MAX(amax, (uint64_t)(v < 0 ? -(int64_t)v : v));
+        }
+    }
+    s = lrt_bp_bfp_shift(amax);
+    for (p = 0; p < n_pix; p++) {
+        for (c = 0; c < l->out_c; c++) {
+            size_t k = (size_t)p * l->out_c + c;
+            dx[k] = sat_grad(lrt_bp_round_shift(bn_dx_term(l->bn, dy[k], c, fmax), s));
+        }
+    }
+    /* fmax is a TFLite shift (f + 1) */
+    *dx_exp = (int16_t)(dy_exp + (fmax - 1) - 16 + l->out_exp - l->in_exp + (int)s);
+    return LRT_OK;
+}
+
+int64_t lrt_bp_bn_gamma_sum(const lrt_layer *l, const int8_t *x, const int8_t *dy, uint16_t c)
+{
+    uint32_t p, n_pix = (uint32_t)l->out_h * l->out_w;
+    int64_t acc = 0, mu = l->bn->mu[c];
+    for (p = 0; p < n_pix; p++) {
+        size_t k = (size_t)p * l->out_c + c;
+        if (dy[k] != 0) {
+            int64_t xi = (int64_t)x[k] + l->input_offset;
+            acc += (int64_t)dy[k] * (xi * 65536 - mu);
+        }
+    }
+    return acc;
 }

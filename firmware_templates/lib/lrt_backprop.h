@@ -120,6 +120,23 @@ int32_t lrt_bp_bias_grad(const lrt_layer *l, const int8_t *dz, uint16_t o);
 /* 1 if dz[p][o] != 0 for some output pixel p (rows that are all zero need no work). */
 int lrt_bp_channel_active(const lrt_layer *l, const int8_t *dz, uint16_t o);
 
+/* ---- streaming batch norm (lrt_net.h) ----------------------------------------------------
+ * The paper's backward pass: the running statistics are constants (no gradient flows into
+ * them), so the layer is the per-channel affine y = G_c x + const with G_c = w_c 2^f_c, the
+ * gain its forward pass used. With dy the masked output gradient (exp e_dy):
+ *   input gradient  dx = dy w_c 2^(f_c + out_exp - in_exp), block float like the others
+ *   beta gradient   sum_p dy_p,c                           (lrt_bp_bias_grad), exp e_dy
+ *   gamma gradient  sum_p dy_p,c xhat_p,c, xhat = (x_int - mu) / std:
+ *                   lrt_bp_bn_gamma_sum() / std_q[c] has exp e_dy + 6
+ *                   (x_int 2^16 - mu is Q16, std_q is std x 2^22). */
+
+/* Input gradient of a batch-norm layer; dy already masked by lrt_bp_act_mask. */
+int lrt_bp_batchnorm(const lrt_layer *l, const int8_t *dy, int16_t dy_exp, int8_t *dx,
+                     int16_t *dx_exp);
+
+/* sum over pixels p of dy[p][c] * (x_int[p][c] 2^16 - mu[c]), x the layer's input. */
+int64_t lrt_bp_bn_gamma_sum(const lrt_layer *l, const int8_t *x, const int8_t *dy, uint16_t c);
+
 /* The k*k*c_in input patch under output pixel (oy, ox), in weight-row order (the im2col row
  * of that pixel), into patch[m]; padding taps get the zero point. */
 void lrt_conv_gather_patch(const lrt_layer *l, const int8_t *x, uint16_t oy, uint16_t ox,

@@ -192,3 +192,31 @@ int lrt_maxpool2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *
     }
     return LRT_OK;
 }
+
+int lrt_channel_affine_s8(uint32_t n_pixels, uint16_t channels, int32_t input_offset,
+                          int32_t output_offset, int32_t act_min, int32_t act_max,
+                          const int8_t *w, const int32_t *bias, const int8_t *shift,
+                          const int8_t *input, int8_t *output)
+{
+    uint32_t p;
+    uint16_t c;
+    if (w == NULL || bias == NULL || shift == NULL || input == NULL || output == NULL ||
+        channels == 0 || act_min < -128 || act_max > 127 || act_min > act_max) {
+        return LRT_ERR_ARG;
+    }
+    for (c = 0; c < channels; c++) {
+        if (shift[c] < -31 || shift[c] > 30) {
+            return LRT_ERR_ARG;
+        }
+    }
+    for (p = 0; p < n_pixels; p++) {
+        const int8_t *src = input + (size_t)p * channels;
+        int8_t *dst = output + (size_t)p * channels;
+        for (c = 0; c < channels; c++) {
+            int32_t acc = wrap_add((src[c] + input_offset) * w[c], bias[c]);
+            int64_t v = (int64_t)lrt_requantize(acc, (int32_t)1 << 30, shift[c]) + output_offset;
+            dst[c] = (int8_t)LRT_CLAMP(v, (int64_t)act_min, (int64_t)act_max);
+        }
+    }
+    return LRT_OK;
+}

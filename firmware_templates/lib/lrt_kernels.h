@@ -66,4 +66,14 @@ int lrt_dense_s8(uint32_t n_in, uint16_t n_out, const lrt_requant *q, const int8
 int lrt_maxpool2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
                      int8_t act_min, int8_t act_max, const int8_t *input, int8_t *output);
 
+/* Per-channel affine (batch norm, lrt_net.h): TFLite's DEPTHWISE_CONV_2D with a 1x1
+ * kernel, depth multiplier 1 and a multiplier 2^30 per channel:
+ *   output[p][c] = clamp(lrt_requantize((input[p][c] + input_offset) w[c] + bias[c],
+ *                                       2^30, shift[c]) + output_offset, act_min, act_max)
+ * over n_pixels pixels of c channels (NHWC). shift in [-31, 30]. */
+int lrt_channel_affine_s8(uint32_t n_pixels, uint16_t channels, int32_t input_offset,
+                          int32_t output_offset, int32_t act_min, int32_t act_max,
+                          const int8_t *w, const int32_t *bias, const int8_t *shift,
+                          const int8_t *input, int8_t *output);
+
 #endif /* LRT_KERNELS_H */

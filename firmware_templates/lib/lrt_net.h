@@ -19,9 +19,54 @@ typedef enum {
     LRT_LAYER_MAXPOOL2D = 2,
     LRT_LAYER_DENSE = 3,
     LRT_LAYER_FLATTEN = 4,
+    LRT_LAYER_BATCHNORM = 5,
 } lrt_layer_kind;
 
 #define LRT_EXP_NONE 127 /* *_exp value of imported models with non power-of-two scales */
+
+/* Streaming batch norm (the paper: after each max-pool; running statistics instead of batch
+ * statistics). Per channel, integer only; toolchain/lrt/batchnorm.py is the bit-exact twin.
+ *
+ * State (RAM working copy; a snapshot goes into the blob at b_offset with every commit, as
+ * little-endian int32 gamma[C], beta[C], mean[C], msq[C], pow_q30):
+ *   gamma, beta  affine parameters, LSB 2^-12, 16-bit range [-8, 8) (the bias format; they
+ *                train every sample like biases)
+ *   mean         running mean of x_int = x - zero point (input LSBs), Q16
+ *   msq          running mean of x_int^2, Q8
+ *   pow_q30      eta^step in Q30, eta = 1 - 1/batch; 2^30 = no statistics yet
+ * Statistics step (one per training sample, lrt_train.c), per channel over the P = H*W
+ * pixels: mu_i = round(sum x_int * 2^16 / P), msq_i = round(sum x_int^2 * 2^8 / P),
+ * mean <- round((mean (B-1) + mu_i) / B), msq likewise, pow <- floor(pow (B-1) / B).
+ * Rounding is half away from zero throughout.
+ *
+ * Forward tables (lrt_net_bn_refresh, after every change of the state): with
+ * c = 2^30 - pow_q30 (the bias correction 1 - eta^step),
+ *   mu    = round(mean 2^30 / c)                           Q16 input LSBs
+ *   var   = round(msq 2^38 / c) - round(mu^2 / 2^16)       Q16 input LSBs^2
+ *   (c = 0: mu = 0, var = 1 real: no normalisation yet)
+ *   std_q = isqrt((max(var, 0) + eps) 2^28)                std in input LSBs x 2^22,
+ *                                                          eps = 2^-10 real
+ *   gain  G = |gamma| 2^(10 - out_exp) / std_q = w 2^f     output LSBs per input LSB:
+ *           f the largest exponent in [-20, -1] with round(G 2^-f) >= 64, w = round(G 2^-f)
+ *           (128 moves to f + 1; 127 at most), w negated for gamma < 0
+ *   bias  = round((beta 2^(4 - out_exp - f) - w mu) / 2^16), saturated to int32 (accumulator
+ *           units), so that G (x_int - mu) + beta = 2^f (x_int w + bias) in output LSBs, up
+ *           to rounding.
+ * The forward pass is then a per-channel 1x1 depthwise convolution in TFLite's arithmetic:
+ *   y = clamp(MultiplyByQuantizedMultiplier((x - zp) w + bias, 2^30, f + 1) + out_zp)
+ * which is DEPTHWISE_CONV_2D with filter scale 2^(f + out_exp - in_exp) per channel and an
+ * int32 bias: the exported .tflite runs it bit-exact in the reference kernels. The output
+ * is signed 8 bit in [-2, 2) (LSB 2^-6, zero point 0), the paper's signed activation. */
+typedef struct {
+    int32_t *gamma, *beta, *mean, *msq; /* [C] state, see above */
+    uint32_t *pow_q30;                  /* one word */
+    int8_t *w;                          /* [C] forward tables (lrt_net_bn_refresh) */
+    int8_t *shift;                      /* [C] f + 1 (TFLite shift of the multiplier 2^f) */
+    int32_t *bias;                      /* [C] */
+    int32_t *mu;                        /* [C] corrected mean, Q16 (gamma gradient) */
+    uint32_t *std_q;                    /* [C] std x 2^22 in input LSBs (gamma gradient) */
+    uint16_t batch;                     /* B of eta = 1 - 1/B (>= 1) */
+} lrt_bn;
 
 typedef struct {
     uint8_t kind; /* lrt_layer_kind */
@@ -48,6 +93,8 @@ typedef struct {
     /* power-of-two formats, LRT_EXP_NONE for imported models */
     int8_t in_exp, out_exp, weight_exp, bias_exp;
     uint8_t trainable;
+    /* batch norm only (NULL elsewhere); b_offset is where its state snapshot lives */
+    lrt_bn *bn;
 } lrt_layer;
 
 typedef struct {
@@ -84,6 +131,20 @@ uint32_t lrt_net_act_buffer_size(const lrt_net *net);
  * to lrt_layer_out_size(&layers[i]) bytes each. */
 int lrt_net_forward(const lrt_net *net, const int8_t *input, int8_t *logits, int8_t *act_a,
                     int8_t *act_b, int8_t *const *keep);
+
+/* Bytes of a batch-norm layer's state snapshot in the blob: 4 (4 C + 1). */
+static inline uint32_t lrt_bn_snapshot_size(uint16_t channels)
+{
+    return 4u * (4u * channels + 1u);
+}
+
+/* Recompute a batch-norm layer's forward tables from its state (see lrt_bn above).
+ * LRT_ERR_ARG if l is not a batch-norm layer with state or has no power-of-two formats. */
+int lrt_net_bn_refresh(const lrt_layer *l);
+
+/* Load the RAM working copies from the blob's snapshot (biases, batch-norm state) and
+ * refresh the batch-norm tables: at boot and after a pushed weight set. */
+int lrt_net_load_state(const lrt_net *net);
 
 /* argmax of logits, lowest index on ties (same as numpy.argmax). */
 uint16_t lrt_argmax_s8(const int8_t *x, uint16_t n);

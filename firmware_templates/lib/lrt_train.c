@@ -176,10 +176,14 @@ int lrt_train_keep_needed(const lrt_net *net, uint8_t i)
         return 0; /* same bytes as its input: the trainer reads the layer below instead */
     }
     /* needed by its consumer (the next layer that is not a flatten) if that one is visited
-     * by the backward pass, i.e. is at or above the lowest trainable layer */
+     * by the backward pass, i.e. is at or above the lowest trainable layer, or if the
+     * consumer is a batch norm (its statistics are updated from its input) */
     j = (uint8_t)(i + 1);
     while (j < net->n_layers && net->layers[j].kind == LRT_LAYER_FLATTEN) {
         j++;
+    }
+    if (j < net->n_layers && net->layers[j].kind == LRT_LAYER_BATCHNORM) {
+        return 1;
     }
     return first < net->n_layers && j >= first;
 }
@@ -264,6 +268,10 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
             lrt_bp_layer_check(&net->layers[i]) != LRT_OK) {
             return LRT_ERR_UNSUPPORTED;
         }
+        if (net->layers[i].kind == LRT_LAYER_BATCHNORM && cfg->scheme != LRT_SCHEME_INFERENCE &&
+            (net->layers[i].bn == NULL || lrt_net_bn_refresh(&net->layers[i]) != LRT_OK)) {
+            return LRT_ERR_ARG;
+        }
         if (is_trainable(&net->layers[i]) &&
             (net->layers[i].bias == NULL ||
              net->layers[i].w_size != (uint32_t)net->layers[i].out_c *
@@ -322,6 +330,40 @@ static int ensure_open(lrt_trainer *t)
     return rc;
 }
 
+/* A batch-norm layer's state, as little-endian int32 gamma, beta, mean, msq, pow_q30. */
+static int write_bn_snapshot(lrt_trainer *t, const lrt_layer *l)
+{
+    const int32_t *parts[4];
+    uint32_t off = l->b_offset;
+    uint8_t chunk[32];
+    unsigned k;
+    parts[0] = l->bn->gamma;
+    parts[1] = l->bn->beta;
+    parts[2] = l->bn->mean;
+    parts[3] = l->bn->msq;
+    for (k = 0; k <= 4; k++) {
+        uint16_t o = 0, n = k < 4 ? l->out_c : 1;
+        while (o < n) {
+            uint16_t j, nb = (uint16_t)LRT_MIN(8u, (uint32_t)n - o);
+            int rc;
+            for (j = 0; j < nb; j++) {
+                uint32_t v = k < 4 ? (uint32_t)parts[k][o + j] : *l->bn->pow_q30;
+                chunk[4 * j] = (uint8_t)v;
+                chunk[4 * j + 1] = (uint8_t)(v >> 8);
+                chunk[4 * j + 2] = (uint8_t)(v >> 16);
+                chunk[4 * j + 3] = (uint8_t)(v >> 24);
+            }
+            rc = lrt_wstore_write(t->ws, off, chunk, 4u * nb);
+            if (rc != LRT_OK) {
+                return rc;
+            }
+            off += 4u * nb;
+            o = (uint16_t)(o + nb);
+        }
+    }
+    return LRT_OK;
+}
+
 static int write_bias_snapshot(lrt_trainer *t)
 {
     const lrt_net *net = t->net;
@@ -329,6 +371,13 @@ static int write_bias_snapshot(lrt_trainer *t)
     for (i = 0; i < net->n_layers; i++) {
         const lrt_layer *l = &net->layers[i];
         uint16_t o = 0;
+        if (l->kind == LRT_LAYER_BATCHNORM && l->bn != NULL) {
+            int rc = write_bn_snapshot(t, l);
+            if (rc != LRT_OK) {
+                return rc;
+            }
+            continue;
+        }
         if (!is_trainable(l)) {
             continue;
         }
@@ -554,6 +603,95 @@ static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz
     }
 }
 
+/* ---- streaming batch norm ------------------------------------------------------------------ */
+
+static const int8_t *layer_input(const lrt_trainer *t, uint8_t li);
+
+/* a / b rounded half away from zero, b > 0 */
+static int64_t div_round64(int64_t a, int64_t b)
+{
+    uint64_t mag = a < 0 ? (uint64_t)(-a) : (uint64_t)a;
+    uint64_t q = (mag + (uint64_t)b / 2u) / (uint64_t)b;
+    return a < 0 ? -(int64_t)q : (int64_t)q;
+}
+
+static int32_t clamp_param(int64_t v)
+{
+    return (int32_t)LRT_CLAMP(v, (int64_t)-32768, (int64_t)32767);
+}
+
+/* gamma and beta of a batch-norm layer, one step of lr (per-tensor max-norm optional);
+ * both are real-valued parameters with LSB 2^-12. */
+static void bn_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dy,
+                      int16_t dy_exp)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    lrt_bn *bn = l->bn;
+    lrt_train_layer_state *st = &t->buf.layer_state[li];
+    lrt_pf sb = lr_pf(t), sg = lr_pf(t), gmax = pf_zero;
+    uint64_t bmax = 0;
+    uint16_t c;
+    int do_beta = 1, do_gamma = 1;
+    for (c = 0; c < l->out_c; c++) {
+        int64_t tg = lrt_bp_bn_gamma_sum(l, x, dy, c);
+        lrt_pf g = lrt_pf_div(lrt_pf_from(abs64(tg), dy_exp + 6), lrt_pf_from(bn->std_q[c], 0));
+        if (lrt_pf_cmp(g, gmax) > 0) {
+            gmax = g;
+        }
+        bmax = LRT_MAX(bmax, abs64(lrt_bp_bias_grad(l, dy, c)));
+    }
+    if (t->cfg.max_norm) {
+        do_beta = bmax != 0;
+        do_gamma = gmax.m != 0;
+        if (do_beta) {
+            sb = lrt_pf_div(sb, lrt_maxnorm_divisor(&st->mn_b, lrt_pf_from(bmax, dy_exp),
+                                                    beta_q30(t)));
+        }
+        if (do_gamma) {
+            sg = lrt_pf_div(sg, lrt_maxnorm_divisor(&st->mn_w, gmax, beta_q30(t)));
+        }
+    }
+    sb = lrt_pf_scale2(sb, (int)dy_exp + 12);
+    sg = lrt_pf_scale2(sg, 12);
+    for (c = 0; c < l->out_c; c++) {
+        if (do_beta) {
+            int32_t du = lrt_pf_apply(lrt_bp_bias_grad(l, dy, c), sb);
+            bn->beta[c] = clamp_param((int64_t)bn->beta[c] - du);
+        }
+        if (do_gamma) {
+            int64_t tg = lrt_bp_bn_gamma_sum(l, x, dy, c);
+            lrt_pf g = lrt_pf_div(lrt_pf_from(abs64(tg), dy_exp + 6),
+                                  lrt_pf_from(bn->std_q[c], 0));
+            int32_t du = lrt_pf_apply(tg < 0 ? -1 : 1, lrt_pf_mul(g, sg));
+            bn->gamma[c] = clamp_param((int64_t)bn->gamma[c] - du);
+        }
+    }
+}
+
+/* Fold this sample's statistics (the kept input of layer li) into the running ones. */
+static void bn_stats_update(lrt_trainer *t, uint8_t li)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    lrt_bn *bn = l->bn;
+    const int8_t *x = layer_input(t, li);
+    int64_t b = bn->batch ? bn->batch : 1;
+    int64_t p, n_pix = (int64_t)l->out_h * l->out_w;
+    uint16_t c;
+    for (c = 0; c < l->out_c; c++) {
+        int64_t s1 = 0, s2 = 0;
+        for (p = 0; p < n_pix; p++) {
+            int64_t xi = (int64_t)x[(size_t)p * l->out_c + c] + l->input_offset;
+            s1 += xi;
+            s2 += xi * xi;
+        }
+        bn->mean[c] = (int32_t)div_round64((int64_t)bn->mean[c] * (b - 1) +
+                                               div_round64(s1 * 65536, n_pix), b);
+        bn->msq[c] = (int32_t)div_round64((int64_t)bn->msq[c] * (b - 1) +
+                                              div_round64(s2 * 256, n_pix), b);
+    }
+    *bn->pow_q30 = (uint32_t)(((uint64_t)*bn->pow_q30 * (uint64_t)(b - 1)) / (uint64_t)b);
+}
+
 static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
                       int16_t dz_exp)
 {
@@ -770,6 +908,23 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
                 }
                 cur = 1 - cur;
                 ge = gnext;
+            } else if (l->kind == LRT_LAYER_BATCHNORM) {
+                /* visited only above the lowest trainable weight layer (the walk stops there) */
+                uint32_t nz = lrt_bp_act_mask(l, t->buf.keep[li], gbuf[cur]);
+                gnext = ge;
+                if (nz) {
+                    if (l->trainable) {
+                        bn_update(t, li, x, gbuf[cur], ge);
+                    }
+                    rc = lrt_bp_batchnorm(l, gbuf[cur], ge, gbuf[1 - cur], &gnext);
+                    if (rc != LRT_OK) {
+                        return fail(t, rc);
+                    }
+                } else {
+                    memset(gbuf[1 - cur], 0, lrt_layer_in_size(l));
+                }
+                cur = 1 - cur;
+                ge = gnext;
             } else if (l->kind == LRT_LAYER_MAXPOOL2D && li > t->first) {
                 rc = lrt_bp_maxpool(l, x, gbuf[cur], gbuf[1 - cur]);
                 if (rc != LRT_OK) {
@@ -782,6 +937,22 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
                 break;
             }
         }
+    }
+    /* streaming batch norm: the next sample sees this one's statistics */
+    for (li = 0; li < net->n_layers; li++) {
+        const lrt_layer *l = &net->layers[li];
+        if (l->kind != LRT_LAYER_BATCHNORM) {
+            continue;
+        }
+        if (!t->cfg.bn_stats_frozen) {
+            bn_stats_update(t, li);
+        }
+        rc = lrt_net_bn_refresh(l);
+        if (rc != LRT_OK) {
+            return fail(t, rc);
+        }
+    }
+    if (t->first < net->n_layers) {
         if (t->open) {
             rc = lrt_train_update_commit(t);
             if (rc != LRT_OK) {

@@ -34,6 +34,15 @@
  * [-2^(bias_exp+15), 2^(bias_exp+15)) = [-8, 8) for bias_exp = -12. Updates are rounded
  * (half away from zero) to that LSB and clamped to that range.
  *
+ * Streaming batch norm (lrt_net.h): every scheme that trains updates, after each sample's
+ * backward pass, the running statistics of every batch-norm layer with that sample's
+ * statistics (unless cfg.bn_stats_frozen) and refreshes its forward tables. So the
+ * prediction and the gradients of a sample come from the state before it, which is what the
+ * TFLite export of that state computes; the paper folds the sample in first. The affine
+ * parameters gamma/beta of batch-norm layers above the lowest trainable weight layer train
+ * every sample like biases (same lr, same max-norm rule, per tensor), in RAM, snapshotted
+ * into the blob with the biases (the state snapshot includes the statistics).
+ *
  * Backward pass: see lrt_backprop.h (int8 block-float gradients, clipped STE). Layers with
  * trainable == 0 get no weight or bias update; backprop stops at the lowest trainable layer.
  * A sample whose masked gradient is all zero at some layer costs nothing below it.
@@ -55,8 +64,9 @@
  *   act_a, act_b   lrt_train_act_buffer_size(net) bytes each: the forward ping-pong buffers,
  *                  reused as the two gradient ping-pong buffers after the forward pass.
  *   keep[i]        lrt_layer_out_size(&layers[i]) bytes for every i >= first trainable - 1
- *                  except flatten layers (lrt_train_keep_needed), NULL elsewhere; the last
- *                  layer's keep holds the logits. Inference scheme: keep may be NULL.
+ *                  except flatten layers, and for the input of every batch-norm layer
+ *                  (lrt_train_keep_needed), NULL elsewhere; the last layer's keep holds the
+ *                  logits. Inference scheme: keep may be NULL.
  *   scratch        lrt_train_scratch_size(net) bytes (one weight row / one patch).
  *   layer_state    n_layers entries of lrt_train_layer_state.
  *   cell_writes, paper_writes   optional, lrt_train_cell_count(net) uint32 each.
@@ -118,6 +128,7 @@ typedef struct {
     uint32_t bias_commit_period; /* bias/lrt schemes: snapshot the biases into the blob every
                                     this many samples (0: only with weight commits) */
     uint8_t grad_real_units;     /* 0: paper convention (see above); 1: dL/dW_real */
+    uint8_t bn_stats_frozen;     /* 1: batch-norm running statistics stay as they are */
 } lrt_train_config;
 
 /* Per-layer bookkeeping (one per net layer; only weight layers use it). */

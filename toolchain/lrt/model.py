@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-LayerKind = Literal["conv2d", "maxpool2d", "dense", "flatten"]
-LAYER_KINDS: tuple[str, ...] = ("conv2d", "maxpool2d", "dense", "flatten")
+LayerKind = Literal["conv2d", "maxpool2d", "dense", "flatten", "batchnorm"]
+LAYER_KINDS: tuple[str, ...] = ("conv2d", "maxpool2d", "dense", "flatten", "batchnorm")
 IR_VERSION = 1
 
 
@@ -73,6 +73,12 @@ class Layer:
     weight_exp: int | None = None  # weight real = q * 2**weight_exp (includes the layer's alpha)
     bias_exp: int | None = None  # bias storage LSB exponent (paper: 16 bit in [-8, 8) -> -12)
     trainable: bool = True
+    # streaming batch norm state (kind "batchnorm" only)
+    bn_gamma: np.ndarray | None = None
+    bn_beta: np.ndarray | None = None
+    bn_mean: np.ndarray | None = None
+    bn_msq: np.ndarray | None = None
+    bn_pow_q30: int | None = None
 
     @property
     def has_weights(self) -> bool:
@@ -122,7 +128,11 @@ class Model:
         return all(
             (not layer.has_weights) or (layer.weight_exp is not None and layer.bias_exp is not None)
             for layer in self.layers
-        ) and all(layer.output_q.exp is not None for layer in self.layers)
+        ) and all(
+            layer.output_q.exp is not None
+            and (layer.kind != "batchnorm" or layer.bn_gamma is not None)
+            for layer in self.layers
+        )
 
     def weight_layers(self) -> list[Layer]:
         return [layer for layer in self.layers if layer.has_weights]
@@ -142,10 +152,18 @@ class Model:
             assert layer.weights is not None and layer.bias is not None
             h.update(np.ascontiguousarray(layer.weights).tobytes())
             h.update(np.ascontiguousarray(layer.bias).astype("<i4").tobytes())
+        for layer in self.layers:
+            if layer.kind == "batchnorm":
+                for arr in (layer.bn_gamma, layer.bn_beta, layer.bn_mean, layer.bn_msq):
+                    assert arr is not None
+                    h.update(np.ascontiguousarray(arr).astype("<i4").tobytes())
         return h.hexdigest()[:16]
 
     # ---- persistence -------------------------------------------------------------------
-    _ARRAYS = ("weights", "bias", "weight_scales", "out_multiplier", "out_shift")
+    _ARRAYS = (
+        "weights", "bias", "weight_scales", "out_multiplier", "out_shift",
+        "bn_gamma", "bn_beta", "bn_mean", "bn_msq",
+    )
 
     def _structure(self) -> dict[str, Any]:
         layers = []

@@ -241,6 +241,19 @@ def maxpool2d_s8(
     return np.clip(win.max(axis=(4, 5)), act_min, act_max).astype(np.int8)
 
 
+def batchnorm_s8(layer: Layer, x: np.ndarray) -> np.ndarray:
+    """The batch-norm layer's per-channel affine (TFLite DEPTHWISE_CONV_2D 1x1 arithmetic)
+    with the tables derived from its state (lrt.batchnorm)."""
+    from lrt import batchnorm
+
+    t = batchnorm.layer_tables(layer)
+    acc = (np.asarray(x, dtype=np.int64) - layer.input_q.zero_point) * t.w.astype(np.int64)
+    acc = wrap_int32(acc + t.bias.astype(np.int64))
+    out = multiply_by_quantized_multiplier(acc, 1 << 30, t.shift.astype(np.int64), "double")
+    out = out + layer.output_q.zero_point
+    return np.clip(out, layer.act_min, layer.act_max).astype(np.int8)
+
+
 def _out_params(layer: Layer) -> tuple[np.ndarray, np.ndarray]:
     assert layer.out_multiplier is not None and layer.out_shift is not None
     return np.asarray(layer.out_multiplier), np.asarray(layer.out_shift)
@@ -258,6 +271,8 @@ def layer_forward(layer: Layer, x: np.ndarray) -> np.ndarray:
         return maxpool2d_s8(
             x, layer.pool, layer.stride, layer.padding, layer.act_min, layer.act_max
         )
+    if layer.kind == "batchnorm":
+        return batchnorm_s8(layer, x)
     assert layer.weights is not None
     mult, shift = _out_params(layer)
     in_off, out_off = -layer.input_q.zero_point, layer.output_q.zero_point
