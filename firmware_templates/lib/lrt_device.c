@@ -242,9 +242,9 @@ static int h_commit_blob(void *ctx, uint32_t *generation)
 static int h_bye(void *ctx)
 {
     lrt_device *dev = (lrt_device *)ctx;
-    /* persist the biases learned since the last weight commit */
+    /* persist the biases learned since the last weight commit, within the wear budget */
     if (dev->s.train.scheme != LRT_SCHEME_INFERENCE && dev->trainer.samples > 0 &&
-        dev->ws.begin != NULL) {
+        dev->ws.begin != NULL && budget_allows(dev, &dev->trainer)) {
         return lrt_train_commit_biases(&dev->trainer);
     }
     return LRT_OK;
