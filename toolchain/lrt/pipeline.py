@@ -175,6 +175,7 @@ def build(
     from lrt import build as builder
 
     brd = boards.load_board(board)
+    out = Path(out).resolve()
     if model_path is not None and scheme is None:
         scheme = "inference"
     cfg = load_config(
