@@ -242,3 +242,67 @@ def snapshot_words(
 
 def snapshot_size(channels: int) -> int:
     return 4 * (4 * channels + 1)
+
+
+# ---- .tflite metadata ---------------------------------------------------------------------
+# A .tflite holds the forward tables only (DEPTHWISE_CONV_2D); the state that produced them
+# (what the firmware trains and keeps updating) travels in a metadata entry, one record per
+# batch-norm layer in graph order. tflite_import checks that the state derives to the graph.
+METADATA_NAME = "lrt_batchnorm"
+
+
+def metadata_bytes(layers: list[Layer]) -> bytes:
+    import json
+
+    records = []
+    for lay in layers:
+        if lay.kind != "batchnorm":
+            continue
+        assert lay.bn_gamma is not None and lay.bn_beta is not None
+        assert lay.bn_mean is not None and lay.bn_msq is not None
+        records.append(
+            {
+                "name": lay.name,
+                "gamma": [int(v) for v in lay.bn_gamma],
+                "beta": [int(v) for v in lay.bn_beta],
+                "mean": [int(v) for v in lay.bn_mean],
+                "msq": [int(v) for v in lay.bn_msq],
+                "pow_q30": int(lay.bn_pow_q30 or 0),
+            }
+        )
+    return json.dumps({"version": 1, "layers": records}, sort_keys=True).encode()
+
+
+def parse_metadata(data: bytes) -> list[dict[str, object]]:
+    """The records of metadata_bytes; ValueError if malformed."""
+    import json
+
+    try:
+        doc = json.loads(bytes(data).decode())
+        records = doc["layers"]
+        if doc.get("version") != 1 or not isinstance(records, list):
+            raise ValueError("unknown version")
+        for r in records:
+            n = len(r["gamma"])
+            if not all(len(r[k]) == n for k in ("beta", "mean", "msq")):
+                raise ValueError("state arrays of different lengths")
+            int(r["pow_q30"])
+    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed {METADATA_NAME} metadata ({exc})") from exc
+    return list(records)
+
+
+def add_metadata(model_t: object, layers: list[Layer]) -> None:
+    """Attach the batch-norm state to a schema ModelT (no-op without batch-norm layers)."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    if not any(lay.kind == "batchnorm" for lay in layers):
+        return
+    m = model_t
+    buf = fb.BufferT()
+    buf.data = np.frombuffer(metadata_bytes(layers), dtype=np.uint8)
+    m.buffers.append(buf)  # type: ignore[attr-defined]
+    meta = fb.MetadataT()
+    meta.name = METADATA_NAME
+    meta.buffer = len(m.buffers) - 1  # type: ignore[attr-defined]
+    m.metadata = [*(m.metadata or []), meta]  # type: ignore[attr-defined]

@@ -12,6 +12,10 @@ sequential int8 graph onto the IR. Supported operators:
                                              a dynamic-batch Keras Flatten) are skipped;
   RELU, RELU6 (standalone)                -> folded into the previous layer's clamp, when
                                              input and output quantization are identical;
+  DEPTHWISE_CONV_2D (1x1, depth multiplier 1, stride 1, per-channel int8 filter, no
+  activation) carrying lrt's "lrt_batchnorm" metadata -> batchnorm (the streaming batch norm
+                                             lrt exports, lrt.batchnorm; the metadata holds
+                                             the state its tables derive from, checked);
   QUANTIZE (first op, float32 -> int8)    -> dropped: the firmware takes int8 input;
   DEQUANTIZE (last op, int8 -> float32)   -> dropped: the firmware returns int8 logits.
 
@@ -35,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
+from lrt import batchnorm
 from lrt.errors import UserError
 from lrt.model import Layer, Model, QParams
 from lrt.quant import BIAS_EXP, exp_of, quantize_multipliers
@@ -42,6 +47,7 @@ from lrt.reference import output_size
 
 SUPPORTED = (
     "CONV_2D, MAX_POOL_2D, FULLY_CONNECTED, RESHAPE (flatten), RELU, RELU6, "
+    "DEPTHWISE_CONV_2D (only lrt's batch-norm export: 1x1 with lrt_batchnorm metadata), "
     "QUANTIZE (float input -> int8, first op only), DEQUANTIZE (int8 -> float output, last op "
     "only); fused activations NONE/RELU/RELU6/RELU_N1_TO_1"
 )
@@ -176,7 +182,25 @@ class _Importer:
             "RESHAPE": self.reshape,
             "RELU": self.relu,
             "RELU6": self.relu,
+            "DEPTHWISE_CONV_2D": self.depthwise,
         }
+        self.bn_records = self._bn_metadata()
+        self.bn_count = 0
+
+    def _bn_metadata(self) -> list[dict[str, Any]] | None:
+        """The batch-norm state records of lrt's metadata entry, or None."""
+        for meta in self.model.metadata or []:
+            name = meta.name.decode() if isinstance(meta.name, bytes) else str(meta.name)
+            if name != batchnorm.METADATA_NAME:
+                continue
+            buffers = self.model.buffers or []
+            if not 0 < meta.buffer < len(buffers) or buffers[meta.buffer].data is None:
+                raise self.fail(f"metadata '{name}' has no data")
+            try:
+                return batchnorm.parse_metadata(np.asarray(buffers[meta.buffer].data).tobytes())
+            except ValueError as exc:
+                raise self.fail(str(exc)) from None
+        return None
 
     def _shape_plumbing(self) -> set[int]:
         """Ops that only compute the target shape of a RESHAPE (Keras' dynamic-batch Flatten
@@ -521,6 +545,76 @@ class _Importer:
             "reshapes are supported"
         )
 
+    def depthwise(self, op: Any, cur: _Tensor, out: _Tensor, where: str) -> None:
+        """lrt's batch-norm export (lrt.batchnorm); every other depthwise conv is refused."""
+        shape = self.shape
+        opt = op.builtinOptions
+        only = (
+            f"{where}: DEPTHWISE_CONV_2D is supported only as lrt's batch-norm export (1x1 "
+            "kernel, depth multiplier 1, stride 1, no activation, per-channel int8 filter, "
+            f"with '{batchnorm.METADATA_NAME}' metadata); "
+        )
+        if not isinstance(opt, fb.DepthwiseConv2DOptionsT):
+            raise self.fail(f"{where}: missing DepthwiseConv2D options")
+        if len(shape) != 3:
+            raise self.fail(f"{where}: input shape {list(shape)} is not HWC")
+        c = shape[2]
+        w_t = self.tensor(op.inputs[1], where) if len(op.inputs) > 1 else None
+        if (
+            w_t is None
+            or w_t.shape != (1, 1, 1, c)
+            or int(opt.strideH) != 1
+            or int(opt.strideW) != 1
+            or int(opt.dilationHFactor) != 1
+            or int(opt.dilationWFactor) != 1
+            or int(opt.depthMultiplier) not in (0, 1)
+            or opt.fusedActivationFunction != fb.ActivationFunctionType.NONE
+            or self.batchless(out, where) != shape
+        ):
+            raise self.fail(only + "this one is a general depthwise convolution")
+        if self.bn_records is None or self.bn_count >= len(self.bn_records):
+            raise self.fail(only + "this model has no batch-norm state for it")
+        if w_t.type != fb.TensorType.INT8 or len(w_t.scales) != c or w_t.quantized_dimension != 3:
+            raise self.fail(only + f"filter '{w_t.name}' is not per-channel int8")
+        record = self.bn_records[self.bn_count]
+        self.bn_count += 1
+        in_q, out_q = self.act_q(cur, where), self.act_q(out, where)
+        if in_q.exp is None or out_q.exp is None:
+            raise self.fail(f"{where}: batch norm needs power-of-two input and output scales")
+        state = {k: np.asarray(record[k], dtype=np.int64) for k in ("gamma", "beta", "mean", "msq")}
+        if any(v.shape != (c,) for v in state.values()):
+            raise self.fail(f"{where}: batch-norm state has the wrong number of channels")
+        layer = Layer(
+            kind="batchnorm", name=self.name("batchnorm"), in_shape=shape, out_shape=shape,
+            input_q=in_q, output_q=out_q, trainable=True,
+            bn_gamma=state["gamma"].astype(np.int32), bn_beta=state["beta"].astype(np.int32),
+            bn_mean=state["mean"].astype(np.int32), bn_msq=state["msq"].astype(np.int32),
+            bn_pow_q30=int(record["pow_q30"]),
+        )  # fmt: skip
+        try:
+            tables = batchnorm.layer_tables(layer)
+        except ValueError as exc:
+            raise self.fail(f"{where}: {exc}") from None
+        w = self.const(w_t, where).reshape(-1)
+        bias_idx = op.inputs[2] if len(op.inputs) > 2 else -1
+        bias = (
+            self.const(self.tensor(bias_idx, where), where).reshape(-1)
+            if bias_idx >= 0
+            else np.zeros(c, np.int32)
+        )
+        scales = np.asarray(w_t.scales, dtype=np.float64)
+        expect = 2.0 ** tables.weight_exps(in_q.exp, out_q.exp).astype(np.float64)
+        if not (
+            np.array_equal(w, tables.w)
+            and np.array_equal(bias, tables.bias)
+            and np.array_equal(scales, expect)
+        ):
+            raise self.fail(
+                f"{where}: the batch-norm state in the metadata does not reproduce this layer's "
+                "filter, bias and scales (edited file?)"
+            )
+        self.layers.append(layer)
+
     def relu(self, op: Any, cur: _Tensor, out: _Tensor, where: str) -> None:
         in_q, out_q = self.act_q(cur, where), self.act_q(out, where)
         if (in_q.scale, in_q.zero_point) != (out_q.scale, out_q.zero_point):
@@ -547,6 +641,11 @@ def _hint(name: str, i: int, n: int) -> str:
         return " (drop the final softmax: the firmware takes the argmax of the logits)"
     if name == "QUANTIZE":
         return " (QUANTIZE is only accepted as the float32 -> int8 input boundary)"
+    if name in ("MUL", "ADD", "SUB"):
+        return (
+            " (per-channel affine layers such as batch norm are supported only as lrt exports "
+            "them: a 1x1 DEPTHWISE_CONV_2D with lrt_batchnorm metadata, e.g. --preset mcu-bn)"
+        )
     if name == "DEQUANTIZE":
         return " (DEQUANTIZE is only accepted as the int8 -> float32 output boundary)"
     return ""
@@ -602,7 +701,9 @@ def import_tflite(source: Path | str | bytes, name: str | None = None) -> Model:
 # The inverse direction lets the TFLite interpreter check models lrt built itself (and the
 # importer round-trip). TFLite recomputes every rescale from the scales, so the IR's
 # out_multiplier/out_shift must be the ones the scales imply; to_tflite checks that.
-_OP_VERSIONS = {"CONV_2D": 3, "MAX_POOL_2D": 2, "FULLY_CONNECTED": 4, "RESHAPE": 1}
+_OP_VERSIONS = {
+    "CONV_2D": 3, "MAX_POOL_2D": 2, "FULLY_CONNECTED": 4, "RESHAPE": 1, "DEPTHWISE_CONV_2D": 3,
+}  # fmt: skip
 
 
 def _activation_code(layer: Layer) -> int:
@@ -686,6 +787,24 @@ def to_tflite(model: Model) -> bytes:
             opt = fb.ReshapeOptionsT()
             opt.newShape = new_shape
             operator("RESHAPE", [cur, shape], [out], fb.BuiltinOptions.ReshapeOptions, opt)
+        elif layer.kind == "batchnorm":
+            assert layer.input_q.exp is not None and layer.output_q.exp is not None
+            t = batchnorm.layer_tables(layer)
+            e = t.weight_exps(layer.input_q.exp, layer.output_q.exp)
+            c = int(t.w.size)
+            fq = _quant([2.0 ** int(k) for k in e], [0] * c)
+            fq.quantizedDimension = 3
+            w = tensor(f"{layer.name}/filter", (1, 1, 1, c), fb.TensorType.INT8, fq,
+                       t.w.reshape(1, 1, 1, c).astype(np.int8))
+            b = tensor(f"{layer.name}/bias", (c,), fb.TensorType.INT32,
+                       _quant([layer.input_q.scale * 2.0 ** int(k) for k in e], [0] * c),
+                       t.bias.astype("<i4"))
+            dopt = fb.DepthwiseConv2DOptionsT()
+            dopt.padding = fb.Padding.VALID
+            dopt.strideH = dopt.strideW = dopt.depthMultiplier = 1
+            dopt.fusedActivationFunction = fb.ActivationFunctionType.NONE
+            operator("DEPTHWISE_CONV_2D", [cur, w, b], [out],
+                     fb.BuiltinOptions.DepthwiseConv2DOptions, dopt)
         elif layer.kind == "maxpool2d":
             opt = fb.Pool2DOptionsT()
             opt.padding = fb.Padding.SAME if layer.padding == "same" else fb.Padding.VALID
@@ -730,6 +849,7 @@ def to_tflite(model: Model) -> bytes:
         cur = out
     g.outputs = [cur]
     m.subgraphs = [g]
+    batchnorm.add_metadata(m, model.layers)
     return pack_tflite(m)
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from lrt import quant
+from lrt import batchnorm, quant
 from lrt.model import Layer, Model, QParams
 
 WEIGHT_BITS = 8
@@ -48,6 +48,8 @@ ACT_LEVELS = 256  # activations: int8 with zero point -128 -> 0 .. 255 steps of 
 LOGIT_ZERO_POINT = 0
 INPUT_EXP = quant.ACT_EXP
 INPUT_ZERO_POINT = quant.ACT_ZERO_POINT
+# RAM of a batch-norm channel: gamma, beta, mean, msq, bias, mu, std_q (int32), w, shift (int8)
+BN_BYTES_PER_CHANNEL = 30
 
 
 # ---- network specification --------------------------------------------------------------
@@ -71,14 +73,19 @@ class NetSpec:
     epochs: int = 8
     batch_size: int = 32
     learning_rate: float = 5e-3
-    streaming_bn: bool = False  # paper: streaming batch norm after each pool (not yet)
+    # the paper's streaming batch norm after each pool (lrt.batchnorm); eta = 1 - 1/bn_batch
+    # in the offline QAT (per mini-batch), the firmware uses the build's batch_conv
+    streaming_bn: bool = False
+    bn_batch: int = 10
 
     def __post_init__(self) -> None:
         bad = [i for i in self.pool_after if not 1 <= i <= len(self.convs)]
         if bad:
             raise ValueError(f"{self.name}: pool_after {bad} not in 1..{len(self.convs)}")
-        if self.streaming_bn:
-            raise NotImplementedError("streaming batch norm is not implemented yet")
+        if self.streaming_bn and not self.pool_after:
+            raise ValueError(f"{self.name}: streaming batch norm follows the pools; there are none")
+        if self.bn_batch < 1:
+            raise ValueError(f"{self.name}: bn_batch must be >= 1")
 
 
 PRESETS: dict[str, NetSpec] = {
@@ -90,6 +97,17 @@ PRESETS: dict[str, NetSpec] = {
     # Same topology again for the smallest parts (Cortex-M3/M0+ with 64 KB RAM and a few
     # KB of NVM for two weight sets): about 5.8 KB of weights.
     "tiny": NetSpec("tiny", (4, 4, 8, 8), (2, 4), (32,)),
+    # The paper's streaming batch norm after each pool (mcu = the ablation without it).
+    "mcu-bn": NetSpec("mcu-bn", (8, 8, 16, 16), (2, 4), (64,), streaming_bn=True),
+    "paper-bn": NetSpec(
+        "paper-bn",
+        (128, 128, 128, 128),
+        (2, 4),
+        (512,),
+        epochs=4,
+        learning_rate=2e-3,
+        streaming_bn=True,
+    ),
 }
 DEFAULT_PRESET = "mcu"
 
@@ -108,6 +126,7 @@ class LayerPlan:
     in_exp: int = quant.ACT_EXP
     out_exp: int = quant.ACT_EXP
     kernel: int = 0  # conv kernel size
+    in_zero_point: int = quant.ACT_ZERO_POINT
 
     @property
     def weight_exp(self) -> int:
@@ -123,12 +142,16 @@ class LayerPlan:
 
     @property
     def out_zero_point(self) -> int:
-        return quant.ACT_ZERO_POINT if self.relu or not self.has_weights else LOGIT_ZERO_POINT
+        if self.kind == "batchnorm":
+            return batchnorm.OUT_ZERO_POINT
+        if self.kind in ("maxpool2d", "flatten"):
+            return self.in_zero_point
+        return quant.ACT_ZERO_POINT if self.relu else LOGIT_ZERO_POINT
 
     @property
     def out_int_range(self) -> tuple[int, int]:
         """Range of (q - zero_point) of the output: [0, 255] after ReLU, [-128, 127] logits."""
-        if self.kind == "dense" and not self.relu:
+        if (self.kind == "dense" and not self.relu) or self.kind == "batchnorm":
             return -128, 127
         return 0, ACT_LEVELS - 1
 
@@ -147,6 +170,8 @@ def plan_layers(spec: NetSpec) -> list[LayerPlan]:
     plans: list[LayerPlan] = []
     h, w, c = spec.input_shape
     k = spec.kernel
+    # format of the activation the next layer reads: ReLU outputs, or batch-norm outputs
+    a_exp, a_zp = quant.ACT_EXP, quant.ACT_ZERO_POINT
     for i, filters in enumerate(spec.convs, start=1):
         if h < k or w < k:
             raise ValueError(f"{spec.name}: conv{i} input {h}x{w} is smaller than the kernel")
@@ -160,15 +185,29 @@ def plan_layers(spec: NetSpec) -> list[LayerPlan]:
                 True,
                 fan_in,
                 quant.layer_alpha_exp(fan_in, True),
+                in_exp=a_exp,
                 kernel=k,
+                in_zero_point=a_zp,
             )
         )
         h, w, c = h - k + 1, w - k + 1, filters
+        a_exp, a_zp = quant.ACT_EXP, quant.ACT_ZERO_POINT
         if i in spec.pool_after:
             plans.append(LayerPlan("maxpool2d", f"pool{i}", (h, w, c), (h // 2, w // 2, c)))
             h, w = h // 2, w // 2
+            if spec.streaming_bn:
+                plans.append(
+                    LayerPlan(
+                        "batchnorm", f"bn{i}", (h, w, c), (h, w, c), out_exp=batchnorm.OUT_EXP
+                    )
+                )
+                a_exp, a_zp = batchnorm.OUT_EXP, batchnorm.OUT_ZERO_POINT
     n = h * w * c
-    plans.append(LayerPlan("flatten", "flatten", (h, w, c), (n,)))
+    plans.append(
+        LayerPlan(
+            "flatten", "flatten", (h, w, c), (n,), in_exp=a_exp, out_exp=a_exp, in_zero_point=a_zp
+        )
+    )
     widths = [*spec.dense, spec.num_classes]
     for j, units in enumerate(widths, start=1):
         last = j == len(widths)
@@ -181,10 +220,13 @@ def plan_layers(spec: NetSpec) -> list[LayerPlan]:
                 not last,
                 n,
                 quant.layer_alpha_exp(n, not last),
+                in_exp=a_exp,
                 out_exp=quant.LOGIT_EXP if last else quant.ACT_EXP,
+                in_zero_point=a_zp,
             )
         )
         n = units
+        a_exp, a_zp = quant.ACT_EXP, quant.ACT_ZERO_POINT
     return plans
 
 
@@ -195,7 +237,8 @@ def training_ram_estimate(spec: NetSpec | str, rank: int = 4) -> dict[str, int]:
     * two int8 gradient buffers as large as the largest tensor (ping-pong through layers);
     * LRT state per weight layer: QL, QR int16 of q(n+m) numbers (q = rank + 1) plus cx
       int32[rank];
-    * biases: int32 working copy in RAM (updated every sample).
+    * biases: int32 working copy in RAM (updated every sample);
+    * batch norm: state and forward tables in RAM (lrt_net.h lrt_bn, 30 bytes a channel).
     Weights live in NVM and are not counted.
     """
     spec = get_spec(spec)
@@ -204,7 +247,10 @@ def training_ram_estimate(spec: NetSpec | str, rank: int = 4) -> dict[str, int]:
     q = rank + 1
     lrt = 0
     biases = 0
+    bn = 0
     for p in plans:
+        if p.kind == "batchnorm":
+            bn += BN_BYTES_PER_CHANNEL * p.out_shape[-1] + 4
         if not p.has_weights:
             continue
         n, m = p.out_shape[-1], p.fan_in
@@ -215,6 +261,7 @@ def training_ram_estimate(spec: NetSpec | str, rank: int = 4) -> dict[str, int]:
         "gradients": 2 * max(sizes),
         "lrt_state": lrt,
         "biases": biases,
+        "batchnorm": bn,
     }
     est["total"] = sum(est.values())
     return est
@@ -374,7 +421,75 @@ def _qat_classes() -> dict[str, type]:
             xi = x * float(2.0 ** (-self.plan.in_exp))
             return self.requantize(tf.matmul(xi, wq), bq)
 
-    return {"QuantizeInput": QuantizeInput, "QConv2D": QConv2D, "QDense": QDense}
+    class QBatchNorm(keras.layers.Layer):  # type: ignore[name-defined]
+        """The paper's streaming batch norm (lrt.batchnorm) for offline QAT.
+
+        Training normalises with running statistics: each mini-batch's per-channel mean and
+        mean square enter an exponential moving average (eta = 1 - 1/bn_batch, bias-corrected
+        by 1 - eta**step) that includes the batch, and no gradient flows into them (the
+        paper's rule, and the firmware's backward pass). Inference uses the same running
+        statistics. gamma/beta are fake-quantized to 2**-12 (16 bit), the output to the signed
+        8-bit grid 2**-6 in [-2, 2), with straight-through gradients.
+        """
+
+        def __init__(self, plan: LayerPlan, bn_batch: int, **kwargs: Any) -> None:
+            super().__init__(name=plan.name, **kwargs)
+            self.plan = plan
+            self.eta = 1.0 - 1.0 / bn_batch
+
+        def build(self, input_shape: Any) -> None:
+            c = self.plan.out_shape[-1]
+            pmax = 8.0 - 2.0**batchnorm.PARAM_EXP
+            clip = ClipConstraint(-8.0, pmax)
+            self.gamma = self.add_weight(
+                name="gamma", shape=(c,), initializer="ones", constraint=clip
+            )
+            self.beta = self.add_weight(
+                name="beta", shape=(c,), initializer="zeros", constraint=clip
+            )
+            self.ema_mean = self.add_weight(
+                name="ema_mean", shape=(c,), initializer="zeros", trainable=False
+            )
+            self.ema_msq = self.add_weight(
+                name="ema_msq", shape=(c,), initializer="zeros", trainable=False
+            )
+            self.eta_pow = self.add_weight(
+                name="eta_pow", shape=(), initializer="ones", trainable=False
+            )
+
+        def statistics(self) -> tuple[Any, Any]:
+            """Bias-corrected running (mean, variance); (0, 1) before the first batch."""
+            corr = 1.0 - self.eta_pow
+            safe = tf.maximum(corr, 1e-12)
+            mu = tf.where(corr > 0.0, self.ema_mean / safe, tf.zeros_like(self.ema_mean))
+            msq = tf.where(corr > 0.0, self.ema_msq / safe, tf.ones_like(self.ema_msq))
+            return mu, tf.maximum(msq - mu * mu, 0.0)
+
+        def call(self, x: Any, training: bool | None = None) -> Any:
+            if training:
+                xs = tf.stop_gradient(x)
+                m = tf.reduce_mean(xs, axis=[0, 1, 2])
+                q = tf.reduce_mean(xs * xs, axis=[0, 1, 2])
+                self.ema_mean.assign(self.eta * self.ema_mean + (1.0 - self.eta) * m)
+                self.ema_msq.assign(self.eta * self.ema_msq + (1.0 - self.eta) * q)
+                self.eta_pow.assign(self.eta_pow * self.eta)
+            mu, var = (tf.stop_gradient(v) for v in self.statistics())
+            inv = tf.math.rsqrt(var + float(2.0**batchnorm.EPS_EXP))
+            ps = 2.0 ** (-batchnorm.PARAM_EXP)
+            g = self.gamma * ps
+            b = self.beta * ps
+            gq = _ste(g, tf.round(g)) / ps
+            bq = _ste(b, tf.round(b)) / ps
+            y = (gq * inv * (x - mu) + bq) * float(2.0 ** (-self.plan.out_exp))
+            yq = _ste(y, tf.round(y))
+            return tf.clip_by_value(yq, -128.0, 127.0) * float(2.0**self.plan.out_exp)
+
+    return {
+        "QuantizeInput": QuantizeInput,
+        "QConv2D": QConv2D,
+        "QDense": QDense,
+        "QBatchNorm": QBatchNorm,
+    }
 
 
 def build_qat_model(spec: NetSpec, seed: int = 0) -> Any:
@@ -391,6 +506,8 @@ def build_qat_model(spec: NetSpec, seed: int = 0) -> Any:
             x = cls["QDense"](p, layer_seed)(x)
         elif p.kind == "maxpool2d":
             x = keras.layers.MaxPooling2D(2, name=p.name)(x)
+        elif p.kind == "batchnorm":
+            x = cls["QBatchNorm"](p, spec.bn_batch)(x)
         else:
             x = keras.layers.Flatten(name=p.name)(x)
     return keras.Model(inp, x, name=f"lrt_{spec.name}")
@@ -403,12 +520,86 @@ def _pot(exp: int) -> float:
     return float(2.0**exp)
 
 
-def export_ir(qat_model: Any, spec: NetSpec, meta: dict[str, Any] | None = None) -> Model:
-    """Integer IR of a trained QAT model (the same integers its forward pass used)."""
+BN_STATS_SAMPLES = 512  # training images whose statistics a batch-norm layer exports
+
+
+def _bn_layer(p: LayerPlan, kl: Any, in_q: QParams, out_q: QParams, x: np.ndarray | None) -> Layer:
+    """IR batch-norm layer: gamma/beta of the QAT layer in the 16-bit format; statistics of
+    its integer input x (the exact integer forward of the layers below on training images)
+    or, without x, the QAT layer's running averages. Offline statistics are warmed up
+    (eta**step = 0)."""
+    ps = 2.0 ** (-batchnorm.PARAM_EXP)
+    lo, hi = batchnorm.PARAM_MIN, batchnorm.PARAM_MAX
+    gamma = np.clip(np.round(np.asarray(kl.gamma.numpy(), np.float64) * ps), lo, hi)
+    beta = np.clip(np.round(np.asarray(kl.beta.numpy(), np.float64) * ps), lo, hi)
+    if x is not None:
+        mean, msq = batchnorm.population_stats(x, in_q.zero_point)
+    else:
+        mu, var = (np.asarray(v.numpy(), np.float64) for v in kl.statistics())
+        lsb = 2.0**-p.in_exp  # real -> input LSBs
+        mean = np.round(mu * lsb * 2.0**batchnorm.MEAN_FRAC)
+        msq = np.round((var + mu * mu) * lsb * lsb * 2.0**batchnorm.MSQ_FRAC)
+    return Layer(
+        kind="batchnorm",
+        name=p.name,
+        in_shape=p.in_shape,
+        out_shape=p.out_shape,
+        input_q=in_q,
+        output_q=out_q,
+        trainable=True,
+        bn_gamma=gamma.astype(np.int32),
+        bn_beta=beta.astype(np.int32),
+        bn_mean=np.asarray(mean).astype(np.int32),
+        bn_msq=np.asarray(msq).astype(np.int32),
+        bn_pow_q30=0,
+    )
+
+
+def sync_qat_batchnorm(qat_model: Any, ir: Model) -> None:
+    """Set the QAT model's running statistics to the IR's (so Keras evaluates with the
+    statistics the firmware starts from)."""
+    for lay in ir.layers:
+        if lay.kind != "batchnorm":
+            continue
+        assert lay.bn_mean is not None and lay.bn_msq is not None and lay.input_q.exp is not None
+        kl = qat_model.get_layer(lay.name)
+        lsb = 2.0**lay.input_q.exp
+        mean = lay.bn_mean.astype(np.float64) * 2.0**-batchnorm.MEAN_FRAC * lsb
+        msq = lay.bn_msq.astype(np.float64) * 2.0**-batchnorm.MSQ_FRAC * lsb * lsb
+        kl.ema_mean.assign(mean.astype(np.float32))
+        kl.ema_msq.assign(msq.astype(np.float32))
+        kl.eta_pow.assign(0.0)
+
+
+def export_ir(
+    qat_model: Any,
+    spec: NetSpec,
+    meta: dict[str, Any] | None = None,
+    stats_x: np.ndarray | None = None,
+) -> Model:
+    """Integer IR of a trained QAT model (the same integers its forward pass used).
+
+    ``stats_x`` (float images in [0, 1]): the batch-norm layers' exported statistics are the
+    exact integer statistics of their input on these images (else the QAT running averages).
+    """
+    from lrt.reference import layer_forward
+
     layers: list[Layer] = []
-    for p in plan_layers(spec):
-        in_q = QParams(_pot(p.in_exp), quant.ACT_ZERO_POINT, p.in_exp)
+    plans = plan_layers(spec)
+    n_stats = max([i + 1 for i, p in enumerate(plans) if p.kind == "batchnorm"] or [0])
+    cur: np.ndarray | None = None  # integer input of the current layer (batch-norm stats)
+    if stats_x is not None and n_stats:
+        xs = np.asarray(stats_x, dtype=np.float64)[:BN_STATS_SAMPLES]
+        cur = np.clip(np.round(xs / 2.0**INPUT_EXP) + INPUT_ZERO_POINT, -128, 127)
+        cur = cur.astype(np.int8)
+    for i, p in enumerate(plans):
+        in_q = QParams(_pot(p.in_exp), p.in_zero_point, p.in_exp)
         out_q = QParams(_pot(p.out_exp), p.out_zero_point, p.out_exp)
+        if layers and cur is not None and i < n_stats:
+            cur = layer_forward(layers[-1], cur)
+        if p.kind == "batchnorm":
+            layers.append(_bn_layer(p, qat_model.get_layer(p.name), in_q, out_q, cur))
+            continue
         if not p.has_weights:
             layers.append(
                 Layer(
@@ -502,9 +693,25 @@ def _float_keras_from_ir(model: Model) -> Any:
             x = keras.layers.MaxPooling2D(
                 lay.pool, strides=lay.stride, padding=lay.padding, name=lay.name
             )(x)
+        elif lay.kind == "batchnorm":
+            # the per-channel affine the tables encode, as the converter's DEPTHWISE_CONV_2D
+            dw = keras.layers.DepthwiseConv2D(1, use_bias=True, name=lay.name)
+            x = dw(x)
+            w, b, _ = _bn_dequantized(lay)
+            dw.set_weights([w.reshape(1, 1, -1, 1).astype(np.float32), b.astype(np.float32)])
         else:
             x = keras.layers.Flatten(name=lay.name)(x)
     return keras.Model(inp, x, name=f"{model.name}_float")
+
+
+def _bn_dequantized(lay: Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(real depthwise weights [C], real bias [C], filter scale exponents [C])."""
+    assert lay.input_q.exp is not None and lay.output_q.exp is not None
+    t = batchnorm.layer_tables(lay)
+    e = t.weight_exps(lay.input_q.exp, lay.output_q.exp)
+    w = t.w.astype(np.float64) * 2.0**e
+    b = t.bias.astype(np.float64) * 2.0 ** (lay.input_q.exp + e)
+    return w, b, e
 
 
 def _dequantized(lay: Layer, perm: tuple[int, ...]) -> list[np.ndarray]:
@@ -521,6 +728,7 @@ _TFLITE_OPS = {
     "maxpool2d": "MAX_POOL_2D",
     "flatten": "RESHAPE",
     "dense": "FULLY_CONNECTED",
+    "batchnorm": "DEPTHWISE_CONV_2D",
 }
 
 
@@ -571,12 +779,45 @@ def _rewrite_flatbuffer(raw: bytes, model: Model) -> bytes:
         fb.buffers.append(buf)
         return len(fb.buffers) - 1
 
+    def bias_tensor(op: Any, lay: Layer, n_out: int) -> int:
+        b_idx = int(op.inputs[2]) if len(op.inputs) > 2 else -1
+        if b_idx < 0:  # the converter drops an all-zero bias: add it back
+            bt = schema.TensorT()
+            bt.name = f"{lay.name}/bias".encode()
+            bt.shape = np.array([n_out], dtype=np.int32)
+            g.tensors.append(bt)
+            b_idx = len(g.tensors) - 1
+            inputs = [int(i) for i in op.inputs]
+            op.inputs = np.array([*inputs[:2], b_idx], dtype=np.int32)
+        else:
+            replaced.add(int(g.tensors[b_idx].buffer))
+        return b_idx
+
     replaced: set[int] = set()
     set_q(int(g.inputs[0]), [model.input_q.scale], [model.input_q.zero_point])
     for op, lay in zip(g.operators, model.layers, strict=True):
         x_t, y_t = int(op.inputs[0]), int(op.outputs[0])
         set_q(x_t, [lay.input_q.scale], [lay.input_q.zero_point])
         set_q(y_t, [lay.output_q.scale], [lay.output_q.zero_point])
+        if lay.kind == "batchnorm":
+            t = batchnorm.layer_tables(lay)
+            _, _, e = _bn_dequantized(lay)
+            c = int(t.w.size)
+            w_t = int(op.inputs[1])
+            wt = g.tensors[w_t]
+            if tuple(int(d) for d in wt.shape) != (1, 1, 1, c):
+                raise RuntimeError(f"{lay.name}: tflite filter {list(wt.shape)} != [1, 1, 1, {c}]")
+            replaced.add(int(wt.buffer))
+            wt.buffer = new_buffer(t.w.reshape(1, 1, 1, c).astype(np.int8))
+            wt.type = schema.TensorType.INT8
+            set_q(w_t, [2.0 ** int(k) for k in e], [0] * c, 3)
+            b_idx = bias_tensor(op, lay, c)
+            bt = g.tensors[b_idx]
+            bt.type = schema.TensorType.INT32
+            bt.buffer = new_buffer(t.bias.astype("<i4"))
+            set_q(b_idx, [lay.input_q.scale * 2.0 ** int(k) for k in e], [0] * c, 0)
+            op.builtinOptions.fusedActivationFunction = schema.ActivationFunctionType.NONE
+            continue
         if not lay.has_weights:
             continue
         assert lay.weights is not None and lay.bias is not None
@@ -591,17 +832,7 @@ def _rewrite_flatbuffer(raw: bytes, model: Model) -> bytes:
         wt.type = schema.TensorType.INT8
         set_q(w_t, list(lay.weight_scales), [0] * n_out, 0)
         bias_scales = [lay.input_q.scale * float(s) for s in lay.weight_scales]
-        b_idx = int(op.inputs[2]) if len(op.inputs) > 2 else -1
-        if b_idx < 0:  # the converter drops an all-zero dense bias: add it back
-            bt = schema.TensorT()
-            bt.name = f"{lay.name}/bias".encode()
-            bt.shape = np.array([n_out], dtype=np.int32)
-            g.tensors.append(bt)
-            b_idx = len(g.tensors) - 1
-            inputs = [int(i) for i in op.inputs]
-            op.inputs = np.array([*inputs[:2], b_idx], dtype=np.int32)
-        else:
-            replaced.add(int(g.tensors[b_idx].buffer))
+        b_idx = bias_tensor(op, lay, n_out)
         bt = g.tensors[b_idx]
         bt.type = schema.TensorType.INT32
         bt.buffer = new_buffer(lay.bias.astype("<i4"))
@@ -614,6 +845,7 @@ def _rewrite_flatbuffer(raw: bytes, model: Model) -> bytes:
     used = {int(t.buffer) for t in g.tensors}
     for i in replaced - used:
         fb.buffers[i].data = None
+    batchnorm.add_metadata(fb, model.layers)
     builder = flatbuffers.Builder(1024)
     builder.Finish(fb.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -713,9 +945,11 @@ def train_model(
     train_seconds = time.perf_counter() - t0
     history: dict[str, Any] = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
+    meta: dict[str, Any] = {"seed": seed, "epochs": n_epochs, "max_steps": max_steps}
+    ir = export_ir(qat, spec, meta, stats_x=x_train if spec.streaming_bn else None)
+    sync_qat_batchnorm(qat, ir)  # Keras evaluates with the exported statistics
     float_acc = _accuracy(qat.predict(x_test, batch_size=256, verbose=0), y_test)
-    meta = {"seed": seed, "epochs": n_epochs, "max_steps": max_steps, "float_accuracy": float_acc}
-    ir = export_ir(qat, spec, meta)
+    ir.meta["float_accuracy"] = float_acc
     int8_acc = _accuracy(forward_int8(ir, ir.quantize_input(x_test)), y_test)
     ir.meta["int8_accuracy"] = int8_acc
     tflite = export_tflite(ir, x_train[:16])
