@@ -279,7 +279,7 @@ def _nvm_fill(board: Board) -> dict[str, str]:
     }
 
 
-def _write_if_changed(path: Path, text: str) -> None:
+def write_if_changed(path: Path, text: str) -> None:
     # Unchanged files keep their mtime, so make does not rebuild everything every time.
     if path.is_file() and path.read_text() == text:
         return
@@ -310,9 +310,9 @@ def write_bsp(bsp_dir: Path, board: Board, io: str) -> list[Path]:
         board_file=board.path.name,
         defines=board_defines(board, io),
     )
-    _write_if_changed(bsp_dir / "lrt_board.h", header)
+    write_if_changed(bsp_dir / "lrt_board.h", header)
     if not board.is_host:
-        _write_if_changed(bsp_dir / "link.ld", render("bsp/cortexm/link.ld.j2",
+        write_if_changed(bsp_dir / "link.ld", render("bsp/cortexm/link.ld.j2",
                                                       **linker_values(board)))
     return [bsp_dir / Path(rel).name for rel in sources]
 
@@ -394,7 +394,7 @@ def build_firmware(
         ldlibs = []
         target = build_dir / "fw.elf"
         link_deps = [ldscript]
-    _write_if_changed(
+    write_if_changed(
         build_dir / "Makefile",
         render(
             "Makefile.j2",
@@ -603,10 +603,10 @@ def write_pio_project(gen_dir: Path, board: Board, out: Path, *, io: str | None 
     write_bsp(src / "bsp", board, channel)
     _copy_if_changed(src / "bsp" / "link.ld", out / "link.ld")
     (src / "bsp" / "link.ld").unlink()
-    _write_if_changed(out / "lrt_pio_extra.py", render(
+    write_if_changed(out / "lrt_pio_extra.py", render(
         "bsp/pio_extra.py.j2", board_name=board.name, linkflags=repr(pio_link_flags(board))))
     ini = out / "platformio.ini"
-    _write_if_changed(ini, render(
+    write_if_changed(ini, render(
         "platformio.ini.j2",
         board_name=board.name,
         board_file=board.path.name,

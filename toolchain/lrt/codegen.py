@@ -8,17 +8,16 @@ byte-identical files (no timestamps, sorted iteration, fixed formatting).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 
-from lrt import __version__
+from lrt import __version__, batchnorm
 from lrt.budget import train_buffer_sizes
+from lrt.build import render, write_if_changed
 from lrt.config import BuildConfig
 from lrt.model import Layer, Model
 
@@ -31,6 +30,7 @@ KIND_ENUM = {
     "maxpool2d": "LRT_LAYER_MAXPOOL2D",
     "dense": "LRT_LAYER_DENSE",
     "flatten": "LRT_LAYER_FLATTEN",
+    "batchnorm": "LRT_LAYER_BATCHNORM",
 }
 SCHEME_ENUM = {
     "inference": "LRT_SCHEME_INFERENCE",
@@ -80,6 +80,10 @@ def blob_layout(model: Model) -> BlobLayout:
         if layer.bias is not None:
             lay.b_offset.append(off)
             off += 4 * int(layer.bias.size)
+        elif layer.kind == "batchnorm":
+            # the batch-norm state snapshot (lrt_net.h), kept like the biases
+            lay.b_offset.append(off)
+            off += batchnorm.snapshot_size(int(layer.out_shape[-1]))
         else:
             lay.b_offset.append(0)
     lay.size = off
@@ -97,6 +101,14 @@ def blob_bytes(model: Model, layout: BlobLayout | None = None) -> bytes:
         if layer.bias is not None:
             b = np.ascontiguousarray(layer.bias, dtype="<i4").tobytes()
             buf[layout.b_offset[i] : layout.b_offset[i] + len(b)] = b
+        if layer.kind == "batchnorm":
+            assert layer.bn_gamma is not None and layer.bn_beta is not None
+            assert layer.bn_mean is not None and layer.bn_msq is not None
+            words = batchnorm.snapshot_words(
+                layer.bn_gamma, layer.bn_beta, layer.bn_mean, layer.bn_msq,
+                int(layer.bn_pow_q30 or 0),
+            ).tobytes()  # fmt: skip
+            buf[layout.b_offset[i] : layout.b_offset[i] + len(words)] = words
     return bytes(buf)
 
 
@@ -121,6 +133,7 @@ def _layer_initializer(i: int, layer: Layer, layout: BlobLayout) -> str:
         pad_w = max((out_w - 1) * layer.stride[1] + kw - in_w, 0)
         pad_top, pad_left = pad_h // 2, pad_w // 2
     has_w = layer.has_weights
+    is_bn = layer.kind == "batchnorm"
     fields_ = [
         f".kind = {KIND_ENUM[layer.kind]}",
         f".relu = {int(layer.relu)}",
@@ -139,7 +152,8 @@ def _layer_initializer(i: int, layer: Layer, layout: BlobLayout) -> str:
         f".out_shift = {f'lrt_model_shift_{i}' if has_w else 'NULL'}",
         f".in_exp = {_exp(layer.input_q.exp)}, .out_exp = {_exp(layer.output_q.exp)}",
         f".weight_exp = {_exp(layer.weight_exp)}, .bias_exp = {_exp(layer.bias_exp)}",
-        f".trainable = {int(layer.trainable and has_w)}",
+        f".trainable = {int(layer.trainable and (has_w or is_bn))}",
+        f".bn = {f'&lrt_model_bn_{i}' if is_bn else 'NULL'}",
     ]
     return "{ /* " + layer.name + " */\n        " + ",\n        ".join(fields_) + " }"
 
@@ -150,17 +164,6 @@ def _hwc(shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) == 1:
         return 1, 1, int(shape[0])
     raise ValueError(f"unsupported tensor shape {shape}")
-
-
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
 
 
 def model_context(
@@ -183,6 +186,30 @@ def model_context(
                 "bias": c_array(layer.bias, per_line=8),
             }
         )
+    bn_tables = []
+    for i, layer in enumerate(model.layers):
+        if layer.kind != "batchnorm":
+            continue
+        assert layer.bn_gamma is not None and layer.bn_beta is not None
+        assert layer.bn_mean is not None and layer.bn_msq is not None
+        t = batchnorm.layer_tables(layer)  # the C code derives the same at boot
+        bn_tables.append(
+            {
+                "index": i,
+                "n": int(layer.out_shape[-1]),
+                "gamma": c_array(layer.bn_gamma, per_line=8),
+                "beta": c_array(layer.bn_beta, per_line=8),
+                "mean": c_array(layer.bn_mean, per_line=8),
+                "msq": c_array(layer.bn_msq, per_line=8),
+                "pow_q30": f"{int(layer.bn_pow_q30 or 0)}u",
+                "w": c_array(t.w),
+                "shift": c_array(t.shift),
+                "bias": c_array(t.bias, per_line=8),
+                "mu": c_array(t.mu, per_line=8),
+                "std_q": c_array(t.std_q, per_line=8),
+                "batch": int(config.batch_conv),
+            }
+        )
     in_h, in_w, in_c = _hwc(model.input_shape)
     ctx: dict[str, Any] = {
         "header": HEADER.format(version=__version__),
@@ -199,6 +226,7 @@ def model_context(
         "blob_weights_bytes": layout.weights_bytes,
         "blob_init": c_array(np.frombuffer(blob_bytes(model, layout), dtype=np.int8), per_line=20),
         "tables": tables,
+        "bn_tables": bn_tables,
         "layers": [_layer_initializer(i, layer, layout) for i, layer in enumerate(model.layers)],
         "scheme": config.scheme,
         "scheme_enum": SCHEME_ENUM[config.scheme],
@@ -206,31 +234,6 @@ def model_context(
     if extra:
         ctx.update(extra)
     return ctx
-
-
-def render(template: str, context: dict[str, Any]) -> str:
-    return _environment().get_template(template).render(**context)
-
-
-def copy_library(dest: Path, names: Iterable[str] | None = None) -> list[Path]:
-    """Copy the static C library (lrt_*.c/h) verbatim into dest; returns the copied paths."""
-    dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for src in sorted(LIB_DIR.glob("lrt_*.[ch]")):
-        if names is not None and src.stem not in names:
-            continue
-        target = dest / src.name
-        shutil.copyfile(src, target)
-        out.append(target)
-    return out
-
-
-def write_if_changed(path: Path, text: str) -> None:
-    """Write text unless the file already holds exactly it (keeps make's timestamps stable)."""
-    if path.exists() and path.read_text() == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 # ---- firmware sources ------------------------------------------------------------------------
@@ -412,7 +415,7 @@ def generate(
         ("main.c", "main.c.j2"),
     ):
         target = src / name
-        write_if_changed(target, render(template, ctx))
+        write_if_changed(target, render(template, **ctx))
         written.append(target)
     # stale files of an earlier build with another library version would be compiled too
     keep = {p.name for p in written}
