@@ -218,7 +218,6 @@ static int h_commit_blob(void *ctx, uint32_t *generation)
 {
     lrt_device *dev = (lrt_device *)ctx;
     const lrt_net *net = dev->s.net;
-    uint8_t i;
     int r;
     if (!dev->pushing) {
         return LRT_ERR_STATE;
@@ -228,12 +227,10 @@ static int h_commit_blob(void *ctx, uint32_t *generation)
     if (r < 0) {
         return r;
     }
-    /* the biases' RAM working copies follow the pushed snapshot */
-    for (i = 0; i < net->n_layers; i++) {
-        const lrt_layer *l = &net->layers[i];
-        if (l->bias != NULL) {
-            memcpy(l->bias, net->blob + l->b_offset, (size_t)l->out_c * 4u);
-        }
+    /* the RAM working copies (biases, batch-norm state) follow the pushed snapshot */
+    r = lrt_net_load_state(net);
+    if (r < 0) {
+        return r;
     }
     *generation = dev->s.nvm != NULL ? lrt_nvm_generation(dev->s.nvm) : 0u;
     return LRT_OK;

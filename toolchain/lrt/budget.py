@@ -134,6 +134,8 @@ def train_buffer_sizes(model: Model) -> dict[str, Any]:
         j = i + 1
         while j < len(layers) and layers[j].kind == "flatten":
             j += 1
+        if j < len(layers) and layers[j].kind == "batchnorm":
+            return True  # its statistics are updated from its input
         return first < len(layers) and j >= first
 
     return {
@@ -149,6 +151,8 @@ def train_buffer_sizes(model: Model) -> dict[str, Any]:
     }
 
 
+BN_BYTES_PER_CHANNEL = 30  # gamma, beta, mean, msq, bias, mu, std_q (int32), w, shift (int8)
+BN_STRUCT_BYTES = 44  # sizeof(lrt_bn) on Cortex-M (10 pointers + batch, padded)
 TRAIN_LAYER_STATE_BYTES = 72  # sizeof(lrt_train_layer_state) on Cortex-M (host: 80)
 LRT_STRUCT_BYTES = 160  # sizeof(lrt_lowrank) without its buffers
 
@@ -164,6 +168,13 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
     )
     b.ram_items["activations (2 ping-pong buffers, reused for gradients)"] = 2 * act
     b.ram_items["biases (RAM working copy)"] = sum(4 * lay.n_bias for lay in model.weight_layers())
+    bn_channels = sum(int(lay.out_shape[-1]) for lay in model.layers if lay.kind == "batchnorm")
+    if bn_channels:
+        n_bn = sum(lay.kind == "batchnorm" for lay in model.layers)
+        # state (gamma, beta, mean, msq), forward tables (w, shift, bias, mu, std_q), pow
+        b.ram_items["batch norm (state + forward tables)"] = (
+            BN_BYTES_PER_CHANNEL * bn_channels + (4 + BN_STRUCT_BYTES) * n_bn
+        )
     b.ram_items["stack reserve"] = STACK_RESERVE
     b.ram_items["protocol frame buffers"] = 2 * (2048 + 9) + 256
     weights = sum(lay.n_weights for lay in model.weight_layers())
@@ -171,6 +182,11 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
     b.flash_items["code + tables (estimate)"] = 24_000 + sum(
         8 * lay.n_bias for lay in model.weight_layers()
     )
+    if bn_channels:
+        # initial values of the RAM arrays and the factory snapshot in the weight blob
+        b.flash_items["batch norm (initial state + tables, snapshot)"] = (
+            2 * BN_BYTES_PER_CHANNEL * bn_channels
+        )
     if cfg.scheme == "inference":
         return b
     b.ram_items["train: kept activations"] = sum(k["size"] for k in sizes["keep"])

@@ -85,6 +85,13 @@ def model_with_blob(model: Model, blob: bytes) -> Model:
         if layer.bias is not None:
             b = np.frombuffer(blob, "<i4", layer.n_bias, lay.b_offset[i])
             layer.bias = b.astype(np.int32)
+        if layer.kind == "batchnorm":  # learned affine + running statistics (lrt_net.h)
+            c = int(layer.out_shape[-1])
+            words = np.frombuffer(blob, "<i4", 4 * c + 1, lay.b_offset[i]).astype(np.int64)
+            layer.bn_gamma, layer.bn_beta, layer.bn_mean, layer.bn_msq = (
+                words[k * c : (k + 1) * c].astype(np.int32) for k in range(4)
+            )
+            layer.bn_pow_q30 = int(words[4 * c]) & 0xFFFFFFFF
     return out
 
 
