@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--list-boards", action="store_true", help="print the known boards and exit")
     p.add_argument(
-        "--preset", choices=("mcu", "paper", "tiny"), help="network preset (default mcu)"
+        "--preset",
+        choices=("mcu", "paper", "tiny", "mcu-bn", "paper-bn"),
+        help="network preset (default mcu)",
     )
     p.add_argument("--model", type=Path, help="use this full-integer .tflite instead of training")
     p.add_argument(

@@ -1,4 +1,4 @@
-"""Typed, validated build configuration (TOML or CLI flags) with the presets `mcu` and `paper`.
+"""Typed, validated build configuration (TOML or CLI flags) with the presets (`mcu`, ...).
 
 A config file is flat TOML whose keys are the fields of :class:`BuildConfig`, e.g.::
 
@@ -20,7 +20,7 @@ from typing import Any, get_args, get_type_hints
 
 from lrt.errors import UserError
 
-PRESETS: tuple[str, ...] = ("mcu", "paper", "tiny")
+PRESETS: tuple[str, ...] = ("mcu", "paper", "tiny", "mcu-bn", "paper-bn")
 SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
 LRT_MODES: tuple[str, ...] = ("unbiased", "biased")
 
