@@ -912,6 +912,21 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
                 /* visited only above the lowest trainable weight layer (the walk stops there) */
                 uint32_t nz = lrt_bp_act_mask(l, t->buf.keep[li], gbuf[cur]);
                 gnext = ge;
+                if (l->trainable && t->hooks.layer_grad != NULL) {
+                    lrt_train_grad g;
+                    g.layer = l;
+                    g.index = li;
+                    g.x = x;
+                    g.x_zp = -l->input_offset;
+                    g.x_exp = l->in_exp;
+                    g.dz = gbuf[cur];
+                    g.dz_exp = ge;
+                    g.w = NULL;
+                    rc = t->hooks.layer_grad(t->hooks.ctx, t, &g);
+                    if (rc != LRT_OK) {
+                        return fail(t, rc);
+                    }
+                }
                 if (nz) {
                     if (l->trainable) {
                         bn_update(t, li, x, gbuf[cur], ge);

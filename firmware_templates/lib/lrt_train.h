@@ -161,7 +161,7 @@ typedef struct {
     int16_t x_exp;
     const int8_t *dz;       /* masked pre-activation gradient [out_h*out_w*out_c] */
     int16_t dz_exp;         /* real = dz * 2^dz_exp */
-    const int8_t *w;        /* the weights before this sample's update */
+    const int8_t *w;        /* the weights before this sample's update (NULL: batch norm) */
 } lrt_train_grad;
 
 /* One outer-product term dz_p (x) (patch_p - zp) of a weight layer's gradient (LRT), in
@@ -185,7 +185,9 @@ struct lrt_trainer;
 /* Integration points for the LRT accumulator (all optional; return LRT_OK or an lrt_err,
  * which aborts the sample and is returned by lrt_train_sample). */
 typedef struct {
-    /* Every scheme that trains: each trainable weight layer, once per sample. */
+    /* Every scheme that trains: each trainable weight layer, once per sample, and each
+     * trainable batch-norm layer the backward pass visits (then w is NULL and dz is the
+     * masked output gradient; gradients: lrt_backprop.h). */
     int (*layer_grad)(void *ctx, struct lrt_trainer *t, const lrt_train_grad *g);
     /* Scheme lrt: every output pixel of every trainable weight layer whose dz_p is not all
      * zero (an all-zero term adds nothing to the sum). The patch lives in the trainer's

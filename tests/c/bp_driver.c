@@ -6,7 +6,9 @@
  *   softmax  softmax cross-entropy gradient of logits read from stdin
  *   maxnorm  max-norm divisors of a sequence of maxima
  *   wstore   RAM weight store checks (prints the number of failures)
- *   grads    per sample: forward, then every trainable layer's weight/bias gradient
+ *   grads    per sample: forward, then every trainable layer's weight/bias gradient (batch
+ *            norm: gamma and beta gradient sums)
+ *   bntables every batch-norm layer's state and forward tables after loading
  *   train SCHEME MAXNORM LR_Q16 COUNTERS FLUSH_EVERY [REAL_UNITS]
  *            the online protocol over samples from stdin, then statistics and the blob
  * Test code: it may allocate; the library may not.
@@ -129,6 +131,34 @@ static void load_net(const char *path, test_net *tn)
         l->weight_exp = (int8_t)rd32(f);
         l->bias_exp = (int8_t)rd32(f);
         l->trainable = (uint8_t)rd32(f);
+        if (l->kind == LRT_LAYER_BATCHNORM) {
+            lrt_bn *bn = xmalloc(sizeof(lrt_bn));
+            int32_t *arrs[4];
+            uint16_t o;
+            int k;
+            for (k = 0; k < 4; k++) {
+                arrs[k] = xmalloc(4u * l->out_c);
+                for (o = 0; o < l->out_c; o++) {
+                    arrs[k][o] = rd32(f);
+                }
+            }
+            bn->gamma = arrs[0];
+            bn->beta = arrs[1];
+            bn->mean = arrs[2];
+            bn->msq = arrs[3];
+            bn->pow_q30 = xmalloc(4);
+            *bn->pow_q30 = (uint32_t)rd32(f);
+            bn->batch = (uint16_t)rd32(f);
+            bn->w = xmalloc(l->out_c);
+            bn->shift = xmalloc(l->out_c);
+            bn->bias = xmalloc(4u * l->out_c);
+            bn->mu = xmalloc(4u * l->out_c);
+            bn->std_q = xmalloc(4u * l->out_c);
+            l->bn = bn;
+            if (lrt_net_bn_refresh(l) != LRT_OK) {
+                die("bn refresh", LRT_ERR_ARG);
+            }
+        }
         if (l->kind == LRT_LAYER_CONV2D || l->kind == LRT_LAYER_DENSE) {
             int32_t *mult = xmalloc(4u * l->out_c);
             int8_t *shift = xmalloc(l->out_c);
@@ -153,6 +183,45 @@ static void load_net(const char *path, test_net *tn)
     fclose(f);
     tn->net.layers = tn->layers;
     tn->net.blob = tn->blob;
+}
+
+/* A batch-norm layer's state and forward tables: gamma, beta, mean, msq, pow, w, shift, bias,
+ * mu, std_q. */
+static void write_bn(const lrt_layer *l)
+{
+    const lrt_bn *bn = l->bn;
+    uint16_t o;
+    for (o = 0; o < l->out_c; o++) {
+        wr32(bn->gamma[o]);
+    }
+    for (o = 0; o < l->out_c; o++) {
+        wr32(bn->beta[o]);
+    }
+    for (o = 0; o < l->out_c; o++) {
+        wr32(bn->mean[o]);
+    }
+    for (o = 0; o < l->out_c; o++) {
+        wr32(bn->msq[o]);
+    }
+    wr32((int32_t)*bn->pow_q30);
+    for (o = 0; o < l->out_c; o++) {
+        wr32(bn->w[o]);
+        wr32(bn->shift[o]);
+        wr32(bn->bias[o]);
+        wr32(bn->mu[o]);
+        wr32((int32_t)bn->std_q[o]);
+    }
+}
+
+/* bntables: every batch-norm layer's state and tables as loaded (lrt_net_bn_refresh). */
+static void mode_bntables(test_net *tn)
+{
+    uint8_t i;
+    for (i = 0; i < tn->net.n_layers; i++) {
+        if (tn->layers[i].kind == LRT_LAYER_BATCHNORM) {
+            write_bn(&tn->layers[i]);
+        }
+    }
 }
 
 /* ---- layer kernels -------------------------------------------------------------------------- */
@@ -320,10 +389,23 @@ static int grads_hook(void *ctx, lrt_trainer *t, const lrt_train_grad *g)
 {
     const lrt_layer *l = g->layer;
     uint32_t m = lrt_bp_layer_m(l), n = l->out_c, j;
-    int32_t *dw = xmalloc(4u * n * m);
+    int32_t *dw;
     uint16_t o;
     (void)ctx;
     (void)t;
+    if (l->kind == LRT_LAYER_BATCHNORM) {
+        /* gamma: sum dy (x 2^16 - mu) and std_q (dgamma = 2^(e+6) sum / std_q); beta: sum dy */
+        wr32(g->index);
+        wr32(g->dz_exp);
+        wr32((int32_t)n);
+        for (o = 0; o < n; o++) {
+            wr64((uint64_t)lrt_bp_bn_gamma_sum(l, g->x, g->dz, o));
+            wr32((int32_t)l->bn->std_q[o]);
+            wr32(lrt_bp_bias_grad(l, g->dz, o));
+        }
+        return LRT_OK;
+    }
+    dw = xmalloc(4u * n * m);
     lrt_bp_weight_grad(l, g->x, g->dz, dw);
     wr32(g->index);
     wr32(g->dz_exp + g->x_exp); /* weight gradient exponent */
@@ -537,6 +619,12 @@ static void mode_train(test_net *tn, int argc, char **argv)
             }
         }
     }
+    for (i = 0; i < tn->net.n_layers; i++) {
+        const lrt_layer *l = &tn->layers[i];
+        if (l->kind == LRT_LAYER_BATCHNORM) { /* only nets with batch norm: format unchanged */
+            write_bn(l);
+        }
+    }
     cells = lrt_train_cell_count(&tn->net);
     wr32((int32_t)cells);
     if (counters) {
@@ -567,6 +655,8 @@ int main(int argc, char **argv)
         load_net(argv[1], &tn);
         if (strcmp(argv[2], "layer") == 0 && argc > 3) {
             mode_layer(&tn, atoi(argv[3]));
+        } else if (strcmp(argv[2], "bntables") == 0) {
+            mode_bntables(&tn);
         } else if (strcmp(argv[2], "grads") == 0) {
             mode_grads(&tn);
         } else if (strcmp(argv[2], "train") == 0) {

@@ -16,12 +16,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from conftest import LIB_DIR, compile_c
-from lrt import quant
+from lrt import batchnorm, quant
 from lrt.model import Layer, Model, QParams
 
 HERE = Path(__file__).resolve().parent
 NET_MAGIC = 0x544E5042
-KIND = {"conv2d": 1, "maxpool2d": 2, "dense": 3, "flatten": 4}
+KIND = {"conv2d": 1, "maxpool2d": 2, "dense": 3, "flatten": 4, "batchnorm": 5}
 EXP_NONE = 127
 SCHEME = {"inference": 0, "bias": 1, "sgd": 2, "lrt": 3}
 
@@ -133,6 +133,9 @@ def blob_layout(layers: list[Layer]) -> tuple[list[int], list[int], int]:
         if lay.bias is not None:
             b_off.append(off)
             off += 4 * int(lay.bias.size)
+        elif lay.kind == "batchnorm":
+            b_off.append(off)
+            off += batchnorm.snapshot_size(int(lay.out_shape[-1]))
         else:
             b_off.append(0)
     return w_off, b_off, off
@@ -142,7 +145,9 @@ def _e(v: int | None) -> int:
     return EXP_NONE if v is None else int(v)
 
 
-def net_bytes(layers: list[Layer], input_shape: tuple[int, ...], n_classes: int) -> bytes:
+def net_bytes(
+    layers: list[Layer], input_shape: tuple[int, ...], n_classes: int, bn_batch: int = 10
+) -> bytes:
     w_off, b_off, size = blob_layout(layers)
     in_h, in_w, in_c = _hwc(input_shape)
     words = [NET_MAGIC, len(layers), in_h, in_w, in_c, n_classes, size]
@@ -159,7 +164,7 @@ def net_bytes(layers: list[Layer], input_shape: tuple[int, ...], n_classes: int)
             -lay.input_q.zero_point, lay.output_q.zero_point, lay.act_min, lay.act_max,
             w_off[i], int(lay.weights.size) if has_w else 0, b_off[i],  # type: ignore[union-attr]
             _e(lay.input_q.exp), _e(lay.output_q.exp), _e(lay.weight_exp), _e(lay.bias_exp),
-            int(lay.trainable and has_w),
+            int(lay.trainable and (has_w or lay.kind == "batchnorm")),
         ]  # fmt: skip
         if has_w:
             assert lay.weights is not None and lay.bias is not None
@@ -171,12 +176,20 @@ def net_bytes(layers: list[Layer], input_shape: tuple[int, ...], n_classes: int)
             blob[w_off[i] : w_off[i] + len(w)] = w
             b = np.ascontiguousarray(lay.bias, dtype="<i4").tobytes()
             blob[b_off[i] : b_off[i] + len(b)] = b
+        if lay.kind == "batchnorm":
+            state = (lay.bn_gamma, lay.bn_beta, lay.bn_mean, lay.bn_msq)
+            assert all(a is not None for a in state) and lay.bn_pow_q30 is not None
+            for a in state:
+                words += [int(v) for v in a]  # type: ignore[union-attr]
+            words += [int(lay.bn_pow_q30), bn_batch]
+            snap = batchnorm.snapshot_words(*state, lay.bn_pow_q30).tobytes()  # type: ignore[arg-type]
+            blob[b_off[i] : b_off[i] + len(snap)] = snap
     head = np.array(words, dtype=np.int64)
     return head.astype("<i4").tobytes() + bytes(blob)
 
 
-def write_net(path: Path, model: Model) -> Path:
-    path.write_bytes(net_bytes(model.layers, model.input_shape, model.num_classes))
+def write_net(path: Path, model: Model, bn_batch: int = 10) -> Path:
+    path.write_bytes(net_bytes(model.layers, model.input_shape, model.num_classes, bn_batch))
     return path
 
 
@@ -199,6 +212,7 @@ def weight_layer(
     relu: bool = True,
     wrange: int = 128,
     bias_scale: float = 0.5,
+    in_q: QParams | None = None,
 ) -> Layer:
     """A conv/dense layer in the toolchain's power-of-two formats with random weights."""
     if kind == "conv2d":
@@ -216,9 +230,10 @@ def weight_layer(
         wshape = (out_c, fan_in)
     alpha = quant.layer_alpha_exp(fan_in, relu)
     weight_exp = alpha + quant.WEIGHT_EXP
-    in_q = _act_q()
+    in_q = in_q or _act_q()
+    assert in_q.exp is not None
     out_q = _act_q() if relu else _act_q(quant.LOGIT_EXP, 0)
-    acc_exp = quant.ACT_EXP + weight_exp
+    acc_exp = in_q.exp + weight_exp
     weights = rng.integers(-wrange, wrange, size=wshape).astype(np.int8)
     b_real = rng.normal(0.0, bias_scale, size=out_c)
     b_int = np.clip(np.round(b_real / 2.0**quant.BIAS_EXP), -(2**15), 2**15 - 1).astype(np.int64)
@@ -243,32 +258,71 @@ def pool_layer(name: str, in_shape: tuple[int, ...], pool: int = 2) -> Layer:
     )  # fmt: skip
 
 
-def flatten_layer(name: str, in_shape: tuple[int, ...]) -> Layer:
+def flatten_layer(name: str, in_shape: tuple[int, ...], q: QParams | None = None) -> Layer:
     return Layer(
         kind="flatten", name=name, in_shape=tuple(in_shape),
-        out_shape=(int(np.prod(in_shape)),), input_q=_act_q(), output_q=_act_q(),
+        out_shape=(int(np.prod(in_shape)),), input_q=q or _act_q(), output_q=q or _act_q(),
         trainable=False,
     )  # fmt: skip
 
 
+def bn_layer(
+    rng: np.random.Generator, name: str, in_shape: tuple[int, ...], x: np.ndarray | None = None
+) -> Layer:
+    """A batch-norm layer (lrt.batchnorm) with random gamma/beta; statistics of x (int8
+    [N, H, W, C] inputs of the layer) when given, else random plausible ones."""
+    c = int(in_shape[-1])
+    gamma = np.round(rng.uniform(0.5, 1.5, c) * rng.choice([-1, 1], c, p=[0.1, 0.9]) * 4096)
+    beta = np.round(rng.normal(0.0, 0.3, c) * 4096)
+    if x is not None:
+        mean, msq = batchnorm.population_stats(x, quant.ACT_ZERO_POINT)
+    else:
+        m = rng.uniform(5, 120, c)
+        sd = rng.uniform(2, 60, c)
+        mean, msq = np.round(m * 2**16), np.round((m * m + sd * sd) * 2**8)
+    return Layer(
+        kind="batchnorm", name=name, in_shape=tuple(in_shape), out_shape=tuple(in_shape),
+        input_q=_act_q(), output_q=_act_q(batchnorm.OUT_EXP, batchnorm.OUT_ZERO_POINT),
+        trainable=True, bn_gamma=gamma.astype(np.int32), bn_beta=beta.astype(np.int32),
+        bn_mean=np.asarray(mean).astype(np.int32), bn_msq=np.asarray(msq).astype(np.int32),
+        bn_pow_q30=0,
+    )  # fmt: skip
+
+
 def random_preset_model(preset: str = "mcu", seed: int = 0) -> Model:
-    """The preset's topology (train.plan_layers, no TensorFlow) with random weights."""
+    """The preset's topology (train.plan_layers, no TensorFlow) with random weights; batch-norm
+    statistics are those of the random network on random images."""
     from lrt import train
+    from lrt.reference import layer_forward
 
     rng = np.random.default_rng(seed)
     spec = train.get_spec(preset)
     layers: list[Layer] = []
+    # separate generator: the weights of models without batch norm stay as they were
+    calib: np.ndarray | None = None
+    if spec.streaming_bn:
+        crng = np.random.default_rng(seed + 10_000)
+        calib = crng.integers(-128, 128, (64, *spec.input_shape)).astype(np.int8)
     for p in train.plan_layers(spec):
+        in_q = QParams(2.0**p.in_exp, p.in_zero_point, p.in_exp)
         if p.kind == "conv2d":
-            layers.append(weight_layer(rng, "conv2d", p.name, p.in_shape, p.out_shape[-1]))
+            layers.append(
+                weight_layer(rng, "conv2d", p.name, p.in_shape, p.out_shape[-1], in_q=in_q)
+            )
         elif p.kind == "dense":
             layers.append(
-                weight_layer(rng, "dense", p.name, p.in_shape, p.out_shape[-1], relu=p.relu)
+                weight_layer(
+                    rng, "dense", p.name, p.in_shape, p.out_shape[-1], relu=p.relu, in_q=in_q
+                )
             )
         elif p.kind == "maxpool2d":
             layers.append(pool_layer(p.name, p.in_shape))
+        elif p.kind == "batchnorm":
+            layers.append(bn_layer(rng, p.name, p.in_shape, calib))
         else:
-            layers.append(flatten_layer(p.name, p.in_shape))
+            layers.append(flatten_layer(p.name, p.in_shape, in_q))
+        if calib is not None:
+            calib = layer_forward(layers[-1], calib)
     return Model(
         name=f"random-{preset}", input_shape=tuple(spec.input_shape), input_q=_act_q(),
         num_classes=spec.num_classes, layers=layers, preset=preset,
