@@ -200,6 +200,9 @@ def build(
     apply_train_layers(model, cfg.train_layers)
     model.save(out / "ir")
     budget = plan_budget(model, cfg, brd)
+    window = codegen.nvm_work_bytes(brd, codegen.blob_layout(model).size)
+    if window:
+        budget.ram_items["NVM commit window"] = window
     budget.check(brd)
     src = out / "src"
     counters = {"on": True, "off": False}.get(cfg.cell_counters) or (
