@@ -112,7 +112,7 @@ def emulate_parser() -> argparse.ArgumentParser:
         prog="lrt-emulate",
         description="Stream samples through built firmware (host process, QEMU or Renode).",
     )
-    p.add_argument("--build", type=Path, required=True, help="directory written by lrt-build")
+    p.add_argument("--build", type=Path, help="directory written by lrt-build")
     p.add_argument("--samples", type=int, default=2000, help="online samples to stream")
     p.add_argument(
         "--stream",
@@ -138,8 +138,12 @@ def _emulate(args: argparse.Namespace) -> int:
     if args.nvm_report is not None:
         from lrt import nvm
 
+        if not args.nvm_report.is_file():
+            raise UserError(f"NVM image {args.nvm_report} not found")
         print(nvm.render_report(nvm.inspect_image(args.nvm_report)))
         return 0
+    if args.build is None:
+        raise UserError("--build DIR is required (the directory written by lrt-build)")
     if args.inputs is not None:
         if args.dump_logits is None:
             raise UserError("--inputs needs --dump-logits OUT.npy")
