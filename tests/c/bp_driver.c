@@ -242,6 +242,24 @@ static void mode_layer(test_net *tn, int li)
             die("maxpool", rc);
         }
         wrbytes(dx, in);
+    } else if (l->kind == LRT_LAYER_BATCHNORM) {
+        uint16_t o;
+        int rc = lrt_bp_layer_check(l);
+        if (rc != LRT_OK) {
+            die("layer check", rc);
+        }
+        wr32((int32_t)lrt_bp_act_mask(l, y, g));
+        wrbytes(g, out);
+        rc = lrt_bp_batchnorm(l, g, gexp, dx, &dxexp);
+        if (rc != LRT_OK) {
+            die("batchnorm backward", rc);
+        }
+        wr32(dxexp);
+        wrbytes(dx, in);
+        for (o = 0; o < l->out_c; o++) {
+            wr64((uint64_t)lrt_bp_bn_gamma_sum(l, x, g, o));
+            wr32(lrt_bp_bias_grad(l, g, o));
+        }
     } else {
         uint32_t m = lrt_bp_layer_m(l), n = l->out_c, j, nz, oy, ox;
         uint16_t o;
@@ -519,6 +537,7 @@ static void mode_grads(test_net *tn)
     memset(&cfg, 0, sizeof(cfg));
     memset(&hooks, 0, sizeof(hooks));
     cfg.scheme = LRT_SCHEME_BIAS; /* lr 0: gradients only, nothing changes */
+    cfg.bn_stats_frozen = 1;      /* nor do batch-norm statistics */
     hooks.layer_grad = grads_hook;
     rig_init(&r, tn, &cfg, 0, &hooks);
     count = rd32(stdin);

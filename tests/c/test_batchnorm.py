@@ -303,3 +303,51 @@ def test_bn_layer_helper_statistics() -> None:
     xi = x.astype(np.float64).reshape(-1, 3) + 128
     assert np.allclose(lay.bn_mean / 2**16, xi.mean(0), atol=1e-4)  # type: ignore[operator]
     assert np.allclose(lay.bn_msq / 2**8, (xi * xi).mean(0), atol=1e-2)  # type: ignore[operator]
+
+
+def test_backward_kernel_matches_numpy(driver: Path, tmp_path: Path) -> None:
+    """lrt_bp_batchnorm / lrt_bp_bn_gamma_sum against their numpy twins (bit exact)."""
+    from bp_harness import bfp_quantize, round_shift
+
+    rng = np.random.default_rng(7)
+    shape = (5, 6, 12)
+    lay = bn_layer(rng, "bn", shape)
+    lay.bn_gamma[0] = 0  # type: ignore[index]  # a zero gain
+    net = Model("one", shape, _act_q(), int(np.prod(shape)), [lay])
+    t = batchnorm.layer_tables(lay)
+    for trial in range(6):
+        x = rng.integers(-128, 128, shape).astype(np.int8)
+        y = ref.layer_forward(lay, x[None])[0]
+        g = rng.integers(-127, 128, shape).astype(np.int8)
+        if trial == 0:
+            g[..., 1:] = 0  # only the zero-gain channel: no input gradient at all
+        e = int(rng.integers(-20, 0))
+        stdin = x.tobytes() + y.tobytes() + g.tobytes() + np.array([e], "<i4").tobytes()
+        r = Reader(run_driver(driver, write_net(tmp_path / "one.bin", net), ["layer", "0"], stdin))
+        nz = r.int32()
+        gm = np.where((y > lay.act_min) & (y < lay.act_max), g, 0)
+        assert np.array_equal(r.s8(gm.size).reshape(shape), gm)
+        assert nz == np.count_nonzero(gm)
+        dx_exp = r.int32()
+        dx = r.s8(gm.size).reshape(shape)
+        fs = t.shift.astype(np.int64)
+        active = t.w != 0
+        if trial == 0:  # only the zero-gain channel has a gradient: nothing flows
+            assert not np.any(dx)
+        else:
+            fmax = int(fs[active].max())
+            prod = gm.astype(np.int64) * t.w.astype(np.int64)
+            sh = fs - fmax + 16
+            v = np.where(sh >= 0, prod * (2 ** np.maximum(sh, 0)), 0)
+            for c in np.nonzero(sh < 0)[0]:
+                v[..., c] = round_shift(prod[..., c], int(-sh[c]))
+            want, s = bfp_quantize(v)
+            assert np.array_equal(dx, want)
+            assert dx_exp == e + (fmax - 1) - 16 + lay.output_q.exp - lay.input_q.exp + s  # type: ignore[operator]
+        rec = r.arr32(3 * shape[2]).reshape(shape[2], 3)
+        tg = (rec[:, 0] & 0xFFFFFFFF) | (rec[:, 1] << 32)
+        xi = x.astype(np.int64) + 128
+        want_tg = (gm.astype(np.int64) * (xi * 65536 - t.mu)).reshape(-1, shape[2]).sum(0)
+        assert np.array_equal(tg, want_tg)
+        assert np.array_equal(rec[:, 2], gm.astype(np.int64).reshape(-1, shape[2]).sum(0))
+        assert r.done()
