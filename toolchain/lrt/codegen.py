@@ -248,29 +248,43 @@ COUNTER_RAM_SHARE = 2  # per-cell write counters only when they use < 1/2 of the
 
 
 def nvm_geometry(board: Any, blob_size: int) -> Any:
-    """The NVM geometry main.c mounts: the board's region, at most NVM_MAX_SLOTS slots."""
+    """The NVM geometry main.c mounts: the board's region, at most NVM_MAX_SLOTS slots.
+
+    RRAM keeps one wear counter per program word while the wear table fits; for large models
+    (the table holds every slot's counters in every slot) the counting unit grows by powers
+    of two up to a page: a unit's count is then an upper bound for each of its words."""
     from lrt import nvm
 
     tech = 1 if board.nvm.erase_before_write else 2
     page_count = board.nvm.size // board.nvm.page_size
-    geo = nvm.NvmGeometry(
-        tech=tech,
-        prog_size=board.nvm.prog_size,
-        page_size=board.nvm.page_size,
-        page_count=page_count,
-        blob_size=blob_size,
-        n_slots=0,
-        erase_value=board.nvm.erase_value,
-    )
-    lay = geo.layout()
-    slots = min(lay.n_slots, NVM_MAX_SLOTS)
+    unit, error = 0, None
+    while True:
+        geo = nvm.NvmGeometry(
+            tech=tech,
+            prog_size=board.nvm.prog_size,
+            page_size=board.nvm.page_size,
+            page_count=page_count,
+            blob_size=blob_size,
+            wear_unit=unit,
+            n_slots=0,
+            erase_value=board.nvm.erase_value,
+        )
+        try:
+            lay = geo.layout()
+            break
+        except ValueError as exc:
+            error = error or exc
+            unit = (unit or board.nvm.prog_size) * 2
+            if tech == 1 or unit > board.nvm.page_size:
+                raise error from None
     return nvm.NvmGeometry(
         tech=tech,
         prog_size=board.nvm.prog_size,
         page_size=board.nvm.page_size,
         page_count=page_count,
         blob_size=blob_size,
-        n_slots=slots,
+        wear_unit=unit,
+        n_slots=min(lay.n_slots, NVM_MAX_SLOTS),
         erase_value=board.nvm.erase_value,
     )
 
@@ -390,6 +404,7 @@ def firmware_context(
             "use_nvm": int(use_nvm),
             "nvm_page_count": geo.page_count if geo else 1,
             "nvm_slots": geo.n_slots if geo else 2,
+            "nvm_wear_unit": geo.wear_unit if geo else 0,
             "nvm_chunk_size": chunk,
             "nvm_work_size": nvm.work_size(geo, chunk) if geo else 4,
             "budget_endurance": board.nvm.endurance if lifetime else 0,
