@@ -184,4 +184,4 @@ def test_codegen_blob_and_budget(model: Model, tmp_path: Path) -> None:
     pools = {i - 1 for i, la in enumerate(model.layers) if la.kind == "batchnorm"}
     assert pools <= keep
     b = plan_budget(model, cfg, board)
-    assert b.ram_items["batch norm (state + forward tables)"] == 30 * 24 + 2 * (4 + 44)
+    assert b.ram_items["batch norm (state + tables)"] == 30 * 24 + 2 * (4 + 44)

@@ -172,7 +172,7 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
     if bn_channels:
         n_bn = sum(lay.kind == "batchnorm" for lay in model.layers)
         # state (gamma, beta, mean, msq), forward tables (w, shift, bias, mu, std_q), pow
-        b.ram_items["batch norm (state + forward tables)"] = (
+        b.ram_items["batch norm (state + tables)"] = (
             BN_BYTES_PER_CHANNEL * bn_channels + (4 + BN_STRUCT_BYTES) * n_bn
         )
     b.ram_items["stack reserve"] = STACK_RESERVE
@@ -184,7 +184,7 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
     )
     if bn_channels:
         # initial values of the RAM arrays and the factory snapshot in the weight blob
-        b.flash_items["batch norm (initial state + tables, snapshot)"] = (
+        b.flash_items["batch norm (init + snapshot)"] = (
             2 * BN_BYTES_PER_CHANNEL * bn_channels
         )
     if cfg.scheme == "inference":
