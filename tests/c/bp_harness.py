@@ -270,7 +270,7 @@ def bn_layer(
     rng: np.random.Generator, name: str, in_shape: tuple[int, ...], x: np.ndarray | None = None
 ) -> Layer:
     """A batch-norm layer (lrt.batchnorm) with random gamma/beta (gamma 0.8 .. 1.2, as trained
-    ones; tests/c/test_batchnorm.py covers the extremes); statistics of x (int8
+    ones; tests/c/test_batchnorm_c.py covers the extremes); statistics of x (int8
     [N, H, W, C] inputs of the layer) when given, else random plausible ones."""
     c = int(in_shape[-1])
     gamma = np.round(rng.uniform(0.8, 1.2, c) * 4096)  # trained gammas stay near 1

@@ -1,5 +1,5 @@
 """Streaming batch norm on the Python side: layer plan, IR, .tflite export/import, codegen,
-budget (no TensorFlow; the C side is tests/c/test_batchnorm.py)."""
+budget (no TensorFlow; the C side is tests/c/test_batchnorm_c.py)."""
 
 from __future__ import annotations
 
