@@ -8,7 +8,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 APT_PACKAGES="build-essential clang gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
-python3-venv dataset-fashion-mnist"
+python3-venv dataset-fashion-mnist openocd"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
