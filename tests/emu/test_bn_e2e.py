@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from e2e_support import built, trained_model
+from e2e_support import built, tflite_logits, trained_model
 from lrt import pipeline
 from lrt import reference as ref
 from lrt.data import load_dataset, make_stream
@@ -27,20 +26,6 @@ from lrt.tflite_import import import_tflite
 
 pytestmark = pytest.mark.slow
 PRESET = "mcu-bn"
-
-
-def _tflite_logits(tflite: Path, x: np.ndarray) -> np.ndarray:
-    interp = Interpreter(
-        model_path=str(tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_REF
-    )
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    res = []
-    for row in x:
-        interp.set_tensor(inp["index"], row[None])
-        interp.invoke()
-        res.append(interp.get_tensor(out["index"])[0].copy())
-    return np.stack(res)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +70,7 @@ def test_firmware_equals_tflite_and_reference(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     fw = np.load(out)
-    tfl = _tflite_logits(build / "model.tflite", x)
+    tfl = tflite_logits(build / "model.tflite", x)
     numpy_ref = ref.forward_int8(model, x)
     assert fw.shape == tfl.shape == (len(x), 10)
     assert int((fw != tfl).any(axis=1).sum()) == 0, "firmware differs from BUILTIN_REF"
@@ -160,4 +145,4 @@ def test_pull_carries_learned_batch_norm_state(tmp_path: Path) -> None:
     tfl = tmp_path / "pulled.tflite"
     tfl.write_bytes(to_tflite(learned))
     x = model.quantize_input(st.x[:40])
-    assert np.array_equal(_tflite_logits(tfl, x), ref.forward_int8(learned, x))
+    assert np.array_equal(tflite_logits(tfl, x), ref.forward_int8(learned, x))

@@ -69,69 +69,81 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _figure() -> tuple[Any, Any]:
+    return plt.subplots(figsize=(6, 3.5))
+
+
+def _save(fig: Any, ax: Any, out: Path, name: str, title: str, ylabel: str, log: bool) -> str:
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def _plot_env(out: Path, env: str, schemes: dict[str, list[dict[str, Any]]]) -> list[str]:
-    names = []
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for s in SCHEME_ORDER:
-        for r in schemes.get(s, [])[:1]:
-            ema = r.get("ema") or []
-            if ema:
-                step = max(r["samples"] // max(len(ema), 1), 1)
-                ax.plot([i * step for i in range(len(ema))], [100 * v for v in ema], label=s)
-    ax.set_xlabel("online sample")
-    ax.set_ylabel("online accuracy, EMA 0.999 (%)")
-    ax.set_title(f"{env}: online accuracy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = f"accuracy_{env}.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    names.append(name)
+    firsts = [(s, schemes[s][0]) for s in SCHEME_ORDER if schemes.get(s)]
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for s in SCHEME_ORDER:
-        for r in schemes.get(s, [])[:1]:
-            curve = r.get("writes_curve") or []
-            if curve:
-                ax.plot([c[0] for c in curve], [max(c[1], 0.5) for c in curve], label=s)
-                if s == "sgd" and len(curve[0]) > 2:
-                    ax.plot(
-                        [c[0] for c in curve],
-                        [max(c[2], 0.5) for c in curve],
-                        "--",
-                        label="sgd (paper per-pixel)",
-                    )
-    ax.set_yscale("log")
+    fig, ax = _figure()
+    for s, r in firsts:
+        ema = r.get("ema") or []
+        if ema:
+            step = max(r["samples"] // len(ema), 1)
+            ax.plot([i * step for i in range(len(ema))], [100 * v for v in ema], label=s)
     ax.set_xlabel("online sample")
-    ax.set_ylabel("max writes per cell")
-    ax.set_title(f"{env}: worst-case writes per cell")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = f"writes_{env}.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    names.append(name)
+    acc = _save(
+        fig,
+        ax,
+        out,
+        f"accuracy_{env}.png",
+        f"{env}: online accuracy",
+        "online accuracy, EMA 0.999 (%)",
+        log=False,
+    )
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.8 / max(len(schemes), 1)
-    for k, s in enumerate(s for s in SCHEME_ORDER if s in schemes and s != "inference"):
-        r = schemes[s][0]
+    fig, ax = _figure()
+    for s, r in firsts:
+        curve = r.get("writes_curve") or []
+        if curve:
+            xs = [c[0] for c in curve]
+            ax.plot(xs, [max(c[1], 0.5) for c in curve], label=s)
+            if s == "sgd" and len(curve[0]) > 2:
+                ax.plot(xs, [max(c[2], 0.5) for c in curve], "--", label="sgd (paper per-pixel)")
+    ax.set_xlabel("online sample")
+    writes = _save(
+        fig,
+        ax,
+        out,
+        f"writes_{env}.png",
+        f"{env}: worst-case writes per cell",
+        "max writes per cell",
+        log=True,
+    )
+
+    fig, ax = _figure()
+    trained = [(s, r) for s, r in firsts if s != "inference"]
+    width = 0.8 / max(len(trained), 1)
+    for k, (s, r) in enumerate(trained):
         layers = r["layers"]
         xs = [i + k * width for i in range(len(layers))]
         ax.bar(xs, [max(lay["max_writes_per_cell"], 0.5) for lay in layers], width, label=s)
         ax.set_xticks(
             [i + 0.4 for i in range(len(layers))], [lay["layer"] for lay in layers], fontsize=7
         )
-    ax.set_yscale("log")
-    ax.set_ylabel("max writes per cell")
-    ax.set_title(f"{env}: writes per layer")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = f"layers_{env}.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    names.append(name)
-    return names
+    per_layer = _save(
+        fig,
+        ax,
+        out,
+        f"layers_{env}.png",
+        f"{env}: writes per layer",
+        "max writes per cell",
+        log=True,
+    )
+    return [acc, writes, per_layer]
 
 
 def write_grid_report(out: Path, results: list[dict[str, Any]]) -> Path:
