@@ -58,3 +58,15 @@ def test_board_matches_host(board: str, preset: str, counters: str) -> None:
     # the run really trained: weights were flushed and changed
     assert host[2].flushes > 0  # type: ignore[attr-defined]
     assert max(lay.max_writes for lay in host[2].layers) > 0  # type: ignore[attr-defined]
+
+
+def test_qemu_report_counts_instructions_per_sample() -> None:
+    from lrt import pipeline
+
+    res = pipeline.emulate(built("lrt-maxnorm", "mps2-an386"), samples=8, progress=False)
+    assert res.instructions_per_sample is not None
+    # a training sample of the mcu net: far more than inference's ~7 M, far less than 1e9
+    assert 1e7 < res.instructions_per_sample < 1e9, res.instructions_per_sample
+    assert "instructions per sample" in res.markdown()
+    host = pipeline.emulate(built("lrt-maxnorm"), samples=8, progress=False)
+    assert host.instructions_per_sample is None

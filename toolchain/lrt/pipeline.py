@@ -295,6 +295,30 @@ def infer_file(build_dir: Path, inputs: Path, out: Path, emulator: str = "auto")
     return int(logits.shape[0])
 
 
+def qemu_instructions_per_sample(
+    build_dir: Path, report: dict[str, Any], xq: np.ndarray, y: np.ndarray, k1: int = 2, k2: int = 6
+) -> float | None:
+    """Exact guest instructions per online sample on the board's QEMU machine (TCG plugin):
+    (count(k2 samples) - count(k1 samples)) / (k2 - k1), so boot and exit cancel out.
+    None for boards without a QEMU machine."""
+    from lrt import boards
+    from lrt.emulate import protocol as P
+    from lrt.emulate.qemu import count_instructions
+
+    board = boards.load_board(report["board"])
+    if board.is_host or not board.emulator.qemu or len(xq) < k2:
+        return None
+    elf = build_dir / report["firmware"]
+
+    def frames(k: int) -> bytes:
+        body = b"".join(P.train_request(xq[i].tobytes(), int(y[i])) for i in range(k))
+        return P.hello_request() + body + P.bye_request()
+
+    a = count_instructions(board, elf, frames(k1)).total
+    b = count_instructions(board, elf, frames(k2)).total
+    return (b - a) / (k2 - k1)
+
+
 DRIFT_PERIOD = 10  # the paper's d: drift is applied every d samples
 
 
@@ -321,6 +345,7 @@ def emulate(
     nvm_path: Path | None = None,
     progress: bool = True,
     stats_every: int | None = None,
+    count_instructions: bool = True,
 ) -> Any:
     """Stream `samples` online samples through the firmware: predict, then learn the label.
 
@@ -392,6 +417,8 @@ def emulate(
         seconds=seconds,
     )
     result.writes_curve = curve
+    if emulator in ("auto", "qemu") and count_instructions:
+        result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, xq, st.y)
     if json_path is not None:
         result.write_json(json_path)
     if markdown_path is not None:

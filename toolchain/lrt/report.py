@@ -45,6 +45,8 @@ class OnlineResult:
     ema: list[float] = field(default_factory=list, repr=False)
     # (sample, max writes per cell, paper per-pixel max) sampled during the run
     writes_curve: list[tuple[int, int, int]] = field(default_factory=list, repr=False)
+    # QEMU boards: exact guest instructions per training sample (TCG plugin)
+    instructions_per_sample: float | None = None
 
     @classmethod
     def from_run(
@@ -120,6 +122,11 @@ class OnlineResult:
         lines += [
             f"| weight flushes | {self.flushes} |",
             f"| throughput | {self.samples_per_second} samples/s |",
+            *(
+                [f"| instructions per sample (QEMU, exact) | {self.instructions_per_sample:,.0f} |"]
+                if self.instructions_per_sample is not None
+                else []
+            ),
             "",
             "| layer | cells | max writes/cell | mean writes/cell |"
             + (" paper per-pixel max |" if self.paper_sgd_writes is not None else ""),
