@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e_support import trained_model
 
+from e2e_support import trained_model
 from lrt.experiment import Cell, run_grid
 
 pytestmark = pytest.mark.slow

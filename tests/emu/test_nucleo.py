@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_support import built
 
+from e2e_support import built
 from lrt import pipeline
 from lrt.boards import load_board
 from lrt.build import build_pio_project
@@ -50,7 +50,6 @@ def test_paper_preset_is_refused(tmp_path: Path) -> None:
 
 def _paper_model() -> Path:
     from conftest import cache_lock
-
     from lrt import train
     from lrt.data import load_dataset
 
