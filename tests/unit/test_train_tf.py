@@ -106,9 +106,9 @@ def _run_tflite(tflite: bytes, x_int8: np.ndarray) -> np.ndarray:
 
 
 def test_convert_keras_int8_standard_conversion() -> None:
-    import keras
-
     from lrt import train
+
+    keras = train.keras_api()
 
     keras.utils.set_random_seed(0)
     m = keras.Sequential(
