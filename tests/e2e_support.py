@@ -98,3 +98,37 @@ def tflite_logits(tflite: Path, x: np.ndarray) -> np.ndarray:
         interp.invoke()
         res.append(interp.get_tensor(out["index"])[0].copy())
     return np.stack(res)
+
+
+PLAIN_TRAIN_SOURCES = [
+    "toolchain/lrt/train.py",
+    "toolchain/lrt/quant.py",
+    "toolchain/lrt/model.py",
+    "toolchain/lrt/data/datasets.py",
+    "toolchain/lrt/data/mnist.py",
+]
+
+
+def plain_trained(preset: str = "mcu") -> Path:
+    """lrt.train.train_model on the mnist5k splits (no augmentation, seed 0), saved with
+    save_artifacts plus result.json (accuracies, seconds); cached for every test and worker."""
+    key = _digest([ROOT / p for p in PLAIN_TRAIN_SOURCES])
+    with cache_lock(f"train-{preset}-{key}") as path:
+        done = path / "result.json"
+        if not done.exists():
+            from lrt import train
+            from lrt.data import load_dataset
+
+            data = load_dataset("mnist5k", seed=0)
+            res = train.train_model(
+                preset, data.x_train, data.y_train, data.x_val, data.y_val,
+                data.x_test, data.y_test, seed=0, progress=False,
+            )  # fmt: skip
+            train.save_artifacts(res, path)
+            info = {
+                "float_accuracy": res.float_accuracy,
+                "int8_accuracy": res.int8_accuracy,
+                "train_seconds": res.train_seconds,
+            }
+            done.write_text(json.dumps(info))
+        return path

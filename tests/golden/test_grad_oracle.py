@@ -12,9 +12,7 @@ tests/unit/test_train_tf.py) and a random-weight IR of the same topology (fast, 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import ROOT, cache_lock
+from conftest import ROOT
+from e2e_support import plain_trained
 from lrt.model import Model
 
 sys.path.insert(0, str(ROOT / "tests" / "c"))
@@ -44,22 +43,6 @@ pytestmark = [
 N_SAMPLES = 24
 MIN_COSINE = 0.98
 # Same key and layout as tests/unit/test_train_tf.py, so the suite trains `mcu` only once.
-_KEY_SOURCES = [
-    "toolchain/lrt/train.py",
-    "toolchain/lrt/quant.py",
-    "toolchain/lrt/model.py",
-    "toolchain/lrt/data/datasets.py",
-    "toolchain/lrt/data/mnist.py",
-]
-
-
-def _cache_key() -> str:
-    h = hashlib.sha256()
-    for rel in _KEY_SOURCES:
-        path = ROOT / rel
-        h.update(path.read_bytes() if path.exists() else b"-")
-    return h.hexdigest()[:12]
-
 
 @pytest.fixture(scope="module")
 def data() -> Any:
@@ -69,24 +52,8 @@ def data() -> Any:
 
 
 @pytest.fixture(scope="module")
-def trained_mcu(data: Any) -> Model:
-    from lrt import train
-
-    with cache_lock(f"train-mcu-{_cache_key()}") as path:
-        done = path / "result.json"
-        if not done.exists():
-            res = train.train_model(
-                "mcu", data.x_train, data.y_train, data.x_val, data.y_val,
-                data.x_test, data.y_test, seed=0, progress=False,
-            )  # fmt: skip
-            train.save_artifacts(res, path)
-            info = {
-                "float_accuracy": res.float_accuracy,
-                "int8_accuracy": res.int8_accuracy,
-                "train_seconds": res.train_seconds,
-            }
-            done.write_text(json.dumps(info))
-        return Model.load(path / "ir")
+def trained_mcu() -> Model:
+    return Model.load(plain_trained("mcu") / "ir")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ sources that determine it) and shared by the tests and xdist workers.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import ROOT, cache_lock
+from e2e_support import plain_trained
 from lrt import quant
 from lrt.data import Dataset, load_dataset
 from lrt.model import Model
@@ -29,14 +28,6 @@ pytestmark = [
     ),
 ]
 
-_KEY_SOURCES = [
-    "toolchain/lrt/train.py",
-    "toolchain/lrt/quant.py",
-    "toolchain/lrt/model.py",
-    "toolchain/lrt/data/datasets.py",
-    "toolchain/lrt/data/mnist.py",
-]
-
 
 @dataclass
 class Trained:
@@ -47,42 +38,19 @@ class Trained:
     train_seconds: float
 
 
-def _cache_key() -> str:
-    h = hashlib.sha256()
-    for rel in _KEY_SOURCES:
-        path = ROOT / rel
-        h.update(path.read_bytes() if path.exists() else b"-")
-    return h.hexdigest()[:12]
-
-
 @pytest.fixture(scope="module")
 def data() -> Dataset:
     return load_dataset("mnist5k", seed=0)
 
 
 @pytest.fixture(scope="module")
-def mcu(data: Dataset) -> Trained:
-    from lrt import train
-
-    with cache_lock(f"train-mcu-{_cache_key()}") as path:
-        done = path / "result.json"
-        if not done.exists():
-            res = train.train_model(
-                "mcu", data.x_train, data.y_train, data.x_val, data.y_val,
-                data.x_test, data.y_test, seed=0, progress=False,
-            )  # fmt: skip
-            train.save_artifacts(res, path)
-            info = {
-                "float_accuracy": res.float_accuracy,
-                "int8_accuracy": res.int8_accuracy,
-                "train_seconds": res.train_seconds,
-            }
-            done.write_text(json.dumps(info))
-        info = json.loads(done.read_text())
-        return Trained(
-            Model.load(path / "ir"), (path / "model.tflite").read_bytes(),
-            info["float_accuracy"], info["int8_accuracy"], info["train_seconds"],
-        )  # fmt: skip
+def mcu() -> Trained:
+    path = plain_trained("mcu")
+    info = json.loads((path / "result.json").read_text())
+    return Trained(
+        Model.load(path / "ir"), (path / "model.tflite").read_bytes(),
+        info["float_accuracy"], info["int8_accuracy"], info["train_seconds"],
+    )  # fmt: skip
 
 
 def _interpreter(tflite: bytes) -> Any:
