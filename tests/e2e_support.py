@@ -102,6 +102,7 @@ def tflite_logits(tflite: Path, x: np.ndarray) -> np.ndarray:
 
 PLAIN_TRAIN_SOURCES = [
     "toolchain/lrt/train.py",
+    "toolchain/lrt/batchnorm.py",
     "toolchain/lrt/quant.py",
     "toolchain/lrt/model.py",
     "toolchain/lrt/data/datasets.py",

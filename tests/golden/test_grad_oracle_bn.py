@@ -16,16 +16,16 @@ Two models: a random-weight IR of the mcu-bn topology (fast) and the trained mcu
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from test_grad_oracle import MIN_COSINE, N_SAMPLES, _cache_key, cosine
+from test_grad_oracle import MIN_COSINE, N_SAMPLES, cosine
 
-from conftest import ROOT, cache_lock
+from conftest import ROOT
+from e2e_support import plain_trained
 from lrt.model import Model
 
 sys.path.insert(0, str(ROOT / "tests" / "c"))
@@ -144,20 +144,8 @@ def test_grad_oracle_random_mcu_bn(driver: Path, tmp_path: Path, data: Any) -> N
 
 
 @pytest.fixture(scope="module")
-def trained_mcu_bn(data: Any) -> Model:
-    from lrt import train
-
-    with cache_lock(f"train-mcu-bn-{_cache_key()}") as path:
-        done = path / "result.json"
-        if not done.exists():
-            res = train.train_model(
-                "mcu-bn", data.x_train, data.y_train, data.x_val, data.y_val,
-                data.x_test, data.y_test, seed=0, progress=False,
-            )  # fmt: skip
-            train.save_artifacts(res, path)
-            info = {"float_accuracy": res.float_accuracy, "int8_accuracy": res.int8_accuracy}
-            done.write_text(json.dumps(info))
-        return Model.load(path / "ir")
+def trained_mcu_bn() -> Model:
+    return Model.load(plain_trained("mcu-bn") / "ir")
 
 
 @pytest.mark.slow
