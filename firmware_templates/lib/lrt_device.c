@@ -43,7 +43,7 @@ static int flush_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *
     const lrt_layer *l = &t->net->layers[i];
     lrt_lowrank_plan plan;
     uint16_t row;
-    int r = lrt_lowrank_flush_check(acc, -7, &plan);
+    int r = lrt_lowrank_flush_check(acc, lrt_train_weight_lsb_exp(t), &plan);
     if (r <= 0) {
         return r; /* below rho_min: deferred, keep accumulating */
     }

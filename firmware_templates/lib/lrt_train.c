@@ -513,11 +513,24 @@ static int apply_row(lrt_trainer *t, uint8_t li, uint16_t row, const int8_t *new
     return (int)LRT_MIN(changed, (uint32_t)INT32_MAX);
 }
 
+int32_t lrt_train_weight_step(const lrt_trainer *t)
+{
+    uint8_t bits = t->cfg.weight_bits;
+    return (bits == 0 || bits >= 8) ? 1 : (int32_t)1 << (8 - bits);
+}
+
+int lrt_train_weight_lsb_exp(const lrt_trainer *t)
+{
+    uint8_t bits = t->cfg.weight_bits;
+    return (bits == 0 || bits >= 8) ? -7 : 1 - (int)bits;
+}
+
 int lrt_train_update_row(lrt_trainer *t, uint8_t layer, uint16_t row, const int16_t *delta)
 {
     const lrt_layer *l;
     const int8_t *old;
     uint32_t m, j;
+    int32_t step;
     int rc;
     if (t == NULL || delta == NULL || layer >= t->net->n_layers) {
         return LRT_ERR_ARG;
@@ -530,10 +543,11 @@ int lrt_train_update_row(lrt_trainer *t, uint8_t layer, uint16_t row, const int1
         return LRT_ERR_STATE;
     }
     m = lrt_bp_layer_m(l);
+    step = lrt_train_weight_step(t);
     old = t->net->blob + l->w_offset + (uint32_t)row * m;
     for (j = 0; j < m; j++) {
-        int32_t v = (int32_t)old[j] - delta[j];
-        t->buf.scratch[j] = (int8_t)LRT_CLAMP(v, -128, 127);
+        int32_t v = (int32_t)old[j] - (int32_t)delta[j] * step;
+        t->buf.scratch[j] = (int8_t)LRT_CLAMP(v, -128, 128 - step);
     }
     rc = apply_row(t, layer, row, t->buf.scratch);
     return rc < 0 ? fail(t, rc) : rc;
@@ -703,13 +717,14 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
     /* Exponent of the gradient lr applies to (paper: wrt W_paper = W_real / alpha) and of
      * the LSB the update is quantized to. */
     int grad_exp = (int)dz_exp + l->in_exp;
-    int lsb_exp = l->weight_exp;
+    int32_t step = lrt_train_weight_step(t);
+    int lsb_exp = l->weight_exp + (lrt_train_weight_lsb_exp(t) + 7);
     int is_conv = l->kind == LRT_LAYER_CONV2D;
     lrt_pf scale = lr_pf(t);
     uint16_t o;
     if (!t->cfg.grad_real_units) {
         grad_exp += (int)l->weight_exp + 7; /* times alpha */
-        lsb_exp = -7;
+        lsb_exp = lrt_train_weight_lsb_exp(t);
     }
     if (t->cfg.max_norm) {
         /* The divisor needs the whole tensor's max first: one extra pass, no buffer. */
@@ -740,8 +755,8 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
             uint32_t nz = 0, writes;
             int32_t g = lrt_bp_weight_grad_cell(l, x, dz, o, j, &nz);
             int64_t du = lrt_pf_apply(g, scale);
-            int64_t v = (int64_t)old[j] - du;
-            t->buf.scratch[j] = (int8_t)LRT_CLAMP(v, -128, 127);
+            int64_t v = (int64_t)old[j] - du * step;
+            t->buf.scratch[j] = (int8_t)LRT_CLAMP(v, -128, 128 - step);
             writes = is_conv ? nz : (du != 0);
             if (writes) {
                 st->paper_total += writes;

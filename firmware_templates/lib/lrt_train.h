@@ -129,6 +129,8 @@ typedef struct {
                                     this many samples (0: only with weight commits) */
     uint8_t grad_real_units;     /* 0: paper convention (see above); 1: dL/dW_real */
     uint8_t bn_stats_frozen;     /* 1: batch-norm running statistics stay as they are */
+    uint8_t weight_bits;         /* 2..8 (0: 8): trained weights stay on a coarser grid of
+                                    2^(8 - bits) int8 LSBs (the paper's bit-width ablation) */
 } lrt_train_config;
 
 /* Per-layer bookkeeping (one per net layer; only weight layers use it). */
@@ -250,11 +252,16 @@ int lrt_train_sample(lrt_trainer *t, const int8_t *input, uint16_t label, int8_t
                      uint16_t *pred);
 
 /* Weight transaction used by SGD internally and by the LRT flush. update_row applies
- * W[row][j] <- clip(W[row][j] - delta[j], -128, 127) (delta in weight LSBs) to a trainable
- * layer, counts a write for each cell whose value changes, and stages the changed span.
+ * W[row][j] <- clip(W[row][j] - delta[j] * step, -128, 128 - step) to a trainable layer, with
+ * delta in LSBs of the trained weight grid, step = lrt_train_weight_step() int8 LSBs (1 for
+ * 8-bit weights); it counts a write for each cell whose value changes, and stages the changed span.
  * Returns the number of changed cells or a negative lrt_err. update_commit also writes the
  * bias snapshot of every trainable layer. */
 int lrt_train_update_begin(lrt_trainer *t);
+/* int8 LSBs per LSB of the trained weight grid, and that LSB's exponent in the paper
+ * convention (weights in [-1, 1)): 1 and -7 for 8-bit weights. */
+int32_t lrt_train_weight_step(const lrt_trainer *t);
+int lrt_train_weight_lsb_exp(const lrt_trainer *t);
 int lrt_train_update_row(lrt_trainer *t, uint8_t layer, uint16_t row, const int16_t *delta);
 int lrt_train_update_commit(lrt_trainer *t);
 /* Persist the RAM biases (one transaction with the bias snapshot only). */

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lrt.config import parse_setting
 from lrt.errors import UserError
 
 
@@ -62,8 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", help="mnist5k (shipped, default), mnist (needs --data-dir), fashion"
     )
     p.add_argument("--data-dir", type=Path, help="directory with MNIST idx files or mnist.npz")
-    p.add_argument("--epochs", type=int, help="offline training epochs (default: preset's)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="offline training epochs (default: preset's; 0: none, start from the initial weights)",
+    )
     p.add_argument("--seed", type=int, help="seed for data split, training and on-device RNG")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config field, e.g. --set rank=8 --set lr=0.005 (repeatable; beats --config)",
+    )
     p.add_argument(
         "--train-layers",
         help="comma-separated weight layer names to train on device, or 'last:N' (default all)",
@@ -81,19 +93,26 @@ def _build(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise UserError("--out DIR is required")
+    settings = dict(parse_setting(item) for item in args.set)
+    named = {k: getattr(args, k) for k in ("preset", "scheme", "dataset", "epochs", "seed")}
+    for key, flag in named.items():
+        if key in settings:
+            if flag is not None:
+                raise UserError(f"--{key} and --set {key}=... both given; use one")
+            named[key] = settings.pop(key)
+    for key in ("train_layers", "data_dir"):
+        if key in settings:
+            raise UserError(f"use --{key.replace('_', '-')} instead of --set {key}=...")
     result = pipeline.build(
         board=args.board,
         out=args.out,
-        preset=args.preset,
         model_path=args.model,
         config_path=args.config,
-        scheme=args.scheme,
-        dataset=args.dataset,
         data_dir=args.data_dir,
-        epochs=args.epochs,
-        seed=args.seed,
         train_layers=args.train_layers,
         progress=not args.quiet,
+        **named,
+        **settings,
     )
     print(result.summary())
     return 0

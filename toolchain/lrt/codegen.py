@@ -396,6 +396,7 @@ def firmware_context(
             "lrt_mode": 0 if config.lrt_mode == "unbiased" else 1,
             "max_norm": 1 if config.scheme == "lrt-maxnorm" else 0,
             "lr_q16": round(config.lr * 65536),
+            "weight_bits": config.weight_bits,
             "lr_q24": round(config.lr * (1 << 24)),
             "kappa_th": round(config.kappa_th),
             "rho_min_q16": round(config.rho_min * 65536),

@@ -32,7 +32,7 @@ class BuildConfig:
     dataset: str = "mnist5k"
     data_dir: str | None = None
     seed: int = 0
-    epochs: int | None = None  # None: the preset's default
+    epochs: int | None = None  # None: the preset's default; 0: no offline training (from scratch)
     # elastically deformed copies per offline-train original (the paper trains offline on
     # deformed digits too, so the online control stream has the offline statistics)
     augment_train: int = 2
@@ -47,6 +47,9 @@ class BuildConfig:
     batch_scaling: float = 0.5
     maxnorm_beta: float = 0.999
     train_layers: tuple[str, ...] = ()  # empty: every weight layer trains
+    # bit width of the trained weights (the paper's ablation): 2..8; below 8 the int8 weights
+    # are snapped to a grid of 2**(8 - weight_bits) LSBs and every update keeps them on it
+    weight_bits: int = 8
     # NVM endurance budget
     # exact per-cell write counters in the firmware (uint32 x 2 per weight cell): "auto" when
     # the board's RAM has room, else the trainer reports upper bounds
@@ -82,8 +85,10 @@ class BuildConfig:
             raise bad("maxnorm_beta", f"is {self.maxnorm_beta}; expected 0 < beta < 1")
         if not 0 <= self.augment_train <= 20:
             raise bad("augment_train", f"is {self.augment_train}; expected 0..20")
-        if self.epochs is not None and self.epochs < 1:
-            raise bad("epochs", f"is {self.epochs}; expected >= 1")
+        if self.epochs is not None and self.epochs < 0:
+            raise bad("epochs", f"is {self.epochs}; expected >= 0 (0: from scratch)")
+        if not 2 <= self.weight_bits <= 8:
+            raise bad("weight_bits", f"is {self.weight_bits}; expected 2..8")
         if self.lifetime_years is not None and self.lifetime_years <= 0:
             raise bad("lifetime_years", f"is {self.lifetime_years}; expected > 0")
         if self.samples_per_second <= 0:
@@ -111,6 +116,31 @@ def _check_type(origin: str, key: str, value: Any, hint: Any) -> Any:
             return value
     names = " or ".join(t.__name__ for t in allowed if isinstance(t, type))
     raise UserError(f"{origin}: field '{key}' must be {names}, got {value!r}")
+
+
+def parse_setting(text: str, origin: str = "--set") -> tuple[str, Any]:
+    """``KEY=VALUE`` for one BuildConfig field, VALUE typed by the field (lists: a,b,c)."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip().replace("-", "_"), raw.strip()
+    hints = get_type_hints(BuildConfig)
+    known = {f.name for f in fields(BuildConfig)} - {"extra"}
+    if not sep or not key:
+        raise UserError(f"{origin} {text!r}: expected KEY=VALUE")
+    if key not in known:
+        names = ", ".join(sorted(known))
+        raise UserError(f"{origin} {text!r}: unknown field '{key}'; known: {names}")
+    allowed = get_args(hints[key]) or (hints[key],)
+    value: Any = raw
+    if raw.lower() == "none" and type(None) in allowed:
+        value = None
+    elif tuple in allowed or getattr(hints[key], "__origin__", None) is tuple:
+        value = [v.strip() for v in raw.split(",") if v.strip()]
+    elif int in allowed or float in allowed:
+        try:
+            value = int(raw) if int in allowed else float(raw)
+        except ValueError:
+            raise UserError(f"{origin} {text!r}: '{key}' needs a number") from None
+    return key, _check_type(origin, key, value, hints[key])
 
 
 def load_config(path: Path | str | None, **overrides: Any) -> BuildConfig:

@@ -10,6 +10,7 @@ shared by every scheme, so the grid compares training schemes, not training luck
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lrt.config import parse_setting
 from lrt.errors import UserError
 
 ENVIRONMENTS: tuple[str, ...] = ("control", "shift", "analog", "digital")
@@ -37,6 +39,7 @@ class Cell:
     board: str
     # ablations: build-config overrides as sorted (key, value) pairs, part of the cell's key
     options: tuple[tuple[str, Any], ...] = ()
+    last_n: int = 500  # window of the "last N samples" accuracy (the ablations' metric)
 
     @property
     def key(self) -> str:
@@ -67,8 +70,47 @@ def parser(
         type=Path,
         help="reuse this offline-trained model (an lrt-build directory) instead of training",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a build-config field for every cell, e.g. --set epochs=0 (repeatable)",
+    )
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="ablation / hyper-parameter sweep: one cell per value (repeatable: cartesian "
+        "product), e.g. --sweep rank=1,2,4,8 --sweep weight_bits=2,4,8",
+    )
+    p.add_argument(
+        "--last-n",
+        type=int,
+        default=500,
+        help="sweep tables report accuracy over the last N samples (paper's ablations: 500)",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
+
+
+def parse_options(sets: list[str], sweeps: list[str]) -> list[tuple[tuple[str, Any], ...]]:
+    """The option combinations of --set / --sweep (each sorted by key)."""
+    fixed = dict(parse_setting(item, "--set") for item in sets)
+    axes: list[list[tuple[str, Any]]] = []
+    for item in sweeps:
+        key, sep, values = item.partition("=")
+        if not sep or not values.strip():
+            raise UserError(f"--sweep {item!r}: expected KEY=V1,V2,...")
+        axis = [parse_setting(f"{key}={v}", "--sweep") for v in values.split(",") if v.strip()]
+        if axis[0][0] in fixed or any(axis[0][0] == a[0][0] for a in axes):
+            raise UserError(f"--sweep {item!r}: '{axis[0][0]}' is given twice")
+        axes.append(axis)
+    combos = []
+    for picked in itertools.product(*axes):
+        combos.append(tuple(sorted({**fixed, **dict(picked)}.items())))
+    return combos
 
 
 def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
@@ -80,8 +122,17 @@ def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
     return items
 
 
-def model_dir(out: Path, preset: str, seed: int) -> Path:
-    return out / "models" / f"{preset}-s{seed}"
+# options that change the offline-trained model, not only the firmware
+MODEL_OPTIONS: tuple[str, ...] = ("epochs", "dataset", "augment_train")
+
+
+def model_options(cell: Cell) -> dict[str, Any]:
+    return {k: v for k, v in cell.options if k in MODEL_OPTIONS}
+
+
+def model_dir(out: Path, preset: str, seed: int, options: dict[str, Any] | None = None) -> Path:
+    extra = "".join(f"-{k}={v}" for k, v in sorted((options or {}).items()))
+    return out / "models" / f"{preset}-s{seed}{extra}"
 
 
 def build_dir(out: Path, cell: Cell) -> Path:
@@ -93,11 +144,10 @@ def prepare(out: Path, cells: list[Cell], progress: bool, trained: Path | None =
     """Train once per (preset, seed), then build one firmware per scheme (sequential: cheap)."""
     from lrt import pipeline
 
-    done: set[tuple[str, int]] = set()
     for cell in cells:
-        mkey = (cell.preset, cell.seed)
-        mdir = trained or model_dir(out, cell.preset, cell.seed)
-        if mkey not in done and not (mdir / "ir" / "model.json").is_file():
+        mopts = model_options(cell)
+        mdir = trained or model_dir(out, cell.preset, cell.seed, mopts)
+        if not (mdir / "ir" / "model.json").is_file():
             pipeline.build(
                 board="host",
                 out=mdir,
@@ -105,8 +155,8 @@ def prepare(out: Path, cells: list[Cell], progress: bool, trained: Path | None =
                 scheme="inference",
                 seed=cell.seed,
                 progress=progress,
+                **mopts,
             )
-        done.add(mkey)
         bdir = build_dir(out, cell)
         if not (bdir / pipeline.REPORT_NAME).is_file():
             pipeline.build(
@@ -133,6 +183,7 @@ def run_cell(out: Path, cell: Cell) -> dict[str, Any]:
         seed=cell.seed,
         progress=False,
         stats_every=max(cell.samples // 100, 10),
+        last_n=cell.last_n,
     )
     data = {"cell": asdict(cell), **result.to_dict()}
     path = out / "cells" / f"{cell.key}.json"
@@ -212,8 +263,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.samples < 1:
         raise UserError("--samples must be >= 1")
     segment = args.segment or max(args.samples // 4, 1)
+    last_n = min(args.last_n, args.samples)
     cells = [
-        Cell(env, scheme, seed, args.samples, segment, args.preset, args.board)
+        Cell(env, scheme, seed, args.samples, segment, args.preset, args.board, options, last_n)
+        for options in parse_options(args.set, args.sweep)
         for seed in seeds
         for env in envs
         for scheme in schemes

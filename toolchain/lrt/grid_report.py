@@ -149,6 +149,13 @@ def _plot_env(out: Path, env: str, schemes: dict[str, list[dict[str, Any]]]) -> 
 def write_grid_report(out: Path, results: list[dict[str, Any]]) -> Path:
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
+    if any(r["cell"].get("options") for r in results):
+        # a sweep: averaging over option values would mix different configurations
+        from lrt.sweep_report import sweep_section
+
+        path = out / "REPORT.md"
+        path.write_text("\n".join(["# Experiment sweep", "", *sweep_section(plots, results)]))
+        return path
     md = ["# Experiment grid", "", markdown_table(results)]
     for env, schemes in sorted(_by_env(results).items()):
         md.append(f"## {env}")

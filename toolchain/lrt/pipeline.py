@@ -155,6 +155,18 @@ def _obtain_model(
     return res.model, acc
 
 
+def _snap_weight_bits(model: Model, bits: int, tflite_out: Path) -> None:
+    """Put every weight layer on the ``bits``-wide grid (the .tflite follows the IR)."""
+    from lrt.quant import snap_weight_bits
+    from lrt.tflite_import import to_tflite
+
+    for lay in model.layers:
+        if lay.has_weights:
+            lay.weights = snap_weight_bits(lay.weights, bits)  # type: ignore[arg-type]
+    model.meta["weight_bits"] = bits
+    tflite_out.write_bytes(to_tflite(model))
+
+
 def build(
     board: str,
     out: Path,
@@ -198,6 +210,8 @@ def build(
             "this imported model has arbitrary scales: use --scheme inference"
         )
     apply_train_layers(model, cfg.train_layers)
+    if cfg.weight_bits < 8:
+        _snap_weight_bits(model, cfg.weight_bits, out / "model.tflite")
     model.save(out / "ir")
     budget = plan_budget(model, cfg, brd)
     window = codegen.nvm_work_bytes(brd, codegen.blob_layout(model).size)
@@ -346,6 +360,7 @@ def emulate(
     progress: bool = True,
     stats_every: int | None = None,
     count_instructions: bool = True,
+    last_n: int = 500,
 ) -> Any:
     """Stream `samples` online samples through the firmware: predict, then learn the label.
 
@@ -415,6 +430,7 @@ def emulate(
         layer_names=[lay.name for lay in weight_layers],
         layer_cells=[int(lay.weights.size) for lay in weight_layers],  # type: ignore[union-attr]
         seconds=seconds,
+        last_n=last_n,
     )
     result.writes_curve = curve
     if emulator in ("auto", "qemu") and count_instructions:

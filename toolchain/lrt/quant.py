@@ -22,6 +22,17 @@ GRAD_EXP = -7
 LOGIT_EXP = -4  # logits are signed: 8 bit in [-8, 8)
 
 
+def snap_weight_bits(weights: np.ndarray, bits: int) -> np.ndarray:
+    """int8 weights on the grid of a ``bits``-wide weight format in [-1, 1) (round half up).
+
+    The grid is mid-tread (it holds zero) for every width; the authors' code switches to a
+    mid-rise grid at 1-2 bits. 8 bits returns the weights unchanged.
+    """
+    step = 1 << (8 - bits)
+    snapped = np.floor(weights.astype(np.float64) / step + 0.5) * step
+    return np.clip(snapped, -128, 128 - step).astype(np.int8)
+
+
 def layer_alpha_exp(fan_in: int, relu_follows: bool) -> int:
     """Exponent of the layer's fixed multiplier alpha = 2**floor(log2(sqrt(3 g / fan_in)))."""
     g = 2.0 if relu_follows else 1.0

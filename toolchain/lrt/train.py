@@ -914,8 +914,8 @@ def train_model(
     if len(x_train) == 0:
         raise ValueError("train: no samples")
     n_epochs = spec.epochs if epochs is None else epochs
-    if n_epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {n_epochs}")
+    if n_epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {n_epochs}")
     if max_steps is not None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -933,17 +933,19 @@ def train_model(
     )
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
     t0 = time.perf_counter()
-    fit = qat.fit(
-        x_train,
-        y_train,
-        batch_size=spec.batch_size,
-        epochs=n_epochs,
-        shuffle=True,
-        validation_data=(x_val, y_val) if len(x_val) else None,
-        verbose=verbose,
-    )
+    history: dict[str, Any] = {}
+    if n_epochs > 0:  # 0: the paper's from-scratch ablations start from the initial weights
+        fit = qat.fit(
+            x_train,
+            y_train,
+            batch_size=spec.batch_size,
+            epochs=n_epochs,
+            shuffle=True,
+            validation_data=(x_val, y_val) if len(x_val) else None,
+            verbose=verbose,
+        )
+        history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     train_seconds = time.perf_counter() - t0
-    history: dict[str, Any] = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
     meta: dict[str, Any] = {"seed": seed, "epochs": n_epochs, "max_steps": max_steps}
     ir = export_ir(qat, spec, meta, stats_x=x_train if spec.streaming_bn else None)

@@ -1,0 +1,122 @@
+"""Tables and heat maps of an ablation / hyper-parameter sweep (cells with options).
+
+Seeds are averaged: accuracy is the mean (± standard deviation over seeds) of the accuracy
+over each run's last N samples — the paper's ablation metric — and writes are the worst
+case over seeds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+Group = tuple[str, str, tuple[tuple[str, Any], ...]]
+
+
+def _options(r: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, v) for k, v in r["cell"].get("options", ()))
+
+
+def group_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (environment, scheme, options) with seed statistics."""
+    groups: dict[Group, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        groups[(r["cell"]["env"], r["cell"]["scheme"], _options(r))].append(r)
+    rows = []
+    for (env, scheme, options), rs in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+        last = np.array([r["online_accuracy_last_n"] for r in rs], dtype=np.float64)
+        rows.append(
+            {
+                "env": env,
+                "scheme": scheme,
+                "options": dict(options),
+                "seeds": len(rs),
+                "last_n": rs[0].get("last_n", 500),
+                "acc_last": float(last.mean()),
+                "acc_last_std": float(last.std()) if len(rs) > 1 else 0.0,
+                "acc_ema": float(np.mean([r["online_accuracy_ema"] for r in rs])),
+                "max_writes": int(max(r["max_writes_per_cell"] for r in rs)),
+            }
+        )
+    return rows
+
+
+def markdown_sweep(rows: list[dict[str, Any]]) -> str:
+    keys = sorted({k for r in rows for k in r["options"]})
+    head = ["environment", "scheme", *keys, "seeds", "acc last N", "acc EMA", "max writes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        std = f" ± {100 * r['acc_last_std']:.1f}" if r["seeds"] > 1 else ""
+        cells = [r["env"], r["scheme"], *(str(r["options"].get(k, "-")) for k in keys)]
+        cells += [
+            str(r["seeds"]),
+            f"{100 * r['acc_last']:.1f}%{std} (N={r['last_n']})",
+            f"{100 * r['acc_ema']:.1f}%",
+            str(r["max_writes"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def heat_maps(out: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """With exactly two swept keys: one accuracy heat map per (environment, scheme)."""
+    keys = sorted({k for r in rows for k in r["options"] if _varies(rows, k)})
+    if len(keys) != 2:
+        return []
+    ky, kx = keys
+    names = []
+    by_panel: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_panel[(r["env"], r["scheme"])].append(r)
+    for (env, scheme), rs in sorted(by_panel.items()):
+        ys = sorted({r["options"][ky] for r in rs})
+        xs = sorted({r["options"][kx] for r in rs})
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for r in rs:
+            grid[ys.index(r["options"][ky]), xs.index(r["options"][kx])] = 100 * r["acc_last"]
+        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(xs), 1.0 + 0.5 * len(ys)))
+        im = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+        for i in range(len(ys)):
+            for j in range(len(xs)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(
+                        j,
+                        i,
+                        f"{grid[i, j]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if grid[i, j] < np.nanmean(grid) else "black",
+                    )
+        ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+        ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+        ax.set_xlabel(kx)
+        ax.set_ylabel(ky)
+        ax.set_title(f"{env} / {scheme}: accuracy, last {rs[0]['last_n']} (%)", fontsize=8)
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        name = f"heatmap_{env}_{scheme}_{ky}_x_{kx}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def _varies(rows: list[dict[str, Any]], key: str) -> bool:
+    return len({repr(r["options"].get(key)) for r in rows}) > 1
+
+
+def sweep_section(plots: Path, results: list[dict[str, Any]]) -> list[str]:
+    rows = group_rows(results)
+    md = ["## Sweep", "", markdown_sweep(rows)]
+    for name in heat_maps(plots, rows):
+        md.append(f"![{name}](plots/{name})")
+    md.append("")
+    return md
