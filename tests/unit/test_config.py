@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lrt.config import BuildConfig, load_config
+from lrt.config import BuildConfig, load_config, parse_setting
 from lrt.errors import UserError
 
 
@@ -61,3 +61,36 @@ def test_bool_is_not_an_int(tmp_path: Path) -> None:
 def test_validate_is_idempotent() -> None:
     cfg = BuildConfig(scheme="bias").validate()
     assert cfg.validate() == cfg
+
+
+def test_parse_setting_types_values_by_field() -> None:
+    assert parse_setting("rank=8") == ("rank", 8)
+    assert parse_setting("lr=0.005") == ("lr", 0.005)
+    assert parse_setting("lr=1") == ("lr", 1.0) and isinstance(parse_setting("lr=1")[1], float)
+    assert parse_setting("scheme=sgd") == ("scheme", "sgd")
+    assert parse_setting("epochs=none") == ("epochs", None)
+    assert parse_setting("weight-bits=4") == ("weight_bits", 4)
+    assert parse_setting("train_layers=conv_1,dense_1") == ("train_layers", ("conv_1", "dense_1"))
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("rank", "expected KEY=VALUE"),
+        ("rnak=3", "unknown field 'rnak'"),
+        ("rank=four", "'rank' needs a number"),
+        ("rank=2.5", "'rank' needs a number"),
+    ],
+)
+def test_parse_setting_errors(text: str, needle: str) -> None:
+    with pytest.raises(UserError, match=needle):
+        parse_setting(text)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("weight_bits", 1), ("weight_bits", 9), ("epochs", -1)]
+)
+def test_weight_bits_and_epochs_ranges(field: str, value: int) -> None:
+    with pytest.raises(UserError, match=f"field '{field}'"):
+        load_config(None, **{field: value})
+    assert load_config(None, epochs=0, weight_bits=2).epochs == 0
