@@ -50,3 +50,17 @@ def test_training_keeps_weights_on_the_grid(tmp_path: Path, scheme: str, bits: i
     assert sum(d.changed for d in pulled.layers) > 0
     learned = Model.load(tmp_path / "pulled" / "ir")
     assert all(_on_grid(w, bits) for w in _weights(learned))  # ... and stayed on the grid
+
+
+def test_from_scratch_build_learns_on_the_device(tmp_path: Path) -> None:
+    """epochs=0: the paper's uniform initial weights, no offline training; LRT learns online."""
+    build = tmp_path / "scratch"
+    res = pipeline.build(
+        "host", build, scheme="lrt-maxnorm", epochs=0, augment_train=0, progress=False
+    )
+    assert res.accuracy["int8_acc"] < 0.2  # untrained: near chance
+    online = pipeline.emulate(build, samples=1500, stream="control", progress=False)
+    last = online.online_accuracy_last_n
+    first_1000 = (1500 * online.online_accuracy - 500 * last) / 1000
+    assert last > 0.2, last
+    assert last > first_1000 + 0.05, (first_1000, last)
