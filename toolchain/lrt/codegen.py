@@ -394,7 +394,7 @@ def firmware_context(
             "work_m": max([a["m"] for a in accs] or [1]),
             "rank": config.rank,
             "lrt_mode": 0 if config.lrt_mode == "unbiased" else 1,
-            "max_norm": 1 if config.scheme == "lrt-maxnorm" else 0,
+            "max_norm": int(config.uses_max_norm),
             "lr_q16": round(config.lr * 65536),
             "weight_bits": config.weight_bits,
             "lr_q24": round(config.lr * (1 << 24)),

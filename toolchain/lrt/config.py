@@ -50,6 +50,9 @@ class BuildConfig:
     # bit width of the trained weights (the paper's ablation): 2..8; below 8 the int8 weights
     # are snapped to a grid of 2**(8 - weight_bits) LSBs and every update keeps them on it
     weight_bits: int = 8
+    # per-tensor gradient max-norm: "auto" = on for lrt-maxnorm only (the paper's schemes);
+    # "on"/"off" force it, e.g. bias-only training with max-norm (the paper's ablation)
+    max_norm: str = "auto"
     # NVM endurance budget
     # exact per-cell write counters in the firmware (uint32 x 2 per weight cell): "auto" when
     # the board's RAM has room, else the trainer reports upper bounds
@@ -68,6 +71,8 @@ class BuildConfig:
             raise bad("scheme", f"is {self.scheme!r}; expected one of {', '.join(SCHEMES)}")
         if self.lrt_mode not in LRT_MODES:
             raise bad("lrt_mode", f"is {self.lrt_mode!r}; expected one of {', '.join(LRT_MODES)}")
+        if self.max_norm not in ("auto", "on", "off"):
+            raise bad("max_norm", f"is {self.max_norm!r}; expected auto, on or off")
         if self.cell_counters not in ("auto", "on", "off"):
             raise bad("cell_counters", f"is {self.cell_counters!r}; expected auto, on or off")
         if not 1 <= self.rank <= 8:
@@ -94,6 +99,10 @@ class BuildConfig:
         if self.samples_per_second <= 0:
             raise bad("samples_per_second", f"is {self.samples_per_second}; expected > 0")
         return self
+
+    @property
+    def uses_max_norm(self) -> bool:
+        return {"on": True, "off": False}.get(self.max_norm, self.scheme == "lrt-maxnorm")
 
     def with_overrides(self, **overrides: Any) -> BuildConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

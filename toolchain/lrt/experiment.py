@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from lrt.config import parse_setting
+from lrt.config import PRESETS, parse_setting
 from lrt.errors import UserError
 
 ENVIRONMENTS: tuple[str, ...] = ("control", "shift", "analog", "digital")
@@ -55,7 +55,7 @@ def parser(
 ) -> argparse.ArgumentParser:
     p = parser_cls(prog="lrt-experiment", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--out", type=Path, default=Path("results/grid"), help="results directory")
-    p.add_argument("--preset", default="mcu", choices=("mcu", "paper"))
+    p.add_argument("--preset", default="mcu", choices=PRESETS)
     p.add_argument("--board", default="host")
     p.add_argument("--samples", type=int, default=10_000, help="online samples per cell")
     p.add_argument("--segment", type=int, default=None, help="samples per shift segment")
