@@ -39,6 +39,26 @@ def test_bad_config_field(tmp_path: Path) -> None:
     assert_user_error(proc, "rank", "99", str(cfg))
 
 
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--set", "rnak=3"], ["rnak", "known"]),
+        (["--set", "rank=9"], ["rank", "1..8"]),
+        (["--set", "weight_bits=1"], ["weight_bits", "2..8"]),
+        (["--scheme", "sgd", "--set", "scheme=lrt"], ["--scheme", "both"]),
+        (["--set", "lr"], ["KEY=VALUE"]),
+    ],
+)
+def test_bad_set_option(tmp_path: Path, args: list[str], needles: list[str]) -> None:
+    proc = run("lrt-build", "--board", "host", *args, "--out", str(tmp_path / "o"))
+    assert_user_error(proc, *needles)
+
+
+def test_bad_sweep_option(tmp_path: Path) -> None:
+    proc = run("lrt-experiment", "--out", str(tmp_path), "--sweep", "rank=1,x")
+    assert_user_error(proc, "rank", "number")
+
+
 def test_unsupported_operator(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     from lrt import train
