@@ -65,3 +65,26 @@ def test_dask_executor_gives_the_same_cells(tmp_path: Path) -> None:
         for key in ("online_accuracy", "max_writes_per_cell", "flushes", "layers"):
             assert a[key] == b[key], key
     assert json.loads((tmp_path / "dask" / "cells" / f"{cells[0].key}.json").read_text())
+
+
+def test_sweep_builds_one_firmware_per_value_and_reports_a_heat_map(tmp_path: Path) -> None:
+    from lrt.experiment import parse_options
+
+    combos = parse_options(["batch_conv=5"], ["rank=1,3", "weight_bits=4,8"])
+    cells = [
+        Cell("control", "lrt", 0, SAMPLES, 50, "mcu", "host", opts, last_n=100)
+        for opts in combos
+    ]
+    res = run_grid(tmp_path, cells, jobs=2, progress=False, trained=trained_model())
+    assert len(res) == 4
+    for r in res:  # each cell ran the firmware its options describe
+        opts = dict(r["cell"]["options"])
+        name = "mcu-lrt-s0-" + "-".join(f"{k}={v}" for k, v in sorted(opts.items()))
+        build = json.loads((tmp_path / "builds" / name / "report.json").read_text())
+        assert build["config"]["rank"] == opts["rank"]
+        assert build["config"]["weight_bits"] == opts["weight_bits"]
+        assert build["config"]["batch_conv"] == 5
+        assert r["last_n"] == 100
+    md = (tmp_path / "REPORT.md").read_text()
+    assert "| rank | weight_bits |" in md and md.count("| control | lrt |") == 4
+    assert (tmp_path / "plots" / "heatmap_control_lrt_rank_x_weight_bits.png").is_file()
