@@ -54,9 +54,17 @@ def test_bad_set_option(tmp_path: Path, args: list[str], needles: list[str]) -> 
     assert_user_error(proc, *needles)
 
 
-def test_bad_sweep_option(tmp_path: Path) -> None:
-    proc = run("lrt-experiment", "--out", str(tmp_path), "--sweep", "rank=1,x")
-    assert_user_error(proc, "rank", "number")
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--sweep", "rank=1,x"], ["rank", "number"]),
+        (["--set", "seed=3"], ["seed", "--seeds"]),
+        (["--model-dir", "m", "--set", "epochs=0"], ["--model-dir", "epochs"]),
+    ],
+)
+def test_bad_experiment_option(tmp_path: Path, args: list[str], needles: list[str]) -> None:
+    proc = run("lrt-experiment", "--out", str(tmp_path), *args)
+    assert_user_error(proc, *needles)
 
 
 def test_unsupported_operator(tmp_path: Path) -> None:

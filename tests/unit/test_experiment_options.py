@@ -27,6 +27,10 @@ def test_sweeps_are_a_cartesian_product_with_fixed_settings() -> None:
         (["rank=1"], ["rank=2,3"], "given twice"),
         ([], ["rank=x"], "needs a number"),
         (["nope=1"], [], "unknown field"),
+        (["seed=3"], [], "use --seeds"),
+        ([], ["scheme=sgd,lrt"], "use --schemes"),
+        (["preset=paper"], [], "use --preset"),
+        (["train_layers=dense_1"], [], "not supported"),
     ],
 )
 def test_bad_options(sets: list[str], sweeps: list[str], needle: str) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from lrt.boards import load_board
+from lrt.cli import flash_main
 from lrt.errors import UserError
-from lrt.flash import check_probe, find_firmware, flash, flash_command, flash_main_impl
+from lrt.flash import check_probe, find_firmware, flash, flash_command
 
 
 @pytest.fixture
@@ -88,8 +89,8 @@ def test_dry_run_needs_no_tool(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert flash_main_impl(["--board", "nucleo-f446re", "--build", str(build_dir),
-                            "--method", "pyocd", "--dry-run"]) == 0
+    assert flash_main(["--board", "nucleo-f446re", "--build", str(build_dir),
+                       "--method", "pyocd", "--dry-run"]) == 0
     assert capsys.readouterr().out.startswith("pyocd flash -t stm32f446retx ")
 
 

@@ -468,7 +468,7 @@ def _parse_nvm(top: _Table, host: bool, memory: Memory | None) -> Nvm:
         technology=tech,
         size=n.get_int("size", lo=1),
         page_size=n.get_int("page_size", lo=1),
-        prog_size=n.get_int("prog_size", lo=1, hi=4096),
+        prog_size=n.get_int("prog_size", lo=1, hi=64),  # LRT_NVM_MAX_PROG
         erase_value=n.get_int("erase_value", required=tech == "flash", hi=255, default=0xFF),
         endurance=n.get_int("endurance", lo=1, hi=10**18),
         driver=n.req_str("driver", NVM_DRIVERS),

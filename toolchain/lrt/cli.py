@@ -195,8 +195,11 @@ def emulate_main(argv: Sequence[str] | None = None) -> int:
 
 def flash_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lrt-flash", description="Flash built firmware to a real board.")
-    p.add_argument("--board", required=True)
-    p.add_argument("--build", type=Path, required=True, help="directory written by lrt-build")
+    p.add_argument("--board", required=True, help="board name or board .toml")
+    p.add_argument(
+        "--build", type=Path, required=True, help="lrt-build output directory (or an ELF file)"
+    )
+    p.add_argument("--method", help="openocd | pyocd | pio (default: the board's)")
     p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     return p
 
@@ -205,7 +208,7 @@ def _flash(args: argparse.Namespace) -> int:
     from lrt import boards, flash
 
     board = boards.load_board(args.board)
-    cmd = flash.flash(board, args.build, dry_run=args.dry_run)
+    cmd = flash.flash(board, args.build, dry_run=args.dry_run, method=args.method)
     if args.dry_run:
         print(" ".join(cmd))
     return 0

@@ -95,8 +95,22 @@ def parser(
     return p
 
 
+# fields a cell has its own axis for (or that make no sense per cell)
+RESERVED_OPTIONS: dict[str, str] = {
+    "preset": "use --preset",
+    "scheme": "use --schemes",
+    "seed": "use --seeds",
+    "train_layers": "not supported in experiments",
+    "data_dir": "not supported in experiments",
+}
+
+
 def parse_options(sets: list[str], sweeps: list[str]) -> list[tuple[tuple[str, Any], ...]]:
     """The option combinations of --set / --sweep (each sorted by key)."""
+    for item in sets + sweeps:
+        key = item.partition("=")[0].strip().replace("-", "_")
+        if key in RESERVED_OPTIONS:
+            raise UserError(f"--set/--sweep {key}: {RESERVED_OPTIONS[key]}")
     fixed = dict(parse_setting(item, "--set") for item in sets)
     axes: list[list[tuple[str, Any]]] = []
     for item in sweeps:
@@ -264,9 +278,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise UserError("--samples must be >= 1")
     segment = args.segment or max(args.samples // 4, 1)
     last_n = min(args.last_n, args.samples)
+    combos = parse_options(args.set, args.sweep)
+    model_keys = sorted({k for c in combos for k, _ in c if k in MODEL_OPTIONS})
+    if args.model_dir is not None and model_keys:
+        raise UserError(
+            f"--model-dir fixes the offline model; {', '.join(model_keys)} cannot be set with it"
+        )
     cells = [
         Cell(env, scheme, seed, args.samples, segment, args.preset, args.board, options, last_n)
-        for options in parse_options(args.set, args.sweep)
+        for options in combos
         for seed in seeds
         for env in envs
         for scheme in schemes

@@ -4,21 +4,18 @@
 and (pyOCD, OpenOCD) that a debug probe is attached before it writes anything, so a
 missing probe is a one-line UserError (exit status 2), not a tool's stack trace.
 
-CLI wiring (lrt-flash): ``flash_main_impl(argv)`` parses ``--board``, ``--build``,
-``--method``, ``--dry-run`` and returns an exit status; or call ``flash(board, build_dir,
-dry_run=...)`` directly and print the returned command.
+The console script lrt-flash (cli.py) parses ``--board``, ``--build``, ``--method`` and
+``--dry-run`` and calls ``flash``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
-from lrt.boards import Board, load_board
+from lrt.boards import Board
 from lrt.errors import UserError
 
 INSTALL = {
@@ -156,18 +153,3 @@ def flash(
         raise UserError(f"flashing {board.name} with {chosen} failed "
                         f"(exit {proc.returncode}):\n{tail}")
     return cmd
-
-
-def flash_main_impl(argv: Sequence[str] | None = None) -> int:
-    """lrt-flash: returns 0, or raises UserError (the CLI prints it and exits 2)."""
-    p = argparse.ArgumentParser(prog="lrt-flash", description="Flash built firmware to a board.")
-    p.add_argument("--board", required=True, help="board name or board .toml")
-    p.add_argument("--build", type=Path, required=True,
-                   help="lrt-build output directory (or an ELF file)")
-    p.add_argument("--method", help="openocd | pyocd | pio (default: the board's)")
-    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
-    args = p.parse_args(argv)
-    board = load_board(args.board)
-    cmd = flash(board, args.build, dry_run=args.dry_run, method=args.method)
-    print(" ".join(cmd))
-    return 0
