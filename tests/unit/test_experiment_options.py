@@ -75,3 +75,10 @@ def test_sweep_rows_average_seeds_and_keep_the_worst_writes(tmp_path: Path) -> N
     names = heat_maps(tmp_path, rows)
     assert names == ["heatmap_control_lrt_rank_x_weight_bits.png"]
     assert (tmp_path / names[0]).stat().st_size > 1000
+
+
+def test_settings_shared_by_every_row_are_listed_once() -> None:
+    rows = group_rows([_result("lrt", 0, 1, 8, 0.5, 1), _result("lrt", 0, 2, 8, 0.6, 1)])
+    table = markdown_sweep(rows)
+    assert table.startswith("Every cell: `weight_bits=8`.")
+    assert "| rank |" in table and "weight_bits |" not in table

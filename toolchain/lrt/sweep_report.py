@@ -49,9 +49,13 @@ def group_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown_sweep(rows: list[dict[str, Any]]) -> str:
-    keys = sorted({k for r in rows for k in r["options"]})
+    """The table; settings shared by every row are listed once above it."""
+    all_keys = sorted({k for r in rows for k in r["options"]})
+    keys = [k for k in all_keys if _varies(rows, k)] if len(rows) > 1 else all_keys
+    fixed = [f"`{k}={rows[0]['options'].get(k)}`" for k in all_keys if k not in keys]
     head = ["environment", "scheme", *keys, "seeds", "acc last N", "acc EMA", "max writes"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"Every cell: {', '.join(fixed)}.", ""] if fixed else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         std = f" ± {100 * r['acc_last_std']:.1f}" if r["seeds"] > 1 else ""
         cells = [r["env"], r["scheme"], *(str(r["options"].get(k, "-")) for k in keys)]
