@@ -165,6 +165,26 @@ def test_c_unbiased_rank1_pseudo_batch_matches_reference(
         assert err <= 0.02, (kappa, err)  # measured 4e-4 / 7e-4
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 5 acceptance 3 not met for unbiased ranks >= 4: one random path of the "
+    "unbiased estimator is chaotic (float64 against float64 with 1e-4 relative input noise "
+    "ends 47-62% apart after 612 updates even with every discrete choice replayed, measured "
+    "with a replay prototype), so "
+    "the int16 C code cannot follow the reference's path; tested instead per step and in "
+    "distribution over seeds (below)",
+)
+@pytest.mark.parametrize("rank", [4, 8])
+def test_c_unbiased_pseudo_batch_follows_the_reference_path(
+    driver: Path, stream: list[list[Term]], rank: int
+) -> None:
+    cfg = CConfig(rank=rank, unbiased=True, kappa_th=100)
+    state = final_state(driver, cfg, stream)
+    ref = LowRankAccumulator(N, M, cfg.reference())
+    feed_reference(ref, stream)
+    assert rel_err(state.estimate(), ref.estimate()) <= 0.02
+
+
 @pytest.mark.parametrize("rank", [4, 8])
 def test_c_unbiased_pseudo_batch_is_statistically_the_reference(driver: Path, rank: int) -> None:
     """Rank >= 4 unbiased runs decorrelate from the reference (see the module docstring), so
