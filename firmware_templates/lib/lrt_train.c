@@ -240,7 +240,8 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
     if (t == NULL || net == NULL || cfg == NULL || buf == NULL || net->layers == NULL ||
         net->n_layers == 0 || net->n_classes == 0 || buf->act_a == NULL || buf->act_b == NULL ||
         (buf->keep == NULL && cfg->scheme != LRT_SCHEME_INFERENCE) ||
-        buf->layer_state == NULL || cfg->scheme > LRT_SCHEME_LRT) {
+        buf->layer_state == NULL || cfg->scheme > LRT_SCHEME_LRT || cfg->weight_bits == 1 ||
+        cfg->weight_bits > 8) {
         return LRT_ERR_ARG;
     }
     memset(t, 0, sizeof(*t));

@@ -129,8 +129,9 @@ typedef struct {
                                     this many samples (0: only with weight commits) */
     uint8_t grad_real_units;     /* 0: paper convention (see above); 1: dL/dW_real */
     uint8_t bn_stats_frozen;     /* 1: batch-norm running statistics stay as they are */
-    uint8_t weight_bits;         /* 2..8 (0: 8): trained weights stay on a coarser grid of
-                                    2^(8 - bits) int8 LSBs (the paper's bit-width ablation) */
+    uint8_t weight_bits;         /* 2..8 (0 means 8; 1, > 8: LRT_ERR_ARG): trained weights
+                                    stay on a grid of 2^(8 - bits) int8 LSBs (the paper's
+                                    bit-width ablation) */
 } lrt_train_config;
 
 /* Per-layer bookkeeping (one per net layer; only weight layers use it). */
@@ -254,7 +255,8 @@ int lrt_train_sample(lrt_trainer *t, const int8_t *input, uint16_t label, int8_t
 /* Weight transaction used by SGD internally and by the LRT flush. update_row applies
  * W[row][j] <- clip(W[row][j] - delta[j] * step, -128, 128 - step) to a trainable layer, with
  * delta in LSBs of the trained weight grid, step = lrt_train_weight_step() int8 LSBs (1 for
- * 8-bit weights); it counts a write for each cell whose value changes, and stages the changed span.
+ * 8-bit weights); it counts a write for each cell whose value changes and stages the changed
+ * span.
  * Returns the number of changed cells or a negative lrt_err. update_commit also writes the
  * bias snapshot of every trainable layer. */
 int lrt_train_update_begin(lrt_trainer *t);
