@@ -1,5 +1,6 @@
 /* lrt_nvm_nrf52.c - nRF52 NVMC backend for lrt_nvm (see lrt_nvm_nrf52.h). */
 #include "lrt_nvm_nrf52.h"
+#include "lrt_nvm_mmio.h"
 
 #include <string.h>
 
@@ -27,18 +28,6 @@
 #define CONFIG_WEN 1u
 #define CONFIG_EEN 2u
 
-static uint32_t base_of(const lrt_nvm_config *c)
-{
-    return (uint32_t)(uintptr_t)c->context;
-}
-
-static void barrier(void)
-{
-#if defined(__arm__)
-    __asm__ volatile("dsb" ::: "memory");
-#endif
-}
-
 static void wait_ready(void)
 {
     while ((LRT_NRF52_REG_READ(READY) & 1u) == 0u) {
@@ -49,20 +38,20 @@ static void set_config(uint32_t mode)
 {
     wait_ready();
     LRT_NRF52_REG_WRITE(CONFIG, mode);
-    barrier();
+    lrt_nvm_mmio_barrier();
     wait_ready();
 }
 
 static int nrf_read(const lrt_nvm_config *c, uint32_t addr, void *buf, uint32_t len)
 {
-    memcpy(buf, LRT_NRF52_MEM_PTR(base_of(c) + addr), len);
+    memcpy(buf, LRT_NRF52_MEM_PTR(lrt_nvm_mmio_base(c) + addr), len);
     return LRT_OK;
 }
 
 static int nrf_prog(const lrt_nvm_config *c, uint32_t addr, const void *buf, uint32_t len)
 {
     const uint8_t *src = (const uint8_t *)buf;
-    uint32_t dst = base_of(c) + addr, i;
+    uint32_t dst = lrt_nvm_mmio_base(c) + addr, i;
 
     if (addr % 4u != 0u || len % 4u != 0u)
         return LRT_ERR_ARG;
@@ -71,7 +60,7 @@ static int nrf_prog(const lrt_nvm_config *c, uint32_t addr, const void *buf, uin
         uint32_t w;
         memcpy(&w, src + i, 4);
         LRT_NRF52_MEM_WRITE32(dst + i, w);
-        barrier();
+        lrt_nvm_mmio_barrier();
         wait_ready();
     }
     set_config(CONFIG_REN);
@@ -80,13 +69,13 @@ static int nrf_prog(const lrt_nvm_config *c, uint32_t addr, const void *buf, uin
 
 static int nrf_erase(const lrt_nvm_config *c, uint32_t addr)
 {
-    uint32_t a = base_of(c) + addr;
+    uint32_t a = lrt_nvm_mmio_base(c) + addr;
 
     if (a % LRT_NRF52_PAGE_SIZE != 0u)
         return LRT_ERR_ARG;
     set_config(CONFIG_EEN);
     LRT_NRF52_REG_WRITE(ERASEPAGE, a);
-    barrier();
+    lrt_nvm_mmio_barrier();
     wait_ready();
     set_config(CONFIG_REN);
     return LRT_OK;

@@ -1,5 +1,6 @@
 /* lrt_nvm_stm32f4.c - STM32F4 flash controller backend for lrt_nvm (see lrt_nvm_stm32f4.h). */
 #include "lrt_nvm_stm32f4.h"
+#include "lrt_nvm_mmio.h"
 
 #include <string.h>
 
@@ -80,19 +81,6 @@ int lrt_nvm_stm32f4_sector(uint32_t addr, uint32_t *start, uint32_t *size)
     return (int)s;
 }
 
-static uint32_t base_of(const lrt_nvm_config *c)
-{
-    return (uint32_t)(uintptr_t)c->context;
-}
-
-static void barrier(void)
-{
-#if defined(__arm__)
-    /* the word must reach the flash interface before BSY is sampled */
-    __asm__ volatile("dsb" ::: "memory");
-#endif
-}
-
 static void wait_idle(void)
 {
     while (LRT_STM32F4_REG_READ(SR) & SR_BSY) {
@@ -128,14 +116,14 @@ static int finish(int err)
 
 static int f4_read(const lrt_nvm_config *c, uint32_t addr, void *buf, uint32_t len)
 {
-    memcpy(buf, LRT_STM32F4_MEM_PTR(base_of(c) + addr), len);
+    memcpy(buf, LRT_STM32F4_MEM_PTR(lrt_nvm_mmio_base(c) + addr), len);
     return LRT_OK;
 }
 
 static int f4_prog(const lrt_nvm_config *c, uint32_t addr, const void *buf, uint32_t len)
 {
     const uint8_t *src = (const uint8_t *)buf;
-    uint32_t dst = base_of(c) + addr, i, cr;
+    uint32_t dst = lrt_nvm_mmio_base(c) + addr, i, cr;
     int err;
 
     if (addr % 4u != 0u || len % 4u != 0u)
@@ -149,7 +137,7 @@ static int f4_prog(const lrt_nvm_config *c, uint32_t addr, const void *buf, uint
         uint32_t w;
         memcpy(&w, src + i, 4); /* little-endian core: the bytes land in order */
         LRT_STM32F4_MEM_WRITE32(dst + i, w);
-        barrier();
+        lrt_nvm_mmio_barrier();
         wait_idle();
         if (LRT_STM32F4_REG_READ(SR) & SR_ERRORS)
             break;
@@ -177,7 +165,7 @@ static void flush_caches(void)
 
 static int f4_erase(const lrt_nvm_config *c, uint32_t addr)
 {
-    uint32_t a = base_of(c) + addr, start, size, cr;
+    uint32_t a = lrt_nvm_mmio_base(c) + addr, start, size, cr;
     int snb = lrt_nvm_stm32f4_sector(a, &start, &size), err;
 
     if (snb < 0 || start != a || size != c->page_size)
@@ -188,7 +176,7 @@ static int f4_erase(const lrt_nvm_config *c, uint32_t addr)
     cr = LRT_STM32F4_REG_READ(CR) & ~(CR_PSIZE_MASK | CR_PG | CR_MER | CR_SNB_MASK);
     LRT_STM32F4_REG_WRITE(CR, cr | CR_PSIZE_X32 | CR_SER | ((uint32_t)snb << CR_SNB_SHIFT));
     LRT_STM32F4_REG_WRITE(CR, LRT_STM32F4_REG_READ(CR) | CR_STRT);
-    barrier();
+    lrt_nvm_mmio_barrier();
     wait_idle();
     err = finish(LRT_OK);
     flush_caches();
