@@ -208,23 +208,27 @@ void lrt_mnorm_init(lrt_mnorm *s)
 
 /* a + c (b - a) for c = 1 - beta: only the small constant enters, so its 32-bit rounding
  * does not compound over the ~1/(1 - beta) steps the average remembers */
-static lrt_ufx mnorm_toward(lrt_ufx a, lrt_ufx b)
+static lrt_ufx mnorm_toward(lrt_ufx a, lrt_ufx b, lrt_ufx c)
 {
-    if (lrt_ufx_cmp(b, a) >= 0)
-        return lrt_ufx_add(a, lrt_ufx_mul(MN_ONE_MINUS_BETA, lrt_ufx_sub(b, a)));
-    return lrt_ufx_sub(a, lrt_ufx_mul(MN_ONE_MINUS_BETA, lrt_ufx_sub(a, b)));
+    if (lrt_ufx_cmp(b, a) >= 0) return lrt_ufx_add(a, lrt_ufx_mul(c, lrt_ufx_sub(b, a)));
+    return lrt_ufx_sub(a, lrt_ufx_mul(c, lrt_ufx_sub(a, b)));
 }
 
-lrt_ufx lrt_mnorm_update(lrt_mnorm *s, lrt_ufx xmax)
+lrt_ufx lrt_mnorm_update_beta(lrt_mnorm *s, lrt_ufx xmax, lrt_ufx one_minus_beta)
 {
     lrt_ufx xm = lrt_ufx_add(xmax, MN_EPS);
     lrt_ufx xhat;
     if (s->steps < UINT32_MAX) s->steps++;
-    s->mv = mnorm_toward(s->mv, xm);
+    s->mv = mnorm_toward(s->mv, xm, one_minus_beta);
     /* 1 - beta^k kept directly: 1 - (a number close to 1) would lose 10 bits at k = 1 */
-    s->om = mnorm_toward(s->om, MN_ONE);
+    s->om = mnorm_toward(s->om, MN_ONE, one_minus_beta);
     xhat = lrt_ufx_div(s->mv, s->om);
     return lrt_ufx_cmp(xm, xhat) >= 0 ? xm : xhat;
+}
+
+lrt_ufx lrt_mnorm_update(lrt_mnorm *s, lrt_ufx xmax)
+{
+    return lrt_mnorm_update_beta(s, xmax, MN_ONE_MINUS_BETA);
 }
 
 /* factor f with out = x * f: 2^(x_exp - out_exp) / d */

@@ -56,9 +56,9 @@ uint64_t lrt_ufx_to_u64(lrt_ufx a, int32_t e);
 /* ---- gradient max-norm ------------------------------------------------------------------- */
 /* Per tensor: k = 0, x_mv = eps; per call: k += 1; x_max = max|x| + eps;
  * x_mv = beta x_mv + (1 - beta) x_max; x_hat = x_mv / (1 - beta^k);
- * x <- x / max(x_max, x_hat). beta = 0.999, eps = 1e-4 (real units of x).
- * (lrt_train.h has its own lrt_maxnorm for the bias/SGD schemes; this one serves the LRT
- * factors and any caller that wants the divisor as an lrt_ufx.) */
+ * x <- x / max(x_max, x_hat). beta = 0.999 unless given, eps = 1e-4 (real units of x).
+ * One implementation for the LRT factors (lrt_lowrank) and the bias/SGD gradients
+ * (lrt_train). */
 typedef struct {
     uint32_t steps;
     lrt_ufx mv; /* running average of max|x| + eps */
@@ -68,6 +68,8 @@ typedef struct {
 void lrt_mnorm_init(lrt_mnorm *s);
 /* One call per tensor: xmax = max|x| (real). Returns the divisor max(xmax + eps, x_hat). */
 lrt_ufx lrt_mnorm_update(lrt_mnorm *s, lrt_ufx xmax);
+/* The same with another beta, given as 1 - beta (> 0). */
+lrt_ufx lrt_mnorm_update_beta(lrt_mnorm *s, lrt_ufx xmax, lrt_ufx one_minus_beta);
 /* Update with x (real x * 2^x_exp) and write out = round(x / divisor * 2^-out_exp),
  * saturated to the output type. out may alias x. Returns LRT_OK or LRT_ERR_ARG. */
 int lrt_mnorm_s8(lrt_mnorm *s, const int8_t *x, int x_exp, uint32_t len, int8_t *out,

@@ -3,96 +3,8 @@
 
 #include <string.h>
 
-/* ---- pseudo-float ------------------------------------------------------------------------ */
-
-static const lrt_pf pf_zero = {0u, 0};
-
-lrt_pf lrt_pf_from(uint64_t v, int e)
-{
-    lrt_pf r;
-    if (v == 0) {
-        return pf_zero;
-    }
-    while (v >> 32) {
-        /* round half up without risking overflow of v + half */
-        unsigned k = 1;
-        while ((v >> k) >> 32) {
-            k++;
-        }
-        v = (v >> k) + ((v >> (k - 1)) & 1u);
-        e += (int)k;
-    }
-    while (v < 0x80000000u) {
-        v <<= 1;
-        e--;
-    }
-    e = LRT_CLAMP(e, -32000, 32000);
-    r.m = (uint32_t)v;
-    r.e = (int16_t)e;
-    return r;
-}
-
-lrt_pf lrt_pf_mul(lrt_pf a, lrt_pf b)
-{
-    if (a.m == 0 || b.m == 0) {
-        return pf_zero;
-    }
-    return lrt_pf_from((uint64_t)a.m * b.m, (int)a.e + b.e);
-}
-
-lrt_pf lrt_pf_add(lrt_pf a, lrt_pf b)
-{
-    int d;
-    uint64_t sum;
-    if (a.m == 0) {
-        return b;
-    }
-    if (b.m == 0) {
-        return a;
-    }
-    if (a.e < b.e) {
-        lrt_pf t = a;
-        a = b;
-        b = t;
-    }
-    d = (int)a.e - b.e;
-    if (d > 40) {
-        return a;
-    }
-    sum = ((uint64_t)a.m << 20) + (uint64_t)lrt_bp_round_shift((int64_t)((uint64_t)b.m << 20),
-                                                               (unsigned)d);
-    return lrt_pf_from(sum, (int)a.e - 20);
-}
-
-lrt_pf lrt_pf_div(lrt_pf a, lrt_pf b)
-{
-    if (a.m == 0 || b.m == 0) {
-        return pf_zero;
-    }
-    return lrt_pf_from((((uint64_t)a.m << 32) + b.m / 2) / b.m, (int)a.e - b.e - 32);
-}
-
-int lrt_pf_cmp(lrt_pf a, lrt_pf b)
-{
-    if (a.m == 0 || b.m == 0) {
-        return (a.m != 0) - (b.m != 0);
-    }
-    if (a.e != b.e) {
-        return a.e < b.e ? -1 : 1;
-    }
-    return (a.m > b.m) - (a.m < b.m);
-}
-
-lrt_pf lrt_pf_scale2(lrt_pf a, int k)
-{
-    if (a.m == 0) {
-        return a;
-    }
-    a.e = (int16_t)LRT_CLAMP((int)a.e + k, -32000, 32000);
-    return a;
-}
-
-int32_t lrt_pf_apply(int32_t g, lrt_pf a)
+/* round(g * a), half away from zero, saturated to int32 */
+static int32_t scale_grad(int32_t g, lrt_ufx a)
 {
     uint64_t mag, prod;
     int64_t r;
@@ -104,40 +16,17 @@ int32_t lrt_pf_apply(int32_t g, lrt_pf a)
     if (a.e >= 0) {
         r = INT32_MAX; /* m >= 2^31: any non-zero product overflows int32 */
     } else {
-        r = lrt_bp_round_shift((int64_t)prod, (unsigned)LRT_MIN(-(int)a.e, 63));
+        r = lrt_bp_round_shift((int64_t)prod, (unsigned)LRT_MIN(-(int64_t)a.e, 63));
         r = LRT_MIN(r, (int64_t)INT32_MAX);
     }
     return (int32_t)(g < 0 ? -r : r);
 }
 
-/* ---- max-norm ------------------------------------------------------------------------------ */
-
-void lrt_maxnorm_init(lrt_maxnorm *s)
+/* a / b, 0 when b is 0 (lrt_ufx_div saturates instead) */
+static lrt_ufx div_or_zero(lrt_ufx a, lrt_ufx b)
 {
-    s->k = 0;
-    s->mv.m = LRT_MAXNORM_EPS_M;
-    s->mv.e = LRT_MAXNORM_EPS_E;
-    s->beta_pow_q30 = 1u << 30;
-}
-
-lrt_pf lrt_maxnorm_divisor(lrt_maxnorm *s, lrt_pf max_abs, uint32_t beta_q30)
-{
-    lrt_pf eps, xmax, xhat, beta, omb;
-    uint32_t corr;
-    eps.m = LRT_MAXNORM_EPS_M;
-    eps.e = LRT_MAXNORM_EPS_E;
-    if (beta_q30 == 0 || beta_q30 >= (1u << 30)) {
-        beta_q30 = LRT_MAXNORM_BETA_Q30_DEFAULT;
-    }
-    beta = lrt_pf_from(beta_q30, -30);
-    omb = lrt_pf_from((1u << 30) - beta_q30, -30);
-    s->k++;
-    xmax = lrt_pf_add(max_abs, eps);
-    s->mv = lrt_pf_add(lrt_pf_mul(s->mv, beta), lrt_pf_mul(xmax, omb));
-    s->beta_pow_q30 = (uint32_t)(((uint64_t)s->beta_pow_q30 * beta_q30 + (1u << 29)) >> 30);
-    corr = (1u << 30) - s->beta_pow_q30; /* 1 - beta^k > 0 once k >= 1 */
-    xhat = lrt_pf_div(s->mv, lrt_pf_from(corr ? corr : 1u, -30));
-    return lrt_pf_cmp(xmax, xhat) >= 0 ? xmax : xhat;
+    static const lrt_ufx zero = {0u, 0};
+    return b.m == 0 ? zero : lrt_ufx_div(a, b);
 }
 
 /* ---- sizes ------------------------------------------------------------------------------------- */
@@ -259,8 +148,8 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
     for (i = 0; i < net->n_layers; i++) {
         lrt_train_layer_state *st = &buf->layer_state[i];
         memset(st, 0, sizeof(*st));
-        lrt_maxnorm_init(&st->mn_w);
-        lrt_maxnorm_init(&st->mn_b);
+        lrt_mnorm_init(&st->mn_w);
+        lrt_mnorm_init(&st->mn_b);
         if (cfg->scheme != LRT_SCHEME_INFERENCE && lrt_train_keep_needed(net, i) &&
             buf->keep[i] == NULL) {
             return LRT_ERR_ARG;
@@ -556,14 +445,19 @@ int lrt_train_update_row(lrt_trainer *t, uint8_t layer, uint16_t row, const int1
 
 /* ---- schemes -------------------------------------------------------------------------------- */
 
-static lrt_pf lr_pf(const lrt_trainer *t)
+static lrt_ufx learning_rate(const lrt_trainer *t)
 {
-    return lrt_pf_from(t->cfg.lr_q16, -16);
+    return lrt_ufx_make(t->cfg.lr_q16, -16);
 }
 
-static uint32_t beta_q30(const lrt_trainer *t)
+/* 1 - beta of the gradient max-norm */
+static lrt_ufx one_minus_beta(const lrt_trainer *t)
 {
-    return t->cfg.maxnorm_beta_q30 ? t->cfg.maxnorm_beta_q30 : LRT_MAXNORM_BETA_Q30_DEFAULT;
+    uint32_t beta = t->cfg.maxnorm_beta_q30;
+    if (beta == 0 || beta >= (1u << 30)) {
+        beta = LRT_MAXNORM_BETA_Q30_DEFAULT;
+    }
+    return lrt_ufx_make((1u << 30) - beta, -30);
 }
 
 static uint64_t abs64(int64_t v)
@@ -580,7 +474,7 @@ static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz
     int top = (int)l->bias_exp + 15 - acc_exp; /* range limit 2^(bias_exp+15) in acc LSBs */
     int step = bexp - acc_exp;
     int64_t lo, hi;
-    lrt_pf scale = lr_pf(t);
+    lrt_ufx scale = learning_rate(t);
     uint16_t o;
     if (top > 31) {
         lo = INT32_MIN;
@@ -599,13 +493,13 @@ static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz
         if (amax == 0) {
             return;
         }
-        scale = lrt_pf_div(scale, lrt_maxnorm_divisor(&st->mn_b, lrt_pf_from(amax, dz_exp),
-                                                      beta_q30(t)));
+        scale = div_or_zero(scale, lrt_mnorm_update_beta(&st->mn_b, lrt_ufx_make(amax, dz_exp),
+                                                      one_minus_beta(t)));
     }
-    scale = lrt_pf_scale2(scale, (int)dz_exp - bexp);
+    scale = lrt_ufx_ldexp(scale, (int)dz_exp - bexp);
     for (o = 0; o < l->out_c; o++) {
         int32_t gb = lrt_bp_bias_grad(l, dz, o);
-        int64_t du = lrt_pf_apply(gb, scale), b;
+        int64_t du = scale_grad(gb, scale), b;
         if (du == 0) {
             continue;
         }
@@ -643,14 +537,14 @@ static void bn_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
     const lrt_layer *l = &t->net->layers[li];
     lrt_bn *bn = l->bn;
     lrt_train_layer_state *st = &t->buf.layer_state[li];
-    lrt_pf sb = lr_pf(t), sg = lr_pf(t), gmax = pf_zero;
+    lrt_ufx sb = learning_rate(t), sg = learning_rate(t), gmax = {0u, 0};
     uint64_t bmax = 0;
     uint16_t c;
     int do_beta = 1, do_gamma = 1;
     for (c = 0; c < l->out_c; c++) {
         int64_t tg = lrt_bp_bn_gamma_sum(l, x, dy, c);
-        lrt_pf g = lrt_pf_div(lrt_pf_from(abs64(tg), dy_exp + 6), lrt_pf_from(bn->std_q[c], 0));
-        if (lrt_pf_cmp(g, gmax) > 0) {
+        lrt_ufx g = div_or_zero(lrt_ufx_make(abs64(tg), dy_exp + 6), lrt_ufx_make(bn->std_q[c], 0));
+        if (lrt_ufx_cmp(g, gmax) > 0) {
             gmax = g;
         }
         bmax = LRT_MAX(bmax, abs64(lrt_bp_bias_grad(l, dy, c)));
@@ -659,25 +553,25 @@ static void bn_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
         do_beta = bmax != 0;
         do_gamma = gmax.m != 0;
         if (do_beta) {
-            sb = lrt_pf_div(sb, lrt_maxnorm_divisor(&st->mn_b, lrt_pf_from(bmax, dy_exp),
-                                                    beta_q30(t)));
+            sb = div_or_zero(sb, lrt_mnorm_update_beta(&st->mn_b, lrt_ufx_make(bmax, dy_exp),
+                                                    one_minus_beta(t)));
         }
         if (do_gamma) {
-            sg = lrt_pf_div(sg, lrt_maxnorm_divisor(&st->mn_w, gmax, beta_q30(t)));
+            sg = div_or_zero(sg, lrt_mnorm_update_beta(&st->mn_w, gmax, one_minus_beta(t)));
         }
     }
-    sb = lrt_pf_scale2(sb, (int)dy_exp + 12);
-    sg = lrt_pf_scale2(sg, 12);
+    sb = lrt_ufx_ldexp(sb, (int)dy_exp + 12);
+    sg = lrt_ufx_ldexp(sg, 12);
     for (c = 0; c < l->out_c; c++) {
         if (do_beta) {
-            int32_t du = lrt_pf_apply(lrt_bp_bias_grad(l, dy, c), sb);
+            int32_t du = scale_grad(lrt_bp_bias_grad(l, dy, c), sb);
             bn->beta[c] = clamp_param((int64_t)bn->beta[c] - du);
         }
         if (do_gamma) {
             int64_t tg = lrt_bp_bn_gamma_sum(l, x, dy, c);
-            lrt_pf g = lrt_pf_div(lrt_pf_from(abs64(tg), dy_exp + 6),
-                                  lrt_pf_from(bn->std_q[c], 0));
-            int32_t du = lrt_pf_apply(tg < 0 ? -1 : 1, lrt_pf_mul(g, sg));
+            lrt_ufx g = div_or_zero(lrt_ufx_make(abs64(tg), dy_exp + 6),
+                                  lrt_ufx_make(bn->std_q[c], 0));
+            int32_t du = scale_grad(tg < 0 ? -1 : 1, lrt_ufx_mul(g, sg));
             bn->gamma[c] = clamp_param((int64_t)bn->gamma[c] - du);
         }
     }
@@ -721,7 +615,7 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
     int32_t step = lrt_train_weight_step(t);
     int lsb_exp = l->weight_exp + (lrt_train_weight_lsb_exp(t) + 7);
     int is_conv = l->kind == LRT_LAYER_CONV2D;
-    lrt_pf scale = lr_pf(t);
+    lrt_ufx scale = learning_rate(t);
     uint16_t o;
     if (!t->cfg.grad_real_units) {
         grad_exp += (int)l->weight_exp + 7; /* times alpha */
@@ -741,10 +635,10 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
         if (amax == 0) {
             return LRT_OK;
         }
-        scale = lrt_pf_div(scale, lrt_maxnorm_divisor(&st->mn_w, lrt_pf_from(amax, grad_exp),
-                                                      beta_q30(t)));
+        scale = div_or_zero(scale, lrt_mnorm_update_beta(&st->mn_w, lrt_ufx_make(amax, grad_exp),
+                                                      one_minus_beta(t)));
     }
-    scale = lrt_pf_scale2(scale, grad_exp - lsb_exp);
+    scale = lrt_ufx_ldexp(scale, grad_exp - lsb_exp);
     for (o = 0; o < l->out_c; o++) {
         const int8_t *old;
         int rc;
@@ -755,7 +649,7 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
         for (j = 0; j < m; j++) {
             uint32_t nz = 0, writes;
             int32_t g = lrt_bp_weight_grad_cell(l, x, dz, o, j, &nz);
-            int64_t du = lrt_pf_apply(g, scale);
+            int64_t du = scale_grad(g, scale);
             int64_t v = (int64_t)old[j] - du * step;
             t->buf.scratch[j] = (int8_t)LRT_CLAMP(v, -128, 128 - step);
             writes = is_conv ? nz : (du != 0);

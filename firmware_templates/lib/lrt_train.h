@@ -26,8 +26,8 @@
  * (LRT_ALGORITHM.md: beta 0.999, eps 1e-4) on each layer's weight gradient and bias
  * gradient: update = lr * g / max(max|g| + eps, x_hat), x_hat the bias-corrected running
  * average of max|g| + eps. Real-valued quantities that span many octaves (gradient maxima,
- * the running average, the resulting step) are kept in a small unsigned pseudo-float
- * (lrt_pf); no float or double is used.
+ * the running average, the resulting step) are kept in lrt_fixmath's unsigned pseudo-float
+ * (lrt_ufx); no float or double is used.
  *
  * Biases: int32 at the accumulator scale 2^(in_exp + weight_exp) (TFLite), restricted to the
  * paper's 16-bit format: LSB 2^max(bias_exp, in_exp + weight_exp), range
@@ -78,6 +78,7 @@
 #define LRT_TRAIN_H
 
 #include "lrt_backprop.h"
+#include "lrt_fixmath.h"
 #include "lrt_net.h"
 #include "lrt_wstore.h"
 
@@ -88,36 +89,8 @@ typedef enum {
     LRT_SCHEME_LRT = 3,
 } lrt_scheme;
 
-/* ---- unsigned pseudo-float: value = m * 2^e, m = 0 or 2^31 <= m < 2^32 ------------------ */
-typedef struct {
-    uint32_t m;
-    int16_t e;
-} lrt_pf;
-
-lrt_pf lrt_pf_from(uint64_t v, int e);              /* v * 2^e, rounded to 32 bits */
-lrt_pf lrt_pf_mul(lrt_pf a, lrt_pf b);
-lrt_pf lrt_pf_add(lrt_pf a, lrt_pf b);
-lrt_pf lrt_pf_div(lrt_pf a, lrt_pf b);              /* b must be non-zero (else returns 0) */
-int lrt_pf_cmp(lrt_pf a, lrt_pf b);                 /* -1, 0, 1 */
-lrt_pf lrt_pf_scale2(lrt_pf a, int k);              /* a * 2^k */
-/* round(g * a), half away from zero, saturated to int32. */
-int32_t lrt_pf_apply(int32_t g, lrt_pf a);
-
-/* ---- gradient max-norm (per tensor) --------------------------------------------------- */
+/* ---- gradient max-norm (per tensor): lrt_mnorm of lrt_fixmath.h ------------------------ */
 #define LRT_MAXNORM_BETA_Q30_DEFAULT 1072668082u /* 0.999 * 2^30 */
-#define LRT_MAXNORM_EPS_M 3518437209u            /* 1e-4 = LRT_MAXNORM_EPS_M * 2^-45 */
-#define LRT_MAXNORM_EPS_E (-45)
-
-typedef struct {
-    uint32_t k;            /* calls so far */
-    lrt_pf mv;             /* running average of max|x| + eps */
-    uint32_t beta_pow_q30; /* beta^k, for the bias correction */
-} lrt_maxnorm;
-
-void lrt_maxnorm_init(lrt_maxnorm *s);
-/* One call per tensor and step: max_abs = max|x| (real). Returns the divisor
- * max(max_abs + eps, x_hat); the normalized tensor is x / divisor. */
-lrt_pf lrt_maxnorm_divisor(lrt_maxnorm *s, lrt_pf max_abs, uint32_t beta_q30);
 
 /* ---- trainer -------------------------------------------------------------------------- */
 typedef struct {
@@ -142,7 +115,7 @@ typedef struct {
     uint32_t paper_max;        /* max over cells (exact with per-cell counters) */
     uint32_t changed_commits;  /* transactions that changed a cell of this layer */
     uint32_t paper_bound;      /* sum over samples of the per-sample max paper count */
-    lrt_maxnorm mn_w, mn_b;    /* max-norm state of the weight and bias gradients */
+    lrt_mnorm mn_w, mn_b;      /* max-norm state of the weight and bias gradients */
     uint8_t dirty;             /* changed in the open transaction */
 } lrt_train_layer_state;
 

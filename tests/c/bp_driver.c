@@ -337,11 +337,12 @@ static void mode_maxnorm(void)
 {
     int32_t n = rd32(stdin), i;
     uint32_t beta = (uint32_t)rd32(stdin);
-    lrt_maxnorm s;
-    lrt_maxnorm_init(&s);
+    lrt_mnorm s;
+    lrt_ufx omb = lrt_ufx_make((1u << 30) - beta, -30);
+    lrt_mnorm_init(&s);
     for (i = 0; i < n; i++) {
         int32_t mant = rd32(stdin), e = rd32(stdin);
-        lrt_pf d = lrt_maxnorm_divisor(&s, lrt_pf_from((uint64_t)(uint32_t)mant, e), beta);
+        lrt_ufx d = lrt_mnorm_update_beta(&s, lrt_ufx_make((uint64_t)(uint32_t)mant, e), omb);
         wr32((int32_t)d.m);
         wr32(d.e);
     }

@@ -30,7 +30,8 @@ SCHEME = {"inference": 0, "bias": 1, "sgd": 2, "lrt": 3}
 
 
 def driver_sources() -> list[Path]:
-    libs = ["lrt_backprop", "lrt_train", "lrt_wstore", "lrt_net", "lrt_kernels", "lrt_common"]
+    libs = ["lrt_backprop", "lrt_train", "lrt_fixmath", "lrt_wstore", "lrt_net", "lrt_kernels",
+            "lrt_common"]
     return [HERE / "bp_driver.c", *(LIB_DIR / f"{n}.c" for n in libs)]
 
 

@@ -153,7 +153,7 @@ def train_buffer_sizes(model: Model) -> dict[str, Any]:
 
 BN_BYTES_PER_CHANNEL = 30  # gamma, beta, mean, msq, bias, mu, std_q (int32), w, shift (int8)
 BN_STRUCT_BYTES = 44  # sizeof(lrt_bn) on Cortex-M (10 pointers + batch, padded)
-TRAIN_LAYER_STATE_BYTES = 72  # sizeof(lrt_train_layer_state) on Cortex-M (host: 80)
+TRAIN_LAYER_STATE_BYTES = 80  # sizeof(lrt_train_layer_state) on Cortex-M and host
 LRT_STRUCT_BYTES = 160  # sizeof(lrt_lowrank) without its buffers
 
 
