@@ -127,16 +127,21 @@ def _check_type(origin: str, key: str, value: Any, hint: Any) -> Any:
     raise UserError(f"{origin}: field '{key}' must be {names}, got {value!r}")
 
 
+def _settable_fields() -> dict[str, Any]:
+    """Type hint of every field a config file or --set may give."""
+    hints = get_type_hints(BuildConfig)
+    return {f.name: hints[f.name] for f in fields(BuildConfig) if f.name != "extra"}
+
+
 def parse_setting(text: str, origin: str = "--set") -> tuple[str, Any]:
     """``KEY=VALUE`` for one BuildConfig field, VALUE typed by the field (lists: a,b,c)."""
     key, sep, raw = text.partition("=")
     key, raw = key.strip().replace("-", "_"), raw.strip()
-    hints = get_type_hints(BuildConfig)
-    known = {f.name for f in fields(BuildConfig)} - {"extra"}
+    hints = _settable_fields()
     if not sep or not key:
         raise UserError(f"{origin} {text!r}: expected KEY=VALUE")
-    if key not in known:
-        names = ", ".join(sorted(known))
+    if key not in hints:
+        names = ", ".join(sorted(hints))
         raise UserError(f"{origin} {text!r}: unknown field '{key}'; known: {names}")
     allowed = get_args(hints[key]) or (hints[key],)
     value: Any = raw
@@ -165,13 +170,12 @@ def load_config(path: Path | str | None, **overrides: Any) -> BuildConfig:
             raise UserError(f"config file {path} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"{path}: not valid TOML ({exc})") from None
-        hints = get_type_hints(BuildConfig)
-        known = {f.name for f in fields(BuildConfig)} - {"extra"}
+        hints = _settable_fields()
         values: dict[str, Any] = {}
         for key, value in raw.items():
-            if key not in known:
+            if key not in hints:
                 raise UserError(
-                    f"{path}: unknown field '{key}'; known fields: {', '.join(sorted(known))}"
+                    f"{path}: unknown field '{key}'; known fields: {', '.join(sorted(hints))}"
                 )
             values[key] = _check_type(origin, key, value, hints[key])
         base = replace(base, **values)
