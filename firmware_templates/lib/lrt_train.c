@@ -714,25 +714,33 @@ static int lrt_terms(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *
     return LRT_OK;
 }
 
+/* Hand a trainable layer's gradient to the layer_grad hook, if any (w: NULL for batch norm). */
+static int report_grad(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
+                       int16_t dz_exp, const int8_t *w)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    lrt_train_grad g;
+    if (t->hooks.layer_grad == NULL) {
+        return LRT_OK;
+    }
+    g.layer = l;
+    g.index = li;
+    g.x = x;
+    g.x_zp = -l->input_offset;
+    g.x_exp = l->in_exp;
+    g.dz = dz;
+    g.dz_exp = dz_exp;
+    g.w = w;
+    return t->hooks.layer_grad(t->hooks.ctx, t, &g);
+}
+
 static int train_layer(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
                        int16_t dz_exp, uint32_t nz)
 {
     const lrt_layer *l = &t->net->layers[li];
-    int rc;
-    if (t->hooks.layer_grad != NULL) {
-        lrt_train_grad g;
-        g.layer = l;
-        g.index = li;
-        g.x = x;
-        g.x_zp = -l->input_offset;
-        g.x_exp = l->in_exp;
-        g.dz = dz;
-        g.dz_exp = dz_exp;
-        g.w = lrt_layer_weights(t->net, l);
-        rc = t->hooks.layer_grad(t->hooks.ctx, t, &g);
-        if (rc != LRT_OK) {
-            return rc;
-        }
+    int rc = report_grad(t, li, x, dz, dz_exp, lrt_layer_weights(t->net, l));
+    if (rc != LRT_OK) {
+        return rc;
     }
     if (nz == 0) {
         return LRT_OK; /* zero gradient: nothing to add, nothing to update */
@@ -822,17 +830,8 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
                 /* visited only above the lowest trainable weight layer (the walk stops there) */
                 uint32_t nz = lrt_bp_act_mask(l, t->buf.keep[li], gbuf[cur]);
                 gnext = ge;
-                if (l->trainable && t->hooks.layer_grad != NULL) {
-                    lrt_train_grad g;
-                    g.layer = l;
-                    g.index = li;
-                    g.x = x;
-                    g.x_zp = -l->input_offset;
-                    g.x_exp = l->in_exp;
-                    g.dz = gbuf[cur];
-                    g.dz_exp = ge;
-                    g.w = NULL;
-                    rc = t->hooks.layer_grad(t->hooks.ctx, t, &g);
+                if (l->trainable) {
+                    rc = report_grad(t, li, x, gbuf[cur], ge, NULL);
                     if (rc != LRT_OK) {
                         return fail(t, rc);
                     }
