@@ -1,39 +1,35 @@
 """Float reference of the LRT streaming low-rank gradient accumulator (numpy only).
 
-Gural et al. 2020, "Low-Rank Training of Deep Neural Networks for Emerging Memory
-Technology" (shared/LRT_ALGORITHM.md). A weight gradient is a long sum of outer products
-u v^T (u = dz, v = layer input / conv patch). The accumulator keeps a rank-r estimate
+The algorithm and its derivation are in docs/ESTIMATOR.md. A weight gradient is a sum of
+low-rank blocks L R^T (a dense layer's per-sample gradient is dz a^T, rank 1; a conv
+layer's is sum_p dz_p patch_p^T, rank <= min(n, m, pixels)). The accumulator keeps a rank-r
+estimate
 
-    G ~= QL[:, :r] diag(cx) QR[:, :r]^T      (QL: n x q, QR: m x q, q = r + 1)
+    G ~= QL diag(cx) QR^T      (QL: n x r, QR: m x r, orthonormal columns, cx descending)
 
-and one step adds u v^T:
+and one block step adds left @ right.T (left: n x k, right: m x k):
 
-1. modified Gram-Schmidt of u against QL[:, :r] (coefficients alpha) and of v against
-   QR[:, :r] (beta); the residual norms are alpha_q, beta_q and the normalised residuals
-   become the scratch columns QL[:, r], QR[:, r];
-2. kappa skip: if cx[0] > kappa_th alpha_q beta_q the whole sample is dropped (as in the
-   authors' code; it saves the SVD on most conv pixels and breaks exactness/unbiasedness,
-   so tests of those properties set kappa_th = 0);
-3. C = alpha beta^T + diag(cx, 0), SVD C = U diag(sigma) V^T;
-4. truncation to rank r, T (r x q): biased = drop sigma_q; unbiased = minimum-variance
-   mixing of the smallest singular values (Householder basis with random signs), whose
-   expectation is exactly C (Benzing et al. 2019);
-5. QL[:, :r] <- QL U T^T, QR[:, :r] <- QR V T^T, cx <- new weights.
+1. QR of [QL | left] and [QR | right] by modified Gram-Schmidt, twice ("twice is enough"),
+   column by column; a column whose residual is below 2^-10 of its norm is numerically
+   dependent and adds no direction. [QL | left] = [QL | PL] A~, A~ = [[I, A1], [0, A2]];
+2. the core C = A~ blockdiag(diag(cx), I_k) B~^T = diag(cx, 0) + A B^T,
+   (r + kl) x (r + kr), and its SVD U diag(sigma) V^T; singular values below 2^-14 sigma_0
+   count as zero (the noise level of the C code's int16 bases);
+3. truncation from rank <= r + k back to r: biased = keep the r largest; unbiased = the
+   minimum-variance unbiased truncation (keep the largest i, spread the tail over
+   k' = r - i equal weights along a random projector built by a chain of Givens rotations,
+   random signs per tail row);
+4. QL <- [QL | PL] U T, QR <- [QR | PR] V T, cx <- the new weights.
 
 The flush turns the estimate into a weight update dW = lr B_eff^p L R^T (L, R the factors
 scaled by sqrt(cx), optionally max-normed), quantised to the weight LSB, written only if at
 least rho_min of the weights change.
 
-This module is the oracle of the integer C code (firmware_templates/lib/lrt_lowrank.c). To
-let both follow the same random path it mirrors these conventions of the C code: one 32-bit
-xorshift32 word per step call (signs = its top bits), canonical SVD signs (the largest
-|U_ik| of every column is positive) and canonical bases of equal singular values, and two
-guards against the noise level of the C code's int16 bases, which the unbiased mixing would
-amplify to O(sqrt(noise)): a step whose u or v lies in the span of its basis up to a
-residual below 2^-8 of its norm truncates biased (in exact arithmetic s1 would be 0, where
-the paper's rule is the biased truncation too; the span noise of int16 bases grows like
-sqrt(steps) and reaches ~1e-3 after a few thousand steps), and singular values below
-2^-14 sigma_1 count as zero.
+This module is the oracle of the integer C code (firmware_templates/lib/lrt_lowrank.c):
+same steps, same thresholds, same sign convention (one xorshift32 word per block step, bit
+31 - a is the sign of tail row a). The unbiased estimator is compared with the C code in
+distribution, not path by path (a random path is discontinuous where the SVD basis of equal
+singular values jumps).
 """
 
 from __future__ import annotations
@@ -46,11 +42,12 @@ import numpy as np
 
 MASK32 = 0xFFFFFFFF
 SIGMA_FLOOR = 2.0**-14
-RESID_FLOOR = 2.0**-8
-GROUP_TOL = 2.0**-20
+RESID_FLOOR = 2.0**-10
+PROJ_TOL = 1e-9  # ties between the carry and p_j within float rounding
+MAX_BLOCK = 16  # columns k of one block step (twin of LRT_LOWRANK_MAX_BLOCK)
 
 SignSource = Callable[[], int]
-"""Returns one 32-bit word per step; bit 31 - a is the sign of the a-th mixed direction."""
+"""Returns one 32-bit word per block step; bit 31 - a is the sign of the a-th tail row."""
 
 
 def xorshift32_seed(seed: int) -> int:
@@ -80,87 +77,120 @@ class XorShift32:
 
 
 def signs_from_word(word: int, count: int) -> np.ndarray:
-    """+-1 signs of the mixed directions: a set bit (31 - a) means -1."""
+    """+-1 signs of the tail rows: a set bit (31 - a) means -1."""
     bits = (word >> (31 - np.arange(count))) & 1
     return (1 - 2 * bits).astype(np.float64)
 
 
-def canonical_svd(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SVD with sorted singular values and the sign convention of the C code."""
-    u, s, vt = np.linalg.svd(c)
-    v = vt.T.copy()
-    for k in range(u.shape[1]):
-        p = int(np.argmax(np.abs(u[:, k])))
-        if u[p, k] < 0:
-            u[:, k] *= -1
-            v[:, k] *= -1
-    return u, s, v
+def givens_projector(p: np.ndarray) -> np.ndarray:
+    """Orthonormal X (N x k, k = sum p) whose projector X X^T has diagonal p (0 <= p_j <= 1).
 
-
-def canonical_groups(
-    sigma: np.ndarray, u: np.ndarray, v: np.ndarray, tol: float = GROUP_TOL
-) -> None:
-    """Give every group of (nearly) equal non-zero singular values a canonical basis, in place.
-
-    The basis of a degenerate singular subspace is arbitrary (LAPACK and the C code's Jacobi
-    pick different ones), but the random-sign mixing depends on it. Values closer than
-    tol * sigma_1 (chained) form a group; its basis becomes the pivoted Gram-Schmidt of the
-    rows of U_G (largest residual row first), which depends only on the subspace, and its
-    values their mean (a change below the C code's int16 noise).
+    Entries with p_j = 1 get a unit column of their own and entries with p_j = 0 a zero row.
+    The others (N' of them, each strictly inside (0, 1)) go through a chain of N' - 1 Givens
+    rotations (docs/ESTIMATOR.md): the first starts selected with diagonal value c = 1; at
+    position j the next basis vector is selected (f = 1) iff p_j > c, and a rotation in the
+    plane (j, j + 1) with sin^2 = (p_j - c) / (f - c) sets diagonal entry j to p_j; the
+    carry c + f - p_j (in [0, 1]) moves on to j + 1. The selected count is the sum of these
+    p because the trace is preserved and the last carry, in [0, 1], differs from the last
+    p (in (0, 1)) by an integer.
     """
-    q = len(sigma)
-    a = 0
-    while a < q and sigma[a] > 0:
-        b = a
-        while b + 1 < q and sigma[b + 1] > 0 and sigma[b] - sigma[b + 1] <= tol * sigma[0]:
-            b += 1
-        if b > a:
-            g = b - a + 1
-            rows = u[:, a : b + 1]
-            basis = np.zeros((g, g))
-            free = np.ones(q, dtype=bool)
-            for t in range(g):
-                res = rows - (rows @ basis[:, :t]) @ basis[:, :t].T
-                norms = np.where(free, np.einsum("ij,ij->i", res, res), -1.0)
-                p = int(np.argmax(norms))
-                free[p] = False
-                basis[:, t] = res[p] / np.sqrt(norms[p])
-            u[:, a : b + 1] = rows @ basis
-            v[:, a : b + 1] = v[:, a : b + 1] @ basis
-            sigma[a : b + 1] = sigma[a : b + 1].mean()
-        a = b + 1
+    p = np.asarray(p, dtype=np.float64)
+    n = len(p)
+    ones = np.flatnonzero(p >= 1.0 - PROJ_TOL)
+    mid = np.flatnonzero((p > PROJ_TOL) & (p < 1.0 - PROJ_TOL))
+    cols = [np.eye(n)[:, j] for j in ones]
+    if len(mid):
+        pm = p[mid]
+        g = np.eye(len(mid))
+        selected = [0]
+        c = 1.0
+        for j in range(len(mid) - 1):
+            f = 1.0 if pm[j] > c + PROJ_TOL else 0.0  # a tie (rounding) needs no new vector
+            if f:
+                selected.append(j + 1)
+            den = f - c
+            s2 = 0.0 if den == 0.0 else min(max((pm[j] - c) / den, 0.0), 1.0)
+            cs, sn = math.sqrt(1.0 - s2), math.sqrt(s2)
+            g[[j, j + 1]] = np.array([[cs, -sn], [sn, cs]]) @ g[[j, j + 1]]
+            c = min(max(c + f - pm[j], 0.0), 1.0)
+        for s in selected:
+            col = np.zeros(n)
+            col[mid] = g[:, s]
+            cols.append(col)
+    return np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+
+
+def unbiased_split(sigma: np.ndarray, rank: int) -> tuple[int, float]:
+    """(i, s1): keep sigma_0..sigma_{i-1}, spread s1 = sum_{j >= i} sigma_j over r - i slots.
+
+    The smallest i with (r - i) sigma_i <= s1 (i = r - 1 always qualifies); sigma sorted
+    descending with more than r non-zero entries.
+    """
+    tail = np.cumsum(sigma[::-1])[::-1]
+    i = next(i for i in range(rank) if (rank - i) * sigma[i] <= tail[i])
+    return i, float(tail[i])
 
 
 def truncation(
     sigma: np.ndarray, rank: int, unbiased: bool, word: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank-r truncation of sorted singular values (q = rank + 1 of them).
+    """Rank-r truncation of sorted singular values (any number N of them).
 
-    Returns T (r x q) and the new weights cx (r) such that the new estimate is
-    U T^T diag(cx) T V^T. Biased: T = [I 0]. Unbiased: keep sigma_1..sigma_{i-1}, replace the
-    k + 1 = q - i + 1 smallest by k equal values s1 / k along k random directions of their
-    span; E[T^T diag(cx) T] = diag(sigma), the minimum-variance unbiased choice.
+    Returns T (N x r) and the new weights cx (r) such that the new estimate is
+    U T diag(cx) T^T V^T (U, V the singular vectors). Unbiased: E[T diag(cx) T^T] =
+    diag(sigma) over the random signs, with the smallest variance an unbiased rank-r
+    estimate can have.
     """
-    q = rank + 1
-    t = np.eye(rank, q)
-    if not unbiased:
-        return t, sigma[:rank].copy()
-    tail = np.cumsum(sigma[::-1])[::-1]  # tail[i] = sum_{j >= i} sigma_j
-    # smallest i with (q - 1 - i) sigma_i <= tail[i]; i = q - 2 always qualifies
-    i = next(i for i in range(q - 1) if (q - 1 - i) * sigma[i] <= tail[i])
-    s1, k = float(tail[i]), q - 1 - i
-    if s1 <= 0.0:  # nothing to mix: the biased truncation is exact
-        return t, sigma[:rank].copy()
-    x0 = np.sqrt(np.clip(1.0 - sigma[i:] * k / s1, 0.0, 1.0))  # unit vector, k + 1 entries
-    w = x0.copy()
-    w[0] -= 1.0
-    # Householder reflection mapping e_0 to x0 (||w||^2 = 2 (1 - x0[0]), x0[0] <= sqrt(1/2));
-    # its columns 1..k are an orthonormal basis of the complement of x0.
-    h = np.eye(k + 1) - np.outer(w, w) / (1.0 - x0[0])
-    x = signs_from_word(word, k + 1)[:, None] * h[:, 1:]
-    t[i:, i:] = x.T
-    cx = np.concatenate([sigma[:i], np.full(k, s1 / k)])
+    big = len(sigma)
+    t = np.zeros((big, rank))
+    cx = np.zeros(rank)
+    live = int(np.count_nonzero(sigma > 0))
+    if live <= rank or not unbiased:
+        keep = min(live, rank)
+        t[np.arange(keep), np.arange(keep)] = 1.0
+        cx[:keep] = sigma[:keep]
+        return t, cx
+    i, s1 = unbiased_split(sigma[:live], rank)
+    kp = rank - i
+    t[np.arange(i), np.arange(i)] = 1.0
+    cx[:i] = sigma[:i]
+    p = np.clip(sigma[i:live] * kp / s1, 0.0, 1.0)
+    x = givens_projector(p)
+    t[i:live, i:] = signs_from_word(word, live - i)[:, None] * x
+    cx[i:] = s1 / kp
     return t, cx
+
+
+def extend_basis(q: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[q | cols] = [q | P] [[I, A1], [0, A2]]: returns P (d x kk) and A = [A1; A2].
+
+    Gram-Schmidt, twice, column by column against q and the new columns so far (the C code
+    subtracts one basis column at a time; the same projection up to rounding); a column whose
+    residual is below RESID_FLOOR of its norm adds no new direction.
+    """
+    d, k = cols.shape
+    r = q.shape[1]
+    a = np.zeros((r + k, k))
+    basis = np.zeros((d, r + k))
+    basis[:, :r] = q
+    kk = 0
+    for c in range(k):
+        x = cols[:, c].astype(np.float64).copy()
+        norm0 = float(np.linalg.norm(x))
+        if norm0 == 0.0:
+            continue
+        used = basis[:, : r + kk]
+        for _ in range(2):
+            dots = used.T @ x
+            a[: r + kk, c] += dots
+            x -= used @ dots
+        nr = float(np.linalg.norm(x))
+        if nr <= RESID_FLOOR * norm0:
+            continue
+        a[r + kk, c] = nr
+        basis[:, r + kk] = x / nr
+        kk += 1
+    return basis[:, r : r + kk].copy(), a[: r + kk]
 
 
 class MaxNorm:
@@ -189,7 +219,6 @@ class LowRankConfig:
 
     rank: int = 4
     unbiased: bool = True
-    kappa_th: float = 100.0  # 0 disables the skip
     rho_min: float = 0.01
     lr: float = 0.01
     batch_pow: float = 0.5  # lr_eff = lr * B_eff ** batch_pow
@@ -197,11 +226,10 @@ class LowRankConfig:
     discount: float = 1.0  # cx and B_eff factor when a flush is deferred
     seed: int = 1
     sigma_floor: float = SIGMA_FLOOR
-    resid_floor: float = RESID_FLOOR
 
 
 class LowRankAccumulator:
-    """Streaming rank-r accumulator of sum_i u_i v_i^T (float64)."""
+    """Streaming rank-r accumulator of a sum of low-rank blocks (float64)."""
 
     def __init__(
         self, n: int, m: int, config: LowRankConfig | None = None, signs: SignSource | None = None
@@ -220,59 +248,60 @@ class LowRankAccumulator:
 
     def reset(self) -> None:
         """Empty the accumulator (after a weight write); the sign source and max-norm go on."""
-        q = self.rank + 1
-        self.ql = np.zeros((self.n, q))
-        self.qr = np.zeros((self.m, q))
+        self.ql = np.zeros((self.n, self.rank))
+        self.qr = np.zeros((self.m, self.rank))
         self.cx = np.zeros(self.rank)
         self.b_eff = 0.0
         self.steps = 0
         self.applied = 0
 
-    def step(self, u: np.ndarray, v: np.ndarray) -> bool:
-        """Add u v^T. Returns False if the step was skipped (zero vector or kappa skip)."""
+    def step_block(self, left: np.ndarray, right: np.ndarray) -> bool:
+        """Add left @ right.T (left n x k, right m x k). False if the block is zero."""
         word = self.signs()  # one word per call, like the C code
         self.steps += 1
-        u = np.array(u, dtype=np.float64).ravel()
-        v = np.array(v, dtype=np.float64).ravel()
-        if not u.any() or not v.any():
+        left = np.asarray(left, dtype=np.float64).reshape(self.n, -1)
+        right = np.asarray(right, dtype=np.float64).reshape(self.m, -1)
+        if not left.any() or not right.any():
             return False
-        r, ql, qr = self.rank, self.ql, self.qr
-        u_norm, v_norm = np.linalg.norm(u), np.linalg.norm(v)
-        alpha, beta = np.zeros(r + 1), np.zeros(r + 1)
-        for j in range(r):  # modified Gram-Schmidt
-            alpha[j] = ql[:, j] @ u
-            u -= alpha[j] * ql[:, j]
-            beta[j] = qr[:, j] @ v
-            v -= beta[j] * qr[:, j]
-        alpha[r], beta[r] = np.linalg.norm(u), np.linalg.norm(v)
-        # u or v in the span up to noise: truncate biased (see the module docstring)
-        in_span = (
-            alpha[r] < self.cfg.resid_floor * u_norm or beta[r] < self.cfg.resid_floor * v_norm
-        )
-        if self.cfg.kappa_th > 0 and self.cx[0] > self.cfg.kappa_th * alpha[r] * beta[r]:
+        r = self.rank
+        pl, a = extend_basis(self.ql, left)
+        pr, b = extend_basis(self.qr, right)
+        core = a @ b.T
+        core[np.arange(r), np.arange(r)] += self.cx
+        u, sigma, vt = np.linalg.svd(core, full_matrices=False)
+        if sigma[0] == 0.0:
             return False
-        ql[:, r] = u / alpha[r] if alpha[r] > 0 else 0.0
-        qr[:, r] = v / beta[r] if beta[r] > 0 else 0.0
-        c = np.outer(alpha, beta)
-        c[np.arange(r), np.arange(r)] += self.cx
-        uc, sigma, vc = canonical_svd(c)
         sigma = np.where(sigma < self.cfg.sigma_floor * sigma[0], 0.0, sigma)
-        canonical_groups(sigma, uc, vc)
-        t, self.cx = truncation(sigma, r, self.cfg.unbiased and not in_span, word)
-        ql[:, :r] = ql @ (uc @ t.T)
-        qr[:, :r] = qr @ (vc @ t.T)
-        ql[:, r] = 0.0
-        qr[:, r] = 0.0
+        t, self.cx = truncation(sigma, r, self.cfg.unbiased, word)
+        self.ql = np.hstack([self.ql, pl]) @ (u @ t)
+        self.qr = np.hstack([self.qr, pr]) @ (vt.T @ t)
         self.applied += 1
         return True
+
+    def step(self, u: np.ndarray, v: np.ndarray) -> bool:
+        """Add the outer product u v^T (a block of one column)."""
+        return self.step_block(np.ravel(u)[:, None], np.ravel(v)[:, None])
+
+    def add_sample(
+        self, dz: np.ndarray, patches: np.ndarray, block_pixels: int | None = None
+    ) -> None:
+        """Add one sample's weight gradient sum_p dz[p] patches[p]^T (dz: P x n, patches:
+        P x m) the way the firmware does: as one block (left = I_n, right = G^T) if
+        block_pixels is None, else in blocks of block_pixels non-zero pixels."""
+        if block_pixels is None:
+            self.step_block(np.eye(self.n), patches.T @ dz)
+            return
+        live = np.flatnonzero(np.any(dz != 0, axis=1))
+        for s in range(0, len(live), block_pixels):
+            idx = live[s : s + block_pixels]
+            self.step_block(dz[idx].T, patches[idx].T)
 
     def end_sample(self) -> None:
         self.b_eff += 1.0
 
     def estimate(self) -> np.ndarray:
         """The current rank-r estimate of the accumulated sum (n x m)."""
-        r = self.rank
-        return (self.ql[:, :r] * self.cx) @ self.qr[:, :r].T
+        return (self.ql * self.cx) @ self.qr.T
 
     def lr_eff(self) -> float:
         return self.cfg.lr * self.b_eff**self.cfg.batch_pow if self.b_eff > 0 else 0.0
@@ -282,9 +311,8 @@ class LowRankAccumulator:
 
         Updates the max-norm state (once per flush attempt, as in the reference code).
         """
-        r = self.rank
         root = np.sqrt(self.cx)
-        left, right = self.ql[:, :r] * root, self.qr[:, :r] * root
+        left, right = self.ql * root, self.qr * root
         if self.cfg.maxnorm:
             left = self.mn_l(left)
             right = self.mn_r(right)
