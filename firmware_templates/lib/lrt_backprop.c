@@ -555,3 +555,52 @@ int64_t lrt_bp_bn_gamma_sum(const lrt_layer *l, const int8_t *x, const int8_t *d
     }
     return acc;
 }
+
+uint32_t lrt_conv_wgrad_size(const lrt_layer *l)
+{
+    return 4u * l->out_c * lrt_bp_layer_m(l);
+}
+
+void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, int32_t *g)
+{
+    lrt_bp_geom geo;
+    const uint32_t m = lrt_bp_layer_m(l);
+    const int32_t off = l->input_offset; /* x - zp = x + input_offset */
+    uint32_t oy, ox, ky, kx, c, j;
+    uint16_t o, n;
+    lrt_bp_geom_of(l, &geo);
+    n = geo.out_c;
+    memset(g, 0, sizeof(int32_t) * n * m);
+    for (oy = 0; oy < geo.out_h; oy++) {
+        for (ox = 0; ox < geo.out_w; ox++) {
+            const int8_t *d = dz + ((size_t)oy * geo.out_w + ox) * n;
+            for (o = 0; o < n && d[o] == 0; o++) {
+            }
+            if (o == n) {
+                continue;
+            }
+            j = 0;
+            for (ky = 0; ky < geo.kh; ky++) {
+                const int32_t iy = (int32_t)(oy * geo.sh + ky) - geo.pt;
+                for (kx = 0; kx < geo.kw; kx++, j += geo.in_c) {
+                    const int32_t ix = (int32_t)(ox * geo.sw + kx) - geo.pl;
+                    const int8_t *px;
+                    if (iy < 0 || iy >= (int32_t)geo.in_h || ix < 0 || ix >= (int32_t)geo.in_w) {
+                        continue; /* padding: the tap is the zero point, x - zp = 0 */
+                    }
+                    px = x + ((size_t)iy * geo.in_w + (size_t)ix) * geo.in_c;
+                    for (c = 0; c < geo.in_c; c++) {
+                        const int32_t v = (int32_t)px[c] + off;
+                        int32_t *gj = g + j + c;
+                        if (v == 0) {
+                            continue;
+                        }
+                        for (o = 0; o < n; o++) {
+                            gj[(size_t)o * m] += (int32_t)d[o] * v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -137,6 +137,15 @@ int lrt_bp_batchnorm(const lrt_layer *l, const int8_t *dy, int16_t dy_exp, int8_
 /* sum over pixels p of dy[p][c] * (x_int[p][c] 2^16 - mu[c]), x the layer's input. */
 int64_t lrt_bp_bn_gamma_sum(const lrt_layer *l, const int8_t *x, const int8_t *dy, uint16_t c);
 
+/* Per-sample weight gradient of a conv (or dense) layer for the LRT block update:
+ * g[o * m + j] = sum over output pixels p of dz[p][o] * (x[tap j of p] - zp), int32, n x m
+ * row-major (= the m x n block G^T column-major). Plain C reference kernel: pixels outer,
+ * taps middle, channels inner, pixels whose dz is all zero and zero-point taps skipped.
+ * |g| <= pixels * 127 * 255 < 2^31 for pixels <= LRT_BP_MAX_PIXELS. */
+void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, int32_t *g);
+/* Bytes of lrt_conv_wgrad_s32's output buffer: 4 * out_c * m. */
+uint32_t lrt_conv_wgrad_size(const lrt_layer *l);
+
 /* The k*k*c_in input patch under output pixel (oy, ox), in weight-row order (the im2col row
  * of that pixel), into patch[m]; padding taps get the zero point. */
 void lrt_conv_gather_patch(const lrt_layer *l, const int8_t *x, uint16_t oy, uint16_t ox,

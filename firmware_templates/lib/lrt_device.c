@@ -5,18 +5,18 @@
 
 /* ---- LRT hooks -------------------------------------------------------------------------- */
 
-static int hook_term(void *ctx, lrt_trainer *t, const lrt_train_term *term)
+static int hook_block(void *ctx, lrt_trainer *t, lrt_train_block *b)
 {
     lrt_device *dev = (lrt_device *)ctx;
-    lrt_lowrank *acc = dev->s.acc[term->index];
-    const lrt_layer *l = &t->net->layers[term->index];
+    lrt_lowrank *acc = dev->s.acc[b->index];
+    const lrt_layer *l = &t->net->layers[b->index];
     int r;
     if (acc == NULL) {
         return LRT_OK;
     }
-    /* paper convention: accumulate alpha * dz (x) a, alpha = 2^(weight_exp + 7) */
-    r = lrt_lowrank_step(acc, term->dz, term->dz_exp + l->weight_exp + 7, term->patch,
-                         -term->patch_zp, term->patch_exp);
+    /* paper convention: accumulate alpha * G, alpha = 2^(weight_exp + 7) */
+    r = lrt_lowrank_step_block(acc, b->left, b->left_exp + l->weight_exp + 7, b->right,
+                               b->right_exp, b->k);
     return r < 0 ? r : LRT_OK;
 }
 
@@ -285,7 +285,11 @@ int lrt_device_init(lrt_device *dev, const lrt_device_setup *setup)
     }
     dev->hooks.ctx = dev;
     if (setup->train.scheme == LRT_SCHEME_LRT) {
-        dev->hooks.term = hook_term;
+        if (setup->buf.lrt_block == NULL ||
+            setup->lrt_block_size < lrt_train_lrt_block_size(net, setup->train.lrt_block)) {
+            return LRT_ERR_SIZE;
+        }
+        dev->hooks.block = hook_block;
         dev->hooks.sample_end = hook_sample_end;
         for (i = 0; i < net->n_layers; i++) {
             if (setup->acc[i] != NULL &&

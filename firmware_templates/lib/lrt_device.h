@@ -3,11 +3,12 @@
  * Glue only. main.c (generated) declares every buffer statically, fills an lrt_device_setup
  * and calls lrt_device_init + lrt_app_serve; this file wires the protocol handlers to the
  * trainer (lrt_train), the LRT accumulators (lrt_lowrank: one per trainable weight layer,
- * fed through the trainer's hooks, flushed every B samples) and the weight store (RAM, or
+ * fed one block step per sample (or per block of pixels) through the trainer's block hook,
+ * flushed every B samples) and the weight store (RAM, or
  * lrt_nvm when the weights live in NVM).
  *
  * LRT gradient convention: the paper's (lrt_train.h): the accumulator sums
- * alpha * dz (x) a, so the flush uses weight_exp = -7 (weights in [-1, 1)) and the update is
+ * alpha * dL/dW_real, so the flush uses weight_exp = -7 (weights in [-1, 1)) and the update is
  * lr * B^0.5 * L R^T quantised to 2^-7, the same units as the SGD scheme.
  */
 #ifndef LRT_DEVICE_H
@@ -24,6 +25,7 @@ typedef struct {
     lrt_train_config train;
     lrt_train_buffers buf;
     uint32_t act_size, scratch_size, cell_count; /* as declared by main.c, checked at init */
+    uint32_t lrt_block_size;          /* bytes of buf.lrt_block (scheme LRT), checked at init */
     /* LRT (scheme LRT only): acc[i] for every layer i (NULL for layers without an
      * accumulator), one shared work buffer, one int16 delta row of the widest layer */
     lrt_lowrank *const *acc;

@@ -1,24 +1,27 @@
-/* lrt_lowrank.c - integer LRT accumulator (see lrt_lowrank.h and toolchain/lrt/lowrank.py).
+/* lrt_lowrank.c - integer LRT accumulator (see lrt_lowrank.h, docs/ESTIMATOR.md and the float
+ * reference toolchain/lrt/lowrank.py).
  *
- * Range bookkeeping (n, m <= 16384, |v + v_offset| <= 383):
- *   residual buffers  x = value * 2^15 < 2^23.6, ||x|| < 2^30.6 (int32), ||x||^2 < 2^61.2
- *   Gram-Schmidt dot  |Q| < 2^15 times x, summed: < 2^52.6 (int64)
- *   small matrix C    |C_ij| <= 2^28, so column norms^2 <= (9 * 2^28)^2 < 2^63 (int64)
+ * Range bookkeeping (n, m <= 16384, block columns k <= 16, core P = r + k <= 24):
+ *   block buffers     normalised to max|x| in [2^22, 2^23), so ||x|| < 2^30 (int32) and
+ *                     ||x||^2 < 2^60
+ *   Gram-Schmidt dot  |Q| < 2^15 times x, summed: < 2^52 (int64)
+ *   coefficients      A, B: <= 2^27 per entry, so (A B^T)_ij < 16 * 2^54 = 2^58 (int64)
+ *   core C            |C_ij| <= 2^28, so column norms^2 <= 24 * 2^56 < 2^61 (int64)
  *   rotations         Q30 (2^30 = 1.0); products Q30 x Q30 in int64 then >> 30
  */
 #include "lrt_lowrank.h"
 
 #include <string.h>
 
-#define WORK_SHIFT 15       /* fraction bits of u and v in the residual buffers */
 #define QMAX 32767          /* int16 basis entries stay symmetric (never -32768) */
 #define QNORM_LO 16384      /* renormalise max|Q| into [2^14, 2^15) */
 #define Q_EXP_EMPTY (-15)   /* exponent of an all-zero basis */
 #define ONE_Q30 ((int64_t)1 << 30)
-#define C_TOP_BITS 27       /* each of alpha beta^T and diag(cx) scaled below 2^27 */
+#define X_TOP ((int32_t)1 << 22) /* block buffers: max|x| in [2^22, 2^23) */
+#define COEF_BITS 27        /* coefficient mantissas: |a| <= 2^27 */
+#define C_TOP_BITS 24       /* each term of the core below 2^24 (see step_block) */
 #define C_MAX ((int32_t)1 << 28)
 #define JACOBI_TOL_SHIFT 24 /* rotate while |a_i.a_j| > ||a_i|| ||a_j|| 2^-24 */
-#define GROUP_SHIFT 20      /* singular values closer than sigma_1 2^-20 form a group */
 #define GRAM_ERR_MAX ((int32_t)1 << 24) /* clamp |Q^T Q - I| entries to 2^-6 (first order) */
 
 /* round(x * 2^-sh), halves up, for 1 <= sh <= 62 and |x| < 2^62: the inlined hot-loop form of
@@ -46,7 +49,7 @@ void lrt_lowrank_config_default(lrt_lowrank_config *cfg)
     cfg->mode = LRT_LOWRANK_UNBIASED;
     cfg->maxnorm = 1;
     cfg->batch_pow2 = 1;
-    cfg->kappa_th = 100;
+    cfg->max_block = LRT_LOWRANK_MAX_BLOCK;
     cfg->rho_min_q16 = 655;
     cfg->lr_q24 = 167772;
     cfg->discount_q16 = 65536;
@@ -58,30 +61,26 @@ size_t lrt_lowrank_state_size(uint16_t n, uint16_t m, uint8_t rank)
     return LRT_LOWRANK_STATE_SIZE(n, m, rank);
 }
 
-size_t lrt_lowrank_work_size(uint16_t n, uint16_t m, uint8_t rank)
+size_t lrt_lowrank_work_size(uint8_t rank, uint8_t max_block)
 {
-    return LRT_LOWRANK_WORK_SIZE(n, m, rank);
+    return LRT_LOWRANK_WORK_SIZE(rank, max_block);
 }
 
-/* work buffer layout (int32): u residual [n], v residual [m], C -> U [q*q], V [q*q],
- * W_L [q*r], W_R [q*r] */
+/* work buffer layout (int32), P = r + kmax, w = max(r, kmax): C -> U [P*P], V [P*P],
+ * A [P*w], B [P*w]; once the core is built, W_L and W_R reuse A and B */
 static int32_t *work_mat(const lrt_lowrank *acc, unsigned idx)
 {
-    const size_t q = acc->cfg.rank + 1u;
-    int32_t *base = acc->work + acc->n + acc->m;
-    switch (idx) {
-    case 0: return base;
-    case 1: return base + q * q;
-    case 2: return base + 2 * q * q;
-    default: return base + 2 * q * q + q * acc->cfg.rank;
-    }
+    const size_t r = acc->cfg.rank, kb = acc->cfg.max_block, p = r + kb;
+    const size_t w = r > kb ? r : kb;
+    const size_t off[4] = {0, p * p, 2 * p * p, 2 * p * p + p * w};
+    return acc->work + off[idx];
 }
 
 void lrt_lowrank_reset(lrt_lowrank *acc)
 {
-    const size_t q = acc->cfg.rank + 1u;
-    memset(acc->ql, 0, sizeof(int16_t) * q * acc->n);
-    memset(acc->qr, 0, sizeof(int16_t) * q * acc->m);
+    const size_t r = acc->cfg.rank;
+    memset(acc->ql, 0, sizeof(int16_t) * r * acc->n);
+    memset(acc->qr, 0, sizeof(int16_t) * r * acc->m);
     memset(acc->cx, 0, sizeof(acc->cx));
     acc->ql_exp = Q_EXP_EMPTY;
     acc->qr_exp = Q_EXP_EMPTY;
@@ -96,17 +95,18 @@ int lrt_lowrank_init(lrt_lowrank *acc, const lrt_lowrank_config *cfg, uint16_t n
 {
     if (!acc || !cfg || !state || !work) return LRT_ERR_ARG;
     if (cfg->rank < 1 || cfg->rank > LRT_LOWRANK_MAX_RANK) return LRT_ERR_ARG;
+    if (cfg->max_block < 1 || cfg->max_block > LRT_LOWRANK_MAX_BLOCK) return LRT_ERR_ARG;
     if (cfg->mode > LRT_LOWRANK_BIASED || cfg->batch_pow2 > 2) return LRT_ERR_ARG;
     if (cfg->discount_q16 > 65536u || cfg->rho_min_q16 > 65536u) return LRT_ERR_ARG;
     if (n < 1 || m < 1 || n > LRT_LOWRANK_MAX_DIM || m > LRT_LOWRANK_MAX_DIM) return LRT_ERR_ARG;
     if (((uintptr_t)state & 1u) || ((uintptr_t)work & 3u)) return LRT_ERR_ARG;
     if (state_size < lrt_lowrank_state_size(n, m, cfg->rank)) return LRT_ERR_SIZE;
-    if (work_size < lrt_lowrank_work_size(n, m, cfg->rank)) return LRT_ERR_SIZE;
+    if (work_size < lrt_lowrank_work_size(cfg->rank, cfg->max_block)) return LRT_ERR_SIZE;
     acc->cfg = *cfg;
     acc->n = n;
     acc->m = m;
     acc->ql = (int16_t *)state;
-    acc->qr = acc->ql + (size_t)(cfg->rank + 1u) * n;
+    acc->qr = acc->ql + (size_t)cfg->rank * n;
     acc->work = (int32_t *)work;
     acc->rng = lrt_xorshift32_seed(cfg->seed);
     lrt_mnorm_init(&acc->mn_l);
@@ -179,7 +179,7 @@ static void negate_col(int32_t *x, uint8_t q, unsigned k)
 int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
 {
     unsigned i, j, k, row, sweep, sweeps = 0;
-    if (!a || !sigma || !v || q < 2 || q > LRT_LOWRANK_MAX_Q) return LRT_ERR_ARG;
+    if (!a || !sigma || !v || q < 2 || q > LRT_LOWRANK_MAX_CORE) return LRT_ERR_ARG;
     for (i = 0; i < (unsigned)q * q; i++) {
         if (a[i] > C_MAX || a[i] < -C_MAX) return LRT_ERR_ARG;
         v[i] = (i % (q + 1u)) == 0 ? (int32_t)ONE_Q30 : 0;
@@ -267,34 +267,40 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
     return (int)sweeps;
 }
 
-/* ---- one step ---------------------------------------------------------------------------- */
+/* ---- one block step ---------------------------------------------------------------------- */
 
-/* x -= (Q_j . x) Q_j for the first r columns of Q (real Q * 2^eq), in order (modified
- * Gram-Schmidt); coef[j] += Q_j . x in units 2^(eq + exponent of x). */
-static void mgs_pass(const int16_t *qm, uint8_t q, uint8_t r, int32_t eq, int32_t *x, uint16_t len,
-                     int64_t *coef)
+/* x -= (Q_j . x) Q_j for one basis column Q_j (real Q * 2^eq), entries at col[i * stride]
+ * (int16 state) or col32[i] (int32 new column, |entries| < 2^15); coef += Q_j . x in units
+ * 2^(eq + exponent of x). */
+static void project_out(const int16_t *col, const int32_t *col32, size_t stride, int32_t eq,
+                        int32_t *x, uint16_t len, int64_t *coef)
 {
-    unsigned i, j;
-    for (j = 0; j < r; j++) {
-        const int16_t *col = qm + j;
-        int64_t dot = 0;
-        int32_t d;
-        int pre, sh;
-        for (i = 0; i < len; i++) dot += (int64_t)col[(size_t)i * q] * x[i];
-        if (dot == 0) continue;
-        coef[j] += dot;
-        /* the projection is dot * Q_j * 2^(2 eq) in units of x; cut dot to 30 bits first so
-         * that dot * Q fits in int64 whatever the exponents */
-        pre = bits64(abs64(dot)) - 30;
-        if (pre < 0) pre = 0;
-        d = (int32_t)lrt_shr_round64(dot, pre);
-        sh = -2 * (int)eq - pre; /* >= 13 for any basis with max|Q| in [2^14, 2^15) */
-        if (sh >= 1 && sh <= 62) {
-            for (i = 0; i < len; i++) x[i] -= (int32_t)rsh((int64_t)d * col[(size_t)i * q], sh);
-        } else {
-            for (i = 0; i < len; i++)
-                x[i] -= (int32_t)lrt_shr_round64((int64_t)d * col[(size_t)i * q], sh);
-        }
+    int64_t dot = 0;
+    int32_t d;
+    int pre, sh;
+    unsigned i;
+    if (col) {
+        for (i = 0; i < len; i++) dot += (int64_t)col[(size_t)i * stride] * x[i];
+    } else {
+        for (i = 0; i < len; i++) dot += (int64_t)col32[i] * x[i];
+    }
+    if (dot == 0) return;
+    *coef += dot;
+    /* the projection is dot * Q_j * 2^(2 eq) in units of x; cut dot to 30 bits first so that
+     * dot * Q fits in int64 whatever the exponents */
+    pre = bits64(abs64(dot)) - 30;
+    if (pre < 0) pre = 0;
+    d = (int32_t)lrt_shr_round64(dot, pre);
+    sh = -2 * (int)eq - pre; /* >= 13 for any column with max|Q| in [2^14, 2^15) */
+    if (col && sh >= 1 && sh <= 62) {
+        for (i = 0; i < len; i++) x[i] -= (int32_t)rsh((int64_t)d * col[(size_t)i * stride], sh);
+    } else if (col) {
+        for (i = 0; i < len; i++)
+            x[i] -= (int32_t)lrt_shr_round64((int64_t)d * col[(size_t)i * stride], sh);
+    } else if (sh >= 1 && sh <= 62) {
+        for (i = 0; i < len; i++) x[i] -= (int32_t)rsh((int64_t)d * col32[i], sh);
+    } else {
+        for (i = 0; i < len; i++) x[i] -= (int32_t)lrt_shr_round64((int64_t)d * col32[i], sh);
     }
 }
 
@@ -307,24 +313,13 @@ static lrt_ufx vec_norm(const int32_t *x, uint16_t len)
     return lrt_ufx_sqrt(lrt_ufx_make(ss, 0));
 }
 
-/* 1 if the residual norm nr is below 2^-RESID_FLOOR_SHIFT of the full vector's norm */
-static int in_span(lrt_ufx nr, lrt_ufx full)
-{
-    return lrt_ufx_cmp(lrt_ufx_ldexp(nr, LRT_LOWRANK_RESID_FLOOR_SHIFT), full) < 0;
-}
-
-/* Column r of Q <- x / norm as int16 with max in [2^14, 2^15); returns its exponent. */
-static int32_t new_column(int16_t *qm, uint8_t q, uint8_t r, const int32_t *x, uint16_t len,
-                          lrt_ufx norm, int32_t e_default)
+/* x / norm as int16-range values (max in [2^14, 2^15)) in place; returns their exponent. */
+static int32_t unit_column(int32_t *x, uint16_t len, lrt_ufx norm)
 {
     unsigned i;
     uint32_t xmax = 0;
     int32_t eq;
     lrt_ufx f;
-    if (norm.m == 0) {
-        for (i = 0; i < len; i++) qm[(size_t)i * q + r] = 0;
-        return e_default;
-    }
     for (i = 0; i < len; i++) {
         uint32_t a = x[i] < 0 ? 0u - (uint32_t)x[i] : (uint32_t)x[i];
         if (a > xmax) xmax = a;
@@ -334,34 +329,146 @@ static int32_t new_column(int16_t *qm, uint8_t q, uint8_t r, const int32_t *x, u
     f = lrt_ufx_div(lrt_ufx_make(1, -eq), norm);
     for (i = 0; i < len; i++) { /* -f.e >= 17 (see above) */
         int64_t val = -f.e <= 62 ? rsh((int64_t)x[i] * f.m, -f.e) : 0;
-        qm[(size_t)i * q + r] = (int16_t)LRT_CLAMP(val, -QMAX, QMAX);
+        x[i] = (int32_t)LRT_CLAMP(val, -QMAX, QMAX);
     }
     return eq;
 }
 
-/* Q[:, :r] <- Q[:, :q] W (W: q x r, Q30), column r of Q having exponent ec, the others eo.
- * Renormalises to max|Q| in [2^14, 2^15) and returns the new exponent. The output exponent
- * is guessed (eo, the max of a rotated orthonormal basis moves little); on an int16
- * overflow the rows already written are halved and the exponent bumped. */
-static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t q, uint8_t r, const int32_t *w,
-                            int32_t eo, int32_t ec, int empty)
+/* Scale a block to max|x| in [2^22, 2^23); returns the added exponent, or INT32_MIN if the
+ * block is all zero. */
+static int32_t normalize_block(int32_t *x, size_t count)
 {
-    int32_t d = ec - eo, en = empty ? ec : eo;
-    int sh = (int)(en + 30 - eo);
+    uint32_t mx = 0;
+    size_t i;
+    int sh;
+    for (i = 0; i < count; i++) {
+        uint32_t a = x[i] < 0 ? 0u - (uint32_t)x[i] : (uint32_t)x[i];
+        if (a > mx) mx = a;
+    }
+    if (mx == 0) return INT32_MIN;
+    sh = (32 - lrt_clz32(mx)) - 23; /* bits(mx) - 23: > 0 shift down, < 0 shift up */
+    if (sh > 0) {
+        for (i = 0; i < count; i++) x[i] = (int32_t)lrt_shr_round64(x[i], sh);
+    } else if (sh < 0) {
+        for (i = 0; i < count; i++) x[i] = x[i] * (1 << -sh);
+    }
+    return sh;
+}
+
+/* Values x_i * 2^e_i -> mantissas |out_i| <= 2^COEF_BITS with one exponent (returned). */
+static int32_t to_common(const int64_t *x, const int32_t *e, unsigned cnt, int32_t *out)
+{
+    int32_t top = INT32_MIN;
+    unsigned i;
+    for (i = 0; i < cnt; i++)
+        if (x[i] != 0 && bits64(abs64(x[i])) + e[i] > top) top = bits64(abs64(x[i])) + e[i];
+    if (top == INT32_MIN) {
+        for (i = 0; i < cnt; i++) out[i] = 0;
+        return 0;
+    }
+    top -= COEF_BITS;
+    for (i = 0; i < cnt; i++) {
+        int sh = (int)(top - e[i]);
+        out[i] = x[i] == 0 ? 0 : (int32_t)lrt_shr_round64(x[i], sh > 63 ? 63 : sh);
+    }
+    return top;
+}
+
+/* [Q | X] = [Q | P] [[I, A1], [0, A2]] for the block X (len x k, column-major, units 2^ex,
+ * overwritten): the accepted new columns P go to the first kk column slots of X with
+ * exponents ep[], and coef (column-major, P rows = stride) receives [A1; A2] with one
+ * exponent per block column (ecol[]). Twice modified Gram-Schmidt per column; a column
+ * whose residual is below 2^-RESID_FLOOR_SHIFT of its norm adds no direction. Returns kk. */
+static unsigned extend_basis(const int16_t *qm, uint8_t r, int32_t eq, int32_t *x, uint16_t len,
+                             uint16_t k, int32_t ex, int32_t *coef, size_t stride, int32_t *ecol,
+                             int32_t *ep)
+{
+    unsigned c, j, pass, kk = 0;
+    for (c = 0; c < k; c++) {
+        int32_t *xc = x + (size_t)c * len;
+        int64_t cf[LRT_LOWRANK_MAX_CORE];
+        int32_t ce[LRT_LOWRANK_MAX_CORE];
+        lrt_ufx n0, nr;
+        unsigned rows = r + kk;
+        memset(cf, 0, sizeof(cf));
+        n0 = vec_norm(xc, len);
+        if (n0.m != 0) {
+            for (pass = 0; pass < 2; pass++) {
+                for (j = 0; j < r; j++) project_out(qm + j, NULL, r, eq, xc, len, &cf[j]);
+                for (j = 0; j < kk; j++)
+                    project_out(NULL, x + (size_t)j * len, 1, ep[j], xc, len, &cf[r + j]);
+            }
+        }
+        for (j = 0; j < r; j++) ce[j] = eq + ex;
+        for (j = 0; j < kk; j++) ce[r + j] = ep[j] + ex;
+        nr = vec_norm(xc, len);
+        if (n0.m != 0 &&
+            lrt_ufx_cmp(lrt_ufx_ldexp(nr, LRT_LOWRANK_RESID_FLOOR_SHIFT), n0) > 0) {
+            cf[rows] = (int64_t)(nr.m >> 1); /* 31 bits, so that it fits int64 signed */
+            ce[rows] = nr.e + 1 + ex;
+            rows++;
+            ep[kk] = unit_column(xc, len, nr);
+            if (kk != c) memcpy(x + (size_t)kk * len, xc, sizeof(int32_t) * len);
+            kk++;
+        }
+        for (j = rows; j < stride; j++) coef[(size_t)c * stride + j] = 0;
+        ecol[c] = to_common(cf, ce, rows, coef + (size_t)c * stride);
+    }
+    return kk;
+}
+
+/* Bring the per-column exponents of a coefficient matrix to one; returns it. */
+static int32_t common_columns(int32_t *coef, size_t stride, uint16_t k, const int32_t *ecol)
+{
+    int32_t top = INT32_MIN;
+    unsigned c, j;
+    for (c = 0; c < k; c++) {
+        int any = 0;
+        for (j = 0; j < stride; j++) any |= coef[(size_t)c * stride + j] != 0;
+        if (any && ecol[c] > top) top = ecol[c];
+    }
+    if (top == INT32_MIN) return 0;
+    for (c = 0; c < k; c++) {
+        int sh = (int)(top - ecol[c]);
+        for (j = 0; j < stride; j++) {
+            int32_t *v = &coef[(size_t)c * stride + j];
+            *v = sh > 40 ? 0 : (int32_t)lrt_shr_round64(*v, sh);
+        }
+    }
+    return top;
+}
+
+/* Q[:, :r] <- [Q | P] W (W: (r + kk) x r, Q30), Q's columns with exponent eq (absent if
+ * empty), column j of P (p32 + j * len) with exponent ep[j]. Renormalises to max|Q| in
+ * [2^14, 2^15) and returns the new exponent. W is rescaled in place. On an int16 overflow
+ * the rows already written are halved and the exponent bumped. */
+static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, int empty,
+                            const int32_t *p32, const int32_t *ep, unsigned kk, int32_t *w)
+{
+    int32_t eref = INT32_MIN, en;
     uint32_t maxabs = 0;
-    int halved = 0;
+    int sh, halved = 0;
     unsigned i, j, k;
-    int64_t wc[LRT_LOWRANK_MAX_RANK]; /* weights of the new column, in the old columns' units */
-    if (d > 16) d = 16; /* cannot happen for n, m <= 16384 (|d| <= 7); keeps int64 safe */
-    for (k = 0; k < r; k++) wc[k] = lrt_shr_round64(w[r * r + k], -(int)d);
+    const unsigned j0 = empty ? r : 0u;
+    if (!empty) eref = eq;
+    for (j = 0; j < kk; j++)
+        if (ep[j] > eref) eref = ep[j];
+    if (eref == INT32_MIN) return Q_EXP_EMPTY;
+    for (j = j0; j < r + kk; j++) { /* weights in units of the largest source exponent */
+        int d = (int)(eref - (j < r ? eq : ep[j - r]));
+        for (k = 0; k < r; k++) w[j * r + k] = d > 31 ? 0 : (int32_t)lrt_shr_round64(w[j * r + k], d);
+    }
+    en = eref;
+    sh = 30;
     for (i = 0; i < len; i++) {
-        int16_t *row = qm + (size_t)i * q;
+        int16_t *row = qm + (size_t)i * r;
         int64_t s[LRT_LOWRANK_MAX_RANK];
         int16_t out[LRT_LOWRANK_MAX_RANK];
-        for (k = 0; k < r; k++) s[k] = row[r] * wc[k];
-        for (j = 0; j < r; j++) { /* row of W contiguous: one load of Q per output row */
+        for (k = 0; k < r; k++) s[k] = 0;
+        for (j = j0; j < r + kk; j++) { /* row of W contiguous: one load of the source */
             const int32_t *wj = w + j * r;
-            const int64_t x = row[j];
+            const int64_t x = j < r ? row[j] : p32[(size_t)(j - r) * len + i];
+            if (x == 0) continue;
             for (k = 0; k < r; k++) s[k] += x * wj[k];
         }
         for (;;) {
@@ -379,208 +486,32 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t q, uint8_t r, con
             }
             for (j = 0; j < i; j++)
                 for (k = 0; k < r; k++)
-                    qm[(size_t)j * q + k] = (int16_t)lrt_shr_round64(qm[(size_t)j * q + k], 1);
+                    qm[(size_t)j * r + k] = (int16_t)lrt_shr_round64(qm[(size_t)j * r + k], 1);
             en++;
             sh++;
             halved = 1;
         }
         for (k = 0; k < r; k++) row[k] = out[k];
-        row[r] = 0;
     }
     if (halved) {
         maxabs = 0;
-        for (i = 0; i < len; i++)
-            for (k = 0; k < r; k++) {
-                int32_t x = qm[(size_t)i * q + k];
-                uint32_t a = (uint32_t)(x < 0 ? -x : x);
-                if (a > maxabs) maxabs = a;
-            }
+        for (i = 0; i < (unsigned)len * r; i++) {
+            uint32_t a = (uint32_t)(qm[i] < 0 ? -qm[i] : qm[i]);
+            if (a > maxabs) maxabs = a;
+        }
     }
     if (maxabs == 0) return Q_EXP_EMPTY;
     if (maxabs < QNORM_LO) {
         int up = 0;
         while ((maxabs << up) < QNORM_LO) up++;
-        for (i = 0; i < len; i++)
-            for (k = 0; k < r; k++)
-                qm[(size_t)i * q + k] = (int16_t)(qm[(size_t)i * q + k] * (1 << up));
+        for (i = 0; i < (unsigned)len * r; i++) qm[i] = (int16_t)(qm[i] * (1 << up));
         en -= up;
     }
     return en;
 }
 
-/* Canonical basis of the group a..b of equal singular values: pivoted Gram-Schmidt of the
- * rows of U_G (largest residual first), which depends only on the subspace; the values
- * become their mean. Twin of lowrank.canonical_groups(). */
-static void canonical_group(uint32_t *sigma, int32_t *u, int32_t *vm, uint8_t q, unsigned a,
-                            unsigned b)
-{
-    const unsigned g = b - a + 1u;
-    int32_t basis[LRT_LOWRANK_MAX_Q][LRT_LOWRANK_MAX_Q]; /* [s][t], Q30, unit vectors */
-    int64_t res[LRT_LOWRANK_MAX_Q];
-    uint8_t used[LRT_LOWRANK_MAX_Q];
-    uint64_t sum = 0;
-    unsigned t, p, s2, t2, row;
-    memset(used, 0, sizeof(used));
-    for (t = 0; t < g; t++) {
-        uint64_t best = 0;
-        unsigned bp = q;
-        for (p = 0; p < q; p++) {
-            uint64_t nn = 0;
-            if (used[p]) continue;
-            for (s2 = 0; s2 < g; s2++) res[s2] = u[p * q + a + s2];
-            for (t2 = 0; t2 < t; t2++) { /* minus projections on the chosen directions */
-                int64_t dot = 0;
-                for (s2 = 0; s2 < g; s2++) dot += res[s2] * basis[s2][t2];
-                dot = lrt_shr_round64(dot, 30);
-                for (s2 = 0; s2 < g; s2++) res[s2] -= lrt_shr_round64(dot * basis[s2][t2], 30);
-            }
-            for (s2 = 0; s2 < g; s2++) nn += (uint64_t)(res[s2] * res[s2]);
-            if (bp == q || nn > best) {
-                best = nn;
-                bp = p;
-            }
-        }
-        used[bp] = 1;
-        for (s2 = 0; s2 < g; s2++) res[s2] = u[bp * q + a + s2];
-        for (t2 = 0; t2 < t; t2++) {
-            int64_t dot = 0;
-            for (s2 = 0; s2 < g; s2++) dot += res[s2] * basis[s2][t2];
-            dot = lrt_shr_round64(dot, 30);
-            for (s2 = 0; s2 < g; s2++) res[s2] -= lrt_shr_round64(dot * basis[s2][t2], 30);
-        }
-        {
-            uint32_t nrm = lrt_isqrt64(best); /* Q30 */
-            for (s2 = 0; s2 < g; s2++)
-                basis[s2][t] = nrm ? (int32_t)(res[s2] * ONE_Q30 / (int64_t)nrm) : 0;
-        }
-    }
-    for (row = 0; row < q; row++) { /* U_G <- U_G basis, V_G <- V_G basis */
-        int64_t nu[LRT_LOWRANK_MAX_Q], nv[LRT_LOWRANK_MAX_Q];
-        for (t = 0; t < g; t++) {
-            int64_t su = 0, sv = 0;
-            for (s2 = 0; s2 < g; s2++) {
-                su += (int64_t)u[row * q + a + s2] * basis[s2][t];
-                sv += (int64_t)vm[row * q + a + s2] * basis[s2][t];
-            }
-            nu[t] = lrt_shr_round64(su, 30);
-            nv[t] = lrt_shr_round64(sv, 30);
-        }
-        for (t = 0; t < g; t++) {
-            u[row * q + a + t] = (int32_t)nu[t];
-            vm[row * q + a + t] = (int32_t)nv[t];
-        }
-    }
-    for (t = a; t <= b; t++) sum += sigma[t];
-    for (t = a; t <= b; t++) sigma[t] = (uint32_t)((sum + g / 2u) / g);
-}
-
-static void canonical_groups(uint32_t *sigma, int32_t *u, int32_t *vm, uint8_t q)
-{
-    unsigned a = 0, b;
-    while (a < q && sigma[a] != 0) {
-        b = a;
-        while (b + 1u < q && sigma[b + 1] != 0 &&
-               ((uint64_t)(sigma[b] - sigma[b + 1]) << GROUP_SHIFT) <= sigma[0])
-            b++;
-        if (b > a) canonical_group(sigma, u, vm, q, a, b);
-        a = b + 1u;
-    }
-}
-
-/* Rank-r truncation of the sorted SVD: fills W_L = U T^T, W_R = V T^T (q x r, Q30) and the
- * new cx (units of sigma). */
-static void truncate_rank(const lrt_lowrank *acc, int biased, const uint32_t *sigma,
-                          const int32_t *u, const int32_t *vm, uint32_t word, int32_t *wl,
-                          int32_t *wr, uint32_t *cx)
-{
-    const uint8_t r = acc->cfg.rank, q = (uint8_t)(r + 1u);
-    unsigned i, row, c, a, i0 = r;
-    uint64_t s1 = 0;
-    if (!biased) {
-        uint64_t tail[LRT_LOWRANK_MAX_Q + 1];
-        tail[q] = 0;
-        for (i = q; i-- > 0;) tail[i] = tail[i + 1] + sigma[i];
-        /* smallest i with (q - 1 - i) sigma_i <= sum_{j >= i} sigma_j; i = q - 2 always holds */
-        for (i = 0; i + 2 < q; i++)
-            if ((uint64_t)(q - 1u - i) * sigma[i] <= tail[i]) break;
-        if (tail[i] > 0) { /* s1 == 0: nothing to mix, the biased truncation is exact */
-            i0 = i;
-            s1 = tail[i];
-        }
-    }
-    for (c = 0; c < i0; c++) {
-        for (row = 0; row < q; row++) {
-            wl[row * r + c] = u[row * q + c];
-            wr[row * r + c] = vm[row * q + c];
-        }
-        cx[c] = sigma[c];
-    }
-    if (i0 < r) {
-        const unsigned k = q - 1u - i0;
-        int64_t x0[LRT_LOWRANK_MAX_Q], wd[LRT_LOWRANK_MAX_Q], xs[LRT_LOWRANK_MAX_Q], denom;
-        int sh = bits64(s1) - 32;
-        uint64_t s1n;
-        if (sh < 0) sh = 0;
-        s1n = s1 >> sh;
-        /* x0_a = sqrt(1 - sigma_a k / s1): a unit vector (k + 1 entries), Q30 */
-        for (a = 0; a <= k; a++) {
-            uint64_t ks = (uint64_t)k * sigma[i0 + a];
-            uint64_t num = ks < s1 ? (s1 - ks) >> sh : 0;
-            uint64_t frac = (num << 30) / s1n;
-            if (frac > (uint64_t)ONE_Q30) frac = (uint64_t)ONE_Q30;
-            x0[a] = lrt_isqrt64(frac << 30);
-        }
-        /* Householder H = I - w w^T / (1 - x0_0), w = x0 - e_0, maps e_0 to x0; its columns
-         * 1..k are an orthonormal basis X of the complement of x0. x0_0 <= sqrt(1/2). */
-        denom = ONE_Q30 - x0[0];
-        for (a = 0; a <= k; a++) wd[a] = (x0[a] - (a == 0 ? ONE_Q30 : 0)) * ONE_Q30 / denom;
-        for (c = 1; c <= k; c++) {
-            const unsigned col = i0 + c - 1u;
-            for (a = 0; a <= k; a++) {
-                int64_t x = (a == c ? ONE_Q30 : 0) - lrt_shr_round64(wd[a] * x0[c], 30);
-                xs[a] = ((word >> (31u - a)) & 1u) ? -x : x; /* random sign per row of X */
-            }
-            for (row = 0; row < q; row++) {
-                int64_t sl = 0, sr = 0;
-                for (a = 0; a <= k; a++) {
-                    sl += (int64_t)u[row * q + i0 + a] * xs[a];
-                    sr += (int64_t)vm[row * q + i0 + a] * xs[a];
-                }
-                wl[row * r + col] = (int32_t)lrt_shr_round64(sl, 30);
-                wr[row * r + col] = (int32_t)lrt_shr_round64(sr, 30);
-            }
-            cx[col] = (uint32_t)((s1 + k / 2u) / k);
-        }
-    }
-}
-
-static int kappa_skip(const lrt_lowrank *acc, lrt_ufx aq, int32_t eu, lrt_ufx bq, int32_t ev)
-{
-    lrt_ufx lhs, rhs;
-    if (acc->cfg.kappa_th == 0 || acc->cx[0] == 0) return 0;
-    lhs = lrt_ufx_make(acc->cx[0], acc->cx_exp);
-    rhs = lrt_ufx_mul(lrt_ufx_ldexp(lrt_ufx_mul(aq, bq), eu + ev),
-                      lrt_ufx_make(acc->cfg.kappa_th, 0));
-    return lrt_ufx_cmp(lhs, rhs) > 0;
-}
-
-/* alpha (q entries, units 2^ea) -> int32 with |.| <= 2^30; returns the added exponent */
-static int32_t narrow(const int64_t *x, int32_t *out, uint8_t q)
-{
-    uint64_t mx = 0;
-    unsigned i;
-    int sh;
-    for (i = 0; i < q; i++)
-        if (abs64(x[i]) > mx) mx = abs64(x[i]);
-    sh = bits64(mx) - 30;
-    if (sh < 0) sh = 0;
-    for (i = 0; i < q; i++) out[i] = (int32_t)lrt_shr_round64(x[i], sh);
-    return sh;
-}
-
-/* e = Q[:, :r]^T Q[:, :r] - I in Q30 (r x r). Absent (all-zero) columns get no correction. */
-static void gram_error(const int16_t *qm, uint16_t len, uint8_t q, uint8_t r, int32_t eq,
-                       int32_t *e)
+/* e = Q^T Q - I in Q30 (r x r). Absent (all-zero) columns get no correction. */
+static void gram_error(const int16_t *qm, uint16_t len, uint8_t r, int32_t eq, int32_t *e)
 {
     const int sh = -(2 * (int)eq + 30); /* Gram in units 2^(2 eq) -> Q30 */
     unsigned i, k, l;
@@ -588,7 +519,7 @@ static void gram_error(const int16_t *qm, uint16_t len, uint8_t q, uint8_t r, in
     for (k = 0; k < r; k++) {
         for (l = k; l < r; l++) {
             int64_t sum = 0, val;
-            for (i = 0; i < len; i++) sum += (int32_t)qm[(size_t)i * q + k] * qm[(size_t)i * q + l];
+            for (i = 0; i < len; i++) sum += (int32_t)qm[(size_t)i * r + k] * qm[(size_t)i * r + l];
             val = lrt_shr_round64(sum, sh) - (k == l ? ONE_Q30 : 0);
             if (k == l) dead[k] = val < -ONE_Q30 / 2;
             val = LRT_CLAMP(val, -GRAM_ERR_MAX, GRAM_ERR_MAX);
@@ -602,207 +533,222 @@ static void gram_error(const int16_t *qm, uint16_t len, uint8_t q, uint8_t r, in
 }
 
 /* Q <- Q (I - e/2): first-order symmetric (Loewdin) orthonormalisation, the smallest change
- * of basis that restores orthonormality, so no arbitrary choice enters. Returns the new
- * exponent; w is q x r scratch. */
-static int32_t reorth_basis(int16_t *qm, uint16_t len, uint8_t q, uint8_t r, int32_t eq,
-                            const int32_t *e, int32_t *w)
+ * of basis that restores orthonormality. w: r x r scratch. Returns the new exponent. */
+static int32_t reorth_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, int32_t *w)
 {
     unsigned j, k;
+    gram_error(qm, len, r, eq, w);
     for (j = 0; j < r; j++)
         for (k = 0; k < r; k++)
             w[j * r + k] =
-                (j == k ? (int32_t)ONE_Q30 : 0) - (int32_t)lrt_shr_round64(e[j * r + k], 1);
-    for (k = 0; k < r; k++) w[r * r + k] = 0;
-    return rotate_basis(qm, len, q, r, w, eq, eq, 0);
+                (j == k ? (int32_t)ONE_Q30 : 0) - (int32_t)lrt_shr_round64(w[j * r + k], 1);
+    return rotate_basis(qm, len, r, eq, 0, NULL, NULL, 0, w);
 }
 
-/* coef <- (I + e/2) coef (the coefficients of u in the old basis Q = Q_new (I + e/2) + O(e^2)),
- * then from units 2^e_old to 2^e_new. */
-static void reorth_coef(int64_t *coef, uint8_t r, const int32_t *e, int32_t e_old, int32_t e_new)
+/* Rank-r truncation of the sorted SVD (U, V: p x p, Q30, columns = singular vectors):
+ * fills W_L, W_R (p x r, Q30) and the new cx (units of sigma). Biased: the r largest.
+ * Unbiased: keep sigma_0..sigma_{i-1}; the tail (sum s1) gets k' = r - i equal weights
+ * s1 / k' along X = G[:, S], G a chain of Givens rotations that gives the projector X X^T
+ * the diagonal p_t = sigma_{i+t} k' / s1, the rows of X signed by the bits of word
+ * (docs/ESTIMATOR.md). */
+static void truncate_rank(uint8_t r, int biased, const uint32_t *sigma, int32_t *u, int32_t *vm,
+                          uint8_t p, uint32_t word, int32_t *wl, int32_t *wr, uint32_t *cx)
 {
-    int32_t c32[LRT_LOWRANK_MAX_RANK];
-    int sh = 0;
-    unsigned j, k;
-    uint64_t mx = 0;
-    for (k = 0; k < r; k++)
-        if (abs64(coef[k]) > mx) mx = abs64(coef[k]);
-    sh = bits64(mx) - 30;
+    unsigned live = 0, keep, i, c, row, t, sel = 0;
+    uint64_t tail[LRT_LOWRANK_MAX_CORE + 1], s1, den32, sum = 0;
+    int64_t pq[LRT_LOWRANK_MAX_CORE];
+    int32_t cs[LRT_LOWRANK_MAX_CORE], sn[LRT_LOWRANK_MAX_CORE];
+    uint8_t pick[LRT_LOWRANK_MAX_CORE];
+    unsigned kp, tl;
+    int64_t carry;
+    int sh;
+    memset(wl, 0, sizeof(int32_t) * p * r);
+    memset(wr, 0, sizeof(int32_t) * p * r);
+    memset(cx, 0, sizeof(uint32_t) * r);
+    while (live < p && sigma[live] != 0) live++;
+    keep = live < r ? live : r;
+    if (!biased && live > r) {
+        tail[live] = 0;
+        for (i = live; i-- > 0;) tail[i] = tail[i + 1] + sigma[i];
+        /* smallest i with (r - i) sigma_i <= sum_{j >= i} sigma_j; i = r - 1 always holds */
+        for (i = 0; i + 1 < r; i++)
+            if ((uint64_t)(r - i) * sigma[i] <= tail[i]) break;
+        keep = i;
+    }
+    for (c = 0; c < keep; c++) {
+        for (row = 0; row < p; row++) {
+            wl[row * r + c] = u[row * p + c];
+            wr[row * r + c] = vm[row * p + c];
+        }
+        cx[c] = sigma[c];
+    }
+    if (keep == r || keep == live) return;
+    i = keep;
+    kp = r - i;
+    tl = live - i;
+    s1 = tail[i];
+    /* p_t = sigma_{i+t} k' / s1 in Q30, rounding residue on the largest so sum p = k' */
+    sh = bits64(s1) - 32;
     if (sh < 0) sh = 0;
-    for (k = 0; k < r; k++) c32[k] = (int32_t)lrt_shr_round64(coef[k], sh);
-    for (j = 0; j < r; j++) {
-        int64_t corr = 0; /* |e| <= 2^24, |c32| <= 2^30: the sum stays below 2^58 */
-        for (k = 0; k < r; k++) corr += (int64_t)e[j * r + k] * c32[k];
-        coef[j] += lrt_shr_round64(corr, 31 - sh);
+    den32 = s1 >> sh;
+    for (t = 0; t < tl; t++) {
+        uint64_t num = ((uint64_t)kp * sigma[i + t]) >> sh;
+        uint64_t frac = (num << 30) / den32;
+        pq[t] = frac > (uint64_t)ONE_Q30 ? ONE_Q30 : (int64_t)frac;
+        sum += (uint64_t)pq[t];
     }
-    for (k = 0; k < r; k++) coef[k] = lrt_shr_round64(coef[k], (int)(e_new - e_old));
-}
-
-static int step_core(lrt_lowrank *acc, uint32_t word, int u_exp, int v_exp)
-{
-    const uint8_t r = acc->cfg.rank, q = (uint8_t)(r + 1u);
-    const uint16_t n = acc->n, m = acc->m;
-    int32_t *xu = acc->work, *xv = acc->work + n;
-    int32_t *cm = work_mat(acc, 0), *vm = work_mat(acc, 1);
-    int32_t *wl = work_mat(acc, 2), *wr = work_mat(acc, 3);
-    const int32_t eu = u_exp - WORK_SHIFT, ev = v_exp - WORK_SHIFT;
-    int64_t alpha[LRT_LOWRANK_MAX_Q], beta[LRT_LOWRANK_MAX_Q];
-    int32_t a32[LRT_LOWRANK_MAX_Q], b32[LRT_LOWRANK_MAX_Q];
-    uint32_t sigma[LRT_LOWRANK_MAX_Q], cx[LRT_LOWRANK_MAX_RANK];
-    lrt_ufx aq, bq, un, vn;
-    int biased;
-    int32_t eql, eqr, ep, ec, top;
-    uint64_t pmax;
-    const int empty = acc->cx[0] == 0;
-    unsigned i, j;
-
-    memset(alpha, 0, sizeof(alpha));
-    memset(beta, 0, sizeof(beta));
-    un = vec_norm(xu, n);
-    vn = vec_norm(xv, m);
-    mgs_pass(acc->ql, q, r, acc->ql_exp, xu, n, alpha);
-    mgs_pass(acc->qr, q, r, acc->qr_exp, xv, m, beta);
-    aq = vec_norm(xu, n);
-    bq = vec_norm(xv, m);
-    if (kappa_skip(acc, aq, eu, bq, ev)) return 0;
-    /* int16 rounding makes the bases drift from orthonormal (~1e-5 per step, both signs, a
-     * few 1e-3 after 10^4 steps); every REORTH_PERIOD applied steps pull them back. The
-     * represented sum moves by O(drift), like one step's rounding; compensating it in the
-     * core would split the exactly equal cx left by the unbiased mixing and desynchronise
-     * the C code from the reference, which never drifts. */
-    if (acc->cx[0] != 0 &&
-        acc->applied % LRT_LOWRANK_REORTH_PERIOD == LRT_LOWRANK_REORTH_PERIOD - 1) {
-        int32_t eo = acc->ql_exp;
-        gram_error(acc->ql, n, q, r, acc->ql_exp, wl);
-        gram_error(acc->qr, m, q, r, acc->qr_exp, wr);
-        acc->ql_exp = reorth_basis(acc->ql, n, q, r, acc->ql_exp, wl, cm);
-        reorth_coef(alpha, r, wl, eo, acc->ql_exp);
-        eo = acc->qr_exp;
-        acc->qr_exp = reorth_basis(acc->qr, m, q, r, acc->qr_exp, wr, cm);
-        reorth_coef(beta, r, wr, eo, acc->qr_exp);
+    pq[0] += (int64_t)kp * ONE_Q30 - (int64_t)sum;
+    pq[0] = LRT_CLAMP(pq[0], 0, ONE_Q30);
+    /* the Givens chain: carry starts at 1 on row 0 (selected) */
+    carry = ONE_Q30;
+    pick[0] = 1;
+    for (t = 0; t + 1 < tl; t++) {
+        const int64_t f = pq[t] > carry ? ONE_Q30 : 0;
+        const int64_t dn = f - carry, nm = pq[t] - carry;
+        int64_t s2 = dn == 0 ? 0 : (nm * ONE_Q30) / dn; /* same signs, |nm| <= |dn| */
+        s2 = LRT_CLAMP(s2, 0, ONE_Q30);
+        cs[t] = (int32_t)lrt_isqrt64((uint64_t)(ONE_Q30 - s2) << 30);
+        sn[t] = (int32_t)lrt_isqrt64((uint64_t)s2 << 30);
+        pick[t + 1] = f != 0;
+        carry = LRT_CLAMP(carry + f - pq[t], 0, ONE_Q30);
     }
-    /* second pass ("twice is enough"): the int16 basis is orthonormal only to ~2^-15, so one
-     * pass leaves a residual that still leans on the basis when u is nearly in its span */
-    mgs_pass(acc->ql, q, r, acc->ql_exp, xu, n, alpha);
-    mgs_pass(acc->qr, q, r, acc->qr_exp, xv, m, beta);
-    aq = vec_norm(xu, n);
-    bq = vec_norm(xv, m);
-    /* u or v in the span of its basis up to the int16 noise: the unbiased mixing would turn
-     * that noise into O(sqrt(noise)) errors and, step after step, let the bases wander off
-     * the data; the biased truncation drops at most this noise (exact in exact arithmetic,
-     * like the s1 == 0 guard) and keeps pulling the bases onto the data. */
-    biased = acc->cfg.mode == LRT_LOWRANK_BIASED || in_span(aq, un) || in_span(bq, vn);
-    eql = new_column(acc->ql, q, r, xu, n, aq, acc->ql_exp);
-    eqr = new_column(acc->qr, q, r, xv, m, bq, acc->qr_exp);
-
-    /* C = alpha beta^T + diag(cx, 0) with one exponent ec, entries <= 2^28 */
-    alpha[r] = (int64_t)lrt_ufx_to_u64(aq, acc->ql_exp); /* to units 2^(ql_exp + eu) */
-    beta[r] = (int64_t)lrt_ufx_to_u64(bq, acc->qr_exp);
-    ep = acc->ql_exp + eu + narrow(alpha, a32, q) + acc->qr_exp + ev + narrow(beta, b32, q);
-    pmax = 0;
-    {
-        uint64_t am = 0, bm = 0;
-        for (i = 0; i < q; i++) {
-            if (abs64(a32[i]) > am) am = abs64(a32[i]);
-            if (abs64(b32[i]) > bm) bm = abs64(b32[i]);
-        }
-        pmax = am * bm;
-    }
-    if (pmax == 0 && acc->cx[0] == 0) return 0;
-    top = pmax ? bits64(pmax) + ep : INT32_MIN / 2;
-    if (acc->cx[0]) {
-        int32_t tc = bits64(acc->cx[0]) + acc->cx_exp;
-        if (tc > top) top = tc;
-    }
-    ec = top - C_TOP_BITS;
-    for (i = 0; i < q; i++) {
-        for (j = 0; j < q; j++) {
-            int64_t val = lrt_shr_round64((int64_t)a32[i] * b32[j], (int)(ec - ep));
-            if (i == j && i < r && acc->cx[i]) /* (cx_exp is stale while cx is 0) */
-                val += lrt_shr_round64(acc->cx[i], (int)(ec - acc->cx_exp));
-            cm[i * q + j] = (int32_t)val;
-        }
-    }
-
-    if (lrt_lowrank_svd(cm, q, sigma, vm) < 0) return LRT_ERR_STATE; /* cannot happen */
-    for (i = 1; i < q; i++) { /* sigma floor: below the int16 noise level counts as zero */
-        if (((uint64_t)sigma[i] << LRT_LOWRANK_SIGMA_FLOOR_SHIFT) < sigma[0]) {
-            sigma[i] = 0;
-            for (j = 0; j < q; j++) {
-                cm[j * q + i] = 0;
-                vm[j * q + i] = 0;
+    /* U_tail D G and V_tail D G: signs on the tail columns, then the rotations from the last
+     * plane to the first (G = R_last ... R_0) */
+    for (t = 0; t < tl; t++) {
+        if ((word >> (31u - t)) & 1u) {
+            for (row = 0; row < p; row++) {
+                u[row * p + i + t] = -u[row * p + i + t];
+                vm[row * p + i + t] = -vm[row * p + i + t];
             }
         }
     }
-    canonical_groups(sigma, cm, vm, q);
-    truncate_rank(acc, biased, sigma, cm, vm, word, wl, wr, cx);
+    for (t = tl - 1; t-- > 0;) {
+        const unsigned a = i + t, b = i + t + 1;
+        for (row = 0; row < p; row++) {
+            int64_t x = u[row * p + a], y = u[row * p + b];
+            u[row * p + a] = (int32_t)rsh(cs[t] * x + sn[t] * y, 30);
+            u[row * p + b] = (int32_t)rsh(cs[t] * y - sn[t] * x, 30);
+            x = vm[row * p + a];
+            y = vm[row * p + b];
+            vm[row * p + a] = (int32_t)rsh(cs[t] * x + sn[t] * y, 30);
+            vm[row * p + b] = (int32_t)rsh(cs[t] * y - sn[t] * x, 30);
+        }
+    }
+    for (t = 0; t < tl && sel < kp; t++) {
+        if (!pick[t]) continue;
+        c = i + sel++;
+        for (row = 0; row < p; row++) {
+            wl[row * r + c] = u[row * p + i + t];
+            wr[row * r + c] = vm[row * p + i + t];
+        }
+        cx[c] = (uint32_t)((s1 + kp / 2u) / kp);
+    }
+}
 
-    acc->ql_exp = rotate_basis(acc->ql, n, q, r, wl, acc->ql_exp, eql, empty);
-    acc->qr_exp = rotate_basis(acc->qr, m, q, r, wr, acc->qr_exp, eqr, empty);
+static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t exl,
+                      int32_t *right, int32_t exr, uint16_t k)
+{
+    const uint8_t r = acc->cfg.rank;
+    const uint16_t n = acc->n, m = acc->m;
+    const size_t pw = (size_t)r + acc->cfg.max_block; /* row stride of A, B */
+    int32_t *cm = work_mat(acc, 0), *vm = work_mat(acc, 1);
+    int32_t *am = work_mat(acc, 2), *bm = work_mat(acc, 3);
+    int32_t *wl = am, *wr = bm; /* A and B are done with once the core is built */
+    int32_t eca[LRT_LOWRANK_MAX_BLOCK], ecb[LRT_LOWRANK_MAX_BLOCK];
+    int32_t epl[LRT_LOWRANK_MAX_BLOCK], epr[LRT_LOWRANK_MAX_BLOCK];
+    uint32_t sigma[LRT_LOWRANK_MAX_CORE], cx[LRT_LOWRANK_MAX_RANK];
+    const int empty = acc->cx[0] == 0;
+    unsigned kl, kr, rl, rr, p, i, j, c;
+    int32_t ea, eb, ep, ec, top = INT32_MIN;
+    uint64_t smax = 0;
+    int biased = acc->cfg.mode == LRT_LOWRANK_BIASED;
+
+    /* int16 rounding makes the bases drift from orthonormal (~1e-5 per step); every
+     * REORTH_PERIOD applied steps pull them back (the represented sum moves by O(drift)) */
+    if (!empty && acc->applied % LRT_LOWRANK_REORTH_PERIOD == LRT_LOWRANK_REORTH_PERIOD - 1) {
+        acc->ql_exp = reorth_basis(acc->ql, n, r, acc->ql_exp, wl);
+        acc->qr_exp = reorth_basis(acc->qr, m, r, acc->qr_exp, wr);
+    }
+    kl = extend_basis(acc->ql, r, acc->ql_exp, left, n, k, exl, am, pw, eca, epl);
+    kr = extend_basis(acc->qr, r, acc->qr_exp, right, m, k, exr, bm, pw, ecb, epr);
+    ea = common_columns(am, pw, k, eca);
+    eb = common_columns(bm, pw, k, ecb);
+    ep = ea + eb;
+    rl = r + kl;
+    rr = r + kr;
+    p = rl > rr ? rl : rr;
+    if (p < 2) p = 2;
+
+    /* core C = diag(cx, 0) + A B^T with one exponent ec, |C_ij| <= 2^(C_TOP_BITS + 1): the
+     * Frobenius norm then stays below 2^30, which the Jacobi sums need for p up to 24 */
+    for (i = 0; i < rl; i++) {
+        for (j = 0; j < rr; j++) {
+            int64_t s = 0;
+            for (c = 0; c < k; c++) s += (int64_t)am[c * pw + i] * bm[c * pw + j];
+            if (abs64(s) > smax) smax = abs64(s);
+        }
+    }
+    if (smax) top = bits64(smax) + ep;
+    if (!empty) {
+        int32_t tc = bits64(acc->cx[0]) + acc->cx_exp;
+        if (tc > top) top = tc;
+    }
+    if (top == INT32_MIN) return 0; /* nothing new and nothing stored */
+    ec = top - C_TOP_BITS;
+    for (i = 0; i < p; i++) {
+        for (j = 0; j < p; j++) {
+            int64_t s = 0, val;
+            if (i < rl && j < rr)
+                for (c = 0; c < k; c++) s += (int64_t)am[c * pw + i] * bm[c * pw + j];
+            val = s ? lrt_shr_round64(s, (int)(ec - ep)) : 0;
+            if (i == j && i < r && acc->cx[i]) /* (cx_exp is stale while cx is 0) */
+                val += lrt_shr_round64(acc->cx[i], (int)(ec - acc->cx_exp));
+            cm[i * p + j] = (int32_t)val;
+        }
+    }
+
+    if (lrt_lowrank_svd(cm, (uint8_t)p, sigma, vm) < 0) return LRT_ERR_STATE; /* cannot happen */
+    for (i = 1; i < p; i++) { /* sigma floor: below the int16 noise level counts as zero */
+        if (((uint64_t)sigma[i] << LRT_LOWRANK_SIGMA_FLOOR_SHIFT) < sigma[0]) {
+            sigma[i] = 0;
+            for (j = 0; j < p; j++) {
+                cm[j * p + i] = 0;
+                vm[j * p + i] = 0;
+            }
+        }
+    }
+    truncate_rank(r, biased, sigma, cm, vm, (uint8_t)p, word, wl, wr, cx);
+
+    acc->ql_exp = rotate_basis(acc->ql, n, r, acc->ql_exp, empty, left, epl, kl, wl);
+    acc->qr_exp = rotate_basis(acc->qr, m, r, acc->qr_exp, empty, right, epr, kr, wr);
     memcpy(acc->cx, cx, sizeof(uint32_t) * r);
     acc->cx_exp = ec;
     acc->applied++;
     return 1;
 }
 
-static int check_step_args(const lrt_lowrank *acc, const int8_t *u, int u_exp, int32_t v_offset,
-                           int v_exp)
+int lrt_lowrank_step_block(lrt_lowrank *acc, int32_t *left, int left_exp, int32_t *right,
+                           int right_exp, uint16_t k)
 {
-    if (!acc || !u) return LRT_ERR_ARG;
-    if (v_offset > LRT_LOWRANK_MAX_VOFFSET || v_offset < -LRT_LOWRANK_MAX_VOFFSET)
-        return LRT_ERR_ARG;
-    if (u_exp > 64 || u_exp < -64 || v_exp > 64 || v_exp < -64) return LRT_ERR_ARG;
-    return LRT_OK;
-}
-
-static int load_u(int32_t *xu, const int8_t *u, uint16_t n)
-{
-    unsigned i;
-    int nz = 0;
-    for (i = 0; i < n; i++) {
-        xu[i] = (int32_t)u[i] * (1 << WORK_SHIFT);
-        nz |= u[i];
-    }
-    return nz != 0;
-}
-
-int lrt_lowrank_step(lrt_lowrank *acc, const int8_t *u, int u_exp, const int8_t *v,
-                     int32_t v_offset, int v_exp)
-{
-    return lrt_lowrank_step_strided(acc, u, u_exp, v, 1, acc ? acc->m : 0, 0, v_offset, v_exp);
-}
-
-int lrt_lowrank_step_strided(lrt_lowrank *acc, const int8_t *u, int u_exp, const int8_t *base,
-                             uint16_t rows, uint16_t row_len, uint32_t row_stride,
-                             int32_t v_offset, int v_exp)
-{
-    int err = check_step_args(acc, u, u_exp, v_offset, v_exp);
     uint32_t word;
-    int32_t *xv, nz = 0;
-    unsigned k, i;
-    if (err) return err;
-    if (!base || (uint32_t)rows * row_len != acc->m) return LRT_ERR_ARG;
-    /* one RNG word per call, skipped or not, so that the C code and the reference stay in
-     * step even if they disagree about a skip */
+    int32_t sl, sr;
+    if (!acc || !left || !right || k < 1 || k > acc->cfg.max_block) return LRT_ERR_ARG;
+    if (left_exp > 96 || left_exp < -96 || right_exp > 96 || right_exp < -96) return LRT_ERR_ARG;
+    /* one RNG word per call, applied or not, so that the sign stream does not depend on the
+     * data */
     word = lrt_xorshift32_next(&acc->rng);
     acc->steps++;
-    xv = acc->work + acc->n;
-    for (k = 0; k < rows; k++) {
-        const int8_t *src = base + (size_t)k * row_stride;
-        for (i = 0; i < row_len; i++) {
-            int32_t t = (int32_t)src[i] + v_offset;
-            *xv++ = t * (1 << WORK_SHIFT);
-            nz |= t;
-        }
-    }
-    if (!load_u(acc->work, u, acc->n) || !nz) return 0;
-    return step_core(acc, word, u_exp, v_exp);
+    sl = normalize_block(left, (size_t)acc->n * k);
+    sr = normalize_block(right, (size_t)acc->m * k);
+    if (sl == INT32_MIN || sr == INT32_MIN) return 0;
+    return step_block(acc, word, left, left_exp + sl, right, right_exp + sr, k);
 }
 
 /* ---- flush ------------------------------------------------------------------------------- */
 
 static const lrt_ufx UFX_ONE = {0x80000000u, -31};
 
-static lrt_ufx factor_max(const int16_t *qm, uint16_t len, uint8_t q, uint8_t r, int32_t eq,
+static lrt_ufx factor_max(const int16_t *qm, uint16_t len, uint8_t r, int32_t eq,
                           const uint32_t *cx, int32_t ecx)
 {
     lrt_ufx best = {0u, 0};
@@ -811,7 +757,7 @@ static lrt_ufx factor_max(const int16_t *qm, uint16_t len, uint8_t q, uint8_t r,
         uint32_t mx = 0;
         lrt_ufx val;
         for (i = 0; i < len; i++) {
-            int32_t x = qm[(size_t)i * q + k];
+            int32_t x = qm[(size_t)i * r + k];
             uint32_t a = (uint32_t)(x < 0 ? -x : x);
             if (a > mx) mx = a;
         }
@@ -823,7 +769,7 @@ static lrt_ufx factor_max(const int16_t *qm, uint16_t len, uint8_t q, uint8_t r,
 
 int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan *plan)
 {
-    const uint8_t r = acc ? acc->cfg.rank : 0, q = (uint8_t)(r + 1u);
+    const uint8_t r = acc ? acc->cfg.rank : 0;
     lrt_ufx lr, b, den = UFX_ONE, wk[LRT_LOWRANK_MAX_RANK];
     int32_t top = INT32_MIN;
     unsigned k;
@@ -840,9 +786,9 @@ int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan
     plan->div_r = UFX_ONE;
     if (acc->cfg.maxnorm) {
         plan->div_l = lrt_mnorm_update(
-            &acc->mn_l, factor_max(acc->ql, acc->n, q, r, acc->ql_exp, acc->cx, acc->cx_exp));
+            &acc->mn_l, factor_max(acc->ql, acc->n, r, acc->ql_exp, acc->cx, acc->cx_exp));
         plan->div_r = lrt_mnorm_update(
-            &acc->mn_r, factor_max(acc->qr, acc->m, q, r, acc->qr_exp, acc->cx, acc->cx_exp));
+            &acc->mn_r, factor_max(acc->qr, acc->m, r, acc->qr_exp, acc->cx, acc->cx_exp));
         den = lrt_ufx_mul(plan->div_l, plan->div_r);
     }
     for (k = 0; k < r; k++) {
@@ -876,8 +822,8 @@ static inline int16_t delta_value(int64_t s, int32_t shift)
 static void row_scale(const lrt_lowrank *acc, const lrt_lowrank_plan *plan, uint16_t row,
                       int32_t *t)
 {
-    const uint8_t r = acc->cfg.rank, q = (uint8_t)(r + 1u);
-    const int16_t *ql = acc->ql + (size_t)row * q;
+    const uint8_t r = acc->cfg.rank;
+    const int16_t *ql = acc->ql + (size_t)row * r;
     unsigned k;
     for (k = 0; k < r; k++) t[k] = ql[k] * plan->w[k]; /* <= 2^15 * 2^15 */
 }
@@ -885,12 +831,12 @@ static void row_scale(const lrt_lowrank *acc, const lrt_lowrank_plan *plan, uint
 void lrt_lowrank_delta_row(const lrt_lowrank *acc, const lrt_lowrank_plan *plan, uint16_t row,
                            int16_t *delta)
 {
-    const uint8_t r = acc->cfg.rank, q = (uint8_t)(r + 1u);
+    const uint8_t r = acc->cfg.rank;
     int32_t t[LRT_LOWRANK_MAX_RANK];
     unsigned j, k;
     row_scale(acc, plan, row, t);
     for (j = 0; j < acc->m; j++) {
-        const int16_t *qr = acc->qr + (size_t)j * q;
+        const int16_t *qr = acc->qr + (size_t)j * r;
         int64_t s = 0;
         for (k = 0; k < r; k++) s += (int64_t)t[k] * qr[k];
         delta[j] = delta_value(s, plan->shift);
@@ -900,14 +846,14 @@ void lrt_lowrank_delta_row(const lrt_lowrank *acc, const lrt_lowrank_plan *plan,
 uint32_t lrt_lowrank_count_nonzero(const lrt_lowrank *acc, const lrt_lowrank_plan *plan,
                                    uint32_t stop_at)
 {
-    const uint8_t r = acc->cfg.rank, q = (uint8_t)(r + 1u);
+    const uint8_t r = acc->cfg.rank;
     int32_t t[LRT_LOWRANK_MAX_RANK];
     uint32_t count = 0;
     unsigned i, j, k;
     for (i = 0; i < acc->n; i++) {
         row_scale(acc, plan, (uint16_t)i, t);
         for (j = 0; j < acc->m; j++) {
-            const int16_t *qr = acc->qr + (size_t)j * q;
+            const int16_t *qr = acc->qr + (size_t)j * r;
             int64_t s = 0;
             for (k = 0; k < r; k++) s += (int64_t)t[k] * qr[k];
             if (delta_value(s, plan->shift) != 0) count++;

@@ -118,6 +118,34 @@ uint32_t lrt_train_cell_count(const lrt_net *net)
     return lrt_train_cell_base(net, net->n_layers);
 }
 
+static uint8_t block_width(uint8_t kb)
+{
+    return kb == 0 ? 16u : kb;
+}
+
+uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb)
+{
+    uint32_t words = 0;
+    uint8_t i;
+    kb = block_width(kb);
+    for (i = 0; i < net->n_layers; i++) {
+        const lrt_layer *l = &net->layers[i];
+        uint32_t n = l->out_c, m = lrt_bp_layer_m(l), w;
+        if (!is_trainable(l)) {
+            continue;
+        }
+        if (l->kind == LRT_LAYER_DENSE) {
+            w = n + m;
+        } else if (n <= kb) {
+            w = n * n + n * m;
+        } else {
+            w = (uint32_t)kb * (n + m);
+        }
+        words = LRT_MAX(words, w);
+    }
+    return 4u * words;
+}
+
 /* ---- init / forward ------------------------------------------------------------------------ */
 
 int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
@@ -130,7 +158,9 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
         net->n_layers == 0 || net->n_classes == 0 || buf->act_a == NULL || buf->act_b == NULL ||
         (buf->keep == NULL && cfg->scheme != LRT_SCHEME_INFERENCE) ||
         buf->layer_state == NULL || cfg->scheme > LRT_SCHEME_LRT || cfg->weight_bits == 1 ||
-        cfg->weight_bits > 8) {
+        cfg->weight_bits > 8 || cfg->lrt_block > 16 ||
+        (cfg->scheme == LRT_SCHEME_LRT && hooks != NULL && hooks->block != NULL &&
+         buf->lrt_block == NULL)) {
         return LRT_ERR_ARG;
     }
     memset(t, 0, sizeof(*t));
@@ -672,42 +702,76 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
     return LRT_OK;
 }
 
-static int lrt_terms(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
-                     int16_t dz_exp)
+/* Scheme lrt: hand layer li's per-sample gradient to the block hook as low-rank blocks
+ * (lrt_train_block): dense k = 1, narrow conv one block of the whole sample, wide conv
+ * blocks of kb pixels. */
+static int lrt_blocks(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
+                      int16_t dz_exp)
 {
     const lrt_layer *l = &t->net->layers[li];
+    const uint16_t n = l->out_c;
+    const uint32_t m = lrt_bp_layer_m(l);
+    const uint8_t kb = block_width(t->cfg.lrt_block);
+    int32_t *buf = t->buf.lrt_block;
+    lrt_train_block b;
     lrt_bp_geom g;
-    lrt_train_term term;
-    uint16_t oy, ox, o;
+    uint32_t i;
+    uint16_t oy, ox, o, c = 0;
+    b.index = li;
+    b.left = buf;
+    if (l->kind == LRT_LAYER_DENSE) {
+        b.k = 1;
+        b.right = buf + n;
+        for (i = 0; i < n; i++) {
+            b.left[i] = dz[i];
+        }
+        for (i = 0; i < m; i++) {
+            b.right[i] = (int32_t)x[i] + l->input_offset;
+        }
+        b.left_exp = dz_exp;
+        b.right_exp = l->in_exp;
+        return t->hooks.block(t->hooks.ctx, t, &b);
+    }
+    if (n <= kb) {
+        b.k = n;
+        b.right = buf + (size_t)n * n;
+        for (i = 0; i < (uint32_t)n * n; i++) {
+            b.left[i] = (i % (n + 1u)) == 0;
+        }
+        lrt_conv_wgrad_s32(l, x, dz, b.right);
+        b.left_exp = 0;
+        b.right_exp = (int16_t)(dz_exp + l->in_exp);
+        return t->hooks.block(t->hooks.ctx, t, &b);
+    }
     lrt_bp_geom_of(l, &g);
-    term.index = li;
-    term.n_pixels = (uint16_t)(g.out_h * g.out_w);
-    term.n = l->out_c;
-    term.dz_exp = dz_exp;
-    term.m = lrt_bp_layer_m(l);
-    term.patch_zp = -l->input_offset;
-    term.patch_exp = l->in_exp;
+    b.right = buf + (size_t)kb * n;
+    b.left_exp = dz_exp;
+    b.right_exp = l->in_exp;
     for (oy = 0; oy < g.out_h; oy++) {
         for (ox = 0; ox < g.out_w; ox++) {
-            uint16_t p = (uint16_t)(oy * g.out_w + ox);
-            const int8_t *dzp = dz + (size_t)p * l->out_c;
-            int rc;
-            for (o = 0; o < l->out_c && dzp[o] == 0; o++) {
+            const int8_t *dzp = dz + ((size_t)oy * g.out_w + ox) * n;
+            const int last = oy + 1u == g.out_h && ox + 1u == g.out_w;
+            for (o = 0; o < n && dzp[o] == 0; o++) {
             }
-            if (o == l->out_c) {
-                continue;
-            }
-            term.pixel = p;
-            term.dz = dzp;
-            if (l->kind == LRT_LAYER_DENSE) {
-                term.patch = x; /* the whole input is the (only) patch */
-            } else {
+            if (o < n) {
+                int32_t *rc = b.right + (size_t)c * m;
+                for (o = 0; o < n; o++) {
+                    b.left[(size_t)c * n + o] = dzp[o];
+                }
                 lrt_conv_gather_patch(l, x, oy, ox, t->buf.scratch);
-                term.patch = t->buf.scratch;
+                for (i = 0; i < m; i++) {
+                    rc[i] = (int32_t)t->buf.scratch[i] + l->input_offset;
+                }
+                c++;
             }
-            rc = t->hooks.term(t->hooks.ctx, t, &term);
-            if (rc != LRT_OK) {
-                return rc;
+            if (c > 0 && (c == kb || last)) {
+                int rc;
+                b.k = c;
+                c = 0;
+                rc = t->hooks.block(t->hooks.ctx, t, &b);
+                if (rc != LRT_OK) {
+                    return rc;
+                }
             }
         }
     }
@@ -749,8 +813,8 @@ static int train_layer(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t
     if (t->cfg.scheme == LRT_SCHEME_SGD) {
         return sgd_update(t, li, x, dz, dz_exp);
     }
-    if (t->cfg.scheme == LRT_SCHEME_LRT && t->hooks.term != NULL) {
-        return lrt_terms(t, li, x, dz, dz_exp);
+    if (t->cfg.scheme == LRT_SCHEME_LRT && t->hooks.block != NULL) {
+        return lrt_blocks(t, li, x, dz, dz_exp);
     }
     return LRT_OK;
 }

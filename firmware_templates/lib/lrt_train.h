@@ -68,6 +68,7 @@
  *                  (lrt_train_keep_needed), NULL elsewhere; the last layer's keep holds the
  *                  logits. Inference scheme: keep may be NULL.
  *   scratch        lrt_train_scratch_size(net) bytes (one weight row / one patch).
+ *   lrt_block      scheme lrt: lrt_train_lrt_block_size(net, cfg.lrt_block) bytes, int32.
  *   layer_state    n_layers entries of lrt_train_layer_state.
  *   cell_writes, paper_writes   optional, lrt_train_cell_count(net) uint32 each.
  * The softmax needs no scratch (exponentials are recomputed, n_classes is small).
@@ -105,6 +106,7 @@ typedef struct {
     uint8_t weight_bits;         /* 2..8 (0 means 8; 1, > 8: LRT_ERR_ARG): trained weights
                                     stay on a grid of 2^(8 - bits) int8 LSBs (the paper's
                                     bit-width ablation) */
+    uint8_t lrt_block;           /* LRT: largest block width kb, 1..16 (0 means 16) */
 } lrt_train_config;
 
 /* Per-layer bookkeeping (one per net layer; only weight layers use it). */
@@ -140,21 +142,26 @@ typedef struct {
     const int8_t *w;        /* the weights before this sample's update (NULL: batch norm) */
 } lrt_train_grad;
 
-/* One outer-product term dz_p (x) (patch_p - zp) of a weight layer's gradient (LRT), in
- * real units (dL/dW_real). For the paper's convention (what the SGD scheme uses by default)
- * scale by alpha: u_exp = dz_exp + weight_exp + 7, and flush with weight LSB 2^-7. */
+/* One low-rank block of a weight layer's per-sample gradient (LRT): left right^T, left
+ * n x k and right m x k int32 column-major (column c at left + c * n), real = left *
+ * 2^left_exp and right * 2^right_exp, in real units (dL/dW_real). For the paper's convention
+ * (what the SGD scheme uses by default) scale by alpha: add weight_exp + 7 to left_exp, and
+ * flush with weight LSB 2^-7. The buffers are the trainer's lrt_block buffer; the hook may
+ * overwrite them. What a sample's gradient becomes:
+ *   dense                 k = 1: left = dz, right = x - zp (its gradient has rank 1);
+ *   conv, out_c <= kb     k = out_c: left = I, right = G^T, G = sum_p dz_p (patch_p - zp)^T
+ *                         (lrt_conv_wgrad_s32): the whole sample in one block;
+ *   conv, out_c > kb      blocks of up to kb pixels with a non-zero dz: left = their dz,
+ *                         right = their patches (- zp);
+ * with kb = cfg.lrt_block. */
 typedef struct {
     uint8_t index;          /* layer in net->layers */
-    uint16_t pixel;         /* output pixel oy * out_w + ox (0 for dense) */
-    uint16_t n_pixels;
-    const int8_t *dz;       /* n = out_c entries, real = dz * 2^dz_exp, never all zero */
-    uint16_t n;
-    int16_t dz_exp;
-    const int8_t *patch;    /* m entries, real = (patch - patch_zp) * 2^patch_exp */
-    uint32_t m;
-    int32_t patch_zp;
-    int16_t patch_exp;
-} lrt_train_term;
+    uint16_t k;
+    int32_t *left;
+    int16_t left_exp;
+    int32_t *right;
+    int16_t right_exp;
+} lrt_train_block;
 
 struct lrt_trainer;
 
@@ -165,10 +172,9 @@ typedef struct {
      * trainable batch-norm layer the backward pass visits (then w is NULL and dz is the
      * masked output gradient; gradients: lrt_backprop.h). */
     int (*layer_grad)(void *ctx, struct lrt_trainer *t, const lrt_train_grad *g);
-    /* Scheme lrt: every output pixel of every trainable weight layer whose dz_p is not all
-     * zero (an all-zero term adds nothing to the sum). The patch lives in the trainer's
-     * scratch and is valid during the call only. */
-    int (*term)(void *ctx, struct lrt_trainer *t, const lrt_train_term *term);
+    /* Scheme lrt: the blocks of every trainable weight layer's per-sample gradient (see
+     * lrt_train_block), for layers whose gradient is not all zero. */
+    int (*block)(void *ctx, struct lrt_trainer *t, lrt_train_block *b);
     /* Scheme lrt: after each sample's backward pass; the place to flush every B samples
      * through lrt_train_update_begin / _row / _commit. */
     int (*sample_end)(void *ctx, struct lrt_trainer *t);
@@ -182,6 +188,7 @@ typedef struct {
     lrt_train_layer_state *layer_state;
     uint32_t *cell_writes;  /* optional */
     uint32_t *paper_writes; /* optional */
+    int32_t *lrt_block;     /* scheme lrt with a block hook: lrt_train_lrt_block_size() bytes */
 } lrt_train_buffers;
 
 typedef struct lrt_trainer {
@@ -202,6 +209,9 @@ typedef struct lrt_trainer {
 uint32_t lrt_train_act_buffer_size(const lrt_net *net);
 uint32_t lrt_train_scratch_size(const lrt_net *net);
 uint32_t lrt_train_cell_count(const lrt_net *net);
+/* Bytes of the LRT block buffer for block width kb (0 means 16): the largest over trainable
+ * weight layers of 4 (n + m) (dense), 4 (n n + n m) (conv, n <= kb), 4 kb (n + m) (conv). */
+uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb);
 /* Lowest layer with trainable weights, n_layers if none. */
 uint8_t lrt_train_first_trainable(const lrt_net *net);
 /* 1 if keep[i] must be provided. */

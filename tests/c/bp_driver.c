@@ -401,7 +401,13 @@ typedef struct {
     uint32_t *cells, *paper;
     /* lrt hook test state */
     uint32_t flush_every;
-    uint32_t terms[256];
+    uint32_t terms[256];     /* block hook calls per layer */
+    uint32_t mismatch[256];  /* samples whose blocks did not add up to the exact gradient */
+    int32_t *lrt_block;
+    int32_t *gref;           /* exact weight gradient of the pending layer (lrt_bp_weight_grad) */
+    int64_t *gsum;           /* sum of its blocks' left right^T */
+    int pending;             /* layer whose blocks are being summed, -1: none */
+    int32_t pending_exp;
 } rig;
 
 static int grads_hook(void *ctx, lrt_trainer *t, const lrt_train_grad *g)
@@ -441,19 +447,61 @@ static int grads_hook(void *ctx, lrt_trainer *t, const lrt_train_grad *g)
     return LRT_OK;
 }
 
-static int term_hook(void *ctx, lrt_trainer *t, const lrt_train_term *term)
+/* Compare the pending layer's block sum with its exact gradient. */
+static void check_pending(rig *r, const lrt_net *net)
+{
+    const lrt_layer *l;
+    uint32_t j, nm;
+    if (r->pending < 0) {
+        return;
+    }
+    l = &net->layers[r->pending];
+    nm = (uint32_t)l->out_c * lrt_bp_layer_m(l);
+    for (j = 0; j < nm; j++) {
+        if (r->gsum[j] != r->gref[j]) {
+            r->mismatch[r->pending]++;
+            break;
+        }
+    }
+    r->pending = -1;
+}
+
+/* Scheme lrt: the gradient of each trainable weight layer, to check its blocks against. */
+static int lrt_grad_hook(void *ctx, lrt_trainer *t, const lrt_train_grad *g)
 {
     rig *r = (rig *)ctx;
-    uint16_t o;
-    int any = 0;
-    (void)t;
-    for (o = 0; o < term->n; o++) {
-        any |= term->dz[o] != 0;
+    const lrt_layer *l = g->layer;
+    check_pending(r, t->net);
+    if (l->kind == LRT_LAYER_BATCHNORM || g->w == NULL) {
+        return LRT_OK;
     }
-    if (!any || term->pixel >= term->n_pixels || term->m != lrt_bp_layer_m(&t->net->layers[term->index])) {
+    lrt_bp_weight_grad(l, g->x, g->dz, r->gref);
+    memset(r->gsum, 0, sizeof(int64_t) * l->out_c * lrt_bp_layer_m(l));
+    r->pending = g->index;
+    r->pending_exp = g->dz_exp + g->x_exp;
+    return LRT_OK;
+}
+
+static int block_hook(void *ctx, lrt_trainer *t, lrt_train_block *b)
+{
+    rig *r = (rig *)ctx;
+    const lrt_layer *l = &t->net->layers[b->index];
+    uint32_t m = lrt_bp_layer_m(l), i, j, c;
+    if (b->index != r->pending || b->left_exp + b->right_exp != r->pending_exp || b->k == 0 ||
+        b->k > 16 || b->left != r->lrt_block) {
         return LRT_ERR_STATE;
     }
-    r->terms[term->index]++;
+    for (c = 0; c < b->k; c++) {
+        const int32_t *lc = b->left + (size_t)c * l->out_c, *rc = b->right + (size_t)c * m;
+        for (i = 0; i < l->out_c; i++) {
+            for (j = 0; j < m; j++) {
+                r->gsum[(size_t)i * m + j] += (int64_t)lc[i] * rc[j];
+            }
+        }
+    }
+    /* the accumulator may overwrite the blocks: so may this stand-in */
+    memset(b->left, 0x5a, sizeof(int32_t) * b->k * l->out_c);
+    r->terms[b->index]++;
     return LRT_OK;
 }
 
@@ -464,6 +512,7 @@ static int sample_end_hook(void *ctx, lrt_trainer *t)
     rig *r = (rig *)ctx;
     uint8_t i;
     int rc;
+    check_pending(r, t->net);
     if (r->flush_every == 0 || t->samples % r->flush_every != 0) {
         return LRT_OK;
     }
@@ -522,6 +571,18 @@ static void rig_init(rig *r, test_net *tn, const lrt_train_config *cfg, int coun
     b.layer_state = r->states;
     b.cell_writes = r->cells;
     b.paper_writes = r->paper;
+    {
+        uint32_t mx = 0;
+        for (i = 0; i < net->n_layers; i++) {
+            const uint32_t nm = (uint32_t)net->layers[i].out_c * lrt_bp_layer_m(&net->layers[i]);
+            mx = nm > mx ? nm : mx;
+        }
+        r->lrt_block = xmalloc(lrt_train_lrt_block_size(net, cfg->lrt_block));
+        r->gref = xmalloc(4u * (mx ? mx : 1u));
+        r->gsum = xmalloc(8u * (mx ? mx : 1u));
+        r->pending = -1;
+    }
+    b.lrt_block = r->lrt_block;
     rc = lrt_train_init(&r->tr, net, cfg, &b, &r->ws, hooks);
     if (rc != LRT_OK) {
         die("train init", rc);
@@ -582,7 +643,9 @@ static void mode_train(test_net *tn, int argc, char **argv)
     counters = atoi(argv[6]);
     r.flush_every = (uint32_t)atoi(argv[7]);
     cfg.grad_real_units = (uint8_t)(argc > 8 ? atoi(argv[8]) : 0);
-    hooks.term = term_hook;
+    cfg.lrt_block = (uint8_t)(argc > 9 ? atoi(argv[9]) : 0);
+    hooks.block = block_hook;
+    hooks.layer_grad = cfg.scheme == LRT_SCHEME_LRT ? lrt_grad_hook : NULL;
     hooks.sample_end = sample_end_hook;
     hooks.ctx = &r;
     rig_init(&r, tn, &cfg, counters, &hooks);
@@ -618,6 +681,7 @@ static void mode_train(test_net *tn, int argc, char **argv)
         wr32((int32_t)st.cells);
         wr32(st.exact);
         wr32((int32_t)r.terms[i]);
+        wr32((int32_t)r.mismatch[i]);
     }
     {
         uint8_t payload[8 + 12 * 256];

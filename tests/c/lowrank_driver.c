@@ -1,9 +1,13 @@
 /* lowrank_driver.c - drives lrt_lowrank / lrt_fixmath from text commands on stdin.
  *
  * Used by tests/c/test_lowrank*.py through lowrank_harness.py. Whitespace-separated tokens:
- *   I n m rank mode maxnorm batch_pow2 kappa rho_q16 lr_q24 discount_q16 seed
- *   S u_exp v_offset v_exp u[n] v[m]          one step (prints nothing unless it fails)
- *   P u_exp v_offset v_exp rows row_len stride len u[n] base[len]   strided step
+ *   I n m rank mode maxnorm batch_pow2 max_block rho_q16 lr_q24 discount_q16 seed
+ *   S u_exp v_offset v_exp u[n] v[m]          one column u (v + v_offset)^T as a block step
+ *                                              (prints nothing unless it fails)
+ *   B k left_exp right_exp left[n*k] right[m*k]   block step (int32, column-major)
+ *   W seeds                                    replay every S/B/E since the last I for
+ *                                              seeds 0..seeds-1 (the seed loop in C); prints
+ *                                              the mean estimate and mean ||est - mean||^2
  *   E                                          end of sample
  *   D                                          dump the state
  *   F wexp                                     flush plan, nonzero count, all delta rows
@@ -15,6 +19,7 @@
  *   U mant exp                                 lrt_ufx ops self-check values
  *   Q                                          quit
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +42,62 @@ static void fail(const char *what, int rc)
     exit(1);
 }
 
+/* The replay tape: every S/B/E since the last I, as int32 records. */
+static int32_t *tape_add(int32_t **tape, size_t *len, size_t *cap, size_t n)
+{
+    int32_t *rec;
+    if (*len + n > *cap) {
+        *cap = 2 * (*len + n);
+        *tape = realloc(*tape, *cap * sizeof(int32_t));
+        if (*tape == NULL) fail("oom", 0);
+    }
+    rec = *tape + *len;
+    *len += n;
+    return rec;
+}
+
+/* Apply one tape record (the block step works on copies: it overwrites its inputs). */
+static int play(lrt_lowrank *acc, const int32_t *rec)
+{
+    static int32_t *buf;
+    static size_t cap;
+    size_t len;
+    if (rec == NULL) { /* release the copy buffer */
+        free(buf);
+        buf = NULL;
+        cap = 0;
+        return 0;
+    }
+    if (rec[0] == 'E') {
+        lrt_lowrank_end_sample(acc);
+        return 0;
+    }
+    len = (size_t)(acc->n + acc->m) * (size_t)rec[1];
+    if (len > cap) {
+        free(buf);
+        cap = len;
+        buf = malloc(cap * sizeof(int32_t));
+    }
+    memcpy(buf, rec + 4, len * sizeof(int32_t));
+    return lrt_lowrank_step_block(acc, buf, rec[2], buf + (size_t)acc->n * rec[1], rec[3],
+                                  (uint16_t)rec[1]);
+}
+
+/* The real-valued estimate QL diag(cx) QR^T (test code: doubles are fine here). */
+static void estimate(const lrt_lowrank *acc, double *out)
+{
+    const unsigned r = acc->cfg.rank;
+    unsigned i, j, k;
+    for (i = 0; i < acc->n; i++) {
+        for (j = 0; j < acc->m; j++) {
+            double s = 0.0;
+            for (k = 0; k < r; k++)
+                s += (double)acc->ql[i * r + k] * (double)acc->cx[k] * (double)acc->qr[j * r + k];
+            out[(size_t)i * acc->m + j] = ldexp(s, acc->ql_exp + acc->qr_exp + acc->cx_exp);
+        }
+    }
+}
+
 int main(void)
 {
     lrt_lowrank acc;
@@ -47,6 +108,8 @@ int main(void)
     int8_t *u = NULL, *v = NULL;
     int16_t *delta = NULL;
     int have = 0;
+    int32_t *tape = NULL;
+    size_t tape_len = 0, tape_cap = 0, state_size = 0, work_size = 0;
     char cmd[8];
     unsigned i, k;
 
@@ -62,7 +125,7 @@ int main(void)
             cfg.mode = (uint8_t)rd();
             cfg.maxnorm = (uint8_t)rd();
             cfg.batch_pow2 = (uint8_t)rd();
-            cfg.kappa_th = (uint32_t)rd();
+            cfg.max_block = (uint8_t)rd();
             cfg.rho_min_q16 = (uint32_t)rd();
             cfg.lr_q24 = (uint32_t)rd();
             cfg.discount_q16 = (uint32_t)rd();
@@ -73,9 +136,9 @@ int main(void)
             free(v);
             free(delta);
             ss = lrt_lowrank_state_size(n, m, cfg.rank);
-            ws = lrt_lowrank_work_size(n, m, cfg.rank);
+            ws = lrt_lowrank_work_size(cfg.rank, cfg.max_block);
             if (ss != LRT_LOWRANK_STATE_SIZE(n, m, cfg.rank) ||
-                ws != LRT_LOWRANK_WORK_SIZE(n, m, cfg.rank))
+                ws != LRT_LOWRANK_WORK_SIZE(cfg.rank, cfg.max_block))
                 fail("size-macro", 0);
             /* exact sizes, so ASan catches any access past the documented buffers */
             state = malloc(ss);
@@ -85,34 +148,86 @@ int main(void)
             delta = malloc(sizeof(int16_t) * (m ? m : 1));
             rc = lrt_lowrank_init(&acc, &cfg, n, m, state, ss, work, ws);
             printf("init %d %lu %lu\n", rc, (unsigned long)ss, (unsigned long)ws);
+            tape_len = 0;
+            state_size = ss;
+            work_size = ws;
             have = rc == 0;
             break;
         }
-        case 'S':
-        case 'P': {
+        case 'S': { /* recorded as the block step it is */
             int ue = (int)rd(), off = (int)rd(), ve = (int)rd(), rc;
+            int32_t *rec;
             if (!have) fail("no-init", 0);
-            if (cmd[0] == 'S') {
-                for (i = 0; i < acc.n; i++) u[i] = (int8_t)rd();
-                for (i = 0; i < acc.m; i++) v[i] = (int8_t)rd();
-                rc = lrt_lowrank_step(&acc, u, ue, v, off, ve);
-            } else {
-                uint16_t rows = (uint16_t)rd(), row_len = (uint16_t)rd();
-                uint32_t stride = (uint32_t)rd(), len = (uint32_t)rd();
-                int8_t *base = malloc(len ? len : 1);
-                for (i = 0; i < acc.n; i++) u[i] = (int8_t)rd();
-                for (i = 0; i < len; i++) base[i] = (int8_t)rd();
-                rc = lrt_lowrank_step_strided(&acc, u, ue, base, rows, row_len, stride, off, ve);
-                free(base);
-            }
+            if (off > 256 || off < -256) fail("v-offset", off);
+            rec = tape_add(&tape, &tape_len, &tape_cap, 4u + acc.n + acc.m);
+            rec[0] = 'B';
+            rec[1] = 1;
+            rec[2] = ue;
+            rec[3] = ve;
+            for (i = 0; i < acc.n; i++) rec[4 + i] = (int32_t)rd();
+            for (i = 0; i < acc.m; i++) rec[4 + acc.n + i] = (int32_t)rd() + off;
+            rc = play(&acc, rec);
             if (rc < 0) printf("step %d\n", rc);
             break;
         }
-        case 'E': lrt_lowrank_end_sample(&acc); break;
+        case 'E':
+            tape_add(&tape, &tape_len, &tape_cap, 1)[0] = 'E';
+            lrt_lowrank_end_sample(&acc);
+            break;
+        case 'B': {
+            unsigned kk = (unsigned)rd();
+            int le = (int)rd(), re = (int)rd(), rc;
+            size_t len = (size_t)(acc.n + acc.m) * kk;
+            int32_t *rec;
+            if (!have) fail("no-init", 0);
+            rec = tape_add(&tape, &tape_len, &tape_cap, 4u + len);
+            rec[0] = 'B';
+            rec[1] = (int32_t)kk;
+            rec[2] = le;
+            rec[3] = re;
+            for (i = 0; i < len; i++) rec[4 + i] = (int32_t)rd();
+            rc = play(&acc, rec);
+            if (rc < 0) printf("step %d\n", rc);
+            break;
+        }
+        case 'W': {
+            long seeds = rd(), sd;
+            size_t nm = (size_t)acc.n * acc.m, j;
+            double *mean = calloc(nm, sizeof(double)), *est = malloc(nm * sizeof(double));
+            double sq = 0.0, mm = 0.0;
+            lrt_lowrank_config c2 = acc.cfg;
+            for (sd = 0; sd < seeds; sd++) {
+                size_t pos = 0;
+                c2.seed = (uint32_t)sd;
+                if (lrt_lowrank_init(&acc, &c2, acc.n, acc.m, state, state_size, work,
+                                     work_size) != 0)
+                    fail("replay-init", 0);
+                while (pos < tape_len) {
+                    int rc = play(&acc, tape + pos);
+                    if (rc < 0) fail("replay-step", rc);
+                    pos += tape[pos] == 'E' ? 1u : 4u + (size_t)(acc.n + acc.m) * (size_t)tape[pos + 1];
+                }
+                estimate(&acc, est);
+                for (j = 0; j < nm; j++) {
+                    mean[j] += est[j];
+                    sq += est[j] * est[j];
+                }
+            }
+            for (j = 0; j < nm; j++) {
+                mean[j] /= (double)seeds;
+                mm += mean[j] * mean[j];
+            }
+            printf("wmean");
+            for (j = 0; j < nm; j++) printf(" %.17g", mean[j]);
+            printf("\nwvar %.17g\n", sq / (double)seeds - mm);
+            free(mean);
+            free(est);
+            break;
+        }
         case 'R': lrt_lowrank_reset(&acc); break;
         case 'X': lrt_lowrank_defer(&acc); break;
         case 'D': {
-            const unsigned q = acc.cfg.rank + 1u;
+            const unsigned q = acc.cfg.rank;
             printf("state %ld %ld %ld %lu %lu %lu %lu\n", (long)acc.ql_exp, (long)acc.qr_exp,
                    (long)acc.cx_exp, (unsigned long)acc.b_eff_q16, (unsigned long)acc.steps,
                    (unsigned long)acc.applied, (unsigned long)acc.rng);
@@ -150,11 +265,11 @@ int main(void)
         }
         case 'V': {
             uint8_t q = (uint8_t)rd();
-            int32_t a[LRT_LOWRANK_MAX_Q * LRT_LOWRANK_MAX_Q];
-            int32_t vm[LRT_LOWRANK_MAX_Q * LRT_LOWRANK_MAX_Q];
-            uint32_t sigma[LRT_LOWRANK_MAX_Q];
+            int32_t a[LRT_LOWRANK_MAX_CORE * LRT_LOWRANK_MAX_CORE];
+            int32_t vm[LRT_LOWRANK_MAX_CORE * LRT_LOWRANK_MAX_CORE];
+            uint32_t sigma[LRT_LOWRANK_MAX_CORE];
             int rc;
-            if (q > LRT_LOWRANK_MAX_Q) fail("svd-q", q);
+            if (q > LRT_LOWRANK_MAX_CORE) fail("svd-q", q);
             for (i = 0; i < (unsigned)q * q; i++) a[i] = (int32_t)rd();
             rc = lrt_lowrank_svd(a, q, sigma, vm);
             printf("svd %d\ns", rc);
@@ -220,5 +335,7 @@ int main(void)
     free(u);
     free(v);
     free(delta);
+    free(tape);
+    play(&acc, NULL);
     return 0;
 }

@@ -38,7 +38,7 @@ class CConfig:
     unbiased: bool = True
     maxnorm: bool = True
     batch_pow2: int = 1
-    kappa_th: int = 100
+    max_block: int = 16
     rho_min_q16: int = 655
     lr_q24: int = 167772
     discount_q16: int = 65536
@@ -49,7 +49,6 @@ class CConfig:
         return LowRankConfig(
             rank=self.rank,
             unbiased=self.unbiased,
-            kappa_th=float(self.kappa_th),
             rho_min=self.rho_min_q16 / 65536,
             lr=self.lr_q24 / 2**24,
             batch_pow=self.batch_pow2 / 2,
@@ -68,7 +67,7 @@ class Script:
     def init(self, n: int, m: int, cfg: CConfig) -> Script:
         mode = 0 if cfg.unbiased else 1
         self.parts.append(
-            f"I {n} {m} {cfg.rank} {mode} {int(cfg.maxnorm)} {cfg.batch_pow2} {cfg.kappa_th} "
+            f"I {n} {m} {cfg.rank} {mode} {int(cfg.maxnorm)} {cfg.batch_pow2} {cfg.max_block} "
             f"{cfg.rho_min_q16} {cfg.lr_q24} {cfg.discount_q16} {cfg.seed}"
         )
         return self
@@ -76,6 +75,13 @@ class Script:
     def step(self, u: np.ndarray, u_exp: int, v: np.ndarray, v_off: int, v_exp: int) -> Script:
         vals = " ".join(map(str, np.concatenate([u, v]).astype(int).tolist()))
         self.parts.append(f"S {u_exp} {v_off} {v_exp} {vals}")
+        return self
+
+    def block(self, left: np.ndarray, l_exp: int, right: np.ndarray, r_exp: int) -> Script:
+        """Block step: left (n x k) and right (m x k) int32, sent column-major."""
+        k = left.shape[1]
+        vals = np.concatenate([left.T.ravel(), right.T.ravel()]).astype(np.int64)
+        self.parts.append(f"B {k} {l_exp} {r_exp} " + " ".join(map(str, vals.tolist())))
         return self
 
     def cmd(self, text: str) -> Script:
@@ -109,7 +115,7 @@ class CState:
     applied: int
     rng: int
     cx: np.ndarray
-    ql: np.ndarray  # n x q int16
+    ql: np.ndarray  # n x r int16
     qr: np.ndarray
 
     @property
@@ -117,10 +123,10 @@ class CState:
         return len(self.cx)
 
     def ql_real(self) -> np.ndarray:
-        return self.ql[:, : self.rank] * 2.0**self.ql_exp
+        return self.ql * 2.0**self.ql_exp
 
     def qr_real(self) -> np.ndarray:
-        return self.qr[:, : self.rank] * 2.0**self.qr_exp
+        return self.qr * 2.0**self.qr_exp
 
     def cx_real(self) -> np.ndarray:
         return self.cx * 2.0**self.cx_exp
@@ -139,7 +145,7 @@ def parse_states(lines: list[str], n: int, m: int, rank: int) -> list[CState]:
         ql = np.array([int(x) for x in lines[i + 2].split()[1:]], dtype=np.int64)
         qr = np.array([int(x) for x in lines[i + 3].split()[1:]], dtype=np.int64)
         out.append(CState(h[0], h[1], h[2], h[3], h[4], h[5], h[6], cx,
-                          ql.reshape(n, rank + 1), qr.reshape(m, rank + 1)))  # fmt: skip
+                          ql.reshape(n, rank), qr.reshape(m, rank)))  # fmt: skip
     return out
 
 
@@ -208,3 +214,69 @@ def script_stream(script: Script, stream: list[list[Term]]) -> Script:
             script.step(t.u, t.u_exp, t.v, t.v_off, t.v_exp)
         script.cmd("E")
     return script
+
+
+# ---- blocks as the firmware forms them (lrt_train.c) ------------------------------------
+
+
+@dataclass
+class Block:
+    left: np.ndarray  # int64 [n, k]
+    l_exp: int
+    right: np.ndarray  # int64 [m, k]
+    r_exp: int
+
+    def real(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.left * 2.0**self.l_exp, self.right * 2.0**self.r_exp
+
+
+def sample_blocks(sample: list[Term], kb: int = 16) -> list[Block]:
+    """One sample's terms as the trainer hands them to the accumulator: one term (dense) is a
+    block of one column; a conv layer with n <= kb channels is one block (left = I, right =
+    G^T); a wider one goes in blocks of kb pixels."""
+    t0 = sample[0]
+    n = len(t0.u)
+    dz = np.array([t.u for t in sample], dtype=np.int64)
+    patches = np.array([t.v.astype(np.int64) + t.v_off for t in sample])
+    if len(sample) == 1:
+        return [Block(dz.T, t0.u_exp, patches.T, t0.v_exp)]
+    if n <= kb:
+        return [Block(np.eye(n, dtype=np.int64), 0, patches.T @ dz, t0.u_exp + t0.v_exp)]
+    live = np.flatnonzero(dz.any(axis=1))
+    return [Block(dz[live[s : s + kb]].T, t0.u_exp, patches[live[s : s + kb]].T, t0.v_exp)
+            for s in range(0, len(live), kb)]  # fmt: skip
+
+
+def dense_stream(rng: np.random.Generator, samples: int, n: int, m: int) -> list[list[Term]]:
+    """Per sample the single term dz a^T of a dense layer (ReLU inputs, int8 block-float dz
+    off by a fixed low-rank error, as in conv_stream)."""
+    err = (rng.normal(size=(n, 3)) * [1.0, 0.5, 0.25]) @ rng.normal(size=(3, m)) / np.sqrt(m)
+    out = []
+    for _ in range(samples):
+        a = np.clip(np.round(np.maximum(rng.normal(0.0, 0.6, size=m), 0.0) / 2**-7) - 128,
+                    -128, 127).astype(np.int64)  # fmt: skip
+        g = err @ ((a + 128) * 2.0**-7) + 0.3 * rng.normal(size=n)
+        g_exp = int(np.ceil(np.log2(np.abs(g).max() / 127)))
+        dz = np.clip(np.round(g / 2.0**g_exp), -127, 127).astype(np.int64)
+        out.append([Term(dz, g_exp, a, 128, -7)])
+    return out
+
+
+def script_blocks(script: Script, blocks: list[list[Block]]) -> Script:
+    for sample in blocks:
+        for b in sample:
+            script.block(b.left, b.l_exp, b.right, b.r_exp)
+        script.cmd("E")
+    return script
+
+
+def feed_blocks(acc: LowRankAccumulator, blocks: list[list[Block]]) -> np.ndarray:
+    """Run the float reference over per-sample blocks; returns the exact sum."""
+    exact = np.zeros((acc.n, acc.m))
+    for sample in blocks:
+        for b in sample:
+            left, right = b.real()
+            exact += left @ right.T
+            acc.step_block(left, right)
+        acc.end_sample()
+    return exact

@@ -36,9 +36,57 @@ def _act_size(layer: Layer) -> int:
 
 
 def lrt_state_bytes(n: int, m: int, rank: int) -> int:
-    """Bytes of one LRT accumulator: QL, QR int16 (q = rank + 1 columns) + the struct."""
-    q = rank + 1
-    return 2 * q * (n + m) + LRT_STRUCT_BYTES
+    """Bytes of one LRT accumulator: QL, QR int16 (rank columns) + the struct."""
+    return 2 * rank * (n + m) + LRT_STRUCT_BYTES
+
+
+def lrt_work_bytes(rank: int, block: int) -> int:
+    """Bytes of the shared LRT work buffer (LRT_LOWRANK_WORK_SIZE): the core and its SVD
+    (P x P each, P = rank + block) and the coefficients, reused for the truncation weights
+    (P x max(rank, block) each)."""
+    p = rank + block
+    return 8 * p * (p + max(rank, block))
+
+
+def lrt_block_words(layers: list[Layer], block: int) -> int:
+    """int32 words of the trainer's block buffer (lrt_train_lrt_block_size / 4)."""
+    words = 1
+    for lay in layers:
+        n, m = lay.weight_matrix_shape()
+        if lay.kind == "dense":
+            w = n + m
+        elif n <= block:
+            w = n * n + n * m
+        else:
+            w = block * (n + m)
+        words = max(words, w)
+    return words
+
+
+def lrt_step_ops(lay: Layer, rank: int, block: int) -> dict[str, int]:
+    """Multiply-accumulates of one sample's LRT steps on a weight layer (the cost model).
+
+    Per block of k columns: twice Gram-Schmidt of k columns against r + k basis columns on
+    both sides, the core (P x P, P <= r + k, k products per entry), a one-sided Jacobi SVD
+    (about 6 sweeps of P^2 / 2 pairs, 6 P each), the rotation of both bases ((n + m) P r).
+    A narrow conv layer also forms its per-sample gradient (pixels x taps x n).
+    """
+    n, m = lay.weight_matrix_shape()
+    pixels = int(lay.out_shape[0] * lay.out_shape[1]) if lay.kind == "conv2d" else 1
+    if lay.kind == "dense":
+        blocks, k, grad = 1, 1, 0
+    elif n <= block:
+        blocks, k, grad = 1, n, pixels * n * m
+    else:
+        blocks, k, grad = -(-pixels // block), block, 0
+    p = rank + k
+    per_block = (
+        2 * (n + m) * k * (rank + k)  # Gram-Schmidt, two passes
+        + p * p * k  # core
+        + 6 * (p * p // 2) * 6 * p  # Jacobi sweeps
+        + (n + m) * p * rank  # basis rotation
+    )
+    return {"blocks": blocks, "k": k, "ops": grad + blocks * per_block}
 
 
 @dataclass
@@ -80,16 +128,16 @@ class Budget:
             rows.append(f"  {k:<34} {v:>9,d} B")
         rows.append(f"  {'total':<34} {self.flash:>9,d} B")
         if self.lrt_layers:
-            rows.append("LRT cost per weight layer (bytes; ops per accumulator step)")
+            rows.append("LRT cost per weight layer (bytes; block steps and MACs per sample)")
             rows.append(
                 f"  {'layer':<12} {'n x m':>10} {'LRT state':>10} {'full acc':>10} "
-                f"{'batch B':>10} {'ops/step':>9}"
+                f"{'batch B':>10} {'blocks':>6} {'ops/sample':>11}"
             )
             for c in self.lrt_layers:
                 rows.append(
                     f"  {c['layer']:<12} {c['n']:>4} x {c['m']:<4} {c['lrt_state']:>10,d} "
                     f"{c['full_accumulator']:>10,d} {c['stored_batch']:>10,d} "
-                    f"{c['ops_per_step']:>9,d}"
+                    f"{c['blocks_per_sample']:>6,d} {c['ops_per_sample']:>11,d}"
                 )
         return "\n".join(rows)
 
@@ -200,10 +248,10 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
             n, m = lay.weight_matrix_shape()
             state = lrt_state_bytes(n, m, cfg.rank)
             lrt_total += state
-            q = cfg.rank + 1
-            work = max(work, 4 * (n + m + 2 * q * q + 2 * q * cfg.rank))
+            work = max(work, lrt_work_bytes(cfg.rank, cfg.lrt_block))
             steps = int(lay.out_shape[0] * lay.out_shape[1]) if lay.kind == "conv2d" else 1
             batch = cfg.batch_conv if lay.kind == "conv2d" else cfg.batch_dense
+            cost = lrt_step_ops(lay, cfg.rank, cfg.lrt_block)
             b.lrt_layers.append(
                 {
                     "layer": lay.name,
@@ -212,10 +260,14 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
                     "lrt_state": state,
                     "full_accumulator": 4 * n * m,
                     "stored_batch": batch * steps * (n + m),
-                    "ops_per_step": (n + m) * q * q + q**3,
-                    "steps_per_sample": steps,
+                    "ops_per_sample": cost["ops"],
+                    "blocks_per_sample": cost["blocks"],
+                    "block_columns": cost["k"],
                 }
             )
         b.ram_items["train: LRT accumulators (QL, QR, cx)"] = lrt_total
         b.ram_items["train: LRT shared work buffer"] = work
+        b.ram_items["train: LRT gradient block buffer"] = 4 * lrt_block_words(
+            trainable, cfg.lrt_block
+        )
     return b

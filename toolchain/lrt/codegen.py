@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lrt import __version__, batchnorm
-from lrt.budget import train_buffer_sizes
+from lrt.budget import lrt_block_words, train_buffer_sizes
 from lrt.build import render, write_if_changed
 from lrt.config import BuildConfig
 from lrt.model import Layer, Model
@@ -390,15 +390,16 @@ def firmware_context(
             "counters": counters and config.scheme != "inference",
             "accumulators": accs,
             "acc_pointers": ", ".join(acc_ptrs),
-            "work_n": max([a["n"] for a in accs] or [1]),
-            "work_m": max([a["m"] for a in accs] or [1]),
             "rank": config.rank,
             "lrt_mode": 0 if config.lrt_mode == "unbiased" else 1,
             "max_norm": int(config.uses_max_norm),
             "lr_q16": round(config.lr * 65536),
             "weight_bits": config.weight_bits,
             "lr_q24": round(config.lr * (1 << 24)),
-            "kappa_th": round(config.kappa_th),
+            "lrt_block": config.lrt_block,
+            "lrt_block_words": lrt_block_words(
+                [model.layers[i] for i in sizes["trainable"]], config.lrt_block
+            ),
             "rho_min_q16": round(config.rho_min * 65536),
             "batch_conv": config.batch_conv,
             "batch_dense": config.batch_dense,

@@ -42,7 +42,12 @@ class BuildConfig:
     lrt_mode: str = "unbiased"
     batch_conv: int = 10
     batch_dense: int = 100
+    # no effect since the block update replaced the per-pixel steps and their kappa skip
+    # (docs/ESTIMATOR.md); accepted so that existing config files still load
     kappa_th: float = 100.0
+    # LRT block width kb: a conv layer with <= kb output channels adds each sample's gradient
+    # as one block, a wider one in blocks of kb pixels (core size <= rank + kb)
+    lrt_block: int = 16
     rho_min: float = 0.01
     batch_scaling: float = 0.5
     maxnorm_beta: float = 0.999
@@ -84,6 +89,8 @@ class BuildConfig:
             raise bad("lr", f"is {self.lr}; expected 0 < lr <= 1")
         if not 0.0 <= self.rho_min <= 1.0:
             raise bad("rho_min", f"is {self.rho_min}; expected 0..1")
+        if not 1 <= self.lrt_block <= 16:
+            raise bad("lrt_block", f"is {self.lrt_block}; expected 1..16")
         if self.kappa_th < 0:
             raise bad("kappa_th", f"is {self.kappa_th}; expected >= 0")
         if not 0.0 < self.maxnorm_beta < 1.0:

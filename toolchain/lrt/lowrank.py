@@ -193,6 +193,20 @@ def extend_basis(q: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return basis[:, r : r + kk].copy(), a[: r + kk]
 
 
+def canonical_svd(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD, singular values descending, each (U_k, V_k) pair signed so that the largest
+    |U_ik| is positive (the C code's convention: the random signs of the unbiased truncation
+    then act on the same vectors)."""
+    u, s, vt = np.linalg.svd(c, full_matrices=False)
+    v = vt.T.copy()
+    for k in range(u.shape[1]):
+        p = int(np.argmax(np.abs(u[:, k])))
+        if u[p, k] < 0:
+            u[:, k] *= -1
+            v[:, k] *= -1
+    return u, s, v
+
+
 class MaxNorm:
     """Per-tensor gradient max-norm (paper, "Supporting techniques"; twin of lrt_mnorm)."""
 
@@ -268,13 +282,13 @@ class LowRankAccumulator:
         pr, b = extend_basis(self.qr, right)
         core = a @ b.T
         core[np.arange(r), np.arange(r)] += self.cx
-        u, sigma, vt = np.linalg.svd(core, full_matrices=False)
+        u, sigma, v = canonical_svd(core)
         if sigma[0] == 0.0:
             return False
         sigma = np.where(sigma < self.cfg.sigma_floor * sigma[0], 0.0, sigma)
         t, self.cx = truncation(sigma, r, self.cfg.unbiased, word)
         self.ql = np.hstack([self.ql, pl]) @ (u @ t)
-        self.qr = np.hstack([self.qr, pr]) @ (vt.T @ t)
+        self.qr = np.hstack([self.qr, pr]) @ (v @ t)
         self.applied += 1
         return True
 
