@@ -60,7 +60,7 @@ def make_matrix(kind: int, q: int, rng: np.random.Generator) -> np.ndarray:
 
 def check(a: np.ndarray, rc: int, sigma: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
     q = a.shape[0]
-    assert 1 <= rc <= 12
+    assert 1 <= rc <= 16  # LRT_LOWRANK_JACOBI_MAX_SWEEPS
     ref = np.linalg.svd(a.astype(np.float64), compute_uv=False)
     smax = max(float(ref[0]), 1.0)
     assert np.all(np.diff(sigma) <= 0)
@@ -110,7 +110,16 @@ def test_svd_edge_cases(svd: Svd) -> None:
     bad = np.zeros((3, 3), dtype=np.int64)
     bad[0, 0] = C_MAX + 1
     assert svd(bad)[0] < 0
-    assert svd(np.zeros((10, 10), dtype=np.int64))[0] < 0
+    assert svd(np.zeros((25, 25), dtype=np.int64))[0] < 0  # above LRT_LOWRANK_MAX_CORE
+
+
+@pytest.mark.parametrize("q", [10, 17, 24])
+def test_svd_of_block_step_cores(svd: Svd, q: int) -> None:
+    """The block step's cores: up to 24 x 24, entries <= 2^25 (Frobenius norm < 2^30)."""
+    rng = np.random.default_rng(q)
+    for kind in range(4):
+        a = make_matrix(kind, q, rng) // 8
+        check(a, *svd(a))
 
 
 def test_svd_under_sanitizers(tmp_path: Path) -> None:
