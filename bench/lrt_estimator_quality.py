@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT / "tests" / "c"))
 
 from bp_harness import Reader, run_driver, write_net  # noqa: E402
 from bp_harness import build_driver as build_bp  # noqa: E402
-from e2e_support import trained_model  # noqa: E402
 from lowrank_harness import (  # noqa: E402
     LIB_SOURCES,
     CConfig,
@@ -37,6 +36,7 @@ from lowrank_harness import (  # noqa: E402
 )
 
 from conftest import compile_c  # noqa: E402
+from e2e_support import trained_model  # noqa: E402
 from lrt.data import load_dataset, make_stream  # noqa: E402
 from lrt.model import Model  # noqa: E402
 
@@ -75,8 +75,10 @@ def main() -> int:
                         tmp / "lowrank_driver", extra=["-O2"], sanitize=False)  # fmt: skip
         grads = sample_grads(tmp, model, 10 * args.batches)
         convs = [i for i, lay in enumerate(model.layers) if lay.kind == "conv2d"]
-        print("| layer | n x m | kept (biased) | rel. error (biased) | unbiased: mean error "
-              "| 3/sqrt(S) x single-run error |")
+        print(
+            "| layer | n x m | kept (biased) | rel. error (biased) | unbiased: mean error "
+            "| 3/sqrt(S) x single-run error |"
+        )
         print("|---|---|---|---|---|---|")
         for li in convs:
             n, m = grads[0][li][0].shape
@@ -96,8 +98,12 @@ def main() -> int:
                         err.append(np.linalg.norm(e - exact) / np.linalg.norm(exact))
                         continue
                     lines = run(drv, script.cmd(f"W {args.seeds}"))
-                    mean = np.array([float(x) for x in next(
-                        ln for ln in lines if ln.startswith("wmean")).split()[1:]]).reshape(n, m)
+                    mean = np.array(
+                        [
+                            float(x)
+                            for x in next(ln for ln in lines if ln.startswith("wmean")).split()[1:]
+                        ]
+                    ).reshape(n, m)
                     spread = float(next(ln for ln in lines if ln.startswith("wvar")).split()[1])
                     d2 = float(np.sum((mean - exact) ** 2))
                     norm = float(np.linalg.norm(exact))

@@ -41,6 +41,17 @@ static int bits64(uint64_t x)
     return 64 - lrt_clz64(x);
 }
 
+static uint32_t max_abs32(const int32_t *x, size_t len)
+{
+    uint32_t mx = 0;
+    size_t i;
+    for (i = 0; i < len; i++) {
+        uint32_t a = x[i] < 0 ? 0u - (uint32_t)x[i] : (uint32_t)x[i];
+        if (a > mx) mx = a;
+    }
+    return mx;
+}
+
 /* ---- configuration, sizes, init ------------------------------------------------------ */
 
 void lrt_lowrank_config_default(lrt_lowrank_config *cfg)
@@ -201,15 +212,31 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
                 }
                 if (ga == 0) continue;
                 /* converged (ga^2 <= al be 2^-48), or below the rounding noise of the int32
-                 * entries (ga^2 <= q^2 (al + be)); compared as squares, no square roots */
-                g2 = lrt_ufx_make(abs64(ga), 0);
-                g2 = lrt_ufx_mul(g2, g2);
-                if (lrt_ufx_cmp(g2, lrt_ufx_ldexp(lrt_ufx_mul(lrt_ufx_make((uint64_t)al, 0),
-                                                              lrt_ufx_make((uint64_t)be, 0)),
-                                                  -2 * JACOBI_TOL_SHIFT)) <= 0 ||
-                    lrt_ufx_cmp(g2, lrt_ufx_mul(lrt_ufx_make((uint64_t)al + (uint64_t)be, 0),
-                                                lrt_ufx_make((uint32_t)q * q, 0))) <= 0)
-                    continue;
+                 * entries (ga^2 <= q^2 (al + be)); compared as squares, no square roots. The
+                 * bit lengths decide most pairs (2^(2 bg - 2) <= ga^2 < 2^(2 bg), the same for
+                 * the products); only close calls need the exact comparison. */
+                {
+                    const int bg = bits64(abs64(ga)), bab = bits64((uint64_t)al) +
+                                                             bits64((uint64_t)be);
+                    const int bn = bits64((uint64_t)al + (uint64_t)be) + bits64((uint64_t)q * q);
+                    int done;
+                    if (2 * bg <= bab - 2 - 2 * JACOBI_TOL_SHIFT || 2 * bg <= bn - 2) {
+                        done = 1;
+                    } else if (2 * bg - 2 >= bab - 2 * JACOBI_TOL_SHIFT && 2 * bg - 2 >= bn) {
+                        done = 0;
+                    } else {
+                        g2 = lrt_ufx_make(abs64(ga), 0);
+                        g2 = lrt_ufx_mul(g2, g2);
+                        done = lrt_ufx_cmp(g2, lrt_ufx_ldexp(
+                                                   lrt_ufx_mul(lrt_ufx_make((uint64_t)al, 0),
+                                                               lrt_ufx_make((uint64_t)be, 0)),
+                                                   -2 * JACOBI_TOL_SHIFT)) <= 0 ||
+                               lrt_ufx_cmp(g2, lrt_ufx_mul(
+                                                   lrt_ufx_make((uint64_t)al + (uint64_t)be, 0),
+                                                   lrt_ufx_make((uint32_t)q * q, 0))) <= 0;
+                    }
+                    if (done) continue;
+                }
                 jacobi_cs(al, be, ga, &c, &s);
                 rotate_cols(a, q, i, j, c, s);
                 rotate_cols(v, q, i, j, c, s);
@@ -317,13 +344,9 @@ static lrt_ufx vec_norm(const int32_t *x, uint16_t len)
 static int32_t unit_column(int32_t *x, uint16_t len, lrt_ufx norm)
 {
     unsigned i;
-    uint32_t xmax = 0;
+    const uint32_t xmax = max_abs32(x, len);
     int32_t eq;
     lrt_ufx f;
-    for (i = 0; i < len; i++) {
-        uint32_t a = x[i] < 0 ? 0u - (uint32_t)x[i] : (uint32_t)x[i];
-        if (a > xmax) xmax = a;
-    }
     /* real column max = xmax / norm = ratio.m * 2^ratio.e with ratio.m in [2^31, 2^32) */
     eq = lrt_ufx_div(lrt_ufx_make(xmax, 0), norm).e + 17;
     f = lrt_ufx_div(lrt_ufx_make(1, -eq), norm);
@@ -338,13 +361,9 @@ static int32_t unit_column(int32_t *x, uint16_t len, lrt_ufx norm)
  * block is all zero. */
 static int32_t normalize_block(int32_t *x, size_t count)
 {
-    uint32_t mx = 0;
+    const uint32_t mx = max_abs32(x, count);
     size_t i;
     int sh;
-    for (i = 0; i < count; i++) {
-        uint32_t a = x[i] < 0 ? 0u - (uint32_t)x[i] : (uint32_t)x[i];
-        if (a > mx) mx = a;
-    }
     if (mx == 0) return INT32_MIN;
     sh = (32 - lrt_clz32(mx)) - 23; /* bits(mx) - 23: > 0 shift down, < 0 shift up */
     if (sh > 0) {
@@ -392,16 +411,21 @@ static unsigned extend_basis(const int16_t *qm, uint8_t r, int32_t eq, int32_t *
         unsigned rows = r + kk;
         memset(cf, 0, sizeof(cf));
         n0 = vec_norm(xc, len);
-        if (n0.m != 0) {
-            for (pass = 0; pass < 2; pass++) {
-                for (j = 0; j < r; j++) project_out(qm + j, NULL, r, eq, xc, len, &cf[j]);
-                for (j = 0; j < kk; j++)
-                    project_out(NULL, x + (size_t)j * len, 1, ep[j], xc, len, &cf[r + j]);
-            }
+        nr = n0;
+        for (pass = 0; pass < 2 && n0.m != 0; pass++) {
+            lrt_ufx before = nr;
+            for (j = 0; j < r; j++) project_out(qm + j, NULL, r, eq, xc, len, &cf[j]);
+            for (j = 0; j < kk; j++)
+                project_out(NULL, x + (size_t)j * len, 1, ep[j], xc, len, &cf[r + j]);
+            nr = vec_norm(xc, len);
+            /* a second pass only where the first cancelled more than half the squared norm
+             * (Kahan-Parlett "twice is enough"): only then can its rounding, relative to
+             * what is left, matter */
+            if (lrt_ufx_cmp(lrt_ufx_ldexp(lrt_ufx_mul(nr, nr), 1), lrt_ufx_mul(before, before)) >= 0)
+                break;
         }
         for (j = 0; j < r; j++) ce[j] = eq + ex;
         for (j = 0; j < kk; j++) ce[r + j] = ep[j] + ex;
-        nr = vec_norm(xc, len);
         if (n0.m != 0 &&
             lrt_ufx_cmp(lrt_ufx_ldexp(nr, LRT_LOWRANK_RESID_FLOOR_SHIFT), n0) > 0) {
             cf[rows] = (int64_t)(nr.m >> 1); /* 31 bits, so that it fits int64 signed */

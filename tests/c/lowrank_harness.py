@@ -196,18 +196,6 @@ def conv_stream(rng: np.random.Generator, samples: int, n: int = 16, in_c: int =
     return stream
 
 
-def feed_reference(acc: LowRankAccumulator, stream: list[list[Term]]) -> np.ndarray:
-    """Run the float reference over a stream; returns the exact sum."""
-    exact = np.zeros((acc.n, acc.m))
-    for sample in stream:
-        for t in sample:
-            u, v = t.real()
-            exact += np.outer(u, v)
-            acc.step(u, v)
-        acc.end_sample()
-    return exact
-
-
 def script_stream(script: Script, stream: list[list[Term]]) -> Script:
     for sample in stream:
         for t in sample:
