@@ -276,20 +276,65 @@ def build(
     )
 
 
+# the fields of report.json the commands read, with their types
+_REPORT_FIELDS: dict[str, type | tuple[type, ...]] = {"board": str, "firmware": str, "config": dict}
+_REPORT_CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "dataset": str, "data_dir": (str, type(None)), "seed": int, "scheme": str,
+}
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """A build's report.json, checked for the fields the commands use (UserError if not)."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable lrt build report ({exc})") from None
+    for fields, where in ((_REPORT_FIELDS, report), (_REPORT_CONFIG_FIELDS, None)):
+        if where is None:
+            where = report["config"]
+        if not isinstance(where, dict):
+            raise UserError(f"{path}: not an lrt build report (not a JSON object)")
+        for key, kind in fields.items():
+            if not isinstance(where.get(key), kind) or isinstance(where.get(key), bool):
+                raise UserError(f"{path}: field {key!r} missing or of the wrong type")
+    return report
+
+
 def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:
+    build_dir = Path(build_dir)
     report_path = build_dir / REPORT_NAME
     if not report_path.is_file():
         raise UserError(
             f"{build_dir} is not an lrt build directory (no {REPORT_NAME}); run lrt-build"
         )
-    report = json.loads(report_path.read_text())
-    return report, Model.load(build_dir / "ir")
+    report = read_report(report_path)
+    if not (build_dir / "ir" / "model.json").is_file():
+        raise UserError(f"{build_dir} has no ir/model.json: rebuild it with lrt-build")
+    try:
+        model = Model.load(build_dir / "ir")
+    except Exception as exc:  # a damaged IR fails in numpy, zipfile, json or the dataclasses
+        raise UserError(
+            f"{build_dir}/ir: not a readable model ({type(exc).__name__}: {exc})"
+        ) from None
+    return report, model
 
 
-def infer_file(build_dir: Path, inputs: Path, out: Path, emulator: str = "auto") -> int:
+def infer_file(
+    build_dir: Path,
+    inputs: Path,
+    out: Path,
+    emulator: str = "auto",
+    nvm_path: Path | None = None,
+    format_store: bool = False,
+) -> int:
+    """Inference on the int8 samples of an .npy file, logits saved to out. With nvm_path
+    (host emulator) the device runs on the weights stored in that image, as it would boot."""
     from lrt.emulate import open_device
+    from lrt.store import check_path
 
     report, model = load_build(build_dir)
+    check_path(inputs, "--inputs", must_exist=True)
+    check_path(out, "--dump-logits", must_exist=False)
     try:
         x = np.load(inputs, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a corrupt file
@@ -303,9 +348,16 @@ def infer_file(build_dir: Path, inputs: Path, out: Path, emulator: str = "auto")
         raise UserError(
             f"{inputs}: shape {list(x.shape)}, expected [N, {', '.join(map(str, shape))}]"
         )
-    with open_device(build_dir, report, emulator=emulator) as dev:
+    if x.shape[0] == 0:
+        raise UserError(f"{inputs}: no samples")
+    with open_device(
+        build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
+    ) as dev:
         logits, _ = dev.infer_many(x)
-    np.save(out, logits.astype(np.int8))
+    try:
+        np.save(out, logits.astype(np.int8))
+    except OSError as exc:
+        raise UserError(f"--dump-logits {out}: cannot write it ({exc.strerror})") from None
     return int(logits.shape[0])
 
 
@@ -359,6 +411,7 @@ def emulate(
     nvm_path: Path | None = None,
     progress: bool = True,
     stats_every: int | None = None,
+    format_store: bool = False,
     count_instructions: bool = True,
     last_n: int = 500,
 ) -> Any:
@@ -394,7 +447,10 @@ def emulate(
     preds = np.empty(samples, dtype=np.int64)
     curve: list[tuple[int, int, int]] = []
     t0 = time.monotonic()
-    with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_path) as dev:
+    with open_device(
+        build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
+    ) as dev:
+        store_text = dev.hello().store_text
         bar = tqdm(
             total=samples,
             desc=f"{report['board']} {cfg['scheme']} {stream}",
@@ -433,6 +489,7 @@ def emulate(
         last_n=last_n,
     )
     result.writes_curve = curve
+    result.store = store_text
     if emulator in ("auto", "qemu") and count_instructions:
         result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, xq, st.y)
     if json_path is not None:
