@@ -247,6 +247,7 @@ class NvmReport:
     degraded: bool = False
     empty: bool = False
     other_version: int = 0  # a sound header of this format version (not readable here) seen
+    version_seen: bool = False  # such a header seen (its version may be 0)
     foreign: bool = False  # a slot of another model, geometry or format version seen
     model_id: int = 0
     geometry_from: str = "build"  # "build": the caller's geometry; "image": learnt from it
@@ -265,7 +266,7 @@ class NvmReport:
         """lrt_nvm_mount_info.flags the firmware's mount reports for this image."""
         return ((F_EMPTY if self.empty else 0) | (F_FALLBACK if self.fallback else 0)
                 | (F_DEGRADED if self.degraded else 0)
-                | (F_VERSION if self.other_version else 0) | (F_FOREIGN if self.foreign else 0))
+                | (F_VERSION if self.version_seen else 0) | (F_FOREIGN if self.foreign else 0))
 
     @property
     def mount_rc(self) -> int:
@@ -331,7 +332,7 @@ def learn_geometry(img: bytes) -> NvmGeometry | None:
     return None
 
 
-def _other_version(img: bytes) -> int:
+def _other_version(img: bytes) -> int | None:
     magic = struct.pack("<I", MAGIC)
     pos = img.find(magic)
     while pos >= 0:
@@ -339,7 +340,7 @@ def _other_version(img: bytes) -> int:
         if pos % 4 == 0 and h is not None and h.version != VERSION:
             return h.version
         pos = img.find(magic, pos + 1)
-    return 0
+    return None
 
 
 def inspect_bytes(
@@ -359,9 +360,11 @@ def inspect_bytes(
         geometry = learn_geometry(img)
         geometry_from = "image"
         if geometry is None:
+            old = _other_version(img)
             return NvmReport(path=path, image_size=len(img), tech="unknown", layout=None,
                              empty=all(b == img[0] for b in img[:HEADER_SIZE]) if img else True,
-                             other_version=_other_version(img), geometry_from="image")
+                             other_version=old or 0, version_seen=old is not None,
+                             foreign=old is not None, geometry_from="image")
     lay = geometry.layout()
     tech, page, prog = geometry.tech, geometry.page_size, geometry.prog_size
     blob_size, erase = geometry.blob_size, geometry.erase_value
@@ -384,7 +387,7 @@ def inspect_bytes(
             old = SlotHeader.parse(raw, any_version=True)
             if old is not None:
                 rep.other_version = old.version
-                rep.foreign = True
+                rep.version_seen = rep.foreign = True
                 rep.slots.append(SlotReport(
                     s, base, "foreign", old,
                     note=f"format version {old.version}; this reader and the firmware use "
@@ -464,7 +467,7 @@ def inspect_image(
 def render_markdown(rep: NvmReport) -> str:
     lines = [f"# NVM image `{rep.path}`", ""]
     if rep.layout is None:
-        if rep.other_version:
+        if rep.version_seen:
             lines.append(
                 f"Format version {rep.other_version} image: this toolchain and its firmware use "
                 f"version {VERSION}. The firmware refuses it and leaves it untouched; "

@@ -71,7 +71,7 @@ def refusal(rep: nvm.NvmReport) -> str | None:
     """Why the firmware (or the tools) would not use or initialise this image, or None."""
     if rep.chosen is not None or rep.empty:
         return None
-    if rep.other_version:
+    if rep.version_seen:
         return (f"it holds a format version {rep.other_version} store (this firmware uses "
                 f"version {nvm.VERSION})")
     if rep.foreign:
