@@ -15,10 +15,15 @@ from lrt.config import parse_setting
 from lrt.errors import UserError
 
 
+def _one_line(text: str) -> str:
+    """A message on one line, whatever line breaks the user's input put into it."""
+    return " ".join(text.splitlines())
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # one line, like every other user error (the usage is one --help away)
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -26,7 +31,7 @@ def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> i
     try:
         return fn(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -105,8 +105,21 @@ def apply_train_layers(model: Model, selection: tuple[str, ...]) -> None:
         lay.trainable = lay.name in chosen
 
 
+def _import_model(model_path: Path) -> Model:
+    from lrt.tflite_import import import_tflite
+
+    if not model_path.is_file():
+        raise UserError(f"model file {model_path} not found")
+    return import_tflite(model_path, name=model_path.stem)
+
+
 def _obtain_model(
-    cfg: BuildConfig, model_path: Path | None, ir_dir: Path | None, out: Path, progress: bool
+    cfg: BuildConfig,
+    model_path: Path | None,
+    ir_dir: Path | None,
+    out: Path,
+    progress: bool,
+    imported: Model | None = None,
 ) -> tuple[Model, dict[str, float]]:
     tflite_out = out / "model.tflite"
     if ir_dir is not None:
@@ -121,11 +134,7 @@ def _obtain_model(
         )
         return model, dict(prior.get("accuracy", {}))
     if model_path is not None:
-        from lrt.tflite_import import import_tflite
-
-        if not model_path.is_file():
-            raise UserError(f"model file {model_path} not found")
-        model = import_tflite(model_path, name=model_path.stem)
+        model = imported if imported is not None else _import_model(model_path)
         if model_path.resolve() != tflite_out.resolve():
             shutil.copyfile(model_path, tflite_out)
         return model, {}
@@ -201,9 +210,13 @@ def build(
         train_layers=_parse_train_layers(train_layers),
         **config_overrides,
     )
+    # every input is checked before anything is written
+    imported = _import_model(model_path) if model_path is not None and ir_dir is None else None
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, expected a directory")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    model, accuracy = _obtain_model(cfg, model_path, ir_dir, out, progress)
+    model, accuracy = _obtain_model(cfg, model_path, ir_dir, out, progress, imported)
     if cfg.scheme != "inference" and not model.power_of_two:
         raise UserError(
             f"scheme {cfg.scheme!r} needs power-of-two scales (models trained by lrt have them); "
@@ -312,10 +325,18 @@ def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:
         raise UserError(f"{build_dir} has no ir/model.json: rebuild it with lrt-build")
     try:
         model = Model.load(build_dir / "ir")
+        fingerprint = model.fingerprint()
     except Exception as exc:  # a damaged IR fails in numpy, zipfile, json or the dataclasses
         raise UserError(
             f"{build_dir}/ir: not a readable model ({type(exc).__name__}: {exc})"
         ) from None
+    built_from = report.get("model", {}).get("fingerprint") if isinstance(
+        report.get("model"), dict) else None
+    if built_from is not None and built_from != fingerprint:
+        raise UserError(
+            f"{build_dir}/ir is not the model this build's firmware was generated from "
+            f"(fingerprint {fingerprint}, the build's {built_from}): rebuild with lrt-build"
+        )
     return report, model
 
 

@@ -119,6 +119,10 @@ def check_compatible(device_model: Model, candidate: Model) -> None:
     """The candidate's weights can run on the device's firmware: same layers, shapes and
     quantization (only weight and bias values may differ)."""
     a, b = device_model, candidate
+    try:
+        same = codegen.nvm_model_id(a) == codegen.nvm_model_id(b)
+    except (TypeError, ValueError) as exc:  # a damaged candidate's fields
+        raise UserError(f"incompatible model: {type(exc).__name__}: {exc}") from None
     if len(a.layers) != len(b.layers):
         raise UserError(
             f"incompatible model: {len(b.layers)} layers, the device's firmware has {len(a.layers)}"
@@ -142,6 +146,9 @@ def check_compatible(device_model: Model, candidate: Model) -> None:
             )
             if not same_rescale or la.act_min != lb.act_min or la.act_max != lb.act_max:
                 raise UserError(f"incompatible model: {where} has other weight/output scales")
+    if not same:  # what the per-layer checks do not name: strides, padding, pooling, ...
+        raise UserError("incompatible model: its layers, shapes or formats differ from the "
+                        "device's (model id)")
 
 
 def _accuracy(model: Model, x: np.ndarray, y: np.ndarray) -> float:
