@@ -79,6 +79,35 @@ def tripwires(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(host.HostRunner, "open", trip)
 
 
+@pytest.fixture(autouse=True)
+def memo_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model.load and Model.fingerprint computed once per distinct IR content: the real
+    functions, memoised so that 12,000 calls fit the CI budget (a damaged IR is new content
+    and is loaded for real)."""
+    from lrt.model import Model
+
+    load, fingerprint = Model.load, Model.fingerprint
+    loaded: dict[bytes, Model] = {}
+    prints: dict[int, tuple[Model, str]] = {}
+
+    def memo_load(directory: Path | str) -> Model:
+        d = Path(directory)
+        key = b"".join(
+            (d / n).read_bytes() if (d / n).is_file() else b"-" for n in ("model.json", "model.npz")
+        )
+        if key not in loaded:
+            loaded[key] = load(d)
+        return loaded[key]
+
+    def memo_fingerprint(self: Model) -> str:
+        if id(self) not in prints:
+            prints[id(self)] = (self, fingerprint(self))
+        return prints[id(self)][1]
+
+    monkeypatch.setattr(Model, "load", staticmethod(memo_load))
+    monkeypatch.setattr(Model, "fingerprint", memo_fingerprint)
+
+
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for d, dirs, files in os.walk(root):
@@ -118,7 +147,7 @@ def check_refused(main: Main, root: Path, files: dict[str, bytes], argv: list[st
 
 # ---- generators of bad inputs ---------------------------------------------------------------
 
-_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_text = st.text(max_size=12)
 _scalar = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.booleans(), _text,
                     st.lists(st.integers(), max_size=3))
 # (field, values outside its range) for the numeric and enumerated config fields
@@ -274,9 +303,9 @@ def bad_image(draw: st.DrawFn, good: bytes, geo: nvm.NvmGeometry, pull: bool = F
         return bytes(img[: draw(st.integers(1, len(img) - 1))])
     if kind == "long":
         return bytes(img) + draw(st.binary(min_size=1, max_size=16))
-    if kind == "garbage":
-        return bytes(np.random.default_rng(draw(st.integers(0, 2**32 - 1))).integers(
-            1, 256, len(img), np.uint8))  # no erased (0) header: not a store
+    if kind == "garbage":  # a random block repeated: no readable header, no blank slot
+        block = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).bytes(4096)
+        return block * (len(img) // 4096)
     for s in range(lay.n_slots):
         base = lay.slot_base(s)
         h = nvm.SlotHeader.parse(bytes(img[base : base + nvm.HEADER_SIZE]))

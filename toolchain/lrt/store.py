@@ -56,15 +56,21 @@ def read_image(path: Path) -> bytes:
         raise UserError(f"NVM image {path}: cannot read it ({exc.strerror})") from None
 
 
+def _check_size(path: Path, geometry: nvm.NvmGeometry, hint: str = "") -> None:
+    size = path.stat().st_size
+    if size != geometry.region_size:
+        raise UserError(
+            f"NVM image {path} is {size:,d} B but this build's store is "
+            f"{geometry.region_size:,d} B: it belongs to another build{hint}"
+        )
+
+
 def inspect(path: Path, geometry: nvm.NvmGeometry | None, **kwargs: Any) -> nvm.NvmReport:
     """The device's verdict on an image file (geometry None: learnt from the image)."""
-    img = read_image(path)
-    if geometry is not None and len(img) != geometry.region_size:
-        raise UserError(
-            f"NVM image {path} is {len(img):,d} B but this build's store is "
-            f"{geometry.region_size:,d} B: it belongs to another build"
-        )
-    return nvm.inspect_bytes(img, geometry, path=str(path), **kwargs)
+    check_path(path, "NVM image", must_exist=True)
+    if geometry is not None:
+        _check_size(path, geometry)
+    return nvm.inspect_bytes(read_image(path), geometry, path=str(path), **kwargs)
 
 
 def refusal(rep: nvm.NvmReport) -> str | None:
@@ -93,18 +99,15 @@ def prepare_device_image(path: Path, geometry: nvm.NvmGeometry | None, fmt: bool
         raise UserError("--nvm: this build keeps its weights in the firmware image (no NVM store)")
     if not path.exists():
         return False
-    img = read_image(path)
-    if not os.access(path, os.W_OK):
-        raise UserError(f"NVM image {path} is not writable")
-    if len(img) == 0:
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"NVM image {path} is not readable and writable")
+    size = path.stat().st_size
+    if size == 0:
         return False
     hint = "; --format re-initialises it (its weight sets are lost)"
-    if len(img) != geometry.region_size:
+    if size != geometry.region_size:
         if not fmt:
-            raise UserError(
-                f"NVM image {path} is {len(img):,d} B but this build's store is "
-                f"{geometry.region_size:,d} B: it belongs to another build{hint}"
-            )
+            _check_size(path, geometry, hint)
         try:
             path.write_bytes(b"")
         except OSError as exc:
@@ -112,7 +115,7 @@ def prepare_device_image(path: Path, geometry: nvm.NvmGeometry | None, fmt: bool
         return False
     if fmt:
         return True
-    why = refusal(nvm.inspect_bytes(img, geometry, path=str(path)))
+    why = refusal(nvm.inspect_bytes(read_image(path), geometry, path=str(path)))
     if why is not None:
         raise UserError(f"NVM image {path} refused: {why}{hint}")
     return False
