@@ -37,6 +37,7 @@ def frames(rng: np.random.Generator, n: int, input_size: int, blob_size: int,
         kind = kinds[k]
         if kind == "random":
             t = int(rng.integers(0, 256))
+            t = 0x40 if t == P.MsgType.BYE else t  # BYE ends the session: sent once, last
             payload = rng.bytes(int(rng.integers(0, 48)))
         elif kind in ("hello", "stats", "commit"):
             t = {"hello": P.MsgType.HELLO, "stats": P.MsgType.STATS,

@@ -72,7 +72,7 @@ def find_firmware(board: Board, build_dir: Path) -> Path:
     if report.is_file():
         from lrt.pipeline import read_report
 
-        data = read_report(report)
+        data = read_report(report, config=False)
         if data.get("board") not in (None, board.name):
             raise UserError(
                 f"{build_dir} was built for board '{data['board']}', not '{board.name}'"

@@ -296,13 +296,16 @@ _REPORT_CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def read_report(path: Path) -> dict[str, Any]:
-    """A build's report.json, checked for the fields the commands use (UserError if not)."""
+def read_report(path: Path, config: bool = True) -> dict[str, Any]:
+    """A build's report.json, checked for the fields the commands use (UserError if not);
+    config=False: board and firmware only (lrt-flash)."""
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"{path}: not a readable lrt build report ({exc})") from None
-    for fields, where in ((_REPORT_FIELDS, report), (_REPORT_CONFIG_FIELDS, None)):
+    checks = [(_REPORT_FIELDS, report), (_REPORT_CONFIG_FIELDS, None)] if config else [
+        ({k: _REPORT_FIELDS[k] for k in ("board", "firmware")}, report)]
+    for fields, where in checks:
         if where is None:
             where = report["config"]
         if not isinstance(where, dict):
