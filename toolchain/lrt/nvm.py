@@ -360,11 +360,11 @@ def inspect_bytes(
         geometry = learn_geometry(img)
         geometry_from = "image"
         if geometry is None:
-            old = _other_version(img)
+            seen = _other_version(img)
             return NvmReport(path=path, image_size=len(img), tech="unknown", layout=None,
                              empty=all(b == img[0] for b in img[:HEADER_SIZE]) if img else True,
-                             other_version=old or 0, version_seen=old is not None,
-                             foreign=old is not None, geometry_from="image")
+                             other_version=seen or 0, version_seen=seen is not None,
+                             foreign=seen is not None, geometry_from="image")
     lay = geometry.layout()
     tech, page, prog = geometry.tech, geometry.page_size, geometry.prog_size
     blob_size, erase = geometry.blob_size, geometry.erase_value
