@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from e2e_support import built
 from lrt import cli, codegen, nvm, store
 from lrt.boards import boards_dir
+from lrt.model import Model
 from lrt.pipeline import load_build
 
 pytestmark = pytest.mark.slow
@@ -84,8 +85,6 @@ def memo_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """Model.load and Model.fingerprint computed once per distinct IR content: the real
     functions, memoised so that 12,000 calls fit the CI budget (a damaged IR is new content
     and is loaded for real)."""
-    from lrt.model import Model
-
     load, fingerprint = Model.load, Model.fingerprint
     loaded: dict[bytes, Model] = {}
     prints: dict[int, tuple[Model, str]] = {}
@@ -383,6 +382,14 @@ def bad_build(draw: st.DrawFn, root: Path, ir_only: bool = False
 # ---- one property per command ---------------------------------------------------------------
 
 
+def build_store(root: Path) -> tuple[Model, nvm.NvmGeometry, bytes]:
+    """The sandbox build's model, store geometry and good image."""
+    report, model = load_build(root / "build")
+    geo = store.build_geometry(report, model)
+    assert geo is not None
+    return model, geo, (root / "good.img").read_bytes()
+
+
 def _fuzz(main: Main, root: Path, cases: st.SearchStrategy[tuple[dict[str, bytes], list[str]]]
           ) -> None:
     @settings(max_examples=PER_COMMAND, deadline=None, database=None,
@@ -412,10 +419,7 @@ def test_lrt_build(sandbox: Path) -> None:
 
 @pytest.mark.usefixtures("tripwires")
 def test_lrt_emulate(sandbox: Path) -> None:
-    report, model = load_build(sandbox / "build")
-    geo = store.build_geometry(report, model)
-    assert geo is not None
-    good = (sandbox / "good.img").read_bytes()
+    model, geo, good = build_store(sandbox)
     np.save(sandbox / "x.npy", np.zeros((2, *model.input_shape), np.int8))
     b = "{root}/build"
     infer = ["--build", b, "--inputs", "{root}/x.npy"]
@@ -475,10 +479,7 @@ def test_lrt_experiment(sandbox: Path) -> None:
 
 @pytest.mark.usefixtures("tripwires")
 def test_lrt_pull(sandbox: Path) -> None:
-    report, model = load_build(sandbox / "build")
-    geo = store.build_geometry(report, model)
-    assert geo is not None
-    good = (sandbox / "good.img").read_bytes()
+    _, geo, good = build_store(sandbox)
     b = "{root}/build"
     cases = st.one_of(
         bad_image(good, geo, pull=True).map(lambda d: ({"n.img": d}, ["--build", b, "--nvm",
@@ -496,10 +497,7 @@ def test_lrt_pull(sandbox: Path) -> None:
 
 @pytest.mark.usefixtures("tripwires")
 def test_lrt_push(sandbox: Path) -> None:
-    report, model = load_build(sandbox / "build")
-    geo = store.build_geometry(report, model)
-    assert geo is not None
-    good = (sandbox / "good.img").read_bytes()
+    _, geo, good = build_store(sandbox)
     good_tfl = (sandbox / "build" / "model.tflite").read_bytes()
     b = "{root}/build"
     tfl = ["--weights", "{root}/build/model.tflite"]

@@ -27,6 +27,14 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        action="store_true",
+        help="with --nvm: re-initialise an image that holds another model's weights (lost)",
+    )
+
+
 def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return fn(args)
@@ -151,11 +159,7 @@ def emulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=Path, help="int8 .npy [N,H,W,C]: run inference on these")
     p.add_argument("--dump-logits", type=Path, help="with --inputs: save int8 logits [N,classes]")
     p.add_argument("--nvm", type=Path, help="NVM image file (persistent across runs)")
-    p.add_argument(
-        "--format",
-        action="store_true",
-        help="with --nvm: re-initialise an image that holds another model's weights (lost)",
-    )
+    _add_format(p)
     p.add_argument(
         "--nvm-report",
         type=Path,
@@ -287,11 +291,7 @@ def push_parser() -> argparse.ArgumentParser:
     p.add_argument("--build", type=Path, required=True, help="the device's lrt-build directory")
     p.add_argument("--weights", type=Path, required=True, help=".tflite file or lrt-pull output")
     p.add_argument("--nvm", type=Path, help="NVM image of a host-emulated device")
-    p.add_argument(
-        "--format",
-        action="store_true",
-        help="with --nvm: re-initialise an image that holds another model's weights (lost)",
-    )
+    _add_format(p)
     p.add_argument("--emulator", choices=("auto", "host", "qemu", "renode"), default="auto")
     return p
 
