@@ -89,6 +89,8 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
         lrt_proto_put_u32(out + 14, info.samples);
         lrt_proto_put_u16(out + 18, (uint16_t)LRT_APP_MAX_PAYLOAD);
         out[20] = info.flags;
+        out[21] = info.store;
+        lrt_proto_put_u32(out + 22, info.generation);
         return (int)LRT_PROTO_INFO_SIZE;
     }
     case LRT_MSG_INFER:

@@ -48,6 +48,8 @@ typedef struct {
     uint16_t in_h, in_w, in_c;
     uint8_t fingerprint[4];  /* first 4 bytes of the model fingerprint (its first 8 hex digits) */
     uint32_t samples;        /* training samples seen since the weights were built */
+    uint8_t store;           /* LRT_PROTO_STORE_*: the weight store's state at boot */
+    uint32_t generation;     /* NVM generation of the set in use (0: none / no store) */
 } lrt_app_info;
 
 /* Request handlers. Return LRT_OK or a negative lrt_err, which the server sends as an ERROR

@@ -114,6 +114,8 @@ static int h_hello(void *ctx, lrt_app_info *info)
     info->in_c = net->in_c;
     memcpy(info->fingerprint, dev->s.fingerprint, 4);
     info->samples = dev->trainer.samples;
+    info->store = dev->s.store_state;
+    info->generation = dev->s.nvm != NULL ? lrt_nvm_generation(dev->s.nvm) : 0u;
     return LRT_OK;
 }
 

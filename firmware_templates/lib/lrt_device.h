@@ -41,6 +41,7 @@ typedef struct {
     lrt_nvm_budget budget;
     /* identity for HELLO */
     uint8_t fingerprint[4];
+    uint8_t store_state;              /* LRT_PROTO_STORE_* found at boot (main.c) */
     uint8_t max_norm;                 /* lrt-maxnorm */
 } lrt_device_setup;
 

@@ -319,6 +319,7 @@ static void hdr_encode(const lrt_nvm *nvm, const hdr_fields *f, uint8_t *h)
     put_u32(h + 44, nvm->lay.unit_size);
     h[48] = c->erase_value;
     put_u32(h + 52, f->units_written);
+    put_u32(h + 56, c->model_id);
     put_u32(h + 60, lrt_crc32_update(0, h, 60));
 }
 
@@ -350,7 +351,8 @@ static int hdr_check(const lrt_nvm *nvm, uint32_t s, const uint8_t *h, hdr_field
         get_u32(h + 20) != nvm->lay.table_len || get_u32(h + 28) != c->page_size ||
         get_u16(h + 32) != c->prog_size || get_u16(h + 34) != nvm->lay.n_slots ||
         get_u32(h + 36) != nvm->lay.slot_size || get_u32(h + 40) != nvm->lay.meta_size ||
-        get_u32(h + 44) != nvm->lay.unit_size || h[48] != c->erase_value)
+        get_u32(h + 44) != nvm->lay.unit_size || h[48] != c->erase_value ||
+        get_u32(h + 56) != c->model_id)
         return LRT_NVM_SLOT_FOREIGN;
     return LRT_NVM_SLOT_VALID;
 }
@@ -408,6 +410,8 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
             nvm->max_gen = LRT_MAX(nvm->max_gen, f.generation);
             if (f.other_version)
                 mi->flags |= LRT_NVM_F_VERSION;
+            if (st == LRT_NVM_SLOT_FOREIGN)
+                mi->flags |= LRT_NVM_F_FOREIGN;
         }
         if (st == LRT_NVM_SLOT_VALID) {
             err = raw_crc(nvm, blob_addr(nvm, s), cfg->blob_size, &crc);
@@ -472,6 +476,39 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
     mi->generation = nvm->gen;
     set_bound(nvm);
     return LRT_OK;
+}
+
+int lrt_nvm_may_initialise(int r, const lrt_nvm_mount_info *info)
+{
+    if (info == NULL || (info->flags & LRT_NVM_F_FOREIGN))
+        return 0;
+    return r == LRT_ERR_CORRUPT || (r == LRT_OK && (info->flags & LRT_NVM_F_EMPTY));
+}
+
+int lrt_nvm_format(lrt_nvm *nvm)
+{
+    uint8_t blank[LRT_NVM_HEADER_SIZE];
+    uint32_t s;
+    int err;
+
+    if (nvm == NULL || nvm->state == ST_UNMOUNTED)
+        return LRT_ERR_ARG;
+    if (nvm->state != ST_IDLE)
+        return LRT_ERR_STATE;
+    memset(blank, nvm->cfg->erase_value, sizeof blank);
+    for (s = 0; s < nvm->lay.n_slots; s++) {
+        if (nvm->cfg->tech == LRT_NVM_TECH_FLASH)
+            err = raw_erase(nvm, slot_base(nvm, s));
+        else
+            err = raw_prog(nvm, slot_base(nvm, s), blank, LRT_NVM_HEADER_SIZE);
+        if (err != LRT_OK)
+            return err;
+    }
+    err = raw_sync(nvm);
+    nvm->state = ST_UNMOUNTED;
+    nvm->cur = -1;
+    set_bound(nvm);
+    return err;
 }
 
 const int8_t *lrt_nvm_blob(const lrt_nvm *nvm)

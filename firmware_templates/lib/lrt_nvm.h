@@ -31,7 +31,8 @@
 #include "lrt_wstore.h"
 
 #define LRT_NVM_MAGIC 0x4E54524Cu /* "LRTN" as little-endian bytes */
-#define LRT_NVM_VERSION 2u /* 2: flash metadata shares the slot's first page */
+#define LRT_NVM_VERSION 3u /* 3: headers carry the model id; 2: flash metadata shares the
+                            * slot's first page */
 #define LRT_NVM_HEADER_SIZE 64u
 #define LRT_NVM_MAX_SLOTS 32u
 #define LRT_NVM_MAX_PROG 64u /* largest prog_size (the header is one multiple of it) */
@@ -75,6 +76,11 @@ typedef struct lrt_nvm_config {
     uint16_t n_slots;    /* 0 = as many as fit (>= 2), else 2..LRT_NVM_MAX_SLOTS */
     uint8_t tech;        /* lrt_nvm_tech */
     uint8_t erase_value; /* flash: value of an erased byte; RRAM: value of a fresh device */
+    /* Identity of the model whose sets this store holds (a hash of its layers, shapes and
+     * number formats, computed by the toolchain: LRT_MODEL_NVM_ID). A slot written for
+     * another model is FOREIGN: never used, and the firmware does not overwrite it unless
+     * told to (lrt_nvm_format). */
+    uint32_t model_id;
 } lrt_nvm_config;
 
 /* Derived layout (docs/NVM_FORMAT.md). Every slot: header, wear table, blob.
@@ -111,13 +117,15 @@ typedef struct {
                                   * is good but whose blob/table CRC is not (drifted cells) */
 #define LRT_NVM_F_VERSION 0x08u  /* a slot holds a well-formed header of another format version
                                   * (a store written by an older firmware): not used (FOREIGN) */
+#define LRT_NVM_F_FOREIGN 0x10u  /* a slot holds a well-formed header of another model, geometry
+                                  * or format version: not used, and not ours to overwrite */
 
 /* lrt_nvm_mount_info.slot_state[] */
 enum {
     LRT_NVM_SLOT_BLANK = 0,   /* header area all erase_value */
     LRT_NVM_SLOT_VALID = 1,
     LRT_NVM_SLOT_BAD_HEADER = 2, /* not blank, header magic/CRC/version wrong */
-    LRT_NVM_SLOT_FOREIGN = 3,    /* good header of another geometry / blob size / version */
+    LRT_NVM_SLOT_FOREIGN = 3,    /* good header of another model / geometry / version */
     LRT_NVM_SLOT_BAD_DATA = 4,   /* good header, blob or table CRC wrong */
 };
 
@@ -168,6 +176,18 @@ size_t lrt_nvm_work_size(const lrt_nvm_config *cfg);
  * work buffer must be 4-byte aligned and live as long as nvm. */
 int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t work_size,
                   lrt_nvm_mount_info *info);
+
+/* May the firmware commit its built-in set after this mount (r = its result) without the
+ * user's say-so? Yes when nothing that belongs to anyone would be lost: the store is blank or
+ * holds only unreadable headers (a first commit cut by power loss). No when a slot holds
+ * another model's (or format version's) set: that is formatting, an explicit user action. */
+int lrt_nvm_may_initialise(int r, const lrt_nvm_mount_info *info);
+
+/* Invalidate every slot's header (flash: erase the slot's first page; RRAM: program it to
+ * erase_value) so that the next mount finds the store blank. Destroys every set, ours or
+ * foreign: only on the user's explicit request. Call after lrt_nvm_mount (any result but a
+ * bad geometry), then mount again. Not counted in the wear table (it is erased too). */
+int lrt_nvm_format(lrt_nvm *nvm);
 
 /* The current set in place (memory-mapped NVM), or NULL (not mapped / no set). */
 const int8_t *lrt_nvm_blob(const lrt_nvm *nvm);

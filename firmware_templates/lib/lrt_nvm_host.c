@@ -233,6 +233,15 @@ static int prog_partial(lrt_nvm_fault *f, uint32_t addr, const uint8_t *src, uin
     return f->inner->prog(f->inner, addr, tmp, n);
 }
 
+/* A cut that leaves the cells of [addr, addr + len) undefined: random or all zero. */
+static void tear_fill(lrt_nvm_fault *f, uint32_t addr, uint32_t len)
+{
+    uint32_t i;
+
+    for (i = 0; i < len; i++)
+        f->inner_mem[addr + i] = f->tear == LRT_NVM_TEAR_ZEROS ? 0u : (uint8_t)fault_rand(f);
+}
+
 static int fault_prog(const lrt_nvm_config *c, uint32_t addr, const void *buf, uint32_t len)
 {
     lrt_nvm_fault *f = (lrt_nvm_fault *)c->context;
@@ -252,6 +261,8 @@ static int fault_prog(const lrt_nvm_config *c, uint32_t addr, const void *buf, u
     } else if (f->tear == LRT_NVM_TEAR_BITS) {
         for (w = 0; w < nw; w++)
             prog_partial(f, addr + w * p, src + w * p, p, 0);
+    } else if (f->tear >= LRT_NVM_TEAR_GARBAGE) {
+        tear_fill(f, addr, len);
     }
     return LRT_ERR_IO;
 }
@@ -280,6 +291,8 @@ static int fault_erase(const lrt_nvm_config *c, uint32_t addr)
             uint8_t mask = (uint8_t)fault_rand(f);
             f->inner_mem[addr + i] = (uint8_t)((f->inner_mem[addr + i] & ~mask) | (ev & mask));
         }
+    } else if (f->tear >= LRT_NVM_TEAR_GARBAGE) {
+        tear_fill(f, addr, P);
     }
     return LRT_ERR_IO;
 }

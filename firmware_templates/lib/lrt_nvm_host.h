@@ -50,6 +50,8 @@ enum {
     LRT_NVM_TEAR_NONE = 0,   /* the op does not happen at all */
     LRT_NVM_TEAR_PREFIX = 1, /* a random prefix of the words lands, then one word partially */
     LRT_NVM_TEAR_BITS = 2,   /* every word: a random subset of its bit changes lands */
+    LRT_NVM_TEAR_GARBAGE = 3, /* every cell the op touches is left at a random value */
+    LRT_NVM_TEAR_ZEROS = 4,  /* every cell the op touches is left at 0x00 */
 };
 
 typedef struct {

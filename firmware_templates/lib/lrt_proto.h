@@ -14,7 +14,7 @@
 
 #include "lrt_common.h"
 
-#define LRT_PROTO_VERSION 1u
+#define LRT_PROTO_VERSION 2u /* 2: INFO reports the weight store's mount state */
 #define LRT_PROTO_SYNC0 0xA5u
 #define LRT_PROTO_SYNC1 0x5Au
 /* Largest payload any conforming peer sends. A device may accept less (see lrt_proto_rx_init
@@ -52,11 +52,20 @@ enum {
 /* INFO.flags */
 #define LRT_PROTO_FLAG_MAX_NORM 0x01u /* per-tensor gradient max-norm is on */
 
+/* INFO.store: the weight store's state at boot (bits 0-4 are lrt_nvm_mount_info.flags) */
+#define LRT_PROTO_STORE_EMPTY 0x01u     /* was blank: the built-in set was committed */
+#define LRT_PROTO_STORE_FALLBACK 0x02u  /* a newer (or undatable) set failed verification */
+#define LRT_PROTO_STORE_DEGRADED 0x04u  /* no set verified: running on a CRC-failing one */
+#define LRT_PROTO_STORE_VERSION 0x08u   /* a slot of another format version was seen */
+#define LRT_PROTO_STORE_FOREIGN 0x10u   /* a slot of another model/geometry was seen */
+#define LRT_PROTO_STORE_FORMATTED 0x20u /* formatted at boot on request, built-in set committed */
+#define LRT_PROTO_STORE_NONE 0x80u      /* no NVM store: weights in the firmware image */
+
 /* DRIFT.kind */
 enum { LRT_PROTO_DRIFT_ANALOG = 1, LRT_PROTO_DRIFT_DIGITAL = 2 };
 
 /* Fixed payload sizes (bytes) of the model-independent messages. */
-#define LRT_PROTO_INFO_SIZE 21u
+#define LRT_PROTO_INFO_SIZE 26u
 #define LRT_PROTO_READ_REQ_SIZE 6u
 #define LRT_PROTO_DRIFT_REQ_SIZE 9u
 #define LRT_PROTO_WRITE_HEAD_SIZE 4u   /* u32 offset, then the bytes */

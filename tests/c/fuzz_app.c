@@ -219,7 +219,9 @@ static uint8_t make_valid(size_t *len, int apply)
         rep[18] = (uint8_t)(MAXP & 0xFF);
         rep[19] = (uint8_t)(MAXP >> 8);
         rep[20] = LRT_PROTO_FLAG_MAX_NORM;
-        rl = 21;
+        rep[21] = LRT_PROTO_STORE_FALLBACK;
+        le32(rep + 22, 0x01020304u);
+        rl = LRT_PROTO_INFO_SIZE;
     } else if (r < 70) {
         uint32_t l;
         type = LRT_MSG_STATS;

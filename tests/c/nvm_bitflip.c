@@ -7,7 +7,7 @@
  * older slot reported corrupt. Then drift: silent in-place drift of the live set makes a
  * remount fall back, a refresh commit re-seals it, flips in both slots give DEGRADED.
  *
- * usage: nvm_bitflip <geometry key=value...>
+ * usage: nvm_bitflip [flipslot=1] <geometry key=value...>   (flipslot=1: the newer slot only)
  * prints: RESULT flips=.. detected=.. fell_back=.. kept_newer=..
  */
 #include "nvm_util.h"
@@ -23,10 +23,18 @@ int main(int argc, char **argv)
     lrt_nvm nvm;
     lrt_nvm_mount_info info;
     uint32_t n, i, rng = 12345, s1, s2, flips = 0, detected = 0, fell_back = 0, kept = 0;
-    uint32_t pass;
+    uint32_t pass, passes = 2;
     int32_t changed;
+    char *rest[32];
+    int a, nrest = 0;
 
-    CHECK(nvm_geom_args(argc - 1, argv + 1, &cfg) >= 0);
+    for (a = 1; a < argc && nrest < 32; a++) {
+        if (strcmp(argv[a], "flipslot=1") == 0)
+            passes = 1;
+        else
+            rest[nrest++] = argv[a];
+    }
+    CHECK(nvm_geom_args(nrest, rest, &cfg) >= 0);
     n = cfg.blob_size;
     CHECK_OK(lrt_nvm_ram_init(&ram, &cfg, mem, 1));
     CHECK_OK(lrt_nvm_mount(&nvm, &cfg, work, sizeof work, &info));
@@ -41,7 +49,7 @@ int main(int argc, char **argv)
     s2 = (uint32_t)lrt_nvm_current_slot(&nvm);
     CHECK(s1 != s2);
 
-    for (pass = 0; pass < 2u; pass++) {
+    for (pass = 0; pass < passes; pass++) {
         uint32_t s = pass == 0u ? s2 : s1, base = s * nvm.lay.slot_size, r;
         /* covered ranges: header, wear table, blob */
         uint32_t lo[3], hi[3];

@@ -1,9 +1,11 @@
 /* nvm_image.c - mount an NVM image file the way the firmware does at boot.
  *
- * usage: nvm_image image=FILE [commit=1] <geometry key=value...>
+ * usage: nvm_image image=FILE [commit=1] [format=1] <geometry key=value...>
  * prints: WORK bytes=<lrt_nvm_work_size>, then MOUNT rc=.. flags=.. slot=.. gen=.. states=s0,..
- * With commit=1 it then commits the blob i -> (uint8_t)(7 * i + 1), as the firmware commits its
- * built-in set when nothing usable is stored, remounts (printing MOUNT again) and saves FILE.
+ * With commit=1 it then does what the firmware does at boot: when lrt_nvm_may_initialise
+ * allows (or after lrt_nvm_format with format=1) it commits the blob i -> (uint8_t)(7 * i + 1)
+ * as the built-in set, remounts (printing MOUNT again) and saves FILE; when the store holds
+ * another model's sets it prints REFUSED and leaves FILE untouched.
  */
 #include "nvm_util.h"
 
@@ -32,7 +34,8 @@ int main(int argc, char **argv)
     lrt_nvm nvm;
     const char *image = NULL;
     char *rest[32];
-    int i, nrest = 0, commit = 0, rc;
+    lrt_nvm_mount_info info;
+    int i, nrest = 0, commit = 0, format = 0, rc;
     uint32_t n;
 
     for (i = 1; i < argc && nrest < 32; i++) {
@@ -40,6 +43,8 @@ int main(int argc, char **argv)
             image = argv[i] + 6;
         else if (strncmp(argv[i], "commit=", 7) == 0)
             commit = atoi(argv[i] + 7);
+        else if (strncmp(argv[i], "format=", 7) == 0)
+            format = atoi(argv[i] + 7);
         else
             rest[nrest++] = argv[i];
     }
@@ -52,6 +57,15 @@ int main(int argc, char **argv)
     if (!commit)
         return 0;
     CHECK(rc == LRT_OK || rc == LRT_ERR_CORRUPT);
+    if (format) {
+        CHECK_OK(lrt_nvm_format(&nvm));
+        rc = mount_print(&nvm, &cfg);
+    }
+    CHECK(lrt_nvm_mount(&nvm, &cfg, work, sizeof work, &info) == rc);
+    if (!lrt_nvm_may_initialise(rc, &info)) {
+        printf("REFUSED\n");
+        return 0;
+    }
     for (i = 0; i < (int)n; i++)
         blob[i] = (uint8_t)(7 * i + 1);
     CHECK_OK(lrt_nvm_commit_begin(&nvm));

@@ -29,7 +29,7 @@
     } while (0)
 
 /* Geometry from "key=value" arguments: tech=flash|rram prog= page= pages= blob= slots=
- * unit= erase= endurance= chunk=. Unknown keys are an error; returns the number of args used. */
+ * unit= erase= endurance= chunk= model=. Unknown keys are an error; returns the number of args used. */
 static inline int nvm_geom_args(int argc, char **argv, lrt_nvm_config *cfg)
 {
     int i, used = 0;
@@ -71,6 +71,8 @@ static inline int nvm_geom_args(int argc, char **argv, lrt_nvm_config *cfg)
             cfg->endurance = (uint32_t)v;
         else if (strncmp(a, "chunk=", 6) == 0)
             cfg->chunk_size = (uint32_t)v;
+        else if (strncmp(a, "model=", 6) == 0)
+            cfg->model_id = (uint32_t)v;
         else
             used = -1000;
     }

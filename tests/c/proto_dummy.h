@@ -52,6 +52,8 @@ static int dummy_hello(void *ctx, lrt_app_info *info)
     info->fingerprint[2] = 0xBE;
     info->fingerprint[3] = 0xEF;
     info->samples = s->samples;
+    info->store = LRT_PROTO_STORE_FALLBACK;
+    info->generation = 0x01020304u;
     return LRT_OK;
 }
 

@@ -362,19 +362,26 @@ def test_old_format_version_is_rejected_clearly(drivers: dict[str, Path], tmp_pa
     assert rep.chosen is None and rep.other_version == 1
     assert [s.state for s in rep.slots[:2]] == ["foreign", "foreign"]
     assert "format version 1" in rep.slots[0].note
-    # C: mount flags it, uses nothing; the firmware's fresh commit then lands next to it
+    # C: mount flags it, uses nothing, and the firmware's boot refuses to overwrite it
     proc = subprocess.run([drivers["image"], f"image={path}", "commit=1", *args(FLASH)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    first, second = (result(ln.rsplit(" states=", 1)[0], "MOUNT")
-                     for ln in proc.stdout.splitlines() if ln.startswith("MOUNT"))
+    first = result(proc.stdout.split(" states=", 1)[0], "MOUNT")
     assert first["rc"] == -7 and first["slot"] == -1  # LRT_ERR_CORRUPT: nothing usable
-    assert first["flags"] & 0x08  # LRT_NVM_F_VERSION
+    assert first["flags"] == nvm.F_VERSION | nvm.F_FOREIGN
     assert "states=3,3,0" in proc.stdout  # FOREIGN, FOREIGN, BLANK
-    assert second["rc"] == 0 and second["gen"] == 3 and second["flags"] == 0x08
-    rep = nvm.inspect_image(path)
-    assert rep.generation == 3 and rep.blob == bytes((7 * i + 1) & 0xFF for i in range(300))
-    assert rep.other_version == 1
+    assert "REFUSED" in proc.stdout and path.read_bytes() == old
+    # formatting is the explicit way out: every slot blank, then the built-in set
+    proc = subprocess.run([drivers["image"], f"image={path}", "commit=1", "format=1",
+                           *args(FLASH)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mounts = [result(ln.rsplit(" states=", 1)[0], "MOUNT")
+              for ln in proc.stdout.splitlines() if ln.startswith("MOUNT")]
+    assert mounts[1]["flags"] == nvm.F_EMPTY and "states=0,0,0" in proc.stdout
+    assert mounts[2]["rc"] == 0 and mounts[2]["gen"] == 1 and mounts[2]["flags"] == 0
+    rep = nvm.inspect_image(path, g)
+    assert rep.generation == 1 and rep.blob == bytes((7 * i + 1) & 0xFF for i in range(300))
+    assert not rep.foreign and rep.other_version == 0
 
 
 @pytest.mark.parametrize("geo", [FLASH, RRAM, BIG, MULTI, NUCLEO, {**NUCLEO, "chunk": 0}],

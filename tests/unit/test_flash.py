@@ -19,7 +19,9 @@ from lrt.flash import check_probe, find_firmware, flash, flash_command
 def build_dir(tmp_path: Path) -> Path:
     """An lrt-build-like directory: report.json naming the firmware, and the sources."""
     (tmp_path / "out" / "nucleo-f446re").mkdir(parents=True)
-    (tmp_path / "out" / "nucleo-f446re" / "fw.elf").write_bytes(b"\x7fELF placeholder")
+    # the ELF header of a 32-bit little-endian ARM executable (what find_firmware checks)
+    elf = b"\x7fELF\x01\x01\x01" + bytes(9) + (2).to_bytes(2, "little") + (40).to_bytes(2, "little")
+    (tmp_path / "out" / "nucleo-f446re" / "fw.elf").write_bytes(elf + bytes(32))
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "main.c").write_text("int main(void) { return 0; }\n")
     (tmp_path / "report.json").write_text(

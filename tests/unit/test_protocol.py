@@ -67,18 +67,22 @@ def test_requests() -> None:
 
 
 def test_info_parse() -> None:
-    raw = bytes([1, 3, 2, 10]) + struct.pack("<HHH", 28, 28, 1) + b"\x12\x34\x56\x78"
-    raw += struct.pack("<IH", 777, 1024) + b"\x01"
+    raw = bytes([2, 3, 2, 10]) + struct.pack("<HHH", 28, 28, 1) + b"\x12\x34\x56\x78"
+    tail = struct.pack("<BI", P.STORE_FALLBACK, 41)
+    raw += struct.pack("<IH", 777, 1024) + b"\x01" + tail
     info = P.Info.parse(raw)
-    assert (info.version, info.scheme, info.n_layers, info.n_classes) == (1, 3, 2, 10)
+    assert (info.version, info.scheme, info.n_layers, info.n_classes) == (2, 3, 2, 10)
+    assert info.generation == 41 and info.store_text.startswith("generation 41; fell back")
     assert info.input_shape == (28, 28, 1) and info.input_size == 784
     assert info.samples == 777 and info.max_payload == 1024
     assert info.max_norm and info.scheme_name == "lrt-maxnorm"
     assert info.matches_fingerprint("12345678aabbccdd")
-    plain = P.Info.parse(raw[:1] + b"\x02" + raw[2:-1] + b"\x00")
+    plain = P.Info.parse(raw[:1] + b"\x02" + raw[2:20] + b"\x00" + tail)
     assert plain.scheme_name == "sgd" and not plain.max_norm
     with pytest.raises(P.FrameError):
         P.Info.parse(raw[:-1])
+    with pytest.raises(P.FrameError, match="protocol version 1"):
+        P.Info.parse(b"\x01" + raw[1:21])
 
 
 def test_stats_parse() -> None:
@@ -142,7 +146,7 @@ def test_proto_constants_match_c() -> None:
     assert define("LRT_PROTO_SYNC0") == P.SYNC[0] and define("LRT_PROTO_SYNC1") == P.SYNC[1]
     assert define("LRT_PROTO_HEADER_SIZE") == P.HEADER_SIZE
     assert define("LRT_PROTO_CRC_SIZE") == P.CRC_SIZE
-    assert define("LRT_PROTO_INFO_SIZE") == P.INFO_SIZE == struct.calcsize("<BBBBHHH4sIHB")
+    assert define("LRT_PROTO_INFO_SIZE") == P.INFO_SIZE == struct.calcsize("<BBBBHHH4sIHBBI")
     assert define("LRT_PROTO_STATS_HEAD_SIZE") == P.STATS_HEAD_SIZE
     assert define("LRT_PROTO_STATS_LAYER_SIZE") == P.STATS_LAYER_SIZE
     assert define("LRT_PROTO_FLAG_MAX_NORM") == P.FLAG_MAX_NORM

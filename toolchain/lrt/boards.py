@@ -535,6 +535,10 @@ def load_board(name_or_path: str | Path) -> Board:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
+    except OSError as exc:
+        raise UserError(f"board file {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (TOML files are UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from exc
     return _parse(path, data)

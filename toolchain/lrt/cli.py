@@ -15,18 +15,31 @@ from lrt.config import parse_setting
 from lrt.errors import UserError
 
 
+def _one_line(text: str) -> str:
+    """A message on one line, whatever line breaks the user's input put into it."""
+    return " ".join(text.splitlines())
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
+        # one line, like every other user error (the usage is one --help away)
+        print(f"error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        action="store_true",
+        help="with --nvm: re-initialise an image that holds another model's weights (lost)",
+    )
 
 
 def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return fn(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -146,7 +159,12 @@ def emulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=Path, help="int8 .npy [N,H,W,C]: run inference on these")
     p.add_argument("--dump-logits", type=Path, help="with --inputs: save int8 logits [N,classes]")
     p.add_argument("--nvm", type=Path, help="NVM image file (persistent across runs)")
-    p.add_argument("--nvm-report", type=Path, help="inspect this NVM image and exit")
+    _add_format(p)
+    p.add_argument(
+        "--nvm-report",
+        type=Path,
+        help="inspect this NVM image and exit (with --build: by that build's geometry)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -155,18 +173,26 @@ def _emulate(args: argparse.Namespace) -> int:
     from lrt import pipeline
 
     if args.nvm_report is not None:
-        from lrt import nvm
+        from lrt import nvm, store
 
-        if not args.nvm_report.is_file():
-            raise UserError(f"NVM image {args.nvm_report} not found")
-        print(nvm.render_report(nvm.inspect_image(args.nvm_report)))
+        geometry = None
+        if args.build is not None:
+            geometry = store.build_geometry(*pipeline.load_build(args.build))
+        print(nvm.render_report(store.inspect(args.nvm_report, geometry)))
         return 0
     if args.build is None:
         raise UserError("--build DIR is required (the directory written by lrt-build)")
     if args.inputs is not None:
         if args.dump_logits is None:
             raise UserError("--inputs needs --dump-logits OUT.npy")
-        n = pipeline.infer_file(args.build, args.inputs, args.dump_logits, emulator=args.emulator)
+        n = pipeline.infer_file(
+            args.build,
+            args.inputs,
+            args.dump_logits,
+            emulator=args.emulator,
+            nvm_path=args.nvm,
+            format_store=args.format,
+        )
         print(f"wrote {n} logits rows to {args.dump_logits}")
         return 0
     result = pipeline.emulate(
@@ -180,6 +206,7 @@ def _emulate(args: argparse.Namespace) -> int:
         markdown_path=args.markdown,
         nvm_path=args.nvm,
         progress=not args.quiet,
+        format_store=args.format,
     )
     print(result.markdown())
     return 0
@@ -264,6 +291,7 @@ def push_parser() -> argparse.ArgumentParser:
     p.add_argument("--build", type=Path, required=True, help="the device's lrt-build directory")
     p.add_argument("--weights", type=Path, required=True, help=".tflite file or lrt-pull output")
     p.add_argument("--nvm", type=Path, help="NVM image of a host-emulated device")
+    _add_format(p)
     p.add_argument("--emulator", choices=("auto", "host", "qemu", "renode"), default="auto")
     return p
 
@@ -271,7 +299,13 @@ def push_parser() -> argparse.ArgumentParser:
 def _push(args: argparse.Namespace) -> int:
     from lrt import roundtrip
 
-    res = roundtrip.push(args.build, args.weights, nvm_image=args.nvm, emulator=args.emulator)
+    res = roundtrip.push(
+        args.build,
+        args.weights,
+        nvm_image=args.nvm,
+        emulator=args.emulator,
+        format_store=args.format,
+    )
     print(
         f"pushed {res['bytes']:,d} B from {res['source']}: committed as generation "
         f"{res['generation']}"

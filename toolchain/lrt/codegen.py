@@ -8,8 +8,10 @@ byte-identical files (no timestamps, sorted iteration, fixed formatting).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +218,7 @@ def model_context(
         "model_name": model.name,
         "fingerprint": model.fingerprint(),
         "fingerprint32": "0x" + model.fingerprint()[:8] + "u",
+        "nvm_id": f"0x{nvm_model_id(model):08x}u",
         "n_layers": len(model.layers),
         "in_h": in_h,
         "in_w": in_w,
@@ -245,6 +248,35 @@ NVM_MAX_SLOTS = 4  # enough for atomic A/B + wear levelling; more slots only cos
 NVM_PAGE_WINDOW_SHARE = 32
 NVM_CHUNK = 1024
 COUNTER_RAM_SHARE = 2  # per-cell write counters only when they use < 1/2 of the spare RAM
+
+
+def nvm_model_id(model: Model) -> int:
+    """u32 identity of the weight sets a model stores in NVM: a hash of its layers, shapes and
+    number formats, never of weight values (training changes those). Emitted once as
+    LRT_MODEL_NVM_ID; every NVM header carries it, so a store written for another model is
+    recognised as foreign instead of being overwritten (docs/NVM_FORMAT.md)."""
+    layers = []
+    for layer in model.layers:
+        d: dict[str, Any] = {
+            "kind": layer.kind,
+            "in": [int(v) for v in layer.in_shape],
+            "out": [int(v) for v in layer.out_shape],
+            "input_q": asdict(layer.input_q),
+            "output_q": asdict(layer.output_q),
+            "act": [layer.act_min, layer.act_max],
+            "geometry": [list(layer.stride), layer.padding, list(layer.pool), layer.relu],
+        }
+        for name in ("weights", "bias", "bn_gamma"):
+            arr = getattr(layer, name)
+            if arr is not None:
+                d[name] = list(np.shape(arr))
+        for name in ("out_multiplier", "out_shift"):
+            arr = getattr(layer, name)
+            if arr is not None:
+                d[name] = [int(v) for v in np.ravel(arr)]
+        layers.append(d)
+    text = json.dumps(layers, sort_keys=True).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "little")
 
 
 def nvm_geometry(board: Any, blob_size: int) -> Any:

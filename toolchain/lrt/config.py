@@ -13,6 +13,7 @@ the key and what was expected.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from lrt.errors import UserError
 PRESETS: tuple[str, ...] = ("mcu", "paper", "tiny", "mcu-bn", "paper-bn")
 SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
 LRT_MODES: tuple[str, ...] = ("unbiased", "biased")
+MAX_EPOCHS = 10_000
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,24 @@ class BuildConfig:
             raise bad("lifetime_years", f"is {self.lifetime_years}; expected > 0")
         if self.samples_per_second <= 0:
             raise bad("samples_per_second", f"is {self.samples_per_second}; expected > 0")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(f.name, f"is {value}; expected a finite number")
+        # the firmware's RNG seeds and the stream seeds are u32
+        if not 0 <= self.seed <= 0xFFFFFFFF:
+            raise bad("seed", f"is {self.seed}; expected 0..4294967295")
+        for key, top in (("epochs", MAX_EPOCHS), ("kappa_th", 1e9),
+                         ("samples_per_second", 1e6), ("lifetime_years", 1000.0)):
+            value = getattr(self, key)
+            if value is not None and value > top:
+                raise bad(key, f"is {value}; expected <= {top:g}")
+        from lrt.data.datasets import DATASETS
+
+        if self.dataset not in DATASETS:
+            raise bad("dataset", f"is {self.dataset!r}; expected one of {', '.join(DATASETS)}")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise bad("data_dir", f"is {self.data_dir!r}, which is not a directory")
         return self
 
     @property
@@ -171,10 +191,16 @@ def load_config(path: Path | str | None, **overrides: Any) -> BuildConfig:
     if path is not None:
         path = Path(path)
         origin = str(path)
+        if path.is_dir():
+            raise UserError(f"config file {path} is a directory")
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"config file {path} not found") from None
+        except OSError as exc:
+            raise UserError(f"config file {path}: cannot read it ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text (TOML files are UTF-8)") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"{path}: not valid TOML ({exc})") from None
         hints = _settable_fields()

@@ -10,7 +10,6 @@ The console script lrt-flash (cli.py) parses ``--board``, ``--build``, ``--metho
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,16 +48,31 @@ def resolve_method(board: Board, method: str | None) -> str:
     return chosen
 
 
+def _elf(path: Path) -> Path:
+    """path, if it is an ELF file (a flasher given anything else writes garbage)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(52)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+    # 32-bit little-endian ARM executable (e_ident, e_machine = EM_ARM)
+    if len(head) < 52 or head[:6] != b"\x7fELF\x01\x01" or head[18:20] != b"\x28\x00":
+        raise UserError(f"{path} is not a 32-bit ARM ELF firmware image")
+    return path
+
+
 def find_firmware(board: Board, build_dir: Path) -> Path:
     """The ELF to flash: an ELF path, an lrt-build directory (report.json), or a directory
     build.build_firmware wrote into (out/<board>/fw.elf)."""
     build_dir = Path(build_dir)
     if build_dir.is_file():
-        return build_dir
+        return _elf(build_dir)
     report = build_dir / "report.json"
     candidates = []
     if report.is_file():
-        data = json.loads(report.read_text())
+        from lrt.pipeline import read_report
+
+        data = read_report(report, config=False)
         if data.get("board") not in (None, board.name):
             raise UserError(
                 f"{build_dir} was built for board '{data['board']}', not '{board.name}'"
@@ -68,7 +82,7 @@ def find_firmware(board: Board, build_dir: Path) -> Path:
     candidates += [build_dir / "out" / board.name / "fw.elf", build_dir / "fw.elf"]
     for path in candidates:
         if path.is_file():
-            return path
+            return _elf(path)
     raise UserError(f"no firmware for board '{board.name}' in {build_dir} (run lrt-build "
                     f"--board {board.name} first)")
 
@@ -149,7 +163,7 @@ def flash(
     check_probe(board, chosen)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise UserError(f"flashing {board.name} with {chosen} failed "
-                        f"(exit {proc.returncode}):\n{tail}")
+                        f"(exit {proc.returncode}): {tail}")
     return cmd

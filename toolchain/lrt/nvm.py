@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = 0x4E54524C  # "LRTN"
-VERSION = 2  # 2: flash metadata shares the slot's first page (1: metadata page(s) of its own)
+# 3: headers carry the model id; 2: flash metadata shares the slot's first page (1: metadata
+# page(s) of its own)
+VERSION = 3
 HEADER_SIZE = 64
 MAX_SLOTS = 32
 MAX_PROG = 64
@@ -32,11 +34,14 @@ U64_MAX = 0xFFFFFFFFFFFFFFFF
 
 # <I magic, H version, B tech, B slot, I gen, I blob_len, I blob_crc, I table_len,
 #  I table_crc, I page_size, H prog_size, H n_slots, I slot_size, I meta_size, I unit_size,
-#  B erase_value, B flags, H reserved, I units_written, I reserved, I header_crc>
+#  B erase_value, B flags, H reserved, I units_written, I model_id, I header_crc>
 _HDR = struct.Struct("<IHBBIIIIIIHHIIIBBHIII")
 assert _HDR.size == HEADER_SIZE
 
 SLOT_STATES = ("blank", "valid", "bad-header", "foreign", "bad-data")
+# lrt_nvm_mount_info.flags and the mount's result (lrt_nvm.h, lrt_common.h)
+F_EMPTY, F_FALLBACK, F_DEGRADED, F_VERSION, F_FOREIGN = 0x01, 0x02, 0x04, 0x08, 0x10
+LRT_OK, LRT_ERR_CORRUPT = 0, -7
 
 
 def crc32(data: bytes) -> int:
@@ -82,6 +87,7 @@ class NvmGeometry:
     wear_unit: int = 0
     n_slots: int = 0
     erase_value: int = 0xFF
+    model_id: int = 0  # lrt_nvm_config.model_id: codegen.nvm_model_id of the build's model
 
     @property
     def region_size(self) -> int:
@@ -182,13 +188,14 @@ class SlotHeader:
     erase_value: int
     units_written: int
     version: int = VERSION
+    model_id: int = 0
 
     def encode(self) -> bytes:
         body = _HDR.pack(
             MAGIC, self.version, self.tech, self.slot, self.generation, self.blob_len,
             self.blob_crc, self.table_len, self.table_crc, self.page_size, self.prog_size,
             self.n_slots, self.slot_size, self.meta_size, self.unit_size, self.erase_value, 0, 0,
-            self.units_written, 0, 0,
+            self.units_written, self.model_id, 0,
         )
         return body[:60] + struct.pack("<I", crc32(body[:60]))
 
@@ -207,7 +214,7 @@ class SlotHeader:
             tech=f[2], slot=f[3], generation=f[4], blob_len=f[5], blob_crc=f[6], table_len=f[7],
             table_crc=f[8], page_size=f[9], prog_size=f[10], n_slots=f[11], slot_size=f[12],
             meta_size=f[13], unit_size=f[14], erase_value=f[15], units_written=f[18],
-            version=f[1],
+            version=f[1], model_id=f[19],
         )
 
 
@@ -240,6 +247,10 @@ class NvmReport:
     degraded: bool = False
     empty: bool = False
     other_version: int = 0  # a sound header of this format version (not readable here) seen
+    version_seen: bool = False  # such a header seen (its version may be 0)
+    foreign: bool = False  # a slot of another model, geometry or format version seen
+    model_id: int = 0
+    geometry_from: str = "build"  # "build": the caller's geometry; "image": learnt from it
     blob: bytes | None = None
     # (n_slots, 1 + blob_units): RRAM: [:, 0] metadata, rest blob units; flash: the slot's pages
     # ([:, 0] the page holding the header)
@@ -249,6 +260,24 @@ class NvmReport:
     samples: int = 0
     sample_rate: float = 0.0
     projected_days: int | None = None
+
+    @property
+    def flags(self) -> int:
+        """lrt_nvm_mount_info.flags the firmware's mount reports for this image."""
+        return ((F_EMPTY if self.empty else 0) | (F_FALLBACK if self.fallback else 0)
+                | (F_DEGRADED if self.degraded else 0)
+                | (F_VERSION if self.version_seen else 0) | (F_FOREIGN if self.foreign else 0))
+
+    @property
+    def mount_rc(self) -> int:
+        """lrt_nvm_mount's result: LRT_OK (a set, or blank) or LRT_ERR_CORRUPT."""
+        return LRT_OK if self.chosen is not None or self.empty else LRT_ERR_CORRUPT
+
+    @property
+    def may_initialise(self) -> bool:
+        """lrt_nvm_may_initialise: would the firmware commit its built-in set unasked? (blank,
+        or only unreadable headers: nothing that belongs to anyone is lost)."""
+        return not self.foreign and self.chosen is None
 
     @property
     def max_blob_writes(self) -> int:
@@ -267,28 +296,51 @@ class NvmReport:
         return max(self.max_blob_writes, self.max_meta_writes)
 
 
-def _find_header(img: bytes, any_version: bool = False) -> SlotHeader | None:
-    """First good header anywhere in the image (4-byte aligned), to learn the geometry."""
+def _geometry_of(h: SlotHeader, image_size: int) -> NvmGeometry | None:
+    """The geometry a header claims, if it is one the firmware could have mounted with: its
+    layout, recomputed by the firmware's rules for a region of image_size bytes, must give
+    exactly the header's fields. A crafted or damaged header is not trusted."""
+    if h.page_size <= 0 or image_size % h.page_size:
+        return None
+    wear_unit = 0 if h.tech == TECH_FLASH or h.unit_size == h.prog_size else h.unit_size
+    geo = NvmGeometry(tech=h.tech, prog_size=h.prog_size, page_size=h.page_size,
+                      page_count=image_size // h.page_size, blob_size=h.blob_len,
+                      wear_unit=wear_unit, n_slots=h.n_slots, erase_value=h.erase_value,
+                      model_id=h.model_id)
+    try:
+        lay = geo.layout()
+    except ValueError:
+        return None
+    if (lay.n_slots, lay.slot_size, lay.meta_size, lay.table_len, lay.unit_size) != (
+            h.n_slots, h.slot_size, h.meta_size, h.table_len, h.unit_size) or h.slot >= lay.n_slots:
+        return None
+    return geo
+
+
+def learn_geometry(img: bytes) -> NvmGeometry | None:
+    """Without a build: the geometry of the first slot header (4-byte aligned, at its own
+    slot's offset) that is consistent with the firmware's layout rules, else None."""
     magic = struct.pack("<I", MAGIC)
     pos = img.find(magic)
     while pos >= 0:
-        if pos % 4 == 0:
-            h = SlotHeader.parse(img[pos : pos + HEADER_SIZE], any_version)
-            if h is not None and pos == h.slot * h.slot_size:
-                return h
+        h = SlotHeader.parse(img[pos : pos + HEADER_SIZE]) if pos % 4 == 0 else None
+        if h is not None and pos == h.slot * h.slot_size:
+            geo = _geometry_of(h, len(img))
+            if geo is not None:
+                return geo
         pos = img.find(magic, pos + 1)
     return None
 
 
-def _layout_from_header(h: SlotHeader) -> NvmLayout:
-    if h.tech == TECH_FLASH:
-        units = h.slot_size // h.page_size - 1
-    else:
-        units = -(-h.blob_len // h.unit_size)
-    return NvmLayout(
-        n_slots=h.n_slots, slot_size=h.slot_size, meta_size=h.meta_size, table_len=h.table_len,
-        blob_units=units, unit_size=h.unit_size, align=max(h.prog_size, 4),
-    )
+def _other_version(img: bytes) -> int | None:
+    magic = struct.pack("<I", MAGIC)
+    pos = img.find(magic)
+    while pos >= 0:
+        h = SlotHeader.parse(img[pos : pos + HEADER_SIZE], any_version=True)
+        if pos % 4 == 0 and h is not None and h.version != VERSION:
+            return h.version
+        pos = img.find(magic, pos + 1)
+    return None
 
 
 def inspect_bytes(
@@ -300,29 +352,30 @@ def inspect_bytes(
     samples: int = 0,
     sample_rate: float = 1.0,
 ) -> NvmReport:
-    """Verify every slot of an NVM region image and pick the set the device boots from."""
-    ref: SlotHeader | None = None
-    if geometry is not None:
-        lay = geometry.layout()
-        tech, page, prog = geometry.tech, geometry.page_size, geometry.prog_size
-        blob_size, erase = geometry.blob_size, geometry.erase_value
-        if len(img) != geometry.region_size:
-            raise ValueError(f"image is {len(img)} bytes, geometry says {geometry.region_size}")
-    else:
-        ref = _find_header(img)
-        if ref is None:
-            old = _find_header(img, any_version=True)
+    """Verify every slot of an NVM region image and pick the set the device boots from, by
+    the firmware's mount rules (lrt_nvm_mount). With the build's geometry (and model id) the
+    verdict is the device's; without, the geometry is learnt from a consistent header."""
+    geometry_from = "build"
+    if geometry is None:
+        geometry = learn_geometry(img)
+        geometry_from = "image"
+        if geometry is None:
+            seen = _other_version(img)
             return NvmReport(path=path, image_size=len(img), tech="unknown", layout=None,
                              empty=all(b == img[0] for b in img[:HEADER_SIZE]) if img else True,
-                             other_version=old.version if old is not None else 0)
-        lay = _layout_from_header(ref)
-        tech, page, prog = ref.tech, ref.page_size, ref.prog_size
-        blob_size, erase = ref.blob_len, ref.erase_value
+                             other_version=seen or 0, version_seen=seen is not None,
+                             foreign=seen is not None, geometry_from="image")
+    lay = geometry.layout()
+    tech, page, prog = geometry.tech, geometry.page_size, geometry.prog_size
+    blob_size, erase = geometry.blob_size, geometry.erase_value
+    if len(img) != geometry.region_size:
+        raise ValueError(f"image is {len(img)} bytes, geometry says {geometry.region_size}")
     rep = NvmReport(path=path, image_size=len(img), tech=TECH_NAMES.get(tech, str(tech)),
                     layout=lay, page_size=page, prog_size=prog, blob_size=blob_size,
-                    endurance=endurance, samples=samples, sample_rate=sample_rate)
+                    endurance=endurance, samples=samples, sample_rate=sample_rate,
+                    model_id=geometry.model_id, geometry_from=geometry_from)
     expect = (tech, blob_size, lay.table_len, page, prog, lay.n_slots, lay.slot_size,
-              lay.meta_size, lay.unit_size, erase)
+              lay.meta_size, lay.unit_size, erase, geometry.model_id)
     for s in range(lay.n_slots):
         base = lay.slot_base(s)
         raw = img[base : base + HEADER_SIZE]
@@ -334,6 +387,7 @@ def inspect_bytes(
             old = SlotHeader.parse(raw, any_version=True)
             if old is not None:
                 rep.other_version = old.version
+                rep.version_seen = rep.foreign = True
                 rep.slots.append(SlotReport(
                     s, base, "foreign", old,
                     note=f"format version {old.version}; this reader and the firmware use "
@@ -342,9 +396,12 @@ def inspect_bytes(
                 rep.slots.append(SlotReport(s, base, "bad-header"))
             continue
         got = (h.tech, h.blob_len, h.table_len, h.page_size, h.prog_size, h.n_slots,
-               h.slot_size, h.meta_size, h.unit_size, h.erase_value)
+               h.slot_size, h.meta_size, h.unit_size, h.erase_value, h.model_id)
         if got != expect or h.slot != s:
-            rep.slots.append(SlotReport(s, base, "foreign", h))
+            rep.foreign = True
+            note = (f"model id {h.model_id:08x}, this build's is {geometry.model_id:08x}"
+                    if got[:-1] == expect[:-1] and h.slot == s else "another geometry")
+            rep.slots.append(SlotReport(s, base, "foreign", h, note=note))
             continue
         blob = img[lay.blob_addr(s) : lay.blob_addr(s) + blob_size]
         table = img[base + HEADER_SIZE : base + HEADER_SIZE + lay.table_len]
@@ -410,10 +467,11 @@ def inspect_image(
 def render_markdown(rep: NvmReport) -> str:
     lines = [f"# NVM image `{rep.path}`", ""]
     if rep.layout is None:
-        if rep.other_version:
+        if rep.version_seen:
             lines.append(
                 f"Format version {rep.other_version} image: this toolchain and its firmware use "
-                f"version {VERSION}. The firmware does not use it and commits a fresh set.")
+                f"version {VERSION}. The firmware refuses it and leaves it untouched; "
+                "`--format` re-initialises it (its sets are lost).")
         else:
             lines.append("No lrt_nvm header found" + (" (blank device)." if rep.empty else "."))
         return "\n".join(lines) + "\n"
@@ -436,10 +494,20 @@ def render_markdown(rep: NvmReport) -> str:
         state = f"{s.state} ({s.note})" if s.note else s.state
         lines.append(f"| {s.index} | {s.offset} | {state} | {s.generation or ''} | {uw} |")
     lines.append("")
+    if rep.geometry_from == "image":
+        lines += ["Geometry and model id read from the image's headers (no build given): the "
+                  "device decides with its build's.", ""]
     if rep.chosen is None:
-        lines.append("Boot: no usable weight set" + (" (blank device)." if rep.empty else "."))
+        if rep.foreign:
+            lines.append("Boot: refused: the store holds another model's (or format's) sets; "
+                         "the firmware leaves it untouched unless started with `--format`.")
+        else:
+            lines.append("Boot: no usable weight set" + (
+                " (blank device: the firmware commits its built-in set)." if rep.empty else
+                " (only unreadable headers: the firmware commits its built-in set)."))
         return "\n".join(lines) + "\n"
-    flags = [n for n, on in (("fallback", rep.fallback), ("degraded", rep.degraded)) if on]
+    flags = [n for n, on in (("fallback", rep.fallback), ("degraded", rep.degraded),
+                             ("foreign slots seen", rep.foreign)) if on]
     lines.append(f"Boot: slot {rep.chosen}, generation {rep.generation}"
                  + (f" ({', '.join(flags)})" if flags else "") + ".")
     if rep.tech == "flash":
@@ -526,7 +594,7 @@ def build_image(geometry: NvmGeometry, blobs: Sequence[bytes], *, base: bytes | 
             table_len=lay.table_len, table_crc=crc32(tab), page_size=geometry.page_size,
             prog_size=geometry.prog_size, n_slots=lay.n_slots, slot_size=lay.slot_size,
             meta_size=lay.meta_size, unit_size=lay.unit_size, erase_value=ev,
-            units_written=written,
+            units_written=written, model_id=geometry.model_id,
         )
         new[:HEADER_SIZE] = hdr.encode()
         img[sb : sb + lay.slot_size] = new

@@ -105,8 +105,21 @@ def apply_train_layers(model: Model, selection: tuple[str, ...]) -> None:
         lay.trainable = lay.name in chosen
 
 
+def _import_model(model_path: Path) -> Model:
+    from lrt.tflite_import import import_tflite
+
+    if not model_path.is_file():
+        raise UserError(f"model file {model_path} not found")
+    return import_tflite(model_path, name=model_path.stem)
+
+
 def _obtain_model(
-    cfg: BuildConfig, model_path: Path | None, ir_dir: Path | None, out: Path, progress: bool
+    cfg: BuildConfig,
+    model_path: Path | None,
+    ir_dir: Path | None,
+    out: Path,
+    progress: bool,
+    imported: Model | None = None,
 ) -> tuple[Model, dict[str, float]]:
     tflite_out = out / "model.tflite"
     if ir_dir is not None:
@@ -121,11 +134,7 @@ def _obtain_model(
         )
         return model, dict(prior.get("accuracy", {}))
     if model_path is not None:
-        from lrt.tflite_import import import_tflite
-
-        if not model_path.is_file():
-            raise UserError(f"model file {model_path} not found")
-        model = import_tflite(model_path, name=model_path.stem)
+        model = imported if imported is not None else _import_model(model_path)
         if model_path.resolve() != tflite_out.resolve():
             shutil.copyfile(model_path, tflite_out)
         return model, {}
@@ -201,9 +210,13 @@ def build(
         train_layers=_parse_train_layers(train_layers),
         **config_overrides,
     )
+    # every input is checked before anything is written
+    imported = _import_model(model_path) if model_path is not None and ir_dir is None else None
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, expected a directory")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    model, accuracy = _obtain_model(cfg, model_path, ir_dir, out, progress)
+    model, accuracy = _obtain_model(cfg, model_path, ir_dir, out, progress, imported)
     if cfg.scheme != "inference" and not model.power_of_two:
         raise UserError(
             f"scheme {cfg.scheme!r} needs power-of-two scales (models trained by lrt have them); "
@@ -276,20 +289,76 @@ def build(
     )
 
 
+# the fields of report.json the commands read, with their types
+_REPORT_FIELDS: dict[str, type | tuple[type, ...]] = {"board": str, "firmware": str, "config": dict}
+_REPORT_CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "dataset": str, "data_dir": (str, type(None)), "seed": int, "scheme": str,
+}
+
+
+def read_report(path: Path, config: bool = True) -> dict[str, Any]:
+    """A build's report.json, checked for the fields the commands use (UserError if not);
+    config=False: board and firmware only (lrt-flash)."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable lrt build report ({exc})") from None
+    checks = [(_REPORT_FIELDS, report), (_REPORT_CONFIG_FIELDS, None)] if config else [
+        ({k: _REPORT_FIELDS[k] for k in ("board", "firmware")}, report)]
+    for fields, where in checks:
+        if where is None:
+            where = report["config"]
+        if not isinstance(where, dict):
+            raise UserError(f"{path}: not an lrt build report (not a JSON object)")
+        for key, kind in fields.items():
+            if not isinstance(where.get(key), kind) or isinstance(where.get(key), bool):
+                raise UserError(f"{path}: field {key!r} missing or of the wrong type")
+    return report
+
+
 def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:
+    build_dir = Path(build_dir)
     report_path = build_dir / REPORT_NAME
     if not report_path.is_file():
         raise UserError(
             f"{build_dir} is not an lrt build directory (no {REPORT_NAME}); run lrt-build"
         )
-    report = json.loads(report_path.read_text())
-    return report, Model.load(build_dir / "ir")
+    report = read_report(report_path)
+    if not (build_dir / "ir" / "model.json").is_file():
+        raise UserError(f"{build_dir} has no ir/model.json: rebuild it with lrt-build")
+    try:
+        model = Model.load(build_dir / "ir")
+        fingerprint = model.fingerprint()
+    except Exception as exc:  # a damaged IR fails in numpy, zipfile, json or the dataclasses
+        raise UserError(
+            f"{build_dir}/ir: not a readable model ({type(exc).__name__}: {exc})"
+        ) from None
+    built_from = report.get("model", {}).get("fingerprint") if isinstance(
+        report.get("model"), dict) else None
+    if built_from is not None and built_from != fingerprint:
+        raise UserError(
+            f"{build_dir}/ir is not the model this build's firmware was generated from "
+            f"(fingerprint {fingerprint}, the build's {built_from}): rebuild with lrt-build"
+        )
+    return report, model
 
 
-def infer_file(build_dir: Path, inputs: Path, out: Path, emulator: str = "auto") -> int:
+def infer_file(
+    build_dir: Path,
+    inputs: Path,
+    out: Path,
+    emulator: str = "auto",
+    nvm_path: Path | None = None,
+    format_store: bool = False,
+) -> int:
+    """Inference on the int8 samples of an .npy file, logits saved to out. With nvm_path
+    (host emulator) the device runs on the weights stored in that image, as it would boot."""
     from lrt.emulate import open_device
+    from lrt.store import check_path
 
     report, model = load_build(build_dir)
+    check_path(inputs, "--inputs", must_exist=True)
+    check_path(out, "--dump-logits", must_exist=False)
     try:
         x = np.load(inputs, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a corrupt file
@@ -303,9 +372,16 @@ def infer_file(build_dir: Path, inputs: Path, out: Path, emulator: str = "auto")
         raise UserError(
             f"{inputs}: shape {list(x.shape)}, expected [N, {', '.join(map(str, shape))}]"
         )
-    with open_device(build_dir, report, emulator=emulator) as dev:
+    if x.shape[0] == 0:
+        raise UserError(f"{inputs}: no samples")
+    with open_device(
+        build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
+    ) as dev:
         logits, _ = dev.infer_many(x)
-    np.save(out, logits.astype(np.int8))
+    try:
+        np.save(out, logits.astype(np.int8))
+    except OSError as exc:
+        raise UserError(f"--dump-logits {out}: cannot write it ({exc.strerror})") from None
     return int(logits.shape[0])
 
 
@@ -359,6 +435,7 @@ def emulate(
     nvm_path: Path | None = None,
     progress: bool = True,
     stats_every: int | None = None,
+    format_store: bool = False,
     count_instructions: bool = True,
     last_n: int = 500,
 ) -> Any:
@@ -394,7 +471,10 @@ def emulate(
     preds = np.empty(samples, dtype=np.int64)
     curve: list[tuple[int, int, int]] = []
     t0 = time.monotonic()
-    with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_path) as dev:
+    with open_device(
+        build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
+    ) as dev:
+        store_text = dev.hello().store_text
         bar = tqdm(
             total=samples,
             desc=f"{report['board']} {cfg['scheme']} {stream}",
@@ -433,6 +513,7 @@ def emulate(
         last_n=last_n,
     )
     result.writes_curve = curve
+    result.store = store_text
     if emulator in ("auto", "qemu") and count_instructions:
         result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, xq, st.y)
     if json_path is not None:

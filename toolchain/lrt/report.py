@@ -47,6 +47,8 @@ class OnlineResult:
     writes_curve: list[tuple[int, int, int]] = field(default_factory=list, repr=False)
     # QEMU boards: exact guest instructions per training sample (TCG plugin)
     instructions_per_sample: float | None = None
+    # the device's weight store at boot (HELLO): generation, fallback, degraded, ...
+    store: str = ""
 
     @classmethod
     def from_run(
@@ -121,6 +123,7 @@ class OnlineResult:
             lines.append(f"| paper_sgd_writes (per-pixel accounting) | {self.paper_sgd_writes} |")
         lines += [
             f"| weight flushes | {self.flushes} |",
+            *([f"| weight store at boot | {self.store} |"] if self.store else []),
             f"| throughput | {self.samples_per_second} samples/s |",
             *(
                 [f"| instructions per sample (QEMU, exact) | {self.instructions_per_sample:,.0f} |"]

@@ -40,6 +40,7 @@ class PullResult:
     out: Path
     source: str
     generation: int | None
+    store: str = ""  # the store's state: slot, fallback, ...
     layers: list[LayerDiff] = field(default_factory=list)
     accuracy_before: float | None = None
     accuracy_after: float | None = None
@@ -51,6 +52,7 @@ class PullResult:
             "",
             f"written: `{self.out / 'model.tflite'}`, `{self.out / 'ir'}`",
             "",
+            *([f"weight store: {self.store}", ""] if self.store else []),
             "| layer | cells | changed | max abs delta (LSB) | biases changed |",
             "|---|---|---|---|---|",
         ]
@@ -117,6 +119,10 @@ def check_compatible(device_model: Model, candidate: Model) -> None:
     """The candidate's weights can run on the device's firmware: same layers, shapes and
     quantization (only weight and bias values may differ)."""
     a, b = device_model, candidate
+    try:
+        same = codegen.nvm_model_id(a) == codegen.nvm_model_id(b)
+    except (TypeError, ValueError) as exc:  # a damaged candidate's fields
+        raise UserError(f"incompatible model: {type(exc).__name__}: {exc}") from None
     if len(a.layers) != len(b.layers):
         raise UserError(
             f"incompatible model: {len(b.layers)} layers, the device's firmware has {len(a.layers)}"
@@ -140,6 +146,9 @@ def check_compatible(device_model: Model, candidate: Model) -> None:
             )
             if not same_rescale or la.act_min != lb.act_min or la.act_max != lb.act_max:
                 raise UserError(f"incompatible model: {where} has other weight/output scales")
+    if not same:  # what the per-layer checks do not name: strides, padding, pooling, ...
+        raise UserError("incompatible model: its layers, shapes or formats differ from the "
+                        "device's (model id)")
 
 
 def _accuracy(model: Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -166,32 +175,55 @@ def pull(
 ) -> PullResult:
     """Pull from an NVM image file, or (wire=True) from the running target over the
     protocol; a host emulator then boots from nvm_image first."""
+    from lrt import store
     from lrt.pipeline import load_build
 
     report, model = load_build(build_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, expected a directory")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
     size = codegen.blob_layout(model).size
     generation: int | None = None
     if not wire:
-        from lrt import nvm
-
         if nvm_image is None:
             raise UserError("pull needs --nvm IMAGE, or --wire to read a running target")
-        if not nvm_image.is_file():
-            raise UserError(f"NVM image {nvm_image} not found")
-        rep = nvm.inspect_image(nvm_image)
-        if rep.blob is None:
-            raise UserError(f"{nvm_image}: no valid weight set in the image ({rep.tech})")
+        geometry = store.build_geometry(report, model)
+        if geometry is None:
+            raise UserError("--nvm: this build keeps its weights in the firmware image (no store)")
+        rep = store.inspect(nvm_image, geometry)
+        why = store.refusal(rep)
+        if rep.chosen is None or rep.blob is None:
+            raise UserError(f"NVM image {nvm_image}: no weight set to pull"
+                            + (f": {why}" if why else " (blank store)"))
+        if rep.degraded:
+            raise UserError(
+                f"NVM image {nvm_image}: every weight set fails its CRC (the newest, generation "
+                f"{rep.generation} in slot {rep.chosen}, is what the device runs on, degraded); "
+                "refusing to export corrupt weights"
+            )
         blob, generation, source = bytes(rep.blob), rep.generation, str(nvm_image)
+        note = (": fell back, a newer set failed its CRC or header" if rep.fallback else "")
+        pulled_store = f"slot {rep.chosen}, generation {rep.generation}{note}"
     else:
         from lrt.emulate import open_device
+        from lrt.emulate import protocol as P
 
         with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_image) as dev:
+            info = dev.hello()
+            if info.store & P.STORE_DEGRADED:
+                raise UserError(
+                    f"the device runs on a weight set that fails its CRC ({info.store_text}); "
+                    "refusing to export corrupt weights"
+                )
             blob = dev.read_all_blob(size)
+        generation = info.generation or None
+        pulled_store = info.store_text
         source = f"{report['board']} over the wire protocol"
     learned = model_with_blob(model, blob)
     learned.meta = {**model.meta, "pulled_from": source, "generation": generation}
     _write_model(learned, out)
-    result = PullResult(out=out, source=source, generation=generation)
+    result = PullResult(out=out, source=source, generation=generation, store=pulled_store)
     result.layers = diff_layers(model, learned)
     if evaluate:
         from lrt.data import load_dataset
@@ -207,6 +239,7 @@ def pull(
             {
                 "source": source,
                 "generation": generation,
+                "store": pulled_store,
                 "layers": [d.__dict__ for d in result.layers],
                 "accuracy_before": result.accuracy_before,
                 "accuracy_after": result.accuracy_after,
@@ -224,7 +257,10 @@ def load_candidate(path: Path) -> Model:
     if path.is_dir():
         if not (path / "ir" / "model.json").is_file():
             raise UserError(f"{path} holds no pulled model (no ir/model.json)")
-        return Model.load(path / "ir")
+        try:
+            return Model.load(path / "ir")
+        except Exception as exc:  # a damaged IR fails in numpy, zipfile, json or dataclasses
+            raise UserError(f"{path}/ir: not a readable model ({type(exc).__name__})") from None
     from lrt.tflite_import import import_tflite
 
     if not path.is_file():
@@ -237,6 +273,7 @@ def push(
     source: Path,
     nvm_image: Path | None = None,
     emulator: str = "auto",
+    format_store: bool = False,
 ) -> dict[str, Any]:
     """Commit the weights of `source` on the device of `build_dir` as a new generation."""
     from lrt.emulate import open_device
@@ -246,7 +283,9 @@ def push(
     candidate = load_candidate(source)
     check_compatible(model, candidate)
     blob = codegen.blob_bytes(candidate, codegen.blob_layout(model))
-    with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_image) as dev:
+    with open_device(
+        build_dir, report, emulator=emulator, nvm_path=nvm_image, format_store=format_store
+    ) as dev:
         generation = dev.push_blob(blob)
         back = dev.read_all_blob(len(blob))
     if back != blob:

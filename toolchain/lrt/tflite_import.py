@@ -110,7 +110,9 @@ def _op_name(model: Any, op: Any) -> str:
         raise UserError(f"operator code index {op.opcodeIndex} out of range") from exc
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     if builtin == fb.BuiltinOperator.CUSTOM:
-        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+        custom = code.customCode
+        if isinstance(custom, bytes):
+            custom = custom.decode(errors="replace")
         return f"CUSTOM({custom})"
     return OP_NAMES.get(builtin, f"builtin #{builtin}")
 
@@ -190,7 +192,8 @@ class _Importer:
     def _bn_metadata(self) -> list[dict[str, Any]] | None:
         """The batch-norm state records of lrt's metadata entry, or None."""
         for meta in self.model.metadata or []:
-            name = meta.name.decode() if isinstance(meta.name, bytes) else str(meta.name)
+            name = meta.name
+            name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
             if name != batchnorm.METADATA_NAME:
                 continue
             buffers = self.model.buffers or []
@@ -694,7 +697,14 @@ def import_tflite(source: Path | str | bytes, name: str | None = None) -> Model:
         default_name = path.stem
     model = _parse(data, label)
     digest = hashlib.sha256(data).hexdigest()[:16]
-    return _Importer(model, data, label).run(name or default_name, digest)
+    try:
+        return _Importer(model, data, label).run(name or default_name, digest)
+    except UserError:
+        raise
+    except Exception as exc:  # the lazy flatbuffer reader fails deep inside on damaged files
+        raise UserError(
+            f"{label}: not a valid .tflite model ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 # ---- export: IR -> .tflite ---------------------------------------------------------------

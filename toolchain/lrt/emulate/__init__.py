@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +46,23 @@ def open_device(
     nvm_path: Path | str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     window: int = DEFAULT_WINDOW,
+    format_store: bool = False,
 ) -> Device:
-    """Start the firmware of an lrt-build directory on its emulator; a connected Device.
+    """Start the firmware of an lrt-build directory on its emulator; a connected Device
+    (HELLO answered: ``dev.info`` holds the model and the weight store's state).
 
     ``auto`` picks the host executable for the host board and QEMU for boards with a QEMU
-    machine. Use as a context manager: leaving it says BYE and waits for the exit."""
+    machine. ``nvm_path`` (host only) is checked first (lrt.store): an image of another
+    model or build is refused unless ``format_store``. Use as a context manager: leaving it
+    says BYE and waits for the exit."""
     build_dir = Path(build_dir)
     if report is None:
         path = build_dir / "report.json"
         if not path.is_file():
             raise UserError(f"{build_dir} is not an lrt build directory (no report.json)")
-        report = json.loads(path.read_text())
+        from lrt.pipeline import read_report
+
+        report = read_report(path)
     if emulator not in EMULATORS:
         raise UserError(f"emulator {emulator!r}: expected one of {', '.join(EMULATORS)}")
     from lrt import boards
@@ -76,7 +81,30 @@ def open_device(
     if emulator == "host":
         if not board.is_host:
             raise UserError(f"board {board.name!r} is not the host board; use --emulator qemu")
-        return HostRunner(firmware, nvm_path=nvm_path).start(timeout=timeout, window=window)
+        fmt = False
+        if nvm_path is not None:
+            from lrt import store
+            from lrt.pipeline import load_build
+
+            _, model = load_build(build_dir)
+            geometry = store.build_geometry(report, model)
+            fmt = store.prepare_device_image(Path(nvm_path), geometry, format_store)
+        dev = HostRunner(firmware, nvm_path=nvm_path, format_store=fmt).start(
+            timeout=timeout, window=window
+        )
+        try:
+            dev.hello()
+        except LinkError:
+            status = dev.close(bye=False)
+            if status == 6:
+                raise UserError(
+                    f"NVM image {nvm_path} refused by the firmware: it holds another model's "
+                    "weights; --format re-initialises it (its weight sets are lost)"
+                ) from None
+            raise
+        return dev
+    if format_store:
+        raise UserError("--format applies to an --nvm image of the host emulator")
     if nvm_path is not None:
         raise UserError("--nvm (a file-backed weight store) needs the host emulator")
     if emulator == "qemu":

@@ -2,8 +2,9 @@
 serves the wire protocol on stdin/stdout; this runner starts it with pipes.
 
 Command-line contract with the host firmware (bsp/host): ``--nvm PATH`` keeps the weight
-store in a file that survives the process (otherwise RAM); other arguments are passed
-through unchanged.
+store in a file that survives the process (otherwise RAM); ``--format`` wipes a store that
+holds another model's sets (without it the firmware refuses such a store: exit status 6, the
+file untouched); other arguments are passed through unchanged.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ class HostRunner(Runner):
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         nvm_path: Path | str | None = None,
+        format_store: bool = False,
     ) -> None:
         self.firmware = Path(firmware)
         self.args = list(args)
         if nvm_path is not None:
             self.args += ["--nvm", str(nvm_path)]
+        if format_store:
+            self.args.append("--format")
         self.env = dict(env) if env is not None else None
 
     def argv(self) -> list[str]:

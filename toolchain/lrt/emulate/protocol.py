@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: INFO reports the weight store's mount state
 SYNC = b"\xa5\x5a"
 MAX_PAYLOAD = 2048
 HEADER_SIZE = 5
@@ -23,14 +23,26 @@ CRC_SIZE = 4
 OVERHEAD = HEADER_SIZE + CRC_SIZE
 REPLY = 0x80
 
-INFO_SIZE = 21
+INFO_SIZE = 26
 STATS_HEAD_SIZE = 8
 STATS_LAYER_SIZE = 12
 FLAG_MAX_NORM = 0x01
+# INFO.store: the weight store's state at boot (LRT_PROTO_STORE_* of lrt_proto.h)
+STORE_FLAGS = {
+    0x01: "was blank: built-in weights committed",
+    0x02: "fell back: a newer set failed its CRC",
+    0x04: "degraded: no set verified, running on a CRC-failing one",
+    0x08: "a slot of another format version was seen",
+    0x10: "a slot of another model was seen",
+    0x20: "formatted at boot, built-in weights committed",
+    0x80: "no NVM store: weights in the firmware image",
+}
+STORE_FALLBACK = 0x02
+STORE_DEGRADED = 0x04
 
 _HEADER = struct.Struct("<2sBH")
 _CRC = struct.Struct("<I")
-_INFO = struct.Struct("<BBBBHHH4sIHB")
+_INFO = struct.Struct("<BBBBHHH4sIHBBI")
 _READ = struct.Struct("<IH")
 _DRIFT = struct.Struct("<BIi")
 _ERROR = struct.Struct("<bB")
@@ -233,9 +245,13 @@ class Info:
     samples: int
     max_payload: int
     flags: int
+    store: int  # STORE_FLAGS bits
+    generation: int  # NVM generation of the set in use (0: none)
 
     @classmethod
     def parse(cls, payload: bytes) -> Info:
+        if payload and payload[0] != VERSION:
+            raise FrameError(f"device speaks protocol version {payload[0]}, expected {VERSION}")
         if len(payload) != INFO_SIZE:
             raise FrameError(f"INFO payload of {len(payload)} bytes, expected {INFO_SIZE}")
         return cls(*_INFO.unpack(payload))
@@ -260,6 +276,13 @@ class Info:
         except ValueError:
             return f"scheme {self.scheme}"
         return f"{base}-maxnorm" if self.max_norm and base == "lrt" else base
+
+    @property
+    def store_text(self) -> str:
+        """The mount state in words, e.g. 'generation 7; fell back: ...'."""
+        parts = [f"generation {self.generation}" if self.generation else "no stored set"]
+        parts += [text for bit, text in STORE_FLAGS.items() if self.store & bit]
+        return "; ".join(parts)
 
     def matches_fingerprint(self, fingerprint_hex: str) -> bool:
         """True if the device runs the model whose Model.fingerprint() is fingerprint_hex."""
