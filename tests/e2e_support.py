@@ -25,7 +25,14 @@ TRAIN_SOURCES = [
     "toolchain/lrt/data/augment.py",
     "toolchain/lrt/config.py",
 ]
-FIRMWARE_GLOBS = ["firmware_templates/**/*", "toolchain/lrt/codegen.py", "toolchain/lrt/build.py"]
+FIRMWARE_GLOBS = [
+    "firmware_templates/**/*",
+    "toolchain/lrt/codegen.py",
+    "toolchain/lrt/build.py",
+    "toolchain/lrt/budget.py",
+    "toolchain/lrt/boards.py",
+    "boards/*.toml",
+]
 
 
 def _digest(paths: list[Path]) -> str:

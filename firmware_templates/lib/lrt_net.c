@@ -18,14 +18,48 @@ uint32_t lrt_net_act_buffer_size(const lrt_net *net)
     return size;
 }
 
+static void layer_geometry(const lrt_layer *l, lrt_dims *in, lrt_dims *out, lrt_window *win)
+{
+    in->h = l->in_h;
+    in->w = l->in_w;
+    in->c = l->in_c;
+    out->h = l->out_h;
+    out->w = l->out_w;
+    out->c = l->out_c;
+    win->kernel_h = l->kernel_h;
+    win->kernel_w = l->kernel_w;
+    win->stride_h = l->stride_h;
+    win->stride_w = l->stride_w;
+    win->pad_top = l->pad_top;
+    win->pad_left = l->pad_left;
+}
+
+uint32_t lrt_net_kernel_buffer_size(const lrt_net *net)
+{
+    uint32_t size = 0;
+    uint8_t i;
+    if (net == NULL || net->layers == NULL) {
+        return 0;
+    }
+    for (i = 0; i < net->n_layers; i++) {
+        lrt_dims in, out;
+        lrt_window win;
+        if (net->layers[i].kind != LRT_LAYER_CONV2D) {
+            continue;
+        }
+        layer_geometry(&net->layers[i], &in, &out, &win);
+        size = LRT_MAX(size, lrt_conv2d_s8_get_buffer_size(&in, &win));
+    }
+    return size;
+}
+
 static int layer_forward(const lrt_net *net, const lrt_layer *l, const int8_t *in, int8_t *out)
 {
-    const lrt_dims in_dims = {l->in_h, l->in_w, l->in_c};
-    const lrt_dims out_dims = {l->out_h, l->out_w, l->out_c};
-    const lrt_window win = {l->kernel_h, l->kernel_w, l->stride_h, l->stride_w,
-                            l->pad_top, l->pad_left};
+    lrt_dims in_dims, out_dims;
+    lrt_window win;
     lrt_requant q;
     uint32_t expect_w;
+    layer_geometry(l, &in_dims, &out_dims, &win);
 
     if (l->kind == LRT_LAYER_MAXPOOL2D) {
         return lrt_maxpool2d_s8(&in_dims, &out_dims, &win, l->act_min, l->act_max, in, out);
@@ -57,8 +91,8 @@ static int layer_forward(const lrt_net *net, const lrt_layer *l, const int8_t *i
     q.multiplier = l->out_multiplier;
     q.shift = l->out_shift;
     if (l->kind == LRT_LAYER_CONV2D) {
-        return lrt_conv2d_s8(&in_dims, &out_dims, &win, &q, in, lrt_layer_weights(net, l), l->bias,
-                             out);
+        return lrt_conv2d_s8_buf(&in_dims, &out_dims, &win, &q, in, lrt_layer_weights(net, l),
+                                 l->bias, out, net->kernel_buf, net->kernel_buf_size);
     }
     return lrt_dense_s8(lrt_layer_in_size(l), l->out_c, &q, in, lrt_layer_weights(net, l), l->bias,
                         out);

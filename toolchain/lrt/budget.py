@@ -26,6 +26,8 @@ class _BoardLike(Protocol):
     def flash_budget(self) -> int: ...
     @property
     def ram_budget(self) -> int: ...
+    @property
+    def simd(self) -> bool: ...
 
 
 def _act_size(layer: Layer) -> int:
@@ -113,6 +115,26 @@ class Budget:
             raise UserError("model does not fit: " + "; ".join(problems))
 
 
+def conv_buffer_bytes(k: int) -> int:
+    """lrt_conv2d_s8_get_buffer_size of the SIMD kernel for a filter of k taps (lrt_kernels.h):
+    two int16 im2col columns and two int8 patches (k rounded up to 4 each)."""
+    return 4 * k + 2 * ((k + 3) // 4 * 4)
+
+
+def kernel_buffer_size(model: Model, simd: bool) -> int:
+    """lrt_net_kernel_buffer_size: the largest conv layer's buffer, 0 without SIMD kernels."""
+    if not simd:
+        return 0
+    return max(
+        [
+            conv_buffer_bytes(int(np.prod(lay.weights.shape[1:])))
+            for lay in model.layers
+            if lay.kind == "conv2d" and lay.weights is not None
+        ]
+        or [0]
+    )
+
+
 def train_buffer_sizes(model: Model) -> dict[str, Any]:
     """Buffer sizes of the trainer, mirroring lrt_train.c's size helpers (checked at boot)."""
     layers = model.layers
@@ -175,6 +197,9 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
         b.ram_items["batch norm (state + tables)"] = (
             BN_BYTES_PER_CHANNEL * bn_channels + (4 + BN_STRUCT_BYTES) * n_bn
         )
+    kbuf = kernel_buffer_size(model, board.simd)
+    if kbuf:
+        b.ram_items["SIMD conv im2col buffer"] = kbuf
     b.ram_items["stack reserve"] = STACK_RESERVE
     b.ram_items["protocol frame buffers"] = 2 * (2048 + 9) + 256
     weights = sum(lay.n_weights for lay in model.weight_layers())

@@ -115,7 +115,13 @@ def arm_cflags(board: Board, *, opt: str = "-O2") -> list[str]:
         "-ffunction-sections",
         "-fdata-sections",
         *board.cpu.cflags,
+        *simd_flags(board),
     ]
+
+
+def simd_flags(board: Board) -> list[str]:
+    """The SIMD kernels (lrt_kernels.h) on cores with the DSP extension."""
+    return ["-DLRT_KERNELS_SIMD=1"] if board.cpu.simd else []
 
 
 def semihosted(board: Board) -> bool:
@@ -576,7 +582,7 @@ def compile_check(
 
 def pio_build_flags(board: Board) -> list[str]:
     """Compile flags of a PlatformIO project (include paths relative to the project)."""
-    return [*WARN_FLAGS, "-O2", *board.cpu.cflags, "-Isrc", "-Isrc/bsp"]
+    return [*WARN_FLAGS, "-O2", *board.cpu.cflags, *simd_flags(board), "-Isrc", "-Isrc/bsp"]
 
 
 def pio_link_flags(board: Board) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lrt import __version__, batchnorm
-from lrt.budget import train_buffer_sizes
+from lrt.budget import kernel_buffer_size, train_buffer_sizes
 from lrt.build import render, write_if_changed
 from lrt.config import BuildConfig
 from lrt.model import Layer, Model
@@ -383,6 +383,7 @@ def firmware_context(
     ctx.update(
         {
             "act_size": sizes["act_size"],
+            "kernel_buf_size": kernel_buffer_size(model, board.simd),
             "scratch_size": sizes["scratch_size"],
             "cell_count": sizes["cell_count"],
             "keep": sizes["keep"] if config.scheme != "inference" else [],
