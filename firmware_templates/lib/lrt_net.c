@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "lrt_fixmath.h"
 #include "lrt_kernels.h"
 
 uint32_t lrt_net_act_buffer_size(const lrt_net *net)
@@ -190,24 +191,6 @@ static int64_t shr_round(int64_t a, unsigned k)
     return a < 0 ? -(int64_t)q : (int64_t)q;
 }
 
-static uint64_t isqrt_u64(uint64_t x)
-{
-    uint64_t r = 0, bit = (uint64_t)1 << 62;
-    while (bit > x) {
-        bit >>= 2;
-    }
-    while (bit != 0) {
-        if (x >= r + bit) {
-            x -= r + bit;
-            r = (r >> 1) + bit;
-        } else {
-            r >>= 1;
-        }
-        bit >>= 2;
-    }
-    return r;
-}
-
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
@@ -257,7 +240,7 @@ int lrt_net_bn_refresh(const lrt_layer *l)
             var = div_round(msq * ((int64_t)1 << 38), c) - shr_round(mu * mu, 16);
         }
         var = clamp64(var, 0, BN_VAR_MAX) + eps;
-        std_q = (int64_t)isqrt_u64((uint64_t)var << 28);
+        std_q = (int64_t)lrt_isqrt64((uint64_t)var << 28); /* < 2^31 */
         num = (uint64_t)(gamma < 0 ? -gamma : gamma) << (10 - l->out_exp);
         qa = udiv64(num << 21, (uint64_t)std_q);
         for (f = BN_F_MAX; f > BN_F_MIN && bn_gain(qa, f) < 64; f--) {
