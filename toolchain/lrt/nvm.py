@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from lrt.crc import crc32
 
 MAGIC = 0x4E54524C  # "LRTN"
 VERSION = 2  # 2: flash metadata shares the slot's first page (1: metadata page(s) of its own)
@@ -37,11 +38,6 @@ _HDR = struct.Struct("<IHBBIIIIIIHHIIIBBHIII")
 assert _HDR.size == HEADER_SIZE
 
 SLOT_STATES = ("blank", "valid", "bad-header", "foreign", "bad-data")
-
-
-def crc32(data: bytes) -> int:
-    """CRC-32 as lrt_crc32_update(0, ...) (zlib semantics)."""
-    return zlib.crc32(data) & U32_MAX
 
 
 def _round_up(x: int, a: int) -> int:
