@@ -68,6 +68,9 @@
  *                  (lrt_train_keep_needed), NULL elsewhere; the last layer's keep holds the
  *                  logits. Inference scheme: keep may be NULL.
  *   scratch        lrt_train_scratch_size(net) bytes (one weight row / one patch).
+ *   dx_work        optional, lrt_train_dx_work_size(net) bytes, 4-byte aligned: the input
+ *                  gradients then take one sparse pass (lrt_bp_input_grad_sparse) instead
+ *                  of two; same bits either way.
  *   layer_state    n_layers entries of lrt_train_layer_state.
  *   cell_writes, paper_writes   optional, lrt_train_cell_count(net) uint32 each.
  * The softmax needs no scratch (exponentials are recomputed, n_classes is small).
@@ -179,6 +182,8 @@ typedef struct {
     int8_t *act_a, *act_b;
     int8_t *const *keep;
     int8_t *scratch;
+    void *dx_work;          /* optional */
+    uint32_t dx_work_size;
     lrt_train_layer_state *layer_state;
     uint32_t *cell_writes;  /* optional */
     uint32_t *paper_writes; /* optional */
@@ -201,6 +206,7 @@ typedef struct lrt_trainer {
 /* Sizes for codegen / static allocation. */
 uint32_t lrt_train_act_buffer_size(const lrt_net *net);
 uint32_t lrt_train_scratch_size(const lrt_net *net);
+uint32_t lrt_train_dx_work_size(const lrt_net *net);
 uint32_t lrt_train_cell_count(const lrt_net *net);
 /* Lowest layer with trainable weights, n_layers if none. */
 uint8_t lrt_train_first_trainable(const lrt_net *net);

@@ -135,6 +135,18 @@ def kernel_buffer_size(model: Model, simd: bool) -> int:
     )
 
 
+def dx_work_bytes(layer: Layer) -> int:
+    """lrt_bp_input_grad_work_size: kernel-height rows of in_w*in_c int32 sums (dense: the
+    whole input) and one sign bit per input element, in words."""
+    assert layer.weights is not None
+    in_size = int(np.prod(layer.in_shape))
+    if layer.kind == "conv2d":
+        rows = int(layer.weights.shape[1]) * int(layer.in_shape[1]) * int(layer.in_shape[2])
+    else:
+        rows = in_size
+    return 4 * rows + 4 * ((in_size + 31) // 32)
+
+
 def train_buffer_sizes(model: Model) -> dict[str, Any]:
     """Buffer sizes of the trainer, mirroring lrt_train.c's size helpers (checked at boot)."""
     layers = model.layers
@@ -163,6 +175,10 @@ def train_buffer_sizes(model: Model) -> dict[str, Any]:
     return {
         "act_size": max(sizes),
         "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
+        # lrt_train_dx_work_size: the layers that back-propagate into their input
+        "dx_work_size": max(
+            [dx_work_bytes(lay) for lay in layers[first + 1 :] if lay.has_weights] or [0]
+        ),
         "cell_count": sum(layers[i].n_weights for i in trainable) or 1,
         "trainable": trainable,
         "keep": [
@@ -216,6 +232,8 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
         return b
     b.ram_items["train: kept activations"] = sum(k["size"] for k in sizes["keep"])
     b.ram_items["train: scratch row + delta row"] = 3 * sizes["scratch_size"]
+    if sizes["dx_work_size"]:
+        b.ram_items["train: input-gradient rows + sign bits"] = sizes["dx_work_size"]
     b.ram_items["train: per-layer state"] = TRAIN_LAYER_STATE_BYTES * len(model.layers)
     trainable = [lay for lay in model.weight_layers() if lay.trainable]
     if cfg.scheme in ("lrt", "lrt-maxnorm"):

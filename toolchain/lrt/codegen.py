@@ -385,6 +385,7 @@ def firmware_context(
             "act_size": sizes["act_size"],
             "kernel_buf_size": kernel_buffer_size(model, board.simd),
             "scratch_size": sizes["scratch_size"],
+            "dx_work_size": sizes["dx_work_size"] if config.scheme != "inference" else 0,
             "cell_count": sizes["cell_count"],
             "keep": sizes["keep"] if config.scheme != "inference" else [],
             "keep_pointers": ", ".join(keep_ptrs),
