@@ -144,25 +144,40 @@ int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win
             const int32_t kx0 = ix0 < 0 ? -ix0 : 0;
             const int32_t kx1 = LRT_MIN((int32_t)win->kernel_w, (int32_t)in->w - ix0);
             int8_t *dst = output + ((uint32_t)oy * out->w + ox) * out->c;
-            for (oc = 0; oc < out->c; oc++) {
-                const int8_t *filter = weights + (uint32_t)oc * filter_size;
-                int32_t acc = 0;
-                int32_t ky, kx;
+            /* the taps of one kernel row inside the input are contiguous in the input (NHWC)
+             * and in the filter (OHWI): one run of (kx1 - kx0) * in_c products per row */
+            const uint32_t run = kx1 > kx0 ? (uint32_t)(kx1 - kx0) * in->c : 0u;
+            const int32_t off = q->input_offset;
+            int32_t acc[4];
+            for (oc = 0; oc < out->c; oc = (uint16_t)(oc + 4)) {
+                /* four filters per pass over the window: each input value is loaded once
+                 * for four products (a block past out_c repeats the last filter) */
+                const uint16_t nb = (uint16_t)LRT_MIN(4, out->c - oc);
+                const int8_t *f0 = weights + (uint32_t)oc * filter_size;
+                const int8_t *f1 = f0 + (nb > 1 ? filter_size : 0u);
+                const int8_t *f2 = f0 + (nb > 2 ? 2u * filter_size : 0u);
+                const int8_t *f3 = f0 + (nb > 3 ? 3u * filter_size : 0u);
+                int32_t ky;
+                uint16_t b;
+                acc[0] = acc[1] = acc[2] = acc[3] = 0;
                 for (ky = ky0; ky < ky1; ky++) {
-                    for (kx = kx0; kx < kx1; kx++) {
-                        const int8_t *px =
-                            input + ((uint32_t)(iy0 + ky) * in->w + (uint32_t)(ix0 + kx)) * in->c;
-                        const int8_t *wk = filter + ((uint32_t)ky * win->kernel_w + (uint32_t)kx) * in->c;
-                        uint16_t c;
-                        for (c = 0; c < in->c; c++) {
-                            acc += (px[c] + q->input_offset) * wk[c];
-                        }
+                    const int8_t *px =
+                        input + ((uint32_t)(iy0 + ky) * in->w + (uint32_t)(ix0 + kx0)) * in->c;
+                    const uint32_t wo = ((uint32_t)ky * win->kernel_w + (uint32_t)kx0) * in->c;
+                    uint32_t j;
+                    for (j = 0; j < run; j++) {
+                        const int32_t x = px[j] + off;
+                        acc[0] += x * f0[wo + j];
+                        acc[1] += x * f1[wo + j];
+                        acc[2] += x * f2[wo + j];
+                        acc[3] += x * f3[wo + j];
                     }
                 }
-                if (bias != NULL) {
-                    acc = wrap_add(acc, bias[oc]);
+                for (b = 0; b < nb; b++) {
+                    const uint16_t c = (uint16_t)(oc + b);
+                    const int32_t a = bias != NULL ? wrap_add(acc[b], bias[c]) : acc[b];
+                    dst[c] = output_stage(requantize(a, q->multiplier[c], q->shift[c]), q);
                 }
-                dst[oc] = output_stage(requantize(acc, q->multiplier[oc], q->shift[oc]), q);
             }
         }
     }

@@ -368,10 +368,9 @@ def emulate(
     which the firmware applies to its stored weights. With `stats_every`, the write counters
     are sampled along the way (the writes-vs-samples curve of the report).
     """
-    from tqdm import tqdm
-
     from lrt.data import load_dataset, make_stream
     from lrt.emulate import open_device
+    from lrt.emulate import protocol as P
     from lrt.report import OnlineResult
 
     report, model = load_build(build_dir)
@@ -391,34 +390,52 @@ def emulate(
         chunk = min(chunk, stats_every)
     if drift:
         chunk = DRIFT_PERIOD
+    # The whole session is known up front: every request goes out at once and the replies
+    # come back in bulk (Device.stream), so the firmware never waits for Python.
+    frames: list[bytes] = []
+    plan: list[tuple[int, int]] = []  # (request type, sample count when it is sent)
+    for start in range(0, samples, chunk):
+        stop = min(start + chunk, samples)
+        for i in range(start, stop):
+            frames.append(P.train_request(xq[i].tobytes(), int(st.y[i])))
+            plan.append((P.MsgType.TRAIN, i))
+        if drift:
+            seed_i = (st_seed * 1_000_003 + stop) & 0xFFFFFFFF
+            frames.append(P.drift_request(drift[0], seed_i, drift[1]))
+            plan.append((P.MsgType.DRIFT, stop))
+        if stats_every and (stop % stats_every < chunk or stop == samples):
+            frames.append(P.stats_request())
+            plan.append((P.MsgType.STATS, stop))
+    frames.append(P.stats_request())
+    plan.append((P.MsgType.STATS, -1))
     preds = np.empty(samples, dtype=np.int64)
     curve: list[tuple[int, int, int]] = []
     t0 = time.monotonic()
     with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_path) as dev:
-        bar = tqdm(
-            total=samples,
-            desc=f"{report['board']} {cfg['scheme']} {stream}",
-            unit="sample",
-            disable=not progress,
+        n_classes = dev.hello().n_classes
+        replies = dev.stream(
+            frames,
+            progress=progress,
+            desc=f"{report['board']} {cfg['scheme']} {stream} (requests)",
         )
-        for start in range(0, samples, chunk):
-            stop = min(start + chunk, samples)
-            _, preds[start:stop] = dev.train_many(xq[start:stop], st.y[start:stop])
-            if drift:
-                dev.drift(drift[0], (st_seed * 1_000_003 + stop) & 0xFFFFFFFF, drift[1])
-            if stats_every and (stop % stats_every < chunk or stop == samples):
-                s = dev.stats()
+    seconds = time.monotonic() - t0
+    stats = None
+    for (req, at), (msg_type, payload) in zip(plan, replies, strict=True):
+        where = f"sample {at} of {samples}" if req == P.MsgType.TRAIN else f"after {at} samples"
+        body = P.check_reply(req, msg_type, payload, where)
+        if req == P.MsgType.TRAIN:
+            preds[at] = P.parse_prediction(body, n_classes)[1]
+        elif req == P.MsgType.STATS:
+            stats = P.Stats.parse(body)
+            if at >= 0:
                 curve.append(
                     (
-                        stop,
-                        max(lay.max_writes for lay in s.layers),
-                        max(lay.paper_max_writes for lay in s.layers),
+                        at,
+                        max(lay.max_writes for lay in stats.layers),
+                        max(lay.paper_max_writes for lay in stats.layers),
                     )
                 )
-            bar.update(stop - start)
-        bar.close()
-        stats = dev.stats()
-    seconds = time.monotonic() - t0
+    assert stats is not None
     weight_layers = model.weight_layers()
     result = OnlineResult.from_run(
         board=report["board"],
