@@ -125,6 +125,18 @@ static int conv_args_valid(const lrt_dims *in, const lrt_dims *out, const lrt_wi
            requant_valid(q, out->c);
 }
 
+/* sum of (x[j] + off) * w[j]: the plain loop a host compiler vectorizes (build.py's host
+ * flags let gcc do it at -O2) */
+static int32_t dot_offset(const int8_t *x, const int8_t *w, uint32_t n, int32_t off)
+{
+    int32_t acc = 0;
+    uint32_t j;
+    for (j = 0; j < n; j++) {
+        acc += (x[j] + off) * w[j];
+    }
+    return acc;
+}
+
 int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
                   const lrt_requant *q, const int8_t *input, const int8_t *weights,
                   const int32_t *bias, int8_t *output)
@@ -148,36 +160,20 @@ int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win
              * and in the filter (OHWI): one run of (kx1 - kx0) * in_c products per row */
             const uint32_t run = kx1 > kx0 ? (uint32_t)(kx1 - kx0) * in->c : 0u;
             const int32_t off = q->input_offset;
-            int32_t acc[4];
-            for (oc = 0; oc < out->c; oc = (uint16_t)(oc + 4)) {
-                /* four filters per pass over the window: each input value is loaded once
-                 * for four products (a block past out_c repeats the last filter) */
-                const uint16_t nb = (uint16_t)LRT_MIN(4, out->c - oc);
-                const int8_t *f0 = weights + (uint32_t)oc * filter_size;
-                const int8_t *f1 = f0 + (nb > 1 ? filter_size : 0u);
-                const int8_t *f2 = f0 + (nb > 2 ? 2u * filter_size : 0u);
-                const int8_t *f3 = f0 + (nb > 3 ? 3u * filter_size : 0u);
+            for (oc = 0; oc < out->c; oc++) {
+                const int8_t *f = weights + (uint32_t)oc * filter_size;
+                int32_t acc = 0;
                 int32_t ky;
-                uint16_t b;
-                acc[0] = acc[1] = acc[2] = acc[3] = 0;
                 for (ky = ky0; ky < ky1; ky++) {
                     const int8_t *px =
                         input + ((uint32_t)(iy0 + ky) * in->w + (uint32_t)(ix0 + kx0)) * in->c;
-                    const uint32_t wo = ((uint32_t)ky * win->kernel_w + (uint32_t)kx0) * in->c;
-                    uint32_t j;
-                    for (j = 0; j < run; j++) {
-                        const int32_t x = px[j] + off;
-                        acc[0] += x * f0[wo + j];
-                        acc[1] += x * f1[wo + j];
-                        acc[2] += x * f2[wo + j];
-                        acc[3] += x * f3[wo + j];
-                    }
+                    const int8_t *wk = f + ((uint32_t)ky * win->kernel_w + (uint32_t)kx0) * in->c;
+                    acc += dot_offset(px, wk, run, off);
                 }
-                for (b = 0; b < nb; b++) {
-                    const uint16_t c = (uint16_t)(oc + b);
-                    const int32_t a = bias != NULL ? wrap_add(acc[b], bias[c]) : acc[b];
-                    dst[c] = output_stage(requantize(a, q->multiplier[c], q->shift[c]), q);
+                if (bias != NULL) {
+                    acc = wrap_add(acc, bias[oc]);
                 }
+                dst[oc] = output_stage(requantize(acc, q->multiplier[oc], q->shift[oc]), q);
             }
         }
     }
