@@ -358,17 +358,11 @@ uint32_t lrt_bp_input_grad_work_size(const lrt_layer *l)
     return 4u * g.kh * g.in_w * g.in_c + 4u * ((lrt_layer_in_size(l) + 31u) / 32u);
 }
 
-/* dst[j] += d * w[j], j < n */
+/* dst[j] += d * w[j], j < n: a plain loop, which host compilers vectorize */
 static void scatter_run(int32_t *dst, const int8_t *w, uint32_t n, int32_t d)
 {
-    uint32_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        dst[j] += d * w[j];
-        dst[j + 1] += d * w[j + 1];
-        dst[j + 2] += d * w[j + 2];
-        dst[j + 3] += d * w[j + 3];
-    }
-    for (; j < n; j++) {
+    uint32_t j;
+    for (j = 0; j < n; j++) {
         dst[j] += d * w[j];
     }
 }

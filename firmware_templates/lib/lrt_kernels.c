@@ -87,7 +87,9 @@ static int requant_valid(const lrt_requant *q, uint16_t n_out)
     if (q == NULL || q->multiplier == NULL || q->shift == NULL) {
         return 0;
     }
-    if (q->act_min < -128 || q->act_max > 127 || q->act_min > q->act_max) {
+    /* |input_offset| <= 255 keeps x + input_offset in 16 bits (int8 models: [-127, 128]) */
+    if (q->act_min < -128 || q->act_max > 127 || q->act_min > q->act_max ||
+        q->input_offset < -255 || q->input_offset > 255) {
         return 0;
     }
     for (i = 0; i < n_out; i++) {
@@ -125,14 +127,16 @@ static int conv_args_valid(const lrt_dims *in, const lrt_dims *out, const lrt_wi
            requant_valid(q, out->c);
 }
 
-/* sum of (x[j] + off) * w[j]: the plain loop a host compiler vectorizes (build.py's host
- * flags let gcc do it at -O2) */
+/* sum of (x[j] + off) * w[j]: a plain loop of 16 x 16 -> 32-bit multiply-adds (x + off fits
+ * 16 bits), the form a host compiler turns into its vector dot-product instruction
+ * (build.py's host flags let gcc vectorize it at -O2) */
 static int32_t dot_offset(const int8_t *x, const int8_t *w, uint32_t n, int32_t off)
 {
     int32_t acc = 0;
     uint32_t j;
     for (j = 0; j < n; j++) {
-        acc += (x[j] + off) * w[j];
+        const int16_t xo = (int16_t)(x[j] + off);
+        acc += xo * (int16_t)w[j];
     }
     return acc;
 }
@@ -475,7 +479,7 @@ int lrt_dense_s8(uint32_t n_in, uint16_t n_out, const lrt_requant *q, const int8
 {
 #if LRT_HAVE_SIMD
     if (input != NULL && weights != NULL && output != NULL && n_in != 0 &&
-        requant_valid(q, n_out) && q->input_offset >= -255 && q->input_offset <= 255) {
+        requant_valid(q, n_out)) {
         return dense_simd(n_in, n_out, q, input, weights, bias, output);
     }
 #endif
