@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from lrt.buildcache import cache_lock
+
+__all__ = ["cache_lock", "compile_c", "have"]
+
 ROOT = Path(__file__).resolve().parents[1]
 LIB_DIR = ROOT / "firmware_templates" / "lib"
-CACHE_DIR = ROOT / "build" / "test-cache"
 
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1"]
@@ -42,19 +43,6 @@ def compile_c(
 @pytest.fixture
 def cc() -> Callable[..., Path]:
     return compile_c
-
-
-@contextmanager
-def cache_lock(name: str) -> Iterator[Path]:
-    """A directory under build/test-cache shared by all xdist workers, built once under a lock."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    path = CACHE_DIR / name
-    with open(CACHE_DIR / f"{name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield path
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def have(tool: str) -> bool:

@@ -348,6 +348,135 @@ int lrt_bp_input_grad(const lrt_layer *l, const int8_t *w, const int8_t *dz, int
     return LRT_OK;
 }
 
+uint32_t lrt_bp_input_grad_work_size(const lrt_layer *l)
+{
+    lrt_bp_geom g;
+    if (l == NULL || (l->kind != LRT_LAYER_CONV2D && l->kind != LRT_LAYER_DENSE)) {
+        return 0;
+    }
+    lrt_bp_geom_of(l, &g);
+    return 4u * g.kh * g.in_w * g.in_c + 4u * ((lrt_layer_in_size(l) + 31u) / 32u);
+}
+
+/* dst[j] += d * w[j], j < n: a plain loop, which host compilers vectorize */
+static void scatter_run(int32_t *dst, const int8_t *w, uint32_t n, int32_t d)
+{
+    uint32_t j;
+    for (j = 0; j < n; j++) {
+        dst[j] += d * w[j];
+    }
+}
+
+typedef struct {
+    uint8_t *mag;    /* dx as magnitudes floor(|v| / 2^t) */
+    uint32_t *signs; /* bit i: v_i < 0 */
+    uint32_t amax;   /* max |v| so far */
+    unsigned t;
+} dx_store;
+
+/* Move finished input row iy (ring slot row[], len values) into the store and clear it. */
+static void finish_row(dx_store *st, int32_t *row, uint32_t len, uint32_t base)
+{
+    uint32_t j, a, rmax = 0;
+    unsigned t;
+    for (j = 0; j < len; j++) {
+        a = (uint32_t)(row[j] < 0 ? -row[j] : row[j]);
+        rmax = LRT_MAX(rmax, a);
+    }
+    if (rmax > st->amax) {
+        st->amax = rmax;
+        t = bit_length(rmax) > 8 ? bit_length(rmax) - 8u : 0u;
+        if (t > st->t) {
+            for (j = 0; j < base; j++) { /* rows stored so far */
+                st->mag[j] = (uint8_t)(st->mag[j] >> (t - st->t));
+            }
+            st->t = t;
+        }
+    }
+    for (j = 0; j < len; j++) {
+        const int32_t v = row[j];
+        st->mag[base + j] = (uint8_t)((uint32_t)(v < 0 ? -v : v) >> st->t);
+        if (v < 0) {
+            st->signs[(base + j) >> 5] |= 1u << ((base + j) & 31u);
+        }
+        row[j] = 0;
+    }
+}
+
+int lrt_bp_input_grad_sparse(const lrt_layer *l, const int8_t *w, const int8_t *dz,
+                             int16_t dz_exp, int8_t *dx, int16_t *dx_exp, void *work,
+                             uint32_t work_size)
+{
+    lrt_bp_geom g;
+    dx_store st;
+    uint32_t m, rowlen, n, i, oy, ox, done = 0;
+    int32_t *ring;
+    unsigned s;
+    if (l == NULL || w == NULL || dz == NULL || dx == NULL || dx_exp == NULL || work == NULL ||
+        ((uintptr_t)work & 3u) != 0 || (l->kind != LRT_LAYER_CONV2D && l->kind != LRT_LAYER_DENSE) ||
+        work_size < lrt_bp_input_grad_work_size(l)) {
+        return LRT_ERR_ARG;
+    }
+    lrt_bp_geom_of(l, &g);
+    m = lrt_bp_layer_m(l);
+    rowlen = (uint32_t)g.in_w * g.in_c;
+    n = lrt_layer_in_size(l);
+    ring = (int32_t *)work;
+    st.signs = (uint32_t *)(ring + (uint32_t)g.kh * rowlen);
+    st.mag = (uint8_t *)dx;
+    st.amax = 0;
+    st.t = 0;
+    memset(work, 0, lrt_bp_input_grad_work_size(l));
+    for (oy = 0; oy < g.out_h; oy++) {
+        const int32_t row0 = (int32_t)(oy * g.sh) - g.pt;
+        /* rows above this output row's window get nothing more */
+        while ((int32_t)done < row0 && done < g.in_h) {
+            finish_row(&st, ring + (done % g.kh) * rowlen, rowlen, done * rowlen);
+            done++;
+        }
+        for (ox = 0; ox < g.out_w; ox++) {
+            const int8_t *dzp = dz + ((size_t)oy * g.out_w + ox) * g.out_c;
+            const int32_t ix0 = (int32_t)(ox * g.sw) - g.pl;
+            const uint32_t kx0 = ix0 < 0 ? (uint32_t)-ix0 : 0u;
+            const uint32_t kx1 = (uint32_t)LRT_MIN((int32_t)g.kw, (int32_t)g.in_w - ix0);
+            uint32_t o, ky;
+            if (kx0 >= kx1) {
+                continue;
+            }
+            for (o = 0; o < g.out_c; o++) {
+                const int32_t d = dzp[o];
+                if (d == 0) {
+                    continue; /* the sparsity: masked and pooled gradients are mostly 0 */
+                }
+                for (ky = 0; ky < g.kh; ky++) {
+                    const int32_t iy = row0 + (int32_t)ky;
+                    if (iy < 0 || iy >= (int32_t)g.in_h) {
+                        continue;
+                    }
+                    scatter_run(ring + ((uint32_t)iy % g.kh) * rowlen +
+                                    (uint32_t)(ix0 + (int32_t)kx0) * g.in_c,
+                                w + (size_t)o * m + ((size_t)ky * g.kw + kx0) * g.in_c,
+                                (kx1 - kx0) * g.in_c, d);
+                }
+            }
+        }
+    }
+    while (done < g.in_h) {
+        finish_row(&st, ring + (done % g.kh) * rowlen, rowlen, done * rowlen);
+        done++;
+    }
+    s = lrt_bp_bfp_shift(st.amax);
+    for (i = 0; i < n; i++) {
+        uint32_t a = st.mag[i];
+        if (s > st.t) {
+            a = (a + (1u << (s - st.t - 1u))) >> (s - st.t);
+        }
+        dx[i] = (int8_t)((st.signs[i >> 5] >> (i & 31u)) & 1u ? -(int32_t)a : (int32_t)a);
+    }
+    *dx_exp = (int16_t)(dz_exp + l->weight_exp + (int)s);
+    return LRT_OK;
+}
+
 int lrt_bp_maxpool(const lrt_layer *l, const int8_t *x, const int8_t *g_out, int8_t *g_in)
 {
     lrt_bp_geom g;

@@ -98,6 +98,20 @@ uint32_t lrt_bp_act_mask(const lrt_layer *l, const int8_t *y, int8_t *g);
 int lrt_bp_input_grad(const lrt_layer *l, const int8_t *w, const int8_t *dz, int16_t dz_exp,
                       int8_t *dx, int16_t *dx_exp);
 
+/* The same result in one pass over the non-zero entries of dz (a scatter: each non-zero
+ * dz[p][o] adds dz * W[o] to the window of p), with caller work memory of
+ * lrt_bp_input_grad_work_size(l) bytes (4-byte aligned): kh rows of in_w*in_c int32 sums,
+ * a ring in which an input row is finished once the output rows past it are done, and one
+ * sign bit per input element. Finished rows are stored as magnitudes floor(|v| / 2^t) in dx
+ * itself (uint8), t the smallest shift that fits the running max in 8 bits; when the max
+ * grows, the stored rows are shifted down (floor of floor is floor). The final shift s of
+ * the block float is >= t + 1 whenever t > 0, so rounding floor(|v| / 2^t) half away from
+ * zero by s - t bits is exactly rounding |v| by s: bit for bit lrt_bp_input_grad. */
+uint32_t lrt_bp_input_grad_work_size(const lrt_layer *l);
+int lrt_bp_input_grad_sparse(const lrt_layer *l, const int8_t *w, const int8_t *dz,
+                             int16_t dz_exp, int8_t *dx, int16_t *dx_exp, void *work,
+                             uint32_t work_size);
+
 /* Max-pool backward: each output gradient goes to the position of its window's maximum in x
  * (the pool's kept input; first maximum in row-major window order on ties, as TensorFlow's
  * CPU kernel). Overlapping windows add with saturation to [-127, 127]. The exponent is

@@ -26,21 +26,57 @@ int lrt_clz64(uint64_t x)
     return hi ? lrt_clz32(hi) : 32 + lrt_clz32((uint32_t)x);
 }
 
+/* floor(sqrt(y)) for y in [2^30, 2^32): integer Newton from above. The first guess is the
+ * tangent of sqrt at 2^31 (a concave function lies below its tangents) plus a margin for the
+ * truncated slope 181/256 < 1/sqrt(2): at most 6% high, so three steps reach floor(sqrt(y))
+ * and a fourth sees no decrease. Integer Newton never drops below floor(sqrt(y)) from any
+ * r > 0, and stops exactly there. One 32-bit UDIV per step. */
+static uint32_t isqrt32_norm(uint32_t y)
+{
+    uint32_t r = 23178u + (((y >> 16) * 181u) >> 8);
+    for (;;) {
+        const uint32_t t = (r + y / r) >> 1;
+        if (t >= r) {
+            return r;
+        }
+        r = t;
+    }
+}
+
+/* 64-bit inputs: one step of Zimmermann's Karatsuba square root (base 2^16) on top of the
+ * 32-bit root of the high word, with 32-bit divisions only (no libgcc 64-bit division). */
 uint32_t lrt_isqrt64(uint64_t x)
 {
-    uint64_t res = 0, bit;
-    if (x == 0) return 0;
-    bit = (uint64_t)1 << ((63 - lrt_clz64(x)) & ~1); /* highest power of 4 <= x */
-    while (bit) {
-        if (x >= res + bit) {
-            x -= res + bit;
-            res = (res >> 1) + bit;
-        } else {
-            res >>= 1;
-        }
-        bit >>= 2;
+    int sh;
+    if (x >> 32 == 0) {
+        uint32_t y = (uint32_t)x;
+        if (y == 0) return 0;
+        sh = lrt_clz32(y) & ~1; /* even: y 4^(sh/2) in [2^30, 2^32) */
+        return isqrt32_norm(y << sh) >> (sh / 2);
     }
-    return (uint32_t)res;
+    {
+        uint64_t xn, r;
+        uint32_t hi, s, rem, num_half, q, a1, a0;
+        int64_t big_r;
+        sh = lrt_clz64(x) & ~1;
+        xn = x << sh;
+        hi = (uint32_t)(xn >> 32);
+        s = isqrt32_norm(hi);           /* in [2^15, 2^16) */
+        rem = hi - s * s;               /* <= 2 s */
+        a1 = (uint32_t)(xn >> 16) & 0xFFFFu;
+        a0 = (uint32_t)xn & 0xFFFFu;
+        /* q = floor((rem 2^16 + a1) / (2 s)) = floor(floor((rem 2^16 + a1) / 2) / s) */
+        num_half = (rem << 15) | (a1 >> 1); /* rem < 2^17: fits 32 bits */
+        q = num_half / s;
+        /* remainder u = rem 2^16 + a1 - 2 s q, then R = u 2^16 + a0 - q^2 */
+        big_r = ((int64_t)(((int64_t)num_half - (int64_t)q * s) * 2 + (a1 & 1u)) << 16) +
+                (int64_t)a0 - (int64_t)q * q;
+        r = ((uint64_t)s << 16) + q;
+        if (big_r < 0) {
+            r -= 1; /* the normalised step overshoots by at most one */
+        }
+        return (uint32_t)(r >> (sh / 2));
+    }
 }
 
 int64_t lrt_shr_round64(int64_t x, int sh)

@@ -51,15 +51,50 @@ int32_t lrt_requantize(int32_t x, int32_t multiplier, int shift);
 /* round(x * multiplier * 2^(shift - 31)) half away from zero, saturated to int32. */
 int32_t lrt_requantize_away(int32_t x, int32_t multiplier, int shift);
 
+/* SIMD kernels (docs/KERNELS.md). Built when the compiler gets -DLRT_KERNELS_SIMD=1, which
+ * the toolchain passes for cores with the DSP extension (Cortex-M4/M7/M33/M55); they use the
+ * ACLE intrinsics SXTB16/SXTAB16/SMLAD, two 16-bit multiply-accumulates per instruction.
+ * The sums are the same integers as the portable kernels' (int32, no overflow below the
+ * fan-in limit; the bias is added modulo 2^32 in both), so both give the same bits. */
+#if defined(LRT_KERNELS_SIMD) && LRT_KERNELS_SIMD
+#if !defined(__ARM_FEATURE_DSP)
+#error "LRT_KERNELS_SIMD=1 needs a core with the DSP extension (__ARM_FEATURE_DSP)"
+#endif
+#define LRT_HAVE_SIMD 1
+#else
+#define LRT_HAVE_SIMD 0
+#endif
+
+/* 1 if this build has the SIMD kernels. */
+int lrt_kernels_simd(void);
+
 /* Convolution: input [in->h][in->w][in->c], weights [out->c][kernel_h][kernel_w][in->c],
- * bias [out->c] or NULL, output [out->h][out->w][out->c]. Returns LRT_OK or LRT_ERR_ARG. */
+ * bias [out->c] or NULL, output [out->h][out->w][out->c]. Returns LRT_OK or LRT_ERR_ARG.
+ * The portable kernel (no buffer). */
 int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
                   const lrt_requant *q, const int8_t *input, const int8_t *weights,
                   const int32_t *bias, int8_t *output);
 
-/* Fully connected: input [n_in], weights [n_out][n_in], bias [n_out] or NULL. */
+/* Bytes of the caller buffer lrt_conv2d_s8_buf needs for its SIMD kernel: the im2col columns
+ * of two output pixels as int16 plus two int8 patches, K = kernel_h * kernel_w * in->c:
+ * 4 K + 2 (K rounded up to a multiple of 4). 0 in builds without SIMD kernels.
+ * toolchain/lrt/budget.py mirrors the formula. */
+uint32_t lrt_conv2d_s8_get_buffer_size(const lrt_dims *in, const lrt_window *win);
+
+/* lrt_conv2d_s8 with a caller buffer (4-byte aligned): the SIMD kernel when the build has
+ * one and buf_size >= lrt_conv2d_s8_get_buffer_size(), otherwise the portable kernel. */
+int lrt_conv2d_s8_buf(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
+                      const lrt_requant *q, const int8_t *input, const int8_t *weights,
+                      const int32_t *bias, int8_t *output, void *buf, uint32_t buf_size);
+
+/* Fully connected: input [n_in], weights [n_out][n_in], bias [n_out] or NULL. The SIMD
+ * kernel in SIMD builds (no buffer: the input is widened in registers), else the portable
+ * one; lrt_dense_s8_portable is always the portable kernel. */
 int lrt_dense_s8(uint32_t n_in, uint16_t n_out, const lrt_requant *q, const int8_t *input,
                  const int8_t *weights, const int32_t *bias, int8_t *output);
+int lrt_dense_s8_portable(uint32_t n_in, uint16_t n_out, const lrt_requant *q,
+                          const int8_t *input, const int8_t *weights, const int32_t *bias,
+                          int8_t *output);
 
 /* Max pool over kernel_h x kernel_w windows (padded taps ignored), then clamp. Input and
  * output share one quantization, so no rescale. */

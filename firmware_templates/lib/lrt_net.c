@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "lrt_fixmath.h"
 #include "lrt_kernels.h"
 
 uint32_t lrt_net_act_buffer_size(const lrt_net *net)
@@ -18,14 +19,48 @@ uint32_t lrt_net_act_buffer_size(const lrt_net *net)
     return size;
 }
 
+static void layer_geometry(const lrt_layer *l, lrt_dims *in, lrt_dims *out, lrt_window *win)
+{
+    in->h = l->in_h;
+    in->w = l->in_w;
+    in->c = l->in_c;
+    out->h = l->out_h;
+    out->w = l->out_w;
+    out->c = l->out_c;
+    win->kernel_h = l->kernel_h;
+    win->kernel_w = l->kernel_w;
+    win->stride_h = l->stride_h;
+    win->stride_w = l->stride_w;
+    win->pad_top = l->pad_top;
+    win->pad_left = l->pad_left;
+}
+
+uint32_t lrt_net_kernel_buffer_size(const lrt_net *net)
+{
+    uint32_t size = 0;
+    uint8_t i;
+    if (net == NULL || net->layers == NULL) {
+        return 0;
+    }
+    for (i = 0; i < net->n_layers; i++) {
+        lrt_dims in, out;
+        lrt_window win;
+        if (net->layers[i].kind != LRT_LAYER_CONV2D) {
+            continue;
+        }
+        layer_geometry(&net->layers[i], &in, &out, &win);
+        size = LRT_MAX(size, lrt_conv2d_s8_get_buffer_size(&in, &win));
+    }
+    return size;
+}
+
 static int layer_forward(const lrt_net *net, const lrt_layer *l, const int8_t *in, int8_t *out)
 {
-    const lrt_dims in_dims = {l->in_h, l->in_w, l->in_c};
-    const lrt_dims out_dims = {l->out_h, l->out_w, l->out_c};
-    const lrt_window win = {l->kernel_h, l->kernel_w, l->stride_h, l->stride_w,
-                            l->pad_top, l->pad_left};
+    lrt_dims in_dims, out_dims;
+    lrt_window win;
     lrt_requant q;
     uint32_t expect_w;
+    layer_geometry(l, &in_dims, &out_dims, &win);
 
     if (l->kind == LRT_LAYER_MAXPOOL2D) {
         return lrt_maxpool2d_s8(&in_dims, &out_dims, &win, l->act_min, l->act_max, in, out);
@@ -57,8 +92,8 @@ static int layer_forward(const lrt_net *net, const lrt_layer *l, const int8_t *i
     q.multiplier = l->out_multiplier;
     q.shift = l->out_shift;
     if (l->kind == LRT_LAYER_CONV2D) {
-        return lrt_conv2d_s8(&in_dims, &out_dims, &win, &q, in, lrt_layer_weights(net, l), l->bias,
-                             out);
+        return lrt_conv2d_s8_buf(&in_dims, &out_dims, &win, &q, in, lrt_layer_weights(net, l),
+                                 l->bias, out, net->kernel_buf, net->kernel_buf_size);
     }
     return lrt_dense_s8(lrt_layer_in_size(l), l->out_c, &q, in, lrt_layer_weights(net, l), l->bias,
                         out);
@@ -156,24 +191,6 @@ static int64_t shr_round(int64_t a, unsigned k)
     return a < 0 ? -(int64_t)q : (int64_t)q;
 }
 
-static uint64_t isqrt_u64(uint64_t x)
-{
-    uint64_t r = 0, bit = (uint64_t)1 << 62;
-    while (bit > x) {
-        bit >>= 2;
-    }
-    while (bit != 0) {
-        if (x >= r + bit) {
-            x -= r + bit;
-            r = (r >> 1) + bit;
-        } else {
-            r >>= 1;
-        }
-        bit >>= 2;
-    }
-    return r;
-}
-
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
@@ -223,7 +240,7 @@ int lrt_net_bn_refresh(const lrt_layer *l)
             var = div_round(msq * ((int64_t)1 << 38), c) - shr_round(mu * mu, 16);
         }
         var = clamp64(var, 0, BN_VAR_MAX) + eps;
-        std_q = (int64_t)isqrt_u64((uint64_t)var << 28);
+        std_q = (int64_t)lrt_isqrt64((uint64_t)var << 28); /* < 2^31 */
         num = (uint64_t)(gamma < 0 ? -gamma : gamma) << (10 - l->out_exp);
         qa = udiv64(num << 21, (uint64_t)std_q);
         for (f = BN_F_MAX; f > BN_F_MIN && bn_gain(qa, f) < 64; f--) {

@@ -106,6 +106,10 @@ typedef struct {
     uint8_t n_layers;
     uint16_t in_h, in_w, in_c;
     uint16_t n_classes;
+    /* Scratch of the SIMD conv kernels (lrt_net_kernel_buffer_size bytes, 4-byte aligned);
+     * NULL (or too small) runs the portable kernels, which give the same bits. */
+    void *kernel_buf;
+    uint32_t kernel_buf_size;
 } lrt_net;
 
 /* Number of int8 elements of a layer's output / input tensor. */
@@ -124,6 +128,10 @@ static inline uint32_t lrt_layer_in_size(const lrt_layer *l)
 
 /* Scratch needed by lrt_net_forward: two ping-pong activation buffers of this many bytes each. */
 uint32_t lrt_net_act_buffer_size(const lrt_net *net);
+
+/* Bytes of lrt_net.kernel_buf the forward pass uses: the largest conv layer's
+ * lrt_conv2d_s8_get_buffer_size (0 in builds without SIMD kernels). */
+uint32_t lrt_net_kernel_buffer_size(const lrt_net *net);
 
 /* Run the network on one int8 input; writes n_classes int8 logits. act_a/act_b are
  * caller-provided scratch buffers of lrt_net_act_buffer_size() bytes each.

@@ -101,6 +101,17 @@ uint32_t lrt_train_scratch_size(const lrt_net *net)
     return n;
 }
 
+uint32_t lrt_train_dx_work_size(const lrt_net *net)
+{
+    const uint8_t first = lrt_train_first_trainable(net);
+    uint32_t n = 0;
+    uint8_t i;
+    for (i = (uint8_t)(first + 1u); i < net->n_layers; i++) {
+        n = LRT_MAX(n, lrt_bp_input_grad_work_size(&net->layers[i]));
+    }
+    return n;
+}
+
 uint32_t lrt_train_cell_base(const lrt_net *net, uint8_t i)
 {
     uint32_t n = 0;
@@ -872,7 +883,14 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
                 gnext = ge;
                 if (li > t->first) {
                     /* Input gradient first: it must see this sample's weights unchanged. */
-                    if (nz) {
+                    if (nz && t->buf.dx_work_size >= lrt_bp_input_grad_work_size(l)) {
+                        rc = lrt_bp_input_grad_sparse(l, lrt_layer_weights(net, l), gbuf[cur],
+                                                      ge, gbuf[1 - cur], &gnext, t->buf.dx_work,
+                                                      t->buf.dx_work_size);
+                        if (rc != LRT_OK) {
+                            return fail(t, rc);
+                        }
+                    } else if (nz) {
                         rc = lrt_bp_input_grad(l, lrt_layer_weights(net, l), gbuf[cur], ge,
                                                gbuf[1 - cur], &gnext);
                         if (rc != LRT_OK) {

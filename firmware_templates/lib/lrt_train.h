@@ -69,6 +69,9 @@
  *                  logits. Inference scheme: keep may be NULL.
  *   scratch        lrt_train_scratch_size(net) bytes (one weight row / one patch).
  *   lrt_block      scheme lrt: lrt_train_lrt_block_size(net, cfg.lrt_block) bytes, int32.
+ *   dx_work        optional, lrt_train_dx_work_size(net) bytes, 4-byte aligned: the input
+ *                  gradients then take one sparse pass (lrt_bp_input_grad_sparse) instead
+ *                  of two; same bits either way.
  *   layer_state    n_layers entries of lrt_train_layer_state.
  *   cell_writes, paper_writes   optional, lrt_train_cell_count(net) uint32 each.
  * The softmax needs no scratch (exponentials are recomputed, n_classes is small).
@@ -185,6 +188,8 @@ typedef struct {
     int8_t *act_a, *act_b;
     int8_t *const *keep;
     int8_t *scratch;
+    void *dx_work;          /* optional */
+    uint32_t dx_work_size;
     lrt_train_layer_state *layer_state;
     uint32_t *cell_writes;  /* optional */
     uint32_t *paper_writes; /* optional */
@@ -208,6 +213,7 @@ typedef struct lrt_trainer {
 /* Sizes for codegen / static allocation. */
 uint32_t lrt_train_act_buffer_size(const lrt_net *net);
 uint32_t lrt_train_scratch_size(const lrt_net *net);
+uint32_t lrt_train_dx_work_size(const lrt_net *net);
 uint32_t lrt_train_cell_count(const lrt_net *net);
 /* Bytes of the LRT block buffer for block width kb (0 means 16): the largest over trainable
  * weight layers of 4 (n + m) (dense), 4 (n n + n m) (conv, n <= kb), 4 kb (n + m) (conv). */

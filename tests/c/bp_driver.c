@@ -278,6 +278,20 @@ static void mode_layer(test_net *tn, int li)
         }
         wr32(dxexp);
         wrbytes(dx, in);
+        {
+            /* the one-pass scatter, which must give the same bits */
+            uint32_t wsize = lrt_bp_input_grad_work_size(l);
+            int32_t *work = xmalloc(wsize);
+            memset(dx, 0x5A, in);
+            rc = lrt_bp_input_grad_sparse(l, lrt_layer_weights(&tn->net, l), g, gexp, dx,
+                                          &dxexp, work, wsize);
+            if (rc != LRT_OK) {
+                die("sparse input grad", rc);
+            }
+            free(work);
+        }
+        wr32(dxexp);
+        wrbytes(dx, in);
         lrt_bp_weight_grad(l, x, g, dw);
         for (j = 0; j < n * m; j++) {
             wr32(dw[j]);

@@ -178,3 +178,22 @@ def test_linker_script_uses_the_board_map(name: str) -> None:
     assert f"FLASH (rx)  : ORIGIN = {data['memory']['flash']['origin']:#010x}" in text
     assert f"__stack_size__ = {data['memory']['stack_size']:#x};" in text
     assert "{{" not in text and "}}" not in text
+
+
+def test_simd_kernels_follow_the_core(tmp_path: Path) -> None:
+    """DSP cores get the SIMD kernels (and their flag), the others the portable ones; a
+    board may turn them off, not on for a core without the DSP extension."""
+    from lrt.build import arm_cflags
+
+    simd = {b.name: b.simd for b in list_boards()}
+    assert simd["mps2-an386"] and simd["mps2-an500"] and simd["mps3-an547"]
+    assert simd["nucleo-f446re"] and simd["nrf52840-dk"]
+    assert not simd["lm3s6965evb"] and not simd["host"]
+    assert "-DLRT_KERNELS_SIMD=1" in arm_cflags(load_board("mps2-an386"))
+    assert not any("SIMD" in f for f in arm_cflags(load_board("lm3s6965evb")))
+    off = write_variant(tmp_path, "mps2-an386", "fpu = true\n", "fpu = true\nsimd = false\n")
+    assert not load_board(off).simd
+    assert not any("SIMD" in f for f in arm_cflags(load_board(off)))
+    bad = write_variant(tmp_path, "lm3s6965evb", "fpu = false\n", "fpu = false\nsimd = true\n")
+    with pytest.raises(UserError, match="cpu.simd"):
+        load_board(bad)

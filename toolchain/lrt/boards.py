@@ -31,6 +31,9 @@ CORES = (
     "cortex-m33",
     "cortex-m55",
 )
+# Cores with the DSP extension (SXTB16, SMLAD): their firmware gets the SIMD kernels
+# (-DLRT_KERNELS_SIMD=1, docs/KERNELS.md); the others and the host run the portable ones.
+DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
 NVM_TECHNOLOGIES = ("flash", "rram", "mram", "fram")
 # host: the host backends; ram: plain stores into emulator RAM (the firmware enforces the
 # technology's rules in software); the others are on-chip flash controllers.
@@ -61,6 +64,7 @@ class Cpu:
     clock_hz: int
     cflags: tuple[str, ...]
     ldflags: tuple[str, ...]
+    simd: bool = False  # build the SIMD kernels (default: the core has the DSP extension)
 
     def __str__(self) -> str:
         return self.core
@@ -153,6 +157,11 @@ class Board:
     uart: Uart | None
     platformio: PlatformIO | None
     flash: FlashConfig | None
+
+    @property
+    def simd(self) -> bool:
+        """The firmware gets the SIMD kernels (docs/KERNELS.md)."""
+        return self.cpu.simd
 
     @property
     def is_host(self) -> bool:
@@ -346,8 +355,11 @@ def _parse(path: Path, data: dict[str, Any]) -> Board:
         clock_hz=c.get_int("clock_hz", lo=1),
         cflags=c.get_strs("cflags"),
         ldflags=c.get_strs("ldflags"),
+        simd=c.get_bool("simd", core in DSP_CORES),
     )
     c.done()
+    if cpu.simd and core not in DSP_CORES:
+        raise c.error("simd", f"false: core {core} has no DSP extension", True)
     if not host and not cpu.cflags:
         raise c.missing("cflags", "gcc flags selecting the core, e.g. -mcpu=cortex-m4 -mthumb")
 

@@ -26,6 +26,8 @@ class _BoardLike(Protocol):
     def flash_budget(self) -> int: ...
     @property
     def ram_budget(self) -> int: ...
+    @property
+    def simd(self) -> bool: ...
 
 
 def _act_size(layer: Layer) -> int:
@@ -161,6 +163,38 @@ class Budget:
             raise UserError("model does not fit: " + "; ".join(problems))
 
 
+def conv_buffer_bytes(k: int) -> int:
+    """lrt_conv2d_s8_get_buffer_size of the SIMD kernel for a filter of k taps (lrt_kernels.h):
+    two int16 im2col columns and two int8 patches (k rounded up to 4 each)."""
+    return 4 * k + 2 * ((k + 3) // 4 * 4)
+
+
+def kernel_buffer_size(model: Model, simd: bool) -> int:
+    """lrt_net_kernel_buffer_size: the largest conv layer's buffer, 0 without SIMD kernels."""
+    if not simd:
+        return 0
+    return max(
+        [
+            conv_buffer_bytes(int(np.prod(lay.weights.shape[1:])))
+            for lay in model.layers
+            if lay.kind == "conv2d" and lay.weights is not None
+        ]
+        or [0]
+    )
+
+
+def dx_work_bytes(layer: Layer) -> int:
+    """lrt_bp_input_grad_work_size: kernel-height rows of in_w*in_c int32 sums (dense: the
+    whole input) and one sign bit per input element, in words."""
+    assert layer.weights is not None
+    in_size = int(np.prod(layer.in_shape))
+    if layer.kind == "conv2d":
+        rows = int(layer.weights.shape[1]) * int(layer.in_shape[1]) * int(layer.in_shape[2])
+    else:
+        rows = in_size
+    return 4 * rows + 4 * ((in_size + 31) // 32)
+
+
 def train_buffer_sizes(model: Model) -> dict[str, Any]:
     """Buffer sizes of the trainer, mirroring lrt_train.c's size helpers (checked at boot)."""
     layers = model.layers
@@ -189,6 +223,10 @@ def train_buffer_sizes(model: Model) -> dict[str, Any]:
     return {
         "act_size": max(sizes),
         "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
+        # lrt_train_dx_work_size: the layers that back-propagate into their input
+        "dx_work_size": max(
+            [dx_work_bytes(lay) for lay in layers[first + 1 :] if lay.has_weights] or [0]
+        ),
         "cell_count": sum(layers[i].n_weights for i in trainable) or 1,
         "trainable": trainable,
         "keep": [
@@ -223,6 +261,9 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
         b.ram_items["batch norm (state + tables)"] = (
             BN_BYTES_PER_CHANNEL * bn_channels + (4 + BN_STRUCT_BYTES) * n_bn
         )
+    kbuf = kernel_buffer_size(model, board.simd)
+    if kbuf:
+        b.ram_items["SIMD conv im2col buffer"] = kbuf
     b.ram_items["stack reserve"] = STACK_RESERVE
     b.ram_items["protocol frame buffers"] = 2 * (2048 + 9) + 256
     weights = sum(lay.n_weights for lay in model.weight_layers())
@@ -239,6 +280,8 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
         return b
     b.ram_items["train: kept activations"] = sum(k["size"] for k in sizes["keep"])
     b.ram_items["train: scratch row + delta row"] = 3 * sizes["scratch_size"]
+    if sizes["dx_work_size"]:
+        b.ram_items["train: input-gradient rows + sign bits"] = sizes["dx_work_size"]
     b.ram_items["train: per-layer state"] = TRAIN_LAYER_STATE_BYTES * len(model.layers)
     trainable = [lay for lay in model.weight_layers() if lay.trainable]
     if cfg.scheme in ("lrt", "lrt-maxnorm"):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from lrt import __version__, batchnorm
-from lrt.budget import lrt_block_words, train_buffer_sizes
+from lrt.budget import kernel_buffer_size, lrt_block_words, train_buffer_sizes
 from lrt.build import render, write_if_changed
 from lrt.config import BuildConfig
 from lrt.model import Layer, Model
@@ -415,7 +415,9 @@ def firmware_context(
     ctx.update(
         {
             "act_size": sizes["act_size"],
+            "kernel_buf_size": kernel_buffer_size(model, board.simd),
             "scratch_size": sizes["scratch_size"],
+            "dx_work_size": sizes["dx_work_size"] if config.scheme != "inference" else 0,
             "cell_count": sizes["cell_count"],
             "keep": sizes["keep"] if config.scheme != "inference" else [],
             "keep_pointers": ", ".join(keep_ptrs),

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from lrt.crc import crc32
 
 MAGIC = 0x4E54524C  # "LRTN"
 # 3: headers carry the model id; 2: flash metadata shares the slot's first page (1: metadata
@@ -42,11 +43,6 @@ SLOT_STATES = ("blank", "valid", "bad-header", "foreign", "bad-data")
 # lrt_nvm_mount_info.flags and the mount's result (lrt_nvm.h, lrt_common.h)
 F_EMPTY, F_FALLBACK, F_DEGRADED, F_VERSION, F_FOREIGN = 0x01, 0x02, 0x04, 0x08, 0x10
 LRT_OK, LRT_ERR_CORRUPT = 0, -7
-
-
-def crc32(data: bytes) -> int:
-    """CRC-32 as lrt_crc32_update(0, ...) (zlib semantics)."""
-    return zlib.crc32(data) & U32_MAX
 
 
 def _round_up(x: int, a: int) -> int:

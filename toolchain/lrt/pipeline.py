@@ -6,6 +6,7 @@ The CLI is a thin layer over these functions; tests call them directly too.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -343,6 +344,9 @@ def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:
     return report, model
 
 
+INFER_SHARD_MIN = 256  # samples per emulator process below which another process does not pay
+
+
 def infer_file(
     build_dir: Path,
     inputs: Path,
@@ -350,10 +354,17 @@ def infer_file(
     emulator: str = "auto",
     nvm_path: Path | None = None,
     format_store: bool = False,
+    jobs: int | None = None,
 ) -> int:
-    """Inference on the int8 samples of an .npy file, logits saved to out. With nvm_path
-    (host emulator) the device runs on the weights stored in that image, as it would boot."""
+    """Logits of every input, saved to out. With nvm_path (host emulator) the device runs on
+    the weights stored in that image, as it would boot. Inference does not change the device,
+    so without an image the inputs are split over up to ``jobs`` emulator processes (default:
+    one per core) that run side by side; the rows come back in input order, the same bits as
+    one process."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from lrt.emulate import open_device
+    from lrt.emulate import protocol as P
     from lrt.store import check_path
 
     report, model = load_build(build_dir)
@@ -374,10 +385,29 @@ def infer_file(
         )
     if x.shape[0] == 0:
         raise UserError(f"{inputs}: no samples")
-    with open_device(
-        build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
-    ) as dev:
-        logits, _ = dev.infer_many(x)
+    # one image is one device: it cannot be shared by several processes
+    n_jobs = 1 if nvm_path is not None else max(
+        1, min(jobs or os.cpu_count() or 1, len(x) // INFER_SHARD_MIN)
+    )
+
+    def run(shard: tuple[int, np.ndarray]) -> np.ndarray:
+        start, part = shard
+        with open_device(
+            build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
+        ) as dev:
+            n_classes = dev.hello().n_classes
+            replies = dev.stream([P.infer_request(row.tobytes()) for row in part])
+        rows = np.empty((len(part), n_classes), dtype=np.int8)
+        for i, (msg_type, payload) in enumerate(replies):
+            body = P.check_reply(P.MsgType.INFER, msg_type, payload, f"input {start + i}")
+            rows[i] = P.parse_prediction(body, n_classes)[0]
+        return rows
+
+    flat = np.ascontiguousarray(x).reshape(len(x), -1)
+    parts = np.array_split(flat, n_jobs)
+    starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
+    with ThreadPoolExecutor(n_jobs) as pool:
+        logits = np.concatenate(list(pool.map(run, zip(starts.tolist(), parts, strict=True))))
     try:
         np.save(out, logits.astype(np.int8))
     except OSError as exc:
@@ -445,10 +475,9 @@ def emulate(
     which the firmware applies to its stored weights. With `stats_every`, the write counters
     are sampled along the way (the writes-vs-samples curve of the report).
     """
-    from tqdm import tqdm
-
     from lrt.data import load_dataset, make_stream
     from lrt.emulate import open_device
+    from lrt.emulate import protocol as P
     from lrt.report import OnlineResult
 
     report, model = load_build(build_dir)
@@ -468,37 +497,55 @@ def emulate(
         chunk = min(chunk, stats_every)
     if drift:
         chunk = DRIFT_PERIOD
+    # The whole session is known up front: every request goes out at once and the replies
+    # come back in bulk (Device.stream), so the firmware never waits for Python.
+    frames: list[bytes] = []
+    plan: list[tuple[int, int]] = []  # (request type, sample count when it is sent)
+    for start in range(0, samples, chunk):
+        stop = min(start + chunk, samples)
+        for i in range(start, stop):
+            frames.append(P.train_request(xq[i].tobytes(), int(st.y[i])))
+            plan.append((P.MsgType.TRAIN, i))
+        if drift:
+            seed_i = (st_seed * 1_000_003 + stop) & 0xFFFFFFFF
+            frames.append(P.drift_request(drift[0], seed_i, drift[1]))
+            plan.append((P.MsgType.DRIFT, stop))
+        if stats_every and (stop % stats_every < chunk or stop == samples):
+            frames.append(P.stats_request())
+            plan.append((P.MsgType.STATS, stop))
+    frames.append(P.stats_request())
+    plan.append((P.MsgType.STATS, -1))
     preds = np.empty(samples, dtype=np.int64)
     curve: list[tuple[int, int, int]] = []
     t0 = time.monotonic()
     with open_device(
         build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
     ) as dev:
-        store_text = dev.hello().store_text
-        bar = tqdm(
-            total=samples,
-            desc=f"{report['board']} {cfg['scheme']} {stream}",
-            unit="sample",
-            disable=not progress,
+        hello = dev.hello()
+        store_text, n_classes = hello.store_text, hello.n_classes
+        replies = dev.stream(
+            frames,
+            progress=progress,
+            desc=f"{report['board']} {cfg['scheme']} {stream} (requests)",
         )
-        for start in range(0, samples, chunk):
-            stop = min(start + chunk, samples)
-            _, preds[start:stop] = dev.train_many(xq[start:stop], st.y[start:stop])
-            if drift:
-                dev.drift(drift[0], (st_seed * 1_000_003 + stop) & 0xFFFFFFFF, drift[1])
-            if stats_every and (stop % stats_every < chunk or stop == samples):
-                s = dev.stats()
+    seconds = time.monotonic() - t0
+    stats = None
+    for (req, at), (msg_type, payload) in zip(plan, replies, strict=True):
+        where = f"sample {at} of {samples}" if req == P.MsgType.TRAIN else f"after {at} samples"
+        body = P.check_reply(req, msg_type, payload, where)
+        if req == P.MsgType.TRAIN:
+            preds[at] = P.parse_prediction(body, n_classes)[1]
+        elif req == P.MsgType.STATS:
+            stats = P.Stats.parse(body)
+            if at >= 0:
                 curve.append(
                     (
-                        stop,
-                        max(lay.max_writes for lay in s.layers),
-                        max(lay.paper_max_writes for lay in s.layers),
+                        at,
+                        max(lay.max_writes for lay in stats.layers),
+                        max(lay.paper_max_writes for lay in stats.layers),
                     )
                 )
-            bar.update(stop - start)
-        bar.close()
-        stats = dev.stats()
-    seconds = time.monotonic() - t0
+    assert stats is not None
     weight_layers = model.weight_layers()
     result = OnlineResult.from_run(
         board=report["board"],

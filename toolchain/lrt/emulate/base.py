@@ -364,6 +364,47 @@ class Device:
         self.request(P.MsgType.BYE)
         self._said_bye = True
 
+    # -- whole sessions --
+    def stream(
+        self, frames: list[bytes], progress: ProgressArg = None, desc: str = ""
+    ) -> list[tuple[int, bytes]]:
+        """Send every request frame without waiting for replies and read the replies in bulk,
+        in order, as (type, payload). A writer thread feeds the device while this thread
+        reads, so the device never waits for the host (only a full output pipe would stop
+        it, and this thread keeps draining it): no round trip per request. For pipes and
+        emulators only (a polled UART drops bytes while the firmware is busy). ERROR replies
+        are returned like any other; check them with protocol.check_reply."""
+        data = b"".join(frames)
+        failed: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                self.transport.write(data)
+            except BaseException as exc:  # reported after the reads
+                failed.append(exc)
+
+        writer = threading.Thread(target=feed, name=f"{self.name} writer", daemon=True)
+        writer.start()
+        report = _progress(progress, len(frames), desc or f"{self.name} stream")
+        replies: list[tuple[int, bytes]] = []
+        try:
+            for done in range(1, len(frames) + 1):
+                try:
+                    replies.append(self.read_reply())
+                except LinkError:
+                    if failed:
+                        raise LinkError(f"{self.name}: {failed[0]}") from None
+                    raise
+                if report is not None:
+                    report(done)
+        finally:
+            if report is not None:
+                report(-1)
+            writer.join(self.timeout)
+        if failed:
+            raise LinkError(f"{self.name}: {failed[0]}")
+        return replies
+
     # -- pipelined batches --
     def _batch(self, xs: np.ndarray) -> np.ndarray:
         info = self._sizes()

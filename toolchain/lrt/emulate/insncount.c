@@ -7,6 +7,8 @@
  * Arguments (-plugin libinsncount.so,lo=0x..,hi=0x..,out=FILE):
  *   lo, hi  count instructions whose address is in [lo, hi) separately (e.g. one function)
  *   out     write "total N\nrange M\n" to FILE at exit (else to QEMU's log: -d plugin)
+ *   prof    also write a profile to FILE at exit: one line "pc count" per executed guest
+ *           instruction address (lrt.emulate.qemu.profile_instructions sums it per function)
  * Every instruction gets an inline counter add (no helper call), so the count is exact
  * per executed instruction, not per translated block.
  */
@@ -33,6 +35,8 @@ uint64_t qemu_plugin_insn_vaddr(const struct qemu_plugin_insn *insn);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb,
                                     void *userdata);
 void qemu_plugin_outs(const char *string);
+void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
+                                              void *ptr, uint64_t imm);
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
@@ -41,12 +45,37 @@ static uint64_t range_count;
 static uint64_t range_lo;
 static uint64_t range_hi;
 static char out_path[4096];
+static char prof_path[4096];
+
+/* Profile: one record per translated block (a block may be translated more than once; the
+ * reader sums by address). Executions are counted per block, then credited to each of its
+ * instructions: exact for straight-line blocks, which is what TCG blocks are. */
+typedef struct tb_rec {
+    struct tb_rec *next;
+    uint64_t count;
+    size_t n;
+    uint64_t pc[];
+} tb_rec;
+static tb_rec *tb_list;
 
 static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     size_t n = qemu_plugin_tb_n_insns(tb);
     size_t i;
     (void)id;
+    if (prof_path[0]) {
+        tb_rec *rec = calloc(1, sizeof *rec + n * sizeof rec->pc[0]);
+        if (rec != NULL) {
+            rec->n = n;
+            for (i = 0; i < n; ++i) {
+                rec->pc[i] = qemu_plugin_insn_vaddr(qemu_plugin_tb_get_insn(tb, i));
+            }
+            rec->next = tb_list;
+            tb_list = rec;
+            qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &rec->count,
+                                                     1);
+        }
+    }
     for (i = 0; i < n; ++i) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
         uint64_t pc = qemu_plugin_insn_vaddr(insn);
@@ -75,6 +104,19 @@ static void on_plugin_exit(qemu_plugin_id_t id, void *userdata)
     } else {
         qemu_plugin_outs(line);
     }
+    if (prof_path[0]) {
+        FILE *fh = fopen(prof_path, "w");
+        const tb_rec *rec;
+        size_t i;
+        for (rec = tb_list; fh != NULL && rec != NULL; rec = rec->next) {
+            for (i = 0; rec->count && i < rec->n; ++i) {
+                fprintf(fh, "%" PRIx64 " %" PRIu64 "\n", rec->pc[i], rec->count);
+            }
+        }
+        if (fh) {
+            fclose(fh);
+        }
+    }
 }
 
 __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t id,
@@ -88,6 +130,8 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
             range_lo = strtoull(argv[i] + 3, NULL, 0);
         } else if (strncmp(argv[i], "hi=", 3) == 0) {
             range_hi = strtoull(argv[i] + 3, NULL, 0);
+        } else if (strncmp(argv[i], "prof=", 5) == 0) {
+            snprintf(prof_path, sizeof prof_path, "%s", argv[i] + 5);
         } else if (strncmp(argv[i], "out=", 4) == 0) {
             snprintf(out_path, sizeof out_path, "%s", argv[i] + 4);
         } else {

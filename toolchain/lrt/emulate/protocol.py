@@ -8,12 +8,13 @@ mirror those headers (tests/unit/test_protocol.py checks them against the C sour
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import numpy as np
+
+from lrt.crc import crc32
 
 VERSION = 2  # 2: INFO reports the weight store's mount state
 SYNC = b"\xa5\x5a"
@@ -131,17 +132,13 @@ class FrameError(Exception):
 # ---- frames --------------------------------------------------------------------------------
 
 
-def crc32(data: bytes | bytearray | memoryview) -> int:
-    return zlib.crc32(data) & 0xFFFFFFFF
-
-
 def encode_frame(msg_type: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
     if not 0 <= msg_type <= 0xFF:
         raise ValueError(f"message type {msg_type} out of range")
     if len(payload) > 0xFFFF:
         raise ValueError(f"payload of {len(payload)} bytes does not fit a frame")
     head = _HEADER.pack(SYNC, msg_type, len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(head[2:]))
+    crc = crc32(payload, crc32(head[2:]))
     return b"".join((head, payload, _CRC.pack(crc)))
 
 
@@ -170,7 +167,7 @@ def split_frame(buf: bytes | bytearray | memoryview) -> tuple[int, bytes, int] |
         return None
     (crc,) = _CRC.unpack_from(buf, end - CRC_SIZE)
     body = bytes(buf[2 : end - CRC_SIZE])
-    if zlib.crc32(body) != crc:
+    if crc32(body) != crc:
         raise FrameError(f"CRC mismatch in a {type_name(msg_type)} frame of {length} bytes")
     return msg_type, body[3:], end
 

@@ -15,6 +15,7 @@ instruction, optionally only inside one function's address range.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import select
@@ -49,6 +50,8 @@ class InsnCount:
     in_range: int | None  # instructions with address in [lo, hi), if a range was given
     pc_range: tuple[int, int] | None
     run: QemuRun
+    # instructions per function symbol ("?" outside every symbol), if a profile was asked for
+    profile: dict[str, int] | None = None
 
 
 def qemu_binary() -> str:
@@ -248,18 +251,40 @@ def build_insncount_plugin(cache: Path | None = None) -> Path:
     return so
 
 
-def symbol_range(elf: Path, symbol: str) -> tuple[int, int]:
-    """[lo, hi) address range of a function symbol (Thumb bit cleared), from ``nm -S``."""
+def _symbols(elf: Path) -> list[tuple[int, int, str]]:
+    """(lo, hi, name) of the ELF's sized text symbols (Thumb bit cleared), from ``nm -S``."""
     nm = shutil.which("arm-none-eabi-nm")
     if nm is None:
         raise UserError("arm-none-eabi-nm not found on PATH")
     out = subprocess.run([nm, "-S", str(elf)], capture_output=True, text=True, check=True).stdout
+    syms = []
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[3] == symbol:
+        if len(parts) == 4 and parts[2] in "tTwW":
             lo = int(parts[0], 16) & ~1
-            return lo, lo + int(parts[1], 16)
+            syms.append((lo, lo + int(parts[1], 16), parts[3]))
+    return sorted(syms)
+
+
+def symbol_range(elf: Path, symbol: str) -> tuple[int, int]:
+    """[lo, hi) address range of a function symbol (Thumb bit cleared), from ``nm -S``."""
+    for lo, hi, name in _symbols(elf):
+        if name == symbol:
+            return lo, hi
     raise UserError(f"symbol '{symbol}' not found (or has no size) in {elf}")
+
+
+def _profile_by_symbol(elf: Path, lines: list[str]) -> dict[str, int]:
+    syms = _symbols(elf)
+    starts = [lo for lo, _, _ in syms]
+    prof: dict[str, int] = {}
+    for line in lines:
+        pc_hex, count = line.split()
+        pc = int(pc_hex, 16)
+        i = bisect.bisect_right(starts, pc) - 1
+        name = syms[i][2] if i >= 0 and pc < syms[i][1] else "?"
+        prof[name] = prof.get(name, 0) + int(count)
+    return dict(sorted(prof.items(), key=lambda kv: -kv[1]))
 
 
 def count_instructions(
@@ -272,17 +297,22 @@ def count_instructions(
     io: str | None = None,
     icount: bool = False,
     timeout: float = 300.0,
+    profile: bool = False,
 ) -> InsnCount:
     """Run the firmware on ``data`` and count executed instructions with the TCG plugin.
 
     ``symbol`` (a function name) or ``pc_range`` selects instructions counted separately
-    in ``in_range``; ``total`` counts everything from reset to exit."""
+    in ``in_range``; ``total`` counts everything from reset to exit. ``profile`` also counts
+    them per function symbol (``InsnCount.profile``; inlined code counts in its caller)."""
     if symbol is not None:
         pc_range = symbol_range(elf, symbol)
     plugin = build_insncount_plugin()
     with tempfile.TemporaryDirectory(prefix="lrt-insn-") as tmp:
         out = Path(tmp) / "count.txt"
+        prof = Path(tmp) / "profile.txt"
         args = [f"out={out}"]
+        if profile:
+            args.append(f"prof={prof}")
         if pc_range is not None:
             args += [f"lo={pc_range[0]:#x}", f"hi={pc_range[1]:#x}"]
         runner = QemuRunner(board, elf, io=io, icount=icount, plugin=plugin, plugin_args=args,
@@ -294,9 +324,15 @@ def count_instructions(
                 f"{run.stderr.decode(errors='replace')[-500:]}"
             )
         values = dict(line.split() for line in out.read_text().splitlines())
+        by_symbol = (
+            _profile_by_symbol(elf, prof.read_text().splitlines())
+            if profile and prof.is_file()
+            else None
+        )
     return InsnCount(
         total=int(values["total"]),
         in_range=int(values["range"]) if pc_range is not None else None,
         pc_range=pc_range,
         run=run,
+        profile=by_symbol,
     )
