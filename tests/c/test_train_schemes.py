@@ -107,7 +107,7 @@ def train(driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray, s
     for _ in range(len(xq)):
         logits.append(r.s8(model.num_classes))
         preds.append(r.int32())
-    head = [r.int32() for _ in range(5)]
+    head = [r.int32() for _ in range(6)]
     stats = []
     for _ in model.layers:
         mx, tot = r.int32(), r.u64()
@@ -136,7 +136,7 @@ def train(driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray, s
     if counters:
         cw, pw = r.arr32(cells), r.arr32(cells)
     assert r.done()
-    samples_, flushes, commits, n_writes, bytes_written = head
+    samples_, flushes, commits, n_writes, bytes_written, _errors = head
     return TrainRun(
         np.stack(logits), np.array(preds), samples_, flushes, commits, n_writes, bytes_written,
         stats, blob, biases, cw, pw,

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scheme",
-        choices=("inference", "bias", "sgd", "lrt", "lrt-maxnorm"),
+        choices=("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm"),
         help="on-device training scheme (default lrt-maxnorm; inference for imported models)",
     )
     p.add_argument(
@@ -146,7 +146,11 @@ def emulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=Path, help="int8 .npy [N,H,W,C]: run inference on these")
     p.add_argument("--dump-logits", type=Path, help="with --inputs: save int8 logits [N,classes]")
     p.add_argument("--nvm", type=Path, help="NVM image file (persistent across runs)")
-    p.add_argument("--nvm-report", type=Path, help="inspect this NVM image and exit")
+    p.add_argument(
+        "--nvm-report",
+        type=Path,
+        help="inspect this NVM image and exit (with --build: programs per cell of each layer)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -159,7 +163,10 @@ def _emulate(args: argparse.Namespace) -> int:
 
         if not args.nvm_report.is_file():
             raise UserError(f"NVM image {args.nvm_report} not found")
-        print(nvm.render_report(nvm.inspect_image(args.nvm_report)))
+        rep = nvm.inspect_image(args.nvm_report)
+        print(nvm.render_report(rep))
+        if args.build is not None:
+            print(pipeline.layer_wear_text(args.build, rep))
         return 0
     if args.build is None:
         raise UserError("--build DIR is required (the directory written by lrt-build)")

@@ -333,6 +333,30 @@ def qemu_instructions_per_sample(
     return (b - a) / (k2 - k1)
 
 
+def layer_wear_text(build_dir: Path, rep: Any) -> str:
+    """Max programs per cell of every weight layer, read from an NVM image's wear table."""
+    _, model = load_build(build_dir)
+    layout = codegen.blob_layout(model)
+    rows = ["Programs per cell (max over slots) by weight layer:"]
+    for i, lay in enumerate(model.layers):
+        if lay.has_weights:
+            n = int(lay.weights.size)  # type: ignore[union-attr]
+            rows.append(f"  {lay.name:<12} {rep.max_range(layout.w_offset[i], n)}")
+    return "\n".join(rows)
+
+
+def _nvm_facts(report: dict[str, Any], model: Model) -> tuple[int, int]:
+    """(endurance, slots) of the build's weight store."""
+    from lrt import boards
+
+    board = boards.load_board(report["board"])
+    try:
+        geo = codegen.nvm_geometry(board, codegen.blob_layout(model).size)
+        return int(board.nvm.endurance), geo.layout().n_slots
+    except ValueError:
+        return int(board.nvm.endurance), 0
+
+
 DRIFT_PERIOD = 10  # the paper's d: drift is applied every d samples
 
 
@@ -418,6 +442,7 @@ def emulate(
             bar.update(stop - start)
         bar.close()
         stats = dev.stats()
+        wear = dev.wear()
     seconds = time.monotonic() - t0
     weight_layers = model.weight_layers()
     result = OnlineResult.from_run(
@@ -433,6 +458,7 @@ def emulate(
         last_n=last_n,
     )
     result.writes_curve = curve
+    result.add_wear(wear, *_nvm_facts(report, model), cfg.get("sample_rate_hz", 1.0))
     if emulator in ("auto", "qemu") and count_instructions:
         result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, xq, st.y)
     if json_path is not None:
