@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from lrt import __version__, batchnorm
-from lrt.policy import policy_of
 from lrt.budget import train_buffer_sizes
 from lrt.build import render, write_if_changed
 from lrt.config import BuildConfig
 from lrt.model import Layer, Model
+from lrt.policy import policy_of
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "firmware_templates"
 LIB_DIR = TEMPLATES / "lib"
