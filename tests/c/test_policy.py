@@ -18,6 +18,12 @@ from lrt.errors import UserError
 from lrt.policy import Policy, lifetime_years, policy_of, samples_per_commit
 
 HERE = Path(__file__).resolve().parent
+# kind, gate_errors, gate_cells_q16, samples_per_commit, burst | errors, commits, samples,
+# cells, rho_min_q16: edge values included (over 1.0, zero budget, one-cell layers)
+POLICY_VALUES = [
+    [0, 1], range(6), [0, 655, 13107, 65536, 70000], [0, 1, 7, 1578], range(3),
+    range(8), range(50), range(20000), [1, 72, 2304, 40000], [0, 655, 65536],
+]  # fmt: skip
 
 
 def test_c_policy_equals_the_python_twin(tmp_path: Path) -> None:
@@ -25,11 +31,8 @@ def test_c_policy_equals_the_python_twin(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     cases = []
     for _ in range(4000):
-        pol = (int(rng.integers(0, 2)), int(rng.integers(0, 6)), int(rng.choice([0, 655, 13107,
-               65536, 70000])), int(rng.choice([0, 1, 7, 1578])), int(rng.integers(0, 3)))  # fmt: skip
-        state = (int(rng.integers(0, 8)), int(rng.integers(0, 50)), int(rng.integers(0, 20000)),
-                 int(rng.choice([1, 72, 2304, 40000])), int(rng.choice([0, 655, 65536])))  # fmt: skip
-        cases.append((pol, state))
+        pick = [int(rng.choice(v)) for v in POLICY_VALUES]
+        cases.append((tuple(pick[:5]), tuple(pick[5:])))
     stdin = "".join(" ".join(map(str, p + s)) + "\n" for p, s in cases)
     out = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, check=True)
     got = [tuple(map(int, line.split())) for line in out.stdout.splitlines()]

@@ -459,8 +459,15 @@ def test_training_refuses_models_without_power_of_two_scales(
 # ---- sgd-batch and the write policy --------------------------------------------------------
 
 
-def sgd_batch_reference(model: Model, run: TrainRun, y: np.ndarray, lr_q16: int, batch: int,
-                        rho_min_q16: int, policy: Policy) -> tuple[dict[int, np.ndarray], int]:
+def sgd_batch_reference(
+    model: Model,
+    run: TrainRun,
+    y: np.ndarray,
+    lr_q16: int,
+    batch: int,
+    rho_min_q16: int,
+    policy: Policy,
+) -> tuple[dict[int, np.ndarray], int]:
     """Mini-batch SGD on the C run's own per-sample gradients (paper convention, no
     max-norm): every sample adds round(lr g 2^16 / LSB) to an int32 sum; a layer whose
     pseudo-batch is complete asks the write policy, then writes round(sum / 2^16) and empties

@@ -47,8 +47,9 @@ class Policy:
         return max(1, (min(q16, 65536) * cells + 65535) >> 16)
 
 
-def samples_per_commit(lifetime_years: float, sample_rate_hz: float, endurance: int,
-                       n_slots: int) -> int:
+def samples_per_commit(
+    lifetime_years: float, sample_rate_hz: float, endurance: int, n_slots: int
+) -> int:
     """Samples per weight commit that make the worst cell reach `endurance` no earlier than
     `lifetime_years` (rounded up: the budget errs on the long side)."""
     if endurance <= 0 or n_slots <= 0:
@@ -71,8 +72,9 @@ def policy_of(cfg: BuildConfig, endurance: int, n_slots: int) -> Policy:
     )
 
 
-def lifetime_years(endurance: int, worst_programs: int, samples: int,
-                   sample_rate_hz: float) -> float | None:
+def lifetime_years(
+    endurance: int, worst_programs: int, samples: int, sample_rate_hz: float
+) -> float | None:
     """Years until the most-worn cell reaches `endurance` at the wear rate observed
     (`worst_programs` after `samples` samples); None without wear."""
     if worst_programs <= 0 or samples <= 0 or endurance <= 0 or sample_rate_hz <= 0:
