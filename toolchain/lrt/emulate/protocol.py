@@ -302,6 +302,10 @@ class Stats:
         )
         return cls(samples, flushes, layers)
 
+    @property
+    def max_writes(self) -> int:
+        return max((lay.max_writes for lay in self.layers), default=0)
+
 
 NVM_TECH = {0: "none", 1: "flash", 2: "rram"}
 
@@ -328,10 +332,6 @@ class Wear:
     def max_erases_per_page(self) -> int:
         """Flash: every program of a page follows its erase; RRAM has no erase."""
         return max(self.max_blob, self.max_meta) if self.tech == "flash" else 0
-
-    @property
-    def max_writes(self) -> int:
-        return max((lay.max_writes for lay in self.layers), default=0)
 
 
 @dataclass(frozen=True)
