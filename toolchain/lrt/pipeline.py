@@ -35,6 +35,7 @@ class BuildResult:
     accuracy: dict[str, float] = field(default_factory=dict)
     platformio: Path | None = None
     footprint: dict[str, int] | None = None
+    write_budget: str | None = None
 
     def summary(self) -> str:
         lines = [
@@ -54,6 +55,8 @@ class BuildResult:
                 f"ELF          text {fp['text']:,d} B, data {fp['data']:,d} B, bss {fp['bss']:,d} B"
                 f" -> flash {fp['flash']:,d} B, RAM {fp['ram']:,d} B (stack {fp['stack']:,d} B)"
             )
+        if self.write_budget:
+            lines.append(f"write budget {self.write_budget}")
         lines.append("")
         lines.append(self.budget.table())
         return "\n".join(lines)
@@ -218,6 +221,7 @@ def build(
     if window:
         budget.ram_items["NVM commit window"] = window
     budget.check(brd)
+    pol = _policy(cfg, brd, model)
     src = out / "src"
     counters = {"on": True, "off": False}.get(cfg.cell_counters) or (
         cfg.cell_counters == "auto" and codegen.counters_fit(model, brd, budget.ram)
@@ -258,6 +262,7 @@ def build(
         "exact_write_counters": counters,
         "platformio_project": str(pio_ini.parent.relative_to(out)) if pio_ini else None,
         "blob_size": codegen.blob_layout(model).size,
+        "write_policy": asdict(pol),
         "build_seconds": round(time.monotonic() - t0, 1),
     }
     report_path = out / REPORT_NAME
@@ -273,7 +278,21 @@ def build(
         accuracy=accuracy,
         platformio=pio_ini.parent if pio_ini else None,
         footprint=report["footprint"],
+        write_budget=(
+            f"one weight commit per {pol.samples_per_commit:,d} samples "
+            f"({cfg.lifetime_years:g} years at {cfg.sample_rate_hz:g} samples/s)"
+            if pol.samples_per_commit
+            else None
+        ),
     )
+
+
+def _policy(cfg: BuildConfig, brd: Any, model: Model) -> Any:
+    """The firmware's write policy (the budget needs the store's slot count)."""
+    from lrt.policy import policy_of
+
+    endurance, slots = _nvm_facts_of(brd, model)
+    return policy_of(cfg, endurance, slots or 2)
 
 
 def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:
@@ -349,7 +368,10 @@ def _nvm_facts(report: dict[str, Any], model: Model) -> tuple[int, int]:
     """(endurance, slots) of the build's weight store."""
     from lrt import boards
 
-    board = boards.load_board(report["board"])
+    return _nvm_facts_of(boards.load_board(report["board"]), model)
+
+
+def _nvm_facts_of(board: Any, model: Model) -> tuple[int, int]:
     try:
         geo = codegen.nvm_geometry(board, codegen.blob_layout(model).size)
         return int(board.nvm.endurance), geo.layout().n_slots
