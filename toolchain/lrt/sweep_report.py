@@ -87,7 +87,11 @@ def heat_maps(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     by_panel: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_panel[(r["env"], r["scheme"])].append(r)
-    for (env, scheme), rs in sorted(by_panel.items()):
+    for (env, scheme), panel in sorted(by_panel.items()):
+        # per-scheme knobs (--knob) vary one key in some schemes only
+        rs = [r for r in panel if ky in r["options"] and kx in r["options"]]
+        if not rs:
+            continue
         ys = sorted({r["options"][ky] for r in rs})
         xs = sorted({r["options"][kx] for r in rs})
         grid = np.full((len(ys), len(xs)), np.nan)
