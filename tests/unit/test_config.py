@@ -112,3 +112,16 @@ def test_write_policy_fields() -> None:
     ):
         with pytest.raises(UserError, match=needle):
             load_config(None, **bad)
+
+
+def test_one_set_takes_several_fields() -> None:
+    from lrt.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["--out", "x", "--set", "lifetime_years=10", "sample_rate_hz=10", "--set", "rank=2"]
+    )
+    assert dict(map(parse_setting, args.set)) == {
+        "lifetime_years": 10.0,
+        "sample_rate_hz": 10.0,
+        "rank": 2,
+    }

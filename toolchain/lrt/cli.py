@@ -71,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed for data split, training and on-device RNG")
     p.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="any config field, e.g. --set rank=8 --set lr=0.005 (repeatable; beats --config)",
+        help="any config field, e.g. --set rank=8 lr=0.005 (repeatable; beats --config)",
     )
     p.add_argument(
         "--train-layers",

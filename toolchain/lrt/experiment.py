@@ -72,10 +72,11 @@ def parser(
     )
     p.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="a build-config field for every cell, e.g. --set epochs=0 (repeatable)",
+        help="build-config fields for every cell, e.g. --set epochs=0 rank=8 (repeatable)",
     )
     p.add_argument(
         "--sweep",
