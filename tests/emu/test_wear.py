@@ -113,3 +113,23 @@ def test_gated_policy_with_a_lifetime_keeps_to_its_budget(tmp_path: Path) -> Non
                             count_instructions=False)  # fmt: skip
     assert free.flushes > res.flushes
     assert spc * res.endurance * rep.layout.n_slots / 1000.0 / (365.25 * 86400) >= 0.005
+
+
+def test_gated_policy_without_gates_is_the_fixed_schedule() -> None:
+    """gate_errors 0, gate_cells 0 and no lifetime: the same flushes, weights and wear as
+    today's fixed policy (what the exploration's gate_errors=0 points stand for)."""
+    runs = [
+        pipeline.emulate(
+            built("lrt-maxnorm", **kw),
+            samples=SAMPLES,
+            stream="shift",
+            seed=100,
+            progress=False,
+            count_instructions=False,
+        )
+        for kw in ({}, {"write_policy": "gated", "gate_errors": 0})
+    ]
+    fixed, gated = runs
+    assert fixed.flushes == gated.flushes > 0
+    assert fixed.layers == gated.layers and fixed.online_accuracy == gated.online_accuracy
+    assert fixed.max_programs_meta == gated.max_programs_meta
