@@ -115,11 +115,12 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
         return (int)n_cls + 1;
     }
     case LRT_MSG_STATS:
+    case LRT_MSG_WEAR:
         if (len != 0)
             return LRT_ERR_SIZE;
-        if (h->stats == NULL)
+        if ((type == LRT_MSG_STATS ? h->stats : h->wear) == NULL)
             return LRT_ERR_UNSUPPORTED;
-        err = h->stats(h->ctx, out, cap, &out_len);
+        err = (type == LRT_MSG_STATS ? h->stats : h->wear)(h->ctx, out, cap, &out_len);
         if (err < 0)
             return err;
         return out_len <= cap ? (int)out_len : LRT_ERR_STATE;

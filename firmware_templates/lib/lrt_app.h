@@ -74,6 +74,10 @@ typedef struct {
     int (*write_blob)(void *ctx, uint32_t offset, const uint8_t *data, size_t len);
     /* Commit the staged set atomically; *generation = its NVM generation (0 without NVM). */
     int (*commit_blob)(void *ctx, uint32_t *generation);
+    /* Write the WEAR payload (u32 LE words: NVM technology (0 none, 1 flash, 2 RRAM), max
+     * programs of any blob unit, of the metadata, then per weight layer the max programs
+     * per cell of its weights) into out[cap]; set *len. */
+    int (*wear)(void *ctx, uint8_t *out, size_t cap, size_t *len);
     /* Optional last chance to persist state before the BYE reply; an error is reported in
      * place of the empty reply, and the server still stops. */
     int (*bye)(void *ctx);

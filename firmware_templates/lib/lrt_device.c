@@ -38,14 +38,36 @@ static int budget_allows(lrt_device *dev, const lrt_trainer *t)
     return th.allow;
 }
 
+/* The write policy's cell gate on the accumulator's plan: 1 write, 0 deferred. The fixed
+ * policy is the accumulator's own rho_min check. */
+static int flush_gate(const lrt_trainer *t, const lrt_layer *l, lrt_lowrank *acc,
+                      lrt_lowrank_plan *plan)
+{
+    uint32_t need;
+    int r;
+    if (t->cfg.policy.kind == LRT_POLICY_FIXED) {
+        return lrt_lowrank_flush_check(acc, lrt_train_weight_lsb_exp(t), plan);
+    }
+    r = lrt_lowrank_flush_prepare(acc, lrt_train_weight_lsb_exp(t), plan);
+    if (r < 0) {
+        return r;
+    }
+    need = lrt_policy_min_cells(&t->cfg.policy, l->w_size, acc->cfg.rho_min_q16);
+    if (lrt_lowrank_count_nonzero(acc, plan, need) >= need) {
+        return 1;
+    }
+    lrt_lowrank_defer(acc);
+    return 0;
+}
+
 static int flush_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc)
 {
     const lrt_layer *l = &t->net->layers[i];
     lrt_lowrank_plan plan;
     uint16_t row;
-    int r = lrt_lowrank_flush_check(acc, lrt_train_weight_lsb_exp(t), &plan);
+    int r = flush_gate(t, l, acc, &plan);
     if (r <= 0) {
-        return r; /* below rho_min: deferred, keep accumulating */
+        return r; /* below the cell gate: deferred, keep accumulating */
     }
     if (!t->open) {
         r = lrt_train_update_begin(t);
@@ -61,6 +83,7 @@ static int flush_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *
         }
     }
     lrt_lowrank_reset(acc);
+    lrt_train_mark_written(t, i);
     return 1;
 }
 
@@ -81,6 +104,11 @@ static int hook_sample_end(void *ctx, lrt_trainer *t)
         dev->s.acc_samples[i] = 0;
         if (!budget_allows(dev, t)) {
             dev->throttled++;
+            lrt_lowrank_defer(acc);
+            continue;
+        }
+        if (!lrt_policy_due(&t->cfg.policy, t->errors - t->buf.layer_state[i].errors_mark,
+                            t->flushes, t->samples)) {
             lrt_lowrank_defer(acc);
             continue;
         }
@@ -141,6 +169,55 @@ static int h_stats(void *ctx, uint8_t *out, size_t cap, size_t *len)
 {
     lrt_device *dev = (lrt_device *)ctx;
     return lrt_train_stats_payload(&dev->trainer, out, cap, len);
+}
+
+static int h_wear(void *ctx, uint8_t *out, size_t cap, size_t *len)
+{
+    lrt_device *dev = (lrt_device *)ctx;
+    const lrt_net *net = dev->s.net;
+    const lrt_nvm *nvm = dev->s.nvm;
+    uint32_t words[3] = {0u, 0u, 0u};
+    size_t need = LRT_PROTO_WEAR_HEAD_SIZE;
+    uint8_t i, *p = out;
+    int r;
+    for (i = 0; i < net->n_layers; i++) {
+        const lrt_layer *l = &net->layers[i];
+        need += (l->kind == LRT_LAYER_CONV2D || l->kind == LRT_LAYER_DENSE) ? 4u : 0u;
+    }
+    if (cap < need) {
+        return LRT_ERR_SIZE;
+    }
+    if (nvm != NULL) {
+        lrt_nvm_wear w;
+        r = lrt_nvm_wear_summary(nvm, &w);
+        if (r < 0) {
+            return r;
+        }
+        words[0] = nvm->cfg->tech;
+        words[1] = w.max_blob;
+        words[2] = w.max_meta;
+    }
+    for (i = 0; i < 3; i++) {
+        lrt_proto_put_u32(p, words[i]);
+        p += 4;
+    }
+    for (i = 0; i < net->n_layers; i++) {
+        const lrt_layer *l = &net->layers[i];
+        uint32_t mx = 0;
+        if (l->kind != LRT_LAYER_CONV2D && l->kind != LRT_LAYER_DENSE) {
+            continue;
+        }
+        if (nvm != NULL) {
+            r = lrt_nvm_wear_range(nvm, l->w_offset, l->w_size, &mx);
+            if (r < 0) {
+                return r;
+            }
+        }
+        lrt_proto_put_u32(p, mx);
+        p += 4;
+    }
+    *len = need;
+    return LRT_OK;
 }
 
 static int h_read_blob(void *ctx, uint32_t offset, uint16_t length, uint8_t *out, size_t *len)
@@ -311,6 +388,7 @@ int lrt_device_init(lrt_device *dev, const lrt_device_setup *setup)
     dev->handlers.infer = h_infer;
     dev->handlers.train = h_train;
     dev->handlers.stats = h_stats;
+    dev->handlers.wear = h_wear;
     dev->handlers.read_blob = h_read_blob;
     dev->handlers.drift = h_drift;
     dev->handlers.write_blob = h_write_blob;

@@ -651,6 +651,37 @@ int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out)
     return slot_max(nvm, next, &out->next_max);
 }
 
+int lrt_nvm_wear_range(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32_t *max_out)
+{
+    uint32_t s, u, u0, u1, v;
+    const lrt_nvm_layout *lay;
+
+    if (nvm == NULL || max_out == NULL || nvm->state == ST_UNMOUNTED)
+        return LRT_ERR_ARG;
+    *max_out = 0;
+    if (len == 0u)
+        return LRT_OK;
+    lay = &nvm->lay;
+    if (offset > nvm->cfg->blob_size || len > nvm->cfg->blob_size - offset)
+        return LRT_ERR_ARG;
+    if (nvm->cfg->tech == LRT_NVM_TECH_FLASH) {
+        u0 = (lay->meta_size + offset) / lay->unit_size;
+        u1 = (lay->meta_size + offset + len - 1u) / lay->unit_size;
+    } else {
+        u0 = 1u + offset / lay->unit_size;
+        u1 = 1u + (offset + len - 1u) / lay->unit_size;
+    }
+    for (s = 0; s < lay->n_slots; s++) {
+        for (u = u0; u <= u1; u++) {
+            int err = table_get(nvm, s, u, &v);
+            if (err != LRT_OK)
+                return err;
+            *max_out = LRT_MAX(*max_out, v);
+        }
+    }
+    return LRT_OK;
+}
+
 /* ---- commit ---- */
 
 static void mark_inc(lrt_nvm *nvm, uint32_t u)

@@ -231,6 +231,13 @@ typedef struct {
 
 int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out);
 
+/* Physical wear of blob bytes [offset, offset + len): the largest count, over every slot, of
+ * the wear units holding them (RRAM: programs of the unit; flash: erases of the page, each
+ * followed by its programming; the first page also holds the metadata, so it counts every
+ * commit into its slot). These are the cells' real program operations: slot catch-up
+ * copies and re-writes of drifted bytes included. len 0 gives 0. */
+int lrt_nvm_wear_range(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32_t *max_out);
+
 /* Adapter: the trainer's transaction interface (lrt_wstore.h) over this layer. */
 int lrt_nvm_wstore(lrt_wstore *ws, lrt_nvm *nvm);
 

@@ -37,6 +37,7 @@ enum {
     LRT_MSG_DRIFT = 0x07,
     LRT_MSG_WRITE = 0x08,  /* stage bytes of a new weight set (push) */
     LRT_MSG_COMMIT = 0x09, /* commit the staged weight set atomically */
+    LRT_MSG_WEAR = 0x0A,   /* physical wear of the weight store */
     LRT_MSG_REPLY = 0x80,
     LRT_MSG_ERROR = 0xFF
 };
@@ -46,7 +47,8 @@ enum {
     LRT_PROTO_SCHEME_INFERENCE = 0,
     LRT_PROTO_SCHEME_BIAS = 1,
     LRT_PROTO_SCHEME_SGD = 2,
-    LRT_PROTO_SCHEME_LRT = 3
+    LRT_PROTO_SCHEME_LRT = 3,
+    LRT_PROTO_SCHEME_SGD_BATCH = 4
 };
 
 /* INFO.flags */
@@ -73,6 +75,8 @@ enum { LRT_PROTO_DRIFT_ANALOG = 1, LRT_PROTO_DRIFT_DIGITAL = 2 };
 #define LRT_PROTO_ERROR_SIZE 2u
 #define LRT_PROTO_STATS_HEAD_SIZE 8u  /* samples, flushes */
 #define LRT_PROTO_STATS_LAYER_SIZE 12u /* max writes, total writes, paper max writes */
+#define LRT_PROTO_WEAR_HEAD_SIZE 12u  /* technology, blob max, metadata max */
+#define LRT_PROTO_WEAR_LAYER_SIZE 4u  /* max programs per cell */
 
 typedef enum {
     LRT_PROTO_EV_NONE = 0,  /* need more input */

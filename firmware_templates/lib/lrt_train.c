@@ -168,7 +168,7 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
     if (t == NULL || net == NULL || cfg == NULL || buf == NULL || net->layers == NULL ||
         net->n_layers == 0 || net->n_classes == 0 || buf->act_a == NULL || buf->act_b == NULL ||
         (buf->keep == NULL && cfg->scheme != LRT_SCHEME_INFERENCE) ||
-        buf->layer_state == NULL || cfg->scheme > LRT_SCHEME_LRT || cfg->weight_bits == 1 ||
+        buf->layer_state == NULL || cfg->scheme > LRT_SCHEME_SGD_BATCH || cfg->weight_bits == 1 ||
         cfg->weight_bits > 8 || cfg->lrt_block > 16 ||
         (cfg->scheme == LRT_SCHEME_LRT && hooks != NULL && hooks->block != NULL &&
          buf->lrt_block == NULL)) {
@@ -214,12 +214,19 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
         if (lrt_bp_layer_check(&net->layers[net->n_layers - 1]) != LRT_OK) {
             return LRT_ERR_UNSUPPORTED; /* the softmax needs the logits' exponent */
         }
-        if ((cfg->scheme == LRT_SCHEME_SGD || cfg->scheme == LRT_SCHEME_LRT) &&
+        if ((cfg->scheme == LRT_SCHEME_SGD || cfg->scheme == LRT_SCHEME_LRT ||
+             cfg->scheme == LRT_SCHEME_SGD_BATCH) &&
             (ws == NULL || buf->scratch == NULL)) {
+            return LRT_ERR_ARG;
+        }
+        if (cfg->scheme == LRT_SCHEME_SGD_BATCH && buf->grad_acc == NULL) {
             return LRT_ERR_ARG;
         }
     }
     cells = lrt_train_cell_count(net);
+    if (buf->grad_acc != NULL) {
+        memset(buf->grad_acc, 0, (size_t)cells * sizeof(int32_t));
+    }
     if (buf->cell_writes != NULL) {
         memset(buf->cell_writes, 0, (size_t)cells * sizeof(uint32_t));
     }
@@ -241,6 +248,7 @@ int lrt_train_infer(lrt_trainer *t, const int8_t *input, int8_t *logits, uint16_
         return rc;
     }
     *pred = lrt_argmax_s8(logits, t->net->n_classes);
+    t->pred = *pred;
     t->input = input;
     t->have_forward = 1;
     return LRT_OK;
@@ -642,6 +650,19 @@ static void bn_stats_update(lrt_trainer *t, uint8_t li)
     *bn->pow_q30 = (uint32_t)(((uint64_t)*bn->pow_q30 * (uint64_t)(b - 1)) / (uint64_t)b);
 }
 
+/* Exponent of the gradient lr applies to (paper: wrt W_paper = W_real / alpha, i.e. times
+ * alpha) and of the LSB of the trained weight grid the update is quantized to. */
+static void sgd_exps(const lrt_trainer *t, const lrt_layer *l, int16_t dz_exp, int *grad_exp,
+                     int *lsb_exp)
+{
+    *grad_exp = (int)dz_exp + l->in_exp;
+    *lsb_exp = l->weight_exp + (lrt_train_weight_lsb_exp(t) + 7);
+    if (!t->cfg.grad_real_units) {
+        *grad_exp += (int)l->weight_exp + 7;
+        *lsb_exp = lrt_train_weight_lsb_exp(t);
+    }
+}
+
 static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
                       int16_t dz_exp)
 {
@@ -650,18 +671,12 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
     uint32_t m = lrt_bp_layer_m(l), j, sample_paper_max = 0;
     uint32_t *paper = t->buf.paper_writes;
     uint32_t base = lrt_train_cell_base(t->net, li);
-    /* Exponent of the gradient lr applies to (paper: wrt W_paper = W_real / alpha) and of
-     * the LSB the update is quantized to. */
-    int grad_exp = (int)dz_exp + l->in_exp;
+    int grad_exp, lsb_exp;
     int32_t step = lrt_train_weight_step(t);
-    int lsb_exp = l->weight_exp + (lrt_train_weight_lsb_exp(t) + 7);
     int is_conv = l->kind == LRT_LAYER_CONV2D;
     lrt_ufx scale = learning_rate(t);
     uint16_t o;
-    if (!t->cfg.grad_real_units) {
-        grad_exp += (int)l->weight_exp + 7; /* times alpha */
-        lsb_exp = lrt_train_weight_lsb_exp(t);
-    }
+    sgd_exps(t, l, dz_exp, &grad_exp, &lsb_exp);
     if (t->cfg.max_norm) {
         /* The divisor needs the whole tensor's max first: one extra pass, no buffer. */
         uint64_t amax = 0;
@@ -711,6 +726,141 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
     }
     st->paper_bound += sample_paper_max;
     return LRT_OK;
+}
+
+/* ---- sgd-batch ----------------------------------------------------------------------------- */
+
+#define SGDB_FRAC 16 /* fraction bits of the accumulator, in LSBs of the trained grid */
+
+/* acc += lr * dL/dW of this sample, in 2^-SGDB_FRAC weight LSBs (saturating). */
+static void sgdb_accumulate(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
+                            int16_t dz_exp)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    uint32_t m = lrt_bp_layer_m(l), j;
+    int32_t *acc = t->buf.grad_acc + lrt_train_cell_base(t->net, li);
+    int grad_exp, lsb_exp;
+    lrt_ufx scale;
+    uint16_t o;
+    sgd_exps(t, l, dz_exp, &grad_exp, &lsb_exp);
+    scale = lrt_ufx_ldexp(learning_rate(t), grad_exp - lsb_exp + SGDB_FRAC);
+    for (o = 0; o < l->out_c; o++) {
+        int32_t *row = acc + (uint32_t)o * m;
+        if (!lrt_bp_channel_active(l, dz, o)) {
+            continue;
+        }
+        for (j = 0; j < m; j++) {
+            int64_t v = (int64_t)row[j] +
+                        scale_grad(lrt_bp_weight_grad_cell(l, x, dz, o, j, NULL), scale);
+            row[j] = (int32_t)LRT_CLAMP(v, (int64_t)INT32_MIN, (int64_t)INT32_MAX);
+        }
+    }
+}
+
+/* Scale from accumulator units to weight-grid LSBs: 2^-SGDB_FRAC, divided by the max-norm
+ * divisor of the summed gradient when max-norm is on (0 mantissa: nothing to write). */
+static lrt_ufx sgdb_scale(lrt_trainer *t, uint8_t li)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    const int32_t *acc = t->buf.grad_acc + lrt_train_cell_base(t->net, li);
+    lrt_ufx scale = lrt_ufx_make(1u, -SGDB_FRAC);
+    uint64_t amax = 0;
+    uint32_t k;
+    int grad_exp, lsb_exp;
+    if (!t->cfg.max_norm) {
+        return scale;
+    }
+    for (k = 0; k < l->w_size; k++) {
+        amax = LRT_MAX(amax, abs64(acc[k]));
+    }
+    if (amax == 0 || t->cfg.lr_q16 == 0) {
+        scale.m = 0;
+        return scale;
+    }
+    /* the summed gradient's max in its own units: amax 2^(lsb - FRAC) / lr */
+    sgd_exps(t, l, 0, &grad_exp, &lsb_exp);
+    {
+        lrt_ufx gmax = lrt_ufx_div(lrt_ufx_make(amax, lsb_exp - SGDB_FRAC), learning_rate(t));
+        return div_or_zero(scale, lrt_mnorm_update_beta(&t->buf.layer_state[li].mn_w, gmax,
+                                                        one_minus_beta(t)));
+    }
+}
+
+static uint32_t sgdb_count(lrt_trainer *t, uint8_t li, lrt_ufx scale, uint32_t stop_at)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    const int32_t *acc = t->buf.grad_acc + lrt_train_cell_base(t->net, li);
+    uint32_t k, n = 0;
+    for (k = 0; k < l->w_size && n < stop_at; k++) {
+        n += scale_grad(acc[k], scale) != 0;
+    }
+    return n;
+}
+
+/* Write layer li's summed update (the transaction opens on the first changed row). */
+static int sgdb_write(lrt_trainer *t, uint8_t li, lrt_ufx scale)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    uint32_t m = lrt_bp_layer_m(l), j;
+    int32_t *acc = t->buf.grad_acc + lrt_train_cell_base(t->net, li);
+    int32_t step = lrt_train_weight_step(t);
+    uint16_t o;
+    for (o = 0; o < l->out_c; o++) {
+        const int8_t *old = t->net->blob + l->w_offset + (uint32_t)o * m;
+        int32_t *row = acc + (uint32_t)o * m;
+        int rc;
+        for (j = 0; j < m; j++) {
+            int64_t v = (int64_t)old[j] - (int64_t)scale_grad(row[j], scale) * step;
+            t->buf.scratch[j] = (int8_t)LRT_CLAMP(v, -128, 128 - step);
+        }
+        rc = apply_row(t, li, o, t->buf.scratch);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    memset(acc, 0, (size_t)l->w_size * sizeof(int32_t));
+    lrt_train_mark_written(t, li);
+    return LRT_OK;
+}
+
+/* Every layer whose pseudo-batch is complete: ask the policy, write or keep summing. */
+static int sgdb_sample_end(lrt_trainer *t)
+{
+    const lrt_net *net = t->net;
+    uint8_t li;
+    for (li = t->first; li < net->n_layers; li++) {
+        const lrt_layer *l = &net->layers[li];
+        lrt_train_layer_state *st = &t->buf.layer_state[li];
+        uint16_t batch = l->kind == LRT_LAYER_CONV2D ? t->cfg.batch_conv : t->cfg.batch_dense;
+        lrt_ufx scale;
+        uint32_t need;
+        int rc;
+        if (!is_trainable(l) || ++st->pending < LRT_MAX(batch, 1u)) {
+            continue;
+        }
+        st->pending = 0;
+        if (!lrt_policy_due(&t->cfg.policy, t->errors - st->errors_mark, t->flushes,
+                            t->samples)) {
+            continue;
+        }
+        scale = sgdb_scale(t, li);
+        need = lrt_policy_min_cells(&t->cfg.policy, l->w_size, t->cfg.rho_min_q16);
+        if (scale.m == 0 || sgdb_count(t, li, scale, need) < need) {
+            continue;
+        }
+        rc = sgdb_write(t, li, scale);
+        if (rc != LRT_OK) {
+            return rc;
+        }
+    }
+    return LRT_OK;
+}
+
+void lrt_train_mark_written(lrt_trainer *t, uint8_t i)
+{
+    if (t != NULL && i < t->net->n_layers) {
+        t->buf.layer_state[i].errors_mark = t->errors;
+    }
 }
 
 /* Scheme lrt: hand layer li's per-sample gradient to the block hook as low-rank blocks
@@ -824,6 +974,10 @@ static int train_layer(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t
     if (t->cfg.scheme == LRT_SCHEME_SGD) {
         return sgd_update(t, li, x, dz, dz_exp);
     }
+    if (t->cfg.scheme == LRT_SCHEME_SGD_BATCH) {
+        sgdb_accumulate(t, li, x, dz, dz_exp);
+        return LRT_OK;
+    }
     if (t->cfg.scheme == LRT_SCHEME_LRT && t->hooks.block != NULL) {
         return lrt_blocks(t, li, x, dz, dz_exp);
     }
@@ -865,6 +1019,7 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
         return LRT_OK;
     }
     t->samples++;
+    t->errors += t->pred != label;
     if (t->first < net->n_layers) {
         last = (uint8_t)(net->n_layers - 1);
         gbuf[0] = t->buf.act_a;
@@ -954,6 +1109,12 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
             bn_stats_update(t, li);
         }
         rc = lrt_net_bn_refresh(l);
+        if (rc != LRT_OK) {
+            return fail(t, rc);
+        }
+    }
+    if (t->cfg.scheme == LRT_SCHEME_SGD_BATCH) {
+        rc = sgdb_sample_end(t);
         if (rc != LRT_OK) {
             return fail(t, rc);
         }

@@ -14,6 +14,16 @@
  *   LRT_SCHEME_LRT        biases as above; weight gradients go to the LRT accumulator through
  *                         the hooks (lrt_train_hooks), which flushes through
  *                         lrt_train_update_begin/row/commit.
+ *   LRT_SCHEME_SGD_BATCH  biases as above; mini-batch SGD with the exact gradient sum: every
+ *                         sample adds lr * dL/dW (same convention and lr as sgd) to a
+ *                         full-size int32 accumulator per trainable layer (buffers.grad_acc,
+ *                         in 2^-16 LSBs of the trained weight grid, so the only rounding is
+ *                         2^-17 LSB per sample and cell), and a layer whose pseudo-batch of
+ *                         batch_conv / batch_dense samples is complete is written under the
+ *                         write policy (lrt_policy.h) like an LRT flush: W <- clip(W - round(
+ *                         sum)), with max-norm the per-tensor max-norm of the sum. The
+ *                         baseline that shows what the rank-r state saves: 4 n m bytes per
+ *                         layer instead of 2 (r + 1) (n + m).
  *
  * Weight gradient convention (matters for lr): by default the paper's. Its weights are
  * 8 bit in [-1, 1) and the layer multiplies by alpha = 2^(weight_exp + 7), so the gradient it
@@ -74,6 +84,7 @@
  *                  of two; same bits either way.
  *   layer_state    n_layers entries of lrt_train_layer_state.
  *   cell_writes, paper_writes   optional, lrt_train_cell_count(net) uint32 each.
+ *   grad_acc       sgd-batch only: lrt_train_cell_count(net) int32.
  * The softmax needs no scratch (exponentials are recomputed, n_classes is small).
  * The input sample must stay valid and unchanged until learning is done, and must not alias
  * act_a/act_b.
@@ -84,6 +95,7 @@
 #include "lrt_backprop.h"
 #include "lrt_fixmath.h"
 #include "lrt_net.h"
+#include "lrt_policy.h"
 #include "lrt_wstore.h"
 
 typedef enum {
@@ -91,6 +103,7 @@ typedef enum {
     LRT_SCHEME_BIAS = 1,
     LRT_SCHEME_SGD = 2,
     LRT_SCHEME_LRT = 3,
+    LRT_SCHEME_SGD_BATCH = 4,
 } lrt_scheme;
 
 /* ---- gradient max-norm (per tensor): lrt_mnorm of lrt_fixmath.h ------------------------ */
@@ -110,6 +123,11 @@ typedef struct {
                                     stay on a grid of 2^(8 - bits) int8 LSBs (the paper's
                                     bit-width ablation) */
     uint8_t lrt_block;           /* LRT: largest block width kb, 1..16 (0 means 16) */
+    /* sgd-batch: pseudo-batch per layer kind (0 means 1) and rho_min (Q16) of the fixed
+     * policy; every batched scheme: the write policy (the LRT flush reads it too) */
+    uint16_t batch_conv, batch_dense;
+    uint32_t rho_min_q16;
+    lrt_policy policy;
 } lrt_train_config;
 
 /* Per-layer bookkeeping (one per net layer; only weight layers use it). */
@@ -121,6 +139,8 @@ typedef struct {
     uint32_t changed_commits;  /* transactions that changed a cell of this layer */
     uint32_t paper_bound;      /* sum over samples of the per-sample max paper count */
     lrt_mnorm mn_w, mn_b;      /* max-norm state of the weight and bias gradients */
+    uint32_t errors_mark;      /* trainer errors at this layer's last write (policy) */
+    uint16_t pending;          /* sgd-batch: samples since the last policy check */
     uint8_t dirty;             /* changed in the open transaction */
 } lrt_train_layer_state;
 
@@ -194,6 +214,7 @@ typedef struct {
     uint32_t *cell_writes;  /* optional */
     uint32_t *paper_writes; /* optional */
     int32_t *lrt_block;     /* scheme lrt with a block hook: lrt_train_lrt_block_size() bytes */
+    int32_t *grad_acc;      /* sgd-batch: lrt_train_cell_count() entries */
 } lrt_train_buffers;
 
 typedef struct lrt_trainer {
@@ -205,6 +226,8 @@ typedef struct lrt_trainer {
     const int8_t *input;   /* input of the last forward pass */
     uint32_t samples;      /* samples learned from */
     uint32_t flushes;      /* weight transactions committed */
+    uint32_t errors;       /* samples learned from whose prediction was wrong */
+    uint16_t pred;         /* prediction of the last forward pass */
     uint8_t first;         /* lowest trainable layer (n_layers if none) */
     uint8_t open;          /* a weight transaction is open */
     uint8_t have_forward;  /* keep[] holds the activations of `input` */
@@ -257,6 +280,9 @@ int lrt_train_update_row(lrt_trainer *t, uint8_t layer, uint16_t row, const int1
 int lrt_train_update_commit(lrt_trainer *t);
 /* Persist the RAM biases (one transaction with the bias snapshot only). */
 int lrt_train_commit_biases(lrt_trainer *t);
+
+/* Mark layer i as written now (the write policy counts errors from here). */
+void lrt_train_mark_written(lrt_trainer *t, uint8_t i);
 
 /* Write statistics of layer i (zeros for layers without weights or frozen layers). */
 int lrt_train_layer_stats(const lrt_trainer *t, uint8_t i, lrt_train_stats *out);

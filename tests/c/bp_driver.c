@@ -9,8 +9,10 @@
  *   grads    per sample: forward, then every trainable layer's weight/bias gradient (batch
  *            norm: gamma and beta gradient sums)
  *   bntables every batch-norm layer's state and forward tables after loading
- *   train SCHEME MAXNORM LR_Q16 COUNTERS FLUSH_EVERY [REAL_UNITS]
- *            the online protocol over samples from stdin, then statistics and the blob
+ *   train SCHEME MAXNORM LR_Q16 COUNTERS FLUSH_EVERY [REAL_UNITS [DUMP BATCH_CONV BATCH_DENSE
+ *         RHO_MIN_Q16 POLICY GATE_ERRORS GATE_CELLS_Q16 SAMPLES_PER_COMMIT BURST]]
+ *            the online protocol over samples from stdin, then statistics and the blob;
+ *            DUMP 1: each sample's weight gradients (as grads) then -1 before its logits
  * Test code: it may allocate; the library may not.
  */
 #include <stdio.h>
@@ -413,6 +415,7 @@ typedef struct {
     int8_t *act_a, *act_b, *scratch, **keep, *input, *logits;
     lrt_train_layer_state *states;
     uint32_t *cells, *paper;
+    int32_t *grad_acc;
     /* lrt hook test state */
     uint32_t flush_every;
     uint32_t terms[256];     /* block hook calls per layer */
@@ -597,6 +600,8 @@ static void rig_init(rig *r, test_net *tn, const lrt_train_config *cfg, int coun
         r->pending = -1;
     }
     b.lrt_block = r->lrt_block;
+    r->grad_acc = cfg->scheme == LRT_SCHEME_SGD_BATCH ? xmalloc(4u * cells) : NULL;
+    b.grad_acc = r->grad_acc;
     rc = lrt_train_init(&r->tr, net, cfg, &b, &r->ws, hooks);
     if (rc != LRT_OK) {
         die("train init", rc);
@@ -643,7 +648,7 @@ static void mode_train(test_net *tn, int argc, char **argv)
     lrt_train_config cfg;
     lrt_train_hooks hooks;
     int32_t count, s;
-    int counters;
+    int counters, dump;
     uint32_t in = (uint32_t)tn->net.in_h * tn->net.in_w * tn->net.in_c, cells;
     uint8_t i;
     if (argc < 8) {
@@ -658,8 +663,19 @@ static void mode_train(test_net *tn, int argc, char **argv)
     r.flush_every = (uint32_t)atoi(argv[7]);
     cfg.grad_real_units = (uint8_t)(argc > 8 ? atoi(argv[8]) : 0);
     cfg.lrt_block = (uint8_t)(argc > 9 ? atoi(argv[9]) : 0);
+    dump = argc > 10 ? atoi(argv[10]) : 0;
+    if (argc > 18) {
+        cfg.batch_conv = (uint16_t)atoi(argv[11]);
+        cfg.batch_dense = (uint16_t)atoi(argv[12]);
+        cfg.rho_min_q16 = (uint32_t)strtoul(argv[13], NULL, 10);
+        cfg.policy.kind = (uint8_t)atoi(argv[14]);
+        cfg.policy.gate_errors = (uint16_t)atoi(argv[15]);
+        cfg.policy.gate_cells_q16 = (uint32_t)strtoul(argv[16], NULL, 10);
+        cfg.policy.samples_per_commit = (uint32_t)strtoul(argv[17], NULL, 10);
+        cfg.policy.burst = (uint32_t)strtoul(argv[18], NULL, 10);
+    }
     hooks.block = block_hook;
-    hooks.layer_grad = cfg.scheme == LRT_SCHEME_LRT ? lrt_grad_hook : NULL;
+    hooks.layer_grad = dump ? grads_hook : cfg.scheme == LRT_SCHEME_LRT ? lrt_grad_hook : NULL;
     hooks.sample_end = sample_end_hook;
     hooks.ctx = &r;
     rig_init(&r, tn, &cfg, counters, &hooks);
@@ -674,6 +690,9 @@ static void mode_train(test_net *tn, int argc, char **argv)
         if (rc != LRT_OK) {
             die("train sample", rc);
         }
+        if (dump) {
+            wr32(-1);
+        }
         wrbytes(r.logits, tn->net.n_classes);
         wr32(pred);
     }
@@ -682,6 +701,7 @@ static void mode_train(test_net *tn, int argc, char **argv)
     wr32((int32_t)r.ram.n_commits);
     wr32((int32_t)r.ram.n_writes);
     wr32((int32_t)r.ram.bytes_written);
+    wr32((int32_t)r.tr.errors);
     for (i = 0; i < tn->net.n_layers; i++) {
         lrt_train_stats st;
         int rc = lrt_train_layer_stats(&r.tr, i, &st);

@@ -23,15 +23,15 @@ HERE = Path(__file__).resolve().parent
 NET_MAGIC = 0x544E5042
 KIND = {"conv2d": 1, "maxpool2d": 2, "dense": 3, "flatten": 4, "batchnorm": 5}
 EXP_NONE = 127
-SCHEME = {"inference": 0, "bias": 1, "sgd": 2, "lrt": 3}
+SCHEME = {"inference": 0, "bias": 1, "sgd": 2, "lrt": 3, "sgd-batch": 4}
 
 
 # ---- driver ---------------------------------------------------------------------------------
 
 
 def driver_sources() -> list[Path]:
-    libs = ["lrt_backprop", "lrt_train", "lrt_fixmath", "lrt_wstore", "lrt_net", "lrt_kernels",
-            "lrt_common"]
+    libs = ["lrt_backprop", "lrt_train", "lrt_policy", "lrt_fixmath", "lrt_wstore", "lrt_net",
+            "lrt_kernels", "lrt_common"]
     return [HERE / "bp_driver.c", *(LIB_DIR / f"{n}.c" for n in libs)]
 
 

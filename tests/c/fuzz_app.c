@@ -292,7 +292,7 @@ static void gen_badreq(void)
     case 2: /* unknown type, including reply types the host must never send */
         do
             type = (uint8_t)rnd();
-        while (type >= LRT_MSG_HELLO && type <= LRT_MSG_COMMIT);
+        while (type >= LRT_MSG_HELLO && type <= LRT_MSG_WEAR);
         len = rnd_below(40);
         random_input(pay, len + 2);
         code = LRT_ERR_TYPE;

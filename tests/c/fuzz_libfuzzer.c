@@ -53,7 +53,7 @@ static void check_replies(const sink *s, uint32_t expected)
         if (lrt_crc32_update(0, f + 2, 3 + len) != lrt_proto_get_u32(f + 5 + len))
             abort();
         if (f[2] != LRT_MSG_ERROR && (f[2] < (LRT_MSG_HELLO | LRT_MSG_REPLY) ||
-                                      f[2] > (LRT_MSG_COMMIT | LRT_MSG_REPLY)))
+                                      f[2] > (LRT_MSG_WEAR | LRT_MSG_REPLY)))
             abort();
         if (f[2] == LRT_MSG_ERROR && (len != 2 || (int8_t)f[5] >= 0))
             abort();

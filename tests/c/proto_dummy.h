@@ -137,6 +137,7 @@ static void dummy_setup(dummy_state *s, lrt_app_handlers *h, lrt_app_config *cfg
     h->drift = dummy_drift;
     h->write_blob = NULL; /* push is not part of the dummy device */
     h->commit_blob = NULL;
+    h->wear = NULL; /* nor is an NVM store */
     h->bye = NULL;
     h->ctx = s;
     cfg->input_size = DUMMY_INPUT_SIZE;

@@ -211,7 +211,7 @@ def test_maxnorm_matches_float_reference(driver: Path) -> None:
     np.testing.assert_allclose(got, np.array(want), rtol=1e-6)
 
 
-MY_LIB = ["lrt_backprop.c", "lrt_train.c", "lrt_wstore.c"]
+MY_LIB = ["lrt_backprop.c", "lrt_train.c", "lrt_policy.c", "lrt_wstore.c"]
 ARM_FLAGS = {
     "cortex-m3": ["-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"],
     "cortex-m4": ["-mcpu=cortex-m4", "-mthumb"],

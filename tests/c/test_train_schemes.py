@@ -25,6 +25,7 @@ from bp_harness import (
 )
 
 from lrt.model import Model
+from lrt.policy import Policy
 from lrt.reference import forward_int8
 
 N = 12
@@ -84,11 +85,17 @@ class TrainRun:
     biases: dict[int, np.ndarray]
     cell_writes: np.ndarray | None
     paper_writes: np.ndarray | None
+    errors: int = 0
+    # with dump: per sample, layer index -> (integer weight gradient [n, m], its exponent)
+    grads: list[dict[int, tuple[np.ndarray, int]]] | None = None
 
 
 def train(driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray, scheme: str,
           max_norm: int = 0, lr_q16: int = LR_Q16, counters: int = 1,
-          flush_every: int = 0, real_units: int = 0, lrt_block: int = 0) -> TrainRun:  # fmt: skip
+          flush_every: int = 0, real_units: int = 0, lrt_block: int = 0,
+          batched: list[int] | None = None) -> TrainRun:  # fmt: skip
+    """batched: [BATCH_CONV, BATCH_DENSE, RHO_MIN_Q16, POLICY, GATE_ERRORS, GATE_CELLS_Q16,
+    SAMPLES_PER_COMMIT, BURST] of bp_driver; the per-sample gradients are then dumped too."""
     net = write_net(tmp / f"net-{scheme}-{max_norm}-{counters}-{real_units}.bin", model)
     xq = model.quantize_input(x)
     stdin = np.array([len(xq)], "<i4").tobytes()
@@ -104,12 +111,22 @@ def train(driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray, s
         str(real_units),
         str(lrt_block),
     ]
+    if batched is not None:
+        args += ["1", *map(str, batched)]
     r = Reader(run_driver(driver, net, args, stdin))
     logits, preds = [], []
+    dumped: list[dict[int, tuple[np.ndarray, int]]] = []
     for _ in range(len(xq)):
+        if batched is not None:
+            per: dict[int, tuple[np.ndarray, int]] = {}
+            while (li := r.int32()) != -1:
+                w_exp, _, n, m = r.int32(), r.int32(), r.int32(), r.int32()
+                per[li] = (r.arr32(n * m).reshape(n, m), w_exp)
+                r.arr32(n)
+            dumped.append(per)
         logits.append(r.s8(model.num_classes))
         preds.append(r.int32())
-    head = [r.int32() for _ in range(5)]
+    head = [r.int32() for _ in range(6)]
     stats = []
     for _ in model.layers:
         mx, tot = r.int32(), r.u64()
@@ -138,10 +155,10 @@ def train(driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray, s
     if counters:
         cw, pw = r.arr32(cells), r.arr32(cells)
     assert r.done()
-    samples_, flushes, commits, n_writes, bytes_written = head
+    samples_, flushes, commits, n_writes, bytes_written, errors = head
     return TrainRun(
         np.stack(logits), np.array(preds), samples_, flushes, commits, n_writes, bytes_written,
-        stats, blob, biases, cw, pw,
+        stats, blob, biases, cw, pw, errors, dumped if batched is not None else None,
     )  # fmt: skip
 
 
@@ -450,3 +467,97 @@ def test_training_refuses_models_without_power_of_two_scales(
         train(driver, tmp_path, model, x[:1], y[:1], "bias")
     run = train(driver, tmp_path, model, x[:2], y[:2], "inference")  # inference still works
     np.testing.assert_array_equal(run.logits, forward_int8(model, model.quantize_input(x[:2])))
+
+
+# ---- sgd-batch and the write policy --------------------------------------------------------
+
+
+def sgd_batch_reference(
+    model: Model,
+    run: TrainRun,
+    y: np.ndarray,
+    lr_q16: int,
+    batch: int,
+    rho_min_q16: int,
+    policy: Policy,
+) -> tuple[dict[int, np.ndarray], int]:
+    """Mini-batch SGD on the C run's own per-sample gradients (paper convention, no
+    max-norm): every sample adds round(lr g 2^16 / LSB) to an int32 sum; a layer whose
+    pseudo-batch is complete asks the write policy, then writes round(sum / 2^16) and empties
+    its sum. Returns the final weights per layer and the number of commits."""  # fmt: skip
+    assert run.grads is not None
+    w = {i: lay.weights.reshape(lay.weights.shape[0], -1).astype(np.int64)  # type: ignore[union-attr]
+         for i, lay in enumerate(model.layers) if lay.has_weights}  # fmt: skip
+    acc = {i: np.zeros_like(v) for i, v in w.items()}
+    pending = dict.fromkeys(w, 0)
+    mark = dict.fromkeys(w, 0)
+    errors = commits = 0
+    for k, per in enumerate(run.grads):
+        errors += int(run.preds[k] != y[k])
+        for i, (g, g_exp) in per.items():
+            shift = -(g_exp + model.layers[i].weight_exp + 14)  # type: ignore[operator]
+            acc[i] += round_shift(g * lr_q16, shift)
+        changed = False
+        for i in sorted(w):
+            pending[i] += 1
+            if pending[i] < batch:
+                continue
+            pending[i] = 0
+            if not policy.due(errors - mark[i], commits, k + 1):
+                continue
+            delta = round_shift(acc[i], 16)
+            if np.count_nonzero(delta) < policy.min_cells(delta.size, rho_min_q16):
+                continue
+            new = np.clip(w[i] - delta, -128, 127)
+            changed |= bool(np.any(new != w[i]))
+            w[i], acc[i], mark[i] = new, np.zeros_like(acc[i]), errors
+        commits += changed
+    return w, commits
+
+
+@pytest.fixture(scope="module")
+def stream24() -> Samples:
+    from lrt.data import load_dataset
+
+    ds = load_dataset("mnist5k", seed=0)
+    return ds.x_online[:24], ds.y_online[:24].astype(np.int64)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [Policy(), Policy(1, 4, 3277, 0, 0), Policy(1, 1, 0, 6, 0)],
+    ids=["fixed", "gated-errors-cells", "gated-budget"],
+)
+def test_sgd_batch_matches_the_reference_and_its_policy(
+    driver: Path, tmp_path: Path, stream24: Samples, policy: Policy
+) -> None:
+    x, y = stream24
+    model = _model()
+    batch, rho = 3, 655
+    cfg = [batch, batch, rho, policy.kind, policy.gate_errors, policy.gate_cells_q16,
+           policy.samples_per_commit, policy.burst]  # fmt: skip
+    run = train(driver, tmp_path, model, x, y, "sgd-batch", lr_q16=LR_SGD, batched=cfg)
+    assert run.errors == int(np.sum(run.preds != y))
+    want, commits = sgd_batch_reference(model, run, y, LR_SGD, batch, rho, policy)
+    for i, wi in want.items():
+        np.testing.assert_array_equal(weights_of(model, run.blob, i), wi, model.layers[i].name)
+    assert run.flushes == commits == run.commits
+    assert 0 < commits <= len(y) // batch
+    if policy.samples_per_commit:
+        assert commits <= policy.burst + len(y) // policy.samples_per_commit
+    # no paper accounting outside per-sample sgd; the logical counters still count
+    assert all(st.paper_max == 0 for st in run.stats)
+    assert max(st.max_writes for st in run.stats) <= commits
+
+
+def test_gated_policy_defers_what_the_fixed_one_writes(
+    driver: Path, tmp_path: Path, stream24: Samples
+) -> None:
+    """The error gate turns a fixed schedule into fewer, larger writes."""
+    x, y = stream24
+    base = [2, 2, 655, 0, 0, 0, 0, 0]
+    fixed = train(driver, tmp_path, _model(), x, y, "sgd-batch", lr_q16=LR_SGD, batched=base)
+    gated = train(driver, tmp_path, _model(), x, y, "sgd-batch", lr_q16=LR_SGD,
+                  batched=[2, 2, 655, 1, 3, 0, 0, 0])  # fmt: skip
+    assert gated.flushes < fixed.flushes
+    assert fixed.errors >= 3 and gated.flushes >= 1

@@ -88,3 +88,37 @@ def test_sweep_builds_one_firmware_per_value_and_reports_a_heat_map(tmp_path: Pa
     md = (tmp_path / "REPORT.md").read_text()
     assert "| rank | weight_bits |" in md and md.count("| control | lrt |") == 4
     assert (tmp_path / "plots" / "heatmap_control_lrt_rank_x_weight_bits.png").is_file()
+
+
+def test_frontier_of_a_tiny_sweep(tmp_path: Path) -> None:
+    """--knob gives each scheme its own axis; the report draws one point per knob value."""
+    from lrt.experiment import parse_knobs, parse_options
+
+    schemes = ["sgd", "sgd-batch", "lrt-maxnorm"]
+    combos = parse_options(["write_policy=gated"], [])
+    knobs = parse_knobs(
+        ["sgd:lr=0.01,0.05", "sgd-batch:gate_errors=1,4", "lrt-maxnorm:gate_errors=1,4"],
+        schemes,
+        {"write_policy"},
+    )
+    cells = [
+        Cell("shift", s, 0, 60, 30, "mcu", "host", tuple(sorted(combos[0] + own)), last_n=60)
+        for s in schemes
+        for own in knobs[s]
+    ]
+    res = run_grid(tmp_path, cells, jobs=2, progress=False, trained=trained_model())
+    assert len(res) == 6
+    png = tmp_path / "plots" / "frontier_shift.png"
+    assert png.stat().st_size > 1000
+    md = (tmp_path / "REPORT.md").read_text()
+    table = md[md.index("## Wear-accuracy frontier") :]
+    for r in res:
+        scheme, opts = r["cell"]["scheme"], dict(r["cell"]["options"])
+        knob = "lr" if scheme == "sgd" else "gate_errors"
+        row = (
+            f"| shift | {scheme} | {knob}={opts[knob]} | 1 | "
+            f"{100 * r['online_accuracy_ema']:.1f}% | {r['max_programs_per_cell']} | "
+            f"{r['max_writes_per_cell']} |"
+        )
+        assert row in table, row
+    assert table.count("| shift |") == 6

@@ -84,7 +84,7 @@ def test_lifetime_budget_throttles_flushes(tmp_path: Path) -> None:
     target_days = round(10 * 365.25)
     acc_free, days_free = _lifetime_run(tmp_path, "free")
     acc_budget, days_budget = _lifetime_run(
-        tmp_path, "budget", lifetime_years=10.0, samples_per_second=10.0
+        tmp_path, "budget", lifetime_years=10.0, sample_rate_hz=10.0
     )
     print(f"no budget: {days_free} days, acc {acc_free:.4f}; "
           f"budget: {days_budget} days, acc {acc_budget:.4f}")

@@ -93,3 +93,30 @@ def test_qemu_report_counts_instructions_per_sample() -> None:
     assert "instructions per sample" in res.markdown()
     host = pipeline.emulate(built("lrt-maxnorm"), samples=8, progress=False)
     assert host.instructions_per_sample is None
+
+
+@pytest.mark.parametrize(
+    ("scheme", "overrides"),
+    [("sgd-batch", {}), ("lrt-maxnorm", {"write_policy": "gated", "gate_errors": 2})],
+    ids=["sgd-batch", "lrt-maxnorm-gated"],
+)
+def test_batched_schemes_and_their_policy_match_host(
+    scheme: str, overrides: dict[str, object]
+) -> None:
+    """sgd-batch's int32 sums, the gated write policy and the NVM wear counters (WEAR) on
+    the M4 are the host's, bit for bit."""
+
+    def run(board: str) -> tuple[np.ndarray, np.ndarray, object, object, bytes]:
+        build = built(scheme, board, **overrides)
+        model = Model.load(build / "ir")
+        size = json.loads((build / "report.json").read_text())["blob_size"]
+        st = make_stream("shift", load_dataset("mnist5k"), SAMPLES, seed=5)
+        with open_device(build) as dev:
+            logits, preds = dev.train_many(model.quantize_input(st.x), st.y)
+            return logits, preds, dev.stats(), dev.wear(), dev.read_all_blob(size)
+
+    host, arm = run("host"), run("mps2-an386")
+    assert np.array_equal(arm[1], host[1]) and np.array_equal(arm[0], host[0])
+    assert arm[2] == host[2] and arm[4] == host[4]
+    assert arm[3] == host[3], f"wear differs: {arm[3]} vs {host[3]}"
+    assert host[2].flushes > 0  # type: ignore[attr-defined]

@@ -94,3 +94,34 @@ def test_weight_bits_and_epochs_ranges(field: str, value: int) -> None:
     with pytest.raises(UserError, match=f"field '{field}'"):
         load_config(None, **{field: value})
     assert load_config(None, epochs=0, weight_bits=2).epochs == 0
+
+
+def test_write_policy_fields() -> None:
+    cfg = load_config(None)
+    assert cfg.write_policy == "fixed" and cfg.scheme == "lrt-maxnorm"  # today's behaviour
+    keys = dict(
+        parse_setting(s)
+        for s in ("write_policy=gated", "gate_errors=3", "lifetime_years=10", "sample_rate_hz=10")
+    )
+    cfg = load_config(None, scheme="sgd-batch", **keys)
+    assert (cfg.write_policy, cfg.gate_errors, cfg.lifetime_years) == ("gated", 3, 10.0)
+    for bad, needle in (
+        ({"write_policy": "lazy"}, "field 'write_policy' is 'lazy'"),
+        ({"gate_cells": 1.5}, "field 'gate_cells' is 1.5"),
+        ({"sample_rate_hz": 0.0}, "field 'sample_rate_hz'"),
+    ):
+        with pytest.raises(UserError, match=needle):
+            load_config(None, **bad)
+
+
+def test_one_set_takes_several_fields() -> None:
+    from lrt.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["--out", "x", "--set", "lifetime_years=10", "sample_rate_hz=10", "--set", "rank=2"]
+    )
+    assert dict(map(parse_setting, args.set)) == {
+        "lifetime_years": 10.0,
+        "sample_rate_hz": 10.0,
+        "rank": 2,
+    }

@@ -150,6 +150,7 @@ def test_proto_constants_match_c() -> None:
     assert define("LRT_PROTO_STATS_HEAD_SIZE") == P.STATS_HEAD_SIZE
     assert define("LRT_PROTO_STATS_LAYER_SIZE") == P.STATS_LAYER_SIZE
     assert define("LRT_PROTO_FLAG_MAX_NORM") == P.FLAG_MAX_NORM
+    assert define("LRT_PROTO_WEAR_HEAD_SIZE") == P.WEAR_HEAD_SIZE
     msgs = _c_enum(h, "LRT_MSG_")
     assert {k.removeprefix("LRT_MSG_"): v for k, v in msgs.items() if k != "LRT_MSG_REPLY"} == {
         m.name: int(m) for m in P.MsgType
@@ -176,3 +177,13 @@ def test_schemes_match_training_library() -> None:
     for scheme in P.Scheme:
         assert P.SCHEME_NAMES[scheme] in SCHEMES
     assert "lrt-maxnorm" in SCHEMES
+
+
+def test_wear_reply() -> None:
+    payload = struct.pack("<IIIIII", 1, 7, 9, 5, 6, 0)
+    w = P.Wear.parse(payload)
+    assert (w.tech, w.max_blob, w.max_meta, w.layers) == ("flash", 7, 9, (5, 6, 0))
+    assert w.max_erases_per_page == 9  # flash: a page program follows its erase
+    assert P.Wear.parse(struct.pack("<III", 2, 3, 4)).max_erases_per_page == 0  # RRAM
+    with pytest.raises(P.FrameError):
+        P.Wear.parse(b"\0" * 14)

@@ -313,4 +313,7 @@ def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
         b.ram_items["train: LRT gradient block buffer"] = 4 * lrt_block_words(
             trainable, cfg.lrt_block
         )
+    if cfg.scheme == "sgd-batch":
+        # the exact sum: one int32 per trainable weight (lrt_train.h, buffers.grad_acc)
+        b.ram_items["train: sgd-batch gradient sums (n x m int32)"] = 4 * sizes["cell_count"]
     return b

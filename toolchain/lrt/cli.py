@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scheme",
-        choices=("inference", "bias", "sgd", "lrt", "lrt-maxnorm"),
+        choices=("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm"),
         help="on-device training scheme (default lrt-maxnorm; inference for imported models)",
     )
     p.add_argument(
@@ -84,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed for data split, training and on-device RNG")
     p.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="any config field, e.g. --set rank=8 --set lr=0.005 (repeatable; beats --config)",
+        help="any config field, e.g. --set rank=8 lr=0.005 (repeatable; beats --config)",
     )
     p.add_argument(
         "--train-layers",
@@ -163,7 +164,7 @@ def emulate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--nvm-report",
         type=Path,
-        help="inspect this NVM image and exit (with --build: by that build's geometry)",
+        help="inspect this NVM image and exit (with --build: by that build's geometry, and programs per cell of each layer)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -178,7 +179,10 @@ def _emulate(args: argparse.Namespace) -> int:
         geometry = None
         if args.build is not None:
             geometry = store.build_geometry(*pipeline.load_build(args.build))
-        print(nvm.render_report(store.inspect(args.nvm_report, geometry)))
+        rep = store.inspect(args.nvm_report, geometry)
+        print(nvm.render_report(rep))
+        if args.build is not None:
+            print(pipeline.layer_wear_text(args.build, rep))
         return 0
     if args.build is None:
         raise UserError("--build DIR is required (the directory written by lrt-build)")

@@ -22,6 +22,7 @@ from lrt.budget import kernel_buffer_size, lrt_block_words, train_buffer_sizes
 from lrt.build import render, write_if_changed
 from lrt.config import BuildConfig
 from lrt.model import Layer, Model
+from lrt.policy import policy_of
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "firmware_templates"
 LIB_DIR = TEMPLATES / "lib"
@@ -40,6 +41,7 @@ SCHEME_ENUM = {
     "sgd": "LRT_SCHEME_SGD",
     "lrt": "LRT_SCHEME_LRT",
     "lrt-maxnorm": "LRT_SCHEME_LRT",
+    "sgd-batch": "LRT_SCHEME_SGD_BATCH",
 }
 
 
@@ -412,6 +414,10 @@ def firmware_context(
         )
     fp = bytes.fromhex(model.fingerprint()[:8])
     lifetime = config.lifetime_years
+    # a lifetime target is the gated policy's write budget; under the fixed policy it drives
+    # the NVM layer's throttle (lrt_nvm_budget) as before
+    throttle = bool(lifetime) and config.write_policy == "fixed"
+    pol = policy_of(config, board.nvm.endurance, geo.layout().n_slots if geo else 2)
     ctx.update(
         {
             "act_size": sizes["act_size"],
@@ -443,12 +449,14 @@ def firmware_context(
             "nvm_wear_unit": geo.wear_unit if geo else 0,
             "nvm_chunk_size": chunk,
             "nvm_work_size": nvm.work_size(geo, chunk) if geo else 4,
-            "budget_endurance": board.nvm.endurance if lifetime else 0,
+            "budget_endurance": board.nvm.endurance if throttle else 0,
             "budget_days": round(lifetime * 365.25) if lifetime else 0,
-            "budget_rate_mhz": round(config.samples_per_second * 1000),
+            "budget_rate_mhz": round(config.sample_rate_hz * 1000),
             # no wear may run ahead of the linear schedule: then the lifetime projected from
             # the wear so far never drops below the target
             "budget_burst": 0,
+            "sgd_batch": config.scheme == "sgd-batch",
+            "policy": pol,
             "fp_bytes": [f"0x{b:02x}u" for b in fp],
         }
     )

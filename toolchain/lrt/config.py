@@ -22,7 +22,10 @@ from typing import Any, get_args, get_type_hints
 from lrt.errors import UserError
 
 PRESETS: tuple[str, ...] = ("mcu", "paper", "tiny", "mcu-bn", "paper-bn")
-SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
+SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm")
+# schemes that batch their weight updates and write them under the write policy
+BATCHED_SCHEMES: tuple[str, ...] = ("sgd-batch", "lrt", "lrt-maxnorm")
+WRITE_POLICIES: tuple[str, ...] = ("fixed", "gated")
 LRT_MODES: tuple[str, ...] = ("unbiased", "biased")
 MAX_EPOCHS = 10_000
 
@@ -60,12 +63,22 @@ class BuildConfig:
     # per-tensor gradient max-norm: "auto" = on for lrt-maxnorm only (the paper's schemes);
     # "on"/"off" force it, e.g. bias-only training with max-norm (the paper's ablation)
     max_norm: str = "auto"
-    # NVM endurance budget
+    # write policy of the batched schemes (firmware_templates/lib/lrt_policy.h): "fixed" writes
+    # every pseudo-batch whose update changes rho_min of the layer's cells (the paper);
+    # "gated" writes only when at least gate_errors of the samples since the layer's last
+    # write were mispredicted and the update changes gate_cells of its cells (0: rho_min),
+    # within the write budget that lifetime_years sets
+    write_policy: str = "fixed"
+    gate_errors: int = 2
+    gate_cells: float = 0.0
+    write_burst: int = 0  # gated: commits the budget lets run ahead of its schedule
     # exact per-cell write counters in the firmware (uint32 x 2 per weight cell): "auto" when
     # the board's RAM has room, else the trainer reports upper bounds
     cell_counters: str = "auto"
+    # lifetime the device must reach on the board's NVM endurance, at sample_rate_hz samples
+    # per second: a write budget (gated policy) or the NVM layer's throttle (fixed policy)
     lifetime_years: float | None = None
-    samples_per_second: float = 1.0
+    sample_rate_hz: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, origin: str = "config") -> BuildConfig:
@@ -105,8 +118,19 @@ class BuildConfig:
             raise bad("weight_bits", f"is {self.weight_bits}; expected 2..8")
         if self.lifetime_years is not None and self.lifetime_years <= 0:
             raise bad("lifetime_years", f"is {self.lifetime_years}; expected > 0")
-        if self.samples_per_second <= 0:
-            raise bad("samples_per_second", f"is {self.samples_per_second}; expected > 0")
+        if self.sample_rate_hz <= 0:
+            raise bad("sample_rate_hz", f"is {self.sample_rate_hz}; expected > 0")
+        if self.write_policy not in WRITE_POLICIES:
+            raise bad(
+                "write_policy",
+                f"is {self.write_policy!r}; expected one of {', '.join(WRITE_POLICIES)}",
+            )
+        if not 0 <= self.gate_errors <= 65535:
+            raise bad("gate_errors", f"is {self.gate_errors}; expected 0..65535")
+        if not 0.0 <= self.gate_cells <= 1.0:
+            raise bad("gate_cells", f"is {self.gate_cells}; expected 0..1")
+        if self.write_burst < 0:
+            raise bad("write_burst", f"is {self.write_burst}; expected >= 0")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -115,7 +139,7 @@ class BuildConfig:
         if not 0 <= self.seed <= 0xFFFFFFFF:
             raise bad("seed", f"is {self.seed}; expected 0..4294967295")
         for key, top in (("epochs", MAX_EPOCHS), ("kappa_th", 1e9),
-                         ("samples_per_second", 1e6), ("lifetime_years", 1000.0)):
+                         ("sample_rate_hz", 1e6), ("lifetime_years", 1000.0)):
             value = getattr(self, key)
             if value is not None and value > top:
                 raise bad(key, f"is {value}; expected <= {top:g}")

@@ -25,7 +25,7 @@ from lrt.config import PRESETS, parse_setting
 from lrt.errors import UserError
 
 ENVIRONMENTS: tuple[str, ...] = ("control", "shift", "analog", "digital")
-SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
+SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm")
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,11 @@ def parser(
     )
     p.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="a build-config field for every cell, e.g. --set epochs=0 (repeatable)",
+        help="build-config fields for every cell, e.g. --set epochs=0 rank=8 (repeatable)",
     )
     p.add_argument(
         "--sweep",
@@ -84,6 +85,14 @@ def parser(
         metavar="KEY=V1,V2,...",
         help="ablation / hyper-parameter sweep: one cell per value (repeatable: cartesian "
         "product), e.g. --sweep rank=1,2,4,8 --sweep weight_bits=2,4,8",
+    )
+    p.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        metavar="SCHEME:KEY=V1,V2,...",
+        help="one scheme's own axis, for the wear-accuracy frontier (repeatable), e.g. "
+        "--knob sgd:lr=0.003,0.01,0.03 --knob lrt-maxnorm:gate_errors=1,2,4",
     )
     p.add_argument(
         "--last-n",
@@ -125,6 +134,27 @@ def parse_options(sets: list[str], sweeps: list[str]) -> list[tuple[tuple[str, A
     for picked in itertools.product(*axes):
         combos.append(tuple(sorted({**fixed, **dict(picked)}.items())))
     return combos
+
+
+def parse_knobs(
+    knobs: list[str], schemes: list[str], taken: set[str]
+) -> dict[str, list[tuple[tuple[str, Any], ...]]]:
+    """--knob SCHEME:KEY=V1,V2: per scheme, the option sets of its own axes (cartesian)."""
+    axes: dict[str, list[list[tuple[str, Any]]]] = {}
+    for item in knobs:
+        scheme, sep, rest = item.partition(":")
+        scheme = scheme.strip()
+        if not sep or scheme not in schemes:
+            raise UserError(f"--knob {item!r}: expected SCHEME:KEY=V1,V2 with a scheme of "
+                            f"--schemes ({', '.join(schemes)})")  # fmt: skip
+        key = rest.partition("=")[0].strip().replace("-", "_")
+        if key in RESERVED_OPTIONS or key in MODEL_OPTIONS or key in taken:
+            raise UserError(f"--knob {item!r}: '{key}' cannot be a scheme's own axis here")
+        axis = parse_options([], [rest])
+        if any(key == a[0][0][0] for a in axes.get(scheme, [])):
+            raise UserError(f"--knob {item!r}: '{key}' is given twice for {scheme}")
+        axes.setdefault(scheme, []).append([c[0] for c in axis])
+    return {s: [tuple(sorted(p)) for p in itertools.product(*a)] for s, a in axes.items()}
 
 
 def _split(text: str, allowed: Iterable[str], what: str) -> list[str]:
@@ -284,12 +314,25 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise UserError(
             f"--model-dir fixes the offline model; {', '.join(model_keys)} cannot be set with it"
         )
+    taken = {k for c in combos for k, _ in c}
+    knobs = parse_knobs(args.knob, schemes, taken)
     cells = [
-        Cell(env, scheme, seed, args.samples, segment, args.preset, args.board, options, last_n)
+        Cell(
+            env,
+            scheme,
+            seed,
+            args.samples,
+            segment,
+            args.preset,
+            args.board,
+            tuple(sorted(options + own)),
+            last_n,
+        )
         for options in combos
         for seed in seeds
         for env in envs
         for scheme in schemes
+        for own in knobs.get(scheme, [()])
     ]
     run_grid(
         args.out,

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-SCHEME_ORDER = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
+SCHEME_ORDER = ("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm")
 
 
 def _by_env(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -40,12 +40,16 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{s}:acc_ema"] = _mean(rs, "online_accuracy_ema")
             row[f"{s}:acc"] = _mean(rs, "online_accuracy")
             row[f"{s}:max_writes"] = _max(rs, "max_writes_per_cell")
+            row[f"{s}:max_programs"] = _max(rs, "max_programs_per_cell")
         sgd = schemes.get("sgd", [])
         lrt = schemes.get("lrt-maxnorm") or schemes.get("lrt") or []
         if sgd and lrt:
             lw = max(_max(lrt, "max_writes_per_cell"), 1.0)
             row["paper_ratio"] = _max(sgd, "paper_sgd_writes") / lw
             row["honest_ratio"] = _max(sgd, "max_writes_per_cell") / lw
+            row["programs_ratio"] = _max(sgd, "max_programs_per_cell") / max(
+                _max(lrt, "max_programs_per_cell"), 1.0
+            )
         rows.append(row)
     return rows
 
@@ -54,15 +58,18 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     rows = summary_rows(results)
     schemes = [s for s in SCHEME_ORDER if any(f"{s}:acc_ema" in r for r in rows)]
     head = "| environment | " + " | ".join(f"{s} acc" for s in schemes)
+    head += " | " + " | ".join(f"{s} max programs" for s in schemes if s != "inference")
     head += " | " + " | ".join(f"{s} max writes" for s in schemes if s != "inference")
-    head += " | SGD(paper) / LRT | SGD(real) / LRT |"
+    head += " | SGD / LRT programs | SGD(paper) / LRT writes | SGD(logical) / LRT writes |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         cells = [r["env"]]
         cells += [f"{100 * r.get(f'{s}:acc_ema', float('nan')):.1f}%" for s in schemes]
-        cells += [
-            f"{r.get(f'{s}:max_writes', float('nan')):.0f}" for s in schemes if s != "inference"
-        ]
+        for what in ("max_programs", "max_writes"):
+            cells += [
+                f"{r.get(f'{s}:{what}', float('nan')):.0f}" for s in schemes if s != "inference"
+            ]
+        cells.append(f"{r['programs_ratio']:.1f}x" if "programs_ratio" in r else "-")
         cells.append(f"{r['paper_ratio']:.0f}x" if "paper_ratio" in r else "-")
         cells.append(f"{r['honest_ratio']:.1f}x" if "honest_ratio" in r else "-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -151,10 +158,12 @@ def write_grid_report(out: Path, results: list[dict[str, Any]]) -> Path:
     plots.mkdir(parents=True, exist_ok=True)
     if any(r["cell"].get("options") for r in results):
         # a sweep: averaging over option values would mix different configurations
+        from lrt.frontier import frontier_section
         from lrt.sweep_report import sweep_section
 
         path = out / "REPORT.md"
-        path.write_text("\n".join(["# Experiment sweep", "", *sweep_section(plots, results)]))
+        md = ["# Experiment sweep", "", *sweep_section(plots, results)]
+        path.write_text("\n".join([*md, *frontier_section(plots, results)]))
         return path
     md = ["# Experiment grid", "", markdown_table(results)]
     for env, schemes in sorted(_by_env(results).items()):
@@ -163,6 +172,9 @@ def write_grid_report(out: Path, results: list[dict[str, Any]]) -> Path:
         for name in _plot_env(plots, env, schemes):
             md.append(f"![{name}](plots/{name})")
         md.append("")
+    from lrt.frontier import frontier_section
+
+    md += frontier_section(plots, results)
     path = out / "REPORT.md"
     path.write_text("\n".join(md) + "\n")
     return path

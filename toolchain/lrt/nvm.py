@@ -291,6 +291,19 @@ class NvmReport:
     def worst(self) -> int:
         return max(self.max_blob_writes, self.max_meta_writes)
 
+    def max_range(self, offset: int, length: int) -> int:
+        """Most programs, over every slot, of the units holding blob bytes [offset, offset +
+        length) (lrt_nvm_wear_range)."""
+        if self.wear is None or self.layout is None or length <= 0:
+            return 0
+        lay = self.layout
+        if self.tech == "flash":
+            u0, u1 = (lay.meta_size + offset) // lay.unit_size, (
+                lay.meta_size + offset + length - 1) // lay.unit_size
+        else:
+            u0, u1 = 1 + offset // lay.unit_size, 1 + (offset + length - 1) // lay.unit_size
+        return int(self.wear[:, u0 : u1 + 1].max())
+
 
 def _geometry_of(h: SlotHeader, image_size: int) -> NvmGeometry | None:
     """The geometry a header claims, if it is one the firmware could have mounted with: its

@@ -36,6 +36,7 @@ class BuildResult:
     accuracy: dict[str, float] = field(default_factory=dict)
     platformio: Path | None = None
     footprint: dict[str, int] | None = None
+    write_budget: str | None = None
 
     def summary(self) -> str:
         lines = [
@@ -55,6 +56,8 @@ class BuildResult:
                 f"ELF          text {fp['text']:,d} B, data {fp['data']:,d} B, bss {fp['bss']:,d} B"
                 f" -> flash {fp['flash']:,d} B, RAM {fp['ram']:,d} B (stack {fp['stack']:,d} B)"
             )
+        if self.write_budget:
+            lines.append(f"write budget {self.write_budget}")
         lines.append("")
         lines.append(self.budget.table())
         return "\n".join(lines)
@@ -232,6 +235,7 @@ def build(
     if window:
         budget.ram_items["NVM commit window"] = window
     budget.check(brd)
+    pol = _policy(cfg, brd, model)
     src = out / "src"
     counters = {"on": True, "off": False}.get(cfg.cell_counters) or (
         cfg.cell_counters == "auto" and codegen.counters_fit(model, brd, budget.ram)
@@ -272,6 +276,7 @@ def build(
         "exact_write_counters": counters,
         "platformio_project": str(pio_ini.parent.relative_to(out)) if pio_ini else None,
         "blob_size": codegen.blob_layout(model).size,
+        "write_policy": asdict(pol),
         "build_seconds": round(time.monotonic() - t0, 1),
     }
     report_path = out / REPORT_NAME
@@ -287,6 +292,12 @@ def build(
         accuracy=accuracy,
         platformio=pio_ini.parent if pio_ini else None,
         footprint=report["footprint"],
+        write_budget=(
+            f"one weight commit per {pol.samples_per_commit:,d} samples "
+            f"({cfg.lifetime_years:g} years at {cfg.sample_rate_hz:g} samples/s)"
+            if pol.samples_per_commit
+            else None
+        ),
     )
 
 
@@ -315,6 +326,14 @@ def read_report(path: Path, config: bool = True) -> dict[str, Any]:
             if not isinstance(where.get(key), kind) or isinstance(where.get(key), bool):
                 raise UserError(f"{path}: field {key!r} missing or of the wrong type")
     return report
+
+
+def _policy(cfg: BuildConfig, brd: Any, model: Model) -> Any:
+    """The firmware's write policy (the budget needs the store's slot count)."""
+    from lrt.policy import policy_of
+
+    endurance, slots = _nvm_facts_of(brd, model)
+    return policy_of(cfg, endurance, slots or 2)
 
 
 def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:
@@ -439,6 +458,33 @@ def qemu_instructions_per_sample(
     return (b - a) / (k2 - k1)
 
 
+def layer_wear_text(build_dir: Path, rep: Any) -> str:
+    """Max programs per cell of every weight layer, read from an NVM image's wear table."""
+    _, model = load_build(build_dir)
+    layout = codegen.blob_layout(model)
+    rows = ["Programs per cell (max over slots) by weight layer:"]
+    for i, lay in enumerate(model.layers):
+        if lay.has_weights:
+            n = int(lay.weights.size)  # type: ignore[union-attr]
+            rows.append(f"  {lay.name:<12} {rep.max_range(layout.w_offset[i], n)}")
+    return "\n".join(rows)
+
+
+def _nvm_facts(report: dict[str, Any], model: Model) -> tuple[int, int]:
+    """(endurance, slots) of the build's weight store."""
+    from lrt import boards
+
+    return _nvm_facts_of(boards.load_board(report["board"]), model)
+
+
+def _nvm_facts_of(board: Any, model: Model) -> tuple[int, int]:
+    try:
+        geo = codegen.nvm_geometry(board, codegen.blob_layout(model).size)
+        return int(board.nvm.endurance), geo.layout().n_slots
+    except ValueError:
+        return int(board.nvm.endurance), 0
+
+
 DRIFT_PERIOD = 10  # the paper's d: drift is applied every d samples
 
 
@@ -528,6 +574,7 @@ def emulate(
             progress=progress,
             desc=f"{report['board']} {cfg['scheme']} {stream} (requests)",
         )
+        wear = dev.wear()
     seconds = time.monotonic() - t0
     stats = None
     for (req, at), (msg_type, payload) in zip(plan, replies, strict=True):
@@ -561,6 +608,7 @@ def emulate(
     )
     result.writes_curve = curve
     result.store = store_text
+    result.add_wear(wear, *_nvm_facts(report, model), cfg.get("sample_rate_hz", 1.0))
     if emulator in ("auto", "qemu") and count_instructions:
         result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, xq, st.y)
     if json_path is not None:

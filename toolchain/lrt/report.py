@@ -49,6 +49,35 @@ class OnlineResult:
     instructions_per_sample: float | None = None
     # the device's weight store at boot (HELLO): generation, fallback, degraded, ...
     store: str = ""
+    # Physical wear, from the NVM layer's own counters (WEAR request): programs of the most
+    # programmed weight cell (slot catch-up copies and drift re-writes included), of the
+    # metadata, erases of the most erased page (flash), and the lifetime they project
+    nvm_tech: str = "none"
+    max_programs_per_cell: int = 0
+    max_programs_meta: int = 0
+    max_erases_per_page: int = 0
+    endurance: int = 0
+    sample_rate_hz: float = 0.0
+    lifetime_years: float | None = None  # this build, at the wear observed
+    sgd_lifetime_years: float | None = None  # per-sample SGD on the same NVM
+
+    def add_wear(self, wear: Any, endurance: int, n_slots: int, sample_rate_hz: float) -> None:
+        """Fill the physical-wear fields from a WEAR reply (lrt.emulate.protocol.Wear)."""
+        from lrt.policy import lifetime_years, sgd_lifetime_years
+
+        self.nvm_tech = wear.tech
+        for lay, programs in zip(self.layers, wear.layers, strict=True):
+            lay["max_programs_per_cell"] = int(programs)
+        self.max_programs_per_cell = max((int(p) for p in wear.layers), default=0)
+        self.max_programs_meta = int(wear.max_meta)
+        self.max_erases_per_page = int(wear.max_erases_per_page)
+        if wear.tech == "none":
+            return
+        self.endurance = endurance
+        self.sample_rate_hz = sample_rate_hz
+        worst = max(wear.max_blob, wear.max_meta)
+        self.lifetime_years = lifetime_years(endurance, worst, self.samples, sample_rate_hz)
+        self.sgd_lifetime_years = sgd_lifetime_years(endurance, n_slots, sample_rate_hz)
 
     @classmethod
     def from_run(
@@ -117,8 +146,23 @@ class OnlineResult:
             f"| online accuracy (mean) | {self.online_accuracy:.4f} |",
             f"| online accuracy (EMA 0.999, end) | {self.online_accuracy_ema:.4f} |",
             f"| online accuracy (last {self.last_n}) | {self.online_accuracy_last_n:.4f} |",
-            f"| max writes per cell | {self.max_writes_per_cell} |",
+            f"| max programs per cell (NVM, physical) | {self.max_programs_per_cell} |",
+            f"| max writes per cell (logical value changes) | {self.max_writes_per_cell} |",
         ]
+        if self.nvm_tech != "none":
+            lines.append(f"| max programs of the metadata | {self.max_programs_meta} |")
+        if self.nvm_tech == "flash":
+            lines.append(f"| max erases per page | {self.max_erases_per_page} |")
+        if self.lifetime_years is not None:
+            lines.append(
+                f"| projected lifetime (endurance {self.endurance:,d}, "
+                f"{self.sample_rate_hz:g} samples/s) | {self.lifetime_years:.3g} years |"
+            )
+        if self.sgd_lifetime_years is not None:
+            lines.append(
+                f"| per-sample SGD on the same NVM (one commit per sample) | "
+                f"{self.sgd_lifetime_years:.3g} years |"
+            )
         if self.paper_sgd_writes is not None:
             lines.append(f"| paper_sgd_writes (per-pixel accounting) | {self.paper_sgd_writes} |")
         lines += [
@@ -131,14 +175,14 @@ class OnlineResult:
                 else []
             ),
             "",
-            "| layer | cells | max writes/cell | mean writes/cell |"
+            "| layer | cells | max programs/cell | max writes/cell | mean writes/cell |"
             + (" paper per-pixel max |" if self.paper_sgd_writes is not None else ""),
-            "|---|---|---|---|" + ("---|" if self.paper_sgd_writes is not None else ""),
+            "|---|---|---|---|---|" + ("---|" if self.paper_sgd_writes is not None else ""),
         ]
         for lay in self.layers:
             row = (
-                f"| {lay['layer']} | {lay['cells']} | {lay['max_writes_per_cell']} | "
-                f"{lay['mean_writes_per_cell']:.3f} |"
+                f"| {lay['layer']} | {lay['cells']} | {lay.get('max_programs_per_cell', 0)} | "
+                f"{lay['max_writes_per_cell']} | {lay['mean_writes_per_cell']:.3f} |"
             )
             if self.paper_sgd_writes is not None:
                 row += f" {lay['paper_sgd_writes']} |"

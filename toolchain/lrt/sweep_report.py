@@ -43,6 +43,11 @@ def group_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "acc_last_std": float(last.std()) if len(rs) > 1 else 0.0,
                 "acc_ema": float(np.mean([r["online_accuracy_ema"] for r in rs])),
                 "max_writes": int(max(r["max_writes_per_cell"] for r in rs)),
+                "max_programs": int(max(r.get("max_programs_per_cell", 0) for r in rs)),
+                "paper_sgd_writes": max(
+                    (int(r["paper_sgd_writes"]) for r in rs if r.get("paper_sgd_writes")),
+                    default=None,
+                ),
             }
         )
     return rows
@@ -53,7 +58,8 @@ def markdown_sweep(rows: list[dict[str, Any]]) -> str:
     all_keys = sorted({k for r in rows for k in r["options"]})
     keys = [k for k in all_keys if _varies(rows, k)] if len(rows) > 1 else all_keys
     fixed = [f"`{k}={rows[0]['options'].get(k)}`" for k in all_keys if k not in keys]
-    head = ["environment", "scheme", *keys, "seeds", "acc last N", "acc EMA", "max writes"]
+    head = ["environment", "scheme", *keys, "seeds", "acc last N", "acc EMA",
+            "max programs/cell", "max writes/cell", "paper SGD writes"]  # fmt: skip
     lines = [f"Every cell: {', '.join(fixed)}.", ""] if fixed else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -63,7 +69,9 @@ def markdown_sweep(rows: list[dict[str, Any]]) -> str:
             str(r["seeds"]),
             f"{100 * r['acc_last']:.1f}%{std} (N={r['last_n']})",
             f"{100 * r['acc_ema']:.1f}%",
+            str(r["max_programs"]),
             str(r["max_writes"]),
+            "-" if r["paper_sgd_writes"] is None else str(r["paper_sgd_writes"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -79,7 +87,11 @@ def heat_maps(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     by_panel: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_panel[(r["env"], r["scheme"])].append(r)
-    for (env, scheme), rs in sorted(by_panel.items()):
+    for (env, scheme), panel in sorted(by_panel.items()):
+        # per-scheme knobs (--knob) vary one key in some schemes only
+        rs = [r for r in panel if ky in r["options"] and kx in r["options"]]
+        if not rs:
+            continue
         ys = sorted({r["options"][ky] for r in rs})
         xs = sorted({r["options"][kx] for r in rs})
         grid = np.full((len(ys), len(xs)), np.nan)

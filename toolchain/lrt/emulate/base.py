@@ -333,6 +333,9 @@ class Device:
     def stats(self) -> P.Stats:
         return P.Stats.parse(self.request(P.MsgType.STATS))
 
+    def wear(self) -> P.Wear:
+        return P.Wear.parse(self.request(P.MsgType.WEAR))
+
     def read_blob(self, offset: int, length: int) -> bytes:
         """Up to length bytes of the weight blob at offset (fewer at its end)."""
         return self.request(P.MsgType.READ, P.read_payload(offset, length))

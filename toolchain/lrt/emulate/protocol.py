@@ -27,6 +27,7 @@ REPLY = 0x80
 INFO_SIZE = 26
 STATS_HEAD_SIZE = 8
 STATS_LAYER_SIZE = 12
+WEAR_HEAD_SIZE = 12
 FLAG_MAX_NORM = 0x01
 # INFO.store: the weight store's state at boot (LRT_PROTO_STORE_* of lrt_proto.h)
 STORE_FLAGS = {
@@ -59,6 +60,7 @@ class MsgType(IntEnum):
     DRIFT = 0x07
     WRITE = 0x08
     COMMIT = 0x09
+    WEAR = 0x0A
     ERROR = 0xFF
 
 
@@ -67,6 +69,7 @@ class Scheme(IntEnum):
     BIAS = 1
     SGD = 2
     LRT = 3
+    SGD_BATCH = 4
 
 
 class DriftKind(IntEnum):
@@ -226,6 +229,7 @@ SCHEME_NAMES = {
     Scheme.BIAS: "bias",
     Scheme.SGD: "sgd",
     Scheme.LRT: "lrt",
+    Scheme.SGD_BATCH: "sgd-batch",
 }
 
 
@@ -321,6 +325,33 @@ class Stats:
     @property
     def max_writes(self) -> int:
         return max((lay.max_writes for lay in self.layers), default=0)
+
+
+NVM_TECH = {0: "none", 1: "flash", 2: "rram"}
+
+
+@dataclass(frozen=True)
+class Wear:
+    """WEAR reply: the weight store's physical wear, from the NVM layer's own counters."""
+
+    tech: str  # none (weights in the firmware image), flash or rram
+    max_blob: int  # most programs of any blob unit (weights, bias/batch-norm snapshots)
+    max_meta: int  # most programs of a slot's metadata (header + wear table)
+    layers: tuple[int, ...]  # per weight layer: max programs per cell of its weights
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Wear:
+        n = len(payload) - WEAR_HEAD_SIZE
+        if n < 0 or n % 4:
+            raise FrameError(f"WEAR payload of {len(payload)} bytes is not 12 + 4k")
+        tech, blob, meta = struct.unpack_from("<III", payload)
+        layers = struct.unpack_from(f"<{n // 4}I", payload, WEAR_HEAD_SIZE)
+        return cls(NVM_TECH.get(tech, str(tech)), blob, meta, tuple(int(v) for v in layers))
+
+    @property
+    def max_erases_per_page(self) -> int:
+        """Flash: every program of a page follows its erase; RRAM has no erase."""
+        return max(self.max_blob, self.max_meta) if self.tech == "flash" else 0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,23 @@
+/* policy_driver.c - lrt_policy on many cases: for each line of stdin
+ *   kind gate_errors gate_cells_q16 samples_per_commit burst errors commits samples cells rho
+ * prints "due min_cells". */
+#include <stdio.h>
+
+#include "lrt_policy.h"
+
+int main(void)
+{
+    unsigned long v[10];
+    while (scanf("%lu %lu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3], &v[4],
+                 &v[5], &v[6], &v[7], &v[8], &v[9]) == 10) {
+        lrt_policy p;
+        p.kind = (uint8_t)v[0];
+        p.gate_errors = (uint16_t)v[1];
+        p.gate_cells_q16 = (uint32_t)v[2];
+        p.samples_per_commit = (uint32_t)v[3];
+        p.burst = (uint32_t)v[4];
+        printf("%d %lu\n", lrt_policy_due(&p, (uint32_t)v[5], (uint32_t)v[6], (uint32_t)v[7]),
+               (unsigned long)lrt_policy_min_cells(&p, (uint32_t)v[8], (uint32_t)v[9]));
+    }
+    return 0;
+}

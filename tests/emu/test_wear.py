@@ -1,0 +1,135 @@
+"""Physical wear as reported by the firmware's NVM layer (WEAR) against the NVM image's own
+wear table, for every scheme that writes weights; the lifetime it projects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from e2e_support import built
+from lrt import codegen, nvm, pipeline
+from lrt.config import BuildConfig
+from lrt.data import load_dataset, make_stream
+from lrt.emulate import open_device
+from lrt.model import Model
+from lrt.policy import policy_of, samples_per_commit
+
+pytestmark = pytest.mark.slow
+SAMPLES = 200
+
+
+@pytest.mark.parametrize(
+    ("scheme", "overrides"),
+    [
+        ("sgd", {}),
+        ("sgd-batch", {}),
+        ("lrt-maxnorm", {}),
+        ("lrt-maxnorm", {"write_policy": "gated", "gate_errors": 3}),
+    ],
+    ids=["sgd", "sgd-batch", "lrt-maxnorm", "lrt-maxnorm-gated"],
+)
+def test_programs_per_cell_are_the_nvm_wear_table(
+    tmp_path: Path, scheme: str, overrides: dict[str, object]
+) -> None:
+    build = built(scheme, **overrides)
+    image = tmp_path / "nvm.img"
+    model = Model.load(build / "ir")
+    st = make_stream("shift", load_dataset("mnist5k"), SAMPLES, seed=100, segment=50)
+    with open_device(build, pipeline.load_build(build)[0], nvm_path=image) as dev:
+        dev.train_many(model.quantize_input(st.x), st.y)
+        stats, wear = dev.stats(), dev.wear()
+        # the image is the device's mapped NVM: read it while the device still runs (its
+        # closing BYE persists the biases in one more commit)
+        rep = nvm.inspect_image(image)
+    assert rep.layout is not None and rep.wear is not None
+    slots = rep.layout.n_slots
+    layout = codegen.blob_layout(model)
+    offsets = [layout.w_offset[i] for i, lay in enumerate(model.layers) if lay.has_weights]
+    cells = [lay.n_weights for lay in model.layers if lay.has_weights]
+    assert wear.tech == "rram" and wear.max_erases_per_page == 0
+    assert (wear.max_blob, wear.max_meta) == (rep.max_blob_writes, rep.max_meta_writes)
+    for programs, logical, off, n in zip(wear.layers, stats.layers, offsets, cells, strict=True):
+        # the device's figure is the image's wear table, read independently here
+        assert programs == rep.max_range(off, n)
+        # every logical change is programmed into the commit's slot; round robin spreads
+        # them over the slots, so the most-worn copy carries at least its share
+        assert programs * slots >= logical.max_writes
+        if scheme != "sgd":
+            # batched writes come in increasing offsets: one program per commit into a
+            # slot at most, plus the factory set (sgd writes the layers last to first, and
+            # a write below an earlier one programs its window again: lrt_nvm.h)
+            assert programs <= stats.flushes // slots + 2
+            assert programs <= wear.max_meta
+    assert max(wear.layers) > 0
+    # lrt-emulate --nvm-report --build prints the same per-layer figures
+    out = subprocess.run(
+        [sys.executable, "-c", "from lrt.cli import emulate_main; emulate_main()",
+         "--nvm-report", str(image), "--build", str(build)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    names = [lay.name for lay in model.layers if lay.has_weights]
+    for name, off, n in zip(names, offsets, cells, strict=True):
+        assert f"{name:<12} {nvm.inspect_image(image).max_range(off, n)}" in out
+
+
+def test_emulate_reports_programs_and_lifetime(tmp_path: Path) -> None:
+    build = built("lrt-maxnorm")
+    res = pipeline.emulate(build, samples=SAMPLES, stream="shift", seed=100, progress=False,
+                           count_instructions=False)  # fmt: skip
+    assert res.max_programs_per_cell == max(lay["max_programs_per_cell"] for lay in res.layers)
+    assert 0 < res.max_programs_per_cell <= res.max_programs_meta
+    assert res.nvm_tech == "rram" and res.max_erases_per_page == 0
+    # lifetime at the board's endurance from the worst unit (the metadata here), and per-sample
+    # SGD's on the same memory (one commit per sample)
+    assert res.endurance == 1_000_000 and res.sample_rate_hz == 1.0
+    years = res.endurance * SAMPLES / res.max_programs_meta / (365.25 * 86400)
+    assert res.lifetime_years == pytest.approx(years)
+    assert res.sgd_lifetime_years is not None and res.sgd_lifetime_years < res.lifetime_years
+    md = res.markdown()
+    assert f"| max programs per cell (NVM, physical) | {res.max_programs_per_cell} |" in md
+    assert "projected lifetime" in md and "per-sample SGD on the same NVM" in md
+
+
+def test_gated_policy_with_a_lifetime_keeps_to_its_budget(tmp_path: Path) -> None:
+    """A lifetime target becomes a commit budget: at most one weight commit per
+    samples_per_commit samples, so the worst cell lasts n_slots * endurance * spc samples."""
+    target = {"lifetime_years": 0.005, "sample_rate_hz": 1000.0}
+    build = built("lrt-maxnorm", write_policy="gated", gate_errors=0, **target)
+    image = tmp_path / "nvm.img"
+    res = pipeline.emulate(build, samples=SAMPLES, stream="shift", seed=100, nvm_path=image,
+                           progress=False, count_instructions=False)  # fmt: skip
+    rep = nvm.inspect_image(image)
+    assert rep.layout is not None
+    cfg = BuildConfig(write_policy="gated", gate_errors=0, **target)  # type: ignore[arg-type]
+    spc = policy_of(cfg, res.endurance, rep.layout.n_slots).samples_per_commit
+    assert spc == samples_per_commit(0.005, 1000.0, res.endurance, rep.layout.n_slots) > 1
+    assert 1 <= res.flushes <= SAMPLES // spc
+    # the same build without the target flushes every pseudo-batch that changes a cell
+    free = pipeline.emulate(built("lrt-maxnorm", write_policy="gated", gate_errors=0),
+                            samples=SAMPLES, stream="shift", seed=100, progress=False,
+                            count_instructions=False)  # fmt: skip
+    assert free.flushes > res.flushes
+    assert spc * res.endurance * rep.layout.n_slots / 1000.0 / (365.25 * 86400) >= 0.005
+
+
+def test_gated_policy_without_gates_is_the_fixed_schedule() -> None:
+    """gate_errors 0, gate_cells 0 and no lifetime: the same flushes, weights and wear as
+    today's fixed policy (what the exploration's gate_errors=0 points stand for)."""
+    runs = [
+        pipeline.emulate(
+            built("lrt-maxnorm", **kw),
+            samples=SAMPLES,
+            stream="shift",
+            seed=100,
+            progress=False,
+            count_instructions=False,
+        )
+        for kw in ({}, {"write_policy": "gated", "gate_errors": 0})
+    ]
+    fixed, gated = runs
+    assert fixed.flushes == gated.flushes > 0
+    assert fixed.layers == gated.layers and fixed.online_accuracy == gated.online_accuracy
+    assert fixed.max_programs_meta == gated.max_programs_meta

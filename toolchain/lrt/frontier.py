@@ -1,0 +1,103 @@
+"""The wear-accuracy frontier of an experiment: per environment, end-EMA accuracy against the
+worst cell's physical NVM programs, one curve per scheme across its knob (sgd: lr; the
+batched schemes: the write policy's knob), as a PNG and a markdown table."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from lrt.grid_report import SCHEME_ORDER
+
+Key = tuple[str, str, tuple[tuple[str, Any], ...]]
+
+
+def frontier_points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per (environment, scheme, options): accuracy is the mean over seeds, programs
+    the worst case over seeds; `knob` names what varies between a scheme's points."""
+    groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        if r["cell"]["scheme"] == "inference":
+            continue  # no training, no writes: not a trade-off
+        opts = tuple((k, v) for k, v in r["cell"].get("options", ()))
+        groups[(r["cell"]["env"], r["cell"]["scheme"], opts)].append(r)
+    varying: dict[tuple[str, str], set[str]] = defaultdict(set)
+    seen: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for env, scheme, opts in groups:
+        for k, v in opts:
+            seen[(env, scheme)][k].add(repr(v))
+    for es, values in seen.items():
+        varying[es] = {k for k, vs in values.items() if len(vs) > 1}
+    points = []
+    for (env, scheme, opts), rs in groups.items():
+        knob = ", ".join(f"{k}={v}" for k, v in opts if k in varying[(env, scheme)])
+        points.append(
+            {
+                "env": env,
+                "scheme": scheme,
+                "knob": knob or "-",
+                "seeds": len(rs),
+                "acc_ema": sum(float(r["online_accuracy_ema"]) for r in rs) / len(rs),
+                "max_programs": max(int(r.get("max_programs_per_cell", 0)) for r in rs),
+                "max_writes": max(int(r["max_writes_per_cell"]) for r in rs),
+            }
+        )
+    order = {s: i for i, s in enumerate(SCHEME_ORDER)}
+    points.sort(key=lambda p: (str(p["env"]), order.get(str(p["scheme"]), 99), p["max_programs"]))
+    return points
+
+
+def frontier_table(points: list[dict[str, Any]]) -> str:
+    head = ["environment", "scheme", "knob", "seeds", "acc EMA (mean)", "max programs/cell",
+            "max writes/cell"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in points:
+        lines.append(
+            f"| {p['env']} | {p['scheme']} | {p['knob']} | {p['seeds']} | "
+            f"{100 * p['acc_ema']:.1f}% | {p['max_programs']} | {p['max_writes']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_frontier(out: Path, env: str, points: list[dict[str, Any]]) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    by_scheme: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in points:
+        if p["env"] == env:
+            by_scheme[p["scheme"]].append(p)
+    for scheme, ps in by_scheme.items():
+        ps = sorted(ps, key=lambda p: p["max_programs"])
+        xs = [max(p["max_programs"], 0.5) for p in ps]  # zero wear drawn at 0.5 on the log axis
+        ax.plot(xs, [100 * p["acc_ema"] for p in ps], "o-", label=scheme)
+        for x, p in zip(xs, ps, strict=True):
+            if p["knob"] != "-":
+                ax.annotate(p["knob"].split("=", 1)[-1], (x, 100 * p["acc_ema"]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("max programs per cell (NVM, physical)")
+    ax.set_ylabel("online accuracy, EMA 0.999, end (%)")
+    ax.set_title(f"{env}: wear-accuracy frontier")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = f"frontier_{env}.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def frontier_section(plots: Path, results: list[dict[str, Any]]) -> list[str]:
+    points = frontier_points(results)
+    if not points:
+        return []
+    md = ["## Wear-accuracy frontier", "", frontier_table(points)]
+    for env in sorted({p["env"] for p in points}):
+        name = plot_frontier(plots, env, points)
+        md.append(f"![{name}](plots/{name})")
+    md.append("")
+    return md

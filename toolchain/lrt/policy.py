@@ -1,0 +1,88 @@
+"""Write policy of the batched schemes and the lifetime it buys: the Python twin of
+firmware_templates/lib/lrt_policy.[ch] (same integer arithmetic, tested against the C), the
+write budget a lifetime target sets, and lifetime projections from measured wear.
+
+A commit programs every NVM cell at most once, into one of the store's n_slots slots (round
+robin), and every commit rewrites the slot's metadata. So ``commits / n_slots`` is the wear
+of the most-worn cell, and a budget of one commit per ``samples_per_commit`` samples makes
+the memory last ``n_slots * endurance * samples_per_commit`` samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lrt.config import BuildConfig
+
+POLICY_KIND = {"fixed": 0, "gated": 1}
+SECONDS_PER_YEAR = 365.25 * 86400
+
+
+@dataclass(frozen=True)
+class Policy:
+    """lrt_policy (lrt_policy.h)."""
+
+    kind: int = 0
+    gate_errors: int = 0
+    gate_cells_q16: int = 0
+    samples_per_commit: int = 0
+    burst: int = 0
+
+    def due(self, errors_since: int, commits: int, samples: int) -> bool:
+        """lrt_policy_due: may a layer whose pseudo-batch is complete try to write?"""
+        if self.kind != POLICY_KIND["gated"]:
+            return True
+        if errors_since < self.gate_errors:
+            return False
+        if self.samples_per_commit:
+            return commits + 1 <= self.burst + samples // self.samples_per_commit
+        return True
+
+    def min_cells(self, cells: int, rho_min_q16: int) -> int:
+        """lrt_policy_min_cells: cells the update must change to be written."""
+        q16 = rho_min_q16
+        if self.kind == POLICY_KIND["gated"] and self.gate_cells_q16:
+            q16 = self.gate_cells_q16
+        return max(1, (min(q16, 65536) * cells + 65535) >> 16)
+
+
+def samples_per_commit(
+    lifetime_years: float, sample_rate_hz: float, endurance: int, n_slots: int
+) -> int:
+    """Samples per weight commit that make the worst cell reach `endurance` no earlier than
+    `lifetime_years` (rounded up: the budget errs on the long side)."""
+    if endurance <= 0 or n_slots <= 0:
+        return 0
+    samples = lifetime_years * SECONDS_PER_YEAR * sample_rate_hz
+    return max(1, math.ceil(samples / (endurance * n_slots)))
+
+
+def policy_of(cfg: BuildConfig, endurance: int, n_slots: int) -> Policy:
+    """The firmware's lrt_policy for a build config on a board's NVM."""
+    spc = 0
+    if cfg.write_policy == "gated" and cfg.lifetime_years:
+        spc = samples_per_commit(cfg.lifetime_years, cfg.sample_rate_hz, endurance, n_slots)
+    return Policy(
+        kind=POLICY_KIND[cfg.write_policy],
+        gate_errors=cfg.gate_errors,
+        gate_cells_q16=round(cfg.gate_cells * 65536),
+        samples_per_commit=spc,
+        burst=cfg.write_burst,
+    )
+
+
+def lifetime_years(
+    endurance: int, worst_programs: int, samples: int, sample_rate_hz: float
+) -> float | None:
+    """Years until the most-worn cell reaches `endurance` at the wear rate observed
+    (`worst_programs` after `samples` samples); None without wear."""
+    if worst_programs <= 0 or samples <= 0 or endurance <= 0 or sample_rate_hz <= 0:
+        return None
+    return endurance * samples / worst_programs / sample_rate_hz / SECONDS_PER_YEAR
+
+
+def sgd_lifetime_years(endurance: int, n_slots: int, sample_rate_hz: float) -> float | None:
+    """Per-sample SGD commits after every sample that changes a weight (in practice every
+    sample): its most-worn cell (a slot's metadata) takes one program per n_slots samples."""
+    return lifetime_years(endurance, 1, n_slots, sample_rate_hz)
