@@ -164,7 +164,8 @@ def emulate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--nvm-report",
         type=Path,
-        help="inspect this NVM image and exit (with --build: by that build's geometry, and programs per cell of each layer)",
+        help="inspect this NVM image and exit (with --build: by that build's geometry, with "
+        "programs per cell of each layer)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
