@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train/quantize (or import a .tflite), generate C firmware, build it.",
     )
     p.add_argument(
-        "--board", default="host", help="board name (see --list-boards) or a board .toml"
+        "--board",
+        default="host",
+        help="board name (see --list-boards; LRT_BOARD_PATH adds directories) or a .toml path",
     )
     p.add_argument("--list-boards", action="store_true", help="print the known boards and exit")
     p.add_argument(

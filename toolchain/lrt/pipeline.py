@@ -230,6 +230,7 @@ def build(
         pio_ini = builder.write_pio_project(out, brd, out / "pio")
     report: dict[str, Any] = {
         "board": brd.name,
+        "board_file": str(brd.path),
         "config": asdict(cfg),
         "model": {
             "name": model.name,
@@ -319,7 +320,7 @@ def qemu_instructions_per_sample(
     from lrt.emulate import protocol as P
     from lrt.emulate.qemu import count_instructions
 
-    board = boards.load_board(report["board"])
+    board = boards.load_build_board(report)
     if board.is_host or not board.emulator.qemu or len(xq) < k2:
         return None
     elf = build_dir / report["firmware"]
