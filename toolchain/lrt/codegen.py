@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from lrt import __version__, batchnorm, resources
-from lrt.budget import train_buffer_sizes
 from lrt.build import render, write_if_changed
 from lrt.config import BuildConfig
 from lrt.model import Layer, Model
@@ -164,6 +163,45 @@ def _hwc(shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) == 1:
         return 1, 1, int(shape[0])
     raise ValueError(f"unsupported tensor shape {shape}")
+
+
+def train_buffer_sizes(model: Model) -> dict[str, Any]:
+    """The trainer's buffers main.c declares: the inputs of lrt_train.c's size helpers,
+    which check them at boot."""
+    layers = model.layers
+    sizes = [int(np.prod(model.input_shape)), model.num_classes]
+    for lay in layers:
+        sizes += [int(np.prod(lay.in_shape)), int(np.prod(lay.out_shape))]
+    trainable = [i for i, lay in enumerate(layers) if lay.has_weights and lay.trainable]
+    first = trainable[0] if trainable else len(layers)
+
+    def m_of(lay: Layer) -> int:
+        assert lay.weights is not None
+        return int(np.prod(lay.weights.shape[1:]))
+
+    def keep_needed(i: int) -> bool:
+        if i == len(layers) - 1:
+            return True
+        if layers[i].kind == "flatten":
+            return False
+        j = i + 1
+        while j < len(layers) and layers[j].kind == "flatten":
+            j += 1
+        if j < len(layers) and layers[j].kind == "batchnorm":
+            return True  # its statistics are updated from its input
+        return first < len(layers) and j >= first
+
+    return {
+        "act_size": max(sizes),
+        "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
+        "cell_count": sum(layers[i].n_weights for i in trainable) or 1,
+        "trainable": trainable,
+        "keep": [
+            {"index": i, "size": int(np.prod(lay.out_shape))}
+            for i, lay in enumerate(layers)
+            if keep_needed(i)
+        ],
+    }
 
 
 def model_context(
@@ -334,11 +372,55 @@ def nvm_bytes_needed(board: Any, blob_size: int) -> int:
             pages = max(pages + 1, pages * 9 // 8)
 
 
-def firmware_context(
-    model: Model, config: BuildConfig, board: Any, counters: bool
-) -> dict[str, Any]:
+def nvm_store(model: Model, config: BuildConfig, board: Any) -> tuple[Any, str | None]:
+    """(geometry of the NVM weight store, None) or (None, why the model's weights do not fit
+    the board's NVM region). Inference without a store keeps its weights in the image."""
     from lrt import nvm
+
+    blob_size = blob_layout(model).size
+    # Training needs the NVM store; inference uses it too where it fits (drift experiments
+    # and pushes reach the weights there), else the weights stay in the firmware image.
+    geo: nvm.NvmGeometry | None
+    try:
+        geo = nvm_geometry(board, blob_size)
+        geo.layout()
+    except ValueError:
+        if config.scheme == "inference":
+            return None, None
+        need = nvm_bytes_needed(board, blob_size)
+        return None, (
+            f"board {board.name}'s NVM region holds {board.nvm.size:,d} B "
+            f"but two weight sets of {blob_size:,d} B need {need:,d} B "
+            f"(over by {need - board.nvm.size:,d} B)"
+        )
+    return geo, None
+
+
+def check_board(model: Model, config: BuildConfig, board: Any) -> Any:
+    """The NVM store's geometry (None: inference keeps the weights in the image); UserError
+    when the model's weights or the scheme need what the board's memory cannot give. Needs
+    only the model's shapes (runs before any training)."""
     from lrt.errors import UserError
+
+    geo, problem = nvm_store(model, config, board)
+    if problem:
+        raise UserError("model does not fit: " + problem)
+    if nvm_chunk_size(board) and config.scheme == "sgd":
+        raise UserError(
+            f"scheme 'sgd' on board {board.name}: its per-sample updates write the layers "
+            f"last to first, which needs a RAM window of a whole {board.nvm.page_size:,d} B "
+            f"{board.nvm.technology} page (more than this board can spare); use lrt, "
+            "lrt-maxnorm or bias"
+        )
+    return geo
+
+
+def firmware_context(
+    model: Model, config: BuildConfig, board: Any, counters: bool, strict: bool = True
+) -> dict[str, Any]:
+    """Everything main.c needs. ``strict=False`` renders even what the board cannot serve
+    (the budget probe sizes a model the board then refuses, to say by how much)."""
+    from lrt import nvm
 
     ctx = model_context(model, config)
     sizes = train_buffer_sizes(model)
@@ -356,28 +438,9 @@ def firmware_context(
                 {"index": i, "n": nn, "m": mm, "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF}
             )
             acc_ptrs[i] = f"&acc_{i}"
-    # Training needs the NVM store; inference uses it too where it fits (drift experiments
-    # and pushes reach the weights there), else the weights stay in the firmware image.
-    use_nvm = True
-    try:
-        geo = nvm_geometry(board, ctx["blob_size"])
-        geo.layout()
-    except ValueError:
-        if config.scheme != "inference":
-            need = nvm_bytes_needed(board, ctx["blob_size"])
-            raise UserError(
-                f"model does not fit: board {board.name}'s NVM region holds {board.nvm.size:,d} B "
-                f"but two weight sets of {ctx['blob_size']:,d} B need {need:,d} B "
-                f"(over by {need - board.nvm.size:,d} B)"
-            ) from None
-        geo, use_nvm = None, False
+    geo = check_board(model, config, board) if strict else nvm_store(model, config, board)[0]
+    use_nvm = geo is not None
     chunk = nvm_chunk_size(board)
-    if chunk and config.scheme == "sgd":
-        raise UserError(
-            f"scheme 'sgd' on board {board.name}: its per-sample updates write the layers "
-            f"last to first, which needs a RAM window of a whole {board.nvm.page_size:,d} B "
-            "flash page (more than this board can spare); use lrt, lrt-maxnorm or bias"
-        )
     fp = bytes.fromhex(model.fingerprint()[:8])
     lifetime = config.lifetime_years
     ctx.update(
@@ -426,11 +489,16 @@ def counters_fit(model: Model, board: Any, ram_needed: int) -> bool:
 
 
 def generate(
-    model: Model, config: BuildConfig, board: Any, src: Path, counters: bool = True
+    model: Model,
+    config: BuildConfig,
+    board: Any,
+    src: Path,
+    counters: bool = True,
+    strict: bool = True,
 ) -> list[Path]:
     """Write the firmware sources into src/: the library, lrt_model.[ch] and main.c."""
     src.mkdir(parents=True, exist_ok=True)
-    ctx = firmware_context(model, config, board, counters)
+    ctx = firmware_context(model, config, board, counters, strict)
     written = []
     for lib in sorted(LIB_DIR.glob("lrt_*.[ch]")):
         target = src / lib.name

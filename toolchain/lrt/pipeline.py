@@ -105,30 +105,67 @@ def apply_train_layers(model: Model, selection: tuple[str, ...]) -> None:
         lay.trainable = lay.name in chosen
 
 
-def _obtain_model(
-    cfg: BuildConfig, model_path: Path | None, ir_dir: Path | None, out: Path, progress: bool
-) -> tuple[Model, dict[str, float]]:
-    tflite_out = out / "model.tflite"
+def _architecture(
+    cfg: BuildConfig, model_path: Path | None, ir_dir: Path | None
+) -> tuple[Model, bool]:
+    """The model's architecture before any training: (model, complete). An imported .tflite
+    or an earlier build's IR is the complete model; a preset is its shapes with zero
+    parameters (train.architecture, no TensorFlow)."""
     if ir_dir is not None:
-        # an earlier build's offline-trained model: reuse it (experiments share one per seed)
-        model = Model.load(ir_dir / "ir")
-        if (ir_dir / "model.tflite").resolve() != tflite_out.resolve():
-            shutil.copyfile(ir_dir / "model.tflite", tflite_out)
-        prior = (
-            json.loads((ir_dir / REPORT_NAME).read_text())
-            if (ir_dir / REPORT_NAME).is_file()
-            else {}
-        )
-        return model, dict(prior.get("accuracy", {}))
+        return Model.load(ir_dir / "ir"), True
     if model_path is not None:
         from lrt.tflite_import import import_tflite
 
         if not model_path.is_file():
             raise UserError(f"model file {model_path} not found")
-        model = import_tflite(model_path, name=model_path.stem)
-        if model_path.resolve() != tflite_out.resolve():
-            shutil.copyfile(model_path, tflite_out)
-        return model, {}
+        return import_tflite(model_path, name=model_path.stem), True
+    from lrt import train
+
+    return train.architecture(cfg.preset), False
+
+
+def check_fits(model: Model, cfg: BuildConfig, brd: Any) -> Budget:
+    """Everything that can refuse a build from the model's shapes alone, before training:
+    the scheme against the model's scales, the --train-layers selection, what the board's
+    NVM can serve, and the RAM/flash budget. Marks the selected layers trainable."""
+    if cfg.scheme != "inference" and not model.power_of_two:
+        raise UserError(
+            f"scheme {cfg.scheme!r} needs power-of-two scales (models trained by lrt have them); "
+            "this imported model has arbitrary scales: use --scheme inference"
+        )
+    apply_train_layers(model, cfg.train_layers)
+    budget = plan_budget(model, cfg, brd)
+    problems = budget.problems(brd)
+    _, nvm_problem = codegen.nvm_store(model, cfg, brd)
+    if nvm_problem:
+        problems.append(nvm_problem)
+    if problems:
+        raise UserError("model does not fit: " + "; ".join(problems))
+    codegen.check_board(model, cfg, brd)  # the scheme against the board's memory technology
+    return budget
+
+
+def _obtain_model(
+    cfg: BuildConfig,
+    arch: Model,
+    complete: bool,
+    model_path: Path | None,
+    ir_dir: Path | None,
+    out: Path,
+    progress: bool,
+) -> tuple[Model, dict[str, float]]:
+    tflite_out = out / "model.tflite"
+    if complete:
+        source = ir_dir / "model.tflite" if ir_dir is not None else model_path
+        assert source is not None
+        if source.resolve() != tflite_out.resolve():
+            shutil.copyfile(source, tflite_out)
+        prior_path = ir_dir / REPORT_NAME if ir_dir is not None else None
+        # an earlier build's offline-trained model is reused (experiments share one per seed)
+        prior = (
+            json.loads(prior_path.read_text()) if prior_path and prior_path.is_file() else {}
+        )
+        return arch, dict(prior.get("accuracy", {}))
     from lrt import train
     from lrt.data import load_dataset
 
@@ -201,23 +238,16 @@ def build(
         train_layers=_parse_train_layers(train_layers),
         **config_overrides,
     )
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    model, accuracy = _obtain_model(cfg, model_path, ir_dir, out, progress)
-    if cfg.scheme != "inference" and not model.power_of_two:
-        raise UserError(
-            f"scheme {cfg.scheme!r} needs power-of-two scales (models trained by lrt have them); "
-            "this imported model has arbitrary scales: use --scheme inference"
-        )
+    arch, complete = _architecture(cfg, model_path, ir_dir)
+    # refuse what cannot fit from the architecture, before minutes of training
+    budget = check_fits(arch, cfg, brd)
+    out.mkdir(parents=True, exist_ok=True)
+    model, accuracy = _obtain_model(cfg, arch, complete, model_path, ir_dir, out, progress)
     apply_train_layers(model, cfg.train_layers)
     if cfg.weight_bits < 8:
         _snap_weight_bits(model, cfg.weight_bits, out / "model.tflite")
     model.save(out / "ir")
-    budget = plan_budget(model, cfg, brd)
-    window = codegen.nvm_work_bytes(brd, codegen.blob_layout(model).size)
-    if window:
-        budget.ram_items["NVM commit window"] = window
-    budget.check(brd)
     src = out / "src"
     counters = {"on": True, "off": False}.get(cfg.cell_counters) or (
         cfg.cell_counters == "auto" and codegen.counters_fit(model, brd, budget.ram)

@@ -1,8 +1,9 @@
 """Quantization-aware training in the paper's fixed formats, export to the IR and to .tflite.
 
 This is the only module of the toolchain that imports TensorFlow, and it does so lazily:
-the presets (:data:`PRESETS`), the layer plan and :func:`training_ram_estimate` work
-without TensorFlow installed (it is the optional extra ``train``).
+the presets (:data:`PRESETS`), the layer plan and :func:`architecture` (the IR's shapes
+with zero parameters, what the RAM budget needs before any training) work without
+TensorFlow installed (it is the optional extra ``train``).
 
 Every weight layer computes ``y = alpha * conv(x, Wq) + bq`` in the paper's formats
 (Gural et al. 2020, "Supporting techniques"; see quant.py):
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import math
 import os
 import sys
 import time
@@ -48,8 +48,6 @@ ACT_LEVELS = 256  # activations: int8 with zero point -128 -> 0 .. 255 steps of 
 LOGIT_ZERO_POINT = 0
 INPUT_EXP = quant.ACT_EXP
 INPUT_ZERO_POINT = quant.ACT_ZERO_POINT
-# RAM of a batch-norm channel: gamma, beta, mean, msq, bias, mu, std_q (int32), w, shift (int8)
-BN_BYTES_PER_CHANNEL = 30
 
 
 # ---- network specification --------------------------------------------------------------
@@ -91,8 +89,8 @@ class NetSpec:
 PRESETS: dict[str, NetSpec] = {
     # Gural et al. 2020: 4 x conv 3x3 (128), pool after conv 2 and 4, dense 2048 -> 512 -> 10.
     "paper": NetSpec("paper", (128, 128, 128, 128), (2, 4), (512,), epochs=4, learning_rate=2e-3),
-    # Same topology, narrow enough to train on a Cortex-M4 in < 64 KB of RAM
-    # (training_ram_estimate: about 33 KB at rank 4).
+    # Same topology, narrow enough to train on a Cortex-M4 in < 64 KB of RAM (the budget of
+    # its lrt-maxnorm firmware: about 51 KB at rank 4).
     "mcu": NetSpec("mcu", (8, 8, 16, 16), (2, 4), (64,)),
     # Same topology again for the smallest parts (Cortex-M3/M0+ with 64 KB RAM and a few
     # KB of NVM for two weight sets): about 5.8 KB of weights.
@@ -228,43 +226,6 @@ def plan_layers(spec: NetSpec) -> list[LayerPlan]:
         n = units
         a_exp, a_zp = quant.ACT_EXP, quant.ACT_ZERO_POINT
     return plans
-
-
-def training_ram_estimate(spec: NetSpec | str, rank: int = 4) -> dict[str, int]:
-    """RAM (bytes) to train ``spec`` on device with LRT at ``rank``, every layer trainable.
-
-    * kept activations: the int8 input and every layer's int8 output (backward needs them);
-    * two int8 gradient buffers as large as the largest tensor (ping-pong through layers);
-    * LRT state per weight layer: QL, QR int16 of q(n+m) numbers (q = rank + 1) plus cx
-      int32[rank];
-    * biases: int32 working copy in RAM (updated every sample);
-    * batch norm: state and forward tables in RAM (lrt_net.h lrt_bn, 30 bytes a channel).
-    Weights live in NVM and are not counted.
-    """
-    spec = get_spec(spec)
-    plans = plan_layers(spec)
-    sizes = [math.prod(spec.input_shape)] + [math.prod(p.out_shape) for p in plans]
-    q = rank + 1
-    lrt = 0
-    biases = 0
-    bn = 0
-    for p in plans:
-        if p.kind == "batchnorm":
-            bn += BN_BYTES_PER_CHANNEL * p.out_shape[-1] + 4
-        if not p.has_weights:
-            continue
-        n, m = p.out_shape[-1], p.fan_in
-        lrt += 2 * q * (n + m) + 4 * rank
-        biases += 4 * n
-    est = {
-        "activations": sum(sizes),
-        "gradients": 2 * max(sizes),
-        "lrt_state": lrt,
-        "biases": biases,
-        "batchnorm": bn,
-    }
-    est["total"] = sum(est.values())
-    return est
 
 
 # ---- TensorFlow (lazy) ---------------------------------------------------------------------
@@ -657,6 +618,47 @@ def export_ir(
         preset=spec.name,
         meta=dict(meta or {}),
     )
+
+
+class _Zeros:
+    """A parameter tensor of zeros with Keras's ``numpy()`` accessor."""
+
+    def __init__(self, *shape: int) -> None:
+        self.value = np.zeros(shape, dtype=np.float32)
+
+    def numpy(self) -> np.ndarray:
+        return self.value
+
+
+class _ZeroLayer:
+    """Stands in for a trained Keras layer of a plan: every parameter zero."""
+
+    def __init__(self, p: LayerPlan) -> None:
+        c = p.out_shape[-1]
+        if p.kind == "conv2d":
+            self.kernel = _Zeros(p.kernel, p.kernel, p.in_shape[-1], c)  # HWIO
+        elif p.kind == "dense":
+            self.kernel = _Zeros(p.in_shape[-1], c)
+        self.bias = self.gamma = self.beta = _Zeros(c)
+
+    def statistics(self) -> tuple[_Zeros, _Zeros]:
+        return self.gamma, self.gamma
+
+
+class _ZeroModel:
+    def __init__(self, spec: NetSpec) -> None:
+        self.layers = {p.name: _ZeroLayer(p) for p in plan_layers(spec)}
+
+    def get_layer(self, name: str) -> _ZeroLayer:
+        return self.layers[name]
+
+
+def architecture(preset: str | NetSpec) -> Model:
+    """The IR of ``preset`` with every parameter zero: the shapes, formats and layer table
+    of the model training would produce, without TensorFlow (what the RAM/flash budget and
+    the board checks need before anything is trained)."""
+    spec = get_spec(preset)
+    return export_ir(_ZeroModel(spec), spec, meta={"architecture_only": True})
 
 
 # ---- export: .tflite -------------------------------------------------------------------------
