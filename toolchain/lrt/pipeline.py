@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lrt import codegen
+from lrt import codegen, console
 from lrt.budget import Budget, plan_budget
 from lrt.config import BuildConfig, load_config
 from lrt.errors import UserError
@@ -242,8 +242,15 @@ def build(
     arch, complete = _architecture(cfg, model_path, ir_dir)
     # refuse what cannot fit from the architecture, before minutes of training
     budget = check_fits(arch, cfg, brd)
+    console.Progress("check", enabled=progress).done(
+        f"{arch.name} ({cfg.scheme}) fits {brd.name}: RAM {budget.ram:,d} B"
+        + (f" of {brd.ram_budget:,d} B" if not brd.is_host else "")
+        + f", flash {budget.flash:,d} B"
+        + (f" of {brd.flash_budget:,d} B" if not brd.is_host else "")
+    )
     out.mkdir(parents=True, exist_ok=True)
-    model, accuracy = _obtain_model(cfg, arch, complete, model_path, ir_dir, out, progress)
+    with console.native_quiet():
+        model, accuracy = _obtain_model(cfg, arch, complete, model_path, ir_dir, out, progress)
     apply_train_layers(model, cfg.train_layers)
     if cfg.weight_bits < 8:
         _snap_weight_bits(model, cfg.weight_bits, out / "model.tflite")
@@ -253,7 +260,9 @@ def build(
         cfg.cell_counters == "auto" and codegen.counters_fit(model, brd, budget.ram)
     )
     codegen.generate(model, cfg, brd, src, counters=counters)
+    line = console.Progress("compile", enabled=progress)
     fw = builder.build_firmware(out, brd)
+    line.done(f"{fw.executable.relative_to(out)} for {brd.name} ({line.seconds():.1f} s)")
     pio_ini = None
     if brd.platformio is not None and not brd.is_host:
         # the same sources as a PlatformIO project, for users who flash with PlatformIO
@@ -399,8 +408,6 @@ def emulate(
     which the firmware applies to its stored weights. With `stats_every`, the write counters
     are sampled along the way (the writes-vs-samples curve of the report).
     """
-    from tqdm import tqdm
-
     from lrt.data import load_dataset, make_stream
     from lrt.emulate import open_device
     from lrt.report import OnlineResult
@@ -426,15 +433,16 @@ def emulate(
     curve: list[tuple[int, int, int]] = []
     t0 = time.monotonic()
     with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_path) as dev:
-        bar = tqdm(
-            total=samples,
-            desc=f"{report['board']} {cfg['scheme']} {stream}",
-            unit="sample",
-            disable=not progress,
-        )
+        line = console.Progress("stream", enabled=progress)
+        label = f"{report['board']} {cfg['scheme']} {stream}"
         for start in range(0, samples, chunk):
             stop = min(start + chunk, samples)
-            _, preds[start:stop] = dev.train_many(xq[start:stop], st.y[start:stop])
+
+            def shown(done: int, _n: int, s0: int = start) -> None:
+                count = console.counter(s0 + done, samples, "samples", line.seconds())
+                line.update(f"{label}: {count}")
+
+            _, preds[start:stop] = dev.train_many(xq[start:stop], st.y[start:stop], progress=shown)
             if drift:
                 dev.drift(drift[0], (st_seed * 1_000_003 + stop) & 0xFFFFFFFF, drift[1])
             if stats_every and (stop % stats_every < chunk or stop == samples):
@@ -446,8 +454,7 @@ def emulate(
                         max(lay.paper_max_writes for lay in s.layers),
                     )
                 )
-            bar.update(stop - start)
-        bar.close()
+        line.done(f"{label}: {console.counter(samples, samples, 'samples', line.seconds())}")
         stats = dev.stats()
     seconds = time.monotonic() - t0
     weight_layers = model.weight_layers()

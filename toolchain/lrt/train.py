@@ -30,7 +30,6 @@ import contextlib
 import functools
 import io
 import os
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lrt import batchnorm, quant
+from lrt import batchnorm, console, quant
 from lrt.model import Layer, Model, QParams
 
 WEIGHT_BITS = 8
@@ -233,12 +232,21 @@ def plan_layers(spec: NetSpec) -> list[LayerPlan]:
 
 @functools.cache
 def _tf() -> tuple[Any, Any]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ logs (3: errors too; its "errors" at start-up are harmless notices)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if console.verbose() else "3")
     # oneDNN's fused kernels may reorder float sums; the QAT graph relies on exact sums.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import keras
     import tensorflow as tf
 
+    if not console.verbose():
+        import logging
+
+        tf.get_logger().setLevel(logging.ERROR)
+        with contextlib.suppress(ImportError):
+            from absl import logging as absl_logging
+
+            absl_logging.set_verbosity(absl_logging.ERROR)
     return tf, keras
 
 
@@ -933,7 +941,26 @@ def train_model(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+    line = console.Progress("train", enabled=progress)
+    steps = -(-len(x_train) // spec.batch_size)
+
+    callback_base: Any = keras.callbacks.Callback
+
+    class _OneLine(callback_base):
+        """Keras's progress as one redrawn line (Keras's own bar is off)."""
+
+        epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            loss = (logs or {}).get("loss", float("nan"))
+            line.update(
+                f"{spec.name}: epoch {self.epoch + 1}/{n_epochs}, step {batch + 1}/{steps}, "
+                f"loss {loss:.3f}"
+            )
+
     t0 = time.perf_counter()
     history: dict[str, Any] = {}
     if n_epochs > 0:  # 0: the paper's from-scratch ablations start from the initial weights
@@ -944,7 +971,8 @@ def train_model(
             epochs=n_epochs,
             shuffle=True,
             validation_data=(x_val, y_val) if len(x_val) else None,
-            verbose=verbose,
+            verbose=0,
+            callbacks=[_OneLine()],
         )
         history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     train_seconds = time.perf_counter() - t0
@@ -957,6 +985,10 @@ def train_model(
     int8_acc = _accuracy(forward_int8(ir, ir.quantize_input(x_test)), y_test)
     ir.meta["int8_accuracy"] = int8_acc
     tflite = export_tflite(ir, x_train[:16])
+    line.done(
+        f"{spec.name}: {n_epochs} epoch{'s' if n_epochs != 1 else ''}, test accuracy float "
+        f"{float_acc:.1%} / int8 {int8_acc:.1%} ({line.seconds():.0f} s)"
+    )
     history["train_seconds"] = train_seconds
     return TrainResult(ir, tflite, float_acc, int8_acc, history, train_seconds, qat)
 
