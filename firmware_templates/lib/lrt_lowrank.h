@@ -1,6 +1,6 @@
 /* lrt_lowrank.h - the low-rank training (LRT) gradient accumulator, integer only.
  *
- * Gural et al. 2020 (shared/LRT_ALGORITHM.md): the weight gradient of B samples, a long sum
+ * Gural et al. 2020 (docs/ALGORITHM.md): the weight gradient of B samples, a long sum
  * of outer products u v^T (u = dz, v = input activations / conv patch), is kept in rank-r
  * factored form
  *

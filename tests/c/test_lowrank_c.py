@@ -1,7 +1,7 @@
 """The integer LRT accumulator (lrt_lowrank.c) against the float reference (lrt.lowrank) and
 exact sums, under ASan/UBSan (tests/c/lowrank_driver.c).
 
-Acceptance (issue 5), measured values in the comments:
+Acceptance criteria of the accumulator, measured values in the comments:
   1. rank <= r streams are reproduced (C <= 1e-2 relative Frobenius error);
   2. the unbiased mode is unbiased over 2000 seeds, the biased one is not;
   3. same inputs and signs: the C estimate after a pseudo-batch of a conv layer is within 2 %
@@ -167,7 +167,7 @@ def test_c_unbiased_rank1_pseudo_batch_matches_reference(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 5 acceptance 3 not met for unbiased ranks >= 4: one random path of the "
+    reason="criterion 3 not met for unbiased ranks >= 4: one random path of the "
     "unbiased estimator is chaotic (float64 against float64 with 1e-4 relative input noise "
     "ends 47-62% apart after 612 updates even with every discrete choice replayed, measured "
     "with a replay prototype), so "

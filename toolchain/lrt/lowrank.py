@@ -1,7 +1,7 @@
 """Float reference of the LRT streaming low-rank gradient accumulator (numpy only).
 
 Gural et al. 2020, "Low-Rank Training of Deep Neural Networks for Emerging Memory
-Technology" (shared/LRT_ALGORITHM.md). A weight gradient is a long sum of outer products
+Technology" (docs/ALGORITHM.md). A weight gradient is a long sum of outer products
 u v^T (u = dz, v = layer input / conv patch). The accumulator keeps a rank-r estimate
 
     G ~= QL[:, :r] diag(cx) QR[:, :r]^T      (QL: n x q, QR: m x q, q = r + 1)
