@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrt import build, codegen
+from lrt import build, codegen, resources
 from lrt.boards import Board
 from lrt.config import BuildConfig
 from lrt.errors import UserError
@@ -163,13 +163,6 @@ def _compiler(board: Board) -> tuple[str, str, list[str]]:
     return build.ARM_PREFIX + "gcc", build.ARM_PREFIX + "nm", build.arm_cflags(board)
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("LRT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lrt"
-    )
-    return Path(base) / "budget-probe"
-
-
 def probe_static_objects(model: Model, cfg: BuildConfig, board: Board) -> list[StaticObject]:
     """Every static object of the firmware's main.c and lrt_model.c for this model, config and
     board, as the board's compiler lays it out (cached by source hash)."""
@@ -186,7 +179,7 @@ def probe_static_objects(model: Model, cfg: BuildConfig, board: Board) -> list[S
         for f in sorted([*src.glob("*.[ch]"), *bsp.glob("*.h")]):
             if f.suffix == ".h" or f in units:
                 h.update(f.name.encode() + b"\0" + f.read_bytes())
-        cached = _cache_dir() / f"{h.hexdigest()[:24]}.json"
+        cached = resources.cache_dir() / "budget-probe" / f"{h.hexdigest()[:24]}.json"
         if cached.is_file():
             return [StaticObject(**o) for o in json.loads(cached.read_text())]
         objects = build.compile_check(board, units, [src, bsp], Path(tmp) / "obj")

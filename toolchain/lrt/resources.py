@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import os
 from pathlib import Path
 
 DATA_FOLDERS = ("firmware_templates", "boards")
@@ -41,3 +42,12 @@ def boards_dir() -> Path:
     """The shipped board files (``boards/*.toml``)."""
     return data_root() / "boards"
 
+
+
+def cache_dir() -> Path:
+    """Per-user cache of compiled helpers (budget probe, QEMU plugin): ``LRT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/lrt`` or ``~/.cache/lrt``."""
+    base = os.environ.get("LRT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lrt"
+    )
+    return Path(base)
