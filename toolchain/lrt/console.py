@@ -6,7 +6,8 @@
 * :func:`native_quiet`: TensorFlow's C++ runtime (absl logging) and the TFLite converter
   write straight to file descriptors 1 and 2, past Python's ``sys.stdout``/``sys.stderr``.
   Inside the context those descriptors go to a temporary file, while Python's own streams
-  keep writing to the terminal; the captured text is shown only if the block fails.
+  keep writing to the terminal; the captured text is shown only if the block fails with an
+  internal error (not a UserError, whose one line says it all).
   ``LRT_VERBOSE=1`` (the commands' ``--verbose``) leaves everything visible.
 """
 
@@ -20,6 +21,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from typing import TextIO
+
+from lrt.errors import UserError
 
 
 def verbose() -> bool:
@@ -99,6 +102,8 @@ def native_quiet() -> Iterator[None]:
             sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(saved[0]), "wb"), line_buffering=True)
             sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved[1]), "wb"), line_buffering=True)
             yield
+        except UserError:
+            raise  # the user's mistake: its one line says it all
         except BaseException:
             failed = True
             raise
