@@ -49,7 +49,21 @@ def have(tool: str) -> bool:
     return shutil.which(tool) is not None
 
 
+# Exhaustive or statistical tests (power loss at every operation, thousands of seeds,
+# fuzzing) run in the full suite only; `scripts/test.sh --fast` (not slow) leaves them out.
+LONG_RUNNING = (
+    "test_power_loss_",
+    "_is_statistically_the_reference",
+    "test_unbiased_mode_is_unbiased",
+    "test_libfuzzer",
+    "test_every_single_bit_flip",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(part in item.name for part in LONG_RUNNING):
+            item.add_marker(pytest.mark.slow)
     skip_renode = pytest.mark.skip(
         reason="renode is not on PATH (not installable here; see README)"
     )

@@ -38,7 +38,7 @@ long lrt_platform_write(const uint8_t *buf, size_t len);
 /* Free-running 32-bit counter for cost measurements, wrapping modulo 2^32.
  * Unit: LRT_PLATFORM_CYCLES_HZ ticks per second (0 = no counter on this platform).
  * Cortex-M: SysTick on the core clock (under QEMU -icount shift=0 one tick is a fixed
- * number of instructions, see TARGETS.md); host: CLOCK_MONOTONIC in microseconds. */
+ * number of instructions, see docs/TOOLCHAIN_FACTS.md); host: CLOCK_MONOTONIC in microseconds. */
 uint32_t lrt_platform_cycles(void);
 
 /* End the program with an exit status. Host/semihosting: the process/QEMU exits with it.

@@ -33,7 +33,7 @@
  * so both conventions agree on them.
  *
  * Learning rate lr is Q16 (0.01 -> 655). Optional per-tensor gradient max-norm
- * (the paper's: beta 0.999, eps 1e-4) on each layer's weight gradient and bias
+ * (docs/ALGORITHM.md: beta 0.999, eps 1e-4) on each layer's weight gradient and bias
  * gradient: update = lr * g / max(max|g| + eps, x_hat), x_hat the bias-corrected running
  * average of max|g| + eps. Real-valued quantities that span many octaves (gradient maxima,
  * the running average, the resulting step) are kept in lrt_fixmath's unsigned pseudo-float
@@ -57,7 +57,7 @@
  * trainable == 0 get no weight or bias update; backprop stops at the lowest trainable layer.
  * A sample whose masked gradient is all zero at some layer costs nothing below it.
  *
- * Write accounting (as the paper counts writes), per trainable weight layer:
+ * Write accounting (docs/ALGORITHM.md "Counting writes"), per trainable weight layer:
  *   max_writes_per_cell  a cell counts one write each time its stored value changes
  *                        (SGD: once per sample at most; LRT: once per flush at most).
  *   paper_sgd_writes     scheme sgd only: per cell, conv: one write per output pixel whose

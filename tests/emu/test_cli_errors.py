@@ -67,6 +67,7 @@ def test_bad_experiment_option(tmp_path: Path, args: list[str], needles: list[st
     assert_user_error(proc, *needles)
 
 
+@pytest.mark.tf
 def test_unsupported_operator(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     from lrt import train
@@ -93,6 +94,7 @@ def test_corrupt_model_file(tmp_path: Path) -> None:
     assert_user_error(proc, "junk.tflite")
 
 
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
 def test_model_too_big_for_board(tmp_path: Path) -> None:
     tfl = trained_model("mcu") / "model.tflite"
     proc = run(
@@ -123,6 +125,7 @@ def test_model_too_big_for_board(tmp_path: Path) -> None:
     assert_user_error(proc, "does not fit", "lm3s6965evb", "over by")
 
 
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
 def test_malformed_inputs_file(tmp_path: Path) -> None:
     build = built("inference")
     bad = tmp_path / "bad.npy"
@@ -164,6 +167,7 @@ def test_not_a_build_dir(tmp_path: Path) -> None:
     assert_user_error(run("lrt-emulate", "--build", str(tmp_path), "--samples", "5"), "lrt-build")
 
 
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
 def test_unknown_stream() -> None:
     build = built("inference")
     assert_user_error(run("lrt-emulate", "--build", str(build), "--stream", "sideways"), "sideways")

@@ -148,16 +148,17 @@ def test_lrt_writes_far_less_than_sgd(shift_results: dict[str, dict[str, object]
         )
         assert int(sgd["paper_sgd_writes"]) >= 100 * lw  # type: ignore[call-overload]
         assert lrt["flushes"] > 0
-        # issue 5: no lower than sgd minus 1 point (measured 78.8% / 77.8% vs 73.3%)
+        # target: no lower than sgd minus 1 point (measured 78.8% / 77.8% vs 73.3%)
         assert lrt["online_accuracy"] >= sgd["online_accuracy"] - 0.01  # type: ignore[operator]
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 5 target missed at the paper's defaults (B = 10): LRT writes its hottest conv "
+    reason="5x write-reduction target missed at the paper's defaults (B = 10): LRT writes its "
+    "hottest conv "
     "cells at ~85% of flushes while 8-bit SGD changes its hottest cell in ~24% of samples "
     "(measured 181 / 169 vs 477, 2.6x / 2.8x); batch_conv=20 gives 5.0x / 5.1x "
-    "(README, docs/results/pseudo_batch)",
+    "(docs/RESULTS.md, docs/results/pseudo_batch)",
 )
 def test_lrt_writes_5x_below_sgd_at_defaults(
     shift_results: dict[str, dict[str, object]],

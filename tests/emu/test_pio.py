@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from lrt.boards import load_board
 from lrt.build import build_firmware, build_pio_project, write_pio_project
 from lrt.emulate.qemu import QemuRunner
 from lrt.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "firmware_templates" / "lib"
 FW = ROOT / "tests" / "emu" / "fw_echo" / "main.c"
 

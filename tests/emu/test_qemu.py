@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from lrt.boards import Board, load_board
 from lrt.build import BuildResult, build_firmware
 from lrt.emulate.qemu import QemuRunner, count_instructions, insns_per_tick, qemu_argv
 
-ROOT = Path(__file__).resolve().parents[2]
 FW = ROOT / "tests" / "emu" / "fw_echo" / "main.c"
 LIB = ROOT / "firmware_templates" / "lib"
 QEMU_BOARDS = ["mps2-an386", "mps2-an500", "lm3s6965evb", "mps3-an547"]

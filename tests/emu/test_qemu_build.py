@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from lrt.boards import list_boards, load_board
 from lrt.build import build_firmware, compile_check, target_sources
 from lrt.emulate.qemu import QemuRunner
 from lrt.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "firmware_templates" / "lib"
 FW = ROOT / "tests" / "emu" / "fw_echo" / "main.c"
 # (Tag_CPU_arch, Tag_FP_arch or None) per core; Tag_CPU_name holds the architecture name

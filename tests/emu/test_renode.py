@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from lrt.boards import list_boards, load_board
 from lrt.build import build_firmware
 from lrt.emulate.renode import (
@@ -23,7 +24,6 @@ from lrt.emulate.renode import (
 )
 from lrt.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "firmware_templates" / "lib"
 FW = ROOT / "tests" / "emu" / "fw_echo" / "main.c"
 RENODE_BOARDS = [b.name for b in list_boards() if b.emulator.renode]

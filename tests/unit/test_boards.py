@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tomllib
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lrt.boards import BOARDS_DIR, Board, list_boards, load_board
+from lrt.boards import BOARDS_DIR, Board, list_boards, load_board, load_build_board
 from lrt.build import board_defines, linker_values, render
 from lrt.errors import UserError
 
@@ -139,6 +140,28 @@ def test_adding_a_board_is_adding_a_file(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("LRT_BOARDS_DIR", str(tmp_path))
     assert "my-an386" in {b.name for b in list_boards()}
     assert load_board("my-an386").emulator.qemu == "mps2-an386"
+
+
+def test_user_boards_by_path_and_search_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (BOARDS_DIR / "mps2-an386.toml").read_text().replace(
+        'name = "mps2-an386"', 'name = "my-board"'
+    )
+    (tmp_path / "my-board.toml").write_text(text)
+    assert load_board(tmp_path / "my-board.toml").name == "my-board"  # --board path/to/x.toml
+    with pytest.raises(UserError, match="unknown board 'my-board'"):
+        load_board("my-board")
+    # LRT_BOARD_PATH adds directories before the shipped boards; a user file of a shipped
+    # name wins, the other shipped boards stay visible
+    (tmp_path / "host.toml").write_text((BOARDS_DIR / "host.toml").read_text())
+    monkeypatch.setenv("LRT_BOARD_PATH", f"/nonexistent{os.pathsep}{tmp_path}")
+    assert load_board("my-board").path == tmp_path / "my-board.toml"
+    assert load_board("host").path == tmp_path / "host.toml"
+    assert {"my-board", "host", "mps2-an500"} <= {b.name for b in list_boards()}
+    report = {"board": "my-board", "board_file": str(tmp_path / "my-board.toml")}
+    monkeypatch.delenv("LRT_BOARD_PATH")
+    assert load_build_board(report).name == "my-board"  # a build remembers its board file
 
 
 def _header(board: Board) -> str:

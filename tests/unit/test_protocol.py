@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import re
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import LIB_DIR as LIB
 from lrt.config import SCHEMES
 from lrt.emulate import protocol as P
-
-LIB = Path(__file__).resolve().parents[2] / "firmware_templates" / "lib"
 
 
 def test_crc_check_value() -> None:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lrt import resources
 from lrt.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
-BOARDS_DIR = ROOT / "boards"
+BOARDS_DIR = resources.boards_dir()
 
 CORES = (
     "host",
@@ -525,23 +525,40 @@ def _parse_nvm(top: _Table, host: bool, memory: Memory | None) -> Nvm:
 
 
 def boards_dir() -> Path:
-    """The directory of board files (``LRT_BOARDS_DIR`` overrides the repository's)."""
+    """The shipped board files (``LRT_BOARDS_DIR`` replaces them with another directory)."""
     return Path(os.environ.get("LRT_BOARDS_DIR", str(BOARDS_DIR)))
 
 
+def board_search_path() -> list[Path]:
+    """Directories searched for ``<name>.toml``, first match wins: the entries of
+    ``LRT_BOARD_PATH`` (``os.pathsep``-separated, for a user's own boards), then the
+    shipped boards."""
+    extra = [Path(p) for p in os.environ.get("LRT_BOARD_PATH", "").split(os.pathsep) if p]
+    return [*extra, boards_dir()]
+
+
 def board_names() -> list[str]:
-    return sorted(p.stem for p in boards_dir().glob("*.toml"))
+    return sorted({p.stem for d in board_search_path() for p in d.glob("*.toml")})
+
+
+def find_board_file(name: str) -> Path | None:
+    for d in board_search_path():
+        if (d / f"{name}.toml").is_file():
+            return d / f"{name}.toml"
+    return None
 
 
 def load_board(name_or_path: str | Path) -> Board:
-    """Load and validate a board by name (``boards/<name>.toml``) or by path to a .toml."""
+    """Load and validate a board by name (searched on :func:`board_search_path`) or by the
+    path of a .toml file (``--board path/to/my_board.toml``)."""
     text = str(name_or_path)
     path = Path(text)
     if not (text.endswith(".toml") or os.sep in text or "/" in text):
-        path = boards_dir() / f"{text}.toml"
-        if not path.is_file():
+        found = find_board_file(text)
+        if found is None:
             known = ", ".join(board_names()) or "(none)"
             raise UserError(f"unknown board '{text}' (known boards: {known})")
+        path = found
     if not path.is_file():
         raise UserError(f"board file {path} does not exist")
     try:
@@ -556,6 +573,15 @@ def load_board(name_or_path: str | Path) -> Board:
     return _parse(path, data)
 
 
+def load_build_board(report: dict[str, Any]) -> Board:
+    """The board a build (its report.json) was made for: the board file it recorded (a
+    user's own board file too), else the board of that name on the search path."""
+    recorded = report.get("board_file")
+    if recorded and Path(recorded).is_file():
+        return load_board(Path(recorded))
+    return load_board(report["board"])
+
+
 def list_boards() -> list[Board]:
     """Every board in the boards directory, validated, sorted by name."""
-    return [load_board(boards_dir() / f"{n}.toml") for n in board_names()]
+    return [load_board(n) for n in board_names()]

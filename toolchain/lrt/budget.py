@@ -1,68 +1,70 @@
 """RAM / flash budget of the generated firmware, itemised, checked against the board.
 
-All buffers are static and their sizes follow from the IR and the config, so the budget is
-known before compiling. The figures mirror the buffers codegen declares (see
-firmware_templates/lrt_model.c.j2); ARM builds are cross-checked with the ELF's size.
+All buffers are static, so the budget is known before compiling the firmware and before
+training: it needs only the model's shapes. The sizes are not re-typed here. The budget asks
+the C: it generates the firmware's main.c and lrt_model.c for the model (zero parameters are
+enough), compiles them with the board's own compiler and flags (host cc, or
+arm-none-eabi-gcc: struct sizes and padding follow the ABI) and reads every static object's
+size from the symbol table (``nm -S``). Whatever main.c.j2 declares, sized by the library's
+``LRT_*_SIZE`` macros and ``sizeof`` its structs, is counted as it is. Results are cached by
+the hash of the generated sources and the compiler command.
+
+On top of the measured objects the budget states two reserves the objects cannot show: the
+stack, and the C runtime + board support code's own statics (newlib, semihosting, UART).
+tests/emu/test_budget_elf.py checks the total against the linked ELF of every ARM board.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
-import numpy as np
-
+from lrt import build, codegen, resources
+from lrt.boards import Board
 from lrt.config import BuildConfig
 from lrt.errors import UserError
 from lrt.model import Layer, Model
 
 STACK_RESERVE = 4096  # bytes of stack assumed for the kernels' locals and the protocol
+# statics of the C runtime and board support: newlib's reentrancy struct (1 KB) and malloc
+# arena header (1 KB) and open-file table of the semihosted builds (measured 2.4 KB), UARTs
+RUNTIME_RESERVE = 3072
+CODE_ESTIMATE = 24_000  # flash of the library code (measured ELFs: 16-23 KB at -O2)
 
-
-class _BoardLike(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def flash_budget(self) -> int: ...
-    @property
-    def ram_budget(self) -> int: ...
-    @property
-    def simd(self) -> bool: ...
-
-
-def _act_size(layer: Layer) -> int:
-    n = 1
-    for d in layer.out_shape:
-        n *= int(d)
-    return n
-
-
-def lrt_state_bytes(n: int, m: int, rank: int) -> int:
-    """Bytes of one LRT accumulator: QL, QR int16 (rank columns) + the struct."""
-    return 2 * rank * (n + m) + LRT_STRUCT_BYTES
-
-
-def lrt_work_bytes(rank: int, block: int) -> int:
-    """Bytes of the shared LRT work buffer (LRT_LOWRANK_WORK_SIZE): the core and its SVD
-    (P x P each, P = rank + block) and the coefficients, reused for the truncation weights
-    (P x max(rank, block) each)."""
-    p = rank + block
-    return 8 * p * (p + max(rank, block))
-
-
-def lrt_block_words(layers: list[Layer], block: int) -> int:
-    """int32 words of the trainer's block buffer (lrt_train_lrt_block_size / 4)."""
-    words = 1
-    for lay in layers:
-        n, m = lay.weight_matrix_shape()
-        if lay.kind == "dense":
-            w = n + m
-        elif n <= block:
-            w = n * n + n * m
-        else:
-            w = block * (n + m)
-        words = max(words, w)
-    return words
+# Static objects of main.c / lrt_model.c -> budget item. Items starting "train:" are the
+# training state. Objects matching nothing keep their own name (nothing is dropped).
+SYMBOL_ITEMS: tuple[tuple[str, str | None], ...] = (
+    (r"act_[ab]", "activations (2 ping-pong buffers, reused for gradients)"),
+    (r"lrt_model_bias_\d+", "biases (RAM working copy)"),
+    (r"lrt_model_bn_.*", "batch norm (state + tables)"),
+    (r"app", "protocol server (lrt_app: frame buffers)"),
+    (r"dev|net", "device + network state (lrt_device, lrt_net)"),
+    (r"nvm_work", "NVM commit window"),
+    (r"nvm|nvm_cfg|nvm_(ram|file)_backend", "NVM store state"),
+    # the host's NVM region image stands for the device's NVM, not its RAM
+    (r"nvm_ram", None),
+    (r"keep_\d+", "train: kept activations"),
+    (r"scratch|delta_row", "train: scratch row + delta row"),
+    (r"layer_state|acc_samples", "train: per-layer state"),
+    (r"acc_state_\d+|acc_\d+", "train: LRT accumulators (QL, QR, struct)"),
+    (r"lrt_work", "train: LRT shared work buffer"),
+    (r"lrt_block", "train: LRT gradient block buffer"),
+    (r"dx_work", "train: input-gradient rows + sign bits"),
+    (r"grad_acc", "train: sgd-batch gradient sums (n x m int32)"),
+    (r"kernel_buf", "SIMD conv im2col buffer"),
+    (r"cell_writes|paper_writes", "exact per-cell write counters (emulator builds)"),
+)
+RAM_TYPES = set("bBdDcC")  # nm: bss, data, common
+DATA_TYPES = set("dD")  # initialised RAM: its initial values sit in flash too
+FLASH_TYPES = set("rRtT")
 
 
 def lrt_step_ops(lay: Layer, rank: int, block: int) -> dict[str, int]:
@@ -91,8 +93,11 @@ def lrt_step_ops(lay: Layer, rank: int, block: int) -> dict[str, int]:
     return {"blocks": blocks, "k": k, "ops": grad + blocks * per_block}
 
 
+
 @dataclass
 class Budget:
+    """Bytes per item of RAM and flash, and the LRT cost per weight layer."""
+
     ram_items: dict[str, int] = field(default_factory=dict)
     flash_items: dict[str, int] = field(default_factory=dict)
     lrt_layers: list[dict[str, Any]] = field(default_factory=list)
@@ -143,7 +148,14 @@ class Budget:
                 )
         return "\n".join(rows)
 
-    def check(self, board: _BoardLike) -> None:
+    def static_ram(self) -> int:
+        """RAM of the measured static objects (the budget without its reserves)."""
+        return self.ram - self.ram_items.get("stack reserve", 0) - self.ram_items.get(
+            "C runtime + board support reserve", 0
+        )
+
+    def problems(self, board: Board) -> list[str]:
+        """Why this budget does not fit the board (empty when it fits)."""
         problems = []
         if self.ram > board.ram_budget:
             top = ", ".join(
@@ -159,161 +171,112 @@ class Budget:
                 f"flash needs {self.flash:,d} B but board {board.name} has "
                 f"{board.flash_budget:,d} B (over by {self.flash - board.flash_budget:,d} B)"
             )
+        return problems
+
+    def check(self, board: Board) -> None:
+        problems = self.problems(board)
         if problems:
             raise UserError("model does not fit: " + "; ".join(problems))
 
 
-def conv_buffer_bytes(k: int) -> int:
-    """lrt_conv2d_s8_get_buffer_size of the SIMD kernel for a filter of k taps (lrt_kernels.h):
-    two int16 im2col columns and two int8 patches (k rounded up to 4 each)."""
-    return 4 * k + 2 * ((k + 3) // 4 * 4)
+@dataclass(frozen=True)
+class StaticObject:
+    name: str
+    kind: str  # nm type letter
+    size: int
+    source: str  # object file stem: main or lrt_model
 
 
-def kernel_buffer_size(model: Model, simd: bool) -> int:
-    """lrt_net_kernel_buffer_size: the largest conv layer's buffer, 0 without SIMD kernels."""
-    if not simd:
-        return 0
-    return max(
-        [
-            conv_buffer_bytes(int(np.prod(lay.weights.shape[1:])))
-            for lay in model.layers
-            if lay.kind == "conv2d" and lay.weights is not None
-        ]
-        or [0]
-    )
+def _compiler(board: Board) -> tuple[str, str, list[str]]:
+    """(cc, nm, cflags) the firmware build uses for this board."""
+    if board.is_host:
+        return os.environ.get("CC", "cc"), "nm", build.host_cflags()
+    return build.ARM_PREFIX + "gcc", build.ARM_PREFIX + "nm", build.arm_cflags(board)
 
 
-def dx_work_bytes(layer: Layer) -> int:
-    """lrt_bp_input_grad_work_size: kernel-height rows of in_w*in_c int32 sums (dense: the
-    whole input) and one sign bit per input element, in words."""
-    assert layer.weights is not None
-    in_size = int(np.prod(layer.in_shape))
-    if layer.kind == "conv2d":
-        rows = int(layer.weights.shape[1]) * int(layer.in_shape[1]) * int(layer.in_shape[2])
-    else:
-        rows = in_size
-    return 4 * rows + 4 * ((in_size + 31) // 32)
+def probe_static_objects(model: Model, cfg: BuildConfig, board: Board) -> list[StaticObject]:
+    """Every static object of the firmware's main.c and lrt_model.c for this model, config and
+    board, as the board's compiler lays it out (cached by source hash)."""
+    cc, nm, cflags = _compiler(board)
+    for tool in (cc, nm):
+        if shutil.which(tool) is None:
+            raise UserError(f"'{tool}' not found on PATH (install it: scripts/setup.sh)")
+    with tempfile.TemporaryDirectory(prefix="lrt-budget-") as tmp:
+        src, bsp = Path(tmp) / "src", Path(tmp) / "bsp"
+        codegen.generate(model, cfg, board, src, counters=False, strict=False)
+        build.write_bsp(bsp, board, board.io)
+        units = [src / "main.c", src / "lrt_model.c"]
+        h = hashlib.sha256(json.dumps([cc, cflags]).encode())
+        for f in sorted([*src.glob("*.[ch]"), *bsp.glob("*.h")]):
+            if f.suffix == ".h" or f in units:
+                h.update(f.name.encode() + b"\0" + f.read_bytes())
+        cached = resources.cache_dir() / "budget-probe" / f"{h.hexdigest()[:24]}.json"
+        if cached.is_file():
+            return [StaticObject(**o) for o in json.loads(cached.read_text())]
+        objects = build.compile_check(board, units, [src, bsp], Path(tmp) / "obj")
+        found: list[StaticObject] = []
+        for obj in objects:
+            out = subprocess.run(
+                [nm, "-S", str(obj)], capture_output=True, text=True, check=True
+            ).stdout
+            for line in out.splitlines():
+                parts = line.split()
+                if len(parts) == 4:
+                    found.append(StaticObject(parts[3], parts[2], int(parts[1], 16), obj.stem))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    fd, part = tempfile.mkstemp(dir=cached.parent, suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump([o.__dict__ for o in found], fh)
+    os.replace(part, cached)  # concurrent builds may race here: last writer wins, same data
+    return found
 
 
-def train_buffer_sizes(model: Model) -> dict[str, Any]:
-    """Buffer sizes of the trainer, mirroring lrt_train.c's size helpers (checked at boot)."""
-    layers = model.layers
-    sizes = [int(np.prod(model.input_shape)), model.num_classes]
-    for lay in layers:
-        sizes += [int(np.prod(lay.in_shape)), int(np.prod(lay.out_shape))]
-    trainable = [i for i, lay in enumerate(layers) if lay.has_weights and lay.trainable]
-    first = trainable[0] if trainable else len(layers)
-
-    def m_of(lay: Layer) -> int:
-        assert lay.weights is not None
-        return int(np.prod(lay.weights.shape[1:]))
-
-    def keep_needed(i: int) -> bool:
-        if i == len(layers) - 1:
-            return True
-        if layers[i].kind == "flatten":
-            return False
-        j = i + 1
-        while j < len(layers) and layers[j].kind == "flatten":
-            j += 1
-        if j < len(layers) and layers[j].kind == "batchnorm":
-            return True  # its statistics are updated from its input
-        return first < len(layers) and j >= first
-
-    return {
-        "act_size": max(sizes),
-        "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
-        # lrt_train_dx_work_size: the layers that back-propagate into their input
-        "dx_work_size": max(
-            [dx_work_bytes(lay) for lay in layers[first + 1 :] if lay.has_weights] or [0]
-        ),
-        "cell_count": sum(layers[i].n_weights for i in trainable) or 1,
-        "trainable": trainable,
-        "keep": [
-            {"index": i, "size": int(np.prod(lay.out_shape))}
-            for i, lay in enumerate(layers)
-            if keep_needed(i)
-        ],
-    }
+def _item(name: str) -> str | None:
+    for pattern, label in SYMBOL_ITEMS:
+        if re.fullmatch(pattern, name):
+            return label
+    return f"other: {name}"
 
 
-BN_BYTES_PER_CHANNEL = 30  # gamma, beta, mean, msq, bias, mu, std_q (int32), w, shift (int8)
-BN_STRUCT_BYTES = 44  # sizeof(lrt_bn) on Cortex-M (10 pointers + batch, padded)
-TRAIN_LAYER_STATE_BYTES = 80  # sizeof(lrt_train_layer_state) on Cortex-M and host
-LRT_STRUCT_BYTES = 160  # sizeof(lrt_lowrank) without its buffers
-
-
-def plan_budget(model: Model, cfg: BuildConfig, board: _BoardLike) -> Budget:
-    """Static RAM/flash of the firmware main.c declares (same sizes as codegen uses)."""
+def plan_budget(model: Model, cfg: BuildConfig, board: Board) -> Budget:
+    """Static RAM/flash of the firmware for this model (its shapes), config and board."""
     b = Budget()
-    sizes = train_buffer_sizes(model)
-    act = (
-        sizes["act_size"]
-        if cfg.scheme != "inference"
-        else max([int(np.prod(model.input_shape))] + [_act_size(lay) for lay in model.layers])
-    )
-    b.ram_items["activations (2 ping-pong buffers, reused for gradients)"] = 2 * act
-    b.ram_items["biases (RAM working copy)"] = sum(4 * lay.n_bias for lay in model.weight_layers())
-    bn_channels = sum(int(lay.out_shape[-1]) for lay in model.layers if lay.kind == "batchnorm")
-    if bn_channels:
-        n_bn = sum(lay.kind == "batchnorm" for lay in model.layers)
-        # state (gamma, beta, mean, msq), forward tables (w, shift, bias, mu, std_q), pow
-        b.ram_items["batch norm (state + tables)"] = (
-            BN_BYTES_PER_CHANNEL * bn_channels + (4 + BN_STRUCT_BYTES) * n_bn
-        )
-    kbuf = kernel_buffer_size(model, board.simd)
-    if kbuf:
-        b.ram_items["SIMD conv im2col buffer"] = kbuf
-    b.ram_items["stack reserve"] = STACK_RESERVE
-    b.ram_items["protocol frame buffers"] = 2 * (2048 + 9) + 256
-    weights = sum(lay.n_weights for lay in model.weight_layers())
-    b.flash_items["weights (factory set)"] = weights
-    b.flash_items["code + tables (estimate)"] = 24_000 + sum(
-        8 * lay.n_bias for lay in model.weight_layers()
-    )
-    if bn_channels:
-        # initial values of the RAM arrays and the factory snapshot in the weight blob
-        b.flash_items["batch norm (init + snapshot)"] = (
-            2 * BN_BYTES_PER_CHANNEL * bn_channels
-        )
-    if cfg.scheme == "inference":
-        return b
-    b.ram_items["train: kept activations"] = sum(k["size"] for k in sizes["keep"])
-    b.ram_items["train: scratch row + delta row"] = 3 * sizes["scratch_size"]
-    if sizes["dx_work_size"]:
-        b.ram_items["train: input-gradient rows + sign bits"] = sizes["dx_work_size"]
-    b.ram_items["train: per-layer state"] = TRAIN_LAYER_STATE_BYTES * len(model.layers)
-    trainable = [lay for lay in model.weight_layers() if lay.trainable]
-    if cfg.scheme in ("lrt", "lrt-maxnorm"):
-        lrt_total = 0
-        work = 0
-        for lay in trainable:
-            n, m = lay.weight_matrix_shape()
-            state = lrt_state_bytes(n, m, cfg.rank)
-            lrt_total += state
-            work = max(work, lrt_work_bytes(cfg.rank, cfg.lrt_block))
-            steps = int(lay.out_shape[0] * lay.out_shape[1]) if lay.kind == "conv2d" else 1
-            batch = cfg.batch_conv if lay.kind == "conv2d" else cfg.batch_dense
-            cost = lrt_step_ops(lay, cfg.rank, cfg.lrt_block)
-            b.lrt_layers.append(
-                {
-                    "layer": lay.name,
-                    "n": n,
-                    "m": m,
-                    "lrt_state": state,
-                    "full_accumulator": 4 * n * m,
-                    "stored_batch": batch * steps * (n + m),
-                    "ops_per_sample": cost["ops"],
-                    "blocks_per_sample": cost["blocks"],
-                    "block_columns": cost["k"],
-                }
+    objects = probe_static_objects(model, cfg, board)
+    for obj in objects:
+        if obj.kind in RAM_TYPES:
+            label = _item(obj.name)
+            if label is not None:
+                b.ram_items[label] = b.ram_items.get(label, 0) + obj.size
+        if obj.kind in DATA_TYPES or (obj.kind in FLASH_TYPES and obj.source == "lrt_model"):
+            label = (
+                "initial values of RAM data" if obj.kind in DATA_TYPES
+                else "model constants (weight blob, rescale and layer tables)"
             )
-        b.ram_items["train: LRT accumulators (QL, QR, cx)"] = lrt_total
-        b.ram_items["train: LRT shared work buffer"] = work
-        b.ram_items["train: LRT gradient block buffer"] = 4 * lrt_block_words(
-            trainable, cfg.lrt_block
+            b.flash_items[label] = b.flash_items.get(label, 0) + obj.size
+    b.ram_items["stack reserve"] = STACK_RESERVE
+    b.ram_items["C runtime + board support reserve"] = RUNTIME_RESERVE
+    b.flash_items["library code (estimate)"] = CODE_ESTIMATE
+    if cfg.scheme not in ("lrt", "lrt-maxnorm"):
+        return b
+    sizes = {o.name: o.size for o in objects}
+    for i, lay in enumerate(model.layers):
+        if not (lay.has_weights and lay.trainable):
+            continue
+        n, m = lay.weight_matrix_shape()
+        steps = int(lay.out_shape[0] * lay.out_shape[1]) if lay.kind == "conv2d" else 1
+        batch = cfg.batch_conv if lay.kind == "conv2d" else cfg.batch_dense
+        cost = lrt_step_ops(lay, cfg.rank, cfg.lrt_block)
+        b.lrt_layers.append(
+            {
+                "layer": lay.name,
+                "n": n,
+                "m": m,
+                "lrt_state": sizes.get(f"acc_state_{i}", 0) + sizes.get(f"acc_{i}", 0),
+                "full_accumulator": 4 * n * m,
+                "stored_batch": batch * steps * (n + m),
+                "ops_per_sample": cost["ops"],
+                "blocks_per_sample": cost["blocks"],
+                "block_columns": cost["k"],
+            }
         )
-    if cfg.scheme == "sgd-batch":
-        # the exact sum: one int32 per trainable weight (lrt_train.h, buffers.grad_acc)
-        b.ram_items["train: sgd-batch gradient sums (n x m int32)"] = 4 * sizes["cell_count"]
     return b

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import jinja2
 
+from lrt import resources
 from lrt.boards import Board
 from lrt.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "firmware_templates"
+TEMPLATES = resources.templates_dir()
 BSP = TEMPLATES / "bsp"
 
 ARM_PREFIX = "arm-none-eabi-"

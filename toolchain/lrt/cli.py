@@ -7,6 +7,7 @@ one line `error: ...` on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train/quantize (or import a .tflite), generate C firmware, build it.",
     )
     p.add_argument(
-        "--board", default="host", help="board name (see --list-boards) or a board .toml"
+        "--board",
+        default="host",
+        help="board name (see --list-boards; LRT_BOARD_PATH adds directories) or a .toml path",
     )
     p.add_argument("--list-boards", action="store_true", help="print the known boards and exit")
     p.add_argument(
@@ -95,8 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated weight layer names to train on device, or 'last:N' (default all)",
     )
     p.add_argument("--out", type=Path, required=False, help="output directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _output_flags(p, "the summary (DIR/report.json has it)")
     return p
+
+
+def _output_flags(p: argparse.ArgumentParser, result: str) -> None:
+    p.add_argument(
+        "--quiet", action="store_true", help=f"print nothing but errors: no progress, no {result}"
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's and the converter's own logs (muted by default)",
+    )
+
+
+def _apply_output_flags(args: argparse.Namespace) -> None:
+    if args.verbose:
+        os.environ["LRT_VERBOSE"] = "1"  # read by lrt.console (also in worker processes)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -128,12 +147,14 @@ def _build(args: argparse.Namespace) -> int:
         **named,
         **settings,
     )
-    print(result.summary())
+    if not args.quiet:
+        print(result.summary())
     return 0
 
 
 def build_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _apply_output_flags(args)
     return _run(_build, args)
 
 
@@ -167,7 +188,7 @@ def emulate_parser() -> argparse.ArgumentParser:
         help="inspect this NVM image and exit (with --build: by that build's geometry, with "
         "programs per cell of each layer)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _output_flags(p, "printed report (--json/--markdown write it)")
     return p
 
 
@@ -213,12 +234,14 @@ def _emulate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         format_store=args.format,
     )
-    print(result.markdown())
+    if not args.quiet:
+        print(result.markdown())
     return 0
 
 
 def emulate_main(argv: Sequence[str] | None = None) -> int:
     args = emulate_parser().parse_args(argv)
+    _apply_output_flags(args)
     return _run(_emulate, args)
 
 

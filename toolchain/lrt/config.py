@@ -41,7 +41,7 @@ class BuildConfig:
     # elastically deformed copies per offline-train original (the paper trains offline on
     # deformed digits too, so the online control stream has the offline statistics)
     augment_train: int = 2
-    # on-device training (the paper's defaults, docs/ESTIMATOR.md)
+    # on-device training (the paper's defaults; docs/ALGORITHM.md, docs/ESTIMATOR.md)
     lr: float = 0.01
     rank: int = 4
     lrt_mode: str = "unbiased"

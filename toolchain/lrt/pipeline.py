@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lrt import codegen
+from lrt import codegen, console
 from lrt.budget import Budget, plan_budget
 from lrt.config import BuildConfig, load_config
 from lrt.errors import UserError
@@ -109,39 +109,67 @@ def apply_train_layers(model: Model, selection: tuple[str, ...]) -> None:
         lay.trainable = lay.name in chosen
 
 
-def _import_model(model_path: Path) -> Model:
-    from lrt.tflite_import import import_tflite
+def _architecture(
+    cfg: BuildConfig, model_path: Path | None, ir_dir: Path | None
+) -> tuple[Model, bool]:
+    """The model's architecture before any training: (model, complete). An imported .tflite
+    or an earlier build's IR is the complete model; a preset is its shapes with zero
+    parameters (train.architecture, no TensorFlow)."""
+    if ir_dir is not None:
+        return Model.load(ir_dir / "ir"), True
+    if model_path is not None:
+        from lrt.tflite_import import import_tflite
 
-    if not model_path.is_file():
-        raise UserError(f"model file {model_path} not found")
-    return import_tflite(model_path, name=model_path.stem)
+        if not model_path.is_file():
+            raise UserError(f"model file {model_path} not found")
+        return import_tflite(model_path, name=model_path.stem), True
+    from lrt import train
+
+    return train.architecture(cfg.preset), False
+
+
+def check_fits(model: Model, cfg: BuildConfig, brd: Any) -> Budget:
+    """Everything that can refuse a build from the model's shapes alone, before training:
+    the scheme against the model's scales, the --train-layers selection, what the board's
+    NVM can serve, and the RAM/flash budget. Marks the selected layers trainable."""
+    if cfg.scheme != "inference" and not model.power_of_two:
+        raise UserError(
+            f"scheme {cfg.scheme!r} needs power-of-two scales (models trained by lrt have them); "
+            "this imported model has arbitrary scales: use --scheme inference"
+        )
+    apply_train_layers(model, cfg.train_layers)
+    budget = plan_budget(model, cfg, brd)
+    problems = budget.problems(brd)
+    _, nvm_problem = codegen.nvm_store(model, cfg, brd)
+    if nvm_problem:
+        problems.append(nvm_problem)
+    if problems:
+        raise UserError("model does not fit: " + "; ".join(problems))
+    codegen.check_board(model, cfg, brd)  # the scheme against the board's memory technology
+    return budget
 
 
 def _obtain_model(
     cfg: BuildConfig,
+    arch: Model,
+    complete: bool,
     model_path: Path | None,
     ir_dir: Path | None,
     out: Path,
     progress: bool,
-    imported: Model | None = None,
 ) -> tuple[Model, dict[str, float]]:
     tflite_out = out / "model.tflite"
-    if ir_dir is not None:
-        # an earlier build's offline-trained model: reuse it (experiments share one per seed)
-        model = Model.load(ir_dir / "ir")
-        if (ir_dir / "model.tflite").resolve() != tflite_out.resolve():
-            shutil.copyfile(ir_dir / "model.tflite", tflite_out)
+    if complete:
+        source = ir_dir / "model.tflite" if ir_dir is not None else model_path
+        assert source is not None
+        if source.resolve() != tflite_out.resolve():
+            shutil.copyfile(source, tflite_out)
+        prior_path = ir_dir / REPORT_NAME if ir_dir is not None else None
+        # an earlier build's offline-trained model is reused (experiments share one per seed)
         prior = (
-            json.loads((ir_dir / REPORT_NAME).read_text())
-            if (ir_dir / REPORT_NAME).is_file()
-            else {}
+            json.loads(prior_path.read_text()) if prior_path and prior_path.is_file() else {}
         )
-        return model, dict(prior.get("accuracy", {}))
-    if model_path is not None:
-        model = imported if imported is not None else _import_model(model_path)
-        if model_path.resolve() != tflite_out.resolve():
-            shutil.copyfile(model_path, tflite_out)
-        return model, {}
+        return arch, dict(prior.get("accuracy", {}))
     from lrt import train
     from lrt.data import load_dataset
 
@@ -215,39 +243,41 @@ def build(
         **config_overrides,
     )
     # every input is checked before anything is written
-    imported = _import_model(model_path) if model_path is not None and ir_dir is None else None
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, expected a directory")
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    model, accuracy = _obtain_model(cfg, model_path, ir_dir, out, progress, imported)
-    if cfg.scheme != "inference" and not model.power_of_two:
-        raise UserError(
-            f"scheme {cfg.scheme!r} needs power-of-two scales (models trained by lrt have them); "
-            "this imported model has arbitrary scales: use --scheme inference"
-        )
+    arch, complete = _architecture(cfg, model_path, ir_dir)
+    # refuse what cannot fit from the architecture, before minutes of training
+    budget = check_fits(arch, cfg, brd)
+    console.Progress("check", enabled=progress).done(
+        f"{arch.name} ({cfg.scheme}) fits {brd.name}: RAM {budget.ram:,d} B"
+        + (f" of {brd.ram_budget:,d} B" if not brd.is_host else "")
+        + f", flash {budget.flash:,d} B"
+        + (f" of {brd.flash_budget:,d} B" if not brd.is_host else "")
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    with console.native_quiet():
+        model, accuracy = _obtain_model(cfg, arch, complete, model_path, ir_dir, out, progress)
     apply_train_layers(model, cfg.train_layers)
     if cfg.weight_bits < 8:
         _snap_weight_bits(model, cfg.weight_bits, out / "model.tflite")
     model.save(out / "ir")
-    budget = plan_budget(model, cfg, brd)
-    window = codegen.nvm_work_bytes(brd, codegen.blob_layout(model).size)
-    if window:
-        budget.ram_items["NVM commit window"] = window
-    budget.check(brd)
     pol = _policy(cfg, brd, model)
     src = out / "src"
     counters = {"on": True, "off": False}.get(cfg.cell_counters) or (
         cfg.cell_counters == "auto" and codegen.counters_fit(model, brd, budget.ram)
     )
     codegen.generate(model, cfg, brd, src, counters=counters)
+    line = console.Progress("compile", enabled=progress)
     fw = builder.build_firmware(out, brd)
+    line.done(f"{fw.executable.relative_to(out)} for {brd.name} ({line.seconds():.1f} s)")
     pio_ini = None
     if brd.platformio is not None and not brd.is_host:
         # the same sources as a PlatformIO project, for users who flash with PlatformIO
         pio_ini = builder.write_pio_project(out, brd, out / "pio")
     report: dict[str, Any] = {
         "board": brd.name,
+        "board_file": str(brd.path),
         "config": asdict(cfg),
         "model": {
             "name": model.name,
@@ -444,7 +474,7 @@ def qemu_instructions_per_sample(
     from lrt.emulate import protocol as P
     from lrt.emulate.qemu import count_instructions
 
-    board = boards.load_board(report["board"])
+    board = boards.load_build_board(report)
     if board.is_host or not board.emulator.qemu or len(xq) < k2:
         return None
     elf = build_dir / report["firmware"]
@@ -561,6 +591,8 @@ def emulate(
             plan.append((P.MsgType.STATS, stop))
     frames.append(P.stats_request())
     plan.append((P.MsgType.STATS, -1))
+    # samples trained once the first j + 1 requests are answered (the progress line)
+    trained = np.cumsum([req == P.MsgType.TRAIN for req, _ in plan]).tolist()
     preds = np.empty(samples, dtype=np.int64)
     curve: list[tuple[int, int, int]] = []
     t0 = time.monotonic()
@@ -569,11 +601,16 @@ def emulate(
     ) as dev:
         hello = dev.hello()
         store_text, n_classes = hello.store_text, hello.n_classes
-        replies = dev.stream(
-            frames,
-            progress=progress,
-            desc=f"{report['board']} {cfg['scheme']} {stream} (requests)",
-        )
+        line = console.Progress("stream", enabled=progress)
+        label = f"{report['board']} {cfg['scheme']} {stream}"
+
+        def shown(done: int, _n: int) -> None:
+            if done > 0:
+                count = console.counter(trained[done - 1], samples, "samples", line.seconds())
+                line.update(f"{label}: {count}")
+
+        replies = dev.stream(frames, progress=shown)
+        line.done(f"{label}: {console.counter(samples, samples, 'samples', line.seconds())}")
         wear = dev.wear()
     seconds = time.monotonic() - t0
     stats = None

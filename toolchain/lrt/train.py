@@ -1,8 +1,9 @@
 """Quantization-aware training in the paper's fixed formats, export to the IR and to .tflite.
 
 This is the only module of the toolchain that imports TensorFlow, and it does so lazily:
-the presets (:data:`PRESETS`), the layer plan and :func:`training_ram_estimate` work
-without TensorFlow installed (it is the optional extra ``train``).
+the presets (:data:`PRESETS`), the layer plan and :func:`architecture` (the IR's shapes
+with zero parameters, what the RAM budget needs before any training) work without
+TensorFlow installed (it is the optional extra ``train``).
 
 Every weight layer computes ``y = alpha * conv(x, Wq) + bq`` in the paper's formats
 (Gural et al. 2020, "Supporting techniques"; see quant.py):
@@ -28,9 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lrt import batchnorm, quant
+from lrt import batchnorm, console, quant
 from lrt.model import Layer, Model, QParams
 
 WEIGHT_BITS = 8
@@ -48,8 +47,6 @@ ACT_LEVELS = 256  # activations: int8 with zero point -128 -> 0 .. 255 steps of 
 LOGIT_ZERO_POINT = 0
 INPUT_EXP = quant.ACT_EXP
 INPUT_ZERO_POINT = quant.ACT_ZERO_POINT
-# RAM of a batch-norm channel: gamma, beta, mean, msq, bias, mu, std_q (int32), w, shift (int8)
-BN_BYTES_PER_CHANNEL = 30
 
 
 # ---- network specification --------------------------------------------------------------
@@ -91,8 +88,8 @@ class NetSpec:
 PRESETS: dict[str, NetSpec] = {
     # Gural et al. 2020: 4 x conv 3x3 (128), pool after conv 2 and 4, dense 2048 -> 512 -> 10.
     "paper": NetSpec("paper", (128, 128, 128, 128), (2, 4), (512,), epochs=4, learning_rate=2e-3),
-    # Same topology, narrow enough to train on a Cortex-M4 in < 64 KB of RAM
-    # (training_ram_estimate: about 33 KB at rank 4).
+    # Same topology, narrow enough to train on a Cortex-M4 in < 64 KB of RAM (the budget of
+    # its lrt-maxnorm firmware: about 51 KB at rank 4).
     "mcu": NetSpec("mcu", (8, 8, 16, 16), (2, 4), (64,)),
     # Same topology again for the smallest parts (Cortex-M3/M0+ with 64 KB RAM and a few
     # KB of NVM for two weight sets): about 5.8 KB of weights.
@@ -230,54 +227,26 @@ def plan_layers(spec: NetSpec) -> list[LayerPlan]:
     return plans
 
 
-def training_ram_estimate(spec: NetSpec | str, rank: int = 4) -> dict[str, int]:
-    """RAM (bytes) to train ``spec`` on device with LRT at ``rank``, every layer trainable.
-
-    * kept activations: the int8 input and every layer's int8 output (backward needs them);
-    * two int8 gradient buffers as large as the largest tensor (ping-pong through layers);
-    * LRT state per weight layer: QL, QR int16 of q(n+m) numbers (q = rank + 1) plus cx
-      int32[rank];
-    * biases: int32 working copy in RAM (updated every sample);
-    * batch norm: state and forward tables in RAM (lrt_net.h lrt_bn, 30 bytes a channel).
-    Weights live in NVM and are not counted.
-    """
-    spec = get_spec(spec)
-    plans = plan_layers(spec)
-    sizes = [math.prod(spec.input_shape)] + [math.prod(p.out_shape) for p in plans]
-    q = rank + 1
-    lrt = 0
-    biases = 0
-    bn = 0
-    for p in plans:
-        if p.kind == "batchnorm":
-            bn += BN_BYTES_PER_CHANNEL * p.out_shape[-1] + 4
-        if not p.has_weights:
-            continue
-        n, m = p.out_shape[-1], p.fan_in
-        lrt += 2 * q * (n + m) + 4 * rank
-        biases += 4 * n
-    est = {
-        "activations": sum(sizes),
-        "gradients": 2 * max(sizes),
-        "lrt_state": lrt,
-        "biases": biases,
-        "batchnorm": bn,
-    }
-    est["total"] = sum(est.values())
-    return est
-
-
 # ---- TensorFlow (lazy) ---------------------------------------------------------------------
 
 
 @functools.cache
 def _tf() -> tuple[Any, Any]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ logs (3: errors too; its "errors" at start-up are harmless notices)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if console.verbose() else "3")
     # oneDNN's fused kernels may reorder float sums; the QAT graph relies on exact sums.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import keras
     import tensorflow as tf
 
+    if not console.verbose():
+        import logging
+
+        tf.get_logger().setLevel(logging.ERROR)
+        with contextlib.suppress(ImportError):
+            from absl import logging as absl_logging
+
+            absl_logging.set_verbosity(absl_logging.ERROR)
     return tf, keras
 
 
@@ -659,6 +628,47 @@ def export_ir(
     )
 
 
+class _Zeros:
+    """A parameter tensor of zeros with Keras's ``numpy()`` accessor."""
+
+    def __init__(self, *shape: int) -> None:
+        self.value = np.zeros(shape, dtype=np.float32)
+
+    def numpy(self) -> np.ndarray:
+        return self.value
+
+
+class _ZeroLayer:
+    """Stands in for a trained Keras layer of a plan: every parameter zero."""
+
+    def __init__(self, p: LayerPlan) -> None:
+        c = p.out_shape[-1]
+        if p.kind == "conv2d":
+            self.kernel = _Zeros(p.kernel, p.kernel, p.in_shape[-1], c)  # HWIO
+        elif p.kind == "dense":
+            self.kernel = _Zeros(p.in_shape[-1], c)
+        self.bias = self.gamma = self.beta = _Zeros(c)
+
+    def statistics(self) -> tuple[_Zeros, _Zeros]:
+        return self.gamma, self.gamma
+
+
+class _ZeroModel:
+    def __init__(self, spec: NetSpec) -> None:
+        self.layers = {p.name: _ZeroLayer(p) for p in plan_layers(spec)}
+
+    def get_layer(self, name: str) -> _ZeroLayer:
+        return self.layers[name]
+
+
+def architecture(preset: str | NetSpec) -> Model:
+    """The IR of ``preset`` with every parameter zero: the shapes, formats and layer table
+    of the model training would produce, without TensorFlow (what the RAM/flash budget and
+    the board checks need before anything is trained)."""
+    spec = get_spec(preset)
+    return export_ir(_ZeroModel(spec), spec, meta={"architecture_only": True})
+
+
 # ---- export: .tflite -------------------------------------------------------------------------
 
 
@@ -931,7 +941,26 @@ def train_model(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+    line = console.Progress("train", enabled=progress)
+    steps = -(-len(x_train) // spec.batch_size)
+
+    callback_base: Any = keras.callbacks.Callback
+
+    class _OneLine(callback_base):
+        """Keras's progress as one redrawn line (Keras's own bar is off)."""
+
+        epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            loss = (logs or {}).get("loss", float("nan"))
+            line.update(
+                f"{spec.name}: epoch {self.epoch + 1}/{n_epochs}, step {batch + 1}/{steps}, "
+                f"loss {loss:.3f}"
+            )
+
     t0 = time.perf_counter()
     history: dict[str, Any] = {}
     if n_epochs > 0:  # 0: the paper's from-scratch ablations start from the initial weights
@@ -942,7 +971,8 @@ def train_model(
             epochs=n_epochs,
             shuffle=True,
             validation_data=(x_val, y_val) if len(x_val) else None,
-            verbose=verbose,
+            verbose=0,
+            callbacks=[_OneLine()],
         )
         history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     train_seconds = time.perf_counter() - t0
@@ -955,6 +985,10 @@ def train_model(
     int8_acc = _accuracy(forward_int8(ir, ir.quantize_input(x_test)), y_test)
     ir.meta["int8_accuracy"] = int8_acc
     tflite = export_tflite(ir, x_train[:16])
+    line.done(
+        f"{spec.name}: {n_epochs} epoch{'s' if n_epochs != 1 else ''}, test accuracy float "
+        f"{float_acc:.1%} / int8 {int8_acc:.1%} ({line.seconds():.0f} s)"
+    )
     history["train_seconds"] = train_seconds
     return TrainResult(ir, tflite, float_acc, int8_acc, history, train_seconds, qat)
 

@@ -67,7 +67,7 @@ def open_device(
         raise UserError(f"emulator {emulator!r}: expected one of {', '.join(EMULATORS)}")
     from lrt import boards
 
-    board = boards.load_board(report["board"])
+    board = boards.load_build_board(report)
     firmware = build_dir / report["firmware"]
     if emulator == "auto":
         if board.is_host:

@@ -17,7 +17,6 @@ import contextlib
 import os
 import select
 import subprocess
-import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -26,6 +25,7 @@ from types import TracebackType
 
 import numpy as np
 
+from lrt import console
 from lrt.emulate import protocol as P
 
 DEFAULT_TIMEOUT = 60.0
@@ -510,21 +510,19 @@ class Device:
 
 
 def _progress(progress: ProgressArg, total: int, desc: str) -> Callable[[int], None] | None:
-    """A callback taking items done (-1 = finished), from a bool (tqdm bar) or a callable."""
+    """A callback taking items done (-1 = finished), from a bool (a progress line) or a callable."""
     if progress is None or progress is False or total == 0:
         return None
     if callable(progress):
         fn = progress
         return lambda done: fn(done, total) if done >= 0 else None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, mininterval=0.5)
+    line = console.Progress(desc)
 
     def update(done: int) -> None:
         if done < 0:
-            bar.close()
+            line.done(console.counter(total, total, "samples", line.seconds()))
         else:
-            bar.update(done - bar.n)
+            line.update(console.counter(done, total, "samples", line.seconds()))
 
     return update
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lrt import resources
 from lrt.boards import Board
 from lrt.emulate.base import PipeTransport, Runner
 from lrt.errors import UserError
@@ -217,18 +218,11 @@ class QemuRunner(Runner):
 # ----------------------------------------------------------------------------- counting
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("LRT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lrt"
-    )
-    return Path(base)
-
-
 def build_insncount_plugin(cache: Path | None = None) -> Path:
     """Compile insncount.c into a shared object (cached by source hash); returns its path."""
     src = PLUGIN_SOURCE.read_bytes()
     digest = hashlib.sha256(src).hexdigest()[:16]
-    out_dir = (cache or cache_dir()) / "qemu-plugins"
+    out_dir = (cache or resources.cache_dir()) / "qemu-plugins"
     so = out_dir / f"libinsncount-{digest}.so"
     if so.is_file():
         return so

@@ -1,0 +1,99 @@
+"""The RAM/flash budget asks the compiled C, and a build refuses what cannot fit before any
+training: from the architecture alone, without importing TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lrt import train
+from lrt.boards import load_board
+from lrt.budget import plan_budget
+from lrt.config import BuildConfig
+from lrt.tflite_import import to_tflite
+
+HOST = load_board("host")
+
+
+def test_mcu_lrt_budget_fits_64k() -> None:
+    b = plan_budget(train.architecture("mcu"), BuildConfig(scheme="lrt-maxnorm"), HOST)
+    # every layer output is kept for the backward pass (flatten aliases pool4): by hand
+    kept = 26 * 26 * 8 + 24 * 24 * 8 + 12 * 12 * 8 + 10 * 10 * 16 + 8 * 8 * 16 + 4 * 4 * 16
+    kept += 64 + 10
+    assert b.ram_items["train: kept activations"] == kept
+    assert b.ram_items["activations (2 ping-pong buffers, reused for gradients)"] == 2 * 5408
+    assert b.ram_items["biases (RAM working copy)"] == 4 * (8 + 8 + 16 + 16 + 64 + 10)
+    # QL, QR int16 with rank + 1 columns per weight layer, plus each accumulator's struct
+    nm = [(8, 9), (8, 72), (16, 72), (16, 144), (64, 256), (10, 64)]
+    assert b.ram_items["train: LRT accumulators (QL, QR, struct)"] > sum(
+        2 * 5 * (n + m) for n, m in nm
+    )
+    assert [c["layer"] for c in b.lrt_layers] == [
+        "conv1", "conv2", "conv3", "conv4", "dense1", "dense2",
+    ]
+    assert b.ram <= 64 * 1024
+    rank8 = plan_budget(train.architecture("mcu"), BuildConfig(scheme="lrt", rank=8), HOST)
+    key = "train: LRT accumulators (QL, QR, struct)"
+    assert rank8.ram_items[key] > b.ram_items[key]
+    assert "train: kept activations" not in plan_budget(
+        train.architecture("mcu"), BuildConfig(scheme="inference"), HOST
+    ).ram_items
+    # the paper's network is far beyond a microcontroller
+    assert plan_budget(train.architecture("paper"), BuildConfig(), HOST).ram > 256 * 1024
+
+
+REFUSE = """
+import sys
+from lrt import cli
+rc = cli.build_main(sys.argv[1:])
+print("tensorflow imported:", "tensorflow" in sys.modules)
+sys.exit(rc)
+"""
+
+
+def _refused(tmp_path: Path, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", REFUSE, *args, "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "tensorflow imported: False" in proc.stdout  # refused before any training
+    (err,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert not (tmp_path / "out" / "model.tflite").exists()
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (  # the oversized model: the budget message names RAM, flash and NVM overshoots
+            ("--board", "lm3s6965evb", "--preset", "paper"),
+            ("RAM needs", "board lm3s6965evb has 49,152 B", "flash needs", "NVM region"),
+        ),
+        (  # a scheme the board's memory technology cannot serve (page-sized flash window)
+            ("--board", "nucleo-f446re", "--preset", "tiny", "--scheme", "sgd"),
+            ("scheme 'sgd' on board nucleo-f446re", "flash page"),
+        ),
+        (
+            ("--board", "host", "--train-layers", "dense9"),
+            ("unknown layer(s) dense9", "conv1"),
+        ),
+        (("--board", "host", "--train-layers", "last:7"), ("has 6 weight layers",)),
+    ],
+)
+def test_refused_before_training(
+    tmp_path: Path, args: tuple[str, ...], needles: tuple[str, ...]
+) -> None:
+    err = _refused(tmp_path, *args)
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_imported_model_that_does_not_fit(tmp_path: Path) -> None:
+    big = tmp_path / "paper.tflite"
+    big.write_bytes(to_tflite(train.architecture("paper")))
+    err = _refused(tmp_path, "--board", "nucleo-f446re", "--model", str(big))
+    assert "RAM needs" in err and "board nucleo-f446re" in err
