@@ -85,8 +85,9 @@ def test_sweep_builds_one_firmware_per_value_and_reports_a_heat_map(tmp_path: Pa
         assert build["config"]["weight_bits"] == opts["weight_bits"]
         assert build["config"]["batch_conv"] == 5
         assert r["last_n"] == 100
-    md = (tmp_path / "REPORT.md").read_text()
+    md, frontier = (tmp_path / "REPORT.md").read_text().split("## Wear-accuracy frontier")
     assert "| rank | weight_bits |" in md and md.count("| control | lrt |") == 4
+    assert frontier.count("| control | lrt | rank=") == 4  # one point per option set
     assert (tmp_path / "plots" / "heatmap_control_lrt_rank_x_weight_bits.png").is_file()
 
 
