@@ -585,6 +585,9 @@ static void rig_init(rig *r, test_net *tn, const lrt_train_config *cfg, int coun
     b.act_b = r->act_b;
     b.keep = r->keep;
     b.scratch = r->scratch;
+    /* exactly the size the trainer asks for (ASan checks it): the one-pass input gradient */
+    b.dx_work_size = lrt_train_dx_work_size(net);
+    b.dx_work = xmalloc(b.dx_work_size ? b.dx_work_size : 1u);
     b.layer_state = r->states;
     b.cell_writes = r->cells;
     b.paper_writes = r->paper;
