@@ -695,7 +695,7 @@ void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, i
     lrt_bp_geom geo;
     const uint32_t m = lrt_bp_layer_m(l);
     const int32_t off = l->input_offset; /* x - zp = x + input_offset */
-    uint32_t oy, ox, ky, kx, c, j;
+    uint32_t oy, ox, ky, kx, c;
     uint16_t o, n;
     lrt_bp_geom_of(l, &geo);
     n = geo.out_c;
@@ -703,29 +703,29 @@ void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, i
     for (oy = 0; oy < geo.out_h; oy++) {
         for (ox = 0; ox < geo.out_w; ox++) {
             const int8_t *d = dz + ((size_t)oy * geo.out_w + ox) * n;
-            for (o = 0; o < n && d[o] == 0; o++) {
-            }
-            if (o == n) {
-                continue;
-            }
-            j = 0;
-            for (ky = 0; ky < geo.kh; ky++) {
-                const int32_t iy = (int32_t)(oy * geo.sh + ky) - geo.pt;
-                for (kx = 0; kx < geo.kw; kx++, j += geo.in_c) {
-                    const int32_t ix = (int32_t)(ox * geo.sw + kx) - geo.pl;
-                    const int8_t *px;
-                    if (iy < 0 || iy >= (int32_t)geo.in_h || ix < 0 || ix >= (int32_t)geo.in_w) {
-                        continue; /* padding: the tap is the zero point, x - zp = 0 */
+            /* channel by channel: dz is sparse (ReLU masks, and below a max-pool only one
+             * pixel of each window has a gradient), the patch row is contiguous */
+            for (o = 0; o < n; o++) {
+                const int32_t dv = d[o], dvo = d[o] * off;
+                int32_t *row = g + (size_t)o * m;
+                if (dv == 0) {
+                    continue;
+                }
+                for (ky = 0; ky < geo.kh; ky++) {
+                    const int32_t iy = (int32_t)(oy * geo.sh + ky) - geo.pt;
+                    if (iy < 0 || iy >= (int32_t)geo.in_h) {
+                        row += (size_t)geo.kw * geo.in_c; /* padding: x - zp = 0 */
+                        continue;
                     }
-                    px = x + ((size_t)iy * geo.in_w + (size_t)ix) * geo.in_c;
-                    for (c = 0; c < geo.in_c; c++) {
-                        const int32_t v = (int32_t)px[c] + off;
-                        int32_t *gj = g + j + c;
-                        if (v == 0) {
+                    for (kx = 0; kx < geo.kw; kx++, row += geo.in_c) {
+                        const int32_t ix = (int32_t)(ox * geo.sw + kx) - geo.pl;
+                        const int8_t *px;
+                        if (ix < 0 || ix >= (int32_t)geo.in_w) {
                             continue;
                         }
-                        for (o = 0; o < n; o++) {
-                            gj[(size_t)o * m] += (int32_t)d[o] * v;
+                        px = x + ((size_t)iy * geo.in_w + (size_t)ix) * geo.in_c;
+                        for (c = 0; c < geo.in_c; c++) {
+                            row[c] += dv * px[c] + dvo;
                         }
                     }
                 }

@@ -154,7 +154,7 @@ int64_t lrt_bp_bn_gamma_sum(const lrt_layer *l, const int8_t *x, const int8_t *d
 /* Per-sample weight gradient of a conv (or dense) layer for the LRT block update:
  * g[o * m + j] = sum over output pixels p of dz[p][o] * (x[tap j of p] - zp), int32, n x m
  * row-major (= the m x n block G^T column-major). Plain C reference kernel: pixels outer,
- * taps middle, channels inner, pixels whose dz is all zero and zero-point taps skipped.
+ * then output channels with a non-zero dz (dz is sparse), then the patch (contiguous).
  * |g| <= pixels * 127 * 255 < 2^31 for pixels <= LRT_BP_MAX_PIXELS. */
 void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, int32_t *g);
 /* Bytes of lrt_conv_wgrad_s32's output buffer: 4 * out_c * m. */
