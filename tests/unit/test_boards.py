@@ -195,5 +195,5 @@ def test_simd_kernels_follow_the_core(tmp_path: Path) -> None:
     assert not load_board(off).simd
     assert not any("SIMD" in f for f in arm_cflags(load_board(off)))
     bad = write_variant(tmp_path, "lm3s6965evb", "fpu = false\n", "fpu = false\nsimd = true\n")
-    with pytest.raises(UserError, match="cpu.simd"):
+    with pytest.raises(UserError, match=r"cpu\.simd"):
         load_board(bad)
