@@ -200,7 +200,7 @@ def build_net_driver(model: Model, workdir: Path) -> Path:
     table.write_text(c_table_source(model))
     main = workdir / "main.c"
     main.write_text(DRIVER_MAIN)
-    libs = [LIB_DIR / f for f in ("lrt_net.c", "lrt_kernels.c", "lrt_common.c")]
+    libs = [LIB_DIR / f for f in ("lrt_net.c", "lrt_kernels.c", "lrt_fixmath.c", "lrt_common.c")]
     return compile_c([main, table, *libs], workdir / "net_driver")
 
 
