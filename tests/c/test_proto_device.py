@@ -49,7 +49,7 @@ def dev(firmware: Path) -> Device:
 
 def test_hello(dev: Device) -> None:
     info = dev.hello()
-    assert info.version == P.VERSION == 1
+    assert info.version == P.VERSION == 2
     assert info.scheme == P.Scheme.LRT and info.max_norm and info.scheme_name == "lrt-maxnorm"
     assert (info.n_layers, info.n_classes) == (LAYERS, CLASSES)
     assert info.input_shape == IN_SHAPE and info.input_size == INPUT_SIZE
@@ -58,6 +58,8 @@ def test_hello(dev: Device) -> None:
     assert not info.matches_fingerprint("deadbeee0123abcd")
     assert info.samples == 0
     assert info.max_payload == P.MAX_PAYLOAD
+    # the stub's store state (proto_dummy.h): fell back, generation 0x01020304
+    assert info.store == P.STORE_FALLBACK and info.generation == 0x01020304
 
 
 def test_infer_train_stats(dev: Device) -> None:

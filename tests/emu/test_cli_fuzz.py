@@ -54,16 +54,37 @@ class Tripwire(Exception):
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A valid build (the tiny model on the host board), its weights and a good image."""
+    """A valid build (the tiny model), its weights and a good image. The build is re-labelled
+    for a host board with a 64 KiB NVM region instead of 8 MiB: every refusal path is the
+    same, and 2,000 images per command stay cheap. No device is started (tripwires), so the
+    firmware is not rebuilt for it."""
     root = tmp_path_factory.mktemp("fuzz")
+    boards = root / "boards"
+    boards.mkdir()
+    for board in boards_dir().glob("*.toml"):
+        shutil.copy(board, boards)
+    host = (boards / "host.toml").read_text()
+    assert 'name = "host"' in host and "size = 0x800000" in host
+    (boards / "hostsmall.toml").write_text(
+        host.replace('name = "host"', 'name = "hostsmall"').replace("size = 0x800000",
+                                                                     "size = 0x10000"))
+    old = os.environ.get("LRT_BOARDS_DIR")
+    os.environ["LRT_BOARDS_DIR"] = str(boards)
     src = built("inference", preset="tiny")
     shutil.copytree(src, root / "build", ignore=shutil.ignore_patterns("src", "pio"))
+    report = json.loads((root / "build" / "report.json").read_text())
+    (root / "build" / "report.json").write_text(json.dumps({**report, "board": "hostsmall"}))
     report, model = load_build(root / "build")
     geo = store.build_geometry(report, model)
     assert geo is not None
     blob = codegen.blob_bytes(model, codegen.blob_layout(model))
+    assert geo.region_size == 0x10000
     (root / "good.img").write_bytes(nvm.build_image(geo, [blob]))
     yield root
+    if old is None:
+        del os.environ["LRT_BOARDS_DIR"]
+    else:
+        os.environ["LRT_BOARDS_DIR"] = old
 
 
 @pytest.fixture

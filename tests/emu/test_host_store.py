@@ -187,8 +187,10 @@ def test_foreign_image_is_refused_and_untouched(
     assert_refused(res, "another model", "--format")
     assert path.read_bytes() == img_b
     # --format: the explicit way; then the device runs on A's built-in set
-    rc, _, err = call(main, *args[command], "--nvm", path, "--format", capsys=capsys)
+    rc, out, err = call(main, *args[command], "--nvm", path, "--format", capsys=capsys)
     assert rc == 0, err
+    if command == "emulate":  # the device's mount state is in the report
+        assert "weight store at boot | generation 1; was blank" in out and "formatted" in out
     rep = nvm.inspect_image(path, geometry(build_a))
     assert rep.chosen is not None and not rep.foreign
 
