@@ -139,7 +139,7 @@ def train_run(
         logits.append(r.s8(model.num_classes))
         r.int32()
     n_layers = len(model.layers)
-    r.pos += 20 + n_layers * (4 + 8 + 4 + 8 + 4 + 4 + 4 + 4)  # stats, LRT blocks, mismatches
+    r.pos += 24 + n_layers * (4 + 8 + 4 + 8 + 4 + 4 + 4 + 4)  # stats, LRT blocks, mismatches
     payload_len = r.int32()
     r.pos += payload_len
     size = blob_layout(model.layers)[2]

@@ -177,7 +177,7 @@ def test_foreign_image_is_refused_and_untouched(
     _, model = load_build(build_a)
     np.save(tmp_path / "x.npy", np.zeros((2, *model.input_shape), np.int8))
     args: dict[str, list[object]] = {
-        "emulate": ["--build", build_a, "--samples", 5, "--quiet", "--emulator", "host"],
+        "emulate": ["--build", build_a, "--samples", 5, "--emulator", "host"],
         "push": ["--build", build_a, "--weights", build_a / "model.tflite"],
         "inputs": ["--build", build_a, "--inputs", tmp_path / "x.npy", "--dump-logits",
                    tmp_path / "y.npy"],

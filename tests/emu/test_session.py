@@ -44,14 +44,17 @@ def test_bulk_session_equals_per_sample_protocol(tmp_path: Path, scheme: str) ->
                     curve.append((done, max(la.max_writes for la in s.layers),
                                   max(la.paper_max_writes for la in s.layers)))  # fmt: skip
         stats = dev.stats()
+        wear = dev.wear()
     want = OnlineResult.from_run(
         board=report["board"], scheme=cfg["scheme"], stream="analog", labels=st.y,
         preds=np.array(preds), stats=stats, layer_names=[la.name for la in model.weight_layers()],
         layer_cells=[la.n_weights for la in model.weight_layers()], seconds=1.0,
     )  # fmt: skip
+    want.add_wear(wear, *pipeline._nvm_facts(report, model), cfg.get("sample_rate_hz", 1.0))
     assert res.online_accuracy == want.online_accuracy
     assert res.ema == want.ema  # per-sample correctness, sampled
-    assert res.layers == want.layers  # write counters per layer
+    assert res.layers == want.layers  # write counters and physical programs per layer
+    assert res.max_programs_per_cell == want.max_programs_per_cell
     assert res.flushes == want.flushes
     assert res.writes_curve == curve
     assert bulk_nvm.read_bytes() == step_nvm.read_bytes(), "final NVM images differ"

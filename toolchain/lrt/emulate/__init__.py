@@ -62,7 +62,7 @@ def open_device(
             raise UserError(f"{build_dir} is not an lrt build directory (no report.json)")
         from lrt.pipeline import read_report
 
-        report = read_report(path)
+        report = read_report(path, config=False)  # board and firmware suffice
     if emulator not in EMULATORS:
         raise UserError(f"emulator {emulator!r}: expected one of {', '.join(EMULATORS)}")
     from lrt import boards
