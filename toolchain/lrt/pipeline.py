@@ -504,7 +504,7 @@ def _nvm_facts(report: dict[str, Any], model: Model) -> tuple[int, int]:
     """(endurance, slots) of the build's weight store."""
     from lrt import boards
 
-    return _nvm_facts_of(boards.load_board(report["board"]), model)
+    return _nvm_facts_of(boards.load_build_board(report), model)
 
 
 def _nvm_facts_of(board: Any, model: Model) -> tuple[int, int]:

@@ -29,7 +29,7 @@ def build_geometry(report: dict[str, Any], model: Model) -> nvm.NvmGeometry | No
     the build keeps its weights in the firmware image (no store)."""
     from lrt import boards
 
-    board = boards.load_board(report["board"])
+    board = boards.load_build_board(report)
     try:
         geo = codegen.nvm_geometry(board, codegen.blob_layout(model).size)
         geo.layout()
