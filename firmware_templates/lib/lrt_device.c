@@ -44,14 +44,11 @@ static int flush_gate(const lrt_trainer *t, const lrt_layer *l, lrt_lowrank *acc
                       lrt_lowrank_plan *plan)
 {
     uint32_t need;
-    int r;
-    if (t->cfg.policy.kind == LRT_POLICY_FIXED) {
-        return lrt_lowrank_flush_check(acc, lrt_train_weight_lsb_exp(t), plan);
-    }
-    r = lrt_lowrank_flush_prepare(acc, lrt_train_weight_lsb_exp(t), plan);
+    int r = lrt_lowrank_flush_prepare(acc, lrt_train_weight_lsb_exp(t), plan);
     if (r < 0) {
         return r;
     }
+    /* the policy's cell gate; under the fixed policy it is rho_min, as plan->min_nonzero */
     need = lrt_policy_min_cells(&t->cfg.policy, l->w_size, acc->cfg.rho_min_q16);
     if (lrt_lowrank_count_nonzero(acc, plan, need) >= need) {
         return 1;
