@@ -412,17 +412,6 @@ def nvm_geometry(board: Any, blob_size: int) -> Any:
     )
 
 
-def nvm_work_bytes(board: Any, blob_size: int) -> int:
-    """RAM of the NVM layer's commit window (0 when the store does not fit: inference then
-    keeps its weights in the image)."""
-    from lrt import nvm
-
-    try:
-        return nvm.work_size(nvm_geometry(board, blob_size), nvm_chunk_size(board))
-    except ValueError:
-        return 0
-
-
 def nvm_chunk_size(board: Any) -> int:
     """lrt_nvm_config.chunk_size for a board (0 = a page-sized window)."""
     page = int(board.nvm.page_size)
