@@ -73,7 +73,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     src = built("inference", preset="tiny")
     shutil.copytree(src, root / "build", ignore=shutil.ignore_patterns("src", "pio"))
     report = json.loads((root / "build" / "report.json").read_text())
-    (root / "build" / "report.json").write_text(json.dumps({**report, "board": "hostsmall"}))
+    # The build records its board file; point it at the re-labelled one.
+    relabelled = {**report, "board": "hostsmall", "board_file": str(boards / "hostsmall.toml")}
+    (root / "build" / "report.json").write_text(json.dumps(relabelled))
     report, model = load_build(root / "build")
     geo = store.build_geometry(report, model)
     assert geo is not None
