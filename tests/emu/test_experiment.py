@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -122,4 +123,6 @@ def test_frontier_of_a_tiny_sweep(tmp_path: Path) -> None:
             f"{r['max_writes_per_cell']} |"
         )
         assert row in table, row
-    assert table.count("| shift |") == 6
+    assert sum(table.count(f"| shift | {s} |") for s in schemes) == 6
+    # the LRT-vs-SGD verdict: sgd's two points and LRT's two give four write levels at most
+    assert re.search(r"\| shift \| [1-4] \| (yes|no) \| \d+: ", table), table

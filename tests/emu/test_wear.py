@@ -26,10 +26,10 @@ SAMPLES = 200
     [
         ("sgd", {}),
         ("sgd-batch", {}),
-        ("lrt-maxnorm", {}),
+        ("lrt-maxnorm", {"write_policy": "fixed"}),
         ("lrt-maxnorm", {"write_policy": "gated", "gate_errors": 3}),
     ],
-    ids=["sgd", "sgd-batch", "lrt-maxnorm", "lrt-maxnorm-gated"],
+    ids=["sgd", "sgd-batch", "lrt-maxnorm-fixed", "lrt-maxnorm-gated"],
 )
 def test_programs_per_cell_are_the_nvm_wear_table(
     tmp_path: Path, scheme: str, overrides: dict[str, object]
@@ -127,7 +127,7 @@ def test_gated_policy_without_gates_is_the_fixed_schedule() -> None:
             progress=False,
             count_instructions=False,
         )
-        for kw in ({}, {"write_policy": "gated", "gate_errors": 0})
+        for kw in ({"write_policy": "fixed"}, {"write_policy": "gated", "gate_errors": 0})
     ]
     fixed, gated = runs
     assert fixed.flushes == gated.flushes > 0

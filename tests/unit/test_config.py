@@ -98,7 +98,8 @@ def test_weight_bits_and_epochs_ranges(field: str, value: int) -> None:
 
 def test_write_policy_fields() -> None:
     cfg = load_config(None)
-    assert cfg.write_policy == "fixed" and cfg.scheme == "lrt-maxnorm"  # today's behaviour
+    assert cfg.write_policy is None and cfg.scheme == "lrt-maxnorm"
+    assert (cfg.policy_name, cfg.learning_rate) == ("gated", 0.003)  # the validated defaults
     keys = dict(
         parse_setting(s)
         for s in ("write_policy=gated", "gate_errors=3", "lifetime_years=10", "sample_rate_hz=10")
@@ -125,3 +126,17 @@ def test_one_set_takes_several_fields() -> None:
         "sample_rate_hz": 10.0,
         "rank": 2,
     }
+
+
+def test_defaults_table_fills_what_is_not_given() -> None:
+    """lr and write_policy come from the `defaults` table unless given: the validated table
+    gives per-sample SGD its own best rate, the paper table the paper's settings."""
+    assert load_config(None, scheme="sgd").learning_rate == 0.03
+    assert load_config(None, scheme="lrt").learning_rate == 0.003
+    paper = load_config(None, defaults="paper")
+    assert (paper.learning_rate, paper.policy_name) == (0.01, "fixed")
+    given = load_config(None, defaults="paper", lr=0.02, write_policy="gated")
+    assert (given.learning_rate, given.policy_name) == (0.02, "gated")
+    assert given.resolved()["lr"] == 0.02 and load_config(None).resolved()["lr"] == 0.003
+    with pytest.raises(UserError, match="field 'defaults' is 'tuned'"):
+        load_config(None, defaults="tuned")

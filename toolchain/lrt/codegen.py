@@ -519,7 +519,7 @@ def firmware_context(
     lifetime = config.lifetime_years
     # a lifetime target is the gated policy's write budget; under the fixed policy it drives
     # the NVM layer's throttle (lrt_nvm_budget) as before
-    throttle = bool(lifetime) and config.write_policy == "fixed"
+    throttle = bool(lifetime) and config.policy_name == "fixed"
     pol = policy_of(config, board.nvm.endurance, geo.layout().n_slots if geo else 2)
     ctx.update(
         {
@@ -536,9 +536,9 @@ def firmware_context(
             "rank": config.rank,
             "lrt_mode": 0 if config.lrt_mode == "unbiased" else 1,
             "max_norm": int(config.uses_max_norm),
-            "lr_q16": round(config.lr * 65536),
+            "lr_q16": round(config.learning_rate * 65536),
             "weight_bits": config.weight_bits,
-            "lr_q24": round(config.lr * (1 << 24)),
+            "lr_q24": round(config.learning_rate * (1 << 24)),
             "lrt_block": config.lrt_block,
             "lrt_block_words": lrt_block_words(
                 [model.layers[i] for i in sizes["trainable"]], config.lrt_block

@@ -91,11 +91,70 @@ def plot_frontier(out: Path, env: str, points: list[dict[str, Any]]) -> str:
     return name
 
 
+LRT_SCHEMES = ("lrt", "lrt-maxnorm")
+
+
+def best_within(points: list[dict[str, Any]], programs: int) -> float | None:
+    """The best accuracy among the points that wear no cell more than `programs` times."""
+    accs = [float(p["acc_ema"]) for p in points if p["max_programs"] <= programs]
+    return max(accs) if accs else None
+
+
+def lrt_vs_sgd(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per environment: at every write level (any point's programs) where both an LRT scheme
+    and per-sample SGD have a point within it, the best LRT accuracy against the best SGD
+    accuracy. `holds` is True when LRT is at least as accurate at every such level."""
+    verdicts = []
+    for env in sorted({str(p["env"]) for p in points}):
+        lrt = [p for p in points if p["env"] == env and p["scheme"] in LRT_SCHEMES]
+        sgd = [p for p in points if p["env"] == env and p["scheme"] == "sgd"]
+        if not lrt or not sgd:
+            continue
+        levels = sorted({int(p["max_programs"]) for p in lrt + sgd})
+        compared = []
+        for w in levels:
+            a, b = best_within(lrt, w), best_within(sgd, w)
+            if a is not None and b is not None:
+                compared.append((w, a, b))
+        worst = min(compared, key=lambda c: c[1] - c[2]) if compared else None
+        verdicts.append(
+            {
+                "env": env,
+                "levels": len(compared),
+                "holds": all(a >= b for _, a, b in compared),
+                "worst": worst,
+            }
+        )
+    return verdicts
+
+
+def verdict_table(verdicts: list[dict[str, Any]]) -> str:
+    lines = [
+        "| environment | write levels compared | best LRT >= best SGD at every level | "
+        "smallest margin (programs: LRT vs SGD) |",
+        "|---|---|---|---|",
+    ]
+    for v in verdicts:
+        w = v["worst"]
+        margin = f"{w[0]}: {100 * w[1]:.1f}% vs {100 * w[2]:.1f}%" if w else "-"
+        lines.append(f"| {v['env']} | {v['levels']} | {'yes' if v['holds'] else 'no'} | "
+                     f"{margin} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def frontier_section(plots: Path, results: list[dict[str, Any]]) -> list[str]:
     points = frontier_points(results)
     if not points:
         return []
     md = ["## Wear-accuracy frontier", "", frontier_table(points)]
+    verdicts = lrt_vs_sgd(points)
+    if verdicts:
+        md += [
+            "At each write level W (the programs of any point), the best accuracy among the "
+            "points that program no cell more than W times:",
+            "",
+            verdict_table(verdicts),
+        ]
     for env in sorted({p["env"] for p in points}):
         name = plot_frontier(plots, env, points)
         md.append(f"![{name}](plots/{name})")

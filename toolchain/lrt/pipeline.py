@@ -278,7 +278,7 @@ def build(
     report: dict[str, Any] = {
         "board": brd.name,
         "board_file": str(brd.path),
-        "config": asdict(cfg),
+        "config": cfg.resolved(),
         "model": {
             "name": model.name,
             "preset": model.preset,

@@ -61,10 +61,10 @@ def samples_per_commit(
 def policy_of(cfg: BuildConfig, endurance: int, n_slots: int) -> Policy:
     """The firmware's lrt_policy for a build config on a board's NVM."""
     spc = 0
-    if cfg.write_policy == "gated" and cfg.lifetime_years:
+    if cfg.policy_name == "gated" and cfg.lifetime_years:
         spc = samples_per_commit(cfg.lifetime_years, cfg.sample_rate_hz, endurance, n_slots)
     return Policy(
-        kind=POLICY_KIND[cfg.write_policy],
+        kind=POLICY_KIND[cfg.policy_name],
         gate_errors=cfg.gate_errors,
         gate_cells_q16=round(cfg.gate_cells * 65536),
         samples_per_commit=spc,
