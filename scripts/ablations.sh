@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper's ablations on the generated firmware (host emulator), trained from scratch
 # (--set epochs=0: the paper's uniform initial weights, no offline training) on the control
-# stream, accuracy over the last 500 samples, as in the paper:
+# stream, with the paper's settings (--set defaults=paper: lr 0.01, a write every pseudo-batch),
+# accuracy over the last 500 samples, as in the paper:
 #   streaming batch norm  - mcu-bn (with) against mcu (without), lrt and lrt-maxnorm, 10k samples
 #   bias-only training    - with and without max-norm, 10k samples
 #   rank x weight bits    - rank 1..8 x weight bits 2..8, lrt-maxnorm, 2k samples (the authors'
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 out=${1:-results/ablations}
 seeds=${2:-0,1,2,3,4}
 heat_seeds=${3:-0,1,2}
-scratch=(--set epochs=0 --set augment_train=0 --envs control --quiet)
+scratch=(--set epochs=0 --set augment_train=0 --set defaults=paper --envs control --quiet)
 exp=.venv/bin/lrt-experiment
 
 $exp --out "$out/bn" --preset mcu-bn --schemes lrt,lrt-maxnorm --seeds "$seeds" \
