@@ -517,9 +517,11 @@ def firmware_context(
     chunk = nvm_chunk_size(board)
     fp = bytes.fromhex(model.fingerprint()[:8])
     lifetime = config.lifetime_years
-    # a lifetime target is the gated policy's write budget; under the fixed policy it drives
-    # the NVM layer's throttle (lrt_nvm_budget) as before
-    throttle = bool(lifetime) and config.policy_name == "fixed"
+    # A lifetime target drives the NVM layer's throttle (lrt_nvm_budget) under either policy:
+    # it checks the real wear of the unit a commit would program, factory set and bias
+    # snapshots included. The gated policy's commit count (samples_per_commit) also applies;
+    # it is the only budget of sgd-batch, whose writes do not pass the throttle.
+    throttle = bool(lifetime)
     pol = policy_of(config, board.nvm.endurance, geo.layout().n_slots if geo else 2)
     ctx.update(
         {
