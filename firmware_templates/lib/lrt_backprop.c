@@ -719,11 +719,14 @@ uint32_t lrt_conv_wgrad_size(const lrt_layer *l)
     return 4u * l->out_c * lrt_bp_layer_m(l);
 }
 
+#define WGRAD_PATCH_MAX 32u /* bytes of stack for the window of a small filter */
+
 void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, int32_t *g)
 {
     lrt_bp_geom geo;
     const uint32_t m = lrt_bp_layer_m(l);
     const int32_t off = l->input_offset; /* x - zp = x + input_offset */
+    int8_t patch[WGRAD_PATCH_MAX];
     uint32_t oy, ox, ky, t;
     uint16_t o, n;
     lrt_bp_geom_of(l, &geo);
@@ -742,11 +745,26 @@ void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, i
              * (kx1 - kx0) * in_c values (padding taps have x - zp = 0) */
             const uint32_t run = (kx1 - kx0) * geo.in_c;
             const int inside = ky0 == 0 && kx0 == 0 && ky1 == geo.kh && kx1 == geo.kw;
+            int gathered = 0;
             /* channel by channel: dz is sparse (ReLU masks, and below a max-pool only one
              * pixel of each window has a gradient) */
             for (o = 0; o < n; o++) {
                 const int32_t dv = d[o], dvo = d[o] * off;
                 if (dv == 0 || ky0 >= ky1 || kx0 >= kx1) continue;
+                if (inside && m <= WGRAD_PATCH_MAX && geo.kh > 1) {
+                    /* a small filter (a first layer: 9 taps in runs of 3): its window copied
+                     * once per pixel, then one run of m per channel */
+                    if (!gathered) {
+                        for (ky = 0; ky < geo.kh; ky++)
+                            memcpy(patch + (size_t)ky * run,
+                                   x + ((size_t)(iy0 + (int32_t)ky) * geo.in_w + (size_t)ix0) *
+                                           geo.in_c,
+                                   run);
+                        gathered = 1;
+                    }
+                    scatter_run(g + (size_t)o * m, patch, m, dv);
+                    continue;
+                }
                 for (ky = ky0; ky < ky1; ky++) {
                     int32_t *row = g + (size_t)o * m + ((size_t)ky * geo.kw + kx0) * geo.in_c;
                     const int8_t *px =
