@@ -1,6 +1,11 @@
 /* lrt_backprop.c - integer backward kernels (see lrt_backprop.h for the number formats). */
 #include "lrt_backprop.h"
 
+#include "lrt_kernels.h"
+#if LRT_HAVE_SIMD
+#include <arm_acle.h>
+#endif
+
 #include <string.h>
 
 /* round(2^30 * 2^(-k/32)), k = 0..32 */
@@ -359,10 +364,34 @@ uint32_t lrt_bp_input_grad_work_size(const lrt_layer *l)
 }
 
 /* dst[j] += d * w[j], j < n: a plain loop, which host compilers vectorize */
+/* dst[j] += d * w[j] over a run of n int8 (|d| <= 127): the inner loop of the sparse input
+ * gradient and of the whole-layer weight gradient. The runs are short (kw * in_c), so four
+ * at a time; with the SIMD kernels one word of w feeds four SMLAxy (d in the low half), the
+ * same integers. */
 static void scatter_run(int32_t *dst, const int8_t *w, uint32_t n, int32_t d)
 {
-    uint32_t j;
-    for (j = 0; j < n; j++) {
+    uint32_t j = 0;
+#if LRT_HAVE_SIMD
+    for (; j + 4 <= n; j += 4) {
+        uint32_t wv;
+        int32_t w02, w13, a0 = dst[j], a1 = dst[j + 1], a2 = dst[j + 2], a3 = dst[j + 3];
+        memcpy(&wv, w + j, 4); /* one LDR: unaligned word loads are allowed on these cores */
+        w02 = (int32_t)__sxtb16(wv);
+        w13 = (int32_t)__sxtb16((wv >> 8) | (wv << 24));
+        dst[j] = __smlabb(w02, d, a0);
+        dst[j + 1] = __smlabb(w13, d, a1);
+        dst[j + 2] = __smlatb(w02, d, a2);
+        dst[j + 3] = __smlatb(w13, d, a3);
+    }
+#else
+    for (; j + 4 <= n; j += 4) {
+        dst[j] += d * w[j];
+        dst[j + 1] += d * w[j + 1];
+        dst[j + 2] += d * w[j + 2];
+        dst[j + 3] += d * w[j + 3];
+    }
+#endif
+    for (; j < n; j++) {
         dst[j] += d * w[j];
     }
 }
@@ -690,46 +719,81 @@ uint32_t lrt_conv_wgrad_size(const lrt_layer *l)
     return 4u * l->out_c * lrt_bp_layer_m(l);
 }
 
+#define WGRAD_PATCH_MAX 32u /* bytes of stack for the window of a small filter */
+
 void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, int32_t *g)
 {
     lrt_bp_geom geo;
     const uint32_t m = lrt_bp_layer_m(l);
     const int32_t off = l->input_offset; /* x - zp = x + input_offset */
-    uint32_t oy, ox, ky, kx, c;
+    int8_t patch[WGRAD_PATCH_MAX];
+    uint32_t oy, ox, ky, t;
     uint16_t o, n;
     lrt_bp_geom_of(l, &geo);
     n = geo.out_c;
     memset(g, 0, sizeof(int32_t) * n * m);
     for (oy = 0; oy < geo.out_h; oy++) {
+        const int32_t iy0 = (int32_t)(oy * geo.sh) - geo.pt;
+        const uint32_t ky0 = iy0 < 0 ? (uint32_t)-iy0 : 0u;
+        const uint32_t ky1 = LRT_MIN((uint32_t)geo.kh, (uint32_t)((int32_t)geo.in_h - iy0));
         for (ox = 0; ox < geo.out_w; ox++) {
             const int8_t *d = dz + ((size_t)oy * geo.out_w + ox) * n;
+            const int32_t ix0 = (int32_t)(ox * geo.sw) - geo.pl;
+            const uint32_t kx0 = ix0 < 0 ? (uint32_t)-ix0 : 0u;
+            const uint32_t kx1 = LRT_MIN((uint32_t)geo.kw, (uint32_t)((int32_t)geo.in_w - ix0));
+            /* taps inside the input: rows ky0..ky1-1, in each a contiguous run of
+             * (kx1 - kx0) * in_c values (padding taps have x - zp = 0) */
+            const uint32_t run = (kx1 - kx0) * geo.in_c;
+            const int inside = ky0 == 0 && kx0 == 0 && ky1 == geo.kh && kx1 == geo.kw;
+            int gathered = 0;
             /* channel by channel: dz is sparse (ReLU masks, and below a max-pool only one
-             * pixel of each window has a gradient), the patch row is contiguous */
+             * pixel of each window has a gradient) */
             for (o = 0; o < n; o++) {
                 const int32_t dv = d[o], dvo = d[o] * off;
-                int32_t *row = g + (size_t)o * m;
-                if (dv == 0) {
+                if (dv == 0 || ky0 >= ky1 || kx0 >= kx1) continue;
+                if (inside && m <= WGRAD_PATCH_MAX && geo.kh > 1) {
+                    /* a small filter (a first layer: 9 taps in runs of 3): its window copied
+                     * once per pixel, then one run of m per channel */
+                    if (!gathered) {
+                        for (ky = 0; ky < geo.kh; ky++)
+                            memcpy(patch + (size_t)ky * run,
+                                   x + ((size_t)(iy0 + (int32_t)ky) * geo.in_w + (size_t)ix0) *
+                                           geo.in_c,
+                                   run);
+                        gathered = 1;
+                    }
+                    scatter_run(g + (size_t)o * m, patch, m, dv);
                     continue;
                 }
-                for (ky = 0; ky < geo.kh; ky++) {
-                    const int32_t iy = (int32_t)(oy * geo.sh + ky) - geo.pt;
-                    if (iy < 0 || iy >= (int32_t)geo.in_h) {
-                        row += (size_t)geo.kw * geo.in_c; /* padding: x - zp = 0 */
-                        continue;
-                    }
-                    for (kx = 0; kx < geo.kw; kx++, row += geo.in_c) {
-                        const int32_t ix = (int32_t)(ox * geo.sw + kx) - geo.pl;
-                        const int8_t *px;
-                        if (ix < 0 || ix >= (int32_t)geo.in_w) {
-                            continue;
-                        }
-                        px = x + ((size_t)iy * geo.in_w + (size_t)ix) * geo.in_c;
-                        for (c = 0; c < geo.in_c; c++) {
-                            row[c] += dv * px[c] + dvo;
-                        }
-                    }
+                for (ky = ky0; ky < ky1; ky++) {
+                    int32_t *row = g + (size_t)o * m + ((size_t)ky * geo.kw + kx0) * geo.in_c;
+                    const int8_t *px =
+                        x + ((size_t)(iy0 + (int32_t)ky) * geo.in_w + (size_t)(ix0 + (int32_t)kx0)) *
+                                geo.in_c;
+                    scatter_run(row, px, run, dv);
+                    /* the offset term: per tap for a window cut by padding, once per channel
+                     * (below) for windows inside */
+                    if (!inside)
+                        for (t = 0; t < run; t++) row[t] += dvo;
                 }
             }
         }
+    }
+    if (off == 0) return;
+    for (o = 0; o < n; o++) { /* the windows inside: off * (their sum of dz) on every tap */
+        int32_t dsum = 0, add;
+        int32_t *row = g + (size_t)o * m;
+        for (oy = 0; oy < geo.out_h; oy++) {
+            const int32_t iy0 = (int32_t)(oy * geo.sh) - geo.pt;
+            if (iy0 < 0 || iy0 + geo.kh > geo.in_h) continue;
+            for (ox = 0; ox < geo.out_w; ox++) {
+                const int32_t ix0 = (int32_t)(ox * geo.sw) - geo.pl;
+                if (ix0 < 0 || ix0 + geo.kw > geo.in_w) continue;
+                dsum += dz[((size_t)oy * geo.out_w + ox) * n + o];
+            }
+        }
+        add = dsum * off;
+        if (add != 0)
+            for (t = 0; t < m; t++) row[t] += add;
     }
 }

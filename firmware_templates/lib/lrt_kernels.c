@@ -141,6 +141,64 @@ static int32_t dot_offset(const int8_t *x, const int8_t *w, uint32_t n, int32_t 
     return acc;
 }
 
+#if !defined(__arm__)
+/* Host builds (the emulator) only, where a few KB of stack cost nothing: the patch of one
+ * output pixel as int16 x + input_offset (0 at padding taps) on the stack, then one dot
+ * product of the whole filter length per output channel, which the host compiler vectorizes
+ * (the kernel rows alone are runs of kw * in_c, 3 taps on a first layer). The same integer
+ * sums as the loop below; the MCU builds keep the loop and their stack. */
+#define CONV_HOST_PATCH 1152u
+
+static int32_t dot16(const int16_t *x, const int8_t *w, uint32_t n)
+{
+    int32_t acc = 0;
+    uint32_t j;
+    for (j = 0; j < n; j++) {
+        acc += x[j] * (int16_t)w[j];
+    }
+    return acc;
+}
+
+static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
+                              const lrt_requant *q, const int8_t *input,
+                              const int8_t *weights, const int32_t *bias, int8_t *output)
+{
+    const uint32_t filter_size = (uint32_t)win->kernel_h * win->kernel_w * in->c;
+    const uint32_t krow = (uint32_t)win->kernel_w * in->c;
+    int16_t patch[CONV_HOST_PATCH];
+    uint16_t oy, ox, oc;
+    for (oy = 0; oy < out->h; oy++) {
+        const int32_t iy0 = (int32_t)oy * win->stride_h - win->pad_top;
+        for (ox = 0; ox < out->w; ox++) {
+            const int32_t ix0 = (int32_t)ox * win->stride_w - win->pad_left;
+            const int32_t kx0 = ix0 < 0 ? -ix0 : 0;
+            const int32_t kx1 = LRT_MIN((int32_t)win->kernel_w, (int32_t)in->w - ix0);
+            int8_t *dst = output + ((uint32_t)oy * out->w + ox) * out->c;
+            int32_t ky;
+            memset(patch, 0, sizeof(int16_t) * filter_size);
+            for (ky = 0; ky < (int32_t)win->kernel_h && kx1 > kx0; ky++) {
+                const int32_t iy = iy0 + ky;
+                const int8_t *px;
+                int16_t *pd;
+                uint32_t j, run;
+                if (iy < 0 || iy >= (int32_t)in->h) continue;
+                px = input + ((uint32_t)iy * in->w + (uint32_t)(ix0 + kx0)) * in->c;
+                pd = patch + (uint32_t)ky * krow + (uint32_t)kx0 * in->c;
+                run = (uint32_t)(kx1 - kx0) * in->c;
+                for (j = 0; j < run; j++) pd[j] = (int16_t)(px[j] + q->input_offset);
+            }
+            for (oc = 0; oc < out->c; oc++) {
+                int32_t acc = dot16(patch, weights + (uint32_t)oc * filter_size, filter_size);
+                if (bias != NULL) {
+                    acc = wrap_add(acc, bias[oc]);
+                }
+                dst[oc] = output_stage(requantize(acc, q->multiplier[oc], q->shift[oc]), q);
+            }
+        }
+    }
+}
+#endif
+
 int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
                   const lrt_requant *q, const int8_t *input, const int8_t *weights,
                   const int32_t *bias, int8_t *output)
@@ -151,6 +209,12 @@ int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win
         return LRT_ERR_ARG;
     }
     filter_size = (uint32_t)win->kernel_h * win->kernel_w * in->c;
+#if !defined(__arm__)
+    if (filter_size <= CONV_HOST_PATCH) {
+        conv2d_host_patch(in, out, win, q, input, weights, bias, output);
+        return LRT_OK;
+    }
+#endif
     for (oy = 0; oy < out->h; oy++) {
         const int32_t iy0 = (int32_t)oy * win->stride_h - win->pad_top;
         const int32_t ky0 = iy0 < 0 ? -iy0 : 0;

@@ -161,10 +161,12 @@ static void jacobi_cs(int64_t al, int64_t be, int64_t ga, int32_t *c, int32_t *s
     *s = (int32_t)(sin2 * ((int64_t)1 << 29) / (int64_t)cc); /* sin 2t / (2 cos t) */
 }
 
-static void rotate_cols(int32_t *x, uint8_t q, unsigned i, unsigned j, int32_t c, int32_t s)
+/* columns i and j of the q x q matrix x, rows 0 .. rows - 1 */
+static void rotate_cols(int32_t *x, uint8_t q, unsigned rows, unsigned i, unsigned j, int32_t c,
+                        int32_t s)
 {
     unsigned row;
-    for (row = 0; row < q; row++) {
+    for (row = 0; row < rows; row++) {
         int64_t a = x[row * q + i], b = x[row * q + j];
         x[row * q + i] = (int32_t)rsh((int64_t)c * a - (int64_t)s * b, 30);
         x[row * q + j] = (int32_t)rsh((int64_t)s * a + (int64_t)c * b, 30);
@@ -189,18 +191,22 @@ static void negate_col(int32_t *x, uint8_t q, unsigned k)
 
 int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
 {
-    unsigned i, j, k, row, sweep, sweeps = 0;
+    unsigned i, j, k, row, sweep, sweeps = 0, qc = 0;
     if (!a || !sigma || !v || q < 2 || q > LRT_LOWRANK_MAX_CORE) return LRT_ERR_ARG;
     for (i = 0; i < (unsigned)q * q; i++) {
         if (a[i] > C_MAX || a[i] < -C_MAX) return LRT_ERR_ARG;
         v[i] = (i % (q + 1u)) == 0 ? (int32_t)ONE_Q30 : 0;
+        if (a[i] != 0 && i % q >= qc) qc = i % q + 1u;
     }
     /* One-sided (Hestenes) Jacobi: rotate column pairs of a until all are orthogonal; then
-     * a = U diag(sigma), and v accumulates the rotations, so A = U diag(sigma) V^T. */
+     * a = U diag(sigma), and v accumulates the rotations, so A = U diag(sigma) V^T. Trailing
+     * all-zero columns (from qc on; the block step's core has them when it is wider than
+     * tall, see step_block) are orthogonal to everything and never rotated, and rows qc..
+     * of v's first qc columns stay zero: both are left out of the loops. */
     for (sweep = 0; sweep < LRT_LOWRANK_JACOBI_MAX_SWEEPS; sweep++) {
         int rotated = 0;
-        for (i = 0; i + 1 < q; i++) {
-            for (j = i + 1; j < q; j++) {
+        for (i = 0; i + 1 < qc; i++) {
+            for (j = i + 1; j < qc; j++) {
                 int64_t al = 0, be = 0, ga = 0;
                 lrt_ufx g2;
                 int32_t c, s;
@@ -238,8 +244,8 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
                     if (done) continue;
                 }
                 jacobi_cs(al, be, ga, &c, &s);
-                rotate_cols(a, q, i, j, c, s);
-                rotate_cols(v, q, i, j, c, s);
+                rotate_cols(a, q, q, i, j, c, s);
+                rotate_cols(v, q, qc, i, j, c, s);
                 rotated = 1;
             }
         }
@@ -296,39 +302,87 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
 
 /* ---- one block step ---------------------------------------------------------------------- */
 
-/* x -= (Q_j . x) Q_j for one basis column Q_j (real Q * 2^eq), entries at col[i * stride]
- * (int16 state) or col32[i] (int32 new column, |entries| < 2^15); coef += Q_j . x in units
- * 2^(eq + exponent of x). */
-static void project_out(const int16_t *col, const int32_t *col32, size_t stride, int32_t eq,
-                        int32_t *x, uint16_t len, int64_t *coef)
+/* One classical Gram-Schmidt pass of x (len entries) against the columns of Q (int16 state,
+ * stride r, exponent eq) and the accepted new columns P_j (p32 + j * len, |entries| < 2^15,
+ * exponent ep[j]): every coefficient Q_j . x from the same x, then one update
+ * x -= sum_j (Q_j . x) Q_j per entry with a single rounding. cf[j] += Q_j . x in units
+ * 2^(exponent of column j + exponent of x). Returns ||x||^2 after the update. Twice applied
+ * (see extend_basis) it is as orthogonal as modified Gram-Schmidt twice, and it reads x once
+ * per column for the coefficients and once for the update instead of twice per column. */
+static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int32_t *p32,
+                             const int32_t *ep, unsigned kk, int32_t *x, uint16_t len,
+                             int64_t *cf)
 {
-    int64_t dot = 0;
-    int32_t d;
-    int pre, sh;
-    unsigned i;
-    if (col) {
-        for (i = 0; i < len; i++) dot += (int64_t)col[(size_t)i * stride] * x[i];
-    } else {
-        for (i = 0; i < len; i++) dot += (int64_t)col32[i] * x[i];
+    int64_t dot[LRT_LOWRANK_MAX_CORE];
+    int32_t d[LRT_LOWRANK_MAX_CORE];
+    const unsigned cols = r + kk;
+    int32_t top = INT32_MIN;
+    uint64_t ss = 0;
+    unsigned i, j;
+    int sh;
+    /* the coefficients two columns at a time: one load of x[i] for two products */
+    for (j = 0; j + 1 < r; j += 2) {
+        int64_t a0 = 0, a1 = 0;
+        const int16_t *q = qm + j;
+        for (i = 0; i < len; i++, q += r) {
+            a0 += (int64_t)q[0] * x[i];
+            a1 += (int64_t)q[1] * x[i];
+        }
+        dot[j] = a0;
+        dot[j + 1] = a1;
     }
-    if (dot == 0) return;
-    *coef += dot;
-    /* the projection is dot * Q_j * 2^(2 eq) in units of x; cut dot to 30 bits first so that
-     * dot * Q fits in int64 whatever the exponents */
-    pre = bits64(abs64(dot)) - 30;
-    if (pre < 0) pre = 0;
-    d = (int32_t)lrt_shr_round64(dot, pre);
-    sh = -2 * (int)eq - pre; /* >= 13 for any column with max|Q| in [2^14, 2^15) */
-    if (col && sh >= 1 && sh <= 62) {
-        for (i = 0; i < len; i++) x[i] -= (int32_t)rsh((int64_t)d * col[(size_t)i * stride], sh);
-    } else if (col) {
-        for (i = 0; i < len; i++)
-            x[i] -= (int32_t)lrt_shr_round64((int64_t)d * col[(size_t)i * stride], sh);
-    } else if (sh >= 1 && sh <= 62) {
-        for (i = 0; i < len; i++) x[i] -= (int32_t)rsh((int64_t)d * col32[i], sh);
-    } else {
-        for (i = 0; i < len; i++) x[i] -= (int32_t)lrt_shr_round64((int64_t)d * col32[i], sh);
+    if (j < r) {
+        int64_t a0 = 0;
+        for (i = 0; i < len; i++) a0 += (int64_t)qm[(size_t)i * r + j] * x[i];
+        dot[j] = a0;
     }
+    for (j = 0; j + 1 < kk; j += 2) {
+        int64_t a0 = 0, a1 = 0;
+        const int32_t *q0 = p32 + (size_t)j * len, *q1 = q0 + len;
+        for (i = 0; i < len; i++) {
+            a0 += (int64_t)q0[i] * x[i];
+            a1 += (int64_t)q1[i] * x[i];
+        }
+        dot[r + j] = a0;
+        dot[r + j + 1] = a1;
+    }
+    if (j < kk) {
+        int64_t a0 = 0;
+        const int32_t *q0 = p32 + (size_t)j * len;
+        for (i = 0; i < len; i++) a0 += (int64_t)q0[i] * x[i];
+        dot[r + j] = a0;
+    }
+    for (j = 0; j < cols; j++) {
+        const int64_t acc = dot[j];
+        if (acc != 0) {
+            const int32_t e2 = 2 * (j < r ? eq : ep[j - r]);
+            cf[j] += acc;
+            if (bits64(abs64(acc)) + e2 > top) top = bits64(abs64(acc)) + e2;
+        }
+    }
+    if (top == INT32_MIN) {
+        for (i = 0; i < len; i++) ss += (uint64_t)((int64_t)x[i] * x[i]);
+        return ss;
+    }
+    /* projection coefficient j is dot_j 2^(2 e_j) in units of x, = d_j 2^-sh with the largest
+     * |d_j| < 2^30; then |sum_j d_j Q_j| < 24 * 2^45 fits int64 */
+    sh = 30 - (int)top;
+    for (j = 0; j < cols; j++) {
+        const int32_t e2 = 2 * (j < r ? eq : ep[j - r]);
+        const int a = -(int)(e2 + sh);
+        d[j] = dot[j] == 0 || a > 63 ? 0 : (int32_t)lrt_shr_round64(dot[j], a);
+    }
+    for (i = 0; i < len; i++) {
+        const int16_t *qrow = qm + (size_t)i * r;
+        int64_t acc = 0;
+        int32_t v;
+        for (j = 0; j < r; j++) acc += (int64_t)d[j] * qrow[j];
+        for (j = 0; j < kk; j++) acc += (int64_t)d[r + j] * p32[(size_t)j * len + i];
+        v = x[i] - (int32_t)(sh >= 1 && sh <= 62 ? rsh(acc, sh) : lrt_shr_round64(acc, sh));
+        x[i] = v;
+        ss += (uint64_t)((int64_t)v * v);
+    }
+    return ss;
 }
 
 /* ||x||, 32 significant bits (see the U normalisation in lrt_lowrank_svd for why not isqrt) */
@@ -396,7 +450,7 @@ static int32_t to_common(const int64_t *x, const int32_t *e, unsigned cnt, int32
 /* [Q | X] = [Q | P] [[I, A1], [0, A2]] for the block X (len x k, column-major, units 2^ex,
  * overwritten): the accepted new columns P go to the first kk column slots of X with
  * exponents ep[], and coef (column-major, P rows = stride) receives [A1; A2] with one
- * exponent per block column (ecol[]). Twice modified Gram-Schmidt per column; a column
+ * exponent per block column (ecol[]). Classical Gram-Schmidt twice per column; a column
  * whose residual is below 2^-RESID_FLOOR_SHIFT of its norm adds no direction. Returns kk. */
 static unsigned extend_basis(const int16_t *qm, uint8_t r, int32_t eq, int32_t *x, uint16_t len,
                              uint16_t k, int32_t ex, int32_t *coef, size_t stride, int32_t *ecol,
@@ -414,14 +468,12 @@ static unsigned extend_basis(const int16_t *qm, uint8_t r, int32_t eq, int32_t *
         nr = n0;
         for (pass = 0; pass < 2 && n0.m != 0; pass++) {
             lrt_ufx before = nr;
-            for (j = 0; j < r; j++) project_out(qm + j, NULL, r, eq, xc, len, &cf[j]);
-            for (j = 0; j < kk; j++)
-                project_out(NULL, x + (size_t)j * len, 1, ep[j], xc, len, &cf[r + j]);
-            nr = vec_norm(xc, len);
-            /* a second pass only where the first cancelled more than half the squared norm
-             * (Kahan-Parlett "twice is enough"): only then can its rounding, relative to
-             * what is left, matter */
-            if (lrt_ufx_cmp(lrt_ufx_ldexp(lrt_ufx_mul(nr, nr), 1), lrt_ufx_mul(before, before)) >= 0)
+            nr = lrt_ufx_sqrt(lrt_ufx_make(project_pass(qm, r, eq, x, ep, kk, xc, len, cf), 0));
+            /* a second pass only where the first shrank the norm more than 4 times
+             * ("twice is enough" with kappa = 4, between Kahan-Parlett's sqrt 2 and
+             * Rutishauser's 10): one pass leaves about kappa times the bases' int16 rounding
+             * (2^-15) along the old directions, below what the second pass would fix */
+            if (lrt_ufx_cmp(lrt_ufx_ldexp(lrt_ufx_mul(nr, nr), 4), lrt_ufx_mul(before, before)) >= 0)
                 break;
         }
         for (j = 0; j < r; j++) ce[j] = eq + ex;
@@ -488,12 +540,29 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, in
         int16_t *row = qm + (size_t)i * r;
         int64_t s[LRT_LOWRANK_MAX_RANK];
         int16_t out[LRT_LOWRANK_MAX_RANK];
-        for (k = 0; k < r; k++) s[k] = 0;
-        for (j = j0; j < r + kk; j++) { /* row of W contiguous: one load of the source */
-            const int32_t *wj = w + j * r;
-            const int64_t x = j < r ? row[j] : p32[(size_t)(j - r) * len + i];
-            if (x == 0) continue;
-            for (k = 0; k < r; k++) s[k] += x * wj[k];
+        if (r == 4) { /* the default rank: four sums in registers, not in memory */
+            int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (j = j0; j < r + kk; j++) {
+                const int32_t *wj = w + j * 4u;
+                const int32_t x = j < r ? row[j] : p32[(size_t)(j - r) * len + i];
+                if (x == 0) continue;
+                s0 += (int64_t)x * wj[0];
+                s1 += (int64_t)x * wj[1];
+                s2 += (int64_t)x * wj[2];
+                s3 += (int64_t)x * wj[3];
+            }
+            s[0] = s0;
+            s[1] = s1;
+            s[2] = s2;
+            s[3] = s3;
+        } else {
+            for (k = 0; k < r; k++) s[k] = 0;
+            for (j = j0; j < r + kk; j++) { /* row of W contiguous: one load of the source */
+                const int32_t *wj = w + j * r;
+                const int64_t x = j < r ? row[j] : p32[(size_t)(j - r) * len + i];
+                if (x == 0) continue;
+                for (k = 0; k < r; k++) s[k] += x * wj[k];
+            }
         }
         for (;;) {
             uint32_t rowmax = 0;
@@ -675,7 +744,7 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
     const uint8_t r = acc->cfg.rank;
     const uint16_t n = acc->n, m = acc->m;
     const size_t pw = (size_t)r + acc->cfg.max_block; /* row stride of A, B */
-    int32_t *cm = work_mat(acc, 0), *vm = work_mat(acc, 1);
+    int32_t *cm = work_mat(acc, 0), *vm = work_mat(acc, 1), *um = cm;
     int32_t *am = work_mat(acc, 2), *bm = work_mat(acc, 3);
     int32_t *wl = am, *wr = bm; /* A and B are done with once the core is built */
     int32_t eca[LRT_LOWRANK_MAX_BLOCK], ecb[LRT_LOWRANK_MAX_BLOCK];
@@ -685,7 +754,7 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
     unsigned kl, kr, rl, rr, p, i, j, c;
     int32_t ea, eb, ep, ec, top = INT32_MIN;
     uint64_t smax = 0;
-    int biased = acc->cfg.mode == LRT_LOWRANK_BIASED;
+    int biased = acc->cfg.mode == LRT_LOWRANK_BIASED, transposed;
 
     /* int16 rounding makes the bases drift from orthonormal (~1e-5 per step); every
      * REORTH_PERIOD applied steps pull them back (the represented sum moves by O(drift)) */
@@ -719,6 +788,11 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
     }
     if (top == INT32_MIN) return 0; /* nothing new and nothing stored */
     ec = top - C_TOP_BITS;
+    /* A core wider than tall (rl < rr: the left block I_n of a narrow conv adds n - r
+     * directions, the right one n) goes into the SVD transposed, C^T = V diag(sigma) U^T:
+     * its zero columns rl.. then cost the Jacobi sweeps nothing (rl (rl - 1) / 2 column
+     * pairs instead of rr (rr - 1) / 2); U and V swap places afterwards. */
+    transposed = rl < rr;
     for (i = 0; i < p; i++) {
         for (j = 0; j < p; j++) {
             int64_t s = 0, val;
@@ -727,21 +801,25 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
             val = s ? lrt_shr_round64(s, (int)(ec - ep)) : 0;
             if (i == j && i < r && acc->cx[i]) /* (cx_exp is stale while cx is 0) */
                 val += lrt_shr_round64(acc->cx[i], (int)(ec - acc->cx_exp));
-            cm[i * p + j] = (int32_t)val;
+            cm[transposed ? j * p + i : i * p + j] = (int32_t)val;
         }
     }
 
     if (lrt_lowrank_svd(cm, (uint8_t)p, sigma, vm) < 0) return LRT_ERR_STATE; /* cannot happen */
+    if (transposed) { /* left singular vectors in um, right ones in vm */
+        um = vm;
+        vm = cm;
+    }
     for (i = 1; i < p; i++) { /* sigma floor: below the int16 noise level counts as zero */
         if (((uint64_t)sigma[i] << LRT_LOWRANK_SIGMA_FLOOR_SHIFT) < sigma[0]) {
             sigma[i] = 0;
             for (j = 0; j < p; j++) {
-                cm[j * p + i] = 0;
+                um[j * p + i] = 0;
                 vm[j * p + i] = 0;
             }
         }
     }
-    truncate_rank(r, biased, sigma, cm, vm, (uint8_t)p, word, wl, wr, cx);
+    truncate_rank(r, biased, sigma, um, vm, (uint8_t)p, word, wl, wr, cx);
 
     acc->ql_exp = rotate_basis(acc->ql, n, r, acc->ql_exp, empty, left, epl, kl, wl);
     acc->qr_exp = rotate_basis(acc->qr, m, r, acc->qr_exp, empty, right, epr, kr, wr);

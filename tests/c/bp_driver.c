@@ -295,6 +295,16 @@ static void mode_layer(test_net *tn, int li)
         wr32(dxexp);
         wrbytes(dx, in);
         lrt_bp_weight_grad(l, x, g, dw);
+        {
+            /* the LRT trainer's whole-layer kernel (runs of taps, offset term hoisted out of
+             * the windows inside the input): the same integers */
+            int32_t *dw2 = xmalloc(lrt_conv_wgrad_size(l));
+            lrt_conv_wgrad_s32(l, x, g, dw2);
+            if (memcmp(dw2, dw, 4u * n * m) != 0) {
+                die("lrt_conv_wgrad_s32 != lrt_bp_weight_grad", LRT_ERR_STATE);
+            }
+            free(dw2);
+        }
         for (j = 0; j < n * m; j++) {
             wr32(dw[j]);
         }

@@ -9,8 +9,9 @@ estimate
 
 and one block step adds left @ right.T (left: n x k, right: m x k):
 
-1. QR of [QL | left] and [QR | right] by modified Gram-Schmidt, twice ("twice is enough"),
-   column by column; a column whose residual is below 2^-10 of its norm is numerically
+1. QR of [QL | left] and [QR | right] by classical Gram-Schmidt, column by column, with a
+   second pass where the first shrank the column more than 4 times ("twice is enough",
+   kappa = 4); a column whose residual is below 2^-10 of its norm is numerically
    dependent and adds no direction. [QL | left] = [QL | PL] A~, A~ = [[I, A1], [0, A2]];
 2. the core C = A~ blockdiag(diag(cx), I_k) B~^T = diag(cx, 0) + A B^T,
    (r + kl) x (r + kr), and its SVD U diag(sigma) V^T; singular values below 2^-14 sigma_0
@@ -43,6 +44,7 @@ import numpy as np
 MASK32 = 0xFFFFFFFF
 SIGMA_FLOOR = 2.0**-14
 RESID_FLOOR = 2.0**-10
+KAPPA = 4.0  # Gram-Schmidt: a second pass where the first shrank a column more than this
 PROJ_TOL = 1e-9  # ties between the carry and p_j within float rounding
 MAX_BLOCK = 16  # columns k of one block step (twin of LRT_LOWRANK_MAX_BLOCK)
 
@@ -164,9 +166,10 @@ def truncation(
 def extend_basis(q: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[q | cols] = [q | P] [[I, A1], [0, A2]]: returns P (d x kk) and A = [A1; A2].
 
-    Gram-Schmidt, twice, column by column against q and the new columns so far (the C code
-    subtracts one basis column at a time; the same projection up to rounding); a column whose
-    residual is below RESID_FLOOR of its norm adds no new direction.
+    Classical Gram-Schmidt, column by column against q and the new columns so far: all the
+    coefficients from the same x, then one update, repeated where the pass shrank the norm more
+    than KAPPA times (the C code's steps); a column whose residual is below RESID_FLOOR of
+    its norm adds no new direction.
     """
     d, k = cols.shape
     r = q.shape[1]
@@ -180,11 +183,15 @@ def extend_basis(q: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarra
         if norm0 == 0.0:
             continue
         used = basis[:, : r + kk]
+        nr = norm0
         for _ in range(2):
+            before = nr
             dots = used.T @ x
             a[: r + kk, c] += dots
             x -= used @ dots
-        nr = float(np.linalg.norm(x))
+            nr = float(np.linalg.norm(x))
+            if KAPPA * nr >= before:
+                break
         if nr <= RESID_FLOOR * norm0:
             continue
         a[r + kk, c] = nr
