@@ -62,7 +62,7 @@ typedef struct {
     /* As infer (logits and pred before the update), then learn `label` (< n_classes). */
     int (*train)(void *ctx, const int8_t *input, uint8_t label, int8_t *logits, uint8_t *pred);
     /* Write the STATS payload (u32 LE words: samples, flushes, then max/total/paper writes
-     * per weight layer; lrt_proto_put_u32 helps) into out[cap]; set *len. */
+     * per weight layer; lrt_put_le32 helps) into out[cap]; set *len. */
     int (*stats)(void *ctx, uint8_t *out, size_t cap, size_t *len);
     /* Copy min(length, blob_size - offset) bytes of the weight blob at offset into out;
      * set *len. offset > blob_size is LRT_ERR_ARG. length <= max payload. */

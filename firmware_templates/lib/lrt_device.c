@@ -195,7 +195,7 @@ static int h_wear(void *ctx, uint8_t *out, size_t cap, size_t *len)
         words[2] = w.max_meta;
     }
     for (i = 0; i < 3; i++) {
-        lrt_proto_put_u32(p, words[i]);
+        lrt_put_le32(p, words[i]);
         p += 4;
     }
     for (i = 0; i < net->n_layers; i++) {
@@ -210,7 +210,7 @@ static int h_wear(void *ctx, uint8_t *out, size_t cap, size_t *len)
                 return r;
             }
         }
-        lrt_proto_put_u32(p, mx);
+        lrt_put_le32(p, mx);
         p += 4;
     }
     *len = need;

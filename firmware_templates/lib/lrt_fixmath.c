@@ -88,29 +88,6 @@ int64_t lrt_shr_round64(int64_t x, int sh)
     return (x >> sh) + ((x >> (sh - 1)) & 1);
 }
 
-/* ---- xorshift32 ------------------------------------------------------------------------ */
-
-uint32_t lrt_xorshift32_seed(uint32_t seed)
-{
-    uint32_t h = seed + 0x9E3779B9u;
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    return h ? h : 0x6D2B79F5u;
-}
-
-uint32_t lrt_xorshift32_next(uint32_t *state)
-{
-    uint32_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    *state = x;
-    return x;
-}
-
 /* ---- lrt_ufx ----------------------------------------------------------------------------- */
 
 static const lrt_ufx UFX_ZERO = {0u, 0};

@@ -16,6 +16,7 @@
 #define LRT_FIXMATH_H
 
 #include "lrt_common.h"
+#include "lrt_util.h" /* lrt_xorshift32 */
 
 /* Number of leading zero bits; 32 / 64 for 0. */
 int lrt_clz32(uint32_t x);
@@ -27,14 +28,6 @@ uint32_t lrt_isqrt64(uint64_t x);
 /* round(x * 2^-sh), halves toward +inf. sh >= 64 gives 0 or -0 rounding; sh < 0 multiplies
  * by 2^-sh and the caller guarantees that the result fits. */
 int64_t lrt_shr_round64(int64_t x, int sh);
-
-/* ---- xorshift32 (Marsaglia 13/17/5) ------------------------------------------------------ */
-
-/* Initial state for a user seed: a murmur3 finaliser, so nearby seeds give unrelated
- * streams; never 0 (the one fixed point of xorshift). */
-uint32_t lrt_xorshift32_seed(uint32_t seed);
-/* Advance the state and return it. */
-uint32_t lrt_xorshift32_next(uint32_t *state);
 
 /* ---- unsigned pseudo-float: value = m * 2^e, m == 0 or 2^31 <= m < 2^32 ----------------- */
 typedef struct {

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "lrt_crc32.h"
+#include "lrt_util.h"
 
 enum { ST_UNMOUNTED = 0, ST_IDLE = 1, ST_COMMIT = 2 };
 /* Flash page being streamed: untouched so far (no window differed), or erased. REOPEN: a page
@@ -29,31 +30,6 @@ enum { PG_CLEAN = 0, PG_DIRTY = 1, PG_REOPEN = 2 };
 #define NO_POS 0xFFFFFFFFu
 
 /* ---- little-endian helpers ---- */
-
-static void put_u16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u16(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
 
 static uint32_t round_up(uint32_t x, uint32_t a)
 {
@@ -302,25 +278,25 @@ static void hdr_encode(const lrt_nvm *nvm, const hdr_fields *f, uint8_t *h)
     const lrt_nvm_config *c = nvm->cfg;
 
     memset(h, 0, LRT_NVM_HEADER_SIZE);
-    put_u32(h + 0, LRT_NVM_MAGIC);
-    put_u16(h + 4, LRT_NVM_VERSION);
+    lrt_put_le32(h + 0, LRT_NVM_MAGIC);
+    lrt_put_le16(h + 4, LRT_NVM_VERSION);
     h[6] = c->tech;
     h[7] = (uint8_t)f->slot;
-    put_u32(h + 8, f->generation);
-    put_u32(h + 12, c->blob_size);
-    put_u32(h + 16, f->blob_crc);
-    put_u32(h + 20, nvm->lay.table_len);
-    put_u32(h + 24, f->table_crc);
-    put_u32(h + 28, c->page_size);
-    put_u16(h + 32, c->prog_size);
-    put_u16(h + 34, nvm->lay.n_slots);
-    put_u32(h + 36, nvm->lay.slot_size);
-    put_u32(h + 40, nvm->lay.meta_size);
-    put_u32(h + 44, nvm->lay.unit_size);
+    lrt_put_le32(h + 8, f->generation);
+    lrt_put_le32(h + 12, c->blob_size);
+    lrt_put_le32(h + 16, f->blob_crc);
+    lrt_put_le32(h + 20, nvm->lay.table_len);
+    lrt_put_le32(h + 24, f->table_crc);
+    lrt_put_le32(h + 28, c->page_size);
+    lrt_put_le16(h + 32, c->prog_size);
+    lrt_put_le16(h + 34, nvm->lay.n_slots);
+    lrt_put_le32(h + 36, nvm->lay.slot_size);
+    lrt_put_le32(h + 40, nvm->lay.meta_size);
+    lrt_put_le32(h + 44, nvm->lay.unit_size);
     h[48] = c->erase_value;
-    put_u32(h + 52, f->units_written);
-    put_u32(h + 56, c->model_id);
-    put_u32(h + 60, lrt_crc32_update(0, h, 60));
+    lrt_put_le32(h + 52, f->units_written);
+    lrt_put_le32(h + 56, c->model_id);
+    lrt_put_le32(h + 60, lrt_crc32_update(0, h, 60));
 }
 
 /* LRT_NVM_SLOT_* of a header read from slot s; fills f when the header itself is good. */
@@ -334,25 +310,25 @@ static int hdr_check(const lrt_nvm *nvm, uint32_t s, const uint8_t *h, hdr_field
             break;
     if (i == LRT_NVM_HEADER_SIZE)
         return LRT_NVM_SLOT_BLANK;
-    if (get_u32(h) != LRT_NVM_MAGIC || get_u32(h + 60) != lrt_crc32_update(0, h, 60) ||
-        get_u32(h + 8) == 0u)
+    if (lrt_get_le32(h) != LRT_NVM_MAGIC || lrt_get_le32(h + 60) != lrt_crc32_update(0, h, 60) ||
+        lrt_get_le32(h + 8) == 0u)
         return LRT_NVM_SLOT_BAD_HEADER;
     f->slot = h[7];
-    f->generation = get_u32(h + 8);
-    f->blob_crc = get_u32(h + 16);
-    f->table_crc = get_u32(h + 24);
-    f->units_written = get_u32(h + 52);
+    f->generation = lrt_get_le32(h + 8);
+    f->blob_crc = lrt_get_le32(h + 16);
+    f->table_crc = lrt_get_le32(h + 24);
+    f->units_written = lrt_get_le32(h + 52);
     /* A sound header of another format version (an older firmware's store): its layout rules
      * differ, so its fields cannot be trusted to locate anything; never used. */
-    f->other_version = get_u16(h + 4) != LRT_NVM_VERSION;
+    f->other_version = (uint32_t)lrt_get_le16(h + 4) != LRT_NVM_VERSION;
     if (f->other_version)
         return LRT_NVM_SLOT_FOREIGN;
-    if (h[6] != c->tech || f->slot != s || get_u32(h + 12) != c->blob_size ||
-        get_u32(h + 20) != nvm->lay.table_len || get_u32(h + 28) != c->page_size ||
-        get_u16(h + 32) != c->prog_size || get_u16(h + 34) != nvm->lay.n_slots ||
-        get_u32(h + 36) != nvm->lay.slot_size || get_u32(h + 40) != nvm->lay.meta_size ||
-        get_u32(h + 44) != nvm->lay.unit_size || h[48] != c->erase_value ||
-        get_u32(h + 56) != c->model_id)
+    if (h[6] != c->tech || f->slot != s || lrt_get_le32(h + 12) != c->blob_size ||
+        lrt_get_le32(h + 20) != nvm->lay.table_len || lrt_get_le32(h + 28) != c->page_size ||
+        (uint32_t)lrt_get_le16(h + 32) != c->prog_size || (uint32_t)lrt_get_le16(h + 34) != nvm->lay.n_slots ||
+        lrt_get_le32(h + 36) != nvm->lay.slot_size || lrt_get_le32(h + 40) != nvm->lay.meta_size ||
+        lrt_get_le32(h + 44) != nvm->lay.unit_size || h[48] != c->erase_value ||
+        lrt_get_le32(h + 56) != c->model_id)
         return LRT_NVM_SLOT_FOREIGN;
     return LRT_NVM_SLOT_VALID;
 }
@@ -567,7 +543,7 @@ static int table_get(const lrt_nvm *nvm, uint32_t s, uint32_t unit, uint32_t *v)
     err = raw_read(nvm, slot_base(nvm, (uint32_t)nvm->cur) + LRT_NVM_HEADER_SIZE + 4u * idx, b,
                    4);
     if (err == LRT_OK)
-        *v = get_u32(b);
+        *v = lrt_get_le32(b);
     return err;
 }
 
@@ -1137,7 +1113,7 @@ static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32
             return err;
         if ((int32_t)s == nvm->target)
             v += nvm->marks[u];
-        put_u32(le, v);
+        lrt_put_le32(le, v);
         memcpy(dst + (pos - a), le, 4);
         *crc = lrt_crc32_update(*crc, le, 4);
     }
@@ -1342,24 +1318,13 @@ int lrt_nvm_flush_allowed(const lrt_nvm *nvm, const lrt_nvm_budget *b, uint64_t 
 
 /* ---- drift ---- */
 
-uint32_t lrt_nvm_xorshift32(uint32_t *state)
-{
-    uint32_t x = *state != 0u ? *state : 0x9E3779B9u;
-
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    *state = x;
-    return x;
-}
-
 uint32_t lrt_nvm_drift_bits(uint8_t *buf, uint32_t len, uint32_t p_q32, uint32_t *rng)
 {
     uint32_t i, bit, flips = 0;
 
     for (i = 0; i < len; i++) {
         for (bit = 0; bit < 8u; bit++) {
-            if (lrt_nvm_xorshift32(rng) < p_q32) {
+            if (lrt_xorshift32_next(rng) < p_q32) {
                 buf[i] = (uint8_t)(buf[i] ^ (1u << bit));
                 flips++;
             }
@@ -1377,7 +1342,7 @@ uint32_t lrt_nvm_drift_noise(int8_t *w, uint32_t len, uint32_t sigma_q16, uint32
         int64_t q, n, v;
 
         for (k = 0; k < 6u; k++) {
-            uint32_t r = lrt_nvm_xorshift32(rng);
+            uint32_t r = lrt_xorshift32_next(rng);
             sum += (r & 0xFFFFu) + (r >> 16);
         }
         /* Irwin-Hall: sum of 12 U[0,1) minus 6 has mean 0, variance 1 (Q16 here). */

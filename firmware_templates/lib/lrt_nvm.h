@@ -274,8 +274,6 @@ int lrt_nvm_flush_allowed(const lrt_nvm *nvm, const lrt_nvm_budget *b, uint64_t 
 
 /* ---- Drift models (the paper's environments c and d), integer only ---- */
 
-/* xorshift32 (13, 17, 5); a zero state is replaced by a fixed non-zero one. */
-uint32_t lrt_nvm_xorshift32(uint32_t *state);
 
 /* Flip every bit of buf independently with probability p_q32 / 2^32; returns flips. */
 uint32_t lrt_nvm_drift_bits(uint8_t *buf, uint32_t len, uint32_t p_q32, uint32_t *rng);

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lrt_util.h"
+
 /* ---- RAM ---- */
 
 static int ram_range_ok(const lrt_nvm_ram *r, uint32_t addr, uint32_t len)
@@ -191,7 +193,7 @@ int lrt_nvm_file_close(lrt_nvm_file *f)
 
 static uint32_t fault_rand(lrt_nvm_fault *f)
 {
-    return lrt_nvm_xorshift32(&f->rng);
+    return lrt_xorshift32_next(&f->rng);
 }
 
 static int fault_read(const lrt_nvm_config *c, uint32_t addr, void *buf, uint32_t len)

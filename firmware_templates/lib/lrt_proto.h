@@ -13,6 +13,7 @@
 #define LRT_PROTO_H
 
 #include "lrt_common.h"
+#include "lrt_util.h" /* little-endian fields */
 
 #define LRT_PROTO_VERSION 2u /* 2: INFO reports the weight store's mount state */
 #define LRT_PROTO_SYNC0 0xA5u
@@ -135,27 +136,5 @@ int lrt_proto_rx_idle(const lrt_proto_rx *rx);
  * Returns the frame size, or a negative lrt_err. */
 int lrt_proto_encode(uint8_t type, const uint8_t *payload, size_t len, uint8_t *out,
                      size_t out_size);
-
-static inline void lrt_proto_put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static inline void lrt_proto_put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-static inline uint16_t lrt_proto_get_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | ((uint16_t)p[1] << 8));
-}
-static inline uint32_t lrt_proto_get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
 
 #endif /* LRT_PROTO_H */

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "lrt_util.h"
+
 /* round(g * a), half away from zero, saturated to int32 */
 static int32_t scale_grad(int32_t g, lrt_ufx a)
 {
@@ -131,28 +133,21 @@ uint32_t lrt_train_cell_count(const lrt_net *net)
 
 static uint8_t block_width(uint8_t kb)
 {
-    return kb == 0 ? 16u : kb;
+    return (uint8_t)LRT_TRAIN_BLOCK_WIDTH(kb);
 }
 
 uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb)
 {
+    const uint32_t kw = block_width(kb);
     uint32_t words = 0;
     uint8_t i;
-    kb = block_width(kb);
     for (i = 0; i < net->n_layers; i++) {
         const lrt_layer *l = &net->layers[i];
-        uint32_t n = l->out_c, m = lrt_bp_layer_m(l), w;
+        const uint32_t n = l->out_c, m = lrt_bp_layer_m(l);
         if (!is_trainable(l)) {
             continue;
         }
-        if (l->kind == LRT_LAYER_DENSE) {
-            w = n + m;
-        } else if (n <= kb) {
-            w = n * n + n * m;
-        } else {
-            w = (uint32_t)kb * (n + m);
-        }
-        words = LRT_MAX(words, w);
+        words = LRT_MAX(words, LRT_TRAIN_LRT_BLOCK_WORDS(l->kind == LRT_LAYER_DENSE, n, m, kw));
     }
     return 4u * words;
 }
@@ -1182,10 +1177,7 @@ int lrt_train_layer_stats(const lrt_trainer *t, uint8_t i, lrt_train_stats *out)
 
 static uint8_t *put_u32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
+    lrt_put_le32(p, v);
     return p + 4;
 }
 

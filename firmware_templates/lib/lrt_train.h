@@ -239,8 +239,16 @@ uint32_t lrt_train_scratch_size(const lrt_net *net);
 uint32_t lrt_train_dx_work_size(const lrt_net *net);
 uint32_t lrt_train_cell_count(const lrt_net *net);
 /* Bytes of the LRT block buffer for block width kb (0 means 16): the largest over trainable
- * weight layers of 4 (n + m) (dense), 4 (n n + n m) (conv, n <= kb), 4 kb (n + m) (conv). */
+ * weight layers of 4 LRT_TRAIN_LRT_BLOCK_WORDS. */
 uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb);
+/* Block width of cfg.lrt_block (0 means 16). */
+#define LRT_TRAIN_BLOCK_WIDTH(kb) ((kb) == 0 ? 16u : (kb))
+/* int32 words one weight layer (n outputs, m inputs per output) needs of the block buffer
+ * for block width kb (LRT_TRAIN_BLOCK_WIDTH): n + m (dense), n n + n m (conv, n <= kb: the
+ * layer's whole per-sample gradient), kb (n + m) (conv: one block of kb pixels). A constant
+ * expression, for static buffers. */
+#define LRT_TRAIN_LRT_BLOCK_WORDS(dense, n, m, kb)                                            \
+    ((dense) ? (n) + (m) : (n) <= (kb) ? (n) * (n) + (n) * (m) : (kb) * ((n) + (m)))
 /* Lowest layer with trainable weights, n_layers if none. */
 uint8_t lrt_train_first_trainable(const lrt_net *net);
 /* 1 if keep[i] must be provided. */

@@ -77,7 +77,9 @@ class Footprint:
 
 
 @dataclass(frozen=True)
-class BuildResult:
+class FirmwareBuild:
+    """One compiled firmware (pipeline.BuildResult is the whole lrt-build job)."""
+
     board: Board
     variant: str
     io: str
@@ -377,7 +379,7 @@ def build_firmware(
     opt: str = "-O2",
     jobs: int | None = None,
     check_budget: bool = True,
-) -> BuildResult:
+) -> FirmwareBuild:
     """Build gen_dir/src/*.c for a board; see the module docstring for the layout.
 
     ``io`` overrides the board's I/O channel ("uart" on a QEMU board exercises the
@@ -447,7 +449,7 @@ def build_firmware(
         footprint = elf_footprint(target)
         if check_budget:
             check_footprint(board, footprint, target)
-    return BuildResult(
+    return FirmwareBuild(
         board=board,
         variant=variant,
         io=channel,
@@ -657,7 +659,7 @@ def build_pio_project(
     io: str | None = None,
     core_dir: Path | None = None,
     check_budget: bool = True,
-) -> BuildResult:
+) -> FirmwareBuild:
     """write_pio_project + `pio run` (offline: against lrt.pio_standin's local platform).
 
     ``core_dir``: a PLATFORMIO_CORE_DIR with the real platform installed, to build online;
@@ -679,7 +681,7 @@ def build_pio_project(
     footprint = elf_footprint(elf)
     if check_budget:
         check_footprint(board, footprint, elf)
-    return BuildResult(
+    return FirmwareBuild(
         board=board,
         variant=f"pio-{board.name}",
         io=resolve_io(board, io),

@@ -169,51 +169,50 @@ def _hwc(shape: Sequence[int]) -> tuple[int, int, int]:
     raise ValueError(f"unsupported tensor shape {shape}")
 
 
-def lrt_block_words(layers: list[Layer], block: int) -> int:
-    """int32 words of the trainer's block buffer (lrt_train_lrt_block_size / 4)."""
-    words = 1
-    for lay in layers:
-        n, m = lay.weight_matrix_shape()
-        if lay.kind == "dense":
-            w = n + m
-        elif n <= block:
-            w = n * n + n * m
-        else:
-            w = block * (n + m)
-        words = max(words, w)
-    return words
+def c_max(exprs: Iterable[str], floor: str = "0u") -> str:
+    """A C constant expression: the largest of exprs, at least floor (LRT_MAX folded)."""
+    out = floor
+    for e in exprs:
+        out = f"LRT_MAX({e}, {out})"
+    return out
 
 
-def conv_buffer_bytes(k: int) -> int:
-    """lrt_conv2d_s8_get_buffer_size of the SIMD kernel for a filter of k taps (lrt_kernels.h):
-    two int16 im2col columns and two int8 patches (k rounded up to 4 each)."""
-    return 4 * k + 2 * ((k + 3) // 4 * 4)
-
-
-def kernel_buffer_size(model: Model, simd: bool) -> int:
-    """lrt_net_kernel_buffer_size: the largest conv layer's buffer, 0 without SIMD kernels."""
-    if not simd:
-        return 0
-    return max(
-        [
-            conv_buffer_bytes(int(np.prod(lay.weights.shape[1:])))
-            for lay in model.layers
-            if lay.kind == "conv2d" and lay.weights is not None
-        ]
-        or [0]
+def lrt_block_size_expr(layers: list[Layer], block: int) -> str:
+    """int32 words of the trainer's block buffer, as the C computes them
+    (lrt_train_lrt_block_size / 4: LRT_TRAIN_LRT_BLOCK_WORDS of each trainable layer)."""
+    return c_max(
+        (
+            f"LRT_TRAIN_LRT_BLOCK_WORDS({int(lay.kind == 'dense')}, "
+            f"{lay.weight_matrix_shape()[0]}u, {lay.weight_matrix_shape()[1]}u, "
+            f"LRT_TRAIN_BLOCK_WIDTH({block}u))"
+            for lay in layers
+        ),
+        "1u",
     )
 
 
-def dx_work_bytes(layer: Layer) -> int:
-    """lrt_bp_input_grad_work_size: kernel-height rows of in_w*in_c int32 sums (dense: the
-    whole input) and one sign bit per input element, in words."""
-    assert layer.weights is not None
-    in_size = int(np.prod(layer.in_shape))
-    if layer.kind == "conv2d":
-        rows = int(layer.weights.shape[1]) * int(layer.in_shape[1]) * int(layer.in_shape[2])
-    else:
-        rows = in_size
-    return 4 * rows + 4 * ((in_size + 31) // 32)
+def kernel_buffer_size_expr(model: Model) -> str:
+    """lrt_net_kernel_buffer_size as a C constant expression: the largest conv layer's
+    LRT_CONV2D_S8_BUFFER_SIZE (main.c uses it only where LRT_HAVE_SIMD)."""
+    return c_max(
+        f"LRT_CONV2D_S8_BUFFER_SIZE({int(np.prod(lay.weights.shape[1:]))}u)"
+        for lay in model.layers
+        if lay.kind == "conv2d" and lay.weights is not None
+    )
+
+
+def dx_work_size_expr(layers: Sequence[Layer]) -> str:
+    """lrt_train_dx_work_size as a C constant expression: the largest
+    LRT_BP_INPUT_GRAD_WORK_SIZE of the layers that back-propagate into their input."""
+    exprs = []
+    for lay in layers:
+        if not lay.has_weights:
+            continue
+        assert lay.weights is not None
+        h, w, c = _hwc(lay.in_shape)
+        kh = int(lay.weights.shape[1]) if lay.kind == "conv2d" else h
+        exprs.append(f"LRT_BP_INPUT_GRAD_WORK_SIZE({kh}u, {w}u, {c}u, {h * w * c}u)")
+    return c_max(exprs)
 
 
 def train_buffer_sizes(model: Model) -> dict[str, Any]:
@@ -245,10 +244,7 @@ def train_buffer_sizes(model: Model) -> dict[str, Any]:
     return {
         "act_size": max(sizes),
         "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
-        # lrt_train_dx_work_size: the layers that back-propagate into their input
-        "dx_work_size": max(
-            [dx_work_bytes(lay) for lay in layers[first + 1 :] if lay.has_weights] or [0]
-        ),
+        "dx_work_size": dx_work_size_expr(layers[first + 1 :]),
         "cell_count": sum(layers[i].n_weights for i in trainable) or 1,
         "trainable": trainable,
         "keep": [
@@ -524,9 +520,9 @@ def firmware_context(
     ctx.update(
         {
             "act_size": sizes["act_size"],
-            "kernel_buf_size": kernel_buffer_size(model, board.simd),
+            "kernel_buf_size": kernel_buffer_size_expr(model),
             "scratch_size": sizes["scratch_size"],
-            "dx_work_size": sizes["dx_work_size"] if config.scheme != "inference" else 0,
+            "dx_work_size": sizes["dx_work_size"] if config.scheme != "inference" else "0u",
             "cell_count": sizes["cell_count"],
             "keep": sizes["keep"] if config.scheme != "inference" else [],
             "keep_pointers": ", ".join(keep_ptrs),
@@ -540,7 +536,7 @@ def firmware_context(
             "weight_bits": config.weight_bits,
             "lr_q24": round(config.lr * (1 << 24)),
             "lrt_block": config.lrt_block,
-            "lrt_block_words": lrt_block_words(
+            "lrt_block_words": lrt_block_size_expr(
                 [model.layers[i] for i in sizes["trainable"]], config.lrt_block
             ),
             "rho_min_q16": round(config.rho_min * 65536),

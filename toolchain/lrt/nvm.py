@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lrt.crc import crc32
+from lrt.rng import xorshift32
 
 MAGIC = 0x4E54524C  # "LRTN"
 # 3: headers carry the model id; 2: flash metadata shares the slot's first page (1: metadata
@@ -663,14 +664,6 @@ def budget_check(endurance: int, target_days: int, sample_rate_mhz: int, burst: 
 
 
 # ---- drift (twins of lrt_nvm_drift_bits / lrt_nvm_drift_noise) ----
-
-
-def xorshift32(state: int) -> int:
-    x = state or 0x9E3779B9
-    x ^= (x << 13) & U32_MAX
-    x ^= x >> 17
-    x ^= (x << 5) & U32_MAX
-    return x
 
 
 def drift_bits(buf: bytes, p_q32: int, seed: int) -> tuple[bytes, int]:
