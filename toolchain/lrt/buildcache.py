@@ -21,6 +21,12 @@ CACHE_DIR = ROOT / "build" / "test-cache"
 
 TRAIN_SOURCES = [
     "toolchain/lrt/train.py",
+    "toolchain/lrt/presets.py",
+    "toolchain/lrt/qat.py",
+    "toolchain/lrt/export.py",
+    "toolchain/lrt/tfkeras.py",
+    "toolchain/lrt/tflite_import.py",
+    "toolchain/lrt/reference.py",
     "toolchain/lrt/quant.py",
     "toolchain/lrt/model.py",
     "toolchain/lrt/data/datasets.py",

@@ -114,7 +114,7 @@ def _architecture(
 ) -> tuple[Model, bool]:
     """The model's architecture before any training: (model, complete). An imported .tflite
     or an earlier build's IR is the complete model; a preset is its shapes with zero
-    parameters (train.architecture, no TensorFlow)."""
+    parameters (export.architecture, no TensorFlow)."""
     if ir_dir is not None:
         return Model.load(ir_dir / "ir"), True
     if model_path is not None:
@@ -123,9 +123,9 @@ def _architecture(
         if not model_path.is_file():
             raise UserError(f"model file {model_path} not found")
         return import_tflite(model_path, name=model_path.stem), True
-    from lrt import train
+    from lrt import export
 
-    return train.architecture(cfg.preset), False
+    return export.architecture(cfg.preset), False
 
 
 def check_fits(model: Model, cfg: BuildConfig, brd: Any) -> Budget:
