@@ -1,4 +1,6 @@
-/* lrt_nvm.c - NVM write-wear layer (see lrt_nvm.h, docs/NVM_FORMAT.md).
+/* lrt_nvm.c - NVM write-wear layer: layout, mount and the commit protocol (see lrt_nvm.h,
+ * docs/NVM_FORMAT.md). The endurance budget is lrt_nvm_budget.c, simulated drift
+ * lrt_nvm_drift.c.
  *
  * Commit order, the reason power loss is harmless: the target slot is never the current one;
  * its blob and wear table are rewritten first (each page/word only if it differs), then a
@@ -1237,148 +1239,14 @@ int lrt_nvm_wstore(lrt_wstore *ws, lrt_nvm *nvm)
     return LRT_OK;
 }
 
-/* ---- endurance budget ---- */
-
-/* a * b / c in 64 bits without overflow for the ranges that matter; saturates otherwise. */
-static uint64_t mul_div(uint64_t a, uint64_t b, uint64_t c)
+int lrt_nvm_blob_addr(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32_t *addr)
 {
-    if (a == 0u || b == 0u)
-        return 0u;
-    if (a <= UINT64_MAX / b)
-        return a * b / c;
-    a /= c; /* loses the fraction, only reached for lifetimes of > 1e10 years */
-    if (a > UINT64_MAX / b)
-        return UINT64_MAX;
-    return a * b;
-}
-
-uint32_t lrt_nvm_projected_lifetime_days(uint32_t endurance, uint32_t worst, uint64_t samples,
-                                         uint32_t sample_rate_mhz)
-{
-    uint64_t life, days;
-
-    if (worst == 0u || sample_rate_mhz == 0u)
-        return UINT32_MAX;
-    life = mul_div(samples, endurance, worst);           /* samples until worn out */
-    days = mul_div(life, 1000u, 86400ull * sample_rate_mhz);
-    return days >= UINT32_MAX ? UINT32_MAX : (uint32_t)days;
-}
-
-int lrt_nvm_budget_check(const lrt_nvm_budget *b, uint32_t worst_after, uint64_t samples,
-                         uint32_t rho_min_q16, lrt_nvm_throttle *out)
-{
-    uint64_t target_samples, allowed;
-
-    if (b == NULL || out == NULL || b->target_days == 0u || b->sample_rate_mhz == 0u)
-        return LRT_ERR_ARG;
-    memset(out, 0, sizeof *out);
-    if (b->endurance == 0u) {
-        out->allow = 1;
-        out->allowed = UINT32_MAX;
-        out->rho_min_q16 = rho_min_q16;
-        out->projected_days = UINT32_MAX;
-        return LRT_OK;
-    }
-    target_samples = mul_div(86400ull * b->target_days, b->sample_rate_mhz, 1000u);
-    if (target_samples == 0u)
-        target_samples = 1u;
-    allowed = mul_div(samples, b->endurance, target_samples);
-    allowed = allowed > UINT64_MAX - b->burst ? UINT64_MAX : allowed + b->burst;
-    out->allowed = allowed >= UINT32_MAX ? UINT32_MAX : (uint32_t)allowed;
-    out->allow = (uint8_t)(worst_after <= out->allowed && worst_after <= b->endurance);
-    out->projected_days =
-        lrt_nvm_projected_lifetime_days(b->endurance, worst_after, samples, b->sample_rate_mhz);
-    if (out->allow) {
-        out->rho_min_q16 = rho_min_q16;
-    } else {
-        uint64_t r = mul_div(rho_min_q16, (uint64_t)worst_after + 1u, (uint64_t)out->allowed + 1u);
-        /* never below the base, never above 1.0 (a base above 1.0 already stops flushes) */
-        if (rho_min_q16 >= 65536u)
-            out->rho_min_q16 = rho_min_q16;
-        else
-            out->rho_min_q16 = (uint32_t)LRT_CLAMP(r, rho_min_q16, 65536u);
-    }
-    return LRT_OK;
-}
-
-int lrt_nvm_flush_allowed(const lrt_nvm *nvm, const lrt_nvm_budget *b, uint64_t samples,
-                          uint32_t rho_min_q16, lrt_nvm_throttle *out)
-{
-    lrt_nvm_wear w;
-    int err;
-
-    if (nvm == NULL)
-        return LRT_ERR_ARG;
-    err = lrt_nvm_wear_summary(nvm, &w);
-    if (err != LRT_OK)
-        return err;
-    return lrt_nvm_budget_check(b, w.next_max == UINT32_MAX ? w.next_max : w.next_max + 1u,
-                                samples, rho_min_q16, out);
-}
-
-/* ---- drift ---- */
-
-uint32_t lrt_nvm_drift_bits(uint8_t *buf, uint32_t len, uint32_t p_q32, uint32_t *rng)
-{
-    uint32_t i, bit, flips = 0;
-
-    for (i = 0; i < len; i++) {
-        for (bit = 0; bit < 8u; bit++) {
-            if (lrt_xorshift32_next(rng) < p_q32) {
-                buf[i] = (uint8_t)(buf[i] ^ (1u << bit));
-                flips++;
-            }
-        }
-    }
-    return flips;
-}
-
-uint32_t lrt_nvm_drift_noise(int8_t *w, uint32_t len, uint32_t sigma_q16, uint32_t *rng)
-{
-    uint32_t i, k, changed = 0;
-
-    for (i = 0; i < len; i++) {
-        uint32_t sum = 0;
-        int64_t q, n, v;
-
-        for (k = 0; k < 6u; k++) {
-            uint32_t r = lrt_xorshift32_next(rng);
-            sum += (r & 0xFFFFu) + (r >> 16);
-        }
-        /* Irwin-Hall: sum of 12 U[0,1) minus 6 has mean 0, variance 1 (Q16 here). */
-        q = ((int64_t)sum - 6 * 65536) * (int64_t)sigma_q16 + ((int64_t)1 << 31);
-        /* floor(q / 2^32) without shifting a negative number (implementation-defined) */
-        n = q >= 0 ? (int64_t)((uint64_t)q >> 32)
-                   : -(int64_t)(((uint64_t)(-q) + 0xFFFFFFFFu) >> 32);
-        v = LRT_CLAMP((int64_t)w[i] + n, -128, 127);
-        if (v != w[i])
-            changed++;
-        w[i] = (int8_t)v;
-    }
-    return changed;
-}
-
-int32_t lrt_nvm_drift_apply(lrt_nvm *nvm, uint8_t *region, uint32_t offset, uint32_t len,
-                            int kind, uint32_t param, uint32_t seed)
-{
-    uint8_t *p;
-    uint32_t rng = seed, changed = 0, i;
-
-    if (nvm == NULL || region == NULL || nvm->state == ST_UNMOUNTED)
+    if (nvm == NULL || addr == NULL || nvm->state == ST_UNMOUNTED)
         return LRT_ERR_ARG;
     if (nvm->state != ST_IDLE || nvm->cur < 0)
         return LRT_ERR_STATE;
     if (offset > nvm->cfg->blob_size || len > nvm->cfg->blob_size - offset)
         return LRT_ERR_ARG;
-    p = region + blob_addr(nvm, (uint32_t)nvm->cur) + offset;
-    if (kind == LRT_NVM_DRIFT_ANALOG) {
-        changed = lrt_nvm_drift_noise((int8_t *)p, len, param, &rng);
-    } else if (kind == LRT_NVM_DRIFT_DIGITAL) {
-        /* Count changed cells (bytes), not flips: a byte can take several flips. */
-        for (i = 0; i < len; i++)
-            changed += lrt_nvm_drift_bits(p + i, 1, param, &rng) != 0u;
-    } else {
-        return LRT_ERR_ARG;
-    }
-    return changed > 0x7FFFFFFFu ? 0x7FFFFFFF : (int32_t)changed;
+    *addr = blob_addr(nvm, (uint32_t)nvm->cur) + offset;
+    return LRT_OK;
 }

@@ -285,6 +285,10 @@ uint32_t lrt_nvm_drift_noise(int8_t *w, uint32_t len, uint32_t sigma_q16, uint32
 #define LRT_NVM_DRIFT_ANALOG 1  /* param = sigma in LSB, Q16 */
 #define LRT_NVM_DRIFT_DIGITAL 2 /* param = flip probability per bit, Q32 (as uint32) */
 
+/* Region address of the current set's bytes [offset, offset + len) (for lrt_nvm_drift_apply):
+ * LRT_ERR_ARG unmounted or out of the blob, LRT_ERR_STATE during a commit or without a set. */
+int lrt_nvm_blob_addr(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32_t *addr);
+
 /* Apply drift to the current set's bytes [offset, offset + len) the way cell drift does:
  * silently, through `region` (a writable alias of the whole NVM region: RAM or emulated NVM),
  * without a prog and without updating any CRC. The running device sees it at once through the
