@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from lrt import __version__, batchnorm, resources
-from lrt.build import render, write_if_changed
 from lrt.config import BuildConfig
 from lrt.model import Layer, Model
 from lrt.policy import policy_of
+from lrt.templates import render, write_if_changed
 
 TEMPLATES = resources.templates_dir()
 LIB_DIR = TEMPLATES / "lib"

@@ -224,7 +224,7 @@ def build(
     ir_dir: Path | None = None,
     **config_overrides: Any,
 ) -> BuildResult:
-    from lrt import boards
+    from lrt import boards, pio_project
     from lrt import build as builder
 
     brd = boards.load_board(board)
@@ -274,7 +274,7 @@ def build(
     pio_ini = None
     if brd.platformio is not None and not brd.is_host:
         # the same sources as a PlatformIO project, for users who flash with PlatformIO
-        pio_ini = builder.write_pio_project(out, brd, out / "pio")
+        pio_ini = pio_project.write_pio_project(out, brd, out / "pio")
     report: dict[str, Any] = {
         "board": brd.name,
         "board_file": str(brd.path),
@@ -520,12 +520,12 @@ DRIFT_PERIOD = 10  # the paper's d: drift is applied every d samples
 
 def _drift_request(stream: str) -> tuple[int, int] | None:
     """(kind, param) of the DRIFT request for the paper's drift environments."""
-    from lrt import nvm
+    from lrt import nvm_drift
 
     if stream == "analog":
-        return 1, nvm.analog_drift_sigma_q16(10.0, DRIFT_PERIOD)
+        return 1, nvm_drift.analog_drift_sigma_q16(10.0, DRIFT_PERIOD)
     if stream == "digital":
-        return 2, nvm.digital_drift_p_q32(10.0, DRIFT_PERIOD)
+        return 2, nvm_drift.digital_drift_p_q32(10.0, DRIFT_PERIOD)
     return None
 
 

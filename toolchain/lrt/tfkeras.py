@@ -19,7 +19,6 @@ from lrt import console
 
 
 @functools.cache
-@functools.cache
 def tf_keras() -> tuple[Any, Any]:
     """(tensorflow, keras), imported on first use with their logs muted."""
     # TensorFlow's C++ logs (3: errors too; its "errors" at start-up are harmless notices)
