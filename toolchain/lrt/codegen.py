@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from lrt import __version__, batchnorm, resources
+from lrt import __version__, batchnorm, nvm, resources
 from lrt.config import BuildConfig
+from lrt.errors import UserError
 from lrt.model import Layer, Model
 from lrt.policy import policy_of
 from lrt.templates import render, write_if_changed
@@ -372,8 +373,6 @@ def nvm_geometry(board: Any, blob_size: int) -> Any:
     RRAM keeps one wear counter per program word while the wear table fits; for large models
     (the table holds every slot's counters in every slot) the counting unit grows by powers
     of two up to a page: a unit's count is then an upper bound for each of its words."""
-    from lrt import nvm
-
     tech = 1 if board.nvm.erase_before_write else 2
     page_count = board.nvm.size // board.nvm.page_size
     unit, error = 0, None
@@ -421,8 +420,6 @@ def nvm_chunk_size(board: Any) -> int:
 
 def nvm_bytes_needed(board: Any, blob_size: int) -> int:
     """Smallest NVM region (whole pages) that holds two slots of blob_size bytes."""
-    from lrt import nvm
-
     page = board.nvm.page_size
     pages = 2
     while True:
@@ -445,8 +442,6 @@ def nvm_bytes_needed(board: Any, blob_size: int) -> int:
 def nvm_store(model: Model, config: BuildConfig, board: Any) -> tuple[Any, str | None]:
     """(geometry of the NVM weight store, None) or (None, why the model's weights do not fit
     the board's NVM region). Inference without a store keeps its weights in the image."""
-    from lrt import nvm
-
     blob_size = blob_layout(model).size
     # Training needs the NVM store; inference uses it too where it fits (drift experiments
     # and pushes reach the weights there), else the weights stay in the firmware image.
@@ -470,8 +465,6 @@ def check_board(model: Model, config: BuildConfig, board: Any) -> Any:
     """The NVM store's geometry (None: inference keeps the weights in the image); UserError
     when the model's weights or the scheme need what the board's memory cannot give. Needs
     only the model's shapes (runs before any training)."""
-    from lrt.errors import UserError
-
     geo, problem = nvm_store(model, config, board)
     if problem:
         raise UserError("model does not fit: " + problem)
@@ -490,8 +483,6 @@ def firmware_context(
 ) -> dict[str, Any]:
     """Everything main.c needs. ``strict=False`` renders even what the board cannot serve
     (the budget probe sizes a model the board then refuses, to say by how much)."""
-    from lrt import nvm
-
     ctx = model_context(model, config)
     sizes = train_buffer_sizes(model)
     n = len(model.layers)
