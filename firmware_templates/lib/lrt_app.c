@@ -145,8 +145,7 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
             return LRT_ERR_ARG;
         if (h->drift == NULL)
             return LRT_ERR_UNSUPPORTED;
-        err = h->drift(h->ctx, in[0], lrt_get_le32(in + 1),
-                       (int32_t)lrt_get_le32(in + 5));
+        err = h->drift(h->ctx, in[0], lrt_get_le32(in + 1), (int32_t)lrt_get_le32(in + 5));
         return err < 0 ? err : 0;
     case LRT_MSG_WRITE:
         if (len <= LRT_PROTO_WRITE_HEAD_SIZE)

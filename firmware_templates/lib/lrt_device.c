@@ -256,8 +256,7 @@ static int h_drift(void *ctx, uint8_t kind, uint32_t seed, int32_t param)
         if (dev->s.nvm_region == NULL) {
             return LRT_ERR_UNSUPPORTED;
         }
-        r = lrt_nvm_drift_apply(dev->s.nvm, dev->s.nvm_region, 0, end, kind, (uint32_t)param,
-                                seed);
+        r = lrt_nvm_drift_apply(dev->s.nvm, dev->s.nvm_region, 0, end, kind, (uint32_t)param, seed);
         return r < 0 ? (int)r : LRT_OK;
     }
     if (kind == LRT_NVM_DRIFT_ANALOG) {

@@ -327,7 +327,8 @@ static int hdr_check(const lrt_nvm *nvm, uint32_t s, const uint8_t *h, hdr_field
         return LRT_NVM_SLOT_FOREIGN;
     if (h[6] != c->tech || f->slot != s || lrt_get_le32(h + 12) != c->blob_size ||
         lrt_get_le32(h + 20) != nvm->lay.table_len || lrt_get_le32(h + 28) != c->page_size ||
-        (uint32_t)lrt_get_le16(h + 32) != c->prog_size || (uint32_t)lrt_get_le16(h + 34) != nvm->lay.n_slots ||
+        (uint32_t)lrt_get_le16(h + 32) != c->prog_size ||
+        (uint32_t)lrt_get_le16(h + 34) != nvm->lay.n_slots ||
         lrt_get_le32(h + 36) != nvm->lay.slot_size || lrt_get_le32(h + 40) != nvm->lay.meta_size ||
         lrt_get_le32(h + 44) != nvm->lay.unit_size || h[48] != c->erase_value ||
         lrt_get_le32(h + 56) != c->model_id)
@@ -398,8 +399,8 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
             if (crc != f.blob_crc) {
                 st = LRT_NVM_SLOT_BAD_DATA;
             } else {
-                err = raw_crc(nvm, slot_base(nvm, s) + LRT_NVM_HEADER_SIZE, nvm->lay.table_len,
-                              &crc);
+                err =
+                    raw_crc(nvm, slot_base(nvm, s) + LRT_NVM_HEADER_SIZE, nvm->lay.table_len, &crc);
                 if (err != LRT_OK)
                     return err;
                 if (crc != f.table_crc)
@@ -408,8 +409,12 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
         }
         mi->slot_state[s] = (uint8_t)st;
         switch (st) {
-        case LRT_NVM_SLOT_BLANK: n_blank++; break;
-        case LRT_NVM_SLOT_BAD_HEADER: n_bad_header++; break;
+        case LRT_NVM_SLOT_BLANK:
+            n_blank++;
+            break;
+        case LRT_NVM_SLOT_BAD_HEADER:
+            n_bad_header++;
+            break;
         case LRT_NVM_SLOT_VALID:
             mi->n_valid++;
             if (best < 0 || f.generation > best_gen) {
@@ -423,7 +428,8 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
                 best_bad_gen = f.generation;
             }
             break;
-        default: break;
+        default:
+            break;
         }
     }
     for (s = 0; s < nvm->lay.n_slots; s++)
@@ -542,8 +548,7 @@ static int table_get(const lrt_nvm *nvm, uint32_t s, uint32_t unit, uint32_t *v)
     *v = 0;
     if (nvm->cur < 0)
         return LRT_OK;
-    err = raw_read(nvm, slot_base(nvm, (uint32_t)nvm->cur) + LRT_NVM_HEADER_SIZE + 4u * idx, b,
-                   4);
+    err = raw_read(nvm, slot_base(nvm, (uint32_t)nvm->cur) + LRT_NVM_HEADER_SIZE + 4u * idx, b, 4);
     if (err == LRT_OK)
         *v = lrt_get_le32(b);
     return err;
@@ -694,8 +699,8 @@ static int fail(lrt_nvm *nvm, int err)
 /* Program `len` bytes of buf at addr, skipping words that already hold their value (runs of
  * differing words coalesced into one prog). mark: count blob wear units (rel0 = blob offset
  * of addr). */
-static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t len,
-                      int mark, uint32_t rel0)
+static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t len, int mark,
+                      uint32_t rel0)
 {
     uint32_t p = nvm->cfg->prog_size, w = 0, last_unit = 0xFFFFFFFFu;
 

@@ -25,7 +25,7 @@ uint32_t lrt_nvm_projected_lifetime_days(uint32_t endurance, uint32_t worst, uin
 
     if (worst == 0u || sample_rate_mhz == 0u)
         return UINT32_MAX;
-    life = mul_div(samples, endurance, worst);           /* samples until worn out */
+    life = mul_div(samples, endurance, worst); /* samples until worn out */
     days = mul_div(life, 1000u, 86400ull * sample_rate_mhz);
     return days >= UINT32_MAX ? UINT32_MAX : (uint32_t)days;
 }
@@ -78,7 +78,6 @@ int lrt_nvm_flush_allowed(const lrt_nvm *nvm, const lrt_nvm_budget *b, uint64_t 
     err = lrt_nvm_wear_summary(nvm, &w);
     if (err != LRT_OK)
         return err;
-    return lrt_nvm_budget_check(b, w.next_max == UINT32_MAX ? w.next_max : w.next_max + 1u,
-                                samples, rho_min_q16, out);
+    return lrt_nvm_budget_check(b, w.next_max == UINT32_MAX ? w.next_max : w.next_max + 1u, samples,
+                                rho_min_q16, out);
 }
-

@@ -44,8 +44,8 @@ uint32_t lrt_nvm_drift_noise(int8_t *w, uint32_t len, uint32_t sigma_q16, uint32
     return changed;
 }
 
-int32_t lrt_nvm_drift_apply(lrt_nvm *nvm, uint8_t *region, uint32_t offset, uint32_t len,
-                            int kind, uint32_t param, uint32_t seed)
+int32_t lrt_nvm_drift_apply(lrt_nvm *nvm, uint8_t *region, uint32_t offset, uint32_t len, int kind,
+                            uint32_t param, uint32_t seed)
 {
     uint8_t *p;
     uint32_t rng = seed, changed = 0, i, addr;

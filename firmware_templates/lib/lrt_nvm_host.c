@@ -90,8 +90,7 @@ int lrt_nvm_ram_init(lrt_nvm_ram *ram, lrt_nvm_config *cfg, uint8_t *mem, int fr
 {
     uint64_t size;
 
-    if (ram == NULL || cfg == NULL || mem == NULL || cfg->prog_size == 0u ||
-        cfg->page_size == 0u)
+    if (ram == NULL || cfg == NULL || mem == NULL || cfg->prog_size == 0u || cfg->page_size == 0u)
         return LRT_ERR_ARG;
     size = (uint64_t)cfg->page_size * cfg->page_count;
     if (size == 0u || size > 0xFFFFFFFFu)

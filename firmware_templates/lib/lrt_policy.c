@@ -3,8 +3,7 @@
 
 #include "lrt_util.h"
 
-int lrt_policy_due(const lrt_policy *p, uint32_t errors_since, uint32_t commits,
-                   uint32_t samples)
+int lrt_policy_due(const lrt_policy *p, uint32_t errors_since, uint32_t commits, uint32_t samples)
 {
     if (p == NULL || p->kind != LRT_POLICY_GATED) {
         return 1;

@@ -140,8 +140,7 @@ static int rx_step(lrt_proto_rx *rx, uint8_t b, lrt_proto_event *ev)
     }
 }
 
-size_t lrt_proto_rx_feed(lrt_proto_rx *rx, const uint8_t *data, size_t len,
-                         lrt_proto_event *ev)
+size_t lrt_proto_rx_feed(lrt_proto_rx *rx, const uint8_t *data, size_t len, lrt_proto_event *ev)
 {
     size_t used = 0;
 

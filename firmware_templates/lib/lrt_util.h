@@ -38,8 +38,7 @@ static inline uint16_t lrt_get_le16(const uint8_t *p)
 
 static inline uint32_t lrt_get_le32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 /* ---- xorshift32 (Marsaglia 13/17/5) ------------------------------------------------------ */
