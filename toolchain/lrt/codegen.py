@@ -8,6 +8,7 @@ byte-identical files (no timestamps, sorted iteration, fixed formatting).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -373,36 +374,33 @@ def nvm_geometry(board: Any, blob_size: int) -> Any:
     RRAM keeps one wear counter per program word while the wear table fits; for large models
     (the table holds every slot's counters in every slot) the counting unit grows by powers
     of two up to a page: a unit's count is then an upper bound for each of its words."""
-    tech = 1 if board.nvm.erase_before_write else 2
     page_count = board.nvm.size // board.nvm.page_size
     unit, error = 0, None
     while True:
-        geo = nvm.NvmGeometry(
-            tech=tech,
-            prog_size=board.nvm.prog_size,
-            page_size=board.nvm.page_size,
-            page_count=page_count,
-            blob_size=blob_size,
-            wear_unit=unit,
-            n_slots=0,
-            erase_value=board.nvm.erase_value,
-        )
+        geo = board_nvm_geometry(board, page_count, blob_size, wear_unit=unit, n_slots=0)
         try:
             lay = geo.layout()
             break
         except ValueError as exc:
             error = error or exc
             unit = (unit or board.nvm.prog_size) * 2
-            if tech == 1 or unit > board.nvm.page_size:
+            if board.nvm.erase_before_write or unit > board.nvm.page_size:
                 raise error from None
+    return dataclasses.replace(geo, n_slots=min(lay.n_slots, NVM_MAX_SLOTS))
+
+
+def board_nvm_geometry(
+    board: Any, page_count: int, blob_size: int, *, wear_unit: int = 0, n_slots: int = 2
+) -> nvm.NvmGeometry:
+    """The NVM geometry of page_count pages of the board's memory technology."""
     return nvm.NvmGeometry(
-        tech=tech,
+        tech=1 if board.nvm.erase_before_write else 2,
         prog_size=board.nvm.prog_size,
         page_size=board.nvm.page_size,
         page_count=page_count,
         blob_size=blob_size,
-        wear_unit=unit,
-        n_slots=min(lay.n_slots, NVM_MAX_SLOTS),
+        wear_unit=wear_unit,
+        n_slots=n_slots,
         erase_value=board.nvm.erase_value,
     )
 
@@ -423,15 +421,7 @@ def nvm_bytes_needed(board: Any, blob_size: int) -> int:
     page = board.nvm.page_size
     pages = 2
     while True:
-        geo = nvm.NvmGeometry(
-            tech=1 if board.nvm.erase_before_write else 2,
-            prog_size=board.nvm.prog_size,
-            page_size=page,
-            page_count=pages,
-            blob_size=blob_size,
-            n_slots=2,
-            erase_value=board.nvm.erase_value,
-        )
+        geo = board_nvm_geometry(board, pages, blob_size)
         try:
             geo.layout()
             return pages * page

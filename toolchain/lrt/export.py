@@ -90,19 +90,17 @@ def export_ir(
         if p.kind == "batchnorm":
             layers.append(_bn_layer(p, qat_model.get_layer(p.name), in_q, out_q, cur))
             continue
+        common: dict[str, Any] = {
+            "kind": p.kind,
+            "name": p.name,
+            "in_shape": p.in_shape,
+            "out_shape": p.out_shape,
+            "input_q": in_q,
+            "output_q": out_q,
+        }
         if not p.has_weights:
-            layers.append(
-                Layer(
-                    kind=p.kind,  # type: ignore[arg-type]
-                    name=p.name,
-                    in_shape=p.in_shape,
-                    out_shape=p.out_shape,
-                    input_q=in_q,
-                    output_q=out_q,
-                    stride=(2, 2) if p.kind == "maxpool2d" else (1, 1),
-                    trainable=False,
-                )
-            )
+            stride = (2, 2) if p.kind == "maxpool2d" else (1, 1)
+            layers.append(Layer(**common, stride=stride, trainable=False))
             continue
         kl = qat_model.get_layer(p.name)
         w = np.asarray(kl.kernel.numpy(), dtype=np.float32)
@@ -120,12 +118,7 @@ def export_ir(
         lo, hi = p.out_int_range
         layers.append(
             Layer(
-                kind=p.kind,  # type: ignore[arg-type]
-                name=p.name,
-                in_shape=p.in_shape,
-                out_shape=p.out_shape,
-                input_q=in_q,
-                output_q=out_q,
+                **common,
                 weights=np.ascontiguousarray(weights),
                 bias=bias.astype(np.int32),
                 weight_scales=np.full(n_out, 2.0**p.weight_exp, dtype=np.float64),
