@@ -176,8 +176,7 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
                 return err;
         }
         return 0;
-    default:
-        return LRT_ERR_TYPE;
+    default: return LRT_ERR_TYPE;
     }
 }
 

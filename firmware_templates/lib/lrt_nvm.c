@@ -409,12 +409,8 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
         }
         mi->slot_state[s] = (uint8_t)st;
         switch (st) {
-        case LRT_NVM_SLOT_BLANK:
-            n_blank++;
-            break;
-        case LRT_NVM_SLOT_BAD_HEADER:
-            n_bad_header++;
-            break;
+        case LRT_NVM_SLOT_BLANK: n_blank++; break;
+        case LRT_NVM_SLOT_BAD_HEADER: n_bad_header++; break;
         case LRT_NVM_SLOT_VALID:
             mi->n_valid++;
             if (best < 0 || f.generation > best_gen) {
@@ -428,8 +424,7 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
                 best_bad_gen = f.generation;
             }
             break;
-        default:
-            break;
+        default: break;
         }
     }
     for (s = 0; s < nvm->lay.n_slots; s++)

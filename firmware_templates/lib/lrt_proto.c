@@ -135,8 +135,7 @@ static int rx_step(lrt_proto_rx *rx, uint8_t b, lrt_proto_event *ev)
         if (rx->fill == rx->need)
             return rx_check_frame(rx, ev);
         return 0;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
