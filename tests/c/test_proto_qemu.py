@@ -40,6 +40,7 @@ def gen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in LIB_FILES:
         for ext in (".c", ".h"):
             shutil.copy(LIB_DIR / (name + ext), src / (name + ext))
+    shutil.copy(LIB_DIR / "lrt_util.h", src / "lrt_util.h")  # header-only: byte order
     return gen
 
 
