@@ -108,10 +108,10 @@ def paper_build(scheme: str) -> Path:
 
 
 def tf_rate(preset: str, samples: int) -> float:
-    from lrt import train
+    from lrt import tf_baseline
 
     st = make_stream("shift", load_dataset("mnist5k"), samples, seed=9)
-    return float(train.per_sample_training_rate(preset, st.x, st.y))
+    return float(tf_baseline.per_sample_training_rate(preset, st.x, st.y))
 
 
 def timed(label: str, fn: Callable[[], Any]) -> Any:

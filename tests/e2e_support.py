@@ -39,6 +39,10 @@ def tflite_logits(tflite: Path, x: np.ndarray) -> np.ndarray:
 
 PLAIN_TRAIN_SOURCES = [
     "toolchain/lrt/train.py",
+    "toolchain/lrt/presets.py",
+    "toolchain/lrt/qat.py",
+    "toolchain/lrt/export.py",
+    "toolchain/lrt/tfkeras.py",
     "toolchain/lrt/batchnorm.py",
     "toolchain/lrt/quant.py",
     "toolchain/lrt/model.py",

@@ -82,15 +82,15 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
         out[1] = info.scheme;
         out[2] = info.n_layers;
         out[3] = info.n_classes;
-        lrt_proto_put_u16(out + 4, info.in_h);
-        lrt_proto_put_u16(out + 6, info.in_w);
-        lrt_proto_put_u16(out + 8, info.in_c);
+        lrt_put_le16(out + 4, info.in_h);
+        lrt_put_le16(out + 6, info.in_w);
+        lrt_put_le16(out + 8, info.in_c);
         memcpy(out + 10, info.fingerprint, 4);
-        lrt_proto_put_u32(out + 14, info.samples);
-        lrt_proto_put_u16(out + 18, (uint16_t)LRT_APP_MAX_PAYLOAD);
+        lrt_put_le32(out + 14, info.samples);
+        lrt_put_le16(out + 18, (uint16_t)LRT_APP_MAX_PAYLOAD);
         out[20] = info.flags;
         out[21] = info.store;
-        lrt_proto_put_u32(out + 22, info.generation);
+        lrt_put_le32(out + 22, info.generation);
         return (int)LRT_PROTO_INFO_SIZE;
     }
     case LRT_MSG_INFER:
@@ -128,12 +128,12 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
         uint16_t length;
         if (len != LRT_PROTO_READ_REQ_SIZE)
             return LRT_ERR_SIZE;
-        length = lrt_proto_get_u16(in + 4);
+        length = lrt_get_le16(in + 4);
         if (length > cap)
             return LRT_ERR_SIZE;
         if (h->read_blob == NULL)
             return LRT_ERR_UNSUPPORTED;
-        err = h->read_blob(h->ctx, lrt_proto_get_u32(in), length, out, &out_len);
+        err = h->read_blob(h->ctx, lrt_get_le32(in), length, out, &out_len);
         if (err < 0)
             return err;
         return out_len <= length ? (int)out_len : LRT_ERR_STATE;
@@ -145,15 +145,14 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
             return LRT_ERR_ARG;
         if (h->drift == NULL)
             return LRT_ERR_UNSUPPORTED;
-        err = h->drift(h->ctx, in[0], lrt_proto_get_u32(in + 1),
-                       (int32_t)lrt_proto_get_u32(in + 5));
+        err = h->drift(h->ctx, in[0], lrt_get_le32(in + 1), (int32_t)lrt_get_le32(in + 5));
         return err < 0 ? err : 0;
     case LRT_MSG_WRITE:
         if (len <= LRT_PROTO_WRITE_HEAD_SIZE)
             return LRT_ERR_SIZE;
         if (h->write_blob == NULL)
             return LRT_ERR_UNSUPPORTED;
-        err = h->write_blob(h->ctx, lrt_proto_get_u32(in), in + LRT_PROTO_WRITE_HEAD_SIZE,
+        err = h->write_blob(h->ctx, lrt_get_le32(in), in + LRT_PROTO_WRITE_HEAD_SIZE,
                             len - LRT_PROTO_WRITE_HEAD_SIZE);
         return err < 0 ? err : 0;
     case LRT_MSG_COMMIT: {
@@ -165,7 +164,7 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
         err = h->commit_blob(h->ctx, &generation);
         if (err < 0)
             return err;
-        lrt_proto_put_u32(out, generation);
+        lrt_put_le32(out, generation);
         return (int)LRT_PROTO_COMMIT_REPLY_SIZE;
     }
     case LRT_MSG_BYE:
@@ -177,8 +176,7 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
                 return err;
         }
         return 0;
-    default:
-        return LRT_ERR_TYPE;
+    default: return LRT_ERR_TYPE;
     }
 }
 

@@ -41,15 +41,15 @@ typedef struct {
 /* INFO reply fields supplied by the hello handler (version and max_payload are filled in by
  * the server). */
 typedef struct {
-    uint8_t scheme;          /* LRT_PROTO_SCHEME_* (same values as lrt_train.h's lrt_scheme) */
-    uint8_t flags;           /* LRT_PROTO_FLAG_* */
-    uint8_t n_layers;        /* weight layers (conv2d/dense) = entries in STATS */
+    uint8_t scheme;   /* LRT_PROTO_SCHEME_* (same values as lrt_train.h's lrt_scheme) */
+    uint8_t flags;    /* LRT_PROTO_FLAG_* */
+    uint8_t n_layers; /* weight layers (conv2d/dense) = entries in STATS */
     uint8_t n_classes;
     uint16_t in_h, in_w, in_c;
-    uint8_t fingerprint[4];  /* first 4 bytes of the model fingerprint (its first 8 hex digits) */
-    uint32_t samples;        /* training samples seen since the weights were built */
-    uint8_t store;           /* LRT_PROTO_STORE_*: the weight store's state at boot */
-    uint32_t generation;     /* NVM generation of the set in use (0: none / no store) */
+    uint8_t fingerprint[4]; /* first 4 bytes of the model fingerprint (its first 8 hex digits) */
+    uint32_t samples;       /* training samples seen since the weights were built */
+    uint8_t store;          /* LRT_PROTO_STORE_*: the weight store's state at boot */
+    uint32_t generation;    /* NVM generation of the set in use (0: none / no store) */
 } lrt_app_info;
 
 /* Request handlers. Return LRT_OK or a negative lrt_err, which the server sends as an ERROR
@@ -62,7 +62,7 @@ typedef struct {
     /* As infer (logits and pred before the update), then learn `label` (< n_classes). */
     int (*train)(void *ctx, const int8_t *input, uint8_t label, int8_t *logits, uint8_t *pred);
     /* Write the STATS payload (u32 LE words: samples, flushes, then max/total/paper writes
-     * per weight layer; lrt_proto_put_u32 helps) into out[cap]; set *len. */
+     * per weight layer; lrt_put_le32 helps) into out[cap]; set *len. */
     int (*stats)(void *ctx, uint8_t *out, size_t cap, size_t *len);
     /* Copy min(length, blob_size - offset) bytes of the weight blob at offset into out;
      * set *len. offset > blob_size is LRT_ERR_ARG. length <= max payload. */

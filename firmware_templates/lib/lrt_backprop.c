@@ -360,7 +360,7 @@ uint32_t lrt_bp_input_grad_work_size(const lrt_layer *l)
         return 0;
     }
     lrt_bp_geom_of(l, &g);
-    return 4u * g.kh * g.in_w * g.in_c + 4u * ((lrt_layer_in_size(l) + 31u) / 32u);
+    return LRT_BP_INPUT_GRAD_WORK_SIZE(g.kh, g.in_w, g.in_c, lrt_layer_in_size(l));
 }
 
 /* dst[j] += d * w[j], j < n: a plain loop, which host compilers vectorize */

@@ -106,7 +106,11 @@ int lrt_bp_input_grad(const lrt_layer *l, const int8_t *w, const int8_t *dz, int
  * itself (uint8), t the smallest shift that fits the running max in 8 bits; when the max
  * grows, the stored rows are shifted down (floor of floor is floor). The final shift s of
  * the block float is >= t + 1 whenever t > 0, so rounding floor(|v| / 2^t) half away from
- * zero by s - t bits is exactly rounding |v| by s: bit for bit lrt_bp_input_grad. */
+ * zero by s - t bits is exactly rounding |v| by s: bit for bit lrt_bp_input_grad.
+ * LRT_BP_INPUT_GRAD_WORK_SIZE: the same bytes as a constant expression for static buffers,
+ * kh the kernel height (dense: in_h), in_size = in_h * in_w * in_c. */
+#define LRT_BP_INPUT_GRAD_WORK_SIZE(kh, in_w, in_c, in_size)                                  \
+    (4u * (kh) * (in_w) * (in_c) + 4u * (((in_size) + 31u) / 32u))
 uint32_t lrt_bp_input_grad_work_size(const lrt_layer *l);
 int lrt_bp_input_grad_sparse(const lrt_layer *l, const int8_t *w, const int8_t *dz,
                              int16_t dz_exp, int8_t *dx, int16_t *dx_exp, void *work,

@@ -13,17 +13,17 @@
 
 typedef enum {
     LRT_OK = 0,
-    LRT_ERR_ARG = -1,      /* invalid argument */
-    LRT_ERR_SIZE = -2,     /* buffer too small / length mismatch */
-    LRT_ERR_CRC = -3,      /* checksum mismatch */
-    LRT_ERR_FRAME = -4,    /* malformed frame */
-    LRT_ERR_TYPE = -5,     /* unknown message type */
-    LRT_ERR_IO = -6,       /* storage or transport I/O failed */
-    LRT_ERR_CORRUPT = -7,  /* stored data failed verification */
-    LRT_ERR_NOSPACE = -8,  /* no free slot / page */
-    LRT_ERR_WORN = -9,     /* endurance budget exhausted */
-    LRT_ERR_EOF = -10,     /* end of input stream */
-    LRT_ERR_STATE = -11,   /* call not valid in the current state */
+    LRT_ERR_ARG = -1,     /* invalid argument */
+    LRT_ERR_SIZE = -2,    /* buffer too small / length mismatch */
+    LRT_ERR_CRC = -3,     /* checksum mismatch */
+    LRT_ERR_FRAME = -4,   /* malformed frame */
+    LRT_ERR_TYPE = -5,    /* unknown message type */
+    LRT_ERR_IO = -6,      /* storage or transport I/O failed */
+    LRT_ERR_CORRUPT = -7, /* stored data failed verification */
+    LRT_ERR_NOSPACE = -8, /* no free slot / page */
+    LRT_ERR_WORN = -9,    /* endurance budget exhausted */
+    LRT_ERR_EOF = -10,    /* end of input stream */
+    LRT_ERR_STATE = -11,  /* call not valid in the current state */
     LRT_ERR_UNSUPPORTED = -12,
 } lrt_err;
 

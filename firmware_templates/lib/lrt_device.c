@@ -195,7 +195,7 @@ static int h_wear(void *ctx, uint8_t *out, size_t cap, size_t *len)
         words[2] = w.max_meta;
     }
     for (i = 0; i < 3; i++) {
-        lrt_proto_put_u32(p, words[i]);
+        lrt_put_le32(p, words[i]);
         p += 4;
     }
     for (i = 0; i < net->n_layers; i++) {
@@ -210,7 +210,7 @@ static int h_wear(void *ctx, uint8_t *out, size_t cap, size_t *len)
                 return r;
             }
         }
-        lrt_proto_put_u32(p, mx);
+        lrt_put_le32(p, mx);
         p += 4;
     }
     *len = need;
@@ -256,8 +256,7 @@ static int h_drift(void *ctx, uint8_t kind, uint32_t seed, int32_t param)
         if (dev->s.nvm_region == NULL) {
             return LRT_ERR_UNSUPPORTED;
         }
-        r = lrt_nvm_drift_apply(dev->s.nvm, dev->s.nvm_region, 0, end, kind, (uint32_t)param,
-                                seed);
+        r = lrt_nvm_drift_apply(dev->s.nvm, dev->s.nvm_region, 0, end, kind, (uint32_t)param, seed);
         return r < 0 ? (int)r : LRT_OK;
     }
     if (kind == LRT_NVM_DRIFT_ANALOG) {

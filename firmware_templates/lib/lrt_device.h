@@ -25,7 +25,7 @@ typedef struct {
     lrt_train_config train;
     lrt_train_buffers buf;
     uint32_t act_size, scratch_size, cell_count; /* as declared by main.c, checked at init */
-    uint32_t lrt_block_size;          /* bytes of buf.lrt_block (scheme LRT), checked at init */
+    uint32_t lrt_block_size; /* bytes of buf.lrt_block (scheme LRT), checked at init */
     /* LRT (scheme LRT only): acc[i] for every layer i (NULL for layers without an
      * accumulator), one shared work buffer, one int16 delta row of the widest layer */
     lrt_lowrank *const *acc;
@@ -35,14 +35,14 @@ typedef struct {
     uint32_t delta_row_len;
     /* weight store: nvm (mounted, bound to net->blob) or NULL for the RAM store over ram_blob */
     lrt_nvm *nvm;
-    uint8_t *nvm_region;              /* writable alias of the NVM region (drift), or NULL */
+    uint8_t *nvm_region; /* writable alias of the NVM region (drift), or NULL */
     int8_t *ram_blob;
     /* endurance budget (nvm only; endurance 0 = no throttle) */
     lrt_nvm_budget budget;
     /* identity for HELLO */
     uint8_t fingerprint[4];
-    uint8_t store_state;              /* LRT_PROTO_STORE_* found at boot (main.c) */
-    uint8_t max_norm;                 /* lrt-maxnorm */
+    uint8_t store_state; /* LRT_PROTO_STORE_* found at boot (main.c) */
+    uint8_t max_norm;    /* lrt-maxnorm */
 } lrt_device_setup;
 
 typedef struct {
@@ -52,9 +52,9 @@ typedef struct {
     lrt_wstore_ram ram;
     lrt_train_hooks hooks;
     lrt_app_handlers handlers;
-    uint32_t throttled;               /* flushes deferred by the endurance budget */
-    uint32_t rho_min_q16;             /* current write-density threshold (budget may raise) */
-    uint8_t pushing;                  /* a pushed weight set is being staged */
+    uint32_t throttled;   /* flushes deferred by the endurance budget */
+    uint32_t rho_min_q16; /* current write-density threshold (budget may raise) */
+    uint8_t pushing;      /* a pushed weight set is being staged */
 } lrt_device;
 
 /* Checks the declared buffer sizes against the library's size helpers (LRT_ERR_SIZE names

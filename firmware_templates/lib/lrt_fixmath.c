@@ -5,7 +5,8 @@
 
 int lrt_clz32(uint32_t x)
 {
-    if (x == 0) return 32;
+    if (x == 0)
+        return 32;
 #if defined(__GNUC__) && UINT_MAX == 0xFFFFFFFFu
     return __builtin_clz(x); /* one CLZ instruction from Cortex-M3 on */
 #else
@@ -50,7 +51,8 @@ uint32_t lrt_isqrt64(uint64_t x)
     int sh;
     if (x >> 32 == 0) {
         uint32_t y = (uint32_t)x;
-        if (y == 0) return 0;
+        if (y == 0)
+            return 0;
         sh = lrt_clz32(y) & ~1; /* even: y 4^(sh/2) in [2^30, 2^32) */
         return isqrt32_norm(y << sh) >> (sh / 2);
     }
@@ -61,8 +63,8 @@ uint32_t lrt_isqrt64(uint64_t x)
         sh = lrt_clz64(x) & ~1;
         xn = x << sh;
         hi = (uint32_t)(xn >> 32);
-        s = isqrt32_norm(hi);           /* in [2^15, 2^16) */
-        rem = hi - s * s;               /* <= 2 s */
+        s = isqrt32_norm(hi); /* in [2^15, 2^16) */
+        rem = hi - s * s;     /* <= 2 s */
         a1 = (uint32_t)(xn >> 16) & 0xFFFFu;
         a0 = (uint32_t)xn & 0xFFFFu;
         /* q = floor((rem 2^16 + a1) / (2 s)) = floor(floor((rem 2^16 + a1) / 2) / s) */
@@ -81,34 +83,14 @@ uint32_t lrt_isqrt64(uint64_t x)
 
 int64_t lrt_shr_round64(int64_t x, int sh)
 {
-    if (sh == 0 || x == 0) return x;
-    if (sh < 0) return x * ((int64_t)1 << -sh);
-    if (sh >= 64) return 0;
+    if (sh == 0 || x == 0)
+        return x;
+    if (sh < 0)
+        return x * ((int64_t)1 << -sh);
+    if (sh >= 64)
+        return 0;
     /* floor(x / 2^sh) plus the first dropped bit: round half up without an overflowing add */
     return (x >> sh) + ((x >> (sh - 1)) & 1);
-}
-
-/* ---- xorshift32 ------------------------------------------------------------------------ */
-
-uint32_t lrt_xorshift32_seed(uint32_t seed)
-{
-    uint32_t h = seed + 0x9E3779B9u;
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    return h ? h : 0x6D2B79F5u;
-}
-
-uint32_t lrt_xorshift32_next(uint32_t *state)
-{
-    uint32_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    *state = x;
-    return x;
 }
 
 /* ---- lrt_ufx ----------------------------------------------------------------------------- */
@@ -119,7 +101,8 @@ lrt_ufx lrt_ufx_make(uint64_t mant, int32_t e)
 {
     lrt_ufx r;
     int sh;
-    if (mant == 0) return UFX_ZERO;
+    if (mant == 0)
+        return UFX_ZERO;
     sh = 32 - lrt_clz64(mant); /* right shift that leaves 32 significant bits */
     if (sh > 0) {
         uint64_t y = (mant >> sh) + ((mant >> (sh - 1)) & 1u);
@@ -137,14 +120,16 @@ lrt_ufx lrt_ufx_make(uint64_t mant, int32_t e)
 
 lrt_ufx lrt_ufx_mul(lrt_ufx a, lrt_ufx b)
 {
-    if (a.m == 0 || b.m == 0) return UFX_ZERO;
+    if (a.m == 0 || b.m == 0)
+        return UFX_ZERO;
     return lrt_ufx_make((uint64_t)a.m * b.m, a.e + b.e);
 }
 
 lrt_ufx lrt_ufx_div(lrt_ufx a, lrt_ufx b)
 {
     lrt_ufx r;
-    if (a.m == 0) return UFX_ZERO;
+    if (a.m == 0)
+        return UFX_ZERO;
     if (b.m == 0) {
         r.m = 0xFFFFFFFFu;
         r.e = INT32_MAX / 2;
@@ -158,15 +143,19 @@ static uint64_t ufx_aligned(lrt_ufx x, int32_t drop)
 {
     /* x.m * 2^31 shifted right by drop (rounded): aligns x to a larger exponent */
     uint64_t v = (uint64_t)x.m << 31;
-    if (drop <= 0) return v;
-    if (drop >= 64) return 0;
+    if (drop <= 0)
+        return v;
+    if (drop >= 64)
+        return 0;
     return (v >> drop) + ((v >> (drop - 1)) & 1u);
 }
 
 lrt_ufx lrt_ufx_add(lrt_ufx a, lrt_ufx b)
 {
-    if (a.m == 0) return b;
-    if (b.m == 0) return a;
+    if (a.m == 0)
+        return b;
+    if (b.m == 0)
+        return a;
     if (a.e < b.e) {
         lrt_ufx t = a;
         a = b;
@@ -178,8 +167,10 @@ lrt_ufx lrt_ufx_add(lrt_ufx a, lrt_ufx b)
 lrt_ufx lrt_ufx_sub(lrt_ufx a, lrt_ufx b)
 {
     uint64_t x, y;
-    if (b.m == 0) return a;
-    if (lrt_ufx_cmp(a, b) <= 0) return UFX_ZERO;
+    if (b.m == 0)
+        return a;
+    if (lrt_ufx_cmp(a, b) <= 0)
+        return UFX_ZERO;
     x = ufx_aligned(a, 0);
     y = ufx_aligned(b, a.e - b.e); /* a > b, so a.e >= b.e */
     return lrt_ufx_make(x - y, a.e - 31);
@@ -189,7 +180,8 @@ lrt_ufx lrt_ufx_sqrt(lrt_ufx a)
 {
     uint64_t x;
     int32_t e;
-    if (a.m == 0) return UFX_ZERO;
+    if (a.m == 0)
+        return UFX_ZERO;
     /* make the exponent even, keeping >= 63 significant bits for the square root */
     if (a.e & 1) {
         x = (uint64_t)a.m << 31;
@@ -203,26 +195,33 @@ lrt_ufx lrt_ufx_sqrt(lrt_ufx a)
 
 lrt_ufx lrt_ufx_ldexp(lrt_ufx a, int32_t k)
 {
-    if (a.m == 0) return a;
+    if (a.m == 0)
+        return a;
     a.e += k;
     return a;
 }
 
 int lrt_ufx_cmp(lrt_ufx a, lrt_ufx b)
 {
-    if (a.m == 0 || b.m == 0) return (a.m != 0) - (b.m != 0);
-    if (a.e != b.e) return a.e > b.e ? 1 : -1;
+    if (a.m == 0 || b.m == 0)
+        return (a.m != 0) - (b.m != 0);
+    if (a.e != b.e)
+        return a.e > b.e ? 1 : -1;
     return (a.m > b.m) - (a.m < b.m);
 }
 
 uint64_t lrt_ufx_to_u64(lrt_ufx a, int32_t e)
 {
     int32_t sh;
-    if (a.m == 0) return 0;
+    if (a.m == 0)
+        return 0;
     sh = a.e - e;
-    if (sh >= 32) return UINT64_MAX;
-    if (sh >= 0) return (uint64_t)a.m << sh;
-    if (sh <= -64) return 0;
+    if (sh >= 32)
+        return UINT64_MAX;
+    if (sh >= 0)
+        return (uint64_t)a.m << sh;
+    if (sh <= -64)
+        return 0;
     sh = -sh;
     return ((uint64_t)a.m >> sh) + (((uint64_t)a.m >> (sh - 1)) & 1u);
 }
@@ -246,7 +245,8 @@ void lrt_mnorm_init(lrt_mnorm *s)
  * does not compound over the ~1/(1 - beta) steps the average remembers */
 static lrt_ufx mnorm_toward(lrt_ufx a, lrt_ufx b, lrt_ufx c)
 {
-    if (lrt_ufx_cmp(b, a) >= 0) return lrt_ufx_add(a, lrt_ufx_mul(c, lrt_ufx_sub(b, a)));
+    if (lrt_ufx_cmp(b, a) >= 0)
+        return lrt_ufx_add(a, lrt_ufx_mul(c, lrt_ufx_sub(b, a)));
     return lrt_ufx_sub(a, lrt_ufx_mul(c, lrt_ufx_sub(a, b)));
 }
 
@@ -254,7 +254,8 @@ lrt_ufx lrt_mnorm_update_beta(lrt_mnorm *s, lrt_ufx xmax, lrt_ufx one_minus_beta
 {
     lrt_ufx xm = lrt_ufx_add(xmax, MN_EPS);
     lrt_ufx xhat;
-    if (s->steps < UINT32_MAX) s->steps++;
+    if (s->steps < UINT32_MAX)
+        s->steps++;
     s->mv = mnorm_toward(s->mv, xm, one_minus_beta);
     /* 1 - beta^k kept directly: 1 - (a number close to 1) would lose 10 bits at k = 1 */
     s->om = mnorm_toward(s->om, MN_ONE, one_minus_beta);
@@ -279,23 +280,28 @@ static int64_t mnorm_scale(int32_t x, lrt_ufx f)
     int64_t p = (int64_t)x * (int64_t)f.m;
     int sh = -f.e;
     if (sh < 0) { /* |x / d| <= 1, so a left shift only happens for tiny out_exp: saturate */
-        if (p == 0) return 0;
-        if (sh < -30) return p > 0 ? INT64_MAX : INT64_MIN;
-        if (p > (INT64_MAX >> -sh)) return INT64_MAX;
-        if (p < -(INT64_MAX >> -sh)) return INT64_MIN;
+        if (p == 0)
+            return 0;
+        if (sh < -30)
+            return p > 0 ? INT64_MAX : INT64_MIN;
+        if (p > (INT64_MAX >> -sh))
+            return INT64_MAX;
+        if (p < -(INT64_MAX >> -sh))
+            return INT64_MIN;
     }
     return lrt_shr_round64(p, sh);
 }
 
-int lrt_mnorm_s8(lrt_mnorm *s, const int8_t *x, int x_exp, uint32_t len, int8_t *out,
-                 int out_exp)
+int lrt_mnorm_s8(lrt_mnorm *s, const int8_t *x, int x_exp, uint32_t len, int8_t *out, int out_exp)
 {
     uint32_t i, amax = 0;
     lrt_ufx f;
-    if (!s || (!x && len) || (!out && len)) return LRT_ERR_ARG;
+    if (!s || (!x && len) || (!out && len))
+        return LRT_ERR_ARG;
     for (i = 0; i < len; i++) {
         uint32_t a = (uint32_t)(x[i] < 0 ? -(int32_t)x[i] : x[i]);
-        if (a > amax) amax = a;
+        if (a > amax)
+            amax = a;
     }
     f = mnorm_factor(lrt_mnorm_update(s, lrt_ufx_make(amax, x_exp)), x_exp, out_exp);
     for (i = 0; i < len; i++) {
@@ -310,10 +316,12 @@ int lrt_mnorm_s32(lrt_mnorm *s, const int32_t *x, int x_exp, uint32_t len, int32
 {
     uint32_t i, amax = 0;
     lrt_ufx f;
-    if (!s || (!x && len) || (!out && len)) return LRT_ERR_ARG;
+    if (!s || (!x && len) || (!out && len))
+        return LRT_ERR_ARG;
     for (i = 0; i < len; i++) {
         uint32_t a = x[i] < 0 ? 0u - (uint32_t)x[i] : (uint32_t)x[i];
-        if (a > amax) amax = a;
+        if (a > amax)
+            amax = a;
     }
     f = mnorm_factor(lrt_mnorm_update(s, lrt_ufx_make(amax, x_exp)), x_exp, out_exp);
     for (i = 0; i < len; i++) {

@@ -16,6 +16,7 @@
 #define LRT_FIXMATH_H
 
 #include "lrt_common.h"
+#include "lrt_util.h" /* lrt_xorshift32 */
 
 /* Number of leading zero bits; 32 / 64 for 0. */
 int lrt_clz32(uint32_t x);
@@ -28,28 +29,20 @@ uint32_t lrt_isqrt64(uint64_t x);
  * by 2^-sh and the caller guarantees that the result fits. */
 int64_t lrt_shr_round64(int64_t x, int sh);
 
-/* ---- xorshift32 (Marsaglia 13/17/5) ------------------------------------------------------ */
-
-/* Initial state for a user seed: a murmur3 finaliser, so nearby seeds give unrelated
- * streams; never 0 (the one fixed point of xorshift). */
-uint32_t lrt_xorshift32_seed(uint32_t seed);
-/* Advance the state and return it. */
-uint32_t lrt_xorshift32_next(uint32_t *state);
-
 /* ---- unsigned pseudo-float: value = m * 2^e, m == 0 or 2^31 <= m < 2^32 ----------------- */
 typedef struct {
     uint32_t m;
     int32_t e;
 } lrt_ufx;
 
-lrt_ufx lrt_ufx_make(uint64_t mant, int32_t e);  /* mant * 2^e, rounded to 32 bits */
+lrt_ufx lrt_ufx_make(uint64_t mant, int32_t e); /* mant * 2^e, rounded to 32 bits */
 lrt_ufx lrt_ufx_mul(lrt_ufx a, lrt_ufx b);
-lrt_ufx lrt_ufx_div(lrt_ufx a, lrt_ufx b);       /* b == 0 gives the largest value */
+lrt_ufx lrt_ufx_div(lrt_ufx a, lrt_ufx b); /* b == 0 gives the largest value */
 lrt_ufx lrt_ufx_add(lrt_ufx a, lrt_ufx b);
-lrt_ufx lrt_ufx_sub(lrt_ufx a, lrt_ufx b);       /* max(a - b, 0) */
+lrt_ufx lrt_ufx_sub(lrt_ufx a, lrt_ufx b); /* max(a - b, 0) */
 lrt_ufx lrt_ufx_sqrt(lrt_ufx a);
-lrt_ufx lrt_ufx_ldexp(lrt_ufx a, int32_t k);     /* a * 2^k */
-int lrt_ufx_cmp(lrt_ufx a, lrt_ufx b);           /* -1, 0, 1 */
+lrt_ufx lrt_ufx_ldexp(lrt_ufx a, int32_t k); /* a * 2^k */
+int lrt_ufx_cmp(lrt_ufx a, lrt_ufx b);       /* -1, 0, 1 */
 /* round(a * 2^-e), saturated to UINT64_MAX. */
 uint64_t lrt_ufx_to_u64(lrt_ufx a, int32_t e);
 
@@ -72,8 +65,7 @@ lrt_ufx lrt_mnorm_update(lrt_mnorm *s, lrt_ufx xmax);
 lrt_ufx lrt_mnorm_update_beta(lrt_mnorm *s, lrt_ufx xmax, lrt_ufx one_minus_beta);
 /* Update with x (real x * 2^x_exp) and write out = round(x / divisor * 2^-out_exp),
  * saturated to the output type. out may alias x. Returns LRT_OK or LRT_ERR_ARG. */
-int lrt_mnorm_s8(lrt_mnorm *s, const int8_t *x, int x_exp, uint32_t len, int8_t *out,
-                 int out_exp);
+int lrt_mnorm_s8(lrt_mnorm *s, const int8_t *x, int x_exp, uint32_t len, int8_t *out, int out_exp);
 int lrt_mnorm_s32(lrt_mnorm *s, const int32_t *x, int x_exp, uint32_t len, int32_t *out,
                   int out_exp);
 

@@ -286,7 +286,7 @@ uint32_t lrt_conv2d_s8_get_buffer_size(const lrt_dims *in, const lrt_window *win
         return 0;
     }
     k = conv_k(in, win);
-    return 4u * k + 2u * ((k + 3u) & ~3u);
+    return LRT_CONV2D_S8_BUFFER_SIZE(k);
 }
 
 #if LRT_HAVE_SIMD

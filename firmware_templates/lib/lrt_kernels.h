@@ -78,7 +78,9 @@ int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win
 /* Bytes of the caller buffer lrt_conv2d_s8_buf needs for its SIMD kernel: the im2col columns
  * of two output pixels as int16 plus two int8 patches, K = kernel_h * kernel_w * in->c:
  * 4 K + 2 (K rounded up to a multiple of 4). 0 in builds without SIMD kernels.
- * toolchain/lrt/budget.py mirrors the formula. */
+ * LRT_CONV2D_S8_BUFFER_SIZE is the same size as a constant expression, for static buffers
+ * (SIMD builds). */
+#define LRT_CONV2D_S8_BUFFER_SIZE(k) (4u * (k) + 2u * (((k) + 3u) & ~3u))
 uint32_t lrt_conv2d_s8_get_buffer_size(const lrt_dims *in, const lrt_window *win);
 
 /* lrt_conv2d_s8 with a caller buffer (4-byte aligned): the SIMD kernel when the build has

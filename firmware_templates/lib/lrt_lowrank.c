@@ -875,7 +875,6 @@ int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan
     lrt_ufx lr, b, den = UFX_ONE, wk[LRT_LOWRANK_MAX_RANK];
     int32_t top = INT32_MIN;
     unsigned k;
-    uint64_t need;
     if (!acc || !plan || weight_exp > 64 || weight_exp < -64) return LRT_ERR_ARG;
     memset(plan, 0, sizeof(*plan));
     lr = lrt_ufx_make(acc->cfg.lr_q24, -24);
@@ -903,8 +902,7 @@ int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan
         for (k = 0; k < r; k++) plan->w[k] = (int32_t)lrt_ufx_to_u64(wk[k], top - 15);
         plan->shift = 15 - top;
     }
-    need = ((uint64_t)acc->cfg.rho_min_q16 * ((uint32_t)acc->n * acc->m) + 65535u) >> 16;
-    plan->min_nonzero = need < 1 ? 1u : (uint32_t)need;
+    plan->min_nonzero = lrt_share_cells(acc->cfg.rho_min_q16, (uint32_t)acc->n * acc->m);
     return LRT_OK;
 }
 

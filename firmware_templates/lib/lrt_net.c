@@ -5,6 +5,7 @@
 
 #include "lrt_fixmath.h"
 #include "lrt_kernels.h"
+#include "lrt_util.h"
 
 uint32_t lrt_net_act_buffer_size(const lrt_net *net)
 {
@@ -266,9 +267,7 @@ int lrt_net_bn_refresh(const lrt_layer *l)
 
 static int32_t get_le32(const int8_t *p)
 {
-    const uint8_t *b = (const uint8_t *)p;
-    return (int32_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
-                     ((uint32_t)b[3] << 24));
+    return (int32_t)lrt_get_le32((const uint8_t *)p);
 }
 
 int lrt_net_load_state(const lrt_net *net)

@@ -75,21 +75,21 @@ typedef struct {
     uint16_t out_h, out_w, out_c; /* dense: out_h = out_w = 1 */
     uint8_t kernel_h, kernel_w;   /* conv kernel or pool window */
     uint8_t stride_h, stride_w;
-    uint8_t pad_top, pad_left;    /* 'same' padding offsets, 0 for 'valid' */
-    int32_t input_offset;         /* -input zero point */
-    int32_t output_offset;        /* output zero point */
-    int8_t act_min, act_max;      /* int8 clamp (fused activation) */
+    uint8_t pad_top, pad_left; /* 'same' padding offsets, 0 for 'valid' */
+    int32_t input_offset;      /* -input zero point */
+    int32_t output_offset;     /* output zero point */
+    int8_t act_min, act_max;   /* int8 clamp (fused activation) */
     /* Weights live in the net's weight blob (memory-mapped NVM or RAM) at blob + w_offset:
      * conv [out_c][kernel_h][kernel_w][in_c]; dense [out_c][in_h*in_w*in_c]. Blob offsets are
      * 4-byte aligned. Unused (0) for pool/flatten. */
     uint32_t w_offset;
-    uint32_t w_size;                /* bytes = number of weight cells */
+    uint32_t w_size; /* bytes = number of weight cells */
     /* Biases are updated every sample, so their working copy is in RAM (the paper keeps them
      * in high-endurance memory); a snapshot goes into the blob at every commit at b_offset. */
-    int32_t *bias;                  /* [out_c], scale = input scale x weight scale[c] */
+    int32_t *bias; /* [out_c], scale = input scale x weight scale[c] */
     uint32_t b_offset;
-    const int32_t *out_multiplier;  /* [out_c] TFLite quantized multiplier */
-    const int8_t *out_shift;        /* [out_c] TFLite shift (>0 = left) */
+    const int32_t *out_multiplier; /* [out_c] TFLite quantized multiplier */
+    const int8_t *out_shift;       /* [out_c] TFLite shift (>0 = left) */
     /* power-of-two formats, LRT_EXP_NONE for imported models */
     int8_t in_exp, out_exp, weight_exp, bias_exp;
     uint8_t trainable;
@@ -102,7 +102,7 @@ typedef struct {
     /* Base of the current weight set. Not const-qualified data of the table: the NVM layer
      * points it at the newest committed slot after every commit. */
     const int8_t *blob;
-    uint32_t blob_size;             /* weights + bias snapshot, bytes */
+    uint32_t blob_size; /* weights + bias snapshot, bytes */
     uint8_t n_layers;
     uint16_t in_h, in_w, in_c;
     uint16_t n_classes;

@@ -1,4 +1,6 @@
-/* lrt_nvm.c - NVM write-wear layer (see lrt_nvm.h, docs/NVM_FORMAT.md).
+/* lrt_nvm.c - NVM write-wear layer: layout, mount and the commit protocol (see lrt_nvm.h,
+ * docs/NVM_FORMAT.md). The endurance budget is lrt_nvm_budget.c, simulated drift
+ * lrt_nvm_drift.c.
  *
  * Commit order, the reason power loss is harmless: the target slot is never the current one;
  * its blob and wear table are rewritten first (each page/word only if it differs), then a
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #include "lrt_crc32.h"
+#include "lrt_util.h"
 
 enum { ST_UNMOUNTED = 0, ST_IDLE = 1, ST_COMMIT = 2 };
 /* Flash page being streamed: untouched so far (no window differed), or erased. REOPEN: a page
@@ -29,31 +32,6 @@ enum { PG_CLEAN = 0, PG_DIRTY = 1, PG_REOPEN = 2 };
 #define NO_POS 0xFFFFFFFFu
 
 /* ---- little-endian helpers ---- */
-
-static void put_u16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u16(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
 
 static uint32_t round_up(uint32_t x, uint32_t a)
 {
@@ -302,25 +280,25 @@ static void hdr_encode(const lrt_nvm *nvm, const hdr_fields *f, uint8_t *h)
     const lrt_nvm_config *c = nvm->cfg;
 
     memset(h, 0, LRT_NVM_HEADER_SIZE);
-    put_u32(h + 0, LRT_NVM_MAGIC);
-    put_u16(h + 4, LRT_NVM_VERSION);
+    lrt_put_le32(h + 0, LRT_NVM_MAGIC);
+    lrt_put_le16(h + 4, LRT_NVM_VERSION);
     h[6] = c->tech;
     h[7] = (uint8_t)f->slot;
-    put_u32(h + 8, f->generation);
-    put_u32(h + 12, c->blob_size);
-    put_u32(h + 16, f->blob_crc);
-    put_u32(h + 20, nvm->lay.table_len);
-    put_u32(h + 24, f->table_crc);
-    put_u32(h + 28, c->page_size);
-    put_u16(h + 32, c->prog_size);
-    put_u16(h + 34, nvm->lay.n_slots);
-    put_u32(h + 36, nvm->lay.slot_size);
-    put_u32(h + 40, nvm->lay.meta_size);
-    put_u32(h + 44, nvm->lay.unit_size);
+    lrt_put_le32(h + 8, f->generation);
+    lrt_put_le32(h + 12, c->blob_size);
+    lrt_put_le32(h + 16, f->blob_crc);
+    lrt_put_le32(h + 20, nvm->lay.table_len);
+    lrt_put_le32(h + 24, f->table_crc);
+    lrt_put_le32(h + 28, c->page_size);
+    lrt_put_le16(h + 32, c->prog_size);
+    lrt_put_le16(h + 34, nvm->lay.n_slots);
+    lrt_put_le32(h + 36, nvm->lay.slot_size);
+    lrt_put_le32(h + 40, nvm->lay.meta_size);
+    lrt_put_le32(h + 44, nvm->lay.unit_size);
     h[48] = c->erase_value;
-    put_u32(h + 52, f->units_written);
-    put_u32(h + 56, c->model_id);
-    put_u32(h + 60, lrt_crc32_update(0, h, 60));
+    lrt_put_le32(h + 52, f->units_written);
+    lrt_put_le32(h + 56, c->model_id);
+    lrt_put_le32(h + 60, lrt_crc32_update(0, h, 60));
 }
 
 /* LRT_NVM_SLOT_* of a header read from slot s; fills f when the header itself is good. */
@@ -334,25 +312,26 @@ static int hdr_check(const lrt_nvm *nvm, uint32_t s, const uint8_t *h, hdr_field
             break;
     if (i == LRT_NVM_HEADER_SIZE)
         return LRT_NVM_SLOT_BLANK;
-    if (get_u32(h) != LRT_NVM_MAGIC || get_u32(h + 60) != lrt_crc32_update(0, h, 60) ||
-        get_u32(h + 8) == 0u)
+    if (lrt_get_le32(h) != LRT_NVM_MAGIC || lrt_get_le32(h + 60) != lrt_crc32_update(0, h, 60) ||
+        lrt_get_le32(h + 8) == 0u)
         return LRT_NVM_SLOT_BAD_HEADER;
     f->slot = h[7];
-    f->generation = get_u32(h + 8);
-    f->blob_crc = get_u32(h + 16);
-    f->table_crc = get_u32(h + 24);
-    f->units_written = get_u32(h + 52);
+    f->generation = lrt_get_le32(h + 8);
+    f->blob_crc = lrt_get_le32(h + 16);
+    f->table_crc = lrt_get_le32(h + 24);
+    f->units_written = lrt_get_le32(h + 52);
     /* A sound header of another format version (an older firmware's store): its layout rules
      * differ, so its fields cannot be trusted to locate anything; never used. */
-    f->other_version = get_u16(h + 4) != LRT_NVM_VERSION;
+    f->other_version = (uint32_t)lrt_get_le16(h + 4) != LRT_NVM_VERSION;
     if (f->other_version)
         return LRT_NVM_SLOT_FOREIGN;
-    if (h[6] != c->tech || f->slot != s || get_u32(h + 12) != c->blob_size ||
-        get_u32(h + 20) != nvm->lay.table_len || get_u32(h + 28) != c->page_size ||
-        get_u16(h + 32) != c->prog_size || get_u16(h + 34) != nvm->lay.n_slots ||
-        get_u32(h + 36) != nvm->lay.slot_size || get_u32(h + 40) != nvm->lay.meta_size ||
-        get_u32(h + 44) != nvm->lay.unit_size || h[48] != c->erase_value ||
-        get_u32(h + 56) != c->model_id)
+    if (h[6] != c->tech || f->slot != s || lrt_get_le32(h + 12) != c->blob_size ||
+        lrt_get_le32(h + 20) != nvm->lay.table_len || lrt_get_le32(h + 28) != c->page_size ||
+        (uint32_t)lrt_get_le16(h + 32) != c->prog_size ||
+        (uint32_t)lrt_get_le16(h + 34) != nvm->lay.n_slots ||
+        lrt_get_le32(h + 36) != nvm->lay.slot_size || lrt_get_le32(h + 40) != nvm->lay.meta_size ||
+        lrt_get_le32(h + 44) != nvm->lay.unit_size || h[48] != c->erase_value ||
+        lrt_get_le32(h + 56) != c->model_id)
         return LRT_NVM_SLOT_FOREIGN;
     return LRT_NVM_SLOT_VALID;
 }
@@ -420,8 +399,8 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
             if (crc != f.blob_crc) {
                 st = LRT_NVM_SLOT_BAD_DATA;
             } else {
-                err = raw_crc(nvm, slot_base(nvm, s) + LRT_NVM_HEADER_SIZE, nvm->lay.table_len,
-                              &crc);
+                err =
+                    raw_crc(nvm, slot_base(nvm, s) + LRT_NVM_HEADER_SIZE, nvm->lay.table_len, &crc);
                 if (err != LRT_OK)
                     return err;
                 if (crc != f.table_crc)
@@ -564,10 +543,9 @@ static int table_get(const lrt_nvm *nvm, uint32_t s, uint32_t unit, uint32_t *v)
     *v = 0;
     if (nvm->cur < 0)
         return LRT_OK;
-    err = raw_read(nvm, slot_base(nvm, (uint32_t)nvm->cur) + LRT_NVM_HEADER_SIZE + 4u * idx, b,
-                   4);
+    err = raw_read(nvm, slot_base(nvm, (uint32_t)nvm->cur) + LRT_NVM_HEADER_SIZE + 4u * idx, b, 4);
     if (err == LRT_OK)
-        *v = get_u32(b);
+        *v = lrt_get_le32(b);
     return err;
 }
 
@@ -716,8 +694,8 @@ static int fail(lrt_nvm *nvm, int err)
 /* Program `len` bytes of buf at addr, skipping words that already hold their value (runs of
  * differing words coalesced into one prog). mark: count blob wear units (rel0 = blob offset
  * of addr). */
-static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t len,
-                      int mark, uint32_t rel0)
+static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t len, int mark,
+                      uint32_t rel0)
 {
     uint32_t p = nvm->cfg->prog_size, w = 0, last_unit = 0xFFFFFFFFu;
 
@@ -1137,7 +1115,7 @@ static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32
             return err;
         if ((int32_t)s == nvm->target)
             v += nvm->marks[u];
-        put_u32(le, v);
+        lrt_put_le32(le, v);
         memcpy(dst + (pos - a), le, 4);
         *crc = lrt_crc32_update(*crc, le, 4);
     }
@@ -1261,159 +1239,14 @@ int lrt_nvm_wstore(lrt_wstore *ws, lrt_nvm *nvm)
     return LRT_OK;
 }
 
-/* ---- endurance budget ---- */
-
-/* a * b / c in 64 bits without overflow for the ranges that matter; saturates otherwise. */
-static uint64_t mul_div(uint64_t a, uint64_t b, uint64_t c)
+int lrt_nvm_blob_addr(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32_t *addr)
 {
-    if (a == 0u || b == 0u)
-        return 0u;
-    if (a <= UINT64_MAX / b)
-        return a * b / c;
-    a /= c; /* loses the fraction, only reached for lifetimes of > 1e10 years */
-    if (a > UINT64_MAX / b)
-        return UINT64_MAX;
-    return a * b;
-}
-
-uint32_t lrt_nvm_projected_lifetime_days(uint32_t endurance, uint32_t worst, uint64_t samples,
-                                         uint32_t sample_rate_mhz)
-{
-    uint64_t life, days;
-
-    if (worst == 0u || sample_rate_mhz == 0u)
-        return UINT32_MAX;
-    life = mul_div(samples, endurance, worst);           /* samples until worn out */
-    days = mul_div(life, 1000u, 86400ull * sample_rate_mhz);
-    return days >= UINT32_MAX ? UINT32_MAX : (uint32_t)days;
-}
-
-int lrt_nvm_budget_check(const lrt_nvm_budget *b, uint32_t worst_after, uint64_t samples,
-                         uint32_t rho_min_q16, lrt_nvm_throttle *out)
-{
-    uint64_t target_samples, allowed;
-
-    if (b == NULL || out == NULL || b->target_days == 0u || b->sample_rate_mhz == 0u)
-        return LRT_ERR_ARG;
-    memset(out, 0, sizeof *out);
-    if (b->endurance == 0u) {
-        out->allow = 1;
-        out->allowed = UINT32_MAX;
-        out->rho_min_q16 = rho_min_q16;
-        out->projected_days = UINT32_MAX;
-        return LRT_OK;
-    }
-    target_samples = mul_div(86400ull * b->target_days, b->sample_rate_mhz, 1000u);
-    if (target_samples == 0u)
-        target_samples = 1u;
-    allowed = mul_div(samples, b->endurance, target_samples);
-    allowed = allowed > UINT64_MAX - b->burst ? UINT64_MAX : allowed + b->burst;
-    out->allowed = allowed >= UINT32_MAX ? UINT32_MAX : (uint32_t)allowed;
-    out->allow = (uint8_t)(worst_after <= out->allowed && worst_after <= b->endurance);
-    out->projected_days =
-        lrt_nvm_projected_lifetime_days(b->endurance, worst_after, samples, b->sample_rate_mhz);
-    if (out->allow) {
-        out->rho_min_q16 = rho_min_q16;
-    } else {
-        uint64_t r = mul_div(rho_min_q16, (uint64_t)worst_after + 1u, (uint64_t)out->allowed + 1u);
-        /* never below the base, never above 1.0 (a base above 1.0 already stops flushes) */
-        if (rho_min_q16 >= 65536u)
-            out->rho_min_q16 = rho_min_q16;
-        else
-            out->rho_min_q16 = (uint32_t)LRT_CLAMP(r, rho_min_q16, 65536u);
-    }
-    return LRT_OK;
-}
-
-int lrt_nvm_flush_allowed(const lrt_nvm *nvm, const lrt_nvm_budget *b, uint64_t samples,
-                          uint32_t rho_min_q16, lrt_nvm_throttle *out)
-{
-    lrt_nvm_wear w;
-    int err;
-
-    if (nvm == NULL)
-        return LRT_ERR_ARG;
-    err = lrt_nvm_wear_summary(nvm, &w);
-    if (err != LRT_OK)
-        return err;
-    return lrt_nvm_budget_check(b, w.next_max == UINT32_MAX ? w.next_max : w.next_max + 1u,
-                                samples, rho_min_q16, out);
-}
-
-/* ---- drift ---- */
-
-uint32_t lrt_nvm_xorshift32(uint32_t *state)
-{
-    uint32_t x = *state != 0u ? *state : 0x9E3779B9u;
-
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    *state = x;
-    return x;
-}
-
-uint32_t lrt_nvm_drift_bits(uint8_t *buf, uint32_t len, uint32_t p_q32, uint32_t *rng)
-{
-    uint32_t i, bit, flips = 0;
-
-    for (i = 0; i < len; i++) {
-        for (bit = 0; bit < 8u; bit++) {
-            if (lrt_nvm_xorshift32(rng) < p_q32) {
-                buf[i] = (uint8_t)(buf[i] ^ (1u << bit));
-                flips++;
-            }
-        }
-    }
-    return flips;
-}
-
-uint32_t lrt_nvm_drift_noise(int8_t *w, uint32_t len, uint32_t sigma_q16, uint32_t *rng)
-{
-    uint32_t i, k, changed = 0;
-
-    for (i = 0; i < len; i++) {
-        uint32_t sum = 0;
-        int64_t q, n, v;
-
-        for (k = 0; k < 6u; k++) {
-            uint32_t r = lrt_nvm_xorshift32(rng);
-            sum += (r & 0xFFFFu) + (r >> 16);
-        }
-        /* Irwin-Hall: sum of 12 U[0,1) minus 6 has mean 0, variance 1 (Q16 here). */
-        q = ((int64_t)sum - 6 * 65536) * (int64_t)sigma_q16 + ((int64_t)1 << 31);
-        /* floor(q / 2^32) without shifting a negative number (implementation-defined) */
-        n = q >= 0 ? (int64_t)((uint64_t)q >> 32)
-                   : -(int64_t)(((uint64_t)(-q) + 0xFFFFFFFFu) >> 32);
-        v = LRT_CLAMP((int64_t)w[i] + n, -128, 127);
-        if (v != w[i])
-            changed++;
-        w[i] = (int8_t)v;
-    }
-    return changed;
-}
-
-int32_t lrt_nvm_drift_apply(lrt_nvm *nvm, uint8_t *region, uint32_t offset, uint32_t len,
-                            int kind, uint32_t param, uint32_t seed)
-{
-    uint8_t *p;
-    uint32_t rng = seed, changed = 0, i;
-
-    if (nvm == NULL || region == NULL || nvm->state == ST_UNMOUNTED)
+    if (nvm == NULL || addr == NULL || nvm->state == ST_UNMOUNTED)
         return LRT_ERR_ARG;
     if (nvm->state != ST_IDLE || nvm->cur < 0)
         return LRT_ERR_STATE;
     if (offset > nvm->cfg->blob_size || len > nvm->cfg->blob_size - offset)
         return LRT_ERR_ARG;
-    p = region + blob_addr(nvm, (uint32_t)nvm->cur) + offset;
-    if (kind == LRT_NVM_DRIFT_ANALOG) {
-        changed = lrt_nvm_drift_noise((int8_t *)p, len, param, &rng);
-    } else if (kind == LRT_NVM_DRIFT_DIGITAL) {
-        /* Count changed cells (bytes), not flips: a byte can take several flips. */
-        for (i = 0; i < len; i++)
-            changed += lrt_nvm_drift_bits(p + i, 1, param, &rng) != 0u;
-    } else {
-        return LRT_ERR_ARG;
-    }
-    return changed > 0x7FFFFFFFu ? 0x7FFFFFFF : (int32_t)changed;
+    *addr = blob_addr(nvm, (uint32_t)nvm->cur) + offset;
+    return LRT_OK;
 }

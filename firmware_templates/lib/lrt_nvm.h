@@ -31,8 +31,9 @@
 #include "lrt_wstore.h"
 
 #define LRT_NVM_MAGIC 0x4E54524Cu /* "LRTN" as little-endian bytes */
-#define LRT_NVM_VERSION 3u /* 3: headers carry the model id; 2: flash metadata shares the
-                            * slot's first page */
+#define LRT_NVM_VERSION                                                                            \
+    3u /* 3: headers carry the model id; 2: flash metadata shares the                              \
+        * slot's first page */
 #define LRT_NVM_HEADER_SIZE 64u
 #define LRT_NVM_MAX_SLOTS 32u
 #define LRT_NVM_MAX_PROG 64u /* largest prog_size (the header is one multiple of it) */
@@ -89,40 +90,43 @@ typedef struct lrt_nvm_config {
  * 1 + blob_units pages. */
 typedef struct {
     uint32_t n_slots;
-    uint32_t slot_size;   /* stride between slots, bytes (flash: whole pages) */
-    uint32_t meta_size;   /* header + wear table, padded; the blob starts here in a slot */
-    uint32_t table_len;   /* bytes of the wear table = 4 * n_slots * (1 + blob_units) */
-    uint32_t blob_units;  /* RRAM: wear units of the blob; flash: pages per slot - 1 */
-    uint32_t unit_size;   /* bytes per wear unit (flash: page_size) */
-    uint32_t align;       /* alignment of meta_size (the blob start): max(prog_size, 4) */
+    uint32_t slot_size;  /* stride between slots, bytes (flash: whole pages) */
+    uint32_t meta_size;  /* header + wear table, padded; the blob starts here in a slot */
+    uint32_t table_len;  /* bytes of the wear table = 4 * n_slots * (1 + blob_units) */
+    uint32_t blob_units; /* RRAM: wear units of the blob; flash: pages per slot - 1 */
+    uint32_t unit_size;  /* bytes per wear unit (flash: page_size) */
+    uint32_t align;      /* alignment of meta_size (the blob start): max(prog_size, 4) */
 } lrt_nvm_layout;
 
 /* What the last commit did (for write-skip tests and reports). */
 typedef struct {
-    uint32_t prog_ops;     /* prog calls */
-    uint32_t prog_bytes;   /* bytes passed to prog */
-    uint32_t erases;       /* erase calls */
-    uint32_t blob_units;   /* wear units programmed: flash: slot pages erased (metadata
-                            * pages included); RRAM: blob units with a programmed word */
-    uint32_t reopened;     /* windows flushed again because a write went backwards */
-    uint32_t early_dirty;  /* flash, sub-page window: pages erased before their last window
-                            * was seen, because a second window that restores the target's
-                            * bytes could not be remembered (docs/NVM_FORMAT.md) */
+    uint32_t prog_ops;    /* prog calls */
+    uint32_t prog_bytes;  /* bytes passed to prog */
+    uint32_t erases;      /* erase calls */
+    uint32_t blob_units;  /* wear units programmed: flash: slot pages erased (metadata
+                           * pages included); RRAM: blob units with a programmed word */
+    uint32_t reopened;    /* windows flushed again because a write went backwards */
+    uint32_t early_dirty; /* flash, sub-page window: pages erased before their last window
+                           * was seen, because a second window that restores the target's
+                           * bytes could not be remembered (docs/NVM_FORMAT.md) */
 } lrt_nvm_commit_stats;
 
 /* lrt_nvm_mount_info.flags */
 #define LRT_NVM_F_EMPTY 0x01u    /* no slot holds anything: a fresh device, commit a set */
 #define LRT_NVM_F_FALLBACK 0x02u /* a newer (or undatable) slot failed verification */
-#define LRT_NVM_F_DEGRADED 0x04u /* no slot verified; running on the newest slot whose header
-                                  * is good but whose blob/table CRC is not (drifted cells) */
-#define LRT_NVM_F_VERSION 0x08u  /* a slot holds a well-formed header of another format version
-                                  * (a store written by an older firmware): not used (FOREIGN) */
-#define LRT_NVM_F_FOREIGN 0x10u  /* a slot holds a well-formed header of another model, geometry
-                                  * or format version: not used, and not ours to overwrite */
+#define LRT_NVM_F_DEGRADED                                                                         \
+    0x04u /* no slot verified; running on the newest slot whose header                             \
+           * is good but whose blob/table CRC is not (drifted cells) */
+#define LRT_NVM_F_VERSION                                                                          \
+    0x08u /* a slot holds a well-formed header of another format version                           \
+           * (a store written by an older firmware): not used (FOREIGN) */
+#define LRT_NVM_F_FOREIGN                                                                          \
+    0x10u /* a slot holds a well-formed header of another model, geometry                          \
+           * or format version: not used, and not ours to overwrite */
 
 /* lrt_nvm_mount_info.slot_state[] */
 enum {
-    LRT_NVM_SLOT_BLANK = 0,   /* header area all erase_value */
+    LRT_NVM_SLOT_BLANK = 0, /* header area all erase_value */
     LRT_NVM_SLOT_VALID = 1,
     LRT_NVM_SLOT_BAD_HEADER = 2, /* not blank, header magic/CRC/version wrong */
     LRT_NVM_SLOT_FOREIGN = 3,    /* good header of another model / geometry / version */
@@ -130,11 +134,11 @@ enum {
 };
 
 typedef struct {
-    int32_t slot;          /* slot in use, -1 if none */
-    uint32_t generation;   /* its generation (0 if none) */
+    int32_t slot;        /* slot in use, -1 if none */
+    uint32_t generation; /* its generation (0 if none) */
     uint32_t n_valid;
-    uint32_t n_corrupt;    /* BAD_HEADER + BAD_DATA */
-    uint32_t flags;        /* LRT_NVM_F_* */
+    uint32_t n_corrupt; /* BAD_HEADER + BAD_DATA */
+    uint32_t flags;     /* LRT_NVM_F_* */
     uint8_t slot_state[LRT_NVM_MAX_SLOTS];
     uint32_t slot_generation[LRT_NVM_MAX_SLOTS]; /* header generation, 0 if no good header */
 } lrt_nvm_mount_info;
@@ -142,22 +146,22 @@ typedef struct {
 typedef struct {
     const lrt_nvm_config *cfg;
     lrt_nvm_layout lay;
-    uint8_t *win;          /* work: the window (win_size bytes) */
-    uint8_t *restore;      /* work (flash, window < page): one saved window, else NULL */
-    uint8_t *marks;        /* work: per wear unit, programs this commit (saturating at 255) */
-    uint32_t win_size;     /* flash: min(chunk_size, page_size); RRAM: page_size */
-    int32_t cur;           /* slot holding the newest set, -1 if none */
-    uint32_t gen;          /* its generation */
-    uint32_t max_gen;      /* highest generation seen in any good header */
-    int32_t target;        /* slot being written during a commit */
-    uint32_t win_pos;      /* start of the window held (flash: slot offset; RRAM: blob offset) */
-    uint32_t high_water;   /* [0, high_water) of the target holds the new content */
-    uint32_t restore_pos;  /* flash: slot offset of the window in `restore`, or UINT32_MAX */
+    uint8_t *win;         /* work: the window (win_size bytes) */
+    uint8_t *restore;     /* work (flash, window < page): one saved window, else NULL */
+    uint8_t *marks;       /* work: per wear unit, programs this commit (saturating at 255) */
+    uint32_t win_size;    /* flash: min(chunk_size, page_size); RRAM: page_size */
+    int32_t cur;          /* slot holding the newest set, -1 if none */
+    uint32_t gen;         /* its generation */
+    uint32_t max_gen;     /* highest generation seen in any good header */
+    int32_t target;       /* slot being written during a commit */
+    uint32_t win_pos;     /* start of the window held (flash: slot offset; RRAM: blob offset) */
+    uint32_t high_water;  /* [0, high_water) of the target holds the new content */
+    uint32_t restore_pos; /* flash: slot offset of the window in `restore`, or UINT32_MAX */
     uint8_t win_loaded;
-    uint8_t win_changed;   /* a write changed the window against what it was loaded with */
-    uint8_t page_mode;     /* flash: state of the page being streamed (lrt_nvm.c) */
-    uint8_t state;         /* 0 unmounted, 1 idle, 2 committing */
-    const int8_t **bound;  /* lrt_nvm_bind: kept equal to lrt_nvm_blob() */
+    uint8_t win_changed;  /* a write changed the window against what it was loaded with */
+    uint8_t page_mode;    /* flash: state of the page being streamed (lrt_nvm.c) */
+    uint8_t state;        /* 0 unmounted, 1 idle, 2 committing */
+    const int8_t **bound; /* lrt_nvm_bind: kept equal to lrt_nvm_blob() */
     lrt_nvm_commit_stats last;
 } lrt_nvm;
 
@@ -222,11 +226,11 @@ const lrt_nvm_commit_stats *lrt_nvm_last_commit(const lrt_nvm *nvm);
 int lrt_nvm_wear_get(const lrt_nvm *nvm, uint32_t slot, uint32_t unit, uint32_t *count);
 
 typedef struct {
-    uint32_t max_blob;     /* most-worn blob unit over all slots */
-    uint32_t max_meta;     /* most-worn metadata area (= commits into the busiest slot) */
-    uint64_t total_blob;   /* sum over all blob units */
-    uint32_t n_units;      /* blob units over all slots */
-    uint32_t next_max;     /* most-worn unit (blob or meta) of the slot the next commit uses */
+    uint32_t max_blob;   /* most-worn blob unit over all slots */
+    uint32_t max_meta;   /* most-worn metadata area (= commits into the busiest slot) */
+    uint64_t total_blob; /* sum over all blob units */
+    uint32_t n_units;    /* blob units over all slots */
+    uint32_t next_max;   /* most-worn unit (blob or meta) of the slot the next commit uses */
 } lrt_nvm_wear;
 
 int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out);
@@ -251,10 +255,10 @@ typedef struct {
 } lrt_nvm_budget;
 
 typedef struct {
-    uint8_t allow;            /* 1: this flush fits the budget */
-    uint32_t rho_min_q16;     /* write-density threshold to use from now on (Q16, >= base) */
-    uint32_t allowed;         /* cycles the schedule grants at this sample count */
-    uint32_t projected_days;  /* lifetime if wear continues at the rate it would reach */
+    uint8_t allow;           /* 1: this flush fits the budget */
+    uint32_t rho_min_q16;    /* write-density threshold to use from now on (Q16, >= base) */
+    uint32_t allowed;        /* cycles the schedule grants at this sample count */
+    uint32_t projected_days; /* lifetime if wear continues at the rate it would reach */
 } lrt_nvm_throttle;
 
 /* Days from the first sample until the most-worn unit reaches `endurance`, if wear goes on at
@@ -274,9 +278,6 @@ int lrt_nvm_flush_allowed(const lrt_nvm *nvm, const lrt_nvm_budget *b, uint64_t 
 
 /* ---- Drift models (the paper's environments c and d), integer only ---- */
 
-/* xorshift32 (13, 17, 5); a zero state is replaced by a fixed non-zero one. */
-uint32_t lrt_nvm_xorshift32(uint32_t *state);
-
 /* Flip every bit of buf independently with probability p_q32 / 2^32; returns flips. */
 uint32_t lrt_nvm_drift_bits(uint8_t *buf, uint32_t len, uint32_t p_q32, uint32_t *rng);
 
@@ -287,13 +288,17 @@ uint32_t lrt_nvm_drift_noise(int8_t *w, uint32_t len, uint32_t sigma_q16, uint32
 #define LRT_NVM_DRIFT_ANALOG 1  /* param = sigma in LSB, Q16 */
 #define LRT_NVM_DRIFT_DIGITAL 2 /* param = flip probability per bit, Q32 (as uint32) */
 
+/* Region address of the current set's bytes [offset, offset + len) (for lrt_nvm_drift_apply):
+ * LRT_ERR_ARG unmounted or out of the blob, LRT_ERR_STATE during a commit or without a set. */
+int lrt_nvm_blob_addr(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32_t *addr);
+
 /* Apply drift to the current set's bytes [offset, offset + len) the way cell drift does:
  * silently, through `region` (a writable alias of the whole NVM region: RAM or emulated NVM),
  * without a prog and without updating any CRC. The running device sees it at once through the
  * mapping; the next commit carries the drifted bytes over and seals them with a fresh CRC.
  * A reboot before that finds the slot's CRC broken and falls back (docs/NVM_FORMAT.md).
  * Returns the number of bytes changed (>= 0) or a negative lrt_err. */
-int32_t lrt_nvm_drift_apply(lrt_nvm *nvm, uint8_t *region, uint32_t offset, uint32_t len,
-                            int kind, uint32_t param, uint32_t seed);
+int32_t lrt_nvm_drift_apply(lrt_nvm *nvm, uint8_t *region, uint32_t offset, uint32_t len, int kind,
+                            uint32_t param, uint32_t seed);
 
 #endif /* LRT_NVM_H */

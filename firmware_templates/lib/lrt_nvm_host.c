@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lrt_util.h"
+
 /* ---- RAM ---- */
 
 static int ram_range_ok(const lrt_nvm_ram *r, uint32_t addr, uint32_t len)
@@ -88,8 +90,7 @@ int lrt_nvm_ram_init(lrt_nvm_ram *ram, lrt_nvm_config *cfg, uint8_t *mem, int fr
 {
     uint64_t size;
 
-    if (ram == NULL || cfg == NULL || mem == NULL || cfg->prog_size == 0u ||
-        cfg->page_size == 0u)
+    if (ram == NULL || cfg == NULL || mem == NULL || cfg->prog_size == 0u || cfg->page_size == 0u)
         return LRT_ERR_ARG;
     size = (uint64_t)cfg->page_size * cfg->page_count;
     if (size == 0u || size > 0xFFFFFFFFu)
@@ -191,7 +192,7 @@ int lrt_nvm_file_close(lrt_nvm_file *f)
 
 static uint32_t fault_rand(lrt_nvm_fault *f)
 {
-    return lrt_nvm_xorshift32(&f->rng);
+    return lrt_xorshift32_next(&f->rng);
 }
 
 static int fault_read(const lrt_nvm_config *c, uint32_t addr, void *buf, uint32_t len)

@@ -15,7 +15,7 @@
 /* RAM backend. Fill cfg's geometry (tech, prog_size, page_size, page_count, erase_value,
  * blob_size, ...) first; init sets the callbacks, context and mapping. */
 typedef struct {
-    uint8_t *mem;          /* page_size * page_count bytes */
+    uint8_t *mem; /* page_size * page_count bytes */
     uint32_t size;
     uint32_t prog_size, page_size;
     uint8_t tech, erase_value;
@@ -23,7 +23,7 @@ typedef struct {
     uint32_t *word_progs;  /* optional [size / prog_size]: progs per word */
     uint32_t *page_erases; /* optional [size / page_size]: erases per page */
     uint64_t n_prog_ops, n_prog_bytes, n_erase_ops, n_read_ops, n_syncs;
-    uint32_t violations;   /* strict-mode NOR violations (double programs) */
+    uint32_t violations; /* strict-mode NOR violations (double programs) */
 } lrt_nvm_ram;
 
 /* fresh != 0: fill mem with erase_value (a new device). */
@@ -34,7 +34,7 @@ int lrt_nvm_ram_init(lrt_nvm_ram *ram, lrt_nvm_config *cfg, uint8_t *mem, int fr
  * msync(MS_SYNC) when msync_on_sync is set (durability against OS crashes; slower). A missing
  * or empty file is created as a fresh device. */
 typedef struct {
-    lrt_nvm_ram ram;       /* the same rules and counters over the mapping */
+    lrt_nvm_ram ram; /* the same rules and counters over the mapping */
     int fd;
     uint8_t msync_on_sync;
 } lrt_nvm_file;
@@ -47,18 +47,18 @@ int lrt_nvm_file_close(lrt_nvm_file *f);
  * torn according to `tear`, then power is off: that call and every later prog/erase/sync
  * fails with LRT_ERR_IO without touching the memory. */
 enum {
-    LRT_NVM_TEAR_NONE = 0,   /* the op does not happen at all */
-    LRT_NVM_TEAR_PREFIX = 1, /* a random prefix of the words lands, then one word partially */
-    LRT_NVM_TEAR_BITS = 2,   /* every word: a random subset of its bit changes lands */
+    LRT_NVM_TEAR_NONE = 0,    /* the op does not happen at all */
+    LRT_NVM_TEAR_PREFIX = 1,  /* a random prefix of the words lands, then one word partially */
+    LRT_NVM_TEAR_BITS = 2,    /* every word: a random subset of its bit changes lands */
     LRT_NVM_TEAR_GARBAGE = 3, /* every cell the op touches is left at a random value */
-    LRT_NVM_TEAR_ZEROS = 4,  /* every cell the op touches is left at 0x00 */
+    LRT_NVM_TEAR_ZEROS = 4,   /* every cell the op touches is left at 0x00 */
 };
 
 typedef struct {
     const lrt_nvm_config *inner;
-    uint8_t *inner_mem;    /* the inner backend's raw bytes (torn erases write them) */
-    uint64_t ops;          /* prog + erase calls since arm */
-    uint64_t cut_at;       /* UINT64_MAX: never */
+    uint8_t *inner_mem; /* the inner backend's raw bytes (torn erases write them) */
+    uint64_t ops;       /* prog + erase calls since arm */
+    uint64_t cut_at;    /* UINT64_MAX: never */
     uint32_t rng;
     uint8_t tear;
     uint8_t dead;

@@ -11,7 +11,7 @@
 #define LRT_NRF52_REG_READ(off) (*(volatile uint32_t *)(uintptr_t)(LRT_NRF52_NVMC_BASE + (off)))
 #endif
 #ifndef LRT_NRF52_REG_WRITE
-#define LRT_NRF52_REG_WRITE(off, v)                                                            \
+#define LRT_NRF52_REG_WRITE(off, v)                                                                \
     (*(volatile uint32_t *)(uintptr_t)(LRT_NRF52_NVMC_BASE + (off)) = (v))
 #endif
 #ifndef LRT_NRF52_MEM_WRITE32

@@ -10,10 +10,11 @@
 #define LRT_STM32F4_FLASH_BASE 0x40023C00u
 #endif
 #ifndef LRT_STM32F4_REG_READ
-#define LRT_STM32F4_REG_READ(off) (*(volatile uint32_t *)(uintptr_t)(LRT_STM32F4_FLASH_BASE + (off)))
+#define LRT_STM32F4_REG_READ(off)                                                                  \
+    (*(volatile uint32_t *)(uintptr_t)(LRT_STM32F4_FLASH_BASE + (off)))
 #endif
 #ifndef LRT_STM32F4_REG_WRITE
-#define LRT_STM32F4_REG_WRITE(off, v)                                                          \
+#define LRT_STM32F4_REG_WRITE(off, v)                                                              \
     (*(volatile uint32_t *)(uintptr_t)(LRT_STM32F4_FLASH_BASE + (off)) = (v))
 #endif
 #ifndef LRT_STM32F4_MEM_WRITE32
@@ -200,8 +201,7 @@ int lrt_nvm_stm32f4_init(lrt_nvm_config *cfg, uint32_t region_base)
         return LRT_ERR_ARG;
     for (p = 0; p < cfg->page_count; p++) {
         uint32_t a = region_base + p * cfg->page_size;
-        if (lrt_nvm_stm32f4_sector(a, &start, &size) < 0 || start != a ||
-            size != cfg->page_size)
+        if (lrt_nvm_stm32f4_sector(a, &start, &size) < 0 || start != a || size != cfg->page_size)
             return LRT_ERR_ARG;
     }
     cfg->read = f4_read;

@@ -1,8 +1,9 @@
 /* lrt_policy.c - write policy of the batched schemes (see lrt_policy.h). */
 #include "lrt_policy.h"
 
-int lrt_policy_due(const lrt_policy *p, uint32_t errors_since, uint32_t commits,
-                   uint32_t samples)
+#include "lrt_util.h"
+
+int lrt_policy_due(const lrt_policy *p, uint32_t errors_since, uint32_t commits, uint32_t samples)
 {
     if (p == NULL || p->kind != LRT_POLICY_GATED) {
         return 1;
@@ -22,11 +23,9 @@ int lrt_policy_due(const lrt_policy *p, uint32_t errors_since, uint32_t commits,
 uint32_t lrt_policy_min_cells(const lrt_policy *p, uint32_t cells, uint32_t rho_min_q16)
 {
     uint32_t q16 = rho_min_q16;
-    uint64_t need;
     if (p != NULL && p->kind == LRT_POLICY_GATED && p->gate_cells_q16 != 0u) {
         q16 = p->gate_cells_q16;
     }
-    /* same rounding as the LRT accumulator's rho_min: ceil, at least one cell */
-    need = ((uint64_t)LRT_MIN(q16, 65536u) * cells + 65535u) >> 16;
-    return need < 1u ? 1u : (uint32_t)need;
+    /* the LRT accumulator's own rounding of rho_min */
+    return lrt_share_cells(q16, cells);
 }

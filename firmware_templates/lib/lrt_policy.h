@@ -45,8 +45,7 @@ typedef struct {
 /* 1 if a layer whose pseudo-batch is complete may compute and try its update, 0 to defer:
  * errors_since = mispredictions since its last write, commits = weight transactions so far
  * (the one this sample may already have opened not included), samples = samples learned. */
-int lrt_policy_due(const lrt_policy *p, uint32_t errors_since, uint32_t commits,
-                   uint32_t samples);
+int lrt_policy_due(const lrt_policy *p, uint32_t errors_since, uint32_t commits, uint32_t samples);
 
 /* Cells of a layer of `cells` cells the update must change to be written (>= 1). */
 uint32_t lrt_policy_min_cells(const lrt_policy *p, uint32_t cells, uint32_t rho_min_q16);

@@ -83,7 +83,7 @@ static int rx_check_frame(lrt_proto_rx *rx, lrt_proto_event *ev)
     const uint8_t *crc_at = rx->buf + LRT_PROTO_HEADER_SIZE + len;
     uint32_t crc = lrt_crc32_update(0, rx->buf + 2, (size_t)3 + len);
 
-    if (crc != lrt_proto_get_u32(crc_at))
+    if (crc != lrt_get_le32(crc_at))
         return rx_reject(rx, LRT_ERR_CRC, ev);
     rx->synced = 1;
     rx->state = RX_DONE;
@@ -123,7 +123,7 @@ static int rx_step(lrt_proto_rx *rx, uint8_t b, lrt_proto_event *ev)
     case RX_HEADER:
         rx->buf[rx->fill++] = b;
         if (rx->fill == LRT_PROTO_HEADER_SIZE) {
-            uint16_t len = lrt_proto_get_u16(rx->buf + 3);
+            uint16_t len = lrt_get_le16(rx->buf + 3);
             if (len > rx->max_payload)
                 return rx_reject(rx, LRT_ERR_SIZE, ev);
             rx->need = (uint16_t)(LRT_PROTO_OVERHEAD + len);
@@ -135,13 +135,11 @@ static int rx_step(lrt_proto_rx *rx, uint8_t b, lrt_proto_event *ev)
         if (rx->fill == rx->need)
             return rx_check_frame(rx, ev);
         return 0;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
-size_t lrt_proto_rx_feed(lrt_proto_rx *rx, const uint8_t *data, size_t len,
-                         lrt_proto_event *ev)
+size_t lrt_proto_rx_feed(lrt_proto_rx *rx, const uint8_t *data, size_t len, lrt_proto_event *ev)
 {
     size_t used = 0;
 
@@ -193,8 +191,8 @@ int lrt_proto_encode(uint8_t type, const uint8_t *payload, size_t len, uint8_t *
     out[0] = LRT_PROTO_SYNC0;
     out[1] = LRT_PROTO_SYNC1;
     out[2] = type;
-    lrt_proto_put_u16(out + 3, (uint16_t)len);
+    lrt_put_le16(out + 3, (uint16_t)len);
     crc = lrt_crc32_update(0, out + 2, 3 + len);
-    lrt_proto_put_u32(out + LRT_PROTO_HEADER_SIZE + len, crc);
+    lrt_put_le32(out + LRT_PROTO_HEADER_SIZE + len, crc);
     return (int)LRT_PROTO_FRAME_SIZE(len);
 }

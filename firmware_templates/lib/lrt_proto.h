@@ -13,6 +13,7 @@
 #define LRT_PROTO_H
 
 #include "lrt_common.h"
+#include "lrt_util.h" /* little-endian fields */
 
 #define LRT_PROTO_VERSION 2u /* 2: INFO reports the weight store's mount state */
 #define LRT_PROTO_SYNC0 0xA5u
@@ -73,10 +74,10 @@ enum { LRT_PROTO_DRIFT_ANALOG = 1, LRT_PROTO_DRIFT_DIGITAL = 2 };
 #define LRT_PROTO_WRITE_HEAD_SIZE 4u   /* u32 offset, then the bytes */
 #define LRT_PROTO_COMMIT_REPLY_SIZE 4u /* u32 generation of the committed set */
 #define LRT_PROTO_ERROR_SIZE 2u
-#define LRT_PROTO_STATS_HEAD_SIZE 8u  /* samples, flushes */
+#define LRT_PROTO_STATS_HEAD_SIZE 8u   /* samples, flushes */
 #define LRT_PROTO_STATS_LAYER_SIZE 12u /* max writes, total writes, paper max writes */
-#define LRT_PROTO_WEAR_HEAD_SIZE 12u  /* technology, blob max, metadata max */
-#define LRT_PROTO_WEAR_LAYER_SIZE 4u  /* max programs per cell */
+#define LRT_PROTO_WEAR_HEAD_SIZE 12u   /* technology, blob max, metadata max */
+#define LRT_PROTO_WEAR_LAYER_SIZE 4u   /* max programs per cell */
 
 typedef enum {
     LRT_PROTO_EV_NONE = 0,  /* need more input */
@@ -87,22 +88,22 @@ typedef enum {
 typedef struct {
     uint8_t kind; /* lrt_proto_ev_kind */
     uint8_t type;
-    int8_t err;   /* LRT_ERR_FRAME (bad sync), LRT_ERR_SIZE (length over the receiver's
-                   * limit), LRT_ERR_CRC, LRT_ERR_EOF (frame cut by end of input) */
+    int8_t err; /* LRT_ERR_FRAME (bad sync), LRT_ERR_SIZE (length over the receiver's
+                 * limit), LRT_ERR_CRC, LRT_ERR_EOF (frame cut by end of input) */
     uint16_t len;
     const uint8_t *payload; /* valid until the next lrt_proto_rx_feed() */
 } lrt_proto_event;
 
 typedef struct {
-    uint8_t *buf;          /* raw bytes of the candidate frame (from its sync), then the
-                            * replay queue [pend_off, pend_end) */
-    uint16_t max_payload;  /* longest accepted payload (buffer size - overhead) */
-    uint16_t fill;         /* bytes of the candidate in buf */
-    uint16_t need;         /* full size of the candidate once its length is known */
+    uint8_t *buf;         /* raw bytes of the candidate frame (from its sync), then the
+                           * replay queue [pend_off, pend_end) */
+    uint16_t max_payload; /* longest accepted payload (buffer size - overhead) */
+    uint16_t fill;        /* bytes of the candidate in buf */
+    uint16_t need;        /* full size of the candidate once its length is known */
     uint16_t pend_off;
     uint16_t pend_end;
     uint8_t state;
-    uint8_t synced;        /* 0 inside a bad region: further errors are not reported */
+    uint8_t synced; /* 0 inside a bad region: further errors are not reported */
     uint8_t eof;
 } lrt_proto_rx;
 
@@ -120,8 +121,7 @@ int lrt_proto_rx_init(lrt_proto_rx *rx, uint8_t *buf, size_t buf_size);
  * `data` consumed (data may be NULL if len is 0). Bytes queued for re-scanning are processed
  * before new ones, so after an event call again, with the rest of the data or with len 0,
  * until ev->kind is LRT_PROTO_EV_NONE. */
-size_t lrt_proto_rx_feed(lrt_proto_rx *rx, const uint8_t *data, size_t len,
-                         lrt_proto_event *ev);
+size_t lrt_proto_rx_feed(lrt_proto_rx *rx, const uint8_t *data, size_t len, lrt_proto_event *ev);
 
 /* Declare end of input: later feeds treat an incomplete frame as cut (LRT_ERR_EOF) and
  * re-scan its bytes, so frames it swallowed are still delivered. */
@@ -135,27 +135,5 @@ int lrt_proto_rx_idle(const lrt_proto_rx *rx);
  * Returns the frame size, or a negative lrt_err. */
 int lrt_proto_encode(uint8_t type, const uint8_t *payload, size_t len, uint8_t *out,
                      size_t out_size);
-
-static inline void lrt_proto_put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static inline void lrt_proto_put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-static inline uint16_t lrt_proto_get_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | ((uint16_t)p[1] << 8));
-}
-static inline uint32_t lrt_proto_get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
 
 #endif /* LRT_PROTO_H */

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "lrt_util.h"
+
 /* round(g * a), half away from zero, saturated to int32 */
 static int32_t scale_grad(int32_t g, lrt_ufx a)
 {
@@ -29,7 +31,8 @@ static lrt_ufx div_or_zero(lrt_ufx a, lrt_ufx b)
     return b.m == 0 ? zero : lrt_ufx_div(a, b);
 }
 
-/* ---- sizes ------------------------------------------------------------------------------------- */
+/* ---- sizes -------------------------------------------------------------------------------------
+ */
 
 static int has_weights(const lrt_layer *l)
 {
@@ -131,28 +134,21 @@ uint32_t lrt_train_cell_count(const lrt_net *net)
 
 static uint8_t block_width(uint8_t kb)
 {
-    return kb == 0 ? 16u : kb;
+    return (uint8_t)LRT_TRAIN_BLOCK_WIDTH(kb);
 }
 
 uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb)
 {
+    const uint32_t kw = block_width(kb);
     uint32_t words = 0;
     uint8_t i;
-    kb = block_width(kb);
     for (i = 0; i < net->n_layers; i++) {
         const lrt_layer *l = &net->layers[i];
-        uint32_t n = l->out_c, m = lrt_bp_layer_m(l), w;
+        const uint32_t n = l->out_c, m = lrt_bp_layer_m(l);
         if (!is_trainable(l)) {
             continue;
         }
-        if (l->kind == LRT_LAYER_DENSE) {
-            w = n + m;
-        } else if (n <= kb) {
-            w = n * n + n * m;
-        } else {
-            w = (uint32_t)kb * (n + m);
-        }
-        words = LRT_MAX(words, w);
+        words = LRT_MAX(words, LRT_TRAIN_LRT_BLOCK_WORDS(l->kind == LRT_LAYER_DENSE, n, m, kw));
     }
     return 4u * words;
 }
@@ -160,16 +156,15 @@ uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb)
 /* ---- init / forward ------------------------------------------------------------------------ */
 
 int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
-                   const lrt_train_buffers *buf, const lrt_wstore *ws,
-                   const lrt_train_hooks *hooks)
+                   const lrt_train_buffers *buf, const lrt_wstore *ws, const lrt_train_hooks *hooks)
 {
     uint8_t i;
     uint32_t cells;
     if (t == NULL || net == NULL || cfg == NULL || buf == NULL || net->layers == NULL ||
         net->n_layers == 0 || net->n_classes == 0 || buf->act_a == NULL || buf->act_b == NULL ||
-        (buf->keep == NULL && cfg->scheme != LRT_SCHEME_INFERENCE) ||
-        buf->layer_state == NULL || cfg->scheme > LRT_SCHEME_SGD_BATCH || cfg->weight_bits == 1 ||
-        cfg->weight_bits > 8 || cfg->lrt_block > 16 ||
+        (buf->keep == NULL && cfg->scheme != LRT_SCHEME_INFERENCE) || buf->layer_state == NULL ||
+        cfg->scheme > LRT_SCHEME_SGD_BATCH || cfg->weight_bits == 1 || cfg->weight_bits > 8 ||
+        cfg->lrt_block > 16 ||
         (cfg->scheme == LRT_SCHEME_LRT && hooks != NULL && hooks->block != NULL &&
          buf->lrt_block == NULL)) {
         return LRT_ERR_ARG;
@@ -205,8 +200,8 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
         }
         if (is_trainable(&net->layers[i]) &&
             (net->layers[i].bias == NULL ||
-             net->layers[i].w_size != (uint32_t)net->layers[i].out_c *
-                                          lrt_bp_layer_m(&net->layers[i]))) {
+             net->layers[i].w_size !=
+                 (uint32_t)net->layers[i].out_c * lrt_bp_layer_m(&net->layers[i]))) {
             return LRT_ERR_SIZE;
         }
     }
@@ -542,8 +537,8 @@ static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz
         if (amax == 0) {
             return;
         }
-        scale = div_or_zero(scale, lrt_mnorm_update_beta(&st->mn_b, lrt_ufx_make(amax, dz_exp),
-                                                      one_minus_beta(t)));
+        scale = div_or_zero(
+            scale, lrt_mnorm_update_beta(&st->mn_b, lrt_ufx_make(amax, dz_exp), one_minus_beta(t)));
     }
     scale = lrt_ufx_ldexp(scale, (int)dz_exp - bexp);
     for (o = 0; o < l->out_c; o++) {
@@ -580,8 +575,7 @@ static int32_t clamp_param(int64_t v)
 
 /* gamma and beta of a batch-norm layer, one step of lr (per-tensor max-norm optional);
  * both are real-valued parameters with LSB 2^-12. */
-static void bn_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dy,
-                      int16_t dy_exp)
+static void bn_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dy, int16_t dy_exp)
 {
     const lrt_layer *l = &t->net->layers[li];
     lrt_bn *bn = l->bn;
@@ -603,7 +597,7 @@ static void bn_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
         do_gamma = gmax.m != 0;
         if (do_beta) {
             sb = div_or_zero(sb, lrt_mnorm_update_beta(&st->mn_b, lrt_ufx_make(bmax, dy_exp),
-                                                    one_minus_beta(t)));
+                                                       one_minus_beta(t)));
         }
         if (do_gamma) {
             sg = div_or_zero(sg, lrt_mnorm_update_beta(&st->mn_w, gmax, one_minus_beta(t)));
@@ -618,8 +612,8 @@ static void bn_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
         }
         if (do_gamma) {
             int64_t tg = lrt_bp_bn_gamma_sum(l, x, dy, c);
-            lrt_ufx g = div_or_zero(lrt_ufx_make(abs64(tg), dy_exp + 6),
-                                  lrt_ufx_make(bn->std_q[c], 0));
+            lrt_ufx g =
+                div_or_zero(lrt_ufx_make(abs64(tg), dy_exp + 6), lrt_ufx_make(bn->std_q[c], 0));
             int32_t du = scale_grad(tg < 0 ? -1 : 1, lrt_ufx_mul(g, sg));
             bn->gamma[c] = clamp_param((int64_t)bn->gamma[c] - du);
         }
@@ -642,10 +636,10 @@ static void bn_stats_update(lrt_trainer *t, uint8_t li)
             s1 += xi;
             s2 += xi * xi;
         }
-        bn->mean[c] = (int32_t)div_round64((int64_t)bn->mean[c] * (b - 1) +
-                                               div_round64(s1 * 65536, n_pix), b);
-        bn->msq[c] = (int32_t)div_round64((int64_t)bn->msq[c] * (b - 1) +
-                                              div_round64(s2 * 256, n_pix), b);
+        bn->mean[c] = (int32_t)div_round64(
+            (int64_t)bn->mean[c] * (b - 1) + div_round64(s1 * 65536, n_pix), b);
+        bn->msq[c] =
+            (int32_t)div_round64((int64_t)bn->msq[c] * (b - 1) + div_round64(s2 * 256, n_pix), b);
     }
     *bn->pow_q30 = (uint32_t)(((uint64_t)*bn->pow_q30 * (uint64_t)(b - 1)) / (uint64_t)b);
 }
@@ -663,8 +657,7 @@ static void sgd_exps(const lrt_trainer *t, const lrt_layer *l, int16_t dz_exp, i
     }
 }
 
-static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
-                      int16_t dz_exp)
+static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz, int16_t dz_exp)
 {
     const lrt_layer *l = &t->net->layers[li];
     lrt_train_layer_state *st = &t->buf.layer_state[li];
@@ -692,7 +685,7 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
             return LRT_OK;
         }
         scale = div_or_zero(scale, lrt_mnorm_update_beta(&st->mn_w, lrt_ufx_make(amax, grad_exp),
-                                                      one_minus_beta(t)));
+                                                         one_minus_beta(t)));
     }
     scale = lrt_ufx_ldexp(scale, grad_exp - lsb_exp);
     for (o = 0; o < l->out_c; o++) {
@@ -750,8 +743,8 @@ static void sgdb_accumulate(lrt_trainer *t, uint8_t li, const int8_t *x, const i
             continue;
         }
         for (j = 0; j < m; j++) {
-            int64_t v = (int64_t)row[j] +
-                        scale_grad(lrt_bp_weight_grad_cell(l, x, dz, o, j, NULL), scale);
+            int64_t v =
+                (int64_t)row[j] + scale_grad(lrt_bp_weight_grad_cell(l, x, dz, o, j, NULL), scale);
             row[j] = (int32_t)LRT_CLAMP(v, (int64_t)INT32_MIN, (int64_t)INT32_MAX);
         }
     }
@@ -781,8 +774,8 @@ static lrt_ufx sgdb_scale(lrt_trainer *t, uint8_t li)
     sgd_exps(t, l, 0, &grad_exp, &lsb_exp);
     {
         lrt_ufx gmax = lrt_ufx_div(lrt_ufx_make(amax, lsb_exp - SGDB_FRAC), learning_rate(t));
-        return div_or_zero(scale, lrt_mnorm_update_beta(&t->buf.layer_state[li].mn_w, gmax,
-                                                        one_minus_beta(t)));
+        return div_or_zero(
+            scale, lrt_mnorm_update_beta(&t->buf.layer_state[li].mn_w, gmax, one_minus_beta(t)));
     }
 }
 
@@ -839,8 +832,7 @@ static int sgdb_sample_end(lrt_trainer *t)
             continue;
         }
         st->pending = 0;
-        if (!lrt_policy_due(&t->cfg.policy, t->errors - st->errors_mark, t->flushes,
-                            t->samples)) {
+        if (!lrt_policy_due(&t->cfg.policy, t->errors - st->errors_mark, t->flushes, t->samples)) {
             continue;
         }
         scale = sgdb_scale(t, li);
@@ -866,8 +858,7 @@ void lrt_train_mark_written(lrt_trainer *t, uint8_t i)
 /* Scheme lrt: hand layer li's per-sample gradient to the block hook as low-rank blocks
  * (lrt_train_block): dense k = 1, narrow conv one block of the whole sample, wide conv
  * blocks of kb pixels. */
-static int lrt_blocks(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
-                      int16_t dz_exp)
+static int lrt_blocks(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz, int16_t dz_exp)
 {
     const lrt_layer *l = &t->net->layers[li];
     const uint16_t n = l->out_c;
@@ -1024,9 +1015,8 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
         last = (uint8_t)(net->n_layers - 1);
         gbuf[0] = t->buf.act_a;
         gbuf[1] = t->buf.act_b;
-        rc = lrt_bp_softmax_xent(t->buf.keep[last], net->n_classes,
-                                 net->layers[last].output_offset, net->layers[last].out_exp,
-                                 label, gbuf[0], &ge, NULL);
+        rc = lrt_bp_softmax_xent(t->buf.keep[last], net->n_classes, net->layers[last].output_offset,
+                                 net->layers[last].out_exp, label, gbuf[0], &ge, NULL);
         if (rc != LRT_OK) {
             return rc;
         }
@@ -1039,8 +1029,8 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
                 if (li > t->first) {
                     /* Input gradient first: it must see this sample's weights unchanged. */
                     if (nz && t->buf.dx_work_size >= lrt_bp_input_grad_work_size(l)) {
-                        rc = lrt_bp_input_grad_sparse(l, lrt_layer_weights(net, l), gbuf[cur],
-                                                      ge, gbuf[1 - cur], &gnext, t->buf.dx_work,
+                        rc = lrt_bp_input_grad_sparse(l, lrt_layer_weights(net, l), gbuf[cur], ge,
+                                                      gbuf[1 - cur], &gnext, t->buf.dx_work,
                                                       t->buf.dx_work_size);
                         if (rc != LRT_OK) {
                             return fail(t, rc);
@@ -1175,17 +1165,14 @@ int lrt_train_layer_stats(const lrt_trainer *t, uint8_t i, lrt_train_stats *out)
     } else {
         out->paper_max = st->paper_bound;
     }
-    out->exact = t->buf.cell_writes != NULL && (t->cfg.scheme != LRT_SCHEME_SGD ||
-                                                t->buf.paper_writes != NULL);
+    out->exact = t->buf.cell_writes != NULL &&
+                 (t->cfg.scheme != LRT_SCHEME_SGD || t->buf.paper_writes != NULL);
     return LRT_OK;
 }
 
 static uint8_t *put_u32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
+    lrt_put_le32(p, v);
     return p + 4;
 }
 

@@ -132,16 +132,16 @@ typedef struct {
 
 /* Per-layer bookkeeping (one per net layer; only weight layers use it). */
 typedef struct {
-    uint64_t total_writes;     /* sum over cells of stored-value changes */
-    uint64_t paper_total;      /* sum over cells of paper-accounting writes (sgd) */
-    uint32_t max_writes;       /* max over cells (exact with per-cell counters) */
-    uint32_t paper_max;        /* max over cells (exact with per-cell counters) */
-    uint32_t changed_commits;  /* transactions that changed a cell of this layer */
-    uint32_t paper_bound;      /* sum over samples of the per-sample max paper count */
-    lrt_mnorm mn_w, mn_b;      /* max-norm state of the weight and bias gradients */
-    uint32_t errors_mark;      /* trainer errors at this layer's last write (policy) */
-    uint16_t pending;          /* sgd-batch: samples since the last policy check */
-    uint8_t dirty;             /* changed in the open transaction */
+    uint64_t total_writes;    /* sum over cells of stored-value changes */
+    uint64_t paper_total;     /* sum over cells of paper-accounting writes (sgd) */
+    uint32_t max_writes;      /* max over cells (exact with per-cell counters) */
+    uint32_t paper_max;       /* max over cells (exact with per-cell counters) */
+    uint32_t changed_commits; /* transactions that changed a cell of this layer */
+    uint32_t paper_bound;     /* sum over samples of the per-sample max paper count */
+    lrt_mnorm mn_w, mn_b;     /* max-norm state of the weight and bias gradients */
+    uint32_t errors_mark;     /* trainer errors at this layer's last write (policy) */
+    uint16_t pending;         /* sgd-batch: samples since the last policy check */
+    uint8_t dirty;            /* changed in the open transaction */
 } lrt_train_layer_state;
 
 typedef struct {
@@ -150,19 +150,19 @@ typedef struct {
     uint32_t paper_max;    /* paper_sgd_writes (0 unless scheme sgd) */
     uint64_t paper_total;
     uint32_t cells;
-    uint8_t exact;         /* 1: maxima from per-cell counters; 0: upper bounds */
+    uint8_t exact; /* 1: maxima from per-cell counters; 0: upper bounds */
 } lrt_train_stats;
 
 /* What a scheme sees of one trainable weight layer after its backward step. */
 typedef struct {
     const lrt_layer *layer;
-    uint8_t index;          /* in net->layers */
-    const int8_t *x;        /* layer input, real = (x - x_zp) * 2^x_exp */
+    uint8_t index;   /* in net->layers */
+    const int8_t *x; /* layer input, real = (x - x_zp) * 2^x_exp */
     int32_t x_zp;
     int16_t x_exp;
-    const int8_t *dz;       /* masked pre-activation gradient [out_h*out_w*out_c] */
-    int16_t dz_exp;         /* real = dz * 2^dz_exp */
-    const int8_t *w;        /* the weights before this sample's update (NULL: batch norm) */
+    const int8_t *dz; /* masked pre-activation gradient [out_h*out_w*out_c] */
+    int16_t dz_exp;   /* real = dz * 2^dz_exp */
+    const int8_t *w;  /* the weights before this sample's update (NULL: batch norm) */
 } lrt_train_grad;
 
 /* One low-rank block of a weight layer's per-sample gradient (LRT): left right^T, left
@@ -178,7 +178,7 @@ typedef struct {
  *                         right = their patches (- zp);
  * with kb = cfg.lrt_block. */
 typedef struct {
-    uint8_t index;          /* layer in net->layers */
+    uint8_t index; /* layer in net->layers */
     uint16_t k;
     int32_t *left;
     int16_t left_exp;
@@ -208,7 +208,7 @@ typedef struct {
     int8_t *act_a, *act_b;
     int8_t *const *keep;
     int8_t *scratch;
-    void *dx_work;          /* optional */
+    void *dx_work; /* optional */
     uint32_t dx_work_size;
     lrt_train_layer_state *layer_state;
     uint32_t *cell_writes;  /* optional */
@@ -223,14 +223,14 @@ typedef struct lrt_trainer {
     lrt_train_buffers buf;
     const lrt_wstore *ws;
     lrt_train_hooks hooks;
-    const int8_t *input;   /* input of the last forward pass */
-    uint32_t samples;      /* samples learned from */
-    uint32_t flushes;      /* weight transactions committed */
-    uint32_t errors;       /* samples learned from whose prediction was wrong */
-    uint16_t pred;         /* prediction of the last forward pass */
-    uint8_t first;         /* lowest trainable layer (n_layers if none) */
-    uint8_t open;          /* a weight transaction is open */
-    uint8_t have_forward;  /* keep[] holds the activations of `input` */
+    const int8_t *input;  /* input of the last forward pass */
+    uint32_t samples;     /* samples learned from */
+    uint32_t flushes;     /* weight transactions committed */
+    uint32_t errors;      /* samples learned from whose prediction was wrong */
+    uint16_t pred;        /* prediction of the last forward pass */
+    uint8_t first;        /* lowest trainable layer (n_layers if none) */
+    uint8_t open;         /* a weight transaction is open */
+    uint8_t have_forward; /* keep[] holds the activations of `input` */
 } lrt_trainer;
 
 /* Sizes for codegen / static allocation. */
@@ -239,8 +239,16 @@ uint32_t lrt_train_scratch_size(const lrt_net *net);
 uint32_t lrt_train_dx_work_size(const lrt_net *net);
 uint32_t lrt_train_cell_count(const lrt_net *net);
 /* Bytes of the LRT block buffer for block width kb (0 means 16): the largest over trainable
- * weight layers of 4 (n + m) (dense), 4 (n n + n m) (conv, n <= kb), 4 kb (n + m) (conv). */
+ * weight layers of 4 LRT_TRAIN_LRT_BLOCK_WORDS. */
 uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb);
+/* Block width of cfg.lrt_block (0 means 16). */
+#define LRT_TRAIN_BLOCK_WIDTH(kb) ((kb) == 0 ? 16u : (kb))
+/* int32 words one weight layer (n outputs, m inputs per output) needs of the block buffer
+ * for block width kb (LRT_TRAIN_BLOCK_WIDTH): n + m (dense), n n + n m (conv, n <= kb: the
+ * layer's whole per-sample gradient), kb (n + m) (conv: one block of kb pixels). A constant
+ * expression, for static buffers. */
+#define LRT_TRAIN_LRT_BLOCK_WORDS(dense, n, m, kb)                                                 \
+    ((dense) ? (n) + (m) : (n) <= (kb) ? (n) * (n) + (n) * (m) : (kb) * ((n) + (m)))
 /* Lowest layer with trainable weights, n_layers if none. */
 uint8_t lrt_train_first_trainable(const lrt_net *net);
 /* 1 if keep[i] must be provided. */

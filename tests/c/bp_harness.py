@@ -294,14 +294,14 @@ def bn_layer(
 def random_preset_model(
     preset: str = "mcu", seed: int = 0, calib: np.ndarray | None = None
 ) -> Model:
-    """The preset's topology (train.plan_layers, no TensorFlow) with random weights; batch-norm
+    """The preset's topology (presets.plan_layers, no TensorFlow) with random weights; batch-norm
     statistics are those of the random network on ``calib`` (int8 inputs [N, H, W, C]),
     random images by default."""
-    from lrt import train
+    from lrt import presets
     from lrt.reference import layer_forward
 
     rng = np.random.default_rng(seed)
-    spec = train.get_spec(preset)
+    spec = presets.get_spec(preset)
     layers: list[Layer] = []
     # separate generator: the weights of models without batch norm stay as they were
     if not spec.streaming_bn:
@@ -309,7 +309,7 @@ def random_preset_model(
     elif calib is None:
         crng = np.random.default_rng(seed + 10_000)
         calib = crng.integers(-128, 128, (64, *spec.input_shape)).astype(np.int8)
-    for p in train.plan_layers(spec):
+    for p in presets.plan_layers(spec):
         in_q = QParams(2.0**p.in_exp, p.in_zero_point, p.in_exp)
         if p.kind == "conv2d":
             layers.append(

@@ -47,10 +47,10 @@ static void check_replies(const sink *s, uint32_t expected)
         size_t len;
         if (s->out_n - pos < LRT_PROTO_OVERHEAD || f[0] != 0xA5 || f[1] != 0x5A)
             abort();
-        len = lrt_proto_get_u16(f + 3);
+        len = lrt_get_le16(f + 3);
         if (s->out_n - pos < LRT_PROTO_FRAME_SIZE(len))
             abort();
-        if (lrt_crc32_update(0, f + 2, 3 + len) != lrt_proto_get_u32(f + 5 + len))
+        if (lrt_crc32_update(0, f + 2, 3 + len) != lrt_get_le32(f + 5 + len))
             abort();
         if (f[2] != LRT_MSG_ERROR && (f[2] < (LRT_MSG_HELLO | LRT_MSG_REPLY) ||
                                       f[2] > (LRT_MSG_WEAR | LRT_MSG_REPLY)))

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lrt_nvm_host.h"
+#include "lrt_util.h"
 
 #define NVM_MAX_REGION (1u << 20)
 
@@ -86,7 +87,7 @@ static inline uint32_t nvm_region_size(const lrt_nvm_config *cfg)
 
 static inline uint32_t rnd(uint32_t *s)
 {
-    return lrt_nvm_xorshift32(s);
+    return lrt_xorshift32_next(s);
 }
 
 /* Change `blob` the way successive flushes might: nothing, one byte, a run, a scattered

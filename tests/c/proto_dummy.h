@@ -86,13 +86,13 @@ static int dummy_stats(void *ctx, uint8_t *out, size_t cap, size_t *len)
     uint32_t l;
     if (cap < LRT_PROTO_STATS_HEAD_SIZE + DUMMY_LAYERS * LRT_PROTO_STATS_LAYER_SIZE)
         return LRT_ERR_SIZE;
-    lrt_proto_put_u32(out, s->samples);
-    lrt_proto_put_u32(out + 4, s->samples / 10u);
+    lrt_put_le32(out, s->samples);
+    lrt_put_le32(out + 4, s->samples / 10u);
     for (l = 0; l < DUMMY_LAYERS; l++) {
         uint8_t *p = out + LRT_PROTO_STATS_HEAD_SIZE + l * LRT_PROTO_STATS_LAYER_SIZE;
-        lrt_proto_put_u32(p, s->samples + l);
-        lrt_proto_put_u32(p + 4, 2u * s->samples + l);
-        lrt_proto_put_u32(p + 8, 0);
+        lrt_put_le32(p, s->samples + l);
+        lrt_put_le32(p + 4, 2u * s->samples + l);
+        lrt_put_le32(p + 8, 0);
     }
     *len = LRT_PROTO_STATS_HEAD_SIZE + DUMMY_LAYERS * LRT_PROTO_STATS_LAYER_SIZE;
     return LRT_OK;

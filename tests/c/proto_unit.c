@@ -104,7 +104,7 @@ static void test_encode(void)
     CHECK(out[0] == 0xA5 && out[1] == 0x5A && out[2] == 0x42 && out[3] == 3 && out[4] == 0);
     CHECK(memcmp(out + 5, p, 3) == 0);
     crc = lrt_crc32_update(0, out + 2, 6);
-    CHECK(lrt_proto_get_u32(out + 8) == crc);
+    CHECK(lrt_get_le32(out + 8) == crc);
     CHECK(lrt_proto_encode(0x42, p, 3, out, 11) == LRT_ERR_SIZE);
     CHECK(lrt_proto_encode(0x42, NULL, 3, out, sizeof(out)) == LRT_ERR_ARG);
     CHECK(lrt_proto_encode(0x42, NULL, 0, out, 9) == 9);

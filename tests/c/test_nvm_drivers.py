@@ -14,7 +14,10 @@ from conftest import LIB_DIR, compile_c
 from lrt.boards import load_board
 
 HERE = Path(__file__).resolve().parent
-LIB_SRC = [LIB_DIR / n for n in ("lrt_nvm.c", "lrt_nvm_host.c", "lrt_crc32.c", "lrt_common.c")]
+LIB_SRC = [LIB_DIR / n for n in (
+    "lrt_nvm.c", "lrt_nvm_budget.c", "lrt_nvm_drift.c", "lrt_nvm_host.c", "lrt_crc32.c",
+    "lrt_common.c",
+)]
 DRIVERS = {"nucleo-f446re": "lrt_nvm_stm32f4.c", "nrf52840-dk": "lrt_nvm_nrf52.c"}
 SIM = {"stm32f4": ["stm32f4_sim.c", "stm32f4_sim_driver.c"],
        "nrf52": ["nrf52_sim.c", "nrf52_sim_driver.c"]}

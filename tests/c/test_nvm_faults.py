@@ -18,7 +18,10 @@ from conftest import LIB_DIR, compile_c
 from lrt import nvm
 
 HERE = Path(__file__).resolve().parent
-LIB_SRC = [LIB_DIR / n for n in ("lrt_nvm.c", "lrt_nvm_host.c", "lrt_crc32.c", "lrt_common.c")]
+LIB_SRC = [LIB_DIR / n for n in (
+    "lrt_nvm.c", "lrt_nvm_budget.c", "lrt_nvm_drift.c", "lrt_nvm_host.c", "lrt_crc32.c",
+    "lrt_common.c",
+)]
 CUTS_PER_GEOMETRY = 34_000  # x 3 geometries: > 10^5 cut states
 
 GEOMETRIES = {

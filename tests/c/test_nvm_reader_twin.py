@@ -26,7 +26,10 @@ from conftest import LIB_DIR, compile_c
 from lrt import nvm
 
 HERE = Path(__file__).resolve().parent
-LIB_SRC = [LIB_DIR / n for n in ("lrt_nvm.c", "lrt_nvm_host.c", "lrt_crc32.c", "lrt_common.c")]
+LIB_SRC = [LIB_DIR / n for n in (
+    "lrt_nvm.c", "lrt_nvm_budget.c", "lrt_nvm_drift.c", "lrt_nvm_host.c", "lrt_crc32.c",
+    "lrt_common.c",
+)]
 
 GEOMETRIES = {
     # 3 slots of 5 pages, the metadata sharing the first page with the blob

@@ -18,10 +18,13 @@ import numpy as np
 import pytest
 
 from conftest import LIB_DIR, compile_c
-from lrt import nvm
+from lrt import nvm, nvm_drift, nvm_lifetime, nvm_report
 
 HERE = Path(__file__).resolve().parent
-LIB_SRC = [LIB_DIR / n for n in ("lrt_nvm.c", "lrt_nvm_host.c", "lrt_crc32.c", "lrt_common.c")]
+LIB_SRC = [LIB_DIR / n for n in (
+    "lrt_nvm.c", "lrt_nvm_budget.c", "lrt_nvm_drift.c", "lrt_nvm_host.c", "lrt_crc32.c",
+    "lrt_common.c",
+)]
 
 FLASH = {"tech": "flash", "prog": 4, "page": 64, "pages": 24, "blob": 300}  # 3 slots
 RRAM = {"tech": "rram", "prog": 4, "page": 32, "pages": 61, "blob": 300}  # 2 slots
@@ -356,7 +359,7 @@ def test_old_format_version_is_rejected_clearly(drivers: dict[str, Path], tmp_pa
     # Python: nothing chosen, the version named
     rep = nvm.inspect_image(path)
     assert rep.layout is None and rep.other_version == 1 and rep.chosen is None
-    text = nvm.render_report(rep)
+    text = nvm_report.render_report(rep)
     assert "version 1" in text and f"version {nvm.VERSION}" in text
     rep = nvm.inspect_image(path, g)
     assert rep.chosen is None and rep.other_version == 1
@@ -461,21 +464,21 @@ def test_python_twins_match_c(drivers: dict[str, Path]) -> None:
         e, w = rnd.choice([0, 1, 10_000, 100_000, 10**6, 2**32 - 1]), rnd.randint(0, 5000)
         s, r = rnd.choice([0, 1, 99, 10**5, 10**9, 2**40, 2**63]), rnd.choice([1, 100, 1000, 10**6])
         cmds.append(f"life {e} {w} {s} {r}")
-        want.append(f"life {nvm.projected_lifetime_days(e, w, s, r)}")
+        want.append(f"life {nvm_lifetime.projected_lifetime_days(e, w, s, r)}")
         td, burst = rnd.choice([1, 365, 3650, 36500]), rnd.randint(0, 100)
         rho = rnd.randint(1, 70000)
-        t = nvm.budget_check(e, td, r, burst, w, s, rho)
+        t = nvm_lifetime.budget_check(e, td, r, burst, w, s, rho)
         cmds.append(f"budget {e} {td} {r} {burst} {w} {s} {rho}")
         want.append(f"budget {int(t.allow)} {t.rho_min_q16} {t.allowed} {t.projected_days}")
     for _ in range(20):
         data = rnd.randbytes(rnd.randint(1, 300))
         p, seed = rnd.choice([0, 429_497, 2**28, 2**31, 2**32 - 1]), rnd.getrandbits(32)
-        out, flips = nvm.drift_bits(data, p, seed)
+        out, flips = nvm_drift.drift_bits(data, p, seed)
         cmds.append(f"bits {p} {seed} {data.hex()}")
         want.append(f"bits {flips} {out.hex()}")
         sigma = rnd.choice([0, 1 << 10, 265_000, 4 << 16, 200 << 16])
         w8 = np.frombuffer(data, dtype=np.int8)
-        got = nvm.drift_noise(w8, sigma, seed)
+        got = nvm_drift.drift_noise(w8, sigma, seed)
         cmds.append(f"noise {sigma} {seed} {data.hex()}")
         want.append(f"noise {int((got != w8).sum())} {got.tobytes().hex()}")
     proc = subprocess.run([drivers["twin"]], input="\n".join(cmds) + "\n", capture_output=True,
@@ -495,15 +498,16 @@ def test_python_twins_match_c(drivers: dict[str, Path]) -> None:
 def test_lrt_nvm_builds_for_arm_without_float(tmp_path: Path, flags: list[str]) -> None:
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc not installed")
-    obj = tmp_path / "lrt_nvm.o"
-    subprocess.run(
-        ["arm-none-eabi-gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2",
-         *flags, f"-I{LIB_DIR}", "-c", str(LIB_DIR / "lrt_nvm.c"), "-o", str(obj)],
-        check=True, capture_output=True, text=True)
-    undef = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], check=True,
-                           capture_output=True, text=True).stdout.split()
-    soft_float = [s for s in undef if s.startswith(("__aeabi_f", "__aeabi_d", "__aeabi_i2f"))]
-    assert soft_float == []
+    for name in ("lrt_nvm.c", "lrt_nvm_budget.c", "lrt_nvm_drift.c"):
+        obj = tmp_path / f"{name}.o"
+        subprocess.run(
+            ["arm-none-eabi-gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2",
+             *flags, f"-I{LIB_DIR}", "-c", str(LIB_DIR / name), "-o", str(obj)],
+            check=True, capture_output=True, text=True)
+        undef = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], check=True,
+                               capture_output=True, text=True).stdout.split()
+        soft_float = [s for s in undef if s.startswith(("__aeabi_f", "__aeabi_d", "__aeabi_i2f"))]
+        assert soft_float == [], name
 
 
 # ---- the rest of the API: unmapped backend, lrt_wstore in any order, abort, wear, worn ----

@@ -14,7 +14,7 @@ from proto_dummy_model import BLOB_SIZE, CLASSES, blob_bytes, dummy_reply, rando
 
 from conftest import LIB_DIR
 from lrt.boards import load_board
-from lrt.build import BuildResult, build_firmware
+from lrt.build import FirmwareBuild, build_firmware
 from lrt.emulate import Device, PipeTransport, open_device
 from lrt.emulate import protocol as P
 
@@ -40,13 +40,14 @@ def gen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in LIB_FILES:
         for ext in (".c", ".h"):
             shutil.copy(LIB_DIR / (name + ext), src / (name + ext))
+    shutil.copy(LIB_DIR / "lrt_util.h", src / "lrt_util.h")  # header-only: byte order
     return gen
 
 
-_builds: dict[tuple[str, str | None], BuildResult] = {}
+_builds: dict[tuple[str, str | None], FirmwareBuild] = {}
 
 
-def build(gen_dir: Path, board: str, io: str | None) -> BuildResult:
+def build(gen_dir: Path, board: str, io: str | None) -> FirmwareBuild:
     key = (board, io)
     if key not in _builds:
         brd = load_board(board)

@@ -2,7 +2,7 @@
 model fits, the static objects the budget measured (compiled main.c + lrt_model.c) plus the
 C runtime reserve it states bracket the ELF's .data + .bss (``arm-none-eabi-size``).
 
-Firmware is built from the architecture alone (train.architecture: zero parameters), which
+Firmware is built from the architecture alone (export.architecture: zero parameters), which
 has exactly the buffers of the trained model; per-cell write counters are off (they are an
 emulator extra the budget leaves out)."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lrt import budget as budget_mod
-from lrt import codegen, train
+from lrt import codegen, export
 from lrt.boards import list_boards
 from lrt.build import build_firmware
 from lrt.config import load_config
@@ -22,7 +22,7 @@ from lrt.pipeline import check_fits
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 ARM_BOARDS = sorted(b.name for b in list_boards() if not b.is_host)
-SCHEMES = ("inference", "sgd", "lrt")  # bias has sgd's buffers, lrt-maxnorm lrt's
+SCHEMES = ("inference", "sgd", "sgd-batch", "lrt")  # bias has sgd's buffers, lrt-maxnorm lrt's
 
 
 @pytest.mark.parametrize("board_name", ARM_BOARDS)
@@ -33,7 +33,7 @@ def test_budget_equals_elf_ram(tmp_path: Path, board_name: str) -> None:
     for scheme in SCHEMES:
         for preset in ("mcu", "tiny"):  # the largest preset that fits
             cfg = load_config(None, preset=preset, scheme=scheme, cell_counters="off")
-            model = train.architecture(preset)
+            model = export.architecture(preset)
             try:
                 budget = check_fits(model, cfg, board)
             except UserError:

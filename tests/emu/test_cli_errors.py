@@ -70,9 +70,9 @@ def test_bad_experiment_option(tmp_path: Path, args: list[str], needles: list[st
 @pytest.mark.tf
 def test_unsupported_operator(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from lrt import train
+    from lrt import tfkeras
 
-    keras = train.keras_api()
+    keras = tfkeras.keras_api()
     inp = keras.Input((28, 28, 1))
     x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
     x = keras.layers.AveragePooling2D(2)(x)
@@ -80,7 +80,7 @@ def test_unsupported_operator(tmp_path: Path) -> None:
     out = keras.layers.Dense(10)(x)
     model = keras.Model(inp, out)
     rng = np.random.default_rng(0)
-    blob = train.convert_keras_int8(model, rng.random((8, 28, 28, 1), dtype=np.float32))
+    blob = tfkeras.convert_keras_int8(model, rng.random((8, 28, 28, 1), dtype=np.float32))
     path = tmp_path / "avg.tflite"
     path.write_bytes(blob)
     proc = run("lrt-build", "--board", "host", "--model", str(path), "--out", str(tmp_path / "o"))

@@ -11,8 +11,8 @@ import pytest
 from e2e_support import built
 from lrt import pipeline
 from lrt.boards import load_board
-from lrt.build import build_pio_project
 from lrt.errors import UserError
+from lrt.pio_project import build_pio_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.pio]
 FLASH, RAM = 512 * 1024, 128 * 1024

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from e2e_support import built
-from lrt import nvm, pipeline
+from lrt import nvm, nvm_report, pipeline
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import open_device
 from lrt.emulate import protocol as P
@@ -43,7 +43,7 @@ def test_kill9_mid_stream_resumes_from_last_commit(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)  # power cut mid-stream, inside or between commits
         proc.wait()
         rep = nvm.inspect_image(image)
-        assert rep.blob is not None and rep.chosen is not None, nvm.render_report(rep)
+        assert rep.blob is not None and rep.chosen is not None, nvm_report.render_report(rep)
         assert rep.generation > 1, "the device committed trained weights before the cut"
         gen = rep.generation
         with open_device(build, nvm_path=image) as dev:
@@ -61,7 +61,7 @@ def test_wear_report_of_a_run(tmp_path: Path) -> None:
     image = tmp_path / "nvm.img"
     res = pipeline.emulate(build, samples=300, stream="control", nvm_path=image, progress=False)
     rep = nvm.inspect_image(image, endurance=1_000_000, samples=300, sample_rate=1.0)
-    text = nvm.render_report(rep)
+    text = nvm_report.render_report(rep)
     assert rep.generation >= res.flushes  # every flush is a commit (+ factory set, bias snapshot)
     assert rep.max_blob_writes >= 1 and rep.projected_days is not None
     assert "projected" in text.lower()

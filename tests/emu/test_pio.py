@@ -13,9 +13,10 @@ import pytest
 
 from conftest import ROOT
 from lrt.boards import load_board
-from lrt.build import build_firmware, build_pio_project, write_pio_project
+from lrt.build import build_firmware
 from lrt.emulate.qemu import QemuRunner
 from lrt.errors import UserError
+from lrt.pio_project import build_pio_project, write_pio_project
 
 LIB = ROOT / "firmware_templates" / "lib"
 FW = ROOT / "tests" / "emu" / "fw_echo" / "main.c"

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from lrt.boards import Board, load_board
-from lrt.build import BuildResult, build_firmware
+from lrt.build import FirmwareBuild, build_firmware
 from lrt.emulate.qemu import QemuRunner, count_instructions, insns_per_tick, qemu_argv
 
 FW = ROOT / "tests" / "emu" / "fw_echo" / "main.c"
@@ -43,10 +43,10 @@ def gen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return gen
 
 
-_builds: dict[tuple[str, str | None], BuildResult] = {}
+_builds: dict[tuple[str, str | None], FirmwareBuild] = {}
 
 
-def build(gen_dir: Path, name: str, io: str | None = None) -> BuildResult:
+def build(gen_dir: Path, name: str, io: str | None = None) -> FirmwareBuild:
     key = (name, io)
     if key not in _builds:
         _builds[key] = build_firmware(gen_dir, load_board(name), io=io)

@@ -1,7 +1,7 @@
 """A Keras CNN the toolchain did not train, converted by TFLite, run bit-exact by lrt.
 
 Keras model (random init, random biases, one epoch on random data) -> the standard
-full-int8 TFLiteConverter (lrt.train.convert_keras_int8) -> lrt.tflite_import. Then the TFLite
+full-int8 TFLiteConverter (lrt.tfkeras.convert_keras_int8) -> lrt.tflite_import. Then the TFLite
 reference interpreter (BUILTIN_REF), lrt.reference.forward_int8 and the C library must give
 identical int8 logits on every input. The converted model is cached in build/test-cache.
 """
@@ -33,9 +33,9 @@ N_RANDOM, N_IMAGES = 1000, 300
 
 
 def _convert() -> bytes:
-    from lrt import train
+    from lrt import tfkeras
 
-    keras = train.keras_api()
+    keras = tfkeras.keras_api()
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     model = keras.Sequential([
@@ -55,7 +55,7 @@ def _convert() -> bytes:
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    return train.convert_keras_int8(model, x[:128])
+    return tfkeras.convert_keras_int8(model, x[:128])
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 For the `mcu` preset, each weight layer's integer weight and bias gradient computed by the C
 firmware code (lrt_backprop.c through lrt_train.c's layer hook), dequantized, must have
 cosine similarity >= 0.98 with TensorFlow's float gradient of the same dequantized network on
-the same sample (lrt.train.float_gradients: ReLU/clamp masks from the quantized forward,
+the same sample (lrt.grad_oracle.float_gradients: ReLU/clamp masks from the quantized forward,
 clipped STE), on every one of >= 20 samples.
 
 Two models: the trained `mcu` IR (train.py, cached in build/test-cache and shared with
@@ -100,10 +100,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def check_oracle(
     driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray
 ) -> dict[str, tuple[float, float]]:
-    from lrt import train
+    from lrt import grad_oracle
 
     xq = model.quantize_input(x)
-    ref = train.float_gradients(model, xq, y)
+    ref = grad_oracle.float_gradients(model, xq, y)
     got = c_gradients(driver, tmp, model, xq, y)
     summary: dict[str, tuple[float, float]] = {}
     failures = []

@@ -3,7 +3,7 @@
 For the `mcu-bn` preset (batch norm after each pool), the C firmware code's gradients
 (lrt_backprop.c / lrt_train.c through the layer hook), dequantized, must have cosine
 similarity >= 0.98 with TensorFlow's float gradients of the same network
-(lrt.train.float_gradients_all: running statistics as constants, the paper's rule) on every
+(lrt.grad_oracle.float_gradients_all: running statistics as constants, the paper's rule) on every
 one of >= 20 samples, for the batch-norm gamma and beta and for every weight layer,
 including the convolutions below a batch-norm layer (their gradients flow through it). On the
 random network the biases of the layers below the first batch norm get a looser bound
@@ -98,10 +98,10 @@ def check_oracle(
 ) -> dict[str, tuple[float, float]]:
     """Every parameter >= MIN_COSINE, except the biases of the layers below the first batch
     norm, which must reach deep_bias_min."""
-    from lrt import train
+    from lrt import grad_oracle
 
     xq = model.quantize_input(x)
-    ref = train.float_gradients_all(model, xq, y)
+    ref = grad_oracle.float_gradients_all(model, xq, y)
     got = c_gradients(driver, tmp, model, xq, y)
     assert set(got) == set(ref), (sorted(got), sorted(ref))
     kinds = [lay.kind for lay in model.layers]

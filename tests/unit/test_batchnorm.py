@@ -12,7 +12,7 @@ import pytest
 from ai_edge_litert import schema_py_generated as fb
 
 from conftest import ROOT
-from lrt import batchnorm, codegen, quant, train
+from lrt import batchnorm, codegen, presets, quant
 from lrt import reference as ref
 from lrt.boards import load_board
 from lrt.budget import plan_budget
@@ -32,7 +32,7 @@ def model() -> Model:
 
 
 def test_plan_puts_batch_norm_after_each_pool() -> None:
-    plans = train.plan_layers(train.PRESETS["mcu-bn"])
+    plans = presets.plan_layers(presets.PRESETS["mcu-bn"])
     kinds = [p.kind for p in plans]
     assert kinds == [
         "conv2d", "conv2d", "maxpool2d", "batchnorm", "conv2d", "conv2d", "maxpool2d",
@@ -47,7 +47,7 @@ def test_plan_puts_batch_norm_after_each_pool() -> None:
         if by_name[name].has_weights:
             assert by_name[name].acc_exp <= quant.BIAS_EXP  # 16-bit biases still exact
     # without batch norm nothing changes (the ablation)
-    assert [p.out_shape for p in train.plan_layers(train.PRESETS["mcu"])] == [
+    assert [p.out_shape for p in presets.plan_layers(presets.PRESETS["mcu"])] == [
         p.out_shape for p in plans if p.kind != "batchnorm"
     ]
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from lrt.boards import BOARDS_DIR, Board, list_boards, load_board, load_build_board
-from lrt.build import board_defines, linker_values, render
+from lrt.bsp import board_defines, linker_values
 from lrt.errors import UserError
+from lrt.templates import render
 
 EXPECTED = {
     "host", "mps2-an386", "mps2-an500", "lm3s6965evb", "mps3-an547", "nucleo-f446re",
@@ -206,7 +207,7 @@ def test_linker_script_uses_the_board_map(name: str) -> None:
 def test_simd_kernels_follow_the_core(tmp_path: Path) -> None:
     """DSP cores get the SIMD kernels (and their flag), the others the portable ones; a
     board may turn them off, not on for a core without the DSP extension."""
-    from lrt.build import arm_cflags
+    from lrt.cflags import arm_cflags
 
     simd = {b.name: b.simd for b in list_boards()}
     assert simd["mps2-an386"] and simd["mps2-an500"] and simd["mps3-an547"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lrt import train
+from lrt import export
 from lrt.boards import load_board
 from lrt.budget import plan_budget
 from lrt.config import BuildConfig
@@ -19,7 +19,7 @@ HOST = load_board("host")
 
 
 def test_mcu_lrt_budget_fits_64k() -> None:
-    b = plan_budget(train.architecture("mcu"), BuildConfig(scheme="lrt-maxnorm"), HOST)
+    b = plan_budget(export.architecture("mcu"), BuildConfig(scheme="lrt-maxnorm"), HOST)
     # every layer output is kept for the backward pass (flatten aliases pool4): by hand
     kept = 26 * 26 * 8 + 24 * 24 * 8 + 12 * 12 * 8 + 10 * 10 * 16 + 8 * 8 * 16 + 4 * 4 * 16
     kept += 64 + 10
@@ -38,17 +38,17 @@ def test_mcu_lrt_budget_fits_64k() -> None:
     # block) needs ~72 KB; blocks of 8 pixels bring the same scheme under 64 KB
     assert b.ram > 64 * 1024
     narrow = plan_budget(
-        train.architecture("mcu"), BuildConfig(scheme="lrt-maxnorm", lrt_block=8), HOST
+        export.architecture("mcu"), BuildConfig(scheme="lrt-maxnorm", lrt_block=8), HOST
     )
     assert narrow.ram <= 64 * 1024
-    rank8 = plan_budget(train.architecture("mcu"), BuildConfig(scheme="lrt", rank=8), HOST)
+    rank8 = plan_budget(export.architecture("mcu"), BuildConfig(scheme="lrt", rank=8), HOST)
     key = "train: LRT accumulators (QL, QR, struct)"
     assert rank8.ram_items[key] > b.ram_items[key]
     assert "train: kept activations" not in plan_budget(
-        train.architecture("mcu"), BuildConfig(scheme="inference"), HOST
+        export.architecture("mcu"), BuildConfig(scheme="inference"), HOST
     ).ram_items
     # the paper's network is far beyond a microcontroller
-    assert plan_budget(train.architecture("paper"), BuildConfig(), HOST).ram > 256 * 1024
+    assert plan_budget(export.architecture("paper"), BuildConfig(), HOST).ram > 256 * 1024
 
 
 REFUSE = """
@@ -100,6 +100,6 @@ def test_refused_before_training(
 
 def test_imported_model_that_does_not_fit(tmp_path: Path) -> None:
     big = tmp_path / "paper.tflite"
-    big.write_bytes(to_tflite(train.architecture("paper")))
+    big.write_bytes(to_tflite(export.architecture("paper")))
     err = _refused(tmp_path, "--board", "nucleo-f446re", "--model", str(big))
     assert "RAM needs" in err and "board nucleo-f446re" in err

@@ -21,12 +21,11 @@ from lrt.lowrank import (
     LowRankAccumulator,
     LowRankConfig,
     MaxNorm,
-    XorShift32,
     givens_projector,
     signs_from_word,
     truncation,
-    xorshift32_seed,
 )
+from lrt.rng import XorShift32, xorshift32_seed
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:

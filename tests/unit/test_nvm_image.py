@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from lrt import nvm
+from lrt import nvm, nvm_drift, nvm_lifetime, nvm_report
 
 FLASH = nvm.NvmGeometry(tech=nvm.TECH_FLASH, prog_size=4, page_size=64, page_count=24,
                         blob_size=300)
@@ -138,62 +138,62 @@ def test_blank_and_foreign_images() -> None:
 def test_render_report(tmp_path: object) -> None:
     img = nvm.build_image(FLASH, _blobs(300, 4))
     rep = nvm.inspect_bytes(img, endurance=10_000, samples=4 * 1000, sample_rate=2.0)
-    md = nvm.render_markdown(rep)
+    md = nvm_report.render_markdown(rep)
     assert "Boot: slot 0, generation 4" in md and "| 1 |" in md
-    assert rep.projected_days == nvm.projected_lifetime_days(10_000, rep.worst, 4000, 2000)
+    assert rep.projected_days == nvm_lifetime.projected_lifetime_days(10_000, rep.worst, 4000, 2000)
     assert f"{rep.projected_days} days" in md
-    txt = nvm.render_text(rep)
+    txt = nvm_report.render_text(rep)
     assert "|" not in txt and "generation 4" in txt
     assert rep.page_erases is not None and rep.page_erases.max() == rep.worst
 
 
 def test_projected_lifetime() -> None:
     # 1 cycle per 1000 samples at 1 sample/s, 1e5 cycles: 1e8 s = 1157 days
-    assert nvm.projected_lifetime_days(100_000, 1, 1000, 1000) == 1157
-    assert nvm.projected_lifetime_days(100_000, 0, 1000, 1000) == nvm.U32_MAX
-    assert nvm.projected_lifetime_days(100_000, 2, 1000, 1000) == 578
-    assert nvm.projected_lifetime_days(100_000, 1, 1000, 2000) == 578  # twice the rate
-    assert nvm.projected_lifetime_days(2**32 - 1, 1, 2**63, 1) == nvm.U32_MAX  # saturates
+    assert nvm_lifetime.projected_lifetime_days(100_000, 1, 1000, 1000) == 1157
+    assert nvm_lifetime.projected_lifetime_days(100_000, 0, 1000, 1000) == nvm.U32_MAX
+    assert nvm_lifetime.projected_lifetime_days(100_000, 2, 1000, 1000) == 578
+    assert nvm_lifetime.projected_lifetime_days(100_000, 1, 1000, 2000) == 578  # twice the rate
+    assert nvm_lifetime.projected_lifetime_days(2**32 - 1, 1, 2**63, 1) == nvm.U32_MAX  # saturates
 
 
 def test_budget_throttles_when_ahead_of_schedule() -> None:
     # 10 years, 1 sample/s, 1e4 cycles: the schedule grants 1 cycle per 31557.6 samples
     kw = {"endurance": 10_000, "target_days": 3652, "sample_rate_mhz": 1000, "burst": 2}
-    early = nvm.budget_check(**kw, worst_after=3, samples=1000, rho_min_q16=655)
+    early = nvm_lifetime.budget_check(**kw, worst_after=3, samples=1000, rho_min_q16=655)
     assert not early.allow and early.rho_min_q16 > 655 and early.allowed == 2
-    later = nvm.budget_check(**kw, worst_after=3, samples=10**6, rho_min_q16=655)
+    later = nvm_lifetime.budget_check(**kw, worst_after=3, samples=10**6, rho_min_q16=655)
     assert later.allow and later.rho_min_q16 == 655 and later.allowed >= 3
     assert later.projected_days >= 3652
-    far = nvm.budget_check(**kw, worst_after=5000, samples=10**6, rho_min_q16=655)
+    far = nvm_lifetime.budget_check(**kw, worst_after=5000, samples=10**6, rho_min_q16=655)
     assert not far.allow and far.rho_min_q16 == 65536  # capped at 1.0
-    assert nvm.budget_check(0, 1, 1, 0, 99, 1, 7).allow  # unlimited endurance
+    assert nvm_lifetime.budget_check(0, 1, 1, 0, 99, 1, 7).allow  # unlimited endurance
 
 
 def test_digital_drift_rate_and_determinism() -> None:
     data = bytes(20_000)
     p = 2**32 // 100  # 1% per bit
-    out, flips = nvm.drift_bits(data, p, seed=3)
+    out, flips = nvm_drift.drift_bits(data, p, seed=3)
     n_bits = 8 * len(data)
     assert abs(flips - n_bits / 100) < 5 * math.sqrt(n_bits / 100)
     assert sum(bin(b).count("1") for b in out) == flips
-    assert nvm.drift_bits(data, p, seed=3) == (out, flips)
-    assert nvm.drift_bits(data, 0, seed=3) == (data, 0)
+    assert nvm_drift.drift_bits(data, p, seed=3) == (out, flips)
+    assert nvm_drift.drift_bits(data, 0, seed=3) == (data, 0)
 
 
 def test_analog_drift_statistics() -> None:
     w = np.zeros(20_000, dtype=np.int8)
     sigma = 4.0
-    got = nvm.drift_noise(w, round(sigma * 65536), seed=5)
+    got = nvm_drift.drift_noise(w, round(sigma * 65536), seed=5)
     assert got.dtype == np.int8
     assert abs(float(got.mean())) < 0.1
     # rounding to the LSB adds 1/12 variance
     assert abs(float(got.std()) - math.sqrt(sigma**2 + 1 / 12)) < 0.1
-    clipped = nvm.drift_noise(np.full(1000, 127, dtype=np.int8), 20 << 16, seed=1)
+    clipped = nvm_drift.drift_noise(np.full(1000, 127, dtype=np.int8), 20 << 16, seed=1)
     assert clipped.max() == 127 and clipped.min() >= -128 and (clipped < 127).any()
 
 
 def test_paper_drift_parameters() -> None:
     # p = p0 / (1e6 / d) = 1e-4 per bit; sigma = 10 / sqrt(1e5) weight units = 4.05 LSB (2^-7)
-    assert nvm.digital_drift_p_q32() == round(1e-4 * 2**32)
-    assert nvm.analog_drift_sigma_q16() == round(10 / math.sqrt(1e5) * 128 * 65536)
-    assert 4.0 < nvm.analog_drift_sigma_q16() / 65536 < 4.1
+    assert nvm_drift.digital_drift_p_q32() == round(1e-4 * 2**32)
+    assert nvm_drift.analog_drift_sigma_q16() == round(10 / math.sqrt(1e5) * 128 * 65536)
+    assert 4.0 < nvm_drift.analog_drift_sigma_q16() / 65536 < 4.1

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lrt import quant, train
+from lrt import presets, quant, train
 
 
 def _he_alpha_exp(fan_in: int, relu: bool) -> int:
@@ -22,7 +22,7 @@ def _he_alpha_exp(fan_in: int, relu: bool) -> int:
 
 
 def test_paper_preset_is_the_papers_network() -> None:
-    plans = train.plan_layers(train.PRESETS["paper"])
+    plans = presets.plan_layers(presets.PRESETS["paper"])
     kinds = [p.kind for p in plans]
     assert kinds == [
         "conv2d", "conv2d", "maxpool2d", "conv2d", "conv2d", "maxpool2d",
@@ -37,18 +37,18 @@ def test_paper_preset_is_the_papers_network() -> None:
 
 
 def test_mcu_preset_shapes() -> None:
-    plans = train.plan_layers(train.PRESETS["mcu"])
+    plans = presets.plan_layers(presets.PRESETS["mcu"])
     shapes = [p.out_shape for p in plans]
     assert shapes == [
         (26, 26, 8), (24, 24, 8), (12, 12, 8), (10, 10, 16), (8, 8, 16), (4, 4, 16),
         (256,), (64,), (10,),
     ]  # fmt: skip
-    assert train.DEFAULT_PRESET == "mcu"
+    assert presets.DEFAULT_PRESET == "mcu"
 
 
 @pytest.mark.parametrize("preset", ["mcu", "paper"])
 def test_power_of_two_formats(preset: str) -> None:
-    for p in train.plan_layers(train.PRESETS[preset]):
+    for p in presets.plan_layers(presets.PRESETS[preset]):
         if not p.has_weights:
             assert p.out_zero_point == quant.ACT_ZERO_POINT
             continue
@@ -64,11 +64,11 @@ def test_power_of_two_formats(preset: str) -> None:
 
 def test_unknown_preset_and_bad_spec() -> None:
     with pytest.raises(ValueError, match="unknown preset 'nano'"):
-        train.get_spec("nano")
+        presets.get_spec("nano")
     with pytest.raises(ValueError, match="pool_after"):
-        train.NetSpec("x", (8,), (2,), ())
+        presets.NetSpec("x", (8,), (2,), ())
     with pytest.raises(ValueError, match="smaller than the kernel"):
-        train.plan_layers(train.NetSpec("x", (8,) * 20, (), ()))
+        presets.plan_layers(presets.NetSpec("x", (8,) * 20, (), ()))
 
 
 @pytest.mark.parametrize(

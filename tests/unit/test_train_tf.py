@@ -74,9 +74,9 @@ def _run_tflite(tflite: bytes, x_int8: np.ndarray) -> np.ndarray:
 
 
 def test_convert_keras_int8_standard_conversion() -> None:
-    from lrt import train
+    from lrt import export, tfkeras
 
-    keras = train.keras_api()
+    keras = tfkeras.keras_api()
 
     keras.utils.set_random_seed(0)
     m = keras.Sequential(
@@ -88,11 +88,11 @@ def test_convert_keras_int8_standard_conversion() -> None:
         ]
     )
     rep = np.random.default_rng(0).random((8, 8, 8, 1)).astype(np.float32)
-    tfl = train.convert_keras_int8(m, rep)
+    tfl = tfkeras.convert_keras_int8(m, rep)
     it = _interpreter(tfl)
     assert it.get_input_details()[0]["dtype"] == np.int8
     assert it.get_output_details()[0]["dtype"] == np.int8
-    ops = train.tflite_op_names(tfl)
+    ops = export.tflite_op_names(tfl)
     assert "CONV_2D" in ops and "FULLY_CONNECTED" in ops
     assert "QUANTIZE" not in ops and "DEQUANTIZE" not in ops
 
@@ -122,9 +122,9 @@ def test_tflite_matches_numpy_integer_forward(mcu: Trained, data: Dataset) -> No
 def test_tflite_parameters_are_the_irs(mcu: Trained) -> None:
     from ai_edge_litert import schema_py_generated as schema
 
-    from lrt import train
+    from lrt import export
 
-    assert train.tflite_op_names(mcu.tflite) == [
+    assert export.tflite_op_names(mcu.tflite) == [
         "CONV_2D", "CONV_2D", "MAX_POOL_2D", "CONV_2D", "CONV_2D", "MAX_POOL_2D",
         "RESHAPE", "FULLY_CONNECTED", "FULLY_CONNECTED",
     ]  # fmt: skip

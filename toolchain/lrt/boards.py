@@ -82,7 +82,9 @@ class Memory:
 
 
 @dataclass(frozen=True)
-class Budget:
+class MemoryLimits:
+    """The board file's [budget] table: bytes the firmware may use (below the memory map)."""
+
     flash: int
     ram: int
 
@@ -150,7 +152,7 @@ class Board:
     path: Path
     cpu: Cpu
     memory: Memory | None
-    budget: Budget | None
+    budget: MemoryLimits | None
     nvm: Nvm
     emulator: Emulator
     io: str
@@ -377,7 +379,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Board:
         m.done()
     b = top.sub("budget", required=not host)
     if b is not None:
-        budget = Budget(flash=b.get_int("flash", lo=1), ram=b.get_int("ram", lo=1))
+        budget = MemoryLimits(flash=b.get_int("flash", lo=1), ram=b.get_int("ram", lo=1))
         if memory is not None:
             if budget.flash > memory.flash.size:
                 raise b.error("flash", f"at most memory.flash.size ({memory.flash.size})",

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrt import build, codegen, resources
+from lrt import build, cflags, codegen, resources
 from lrt.boards import Board
+from lrt.bsp import write_bsp
 from lrt.config import BuildConfig
 from lrt.errors import UserError
 from lrt.model import Layer, Model
@@ -190,8 +191,8 @@ class StaticObject:
 def _compiler(board: Board) -> tuple[str, str, list[str]]:
     """(cc, nm, cflags) the firmware build uses for this board."""
     if board.is_host:
-        return os.environ.get("CC", "cc"), "nm", build.host_cflags()
-    return build.ARM_PREFIX + "gcc", build.ARM_PREFIX + "nm", build.arm_cflags(board)
+        return os.environ.get("CC", "cc"), "nm", cflags.host_cflags()
+    return cflags.ARM_PREFIX + "gcc", cflags.ARM_PREFIX + "nm", cflags.arm_cflags(board)
 
 
 def probe_static_objects(model: Model, cfg: BuildConfig, board: Board) -> list[StaticObject]:
@@ -204,7 +205,7 @@ def probe_static_objects(model: Model, cfg: BuildConfig, board: Board) -> list[S
     with tempfile.TemporaryDirectory(prefix="lrt-budget-") as tmp:
         src, bsp = Path(tmp) / "src", Path(tmp) / "bsp"
         codegen.generate(model, cfg, board, src, counters=False, strict=False)
-        build.write_bsp(bsp, board, board.io)
+        write_bsp(bsp, board, board.io)
         units = [src / "main.c", src / "lrt_model.c"]
         h = hashlib.sha256(json.dumps([cc, cflags]).encode())
         for f in sorted([*src.glob("*.[ch]"), *bsp.glob("*.h")]):

@@ -21,6 +21,12 @@ CACHE_DIR = ROOT / "build" / "test-cache"
 
 TRAIN_SOURCES = [
     "toolchain/lrt/train.py",
+    "toolchain/lrt/presets.py",
+    "toolchain/lrt/qat.py",
+    "toolchain/lrt/export.py",
+    "toolchain/lrt/tfkeras.py",
+    "toolchain/lrt/tflite_import.py",
+    "toolchain/lrt/reference.py",
     "toolchain/lrt/quant.py",
     "toolchain/lrt/model.py",
     "toolchain/lrt/data/datasets.py",
@@ -32,6 +38,9 @@ FIRMWARE_GLOBS = [
     "firmware_templates/**/*",
     "toolchain/lrt/codegen.py",
     "toolchain/lrt/build.py",
+    "toolchain/lrt/bsp.py",
+    "toolchain/lrt/cflags.py",
+    "toolchain/lrt/templates.py",
     "toolchain/lrt/budget.py",
     "toolchain/lrt/boards.py",
     "boards/*.toml",

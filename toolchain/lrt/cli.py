@@ -196,13 +196,13 @@ def _emulate(args: argparse.Namespace) -> int:
     from lrt import pipeline
 
     if args.nvm_report is not None:
-        from lrt import nvm, store
+        from lrt import nvm_report, store
 
         geometry = None
         if args.build is not None:
             geometry = store.build_geometry(*pipeline.load_build(args.build))
         rep = store.inspect(args.nvm_report, geometry)
-        print(nvm.render_report(rep))
+        print(nvm_report.render_report(rep))
         if args.build is not None:
             print(pipeline.layer_wear_text(args.build, rep))
         return 0

@@ -8,6 +8,7 @@ byte-identical files (no timestamps, sorted iteration, fixed formatting).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -17,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from lrt import __version__, batchnorm, resources
-from lrt.build import render, write_if_changed
+from lrt import __version__, batchnorm, nvm, resources
 from lrt.config import BuildConfig
+from lrt.errors import UserError
 from lrt.model import Layer, Model
 from lrt.policy import policy_of
+from lrt.templates import render, write_if_changed
 
 TEMPLATES = resources.templates_dir()
 LIB_DIR = TEMPLATES / "lib"
@@ -169,51 +171,50 @@ def _hwc(shape: Sequence[int]) -> tuple[int, int, int]:
     raise ValueError(f"unsupported tensor shape {shape}")
 
 
-def lrt_block_words(layers: list[Layer], block: int) -> int:
-    """int32 words of the trainer's block buffer (lrt_train_lrt_block_size / 4)."""
-    words = 1
-    for lay in layers:
-        n, m = lay.weight_matrix_shape()
-        if lay.kind == "dense":
-            w = n + m
-        elif n <= block:
-            w = n * n + n * m
-        else:
-            w = block * (n + m)
-        words = max(words, w)
-    return words
+def c_max(exprs: Iterable[str], floor: str = "0u") -> str:
+    """A C constant expression: the largest of exprs, at least floor (LRT_MAX folded)."""
+    out = floor
+    for e in exprs:
+        out = f"LRT_MAX({e}, {out})"
+    return out
 
 
-def conv_buffer_bytes(k: int) -> int:
-    """lrt_conv2d_s8_get_buffer_size of the SIMD kernel for a filter of k taps (lrt_kernels.h):
-    two int16 im2col columns and two int8 patches (k rounded up to 4 each)."""
-    return 4 * k + 2 * ((k + 3) // 4 * 4)
-
-
-def kernel_buffer_size(model: Model, simd: bool) -> int:
-    """lrt_net_kernel_buffer_size: the largest conv layer's buffer, 0 without SIMD kernels."""
-    if not simd:
-        return 0
-    return max(
-        [
-            conv_buffer_bytes(int(np.prod(lay.weights.shape[1:])))
-            for lay in model.layers
-            if lay.kind == "conv2d" and lay.weights is not None
-        ]
-        or [0]
+def lrt_block_size_expr(layers: list[Layer], block: int) -> str:
+    """int32 words of the trainer's block buffer, as the C computes them
+    (lrt_train_lrt_block_size / 4: LRT_TRAIN_LRT_BLOCK_WORDS of each trainable layer)."""
+    return c_max(
+        (
+            f"LRT_TRAIN_LRT_BLOCK_WORDS({int(lay.kind == 'dense')}, "
+            f"{lay.weight_matrix_shape()[0]}u, {lay.weight_matrix_shape()[1]}u, "
+            f"LRT_TRAIN_BLOCK_WIDTH({block}u))"
+            for lay in layers
+        ),
+        "1u",
     )
 
 
-def dx_work_bytes(layer: Layer) -> int:
-    """lrt_bp_input_grad_work_size: kernel-height rows of in_w*in_c int32 sums (dense: the
-    whole input) and one sign bit per input element, in words."""
-    assert layer.weights is not None
-    in_size = int(np.prod(layer.in_shape))
-    if layer.kind == "conv2d":
-        rows = int(layer.weights.shape[1]) * int(layer.in_shape[1]) * int(layer.in_shape[2])
-    else:
-        rows = in_size
-    return 4 * rows + 4 * ((in_size + 31) // 32)
+def kernel_buffer_size_expr(model: Model) -> str:
+    """lrt_net_kernel_buffer_size as a C constant expression: the largest conv layer's
+    LRT_CONV2D_S8_BUFFER_SIZE (main.c uses it only where LRT_HAVE_SIMD)."""
+    return c_max(
+        f"LRT_CONV2D_S8_BUFFER_SIZE({int(np.prod(lay.weights.shape[1:]))}u)"
+        for lay in model.layers
+        if lay.kind == "conv2d" and lay.weights is not None
+    )
+
+
+def dx_work_size_expr(layers: Sequence[Layer]) -> str:
+    """lrt_train_dx_work_size as a C constant expression: the largest
+    LRT_BP_INPUT_GRAD_WORK_SIZE of the layers that back-propagate into their input."""
+    exprs = []
+    for lay in layers:
+        if not lay.has_weights:
+            continue
+        assert lay.weights is not None
+        h, w, c = _hwc(lay.in_shape)
+        kh = int(lay.weights.shape[1]) if lay.kind == "conv2d" else h
+        exprs.append(f"LRT_BP_INPUT_GRAD_WORK_SIZE({kh}u, {w}u, {c}u, {h * w * c}u)")
+    return c_max(exprs)
 
 
 def train_buffer_sizes(model: Model) -> dict[str, Any]:
@@ -245,10 +246,7 @@ def train_buffer_sizes(model: Model) -> dict[str, Any]:
     return {
         "act_size": max(sizes),
         "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
-        # lrt_train_dx_work_size: the layers that back-propagate into their input
-        "dx_work_size": max(
-            [dx_work_bytes(lay) for lay in layers[first + 1 :] if lay.has_weights] or [0]
-        ),
+        "dx_work_size": dx_work_size_expr(layers[first + 1 :]),
         "cell_count": sum(layers[i].n_weights for i in trainable) or 1,
         "trainable": trainable,
         "keep": [
@@ -376,38 +374,33 @@ def nvm_geometry(board: Any, blob_size: int) -> Any:
     RRAM keeps one wear counter per program word while the wear table fits; for large models
     (the table holds every slot's counters in every slot) the counting unit grows by powers
     of two up to a page: a unit's count is then an upper bound for each of its words."""
-    from lrt import nvm
-
-    tech = 1 if board.nvm.erase_before_write else 2
     page_count = board.nvm.size // board.nvm.page_size
     unit, error = 0, None
     while True:
-        geo = nvm.NvmGeometry(
-            tech=tech,
-            prog_size=board.nvm.prog_size,
-            page_size=board.nvm.page_size,
-            page_count=page_count,
-            blob_size=blob_size,
-            wear_unit=unit,
-            n_slots=0,
-            erase_value=board.nvm.erase_value,
-        )
+        geo = board_nvm_geometry(board, page_count, blob_size, wear_unit=unit, n_slots=0)
         try:
             lay = geo.layout()
             break
         except ValueError as exc:
             error = error or exc
             unit = (unit or board.nvm.prog_size) * 2
-            if tech == 1 or unit > board.nvm.page_size:
+            if board.nvm.erase_before_write or unit > board.nvm.page_size:
                 raise error from None
+    return dataclasses.replace(geo, n_slots=min(lay.n_slots, NVM_MAX_SLOTS))
+
+
+def board_nvm_geometry(
+    board: Any, page_count: int, blob_size: int, *, wear_unit: int = 0, n_slots: int = 2
+) -> nvm.NvmGeometry:
+    """The NVM geometry of page_count pages of the board's memory technology."""
     return nvm.NvmGeometry(
-        tech=tech,
+        tech=1 if board.nvm.erase_before_write else 2,
         prog_size=board.nvm.prog_size,
         page_size=board.nvm.page_size,
         page_count=page_count,
         blob_size=blob_size,
-        wear_unit=unit,
-        n_slots=min(lay.n_slots, NVM_MAX_SLOTS),
+        wear_unit=wear_unit,
+        n_slots=n_slots,
         erase_value=board.nvm.erase_value,
     )
 
@@ -425,20 +418,10 @@ def nvm_chunk_size(board: Any) -> int:
 
 def nvm_bytes_needed(board: Any, blob_size: int) -> int:
     """Smallest NVM region (whole pages) that holds two slots of blob_size bytes."""
-    from lrt import nvm
-
     page = board.nvm.page_size
     pages = 2
     while True:
-        geo = nvm.NvmGeometry(
-            tech=1 if board.nvm.erase_before_write else 2,
-            prog_size=board.nvm.prog_size,
-            page_size=page,
-            page_count=pages,
-            blob_size=blob_size,
-            n_slots=2,
-            erase_value=board.nvm.erase_value,
-        )
+        geo = board_nvm_geometry(board, pages, blob_size)
         try:
             geo.layout()
             return pages * page
@@ -449,8 +432,6 @@ def nvm_bytes_needed(board: Any, blob_size: int) -> int:
 def nvm_store(model: Model, config: BuildConfig, board: Any) -> tuple[Any, str | None]:
     """(geometry of the NVM weight store, None) or (None, why the model's weights do not fit
     the board's NVM region). Inference without a store keeps its weights in the image."""
-    from lrt import nvm
-
     blob_size = blob_layout(model).size
     # Training needs the NVM store; inference uses it too where it fits (drift experiments
     # and pushes reach the weights there), else the weights stay in the firmware image.
@@ -474,8 +455,6 @@ def check_board(model: Model, config: BuildConfig, board: Any) -> Any:
     """The NVM store's geometry (None: inference keeps the weights in the image); UserError
     when the model's weights or the scheme need what the board's memory cannot give. Needs
     only the model's shapes (runs before any training)."""
-    from lrt.errors import UserError
-
     geo, problem = nvm_store(model, config, board)
     if problem:
         raise UserError("model does not fit: " + problem)
@@ -494,8 +473,6 @@ def firmware_context(
 ) -> dict[str, Any]:
     """Everything main.c needs. ``strict=False`` renders even what the board cannot serve
     (the budget probe sizes a model the board then refuses, to say by how much)."""
-    from lrt import nvm
-
     ctx = model_context(model, config)
     sizes = train_buffer_sizes(model)
     n = len(model.layers)
@@ -526,9 +503,9 @@ def firmware_context(
     ctx.update(
         {
             "act_size": sizes["act_size"],
-            "kernel_buf_size": kernel_buffer_size(model, board.simd),
+            "kernel_buf_size": kernel_buffer_size_expr(model),
             "scratch_size": sizes["scratch_size"],
-            "dx_work_size": sizes["dx_work_size"] if config.scheme != "inference" else 0,
+            "dx_work_size": sizes["dx_work_size"] if config.scheme != "inference" else "0u",
             "cell_count": sizes["cell_count"],
             "keep": sizes["keep"] if config.scheme != "inference" else [],
             "keep_pointers": ", ".join(keep_ptrs),
@@ -542,7 +519,7 @@ def firmware_context(
             "weight_bits": config.weight_bits,
             "lr_q24": round(config.learning_rate * (1 << 24)),
             "lrt_block": config.lrt_block,
-            "lrt_block_words": lrt_block_words(
+            "lrt_block_words": lrt_block_size_expr(
                 [model.layers[i] for i in sizes["trainable"]], config.lrt_block
             ),
             "rho_min_q16": round(config.rho_min * 65536),

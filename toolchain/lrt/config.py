@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
+from lrt import presets
 from lrt.errors import UserError
 
-PRESETS: tuple[str, ...] = ("mcu", "paper", "tiny", "mcu-bn", "paper-bn")
+PRESETS: tuple[str, ...] = tuple(presets.PRESETS)  # the networks are lrt.presets's
 SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm")
 # schemes that batch their weight updates and write them under the write policy
 BATCHED_SCHEMES: tuple[str, ...] = ("sgd-batch", "lrt", "lrt-maxnorm")
@@ -51,7 +52,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class BuildConfig:
-    preset: str = "mcu"
+    preset: str = presets.DEFAULT_PRESET
     scheme: str = "lrt-maxnorm"
     dataset: str = "mnist5k"
     data_dir: str | None = None

@@ -89,7 +89,7 @@ def find_firmware(board: Board, build_dir: Path) -> Path:
 
 def pio_project_dir(board: Board, build_dir: Path) -> Path:
     """The PlatformIO project of a build (written next to its sources if missing)."""
-    from lrt.build import write_pio_project
+    from lrt.pio_project import write_pio_project
 
     project = Path(build_dir) / "pio"
     if not (project / "platformio.ini").is_file():

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lrt.rng import XorShift32
+
 MASK32 = 0xFFFFFFFF
 SIGMA_FLOOR = 2.0**-14
 RESID_FLOOR = 2.0**-10
@@ -50,32 +52,6 @@ MAX_BLOCK = 16  # columns k of one block step (twin of LRT_LOWRANK_MAX_BLOCK)
 
 SignSource = Callable[[], int]
 """Returns one 32-bit word per block step; bit 31 - a is the sign of the a-th tail row."""
-
-
-def xorshift32_seed(seed: int) -> int:
-    """Initial xorshift32 state of a user seed (murmur3 finaliser; twin of the C code)."""
-    h = (seed + 0x9E3779B9) & MASK32
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & MASK32
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & MASK32
-    h ^= h >> 16
-    return h if h else 0x6D2B79F5
-
-
-class XorShift32:
-    """Marsaglia's xorshift32 (13/17/5), bit-exact with lrt_xorshift32_next()."""
-
-    def __init__(self, seed: int) -> None:
-        self.state = xorshift32_seed(seed)
-
-    def __call__(self) -> int:
-        x = self.state
-        x ^= (x << 13) & MASK32
-        x ^= x >> 17
-        x ^= (x << 5) & MASK32
-        self.state = x
-        return x
 
 
 def signs_from_word(word: int, count: int) -> np.ndarray:

@@ -4,13 +4,12 @@ Twin of firmware_templates/lib/lrt_nvm.c. ``inspect_image`` reads a whole-region
 the host/file backend stores, or a dump of a board's NVM region), checks every slot's header
 and CRCs, picks the set the device would boot from and summarises the wear counters.
 ``build_image`` writes the same bytes the C layer writes for a sequence of commits (used to
-pre-load a device and to cross-check the format). The endurance budget and drift models are
-integer twins of the C functions, bit for bit.
+pre-load a device and to cross-check the format). The report is ``nvm_report``, the
+endurance budget ``nvm_lifetime``, the drift models ``nvm_drift`` (integer twins of the C).
 """
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lrt.crc import crc32
+from lrt.nvm_lifetime import U32_MAX, projected_lifetime_days
 
 MAGIC = 0x4E54524C  # "LRTN"
 # 3: headers carry the model id; 2: flash metadata shares the slot's first page (1: metadata
@@ -30,8 +30,6 @@ MAX_PROG = 64
 TECH_FLASH = 1
 TECH_RRAM = 2
 TECH_NAMES = {TECH_FLASH: "flash", TECH_RRAM: "rram"}
-U32_MAX = 0xFFFFFFFF
-U64_MAX = 0xFFFFFFFFFFFFFFFF
 
 # <I magic, H version, B tech, B slot, I gen, I blob_len, I blob_crc, I table_len,
 #  I table_crc, I page_size, H prog_size, H n_slots, I slot_size, I meta_size, I unit_size,
@@ -473,81 +471,6 @@ def inspect_image(
                          samples=samples, sample_rate=sample_rate)
 
 
-def render_markdown(rep: NvmReport) -> str:
-    lines = [f"# NVM image `{rep.path}`", ""]
-    if rep.layout is None:
-        if rep.version_seen:
-            lines.append(
-                f"Format version {rep.other_version} image: this toolchain and its firmware use "
-                f"version {VERSION}. The firmware refuses it and leaves it untouched; "
-                "`--format` re-initialises it (its sets are lost).")
-        else:
-            lines.append("No lrt_nvm header found" + (" (blank device)." if rep.empty else "."))
-        return "\n".join(lines) + "\n"
-    lay = rep.layout
-    if rep.tech == "flash":
-        shape = (f"{lay.units} pages of {rep.page_size} bytes each (metadata {lay.meta_size} "
-                 f"bytes, then the {rep.blob_size}-byte blob)")
-    else:
-        shape = (f"metadata {lay.meta_size} bytes, blob {rep.blob_size} bytes in "
-                 f"{lay.blob_units} units of {lay.unit_size} bytes")
-    lines += [
-        f"{rep.tech}, {rep.image_size} bytes, {lay.n_slots} slots of {lay.slot_size} bytes: "
-        f"{shape}, prog {rep.prog_size}, page {rep.page_size}.",
-        "",
-        "| slot | offset | state | generation | units written by its commit |",
-        "|---|---|---|---|---|",
-    ]
-    for s in rep.slots:
-        uw = s.header.units_written if s.header and s.header.version == VERSION else ""
-        state = f"{s.state} ({s.note})" if s.note else s.state
-        lines.append(f"| {s.index} | {s.offset} | {state} | {s.generation or ''} | {uw} |")
-    lines.append("")
-    if rep.geometry_from == "image":
-        lines += ["Geometry and model id read from the image's headers (no build given): the "
-                  "device decides with its build's.", ""]
-    if rep.chosen is None:
-        if rep.foreign:
-            lines.append("Boot: refused: the store holds another model's (or format's) sets; "
-                         "the firmware leaves it untouched unless started with `--format`.")
-        else:
-            lines.append("Boot: no usable weight set" + (
-                " (blank device: the firmware commits its built-in set)." if rep.empty else
-                " (only unreadable headers: the firmware commits its built-in set)."))
-        return "\n".join(lines) + "\n"
-    flags = [n for n, on in (("fallback", rep.fallback), ("degraded", rep.degraded),
-                             ("foreign slots seen", rep.foreign)) if on]
-    lines.append(f"Boot: slot {rep.chosen}, generation {rep.generation}"
-                 + (f" ({', '.join(flags)})" if flags else "") + ".")
-    if rep.tech == "flash":
-        rest = (f"other pages max {rep.max_blob_writes}, mean {rep.mean_blob_writes:.2f}; "
-                if lay.blob_units else "")
-        wear = (f"Wear (erases per page): {rest}first page (header, table and the start of "
-                f"the blob, rewritten by every commit into its slot) max {rep.max_meta_writes}.")
-    else:
-        wear = (f"Wear (writes per unit): blob max {rep.max_blob_writes}, mean "
-                f"{rep.mean_blob_writes:.2f}; metadata (header + table, rewritten by every "
-                f"commit into its slot) max {rep.max_meta_writes}.")
-    lines += ["", wear]
-    if rep.projected_days is not None:
-        years = rep.projected_days / 365.25
-        lines.append(
-            f"Projected lifetime at endurance {rep.endurance}, {rep.samples} samples at "
-            f"{rep.sample_rate:g}/s: {rep.projected_days} days ({years:.1f} years)."
-        )
-    return "\n".join(lines) + "\n"
-
-
-def render_text(rep: NvmReport) -> str:
-    """Plain text: the markdown without its markup."""
-    out = []
-    for line in render_markdown(rep).splitlines():
-        if line.startswith("|---"):
-            continue
-        out.append(line.lstrip("# ").replace("`", "").strip(" |").replace(" | ", "  "))
-    return "\n".join(out) + "\n"
-
-
 # ---- writer (same bytes as the C layer) ----
 
 
@@ -609,108 +532,3 @@ def build_image(geometry: NvmGeometry, blobs: Sequence[bytes], *, base: bytes | 
         img[sb : sb + lay.slot_size] = new
         cur = t
     return bytes(img)
-
-
-# ---- endurance budget (twins of lrt_nvm_projected_lifetime_days / lrt_nvm_budget_check) ----
-
-
-def _mul_div(a: int, b: int, c: int) -> int:
-    if a == 0 or b == 0:
-        return 0
-    if a <= U64_MAX // b:
-        return a * b // c
-    a //= c
-    if a > U64_MAX // b:
-        return U64_MAX
-    return a * b
-
-
-def projected_lifetime_days(endurance: int, worst: int, samples: int, sample_rate_mhz: int
-                            ) -> int:
-    """Days until the most-worn unit reaches `endurance` at the observed rate (C twin)."""
-    if worst == 0 or sample_rate_mhz == 0:
-        return U32_MAX
-    life = _mul_div(samples, endurance, worst)
-    days = _mul_div(life, 1000, 86400 * sample_rate_mhz)
-    return min(days, U32_MAX)
-
-
-@dataclass(frozen=True)
-class Throttle:
-    allow: bool
-    rho_min_q16: int
-    allowed: int
-    projected_days: int
-
-
-def budget_check(endurance: int, target_days: int, sample_rate_mhz: int, burst: int,
-                 worst_after: int, samples: int, rho_min_q16: int) -> Throttle:
-    """Twin of lrt_nvm_budget_check."""
-    if target_days == 0 or sample_rate_mhz == 0:
-        raise ValueError("target_days and sample_rate_mhz must be > 0")
-    if endurance == 0:
-        return Throttle(True, rho_min_q16, U32_MAX, U32_MAX)
-    target_samples = _mul_div(86400 * target_days, sample_rate_mhz, 1000) or 1
-    allowed = min(burst + _mul_div(samples, endurance, target_samples), U32_MAX)
-    allow = worst_after <= allowed and worst_after <= endurance
-    days = projected_lifetime_days(endurance, worst_after, samples, sample_rate_mhz)
-    if allow:
-        rho = rho_min_q16
-    else:
-        r = _mul_div(rho_min_q16, worst_after + 1, allowed + 1)
-        rho = max(rho_min_q16, min(r, 65536)) if rho_min_q16 < 65536 else rho_min_q16
-    return Throttle(allow, rho, allowed, days)
-
-
-# ---- drift (twins of lrt_nvm_drift_bits / lrt_nvm_drift_noise) ----
-
-
-def xorshift32(state: int) -> int:
-    x = state or 0x9E3779B9
-    x ^= (x << 13) & U32_MAX
-    x ^= x >> 17
-    x ^= (x << 5) & U32_MAX
-    return x
-
-
-def drift_bits(buf: bytes, p_q32: int, seed: int) -> tuple[bytes, int]:
-    """Flip each bit with probability p_q32 / 2**32; returns (bytes, flips)."""
-    out = bytearray(buf)
-    rng, flips = seed, 0
-    for i in range(len(out)):
-        for bit in range(8):
-            rng = xorshift32(rng)
-            if rng < p_q32:
-                out[i] ^= 1 << bit
-                flips += 1
-    return bytes(out), flips
-
-
-def drift_noise(w: np.ndarray, sigma_q16: int, seed: int) -> np.ndarray:
-    """Add round(sigma * N(0,1)) (Irwin-Hall of 12 uniforms) to int8 weights, clip."""
-    out = np.asarray(w, dtype=np.int8).copy().ravel()
-    rng = seed
-    for i in range(out.size):
-        s = 0
-        for _ in range(6):
-            rng = xorshift32(rng)
-            s += (rng & 0xFFFF) + (rng >> 16)
-        q = (s - 6 * 65536) * sigma_q16 + (1 << 31)
-        out[i] = max(-128, min(127, int(out[i]) + (q >> 32)))
-    return out.reshape(np.shape(w))
-
-
-def digital_drift_p_q32(p0: float = 10.0, d: int = 10) -> int:
-    """The paper's digital drift p = p0 / (1e6 / d) per bit per application, as Q32."""
-    return min(round(p0 / (1e6 / d) * 2**32), U32_MAX)
-
-
-def analog_drift_sigma_q16(sigma0: float = 10.0, d: int = 10, weight_exp: int = -7) -> int:
-    """The paper's analog drift sigma = sigma0 / sqrt(1e6 / d) (weight units, weights in
-    [-1, 1)) in LSB of 2**weight_exp, as Q16."""
-    return round(sigma0 / math.sqrt(1e6 / d) / 2.0**weight_exp * 65536)
-
-
-def render_report(rep: NvmReport, markdown: bool = False) -> str:
-    """The report as text (``lrt-emulate --nvm-report``) or markdown."""
-    return render_markdown(rep) if markdown else render_text(rep)

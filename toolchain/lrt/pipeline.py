@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from lrt import codegen, console
+from lrt import boards, codegen, console, export, pio_project
+from lrt import build as builder
 from lrt.budget import Budget, plan_budget
 from lrt.config import BuildConfig, load_config
 from lrt.errors import UserError
 from lrt.model import Model
+from lrt.quant import snap_weight_bits
+from lrt.tflite_import import import_tflite, to_tflite
 
 REPORT_NAME = "report.json"
 
@@ -64,8 +67,6 @@ class BuildResult:
 
 
 def list_boards_text() -> str:
-    from lrt import boards
-
     rows = [f"{'board':<16} {'cpu':<12} {'flash':>9} {'ram':>9}  nvm     emulator"]
     for b in boards.list_boards():
         rows.append(
@@ -114,18 +115,14 @@ def _architecture(
 ) -> tuple[Model, bool]:
     """The model's architecture before any training: (model, complete). An imported .tflite
     or an earlier build's IR is the complete model; a preset is its shapes with zero
-    parameters (train.architecture, no TensorFlow)."""
+    parameters (export.architecture, no TensorFlow)."""
     if ir_dir is not None:
         return Model.load(ir_dir / "ir"), True
     if model_path is not None:
-        from lrt.tflite_import import import_tflite
-
         if not model_path.is_file():
             raise UserError(f"model file {model_path} not found")
         return import_tflite(model_path, name=model_path.stem), True
-    from lrt import train
-
-    return train.architecture(cfg.preset), False
+    return export.architecture(cfg.preset), False
 
 
 def check_fits(model: Model, cfg: BuildConfig, brd: Any) -> Budget:
@@ -198,9 +195,6 @@ def _obtain_model(
 
 def _snap_weight_bits(model: Model, bits: int, tflite_out: Path) -> None:
     """Put every weight layer on the ``bits``-wide grid (the .tflite follows the IR)."""
-    from lrt.quant import snap_weight_bits
-    from lrt.tflite_import import to_tflite
-
     for lay in model.layers:
         if lay.has_weights:
             lay.weights = snap_weight_bits(lay.weights, bits)  # type: ignore[arg-type]
@@ -224,9 +218,6 @@ def build(
     ir_dir: Path | None = None,
     **config_overrides: Any,
 ) -> BuildResult:
-    from lrt import boards
-    from lrt import build as builder
-
     brd = boards.load_board(board)
     out = Path(out).resolve()
     if model_path is not None and scheme is None:
@@ -274,7 +265,7 @@ def build(
     pio_ini = None
     if brd.platformio is not None and not brd.is_host:
         # the same sources as a PlatformIO project, for users who flash with PlatformIO
-        pio_ini = builder.write_pio_project(out, brd, out / "pio")
+        pio_ini = pio_project.write_pio_project(out, brd, out / "pio")
     report: dict[str, Any] = {
         "board": brd.name,
         "board_file": str(brd.path),
@@ -470,7 +461,6 @@ def qemu_instructions_per_sample(
     """Exact guest instructions per online sample on the board's QEMU machine (TCG plugin):
     (count(k2 samples) - count(k1 samples)) / (k2 - k1), so boot and exit cancel out.
     None for boards without a QEMU machine."""
-    from lrt import boards
     from lrt.emulate import protocol as P
     from lrt.emulate.qemu import count_instructions
 
@@ -502,8 +492,6 @@ def layer_wear_text(build_dir: Path, rep: Any) -> str:
 
 def _nvm_facts(report: dict[str, Any], model: Model) -> tuple[int, int]:
     """(endurance, slots) of the build's weight store."""
-    from lrt import boards
-
     return _nvm_facts_of(boards.load_build_board(report), model)
 
 
@@ -520,12 +508,12 @@ DRIFT_PERIOD = 10  # the paper's d: drift is applied every d samples
 
 def _drift_request(stream: str) -> tuple[int, int] | None:
     """(kind, param) of the DRIFT request for the paper's drift environments."""
-    from lrt import nvm
+    from lrt import nvm_drift
 
     if stream == "analog":
-        return 1, nvm.analog_drift_sigma_q16(10.0, DRIFT_PERIOD)
+        return 1, nvm_drift.analog_drift_sigma_q16(10.0, DRIFT_PERIOD)
     if stream == "digital":
-        return 2, nvm.digital_drift_p_q32(10.0, DRIFT_PERIOD)
+        return 2, nvm_drift.digital_drift_p_q32(10.0, DRIFT_PERIOD)
     return None
 
 

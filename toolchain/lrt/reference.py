@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from lrt import batchnorm
 from lrt.model import Layer, Model
 
 Rounding = Literal["double", "single", "away"]
@@ -244,8 +245,6 @@ def maxpool2d_s8(
 def batchnorm_s8(layer: Layer, x: np.ndarray) -> np.ndarray:
     """The batch-norm layer's per-channel affine (TFLite DEPTHWISE_CONV_2D 1x1 arithmetic)
     with the tables derived from its state (lrt.batchnorm)."""
-    from lrt import batchnorm
-
     t = batchnorm.layer_tables(layer)
     acc = (np.asarray(x, dtype=np.int64) - layer.input_q.zero_point) * t.w.astype(np.int64)
     acc = wrap_int32(acc + t.bias.astype(np.int64))

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from lrt.policy import lifetime_years, sgd_lifetime_years
+
 EMA_BETA = 0.999
 
 
@@ -63,8 +65,6 @@ class OnlineResult:
 
     def add_wear(self, wear: Any, endurance: int, n_slots: int, sample_rate_hz: float) -> None:
         """Fill the physical-wear fields from a WEAR reply (lrt.emulate.protocol.Wear)."""
-        from lrt.policy import lifetime_years, sgd_lifetime_years
-
         self.nvm_tech = wear.tech
         for lay, programs in zip(self.layers, wear.layers, strict=True):
             lay["max_programs_per_cell"] = int(programs)

@@ -24,6 +24,8 @@ import numpy as np
 from lrt import codegen
 from lrt.errors import UserError
 from lrt.model import Model
+from lrt.reference import forward_int8
+from lrt.tflite_import import import_tflite, to_tflite
 
 
 @dataclass
@@ -152,14 +154,10 @@ def check_compatible(device_model: Model, candidate: Model) -> None:
 
 
 def _accuracy(model: Model, x: np.ndarray, y: np.ndarray) -> float:
-    from lrt.reference import forward_int8
-
     return float((forward_int8(model, model.quantize_input(x)).argmax(1) == y).mean())
 
 
 def _write_model(model: Model, out: Path) -> None:
-    from lrt.tflite_import import to_tflite
-
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "ir")
     (out / "model.tflite").write_bytes(to_tflite(model))
@@ -261,8 +259,6 @@ def load_candidate(path: Path) -> Model:
             return Model.load(path / "ir")
         except Exception as exc:  # a damaged IR fails in numpy, zipfile, json or dataclasses
             raise UserError(f"{path}/ir: not a readable model ({type(exc).__name__})") from None
-    from lrt.tflite_import import import_tflite
-
     if not path.is_file():
         raise UserError(f"{path} not found")
     return import_tflite(path, name=path.stem)

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lrt import codegen, nvm
+from lrt import boards, codegen, nvm
 from lrt.errors import UserError
 from lrt.model import Model
 
@@ -27,8 +27,6 @@ EXIT_FOREIGN = 6
 def build_geometry(report: dict[str, Any], model: Model) -> nvm.NvmGeometry | None:
     """The geometry and model id the build's firmware mounts its store with, or None when
     the build keeps its weights in the firmware image (no store)."""
-    from lrt import boards
-
     board = boards.load_build_board(report)
     try:
         geo = codegen.nvm_geometry(board, codegen.blob_layout(model).size)

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lrt.boards import Board
-from lrt.build import BSP, render
+from lrt.bsp import BSP
 from lrt.emulate.base import DeviceTimeout, LinkError, Runner, Transport
 from lrt.errors import UserError
+from lrt.templates import render
 
 INSTALL_HINT = (
     "install Renode from https://github.com/renode/renode/releases (Linux package or "
