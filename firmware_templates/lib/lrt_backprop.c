@@ -65,8 +65,7 @@ int lrt_bp_layer_check(const lrt_layer *l)
     }
     lrt_bp_geom_of(l, &g);
     switch (l->kind) {
-    case LRT_LAYER_FLATTEN:
-        return LRT_OK;
+    case LRT_LAYER_FLATTEN: return LRT_OK;
     case LRT_LAYER_MAXPOOL2D:
         return (g.kh >= 1 && g.kw >= 1 && g.sh >= 1 && g.sw >= 1) ? LRT_OK : LRT_ERR_UNSUPPORTED;
     case LRT_LAYER_BATCHNORM:
@@ -77,13 +76,11 @@ int lrt_bp_layer_check(const lrt_layer *l)
         }
         return LRT_OK;
     case LRT_LAYER_CONV2D:
-    case LRT_LAYER_DENSE:
-        break;
-    default:
-        return LRT_ERR_UNSUPPORTED;
+    case LRT_LAYER_DENSE: break;
+    default: return LRT_ERR_UNSUPPORTED;
     }
-    if (l->in_exp == LRT_EXP_NONE || l->out_exp == LRT_EXP_NONE ||
-        l->weight_exp == LRT_EXP_NONE || l->bias_exp == LRT_EXP_NONE) {
+    if (l->in_exp == LRT_EXP_NONE || l->out_exp == LRT_EXP_NONE || l->weight_exp == LRT_EXP_NONE ||
+        l->bias_exp == LRT_EXP_NONE) {
         return LRT_ERR_UNSUPPORTED;
     }
     if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1) {
@@ -432,9 +429,8 @@ static void finish_row(dx_store *st, int32_t *row, uint32_t len, uint32_t base)
     }
 }
 
-int lrt_bp_input_grad_sparse(const lrt_layer *l, const int8_t *w, const int8_t *dz,
-                             int16_t dz_exp, int8_t *dx, int16_t *dx_exp, void *work,
-                             uint32_t work_size)
+int lrt_bp_input_grad_sparse(const lrt_layer *l, const int8_t *w, const int8_t *dz, int16_t dz_exp,
+                             int8_t *dx, int16_t *dx_exp, void *work, uint32_t work_size)
 {
     lrt_bp_geom g;
     dx_store st;
@@ -442,7 +438,8 @@ int lrt_bp_input_grad_sparse(const lrt_layer *l, const int8_t *w, const int8_t *
     int32_t *ring;
     unsigned s;
     if (l == NULL || w == NULL || dz == NULL || dx == NULL || dx_exp == NULL || work == NULL ||
-        ((uintptr_t)work & 3u) != 0 || (l->kind != LRT_LAYER_CONV2D && l->kind != LRT_LAYER_DENSE) ||
+        ((uintptr_t)work & 3u) != 0 ||
+        (l->kind != LRT_LAYER_CONV2D && l->kind != LRT_LAYER_DENSE) ||
         work_size < lrt_bp_input_grad_work_size(l)) {
         return LRT_ERR_ARG;
     }
@@ -510,8 +507,7 @@ int lrt_bp_maxpool(const lrt_layer *l, const int8_t *x, const int8_t *g_out, int
 {
     lrt_bp_geom g;
     uint32_t oy, ox, c, ky, kx;
-    if (l == NULL || x == NULL || g_out == NULL || g_in == NULL ||
-        l->kind != LRT_LAYER_MAXPOOL2D) {
+    if (l == NULL || x == NULL || g_out == NULL || g_in == NULL || l->kind != LRT_LAYER_MAXPOOL2D) {
         return LRT_ERR_ARG;
     }
     lrt_bp_geom_of(l, &g);
@@ -552,8 +548,8 @@ int lrt_bp_maxpool(const lrt_layer *l, const int8_t *x, const int8_t *g_out, int
     return LRT_OK;
 }
 
-int32_t lrt_bp_weight_grad_cell(const lrt_layer *l, const int8_t *x, const int8_t *dz,
-                                uint16_t o, uint32_t j, uint32_t *nz_terms)
+int32_t lrt_bp_weight_grad_cell(const lrt_layer *l, const int8_t *x, const int8_t *dz, uint16_t o,
+                                uint32_t j, uint32_t *nz_terms)
 {
     lrt_bp_geom g;
     uint32_t ky, kx, ci, oy, ox, nz = 0;
@@ -667,8 +663,8 @@ int lrt_bp_batchnorm(const lrt_layer *l, const int8_t *dy, int16_t dy_exp, int8_
     uint64_t amax = 0;
     int fmax = -128;
     unsigned s;
-    if (l == NULL || dy == NULL || dx == NULL || dx_exp == NULL ||
-        l->kind != LRT_LAYER_BATCHNORM || l->bn == NULL) {
+    if (l == NULL || dy == NULL || dx == NULL || dx_exp == NULL || l->kind != LRT_LAYER_BATCHNORM ||
+        l->bn == NULL) {
         return LRT_ERR_ARG;
     }
     n_pix = (uint32_t)l->out_h * l->out_w;
@@ -750,7 +746,8 @@ void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, i
              * pixel of each window has a gradient) */
             for (o = 0; o < n; o++) {
                 const int32_t dv = d[o], dvo = d[o] * off;
-                if (dv == 0 || ky0 >= ky1 || kx0 >= kx1) continue;
+                if (dv == 0 || ky0 >= ky1 || kx0 >= kx1)
+                    continue;
                 if (inside && m <= WGRAD_PATCH_MAX && geo.kh > 1) {
                     /* a small filter (a first layer: 9 taps in runs of 3): its window copied
                      * once per pixel, then one run of m per channel */
@@ -767,33 +764,38 @@ void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, i
                 }
                 for (ky = ky0; ky < ky1; ky++) {
                     int32_t *row = g + (size_t)o * m + ((size_t)ky * geo.kw + kx0) * geo.in_c;
-                    const int8_t *px =
-                        x + ((size_t)(iy0 + (int32_t)ky) * geo.in_w + (size_t)(ix0 + (int32_t)kx0)) *
-                                geo.in_c;
+                    const int8_t *px = x + ((size_t)(iy0 + (int32_t)ky) * geo.in_w +
+                                            (size_t)(ix0 + (int32_t)kx0)) *
+                                               geo.in_c;
                     scatter_run(row, px, run, dv);
                     /* the offset term: per tap for a window cut by padding, once per channel
                      * (below) for windows inside */
                     if (!inside)
-                        for (t = 0; t < run; t++) row[t] += dvo;
+                        for (t = 0; t < run; t++)
+                            row[t] += dvo;
                 }
             }
         }
     }
-    if (off == 0) return;
+    if (off == 0)
+        return;
     for (o = 0; o < n; o++) { /* the windows inside: off * (their sum of dz) on every tap */
         int32_t dsum = 0, add;
         int32_t *row = g + (size_t)o * m;
         for (oy = 0; oy < geo.out_h; oy++) {
             const int32_t iy0 = (int32_t)(oy * geo.sh) - geo.pt;
-            if (iy0 < 0 || iy0 + geo.kh > geo.in_h) continue;
+            if (iy0 < 0 || iy0 + geo.kh > geo.in_h)
+                continue;
             for (ox = 0; ox < geo.out_w; ox++) {
                 const int32_t ix0 = (int32_t)(ox * geo.sw) - geo.pl;
-                if (ix0 < 0 || ix0 + geo.kw > geo.in_w) continue;
+                if (ix0 < 0 || ix0 + geo.kw > geo.in_w)
+                    continue;
                 dsum += dz[((size_t)oy * geo.out_w + ox) * n + o];
             }
         }
         add = dsum * off;
         if (add != 0)
-            for (t = 0; t < m; t++) row[t] += add;
+            for (t = 0; t < m; t++)
+                row[t] += add;
     }
 }

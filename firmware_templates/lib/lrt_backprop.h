@@ -109,12 +109,11 @@ int lrt_bp_input_grad(const lrt_layer *l, const int8_t *w, const int8_t *dz, int
  * zero by s - t bits is exactly rounding |v| by s: bit for bit lrt_bp_input_grad.
  * LRT_BP_INPUT_GRAD_WORK_SIZE: the same bytes as a constant expression for static buffers,
  * kh the kernel height (dense: in_h), in_size = in_h * in_w * in_c. */
-#define LRT_BP_INPUT_GRAD_WORK_SIZE(kh, in_w, in_c, in_size)                                  \
+#define LRT_BP_INPUT_GRAD_WORK_SIZE(kh, in_w, in_c, in_size)                                       \
     (4u * (kh) * (in_w) * (in_c) + 4u * (((in_size) + 31u) / 32u))
 uint32_t lrt_bp_input_grad_work_size(const lrt_layer *l);
-int lrt_bp_input_grad_sparse(const lrt_layer *l, const int8_t *w, const int8_t *dz,
-                             int16_t dz_exp, int8_t *dx, int16_t *dx_exp, void *work,
-                             uint32_t work_size);
+int lrt_bp_input_grad_sparse(const lrt_layer *l, const int8_t *w, const int8_t *dz, int16_t dz_exp,
+                             int8_t *dx, int16_t *dx_exp, void *work, uint32_t work_size);
 
 /* Max-pool backward: each output gradient goes to the position of its window's maximum in x
  * (the pool's kept input; first maximum in row-major window order on ties, as TensorFlow's
@@ -126,8 +125,8 @@ int lrt_bp_maxpool(const lrt_layer *l, const int8_t *x, const int8_t *g_out, int
  * dz[p][o] * (x[tap j of p] - zp), read straight from the input feature map. If nz_terms is
  * non-NULL it receives the number of pixels whose dz[p][o] and input activation are both
  * non-zero (the paper's per-pixel SGD write accounting). */
-int32_t lrt_bp_weight_grad_cell(const lrt_layer *l, const int8_t *x, const int8_t *dz,
-                                uint16_t o, uint32_t j, uint32_t *nz_terms);
+int32_t lrt_bp_weight_grad_cell(const lrt_layer *l, const int8_t *x, const int8_t *dz, uint16_t o,
+                                uint32_t j, uint32_t *nz_terms);
 
 /* The whole weight gradient, dw[n*m] int32 (hosts and tests: needs an n x m buffer). */
 void lrt_bp_weight_grad(const lrt_layer *l, const int8_t *x, const int8_t *dz, int32_t *dw);

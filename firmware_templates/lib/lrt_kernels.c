@@ -74,7 +74,8 @@ int32_t lrt_requantize_away(int32_t x, int32_t multiplier, int shift)
 {
     const int total = 31 - shift; /* 1..62 */
     const uint64_t mag = x < 0 ? (uint64_t)(-(int64_t)x) : (uint64_t)x;
-    const uint64_t r = (mag * (uint64_t)(uint32_t)multiplier + ((uint64_t)1 << (total - 1))) >> total;
+    const uint64_t r =
+        (mag * (uint64_t)(uint32_t)multiplier + ((uint64_t)1 << (total - 1))) >> total;
     if (x < 0) {
         return r >= ((uint64_t)1 << 31) ? INT32_MIN : -(int32_t)r;
     }
@@ -160,8 +161,8 @@ static int32_t dot16(const int16_t *x, const int8_t *w, uint32_t n)
 }
 
 static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
-                              const lrt_requant *q, const int8_t *input,
-                              const int8_t *weights, const int32_t *bias, int8_t *output)
+                              const lrt_requant *q, const int8_t *input, const int8_t *weights,
+                              const int32_t *bias, int8_t *output)
 {
     const uint32_t filter_size = (uint32_t)win->kernel_h * win->kernel_w * in->c;
     const uint32_t krow = (uint32_t)win->kernel_w * in->c;
@@ -181,11 +182,13 @@ static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt
                 const int8_t *px;
                 int16_t *pd;
                 uint32_t j, run;
-                if (iy < 0 || iy >= (int32_t)in->h) continue;
+                if (iy < 0 || iy >= (int32_t)in->h)
+                    continue;
                 px = input + ((uint32_t)iy * in->w + (uint32_t)(ix0 + kx0)) * in->c;
                 pd = patch + (uint32_t)ky * krow + (uint32_t)kx0 * in->c;
                 run = (uint32_t)(kx1 - kx0) * in->c;
-                for (j = 0; j < run; j++) pd[j] = (int16_t)(px[j] + q->input_offset);
+                for (j = 0; j < run; j++)
+                    pd[j] = (int16_t)(px[j] + q->input_offset);
             }
             for (oc = 0; oc < out->c; oc++) {
                 int32_t acc = dot16(patch, weights + (uint32_t)oc * filter_size, filter_size);
@@ -248,9 +251,8 @@ int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win
     return LRT_OK;
 }
 
-int lrt_dense_s8_portable(uint32_t n_in, uint16_t n_out, const lrt_requant *q,
-                          const int8_t *input, const int8_t *weights, const int32_t *bias,
-                          int8_t *output)
+int lrt_dense_s8_portable(uint32_t n_in, uint16_t n_out, const lrt_requant *q, const int8_t *input,
+                          const int8_t *weights, const int32_t *bias, int8_t *output)
 {
     uint16_t o;
     if (input == NULL || weights == NULL || output == NULL || n_in == 0 ||
@@ -313,8 +315,7 @@ static inline int32_t ror8(int32_t v)
 
 /* rows of two pixels' patches (n a multiple of 4) -> interleaved words. SXTAB16 adds the
  * offset to both halves; |x + offset| <= 255 cannot wrap a halfword. */
-static void widen_pair(const int8_t *s0, const int8_t *s1, uint32_t n, int32_t off2,
-                       int32_t *dst)
+static void widen_pair(const int8_t *s0, const int8_t *s1, uint32_t n, int32_t off2, int32_t *dst)
 {
     uint32_t j;
     for (j = 0; j < n; j += 4) {
@@ -367,7 +368,8 @@ static void im2col_pair(const lrt_dims *in, const lrt_window *win, int32_t input
     const uint32_t k = win->kernel_h * row;
     const uint32_t k4 = k & ~3u;
     const uint32_t stride = (uint32_t)in->w * in->c;
-    const int32_t off2 = (int32_t)(((uint32_t)input_offset & 0xFFFFu) | ((uint32_t)input_offset << 16));
+    const int32_t off2 =
+        (int32_t)(((uint32_t)input_offset & 0xFFFFu) | ((uint32_t)input_offset << 16));
     const int8_t zp = (int8_t)-input_offset; /* zp + offset = 0: padding adds nothing */
     const uint32_t kpad = (k + 3u) & ~3u;
     const int8_t *src[2];
@@ -398,8 +400,7 @@ static void im2col_pair(const lrt_dims *in, const lrt_window *win, int32_t input
 }
 
 /* acc[ch][px] += filters w0 and w0 + dw (k taps each) against the two columns. */
-static void mac_2x2(const int8_t *w0, uint32_t dw, const int32_t *cols, uint32_t k,
-                    int32_t acc[4])
+static void mac_2x2(const int8_t *w0, uint32_t dw, const int32_t *cols, uint32_t k, int32_t acc[4])
 {
     /* w1 = w0 + dw: one pointer and an offset keep the loop in registers */
     const int32_t *const end4 = cols + (k & ~3u);
@@ -437,8 +438,7 @@ static void mac_2x2(const int8_t *w0, uint32_t dw, const int32_t *cols, uint32_t
 
 /* output_stage in 32 bits: clamping the rescaled value to [-512, 511] first changes nothing
  * (|output_offset| <= 128 and the clamp bounds are within [-128, 127]). */
-static inline int8_t output_stage_sat(int32_t scaled, int32_t output_offset, int32_t lo,
-                                      int32_t hi)
+static inline int8_t output_stage_sat(int32_t scaled, int32_t output_offset, int32_t lo, int32_t hi)
 {
     int32_t v = __ssat(scaled, 10) + output_offset;
     v = v < lo ? lo : v;
@@ -550,8 +550,8 @@ int lrt_dense_s8(uint32_t n_in, uint16_t n_out, const lrt_requant *q, const int8
     return lrt_dense_s8_portable(n_in, n_out, q, input, weights, bias, output);
 }
 
-int lrt_maxpool2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
-                     int8_t act_min, int8_t act_max, const int8_t *input, int8_t *output)
+int lrt_maxpool2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win, int8_t act_min,
+                     int8_t act_max, const int8_t *input, int8_t *output)
 {
     uint16_t oy, ox, c;
     if (!window_valid(in, out, win) || input == NULL || output == NULL || act_min > act_max ||
@@ -573,7 +573,8 @@ int lrt_maxpool2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *
                 for (ky = ky0; ky < ky1; ky++) {
                     for (kx = kx0; kx < kx1; kx++) {
                         const int32_t v =
-                            input[((uint32_t)(iy0 + ky) * in->w + (uint32_t)(ix0 + kx)) * in->c + c];
+                            input[((uint32_t)(iy0 + ky) * in->w + (uint32_t)(ix0 + kx)) * in->c +
+                                  c];
                         m = LRT_MAX(m, v);
                     }
                 }
@@ -586,9 +587,9 @@ int lrt_maxpool2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *
 }
 
 int lrt_channel_affine_s8(uint32_t n_pixels, uint16_t channels, int32_t input_offset,
-                          int32_t output_offset, int32_t act_min, int32_t act_max,
-                          const int8_t *w, const int32_t *bias, const int8_t *shift,
-                          const int8_t *input, int8_t *output)
+                          int32_t output_offset, int32_t act_min, int32_t act_max, const int8_t *w,
+                          const int32_t *bias, const int8_t *shift, const int8_t *input,
+                          int8_t *output)
 {
     uint32_t p;
     uint16_t c;

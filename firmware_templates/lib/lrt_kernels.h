@@ -35,11 +35,11 @@ typedef struct {
 
 /* Output stage of conv / dense. */
 typedef struct {
-    int32_t input_offset;       /* -input zero point, in [-127, 128] */
-    int32_t output_offset;      /* output zero point, in [-128, 127] */
-    int32_t act_min, act_max;   /* clamp, within [-128, 127] */
-    const int32_t *multiplier;  /* [out_c], in [0, 2^31) */
-    const int8_t *shift;        /* [out_c], in [-31, 30]; > 0 = left shift */
+    int32_t input_offset;      /* -input zero point, in [-127, 128] */
+    int32_t output_offset;     /* output zero point, in [-128, 127] */
+    int32_t act_min, act_max;  /* clamp, within [-128, 127] */
+    const int32_t *multiplier; /* [out_c], in [0, 2^31) */
+    const int8_t *shift;       /* [out_c], in [-31, 30]; > 0 = left shift */
 } lrt_requant;
 
 /* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2) >> 32, rounded, saturating. */
@@ -94,14 +94,13 @@ int lrt_conv2d_s8_buf(const lrt_dims *in, const lrt_dims *out, const lrt_window 
  * one; lrt_dense_s8_portable is always the portable kernel. */
 int lrt_dense_s8(uint32_t n_in, uint16_t n_out, const lrt_requant *q, const int8_t *input,
                  const int8_t *weights, const int32_t *bias, int8_t *output);
-int lrt_dense_s8_portable(uint32_t n_in, uint16_t n_out, const lrt_requant *q,
-                          const int8_t *input, const int8_t *weights, const int32_t *bias,
-                          int8_t *output);
+int lrt_dense_s8_portable(uint32_t n_in, uint16_t n_out, const lrt_requant *q, const int8_t *input,
+                          const int8_t *weights, const int32_t *bias, int8_t *output);
 
 /* Max pool over kernel_h x kernel_w windows (padded taps ignored), then clamp. Input and
  * output share one quantization, so no rescale. */
-int lrt_maxpool2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
-                     int8_t act_min, int8_t act_max, const int8_t *input, int8_t *output);
+int lrt_maxpool2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win, int8_t act_min,
+                     int8_t act_max, const int8_t *input, int8_t *output);
 
 /* Per-channel affine (batch norm, lrt_net.h): TFLite's DEPTHWISE_CONV_2D with a 1x1
  * kernel, depth multiplier 1 and a multiplier 2^30 per channel:
@@ -109,8 +108,8 @@ int lrt_maxpool2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *
  *                                       2^30, shift[c]) + output_offset, act_min, act_max)
  * over n_pixels pixels of c channels (NHWC). shift in [-31, 30]. */
 int lrt_channel_affine_s8(uint32_t n_pixels, uint16_t channels, int32_t input_offset,
-                          int32_t output_offset, int32_t act_min, int32_t act_max,
-                          const int8_t *w, const int32_t *bias, const int8_t *shift,
-                          const int8_t *input, int8_t *output);
+                          int32_t output_offset, int32_t act_min, int32_t act_max, const int8_t *w,
+                          const int32_t *bias, const int8_t *shift, const int8_t *input,
+                          int8_t *output);
 
 #endif /* LRT_KERNELS_H */

@@ -13,15 +13,15 @@
 
 #include <string.h>
 
-#define QMAX 32767          /* int16 basis entries stay symmetric (never -32768) */
-#define QNORM_LO 16384      /* renormalise max|Q| into [2^14, 2^15) */
-#define Q_EXP_EMPTY (-15)   /* exponent of an all-zero basis */
+#define QMAX 32767        /* int16 basis entries stay symmetric (never -32768) */
+#define QNORM_LO 16384    /* renormalise max|Q| into [2^14, 2^15) */
+#define Q_EXP_EMPTY (-15) /* exponent of an all-zero basis */
 #define ONE_Q30 ((int64_t)1 << 30)
 #define X_TOP ((int32_t)1 << 22) /* block buffers: max|x| in [2^22, 2^23) */
-#define COEF_BITS 27        /* coefficient mantissas: |a| <= 2^27 */
-#define C_TOP_BITS 24       /* each term of the core below 2^24 (see step_block) */
+#define COEF_BITS 27             /* coefficient mantissas: |a| <= 2^27 */
+#define C_TOP_BITS 24            /* each term of the core below 2^24 (see step_block) */
 #define C_MAX ((int32_t)1 << 28)
-#define JACOBI_TOL_SHIFT 24 /* rotate while |a_i.a_j| > ||a_i|| ||a_j|| 2^-24 */
+#define JACOBI_TOL_SHIFT 24             /* rotate while |a_i.a_j| > ||a_i|| ||a_j|| 2^-24 */
 #define GRAM_ERR_MAX ((int32_t)1 << 24) /* clamp |Q^T Q - I| entries to 2^-6 (first order) */
 
 /* round(x * 2^-sh), halves up, for 1 <= sh <= 62 and |x| < 2^62: the inlined hot-loop form of
@@ -47,7 +47,8 @@ static uint32_t max_abs32(const int32_t *x, size_t len)
     size_t i;
     for (i = 0; i < len; i++) {
         uint32_t a = x[i] < 0 ? 0u - (uint32_t)x[i] : (uint32_t)x[i];
-        if (a > mx) mx = a;
+        if (a > mx)
+            mx = a;
     }
     return mx;
 }
@@ -104,15 +105,24 @@ void lrt_lowrank_reset(lrt_lowrank *acc)
 int lrt_lowrank_init(lrt_lowrank *acc, const lrt_lowrank_config *cfg, uint16_t n, uint16_t m,
                      void *state, size_t state_size, void *work, size_t work_size)
 {
-    if (!acc || !cfg || !state || !work) return LRT_ERR_ARG;
-    if (cfg->rank < 1 || cfg->rank > LRT_LOWRANK_MAX_RANK) return LRT_ERR_ARG;
-    if (cfg->max_block < 1 || cfg->max_block > LRT_LOWRANK_MAX_BLOCK) return LRT_ERR_ARG;
-    if (cfg->mode > LRT_LOWRANK_BIASED || cfg->batch_pow2 > 2) return LRT_ERR_ARG;
-    if (cfg->discount_q16 > 65536u || cfg->rho_min_q16 > 65536u) return LRT_ERR_ARG;
-    if (n < 1 || m < 1 || n > LRT_LOWRANK_MAX_DIM || m > LRT_LOWRANK_MAX_DIM) return LRT_ERR_ARG;
-    if (((uintptr_t)state & 1u) || ((uintptr_t)work & 3u)) return LRT_ERR_ARG;
-    if (state_size < lrt_lowrank_state_size(n, m, cfg->rank)) return LRT_ERR_SIZE;
-    if (work_size < lrt_lowrank_work_size(cfg->rank, cfg->max_block)) return LRT_ERR_SIZE;
+    if (!acc || !cfg || !state || !work)
+        return LRT_ERR_ARG;
+    if (cfg->rank < 1 || cfg->rank > LRT_LOWRANK_MAX_RANK)
+        return LRT_ERR_ARG;
+    if (cfg->max_block < 1 || cfg->max_block > LRT_LOWRANK_MAX_BLOCK)
+        return LRT_ERR_ARG;
+    if (cfg->mode > LRT_LOWRANK_BIASED || cfg->batch_pow2 > 2)
+        return LRT_ERR_ARG;
+    if (cfg->discount_q16 > 65536u || cfg->rho_min_q16 > 65536u)
+        return LRT_ERR_ARG;
+    if (n < 1 || m < 1 || n > LRT_LOWRANK_MAX_DIM || m > LRT_LOWRANK_MAX_DIM)
+        return LRT_ERR_ARG;
+    if (((uintptr_t)state & 1u) || ((uintptr_t)work & 3u))
+        return LRT_ERR_ARG;
+    if (state_size < lrt_lowrank_state_size(n, m, cfg->rank))
+        return LRT_ERR_SIZE;
+    if (work_size < lrt_lowrank_work_size(cfg->rank, cfg->max_block))
+        return LRT_ERR_SIZE;
     acc->cfg = *cfg;
     acc->n = n;
     acc->m = m;
@@ -135,7 +145,8 @@ void lrt_lowrank_defer(lrt_lowrank *acc)
 {
     unsigned k;
     const uint64_t d = acc->cfg.discount_q16;
-    for (k = 0; k < acc->cfg.rank; k++) acc->cx[k] = (uint32_t)(((uint64_t)acc->cx[k] * d) >> 16);
+    for (k = 0; k < acc->cfg.rank; k++)
+        acc->cx[k] = (uint32_t)(((uint64_t)acc->cx[k] * d) >> 16);
     acc->b_eff_q16 = (uint32_t)(((uint64_t)acc->b_eff_q16 * d) >> 16);
 }
 
@@ -153,9 +164,11 @@ static void jacobi_cs(int64_t al, int64_t be, int64_t ga, int32_t *c, int32_t *s
     gn = lrt_shr_round64(g2, sh);
     rho = lrt_isqrt64((uint64_t)(dn * dn) + (uint64_t)(gn * gn));
     cos2 = (int64_t)(abs64(dn) << 30) / rho;
-    if (cos2 > ONE_Q30) cos2 = ONE_Q30;
+    if (cos2 > ONE_Q30)
+        cos2 = ONE_Q30;
     sin2 = gn * ONE_Q30 / rho;
-    if (d < 0) sin2 = -sin2;
+    if (d < 0)
+        sin2 = -sin2;
     cc = lrt_isqrt64((uint64_t)(ONE_Q30 + cos2) << 29); /* cos(theta) = sqrt((1 + cos 2t) / 2) */
     *c = (int32_t)cc;
     *s = (int32_t)(sin2 * ((int64_t)1 << 29) / (int64_t)cc); /* sin 2t / (2 cos t) */
@@ -186,17 +199,21 @@ static void swap_cols(int32_t *x, uint8_t q, unsigned i, unsigned j)
 static void negate_col(int32_t *x, uint8_t q, unsigned k)
 {
     unsigned row;
-    for (row = 0; row < q; row++) x[row * q + k] = -x[row * q + k];
+    for (row = 0; row < q; row++)
+        x[row * q + k] = -x[row * q + k];
 }
 
 int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
 {
     unsigned i, j, k, row, sweep, sweeps = 0, qc = 0;
-    if (!a || !sigma || !v || q < 2 || q > LRT_LOWRANK_MAX_CORE) return LRT_ERR_ARG;
+    if (!a || !sigma || !v || q < 2 || q > LRT_LOWRANK_MAX_CORE)
+        return LRT_ERR_ARG;
     for (i = 0; i < (unsigned)q * q; i++) {
-        if (a[i] > C_MAX || a[i] < -C_MAX) return LRT_ERR_ARG;
+        if (a[i] > C_MAX || a[i] < -C_MAX)
+            return LRT_ERR_ARG;
         v[i] = (i % (q + 1u)) == 0 ? (int32_t)ONE_Q30 : 0;
-        if (a[i] != 0 && i % q >= qc) qc = i % q + 1u;
+        if (a[i] != 0 && i % q >= qc)
+            qc = i % q + 1u;
     }
     /* One-sided (Hestenes) Jacobi: rotate column pairs of a until all are orthogonal; then
      * a = U diag(sigma), and v accumulates the rotations, so A = U diag(sigma) V^T. Trailing
@@ -216,14 +233,15 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
                     be += y * y;
                     ga += x * y;
                 }
-                if (ga == 0) continue;
+                if (ga == 0)
+                    continue;
                 /* converged (ga^2 <= al be 2^-48), or below the rounding noise of the int32
                  * entries (ga^2 <= q^2 (al + be)); compared as squares, no square roots. The
                  * bit lengths decide most pairs (2^(2 bg - 2) <= ga^2 < 2^(2 bg), the same for
                  * the products); only close calls need the exact comparison. */
                 {
-                    const int bg = bits64(abs64(ga)), bab = bits64((uint64_t)al) +
-                                                             bits64((uint64_t)be);
+                    const int bg = bits64(abs64(ga)),
+                              bab = bits64((uint64_t)al) + bits64((uint64_t)be);
                     const int bn = bits64((uint64_t)al + (uint64_t)be) + bits64((uint64_t)q * q);
                     int done;
                     if (2 * bg <= bab - 2 - 2 * JACOBI_TOL_SHIFT || 2 * bg <= bn - 2) {
@@ -233,15 +251,16 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
                     } else {
                         g2 = lrt_ufx_make(abs64(ga), 0);
                         g2 = lrt_ufx_mul(g2, g2);
-                        done = lrt_ufx_cmp(g2, lrt_ufx_ldexp(
-                                                   lrt_ufx_mul(lrt_ufx_make((uint64_t)al, 0),
-                                                               lrt_ufx_make((uint64_t)be, 0)),
-                                                   -2 * JACOBI_TOL_SHIFT)) <= 0 ||
-                               lrt_ufx_cmp(g2, lrt_ufx_mul(
-                                                   lrt_ufx_make((uint64_t)al + (uint64_t)be, 0),
-                                                   lrt_ufx_make((uint32_t)q * q, 0))) <= 0;
+                        done = lrt_ufx_cmp(g2,
+                                           lrt_ufx_ldexp(lrt_ufx_mul(lrt_ufx_make((uint64_t)al, 0),
+                                                                     lrt_ufx_make((uint64_t)be, 0)),
+                                                         -2 * JACOBI_TOL_SHIFT)) <= 0 ||
+                               lrt_ufx_cmp(g2,
+                                           lrt_ufx_mul(lrt_ufx_make((uint64_t)al + (uint64_t)be, 0),
+                                                       lrt_ufx_make((uint32_t)q * q, 0))) <= 0;
                     }
-                    if (done) continue;
+                    if (done)
+                        continue;
                 }
                 jacobi_cs(al, be, ga, &c, &s);
                 rotate_cols(a, q, q, i, j, c, s);
@@ -250,14 +269,17 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
             }
         }
         sweeps++;
-        if (!rotated) break;
+        if (!rotated)
+            break;
     }
     for (k = 0; k < q; k++) {
         uint64_t ss = 0;
-        for (row = 0; row < q; row++) ss += (uint64_t)((int64_t)a[row * q + k] * a[row * q + k]);
+        for (row = 0; row < q; row++)
+            ss += (uint64_t)((int64_t)a[row * q + k] * a[row * q + k]);
         if (ss == 0) {
             sigma[k] = 0;
-            for (row = 0; row < q; row++) a[row * q + k] = 0;
+            for (row = 0; row < q; row++)
+                a[row * q + k] = 0;
         } else {
             /* U = a / ||a|| in Q30 through one reciprocal of the 32-bit-exact norm: an integer
              * (floored) square root would make every U slightly too long, always in the same
@@ -273,7 +295,8 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
     for (k = 0; k + 1 < q; k++) { /* selection sort, descending; ties keep their order */
         unsigned best = k;
         for (j = k + 1; j < q; j++)
-            if (sigma[j] > sigma[best]) best = j;
+            if (sigma[j] > sigma[best])
+                best = j;
         if (best != k) {
             uint32_t t = sigma[k];
             sigma[k] = sigma[best];
@@ -310,8 +333,7 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
  * (see extend_basis) it is as orthogonal as modified Gram-Schmidt twice, and it reads x once
  * per column for the coefficients and once for the update instead of twice per column. */
 static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int32_t *p32,
-                             const int32_t *ep, unsigned kk, int32_t *x, uint16_t len,
-                             int64_t *cf)
+                             const int32_t *ep, unsigned kk, int32_t *x, uint16_t len, int64_t *cf)
 {
     int64_t dot[LRT_LOWRANK_MAX_CORE];
     int32_t d[LRT_LOWRANK_MAX_CORE];
@@ -333,7 +355,8 @@ static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int
     }
     if (j < r) {
         int64_t a0 = 0;
-        for (i = 0; i < len; i++) a0 += (int64_t)qm[(size_t)i * r + j] * x[i];
+        for (i = 0; i < len; i++)
+            a0 += (int64_t)qm[(size_t)i * r + j] * x[i];
         dot[j] = a0;
     }
     for (j = 0; j + 1 < kk; j += 2) {
@@ -349,7 +372,8 @@ static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int
     if (j < kk) {
         int64_t a0 = 0;
         const int32_t *q0 = p32 + (size_t)j * len;
-        for (i = 0; i < len; i++) a0 += (int64_t)q0[i] * x[i];
+        for (i = 0; i < len; i++)
+            a0 += (int64_t)q0[i] * x[i];
         dot[r + j] = a0;
     }
     for (j = 0; j < cols; j++) {
@@ -357,11 +381,13 @@ static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int
         if (acc != 0) {
             const int32_t e2 = 2 * (j < r ? eq : ep[j - r]);
             cf[j] += acc;
-            if (bits64(abs64(acc)) + e2 > top) top = bits64(abs64(acc)) + e2;
+            if (bits64(abs64(acc)) + e2 > top)
+                top = bits64(abs64(acc)) + e2;
         }
     }
     if (top == INT32_MIN) {
-        for (i = 0; i < len; i++) ss += (uint64_t)((int64_t)x[i] * x[i]);
+        for (i = 0; i < len; i++)
+            ss += (uint64_t)((int64_t)x[i] * x[i]);
         return ss;
     }
     /* projection coefficient j is dot_j 2^(2 e_j) in units of x, = d_j 2^-sh with the largest
@@ -376,8 +402,10 @@ static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int
         const int16_t *qrow = qm + (size_t)i * r;
         int64_t acc = 0;
         int32_t v;
-        for (j = 0; j < r; j++) acc += (int64_t)d[j] * qrow[j];
-        for (j = 0; j < kk; j++) acc += (int64_t)d[r + j] * p32[(size_t)j * len + i];
+        for (j = 0; j < r; j++)
+            acc += (int64_t)d[j] * qrow[j];
+        for (j = 0; j < kk; j++)
+            acc += (int64_t)d[r + j] * p32[(size_t)j * len + i];
         v = x[i] - (int32_t)(sh >= 1 && sh <= 62 ? rsh(acc, sh) : lrt_shr_round64(acc, sh));
         x[i] = v;
         ss += (uint64_t)((int64_t)v * v);
@@ -390,7 +418,8 @@ static lrt_ufx vec_norm(const int32_t *x, uint16_t len)
 {
     uint64_t ss = 0;
     unsigned i;
-    for (i = 0; i < len; i++) ss += (uint64_t)((int64_t)x[i] * x[i]);
+    for (i = 0; i < len; i++)
+        ss += (uint64_t)((int64_t)x[i] * x[i]);
     return lrt_ufx_sqrt(lrt_ufx_make(ss, 0));
 }
 
@@ -418,12 +447,15 @@ static int32_t normalize_block(int32_t *x, size_t count)
     const uint32_t mx = max_abs32(x, count);
     size_t i;
     int sh;
-    if (mx == 0) return INT32_MIN;
+    if (mx == 0)
+        return INT32_MIN;
     sh = (32 - lrt_clz32(mx)) - 23; /* bits(mx) - 23: > 0 shift down, < 0 shift up */
     if (sh > 0) {
-        for (i = 0; i < count; i++) x[i] = (int32_t)lrt_shr_round64(x[i], sh);
+        for (i = 0; i < count; i++)
+            x[i] = (int32_t)lrt_shr_round64(x[i], sh);
     } else if (sh < 0) {
-        for (i = 0; i < count; i++) x[i] = x[i] * (1 << -sh);
+        for (i = 0; i < count; i++)
+            x[i] = x[i] * (1 << -sh);
     }
     return sh;
 }
@@ -434,9 +466,11 @@ static int32_t to_common(const int64_t *x, const int32_t *e, unsigned cnt, int32
     int32_t top = INT32_MIN;
     unsigned i;
     for (i = 0; i < cnt; i++)
-        if (x[i] != 0 && bits64(abs64(x[i])) + e[i] > top) top = bits64(abs64(x[i])) + e[i];
+        if (x[i] != 0 && bits64(abs64(x[i])) + e[i] > top)
+            top = bits64(abs64(x[i])) + e[i];
     if (top == INT32_MIN) {
-        for (i = 0; i < cnt; i++) out[i] = 0;
+        for (i = 0; i < cnt; i++)
+            out[i] = 0;
         return 0;
     }
     top -= COEF_BITS;
@@ -473,21 +507,25 @@ static unsigned extend_basis(const int16_t *qm, uint8_t r, int32_t eq, int32_t *
              * ("twice is enough" with kappa = 4, between Kahan-Parlett's sqrt 2 and
              * Rutishauser's 10): one pass leaves about kappa times the bases' int16 rounding
              * (2^-15) along the old directions, below what the second pass would fix */
-            if (lrt_ufx_cmp(lrt_ufx_ldexp(lrt_ufx_mul(nr, nr), 4), lrt_ufx_mul(before, before)) >= 0)
+            if (lrt_ufx_cmp(lrt_ufx_ldexp(lrt_ufx_mul(nr, nr), 4), lrt_ufx_mul(before, before)) >=
+                0)
                 break;
         }
-        for (j = 0; j < r; j++) ce[j] = eq + ex;
-        for (j = 0; j < kk; j++) ce[r + j] = ep[j] + ex;
-        if (n0.m != 0 &&
-            lrt_ufx_cmp(lrt_ufx_ldexp(nr, LRT_LOWRANK_RESID_FLOOR_SHIFT), n0) > 0) {
+        for (j = 0; j < r; j++)
+            ce[j] = eq + ex;
+        for (j = 0; j < kk; j++)
+            ce[r + j] = ep[j] + ex;
+        if (n0.m != 0 && lrt_ufx_cmp(lrt_ufx_ldexp(nr, LRT_LOWRANK_RESID_FLOOR_SHIFT), n0) > 0) {
             cf[rows] = (int64_t)(nr.m >> 1); /* 31 bits, so that it fits int64 signed */
             ce[rows] = nr.e + 1 + ex;
             rows++;
             ep[kk] = unit_column(xc, len, nr);
-            if (kk != c) memcpy(x + (size_t)kk * len, xc, sizeof(int32_t) * len);
+            if (kk != c)
+                memcpy(x + (size_t)kk * len, xc, sizeof(int32_t) * len);
             kk++;
         }
-        for (j = rows; j < stride; j++) coef[(size_t)c * stride + j] = 0;
+        for (j = rows; j < stride; j++)
+            coef[(size_t)c * stride + j] = 0;
         ecol[c] = to_common(cf, ce, rows, coef + (size_t)c * stride);
     }
     return kk;
@@ -500,10 +538,13 @@ static int32_t common_columns(int32_t *coef, size_t stride, uint16_t k, const in
     unsigned c, j;
     for (c = 0; c < k; c++) {
         int any = 0;
-        for (j = 0; j < stride; j++) any |= coef[(size_t)c * stride + j] != 0;
-        if (any && ecol[c] > top) top = ecol[c];
+        for (j = 0; j < stride; j++)
+            any |= coef[(size_t)c * stride + j] != 0;
+        if (any && ecol[c] > top)
+            top = ecol[c];
     }
-    if (top == INT32_MIN) return 0;
+    if (top == INT32_MIN)
+        return 0;
     for (c = 0; c < k; c++) {
         int sh = (int)(top - ecol[c]);
         for (j = 0; j < stride; j++) {
@@ -526,13 +567,17 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, in
     int sh, halved = 0;
     unsigned i, j, k;
     const unsigned j0 = empty ? r : 0u;
-    if (!empty) eref = eq;
+    if (!empty)
+        eref = eq;
     for (j = 0; j < kk; j++)
-        if (ep[j] > eref) eref = ep[j];
-    if (eref == INT32_MIN) return Q_EXP_EMPTY;
+        if (ep[j] > eref)
+            eref = ep[j];
+    if (eref == INT32_MIN)
+        return Q_EXP_EMPTY;
     for (j = j0; j < r + kk; j++) { /* weights in units of the largest source exponent */
         int d = (int)(eref - (j < r ? eq : ep[j - r]));
-        for (k = 0; k < r; k++) w[j * r + k] = d > 31 ? 0 : (int32_t)lrt_shr_round64(w[j * r + k], d);
+        for (k = 0; k < r; k++)
+            w[j * r + k] = d > 31 ? 0 : (int32_t)lrt_shr_round64(w[j * r + k], d);
     }
     en = eref;
     sh = 30;
@@ -545,7 +590,8 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, in
             for (j = j0; j < r + kk; j++) {
                 const int32_t *wj = w + j * 4u;
                 const int32_t x = j < r ? row[j] : p32[(size_t)(j - r) * len + i];
-                if (x == 0) continue;
+                if (x == 0)
+                    continue;
                 s0 += (int64_t)x * wj[0];
                 s1 += (int64_t)x * wj[1];
                 s2 += (int64_t)x * wj[2];
@@ -556,12 +602,15 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, in
             s[2] = s2;
             s[3] = s3;
         } else {
-            for (k = 0; k < r; k++) s[k] = 0;
+            for (k = 0; k < r; k++)
+                s[k] = 0;
             for (j = j0; j < r + kk; j++) { /* row of W contiguous: one load of the source */
                 const int32_t *wj = w + j * r;
                 const int64_t x = j < r ? row[j] : p32[(size_t)(j - r) * len + i];
-                if (x == 0) continue;
-                for (k = 0; k < r; k++) s[k] += x * wj[k];
+                if (x == 0)
+                    continue;
+                for (k = 0; k < r; k++)
+                    s[k] += x * wj[k];
             }
         }
         for (;;) {
@@ -571,10 +620,12 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, in
                 int64_t cl = LRT_CLAMP(val, -QMAX - 1, QMAX + 1); /* QMAX + 1: overflow */
                 uint32_t a = (uint32_t)(cl < 0 ? -cl : cl);
                 out[k] = (int16_t)LRT_CLAMP(cl, -QMAX, QMAX);
-                if (a > rowmax) rowmax = a;
+                if (a > rowmax)
+                    rowmax = a;
             }
             if (rowmax <= QMAX) {
-                if (rowmax > maxabs) maxabs = rowmax;
+                if (rowmax > maxabs)
+                    maxabs = rowmax;
                 break;
             }
             for (j = 0; j < i; j++)
@@ -584,20 +635,25 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, in
             sh++;
             halved = 1;
         }
-        for (k = 0; k < r; k++) row[k] = out[k];
+        for (k = 0; k < r; k++)
+            row[k] = out[k];
     }
     if (halved) {
         maxabs = 0;
         for (i = 0; i < (unsigned)len * r; i++) {
             uint32_t a = (uint32_t)(qm[i] < 0 ? -qm[i] : qm[i]);
-            if (a > maxabs) maxabs = a;
+            if (a > maxabs)
+                maxabs = a;
         }
     }
-    if (maxabs == 0) return Q_EXP_EMPTY;
+    if (maxabs == 0)
+        return Q_EXP_EMPTY;
     if (maxabs < QNORM_LO) {
         int up = 0;
-        while ((maxabs << up) < QNORM_LO) up++;
-        for (i = 0; i < (unsigned)len * r; i++) qm[i] = (int16_t)(qm[i] * (1 << up));
+        while ((maxabs << up) < QNORM_LO)
+            up++;
+        for (i = 0; i < (unsigned)len * r; i++)
+            qm[i] = (int16_t)(qm[i] * (1 << up));
         en -= up;
     }
     return en;
@@ -612,9 +668,11 @@ static void gram_error(const int16_t *qm, uint16_t len, uint8_t r, int32_t eq, i
     for (k = 0; k < r; k++) {
         for (l = k; l < r; l++) {
             int64_t sum = 0, val;
-            for (i = 0; i < len; i++) sum += (int32_t)qm[(size_t)i * r + k] * qm[(size_t)i * r + l];
+            for (i = 0; i < len; i++)
+                sum += (int32_t)qm[(size_t)i * r + k] * qm[(size_t)i * r + l];
             val = lrt_shr_round64(sum, sh) - (k == l ? ONE_Q30 : 0);
-            if (k == l) dead[k] = val < -ONE_Q30 / 2;
+            if (k == l)
+                dead[k] = val < -ONE_Q30 / 2;
             val = LRT_CLAMP(val, -GRAM_ERR_MAX, GRAM_ERR_MAX);
             e[k * r + l] = (int32_t)val;
             e[l * r + k] = (int32_t)val;
@@ -622,7 +680,8 @@ static void gram_error(const int16_t *qm, uint16_t len, uint8_t r, int32_t eq, i
     }
     for (k = 0; k < r; k++)
         if (dead[k])
-            for (l = 0; l < r; l++) e[k * r + l] = e[l * r + k] = 0;
+            for (l = 0; l < r; l++)
+                e[k * r + l] = e[l * r + k] = 0;
 }
 
 /* Q <- Q (I - e/2): first-order symmetric (Loewdin) orthonormalisation, the smallest change
@@ -658,14 +717,17 @@ static void truncate_rank(uint8_t r, int biased, const uint32_t *sigma, int32_t 
     memset(wl, 0, sizeof(int32_t) * p * r);
     memset(wr, 0, sizeof(int32_t) * p * r);
     memset(cx, 0, sizeof(uint32_t) * r);
-    while (live < p && sigma[live] != 0) live++;
+    while (live < p && sigma[live] != 0)
+        live++;
     keep = live < r ? live : r;
     if (!biased && live > r) {
         tail[live] = 0;
-        for (i = live; i-- > 0;) tail[i] = tail[i + 1] + sigma[i];
+        for (i = live; i-- > 0;)
+            tail[i] = tail[i + 1] + sigma[i];
         /* smallest i with (r - i) sigma_i <= sum_{j >= i} sigma_j; i = r - 1 always holds */
         for (i = 0; i + 1 < r; i++)
-            if ((uint64_t)(r - i) * sigma[i] <= tail[i]) break;
+            if ((uint64_t)(r - i) * sigma[i] <= tail[i])
+                break;
         keep = i;
     }
     for (c = 0; c < keep; c++) {
@@ -675,14 +737,16 @@ static void truncate_rank(uint8_t r, int biased, const uint32_t *sigma, int32_t 
         }
         cx[c] = sigma[c];
     }
-    if (keep == r || keep == live) return;
+    if (keep == r || keep == live)
+        return;
     i = keep;
     kp = r - i;
     tl = live - i;
     s1 = tail[i];
     /* p_t = sigma_{i+t} k' / s1 in Q30, rounding residue on the largest so sum p = k' */
     sh = bits64(s1) - 32;
-    if (sh < 0) sh = 0;
+    if (sh < 0)
+        sh = 0;
     den32 = s1 >> sh;
     for (t = 0; t < tl; t++) {
         uint64_t num = ((uint64_t)kp * sigma[i + t]) >> sh;
@@ -728,7 +792,8 @@ static void truncate_rank(uint8_t r, int biased, const uint32_t *sigma, int32_t 
         }
     }
     for (t = 0; t < tl && sel < kp; t++) {
-        if (!pick[t]) continue;
+        if (!pick[t])
+            continue;
         c = i + sel++;
         for (row = 0; row < p; row++) {
             wl[row * r + c] = u[row * p + i + t];
@@ -738,8 +803,8 @@ static void truncate_rank(uint8_t r, int biased, const uint32_t *sigma, int32_t 
     }
 }
 
-static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t exl,
-                      int32_t *right, int32_t exr, uint16_t k)
+static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t exl, int32_t *right,
+                      int32_t exr, uint16_t k)
 {
     const uint8_t r = acc->cfg.rank;
     const uint16_t n = acc->n, m = acc->m;
@@ -770,23 +835,29 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
     rl = r + kl;
     rr = r + kr;
     p = rl > rr ? rl : rr;
-    if (p < 2) p = 2;
+    if (p < 2)
+        p = 2;
 
     /* core C = diag(cx, 0) + A B^T with one exponent ec, |C_ij| <= 2^(C_TOP_BITS + 1): the
      * Frobenius norm then stays below 2^30, which the Jacobi sums need for p up to 24 */
     for (i = 0; i < rl; i++) {
         for (j = 0; j < rr; j++) {
             int64_t s = 0;
-            for (c = 0; c < k; c++) s += (int64_t)am[c * pw + i] * bm[c * pw + j];
-            if (abs64(s) > smax) smax = abs64(s);
+            for (c = 0; c < k; c++)
+                s += (int64_t)am[c * pw + i] * bm[c * pw + j];
+            if (abs64(s) > smax)
+                smax = abs64(s);
         }
     }
-    if (smax) top = bits64(smax) + ep;
+    if (smax)
+        top = bits64(smax) + ep;
     if (!empty) {
         int32_t tc = bits64(acc->cx[0]) + acc->cx_exp;
-        if (tc > top) top = tc;
+        if (tc > top)
+            top = tc;
     }
-    if (top == INT32_MIN) return 0; /* nothing new and nothing stored */
+    if (top == INT32_MIN)
+        return 0; /* nothing new and nothing stored */
     ec = top - C_TOP_BITS;
     /* A core wider than tall (rl < rr: the left block I_n of a narrow conv adds n - r
      * directions, the right one n) goes into the SVD transposed, C^T = V diag(sigma) U^T:
@@ -797,7 +868,8 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
         for (j = 0; j < p; j++) {
             int64_t s = 0, val;
             if (i < rl && j < rr)
-                for (c = 0; c < k; c++) s += (int64_t)am[c * pw + i] * bm[c * pw + j];
+                for (c = 0; c < k; c++)
+                    s += (int64_t)am[c * pw + i] * bm[c * pw + j];
             val = s ? lrt_shr_round64(s, (int)(ec - ep)) : 0;
             if (i == j && i < r && acc->cx[i]) /* (cx_exp is stale while cx is 0) */
                 val += lrt_shr_round64(acc->cx[i], (int)(ec - acc->cx_exp));
@@ -805,8 +877,9 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
         }
     }
 
-    if (lrt_lowrank_svd(cm, (uint8_t)p, sigma, vm) < 0) return LRT_ERR_STATE; /* cannot happen */
-    if (transposed) { /* left singular vectors in um, right ones in vm */
+    if (lrt_lowrank_svd(cm, (uint8_t)p, sigma, vm) < 0)
+        return LRT_ERR_STATE; /* cannot happen */
+    if (transposed) {         /* left singular vectors in um, right ones in vm */
         um = vm;
         vm = cm;
     }
@@ -834,15 +907,18 @@ int lrt_lowrank_step_block(lrt_lowrank *acc, int32_t *left, int left_exp, int32_
 {
     uint32_t word;
     int32_t sl, sr;
-    if (!acc || !left || !right || k < 1 || k > acc->cfg.max_block) return LRT_ERR_ARG;
-    if (left_exp > 96 || left_exp < -96 || right_exp > 96 || right_exp < -96) return LRT_ERR_ARG;
+    if (!acc || !left || !right || k < 1 || k > acc->cfg.max_block)
+        return LRT_ERR_ARG;
+    if (left_exp > 96 || left_exp < -96 || right_exp > 96 || right_exp < -96)
+        return LRT_ERR_ARG;
     /* one RNG word per call, applied or not, so that the sign stream does not depend on the
      * data */
     word = lrt_xorshift32_next(&acc->rng);
     acc->steps++;
     sl = normalize_block(left, (size_t)acc->n * k);
     sr = normalize_block(right, (size_t)acc->m * k);
-    if (sl == INT32_MIN || sr == INT32_MIN) return 0;
+    if (sl == INT32_MIN || sr == INT32_MIN)
+        return 0;
     return step_block(acc, word, left, left_exp + sl, right, right_exp + sr, k);
 }
 
@@ -861,10 +937,12 @@ static lrt_ufx factor_max(const int16_t *qm, uint16_t len, uint8_t r, int32_t eq
         for (i = 0; i < len; i++) {
             int32_t x = qm[(size_t)i * r + k];
             uint32_t a = (uint32_t)(x < 0 ? -x : x);
-            if (a > mx) mx = a;
+            if (a > mx)
+                mx = a;
         }
         val = lrt_ufx_mul(lrt_ufx_make(mx, eq), lrt_ufx_sqrt(lrt_ufx_make(cx[k], ecx)));
-        if (lrt_ufx_cmp(val, best) > 0) best = val;
+        if (lrt_ufx_cmp(val, best) > 0)
+            best = val;
     }
     return best;
 }
@@ -875,13 +953,17 @@ int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan
     lrt_ufx lr, b, den = UFX_ONE, wk[LRT_LOWRANK_MAX_RANK];
     int32_t top = INT32_MIN;
     unsigned k;
-    if (!acc || !plan || weight_exp > 64 || weight_exp < -64) return LRT_ERR_ARG;
+    if (!acc || !plan || weight_exp > 64 || weight_exp < -64)
+        return LRT_ERR_ARG;
     memset(plan, 0, sizeof(*plan));
     lr = lrt_ufx_make(acc->cfg.lr_q24, -24);
     b = lrt_ufx_make(acc->b_eff_q16, -16);
-    if (acc->cfg.batch_pow2 == 1) lr = lrt_ufx_mul(lr, lrt_ufx_sqrt(b));
-    else if (acc->cfg.batch_pow2 == 2) lr = lrt_ufx_mul(lr, b);
-    if (acc->b_eff_q16 == 0) lr.m = 0;
+    if (acc->cfg.batch_pow2 == 1)
+        lr = lrt_ufx_mul(lr, lrt_ufx_sqrt(b));
+    else if (acc->cfg.batch_pow2 == 2)
+        lr = lrt_ufx_mul(lr, b);
+    if (acc->b_eff_q16 == 0)
+        lr.m = 0;
     plan->lr_eff = lr;
     plan->div_l = UFX_ONE;
     plan->div_r = UFX_ONE;
@@ -896,10 +978,12 @@ int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan
         /* delta_ij = sum_k QL_ik QR_jk * lr_eff cx_k / (d_L d_R) * 2^(ql_exp + qr_exp - wexp) */
         wk[k] = lrt_ufx_div(lrt_ufx_mul(lr, lrt_ufx_make(acc->cx[k], acc->cx_exp)), den);
         wk[k] = lrt_ufx_ldexp(wk[k], acc->ql_exp + acc->qr_exp - weight_exp);
-        if (wk[k].m && wk[k].e + 32 > top) top = wk[k].e + 32;
+        if (wk[k].m && wk[k].e + 32 > top)
+            top = wk[k].e + 32;
     }
     if (top != INT32_MIN) { /* common exponent: the largest mantissa gets 15 bits */
-        for (k = 0; k < r; k++) plan->w[k] = (int32_t)lrt_ufx_to_u64(wk[k], top - 15);
+        for (k = 0; k < r; k++)
+            plan->w[k] = (int32_t)lrt_ufx_to_u64(wk[k], top - 15);
         plan->shift = 15 - top;
     }
     plan->min_nonzero = lrt_share_cells(acc->cfg.rho_min_q16, (uint32_t)acc->n * acc->m);
@@ -913,7 +997,8 @@ static inline int16_t delta_value(int64_t s, int32_t shift)
     } else if (shift >= 0) {
         s = lrt_shr_round64(s, shift);
     } else if (s != 0) {
-        if (shift < -20) return s > 0 ? INT16_MAX : -INT16_MAX;
+        if (shift < -20)
+            return s > 0 ? INT16_MAX : -INT16_MAX;
         s *= (int64_t)1 << -shift; /* |s| < 2^49 before the shift */
     }
     return (int16_t)LRT_CLAMP(s, -INT16_MAX, INT16_MAX);
@@ -925,7 +1010,8 @@ static void row_scale(const lrt_lowrank *acc, const lrt_lowrank_plan *plan, uint
     const uint8_t r = acc->cfg.rank;
     const int16_t *ql = acc->ql + (size_t)row * r;
     unsigned k;
-    for (k = 0; k < r; k++) t[k] = ql[k] * plan->w[k]; /* <= 2^15 * 2^15 */
+    for (k = 0; k < r; k++)
+        t[k] = ql[k] * plan->w[k]; /* <= 2^15 * 2^15 */
 }
 
 void lrt_lowrank_delta_row(const lrt_lowrank *acc, const lrt_lowrank_plan *plan, uint16_t row,
@@ -938,7 +1024,8 @@ void lrt_lowrank_delta_row(const lrt_lowrank *acc, const lrt_lowrank_plan *plan,
     for (j = 0; j < acc->m; j++) {
         const int16_t *qr = acc->qr + (size_t)j * r;
         int64_t s = 0;
-        for (k = 0; k < r; k++) s += (int64_t)t[k] * qr[k];
+        for (k = 0; k < r; k++)
+            s += (int64_t)t[k] * qr[k];
         delta[j] = delta_value(s, plan->shift);
     }
 }
@@ -955,10 +1042,13 @@ uint32_t lrt_lowrank_count_nonzero(const lrt_lowrank *acc, const lrt_lowrank_pla
         for (j = 0; j < acc->m; j++) {
             const int16_t *qr = acc->qr + (size_t)j * r;
             int64_t s = 0;
-            for (k = 0; k < r; k++) s += (int64_t)t[k] * qr[k];
-            if (delta_value(s, plan->shift) != 0) count++;
+            for (k = 0; k < r; k++)
+                s += (int64_t)t[k] * qr[k];
+            if (delta_value(s, plan->shift) != 0)
+                count++;
         }
-        if (stop_at && count >= stop_at) break;
+        if (stop_at && count >= stop_at)
+            break;
     }
     return count;
 }
@@ -966,8 +1056,10 @@ uint32_t lrt_lowrank_count_nonzero(const lrt_lowrank *acc, const lrt_lowrank_pla
 int lrt_lowrank_flush_check(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan *plan)
 {
     int err = lrt_lowrank_flush_prepare(acc, weight_exp, plan);
-    if (err) return err;
-    if (lrt_lowrank_count_nonzero(acc, plan, plan->min_nonzero) >= plan->min_nonzero) return 1;
+    if (err)
+        return err;
+    if (lrt_lowrank_count_nonzero(acc, plan, plan->min_nonzero) >= plan->min_nonzero)
+        return 1;
     lrt_lowrank_defer(acc);
     return 0;
 }

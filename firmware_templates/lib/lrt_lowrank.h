@@ -68,18 +68,19 @@
 #define LRT_LOWRANK_MAX_RANK 8
 #define LRT_LOWRANK_MAX_BLOCK 16 /* columns k of one block step */
 #define LRT_LOWRANK_MAX_CORE (LRT_LOWRANK_MAX_RANK + LRT_LOWRANK_MAX_BLOCK)
-#define LRT_LOWRANK_MAX_DIM 16384u   /* n, m <= this: keeps every int32/int64 sum in range */
+#define LRT_LOWRANK_MAX_DIM 16384u /* n, m <= this: keeps every int32/int64 sum in range */
 #define LRT_LOWRANK_SIGMA_FLOOR_SHIFT 14
 #ifndef LRT_LOWRANK_RESID_FLOOR_SHIFT
 #define LRT_LOWRANK_RESID_FLOOR_SHIFT 10 /* residual < 2^-10 of a column: no new direction */
 #endif
 #define LRT_LOWRANK_JACOBI_MAX_SWEEPS 16
-#define LRT_LOWRANK_REORTH_PERIOD 16  /* re-orthonormalise QL, QR every this many applied steps */
+#define LRT_LOWRANK_REORTH_PERIOD 16 /* re-orthonormalise QL, QR every this many applied steps */
 
 /* Byte sizes for static allocation (same values as the functions below); kb = max_block. */
 #define LRT_LOWRANK_STATE_SIZE(n, m, rank) ((size_t)2 * (rank) * ((size_t)(n) + (m)))
-#define LRT_LOWRANK_WORK_SIZE(rank, kb)                                                     \
-    ((size_t)8 * ((size_t)(rank) + (kb)) * ((size_t)(rank) + (kb) + ((rank) > (kb) ? (rank) : (kb))))
+#define LRT_LOWRANK_WORK_SIZE(rank, kb)                                                            \
+    ((size_t)8 * ((size_t)(rank) + (kb)) *                                                         \
+     ((size_t)(rank) + (kb) + ((rank) > (kb) ? (rank) : (kb))))
 
 typedef enum {
     LRT_LOWRANK_UNBIASED = 0, /* minimum-variance unbiased truncation (paper default) */
@@ -101,24 +102,24 @@ typedef struct {
 typedef struct {
     lrt_lowrank_config cfg;
     uint16_t n, m;
-    int16_t *ql;           /* [n][r], real = ql * 2^ql_exp */
-    int16_t *qr;           /* [m][r], real = qr * 2^qr_exp */
-    int32_t *work;         /* shared scratch */
+    int16_t *ql;                       /* [n][r], real = ql * 2^ql_exp */
+    int16_t *qr;                       /* [m][r], real = qr * 2^qr_exp */
+    int32_t *work;                     /* shared scratch */
     uint32_t cx[LRT_LOWRANK_MAX_RANK]; /* real = cx * 2^cx_exp, descending */
     int32_t ql_exp, qr_exp, cx_exp;
-    uint32_t rng;          /* xorshift32 state */
-    uint32_t b_eff_q16;    /* samples since the last write (discounted), Q16 */
-    uint32_t steps;        /* step calls since the last reset */
-    uint32_t applied;      /* ... of which changed the state */
-    lrt_mnorm mn_l, mn_r;  /* max-norm state of L and R (kept across resets) */
+    uint32_t rng;         /* xorshift32 state */
+    uint32_t b_eff_q16;   /* samples since the last write (discounted), Q16 */
+    uint32_t steps;       /* step calls since the last reset */
+    uint32_t applied;     /* ... of which changed the state */
+    lrt_mnorm mn_l, mn_r; /* max-norm state of L and R (kept across resets) */
 } lrt_lowrank;
 
 typedef struct {
     int32_t w[LRT_LOWRANK_MAX_RANK]; /* per-direction scale mantissas, 0 <= w <= 2^15 */
-    int32_t shift;         /* delta[i][j] = round(sum_k ql[i][k] w[k] qr[j][k] * 2^-shift) */
-    uint32_t min_nonzero;  /* write only if at least this many deltas are non-zero */
-    lrt_ufx lr_eff;        /* lr * B_eff^p (real) */
-    lrt_ufx div_l, div_r;  /* max-norm divisors (1 without max-norm) */
+    int32_t shift;        /* delta[i][j] = round(sum_k ql[i][k] w[k] qr[j][k] * 2^-shift) */
+    uint32_t min_nonzero; /* write only if at least this many deltas are non-zero */
+    lrt_ufx lr_eff;       /* lr * B_eff^p (real) */
+    lrt_ufx div_l, div_r; /* max-norm divisors (1 without max-norm) */
 } lrt_lowrank_plan;
 
 /* The paper's hyper-parameters: rank 4, unbiased, max-norm, sqrt batch scaling, rho_min 1 %,
