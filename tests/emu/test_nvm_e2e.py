@@ -79,22 +79,16 @@ def _lifetime_run(tmp_path: Path, name: str, **cfg: object) -> tuple[float, int]
 
 def test_lifetime_budget_throttles_flushes(tmp_path: Path) -> None:
     """10 years at 10 samples/s on RRAM (1e6 programs per cell): without a lifetime target the
-    LRT write rate would wear the hottest cells out in months; with it, the projection reaches
-    the target, under the default (gated) policy's commit budget and under the fixed policy's
-    NVM throttle. The budget keeps the writes that pay, so it loses less accuracy than the
-    throttle, which drops whatever commit comes too early."""
+    default LRT write rate would wear the hottest cells out in months; with it, the projection
+    reaches the target and the accuracy lost stays under 2 points (the NVM throttle of the
+    earlier estimator and policy lost 3.8: 88.5% -> 84.7%)."""
     target_days = round(10 * 365.25)
-    lifetime = {"lifetime_years": 10.0, "sample_rate_hz": 10.0}
     acc_free, days_free = _lifetime_run(tmp_path, "free")
-    acc_budget, days_budget = _lifetime_run(tmp_path, "budget", **lifetime)
-    acc_fixed, days_fixed = _lifetime_run(tmp_path, "fixed", write_policy="fixed")
-    acc_throttle, days_throttle = _lifetime_run(
-        tmp_path, "throttle", write_policy="fixed", **lifetime
+    acc_budget, days_budget = _lifetime_run(
+        tmp_path, "budget", lifetime_years=10.0, sample_rate_hz=10.0
     )
     print(f"default: {days_free} days, acc {acc_free:.4f}; with the target: {days_budget} days, "
-          f"acc {acc_budget:.4f}; fixed: {days_fixed} days, acc {acc_fixed:.4f}; throttled: "
-          f"{days_throttle} days, acc {acc_throttle:.4f}")  # fmt: skip
-    assert days_free < target_days and days_fixed < target_days
-    assert days_budget >= target_days and days_throttle >= target_days
-    assert acc_budget >= acc_throttle
-    assert acc_free - acc_budget < acc_fixed - acc_throttle
+          f"acc {acc_budget:.4f}")  # fmt: skip
+    assert days_free < target_days
+    assert days_budget >= target_days
+    assert acc_free - acc_budget < 0.02
