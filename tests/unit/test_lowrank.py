@@ -74,7 +74,23 @@ def test_unbiased_truncation_is_exact_in_expectation(
     singular values, as after a block step of k columns)."""
     big = rank + extra
     raw = data.draw(st.lists(st.floats(0.0, 100.0), min_size=big, max_size=big))
-    sigma = np.sort(np.array(raw))[::-1]
+    check_truncation_expectation(np.array(raw), rank)
+
+
+@pytest.mark.parametrize(
+    "raw, rank",
+    [
+        ([60.0, 60.0, 2.0**-23], 2),  # p = 1 - 1e-9 twice: a near-tie once selected 3 vectors
+        ([100.0, 20.0, 2.0**-23], 1),  # p ~ 2e-9 once counted as zero and its mass dropped
+    ],
+)
+def test_unbiased_truncation_near_ties_and_tiny_tails(raw: list[float], rank: int) -> None:
+    check_truncation_expectation(np.array(raw), rank)
+
+
+def check_truncation_expectation(raw: np.ndarray, rank: int) -> None:
+    big = len(raw)
+    sigma = np.sort(raw)[::-1]
     mean = np.zeros((big, big))
     patterns = list(itertools.product([0, 1], repeat=big))
     for bits in patterns:

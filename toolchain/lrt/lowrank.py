@@ -74,10 +74,12 @@ def givens_projector(p: np.ndarray) -> np.ndarray:
     """
     p = np.asarray(p, dtype=np.float64)
     n = len(p)
-    ones = np.flatnonzero(p >= 1.0 - PROJ_TOL)
-    mid = np.flatnonzero((p > PROJ_TOL) & (p < 1.0 - PROJ_TOL))
+    ones = np.flatnonzero(p >= 1.0)
+    mid = np.flatnonzero((p > 0.0) & (p < 1.0))
     cols = [np.eye(n)[:, j] for j in ones]
-    if len(mid):
+    # rounding can leave a near-tie that selects one vector too many; the count is known
+    wanted = round(float(p.sum())) - len(ones)
+    if len(mid) and wanted > 0:
         pm = p[mid]
         g = np.eye(len(mid))
         selected = [0]
@@ -91,7 +93,7 @@ def givens_projector(p: np.ndarray) -> np.ndarray:
             cs, sn = math.sqrt(1.0 - s2), math.sqrt(s2)
             g[[j, j + 1]] = np.array([[cs, -sn], [sn, cs]]) @ g[[j, j + 1]]
             c = min(max(c + f - pm[j], 0.0), 1.0)
-        for s in selected:
+        for s in selected[:wanted]:
             col = np.zeros(n)
             col[mid] = g[:, s]
             cols.append(col)
