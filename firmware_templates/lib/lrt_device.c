@@ -104,8 +104,8 @@ static int hook_sample_end(void *ctx, lrt_trainer *t)
             lrt_lowrank_defer(acc);
             continue;
         }
-        if (!lrt_policy_due(&t->cfg.policy, t->errors - t->buf.layer_state[i].errors_mark,
-                            t->flushes, t->samples)) {
+        if (!lrt_policy_due(&t->cfg.policy, t->buf.layer_state[i].gate_excess_q16, t->flushes,
+                            t->samples)) {
             lrt_lowrank_defer(acc);
             continue;
         }

@@ -3,12 +3,20 @@
 
 #include "lrt_util.h"
 
-int lrt_policy_due(const lrt_policy *p, uint32_t errors_since, uint32_t commits, uint32_t samples)
+uint32_t lrt_policy_gate_update(const lrt_policy *p, uint32_t excess_q16, int mispredicted)
+{
+    const uint32_t rate = p == NULL ? 0u : p->gate_rate_q16;
+    uint64_t s = (uint64_t)excess_q16 + (mispredicted ? 65536u : 0u);
+    s = s > rate ? s - rate : 0u;
+    return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+}
+
+int lrt_policy_due(const lrt_policy *p, uint32_t excess_q16, uint32_t commits, uint32_t samples)
 {
     if (p == NULL || p->kind != LRT_POLICY_GATED) {
         return 1;
     }
-    if (errors_since < p->gate_errors) {
+    if (excess_q16 < ((uint32_t)p->gate_errors << 16)) {
         return 0;
     }
     if (p->samples_per_commit != 0u) {

@@ -12,9 +12,15 @@
  *   LRT_POLICY_FIXED  the paper's schedule: write every B samples when at least rho_min of
  *                     the layer's cells change (rho_min of the LRT accumulator). No gate.
  *   LRT_POLICY_GATED  write only when it pays:
- *                     - error gate: at least gate_errors of the samples seen since the
- *                       layer's last write were mispredicted (a device that has nothing to
- *                       learn writes nothing; the pseudo-batch grows while it does well);
+ *                     - error gate: the layer's excess of mispredictions since its last
+ *                       write reaches gate_errors. The excess is Page's CUSUM statistic
+ *                       S = max(0, S + [mispredicted] - gate_rate), updated every sample
+ *                       (lrt_policy_gate_update) and reset by a write: gate_rate is the
+ *                       error rate of a device with nothing to learn (e.g. the model's
+ *                       held-out error plus a margin), so a stream at that rate keeps S near
+ *                       zero and writes almost nothing, while a drift that raises the error
+ *                       rate opens the gate within a few samples. gate_rate 0 makes S the
+ *                       plain count of mispredictions since the last write;
  *                     - cell gate: the update changes at least gate_cells of the layer's
  *                       cells (0: rho_min);
  *                     - write budget: weight commits <= burst + samples / samples_per_commit
@@ -36,16 +42,20 @@ typedef enum {
 
 typedef struct {
     uint8_t kind;                /* lrt_policy_kind */
-    uint16_t gate_errors;        /* gated: mispredicted samples since the layer's last write */
+    uint16_t gate_errors;        /* gated: excess mispredictions that open the gate */
+    uint32_t gate_rate_q16;      /* gated: expected mispredictions per sample, Q16 (<= 1.0) */
     uint32_t gate_cells_q16;     /* gated: share of the layer's cells, Q16 (0: rho_min) */
     uint32_t samples_per_commit; /* gated: write budget (0: none) */
     uint32_t burst;              /* gated: commits allowed ahead of the budget's schedule */
 } lrt_policy;
 
+/* The layer's error excess after one more sample (Q16, saturating; 0 after a write). */
+uint32_t lrt_policy_gate_update(const lrt_policy *p, uint32_t excess_q16, int mispredicted);
+
 /* 1 if a layer whose pseudo-batch is complete may compute and try its update, 0 to defer:
- * errors_since = mispredictions since its last write, commits = weight transactions so far
- * (the one this sample may already have opened not included), samples = samples learned. */
-int lrt_policy_due(const lrt_policy *p, uint32_t errors_since, uint32_t commits, uint32_t samples);
+ * excess_q16 = its error excess (lrt_policy_gate_update), commits = weight transactions so
+ * far (the one this sample may already have opened not included), samples = samples learned. */
+int lrt_policy_due(const lrt_policy *p, uint32_t excess_q16, uint32_t commits, uint32_t samples);
 
 /* Cells of a layer of `cells` cells the update must change to be written (>= 1). */
 uint32_t lrt_policy_min_cells(const lrt_policy *p, uint32_t cells, uint32_t rho_min_q16);

@@ -832,7 +832,7 @@ static int sgdb_sample_end(lrt_trainer *t)
             continue;
         }
         st->pending = 0;
-        if (!lrt_policy_due(&t->cfg.policy, t->errors - st->errors_mark, t->flushes, t->samples)) {
+        if (!lrt_policy_due(&t->cfg.policy, st->gate_excess_q16, t->flushes, t->samples)) {
             continue;
         }
         scale = sgdb_scale(t, li);
@@ -851,7 +851,7 @@ static int sgdb_sample_end(lrt_trainer *t)
 void lrt_train_mark_written(lrt_trainer *t, uint8_t i)
 {
     if (t != NULL && i < t->net->n_layers) {
-        t->buf.layer_state[i].errors_mark = t->errors;
+        t->buf.layer_state[i].gate_excess_q16 = 0;
     }
 }
 
@@ -1011,6 +1011,11 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label)
     }
     t->samples++;
     t->errors += t->pred != label;
+    for (li = 0; li < net->n_layers; li++) {
+        lrt_train_layer_state *st = &t->buf.layer_state[li];
+        st->gate_excess_q16 =
+            lrt_policy_gate_update(&t->cfg.policy, st->gate_excess_q16, t->pred != label);
+    }
     if (t->first < net->n_layers) {
         last = (uint8_t)(net->n_layers - 1);
         gbuf[0] = t->buf.act_a;

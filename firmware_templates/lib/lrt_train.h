@@ -139,7 +139,7 @@ typedef struct {
     uint32_t changed_commits; /* transactions that changed a cell of this layer */
     uint32_t paper_bound;     /* sum over samples of the per-sample max paper count */
     lrt_mnorm mn_w, mn_b;     /* max-norm state of the weight and bias gradients */
-    uint32_t errors_mark;     /* trainer errors at this layer's last write (policy) */
+    uint32_t gate_excess_q16; /* policy: error excess since this layer's last write, Q16 */
     uint16_t pending;         /* sgd-batch: samples since the last policy check */
     uint8_t dirty;            /* changed in the open transaction */
 } lrt_train_layer_state;

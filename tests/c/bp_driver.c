@@ -686,6 +686,7 @@ static void mode_train(test_net *tn, int argc, char **argv)
         cfg.policy.gate_cells_q16 = (uint32_t)strtoul(argv[16], NULL, 10);
         cfg.policy.samples_per_commit = (uint32_t)strtoul(argv[17], NULL, 10);
         cfg.policy.burst = (uint32_t)strtoul(argv[18], NULL, 10);
+        cfg.policy.gate_rate_q16 = argc > 19 ? (uint32_t)strtoul(argv[19], NULL, 10) : 0u;
     }
     hooks.block = block_hook;
     hooks.layer_grad = dump ? grads_hook : cfg.scheme == LRT_SCHEME_LRT ? lrt_grad_hook : NULL;

@@ -1,23 +1,26 @@
 /* policy_driver.c - lrt_policy on many cases: for each line of stdin
- *   kind gate_errors gate_cells_q16 samples_per_commit burst errors commits samples cells rho
- * prints "due min_cells". */
+ *   kind gate_errors gate_rate_q16 gate_cells_q16 samples_per_commit burst
+ *   excess_q16 commits samples cells rho mispredicted
+ * prints "due min_cells excess_after". */
 #include <stdio.h>
 
 #include "lrt_policy.h"
 
 int main(void)
 {
-    unsigned long v[10];
-    while (scanf("%lu %lu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3], &v[4],
-                 &v[5], &v[6], &v[7], &v[8], &v[9]) == 10) {
+    unsigned long v[12];
+    while (scanf("%lu %lu %lu %lu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3],
+                 &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11]) == 12) {
         lrt_policy p;
         p.kind = (uint8_t)v[0];
         p.gate_errors = (uint16_t)v[1];
-        p.gate_cells_q16 = (uint32_t)v[2];
-        p.samples_per_commit = (uint32_t)v[3];
-        p.burst = (uint32_t)v[4];
-        printf("%d %lu\n", lrt_policy_due(&p, (uint32_t)v[5], (uint32_t)v[6], (uint32_t)v[7]),
-               (unsigned long)lrt_policy_min_cells(&p, (uint32_t)v[8], (uint32_t)v[9]));
+        p.gate_rate_q16 = (uint32_t)v[2];
+        p.gate_cells_q16 = (uint32_t)v[3];
+        p.samples_per_commit = (uint32_t)v[4];
+        p.burst = (uint32_t)v[5];
+        printf("%d %lu %lu\n", lrt_policy_due(&p, (uint32_t)v[6], (uint32_t)v[7], (uint32_t)v[8]),
+               (unsigned long)lrt_policy_min_cells(&p, (uint32_t)v[9], (uint32_t)v[10]),
+               (unsigned long)lrt_policy_gate_update(&p, (uint32_t)v[6], (int)v[11]));
     }
     return 0;
 }

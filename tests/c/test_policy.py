@@ -18,11 +18,14 @@ from lrt.errors import UserError
 from lrt.policy import Policy, lifetime_years, policy_of, samples_per_commit
 
 HERE = Path(__file__).resolve().parent
-# kind, gate_errors, gate_cells_q16, samples_per_commit, burst | errors, commits, samples,
-# cells, rho_min_q16: edge values included (over 1.0, zero budget, one-cell layers)
+# kind, gate_errors, gate_rate_q16, gate_cells_q16, samples_per_commit, burst | error excess
+# (Q16), commits, samples, cells, rho_min_q16, mispredicted: edge values included (over 1.0,
+# zero budget, one-cell layers, a saturating excess)
 POLICY_VALUES = [
-    [0, 1], range(6), [0, 655, 13107, 65536, 70000], [0, 1, 7, 1578], range(3),
-    range(8), range(50), range(20000), [1, 72, 2304, 40000], [0, 655, 65536],
+    [0, 1], [0, 1, 2, 5, 65535], [0, 1, 5243, 65536], [0, 655, 13107, 65536, 70000],
+    [0, 1, 7, 1578], range(3),
+    [0, 1, 65535, 65536, 131071, 327680, 0xFFFF0000, 0xFFFFFFFF], range(50), range(20000),
+    [1, 72, 2304, 40000], [0, 655, 65536], [0, 1],
 ]  # fmt: skip
 
 
@@ -32,16 +35,42 @@ def test_c_policy_equals_the_python_twin(tmp_path: Path) -> None:
     cases = []
     for _ in range(4000):
         pick = [int(rng.choice(v)) for v in POLICY_VALUES]
-        cases.append((tuple(pick[:5]), tuple(pick[5:])))
+        cases.append((tuple(pick[:6]), tuple(pick[6:])))
     stdin = "".join(" ".join(map(str, p + s)) + "\n" for p, s in cases)
     out = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, check=True)
     got = [tuple(map(int, line.split())) for line in out.stdout.splitlines()]
     want = []
-    for pol, (errors, commits, samples, cells, rho) in cases:
+    for pol, (excess, commits, samples, cells, rho, mis) in cases:
         p = Policy(*pol)
-        want.append((int(p.due(errors, commits, samples)), p.min_cells(cells, rho)))
+        want.append((int(p.due(excess, commits, samples)), p.min_cells(cells, rho),
+                     p.gate_update(excess, bool(mis))))  # fmt: skip
     assert got == want
     assert {g[0] for g in got} == {0, 1}  # both answers exercised
+    assert {0, 0xFFFFFFFF} <= {g[2] for g in got}  # the excess floors at 0 and saturates
+
+
+def _gate_openings(p: Policy, mispredicted: np.ndarray) -> int:
+    """Times the gate opens (and the layer writes, resetting the excess) over a stream."""
+    s = opened = 0
+    for mis in mispredicted:
+        s = p.gate_update(s, bool(mis))
+        if p.due(s, 0, 1):
+            opened, s = opened + 1, 0
+    return opened
+
+
+def test_error_excess_is_a_cusum() -> None:
+    """A stream at the model's own error rate (8%) rarely opens a gate whose reference is
+    that rate plus a margin, where the plain count opens it every few dozen samples; a drift
+    to 40% errors opens it within a few dozen samples."""
+    rng = np.random.default_rng(0)
+    calm = rng.random(10_000) < 0.08
+    cusum = Policy(kind=1, gate_errors=8, gate_rate_q16=round(0.10 * 65536))
+    plain = Policy(kind=1, gate_errors=8)
+    assert _gate_openings(cusum, calm) <= 10 < 80 <= _gate_openings(plain, calm)
+    drift = rng.random(60) < 0.4
+    assert _gate_openings(cusum, drift) >= 1
+    assert plain.gate_update(plain.gate_update(0, True), False) == 1 << 16  # rate 0: a count
 
 
 def test_fixed_policy_is_todays_schedule() -> None:

@@ -95,7 +95,8 @@ def train(driver: Path, tmp: Path, model: Model, x: np.ndarray, y: np.ndarray, s
           flush_every: int = 0, real_units: int = 0, lrt_block: int = 0,
           batched: list[int] | None = None) -> TrainRun:  # fmt: skip
     """batched: [BATCH_CONV, BATCH_DENSE, RHO_MIN_Q16, POLICY, GATE_ERRORS, GATE_CELLS_Q16,
-    SAMPLES_PER_COMMIT, BURST] of bp_driver; the per-sample gradients are then dumped too."""
+    SAMPLES_PER_COMMIT, BURST(, GATE_RATE_Q16)] of bp_driver; the per-sample gradients are
+    then dumped too."""
     net = write_net(tmp / f"net-{scheme}-{max_norm}-{counters}-{real_units}.bin", model)
     xq = model.quantize_input(x)
     stdin = np.array([len(xq)], "<i4").tobytes()
@@ -490,10 +491,11 @@ def sgd_batch_reference(
          for i, lay in enumerate(model.layers) if lay.has_weights}  # fmt: skip
     acc = {i: np.zeros_like(v) for i, v in w.items()}
     pending = dict.fromkeys(w, 0)
-    mark = dict.fromkeys(w, 0)
-    errors = commits = 0
+    excess = dict.fromkeys(w, 0)
+    commits = 0
     for k, per in enumerate(run.grads):
-        errors += int(run.preds[k] != y[k])
+        for i in excess:
+            excess[i] = policy.gate_update(excess[i], bool(run.preds[k] != y[k]))
         for i, (g, g_exp) in per.items():
             shift = -(g_exp + model.layers[i].weight_exp + 14)  # type: ignore[operator]
             acc[i] += round_shift(g * lr_q16, shift)
@@ -503,14 +505,14 @@ def sgd_batch_reference(
             if pending[i] < batch:
                 continue
             pending[i] = 0
-            if not policy.due(errors - mark[i], commits, k + 1):
+            if not policy.due(excess[i], commits, k + 1):
                 continue
             delta = round_shift(acc[i], 16)
             if np.count_nonzero(delta) < policy.min_cells(delta.size, rho_min_q16):
                 continue
             new = np.clip(w[i] - delta, -128, 127)
             changed |= bool(np.any(new != w[i]))
-            w[i], acc[i], mark[i] = new, np.zeros_like(acc[i]), errors
+            w[i], acc[i], excess[i] = new, np.zeros_like(acc[i]), 0
         commits += changed
     return w, commits
 
@@ -525,8 +527,9 @@ def stream24() -> Samples:
 
 @pytest.mark.parametrize(
     "policy",
-    [Policy(), Policy(1, 4, 3277, 0, 0), Policy(1, 1, 0, 6, 0)],
-    ids=["fixed", "gated-errors-cells", "gated-budget"],
+    [Policy(), Policy(1, 4, 0, 3277, 0, 0), Policy(1, 1, 0, 0, 6, 0),
+     Policy(1, 1, 52429, 0, 0, 0)],
+    ids=["fixed", "gated-errors-cells", "gated-budget", "gated-error-excess"],
 )
 def test_sgd_batch_matches_the_reference_and_its_policy(
     driver: Path, tmp_path: Path, stream24: Samples, policy: Policy
@@ -535,7 +538,7 @@ def test_sgd_batch_matches_the_reference_and_its_policy(
     model = _model()
     batch, rho = 3, 655
     cfg = [batch, batch, rho, policy.kind, policy.gate_errors, policy.gate_cells_q16,
-           policy.samples_per_commit, policy.burst]  # fmt: skip
+           policy.samples_per_commit, policy.burst, policy.gate_rate_q16]  # fmt: skip
     run = train(driver, tmp_path, model, x, y, "sgd-batch", lr_q16=LR_SGD, batched=cfg)
     assert run.errors == int(np.sum(run.preds != y))
     want, commits = sgd_batch_reference(model, run, y, LR_SGD, batch, rho, policy)

@@ -140,3 +140,24 @@ def test_defaults_table_fills_what_is_not_given() -> None:
     assert given.resolved()["lr"] == 0.02 and load_config(None).resolved()["lr"] == 0.003
     with pytest.raises(UserError, match="field 'defaults' is 'tuned'"):
         load_config(None, defaults="tuned")
+
+
+def test_gate_rate_is_the_field_error_plus_margin_unless_given() -> None:
+    from lrt.policy import held_out_error, policy_of
+
+    meta = {"int8_accuracy": 0.988, "int8_field_accuracy": 0.92}
+    err = held_out_error(meta)
+    assert err is not None and abs(err - 0.08) < 1e-12  # the deformed digits, not the clean
+    assert held_out_error({"int8_accuracy": 0.9}) == pytest.approx(0.1)
+    assert held_out_error({}) is None
+    cfg = load_config(None, gate_margin=0.02)
+    assert cfg.gate_rate_for(err) == pytest.approx(0.10)
+    assert cfg.gate_rate_for(None) == 0.0  # no held-out figure: the plain error count
+    assert load_config(None, gate_rate=0.3, gate_margin=0.02).gate_rate_for(err) == 0.3
+    assert load_config(None, gate_margin=0.5).gate_rate_for(0.9) == 1.0
+    pol = policy_of(cfg, 1_000_000, 2, err)
+    assert pol.gate_rate_q16 == round(0.10 * 65536)
+    assert policy_of(load_config(None, gate_rate=0.0), 1_000_000, 2, err).gate_rate_q16 == 0
+    for key in ("gate_rate", "gate_margin"):
+        with pytest.raises(UserError, match=f"field '{key}' is 1.5"):
+            load_config(None, **{key: 1.5})

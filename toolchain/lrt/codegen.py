@@ -22,7 +22,7 @@ from lrt import __version__, batchnorm, nvm, resources
 from lrt.config import BuildConfig
 from lrt.errors import UserError
 from lrt.model import Layer, Model
-from lrt.policy import policy_of
+from lrt.policy import held_out_error, policy_of
 from lrt.templates import render, write_if_changed
 
 TEMPLATES = resources.templates_dir()
@@ -499,7 +499,9 @@ def firmware_context(
     # snapshots included. The gated policy's commit count (samples_per_commit) also applies;
     # it is the only budget of sgd-batch, whose writes do not pass the throttle.
     throttle = bool(lifetime)
-    pol = policy_of(config, board.nvm.endurance, geo.layout().n_slots if geo else 2)
+    pol = policy_of(
+        config, board.nvm.endurance, geo.layout().n_slots if geo else 2, held_out_error(model.meta)
+    )
     ctx.update(
         {
             "act_size": sizes["act_size"],

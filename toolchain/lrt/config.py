@@ -45,8 +45,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "lrt": 0.003,
             "lrt-maxnorm": 0.003,
         },
+        "gate_margin": None,
     },
-    "paper": {"write_policy": "fixed", "lr": dict.fromkeys(SCHEMES, 0.01)},
+    "paper": {"write_policy": "fixed", "lr": dict.fromkeys(SCHEMES, 0.01), "gate_margin": None},
 }
 
 
@@ -92,6 +93,13 @@ class BuildConfig:
     # within the write budget that lifetime_years sets
     write_policy: str | None = None  # None: from `defaults`
     gate_errors: int = 2
+    # gated: the error rate of a device with nothing to learn; only mispredictions above it
+    # count toward gate_errors (Page's CUSUM, firmware_templates/lib/lrt_policy.h). gate_rate
+    # sets it outright (0..1); otherwise it is the model's held-out int8 error rate plus
+    # gate_margin (None: from `defaults`), or 0 when the model has no held-out figure (an
+    # imported model) -- 0 makes the gate a plain count of mispredictions since the last write
+    gate_rate: float | None = None
+    gate_margin: float | None = None
     gate_cells: float = 0.0
     write_burst: int = 0  # gated: commits the budget lets run ahead of its schedule
     # exact per-cell write counters in the firmware (uint32 x 2 per weight cell): "auto" when
@@ -151,6 +159,10 @@ class BuildConfig:
             )
         if not 0 <= self.gate_errors <= 65535:
             raise bad("gate_errors", f"is {self.gate_errors}; expected 0..65535")
+        for key in ("gate_rate", "gate_margin"):
+            value = getattr(self, key)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise bad(key, f"is {value}; expected 0..1")
         if not 0.0 <= self.gate_cells <= 1.0:
             raise bad("gate_cells", f"is {self.gate_cells}; expected 0..1")
         if self.write_burst < 0:
@@ -184,6 +196,18 @@ class BuildConfig:
     def policy_name(self) -> str:
         """`write_policy`, or the one of the `defaults` table."""
         return self.write_policy or str(DEFAULTS[self.defaults]["write_policy"])
+
+    def gate_rate_for(self, model_error: float | None) -> float:
+        """The gated policy's expected error rate for a model of held-out error `model_error`
+        (None: unknown)."""
+        if self.gate_rate is not None:
+            return self.gate_rate
+        margin = self.gate_margin
+        if margin is None:
+            margin = DEFAULTS[self.defaults]["gate_margin"]
+        if margin is None or model_error is None:
+            return 0.0
+        return min(model_error + float(margin), 1.0)
 
     def resolved(self) -> dict[str, Any]:
         """The fields with `lr` and `write_policy` filled in: what the firmware was built with."""

@@ -190,6 +190,8 @@ def _obtain_model(
     )
     tflite_out.write_bytes(res.tflite)
     acc = {"float_acc": res.float_accuracy, "int8_acc": res.int8_accuracy}
+    if "int8_field_accuracy" in res.model.meta:  # deformed test digits (the gate's reference)
+        acc["field_acc"] = float(res.model.meta["int8_field_accuracy"])
     return res.model, acc
 
 
@@ -351,10 +353,10 @@ def read_report(path: Path, config: bool = True) -> dict[str, Any]:
 
 def _policy(cfg: BuildConfig, brd: Any, model: Model) -> Any:
     """The firmware's write policy (the budget needs the store's slot count)."""
-    from lrt.policy import policy_of
+    from lrt.policy import held_out_error, policy_of
 
     endurance, slots = _nvm_facts_of(brd, model)
-    return policy_of(cfg, endurance, slots or 2)
+    return policy_of(cfg, endurance, slots or 2, held_out_error(model.meta))
 
 
 def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:

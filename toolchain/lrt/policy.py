@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from lrt.config import BuildConfig
 
@@ -25,15 +26,21 @@ class Policy:
 
     kind: int = 0
     gate_errors: int = 0
+    gate_rate_q16: int = 0
     gate_cells_q16: int = 0
     samples_per_commit: int = 0
     burst: int = 0
 
-    def due(self, errors_since: int, commits: int, samples: int) -> bool:
+    def gate_update(self, excess_q16: int, mispredicted: bool) -> int:
+        """lrt_policy_gate_update: a layer's error excess (CUSUM, Q16) after one more sample."""
+        s = excess_q16 + (65536 if mispredicted else 0)
+        return min(max(s - self.gate_rate_q16, 0), 0xFFFFFFFF)
+
+    def due(self, excess_q16: int, commits: int, samples: int) -> bool:
         """lrt_policy_due: may a layer whose pseudo-batch is complete try to write?"""
         if self.kind != POLICY_KIND["gated"]:
             return True
-        if errors_since < self.gate_errors:
+        if excess_q16 < self.gate_errors << 16:
             return False
         if self.samples_per_commit:
             return commits + 1 <= self.burst + samples // self.samples_per_commit
@@ -58,14 +65,25 @@ def samples_per_commit(
     return max(1, math.ceil(samples / (endurance * n_slots)))
 
 
-def policy_of(cfg: BuildConfig, endurance: int, n_slots: int) -> Policy:
-    """The firmware's lrt_policy for a build config on a board's NVM."""
+def held_out_error(meta: dict[str, Any]) -> float | None:
+    """A model's held-out int8 error rate from its metadata: on field-like (deformed) test
+    digits where measured, else on the clean test split; None when not measured."""
+    acc = meta.get("int8_field_accuracy", meta.get("int8_accuracy"))
+    return None if acc is None else 1.0 - float(acc)
+
+
+def policy_of(
+    cfg: BuildConfig, endurance: int, n_slots: int, model_error: float | None = None
+) -> Policy:
+    """The firmware's lrt_policy for a build config on a board's NVM; `model_error` is the
+    model's held-out int8 error rate (None: unknown, e.g. an imported model)."""
     spc = 0
     if cfg.policy_name == "gated" and cfg.lifetime_years:
         spc = samples_per_commit(cfg.lifetime_years, cfg.sample_rate_hz, endurance, n_slots)
     return Policy(
         kind=POLICY_KIND[cfg.policy_name],
         gate_errors=cfg.gate_errors,
+        gate_rate_q16=min(round(cfg.gate_rate_for(model_error) * 65536), 65536),
         gate_cells_q16=round(cfg.gate_cells * 65536),
         samples_per_commit=spc,
         burst=cfg.write_burst,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from lrt import console
+from lrt.data.augment import elastic_deform
 from lrt.export import export_ir, export_tflite
 from lrt.model import Model
 from lrt.presets import NetSpec, get_spec
@@ -140,6 +141,9 @@ def train_model(
     ir.meta["float_accuracy"] = float_acc
     int8_acc = _accuracy(forward_int8(ir, ir.quantize_input(x_test)), y_test)
     ir.meta["int8_accuracy"] = int8_acc
+    field_acc = _field_accuracy(ir, x_test, y_test, seed)
+    if field_acc is not None:
+        ir.meta["int8_field_accuracy"] = field_acc
     tflite = export_tflite(ir, x_train[:16])
     line.done(
         f"{spec.name}: {n_epochs} epoch{'s' if n_epochs != 1 else ''}, test accuracy float "
@@ -161,3 +165,13 @@ def save_artifacts(result: TrainResult, out_dir: Path | str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.tflite").write_bytes(result.tflite)
     result.model.save(out / "ir")
+
+
+def _field_accuracy(ir: Model, x_test: np.ndarray, y_test: np.ndarray, seed: int) -> float | None:
+    """int8 accuracy on the test digits deformed like the online streams: what a device with
+    nothing to learn sees in the field (the gated write policy's reference error rate).
+    None where the images are not single-channel squares (no elastic deformation defined)."""
+    if x_test.ndim != 4 or x_test.shape[-1] != 1 or x_test.shape[1] != x_test.shape[2]:
+        return None
+    x_field = elastic_deform(x_test, np.random.default_rng([seed, 0xF1E1D]))
+    return _accuracy(forward_int8(ir, ir.quantize_input(x_field)), y_test)
