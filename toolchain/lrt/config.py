@@ -45,7 +45,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "lrt": 0.003,
             "lrt-maxnorm": 0.003,
         },
-        "gate_margin": None,
+        # the error gate's reference: the model's field error + 2 points (docs/ENDURANCE.md)
+        "gate_margin": 0.02,
     },
     "paper": {"write_policy": "fixed", "lr": dict.fromkeys(SCHEMES, 0.01), "gate_margin": None},
 }
