@@ -193,8 +193,8 @@ static inline int32_t rot(int32_t c, int32_t a, int32_t s, int32_t b)
 #endif
 
 /* columns i and j of the q x q matrix x, rows 0 .. rows - 1: (a, b) <- (c a - s b, s a + c b) */
-static OUT_OF_LINE void rotate_cols(int32_t *x, uint8_t q, unsigned rows, unsigned i, unsigned j, int32_t c,
-                        int32_t s)
+static OUT_OF_LINE void rotate_cols(int32_t *x, uint8_t q, unsigned rows, unsigned i, unsigned j,
+                                    int32_t c, int32_t s)
 {
     int32_t *xi = x + i, *xj = x + j;
     const int32_t *const end = xi + (size_t)rows * q, ns = -s;
@@ -207,8 +207,8 @@ static OUT_OF_LINE void rotate_cols(int32_t *x, uint8_t q, unsigned rows, unsign
 
 /* rotate_cols over all q rows, also returning the new columns' squared norms (the values
  * are in registers anyway; the next checks of these columns need them) */
-static OUT_OF_LINE void rotate_cols_norms(int32_t *x, uint8_t q, unsigned i, unsigned j, int32_t c, int32_t s,
-                              uint64_t *ni, uint64_t *nj)
+static OUT_OF_LINE void rotate_cols_norms(int32_t *x, uint8_t q, unsigned i, unsigned j,
+                                          int32_t c, int32_t s, uint64_t *ni, uint64_t *nj)
 {
     int32_t *xi = x + i, *xj = x + j;
     const int32_t *const end = xi + (size_t)q * q, ns = -s;
@@ -403,6 +403,15 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
 
 /* ---- one block step ---------------------------------------------------------------------- */
 
+/* x -= round(acc 2^-sh); returns the new x squared */
+static inline uint64_t update_entry(int32_t *x, int64_t acc, int sh)
+{
+    const int64_t t = sh >= 1 && sh <= 62 ? rsh(acc, sh) : lrt_shr_round64(acc, sh);
+    const int32_t v = *x - (int32_t)t;
+    *x = v;
+    return (uint64_t)((int64_t)v * v);
+}
+
 /* One classical Gram-Schmidt pass of x (len entries) against the columns of Q (int16 state,
  * stride r, exponent eq) and the accepted new columns P_j (p32 + j * len, |entries| < 2^15,
  * exponent ep[j]): every coefficient Q_j . x from the same x, then one update
@@ -498,25 +507,31 @@ static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int
     d1 = r == 4 ? d[1] : 0;
     d2 = r == 4 ? d[2] : 0;
     d3 = r == 4 ? d[3] : 0;
-    for (i = 0; i < len; i++) {
-        const int16_t *qrow = qm + (size_t)i * r;
+    /* two entries at a time: each coefficient of a new column is loaded once for both */
+    for (i = 0; i < len; i += 2) {
+        const unsigned two = i + 1 < len; /* 0 on an odd last entry */
+        const int16_t *q0 = qm + (size_t)i * r, *q1 = q0 + (two ? r : 0u);
         const int32_t *pc = p32 + i;
-        int64_t acc = 0;
-        int32_t v;
+        int64_t acc0 = 0, acc1 = 0;
         if (r == 4) { /* the default rank: its coefficients stay in registers */
-            acc = (int64_t)d0 * qrow[0] + (int64_t)d1 * qrow[1] + (int64_t)d2 * qrow[2] +
-                  (int64_t)d3 * qrow[3];
+            acc0 = (int64_t)d0 * q0[0] + (int64_t)d1 * q0[1] + (int64_t)d2 * q0[2] +
+                   (int64_t)d3 * q0[3];
+            acc1 = (int64_t)d0 * q1[0] + (int64_t)d1 * q1[1] + (int64_t)d2 * q1[2] +
+                   (int64_t)d3 * q1[3];
         } else {
-            for (j = 0; j < r; j++)
-                acc += (int64_t)d[j] * qrow[j];
+            for (j = 0; j < r; j++) {
+                acc0 += (int64_t)d[j] * q0[j];
+                acc1 += (int64_t)d[j] * q1[j];
+            }
         }
-        for (j = 0; j + 1 < kk; j += 2, pc += 2u * len)
-            acc += (int64_t)d[r + j] * pc[0] + (int64_t)d[r + j + 1] * pc[len];
-        if (j < kk)
-            acc += (int64_t)d[r + j] * pc[0];
-        v = x[i] - (int32_t)(sh >= 1 && sh <= 62 ? rsh(acc, sh) : lrt_shr_round64(acc, sh));
-        x[i] = v;
-        ss += (uint64_t)((int64_t)v * v);
+        for (j = 0; j < kk; j++, pc += len) {
+            const int64_t dj = d[r + j];
+            acc0 += dj * pc[0];
+            acc1 += dj * pc[two];
+        }
+        ss += update_entry(x + i, acc0, sh);
+        if (two)
+            ss += update_entry(x + i + 1, acc1, sh);
     }
     return ss;
 }

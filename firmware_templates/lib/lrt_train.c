@@ -521,10 +521,10 @@ static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz
     int step = bexp - acc_exp;
     int64_t lo, hi;
     lrt_ufx scale = learning_rate(t);
-    /* the channels' gradients in one pass over dz where they fit the stack (every layer of
-     * the mcu preset), otherwise channel by channel, twice with max-norm */
+    /* max-norm reads every channel's gradient twice: then they are summed once, in one pass
+     * over dz, where they fit the stack (every layer of the mcu preset) */
     int32_t cache[BIAS_GRAD_CACHE];
-    const int cached = l->out_c <= BIAS_GRAD_CACHE;
+    const int cached = t->cfg.max_norm && l->out_c <= BIAS_GRAD_CACHE;
     uint16_t o;
     if (cached) {
         lrt_bp_bias_grads(l, dz, cache);
