@@ -79,7 +79,8 @@ size_t lrt_lowrank_work_size(uint8_t rank, uint8_t max_block)
 }
 
 /* work buffer layout (int32), P = r + kmax, w = max(r, kmax): C -> U [P*P], V [P*P],
- * A [P*w], B [P*w]; once the core is built, W_L and W_R reuse A and B */
+ * A [P*w], B [P*w]; A B^T's int64 entries span C and V before the core is built, and once it
+ * is, W_L and W_R reuse A and B */
 static int32_t *work_mat(const lrt_lowrank *acc, unsigned idx)
 {
     const size_t r = acc->cfg.rank, kb = acc->cfg.max_block, p = r + kb;
@@ -969,7 +970,9 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
         p = 2;
 
     /* core C = diag(cx, 0) + A B^T with one exponent ec, |C_ij| <= 2^(C_TOP_BITS + 1): the
-     * Frobenius norm then stays below 2^30, which the Jacobi sums need for p up to 24 */
+     * Frobenius norm then stays below 2^30, which the Jacobi sums need for p up to 24. The
+     * int64 entries of A B^T wait in the C and V areas (2 P^2 contiguous words; memcpy, as
+     * the work buffer is only 4-byte aligned) until their largest fixes the exponent. */
     for (i = 0; i < rl; i++) {
         for (j = 0; j < rr; j++) {
             int64_t s = 0;
@@ -977,6 +980,7 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
                 s += (int64_t)am[c * pw + i] * bm[c * pw + j];
             if (abs64(s) > smax)
                 smax = abs64(s);
+            memcpy(cm + 2u * (i * rr + j), &s, sizeof(s));
         }
     }
     if (smax)
@@ -994,13 +998,18 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
      * its zero columns rl.. then cost the Jacobi sweeps nothing (rl (rl - 1) / 2 column
      * pairs instead of rr (rr - 1) / 2); U and V swap places afterwards. */
     transposed = rl < rr;
+    /* A B^T at the exponent ec (|entries| <= 2^(C_TOP_BITS + 1)), packed in place (entry e
+     * moves from words 2e, 2e + 1 to word e, never over one not yet read) and copied to the V
+     * area, from where C is filled */
+    for (c = 0; c < rl * rr; c++) {
+        int64_t s;
+        memcpy(&s, cm + 2u * c, sizeof(s));
+        cm[c] = s ? (int32_t)lrt_shr_round64(s, (int)(ec - ep)) : 0;
+    }
+    memcpy(vm, cm, sizeof(int32_t) * rl * rr);
     for (i = 0; i < p; i++) {
         for (j = 0; j < p; j++) {
-            int64_t s = 0, val;
-            if (i < rl && j < rr)
-                for (c = 0; c < k; c++)
-                    s += (int64_t)am[c * pw + i] * bm[c * pw + j];
-            val = s ? lrt_shr_round64(s, (int)(ec - ep)) : 0;
+            int64_t val = i < rl && j < rr ? vm[i * rr + j] : 0;
             if (i == j && i < r && acc->cx[i]) /* (cx_exp is stale while cx is 0) */
                 val += lrt_shr_round64(acc->cx[i], (int)(ec - acc->cx_exp));
             cm[transposed ? j * p + i : i * p + j] = (int32_t)val;
