@@ -56,36 +56,33 @@ uint32_t lrt_isqrt64(uint64_t x)
 }
 
 #if UINTPTR_MAX <= 0xFFFFFFFFu || defined(LRT_UDIV64_PORTABLE)
-/* Knuth's algorithm D with 16-bit digits (Hacker's Delight's divlu): floor((hi 2^32 + lo) / d)
- * for hi < d, two 32-bit divisions. */
+/* One 16-bit quotient digit of Knuth's algorithm D: floor((un 2^16 + next) / d) for a
+ * normalised d = dn1 2^16 + dn0 and un < d; the estimate un / dn1 is at most two too high. */
+static uint32_t divlu_digit(uint32_t un, uint32_t next, uint32_t dn1, uint32_t dn0)
+{
+    uint32_t q = un / dn1, rhat = un - q * dn1;
+    while (q > 0xFFFFu || q * dn0 > ((rhat << 16) | next)) {
+        q--;
+        rhat += dn1;
+        if (rhat > 0xFFFFu)
+            break;
+    }
+    return q;
+}
+
+/* Hacker's Delight's divlu: floor((hi 2^32 + lo) / d) for hi < d, two 32-bit divisions. */
 static uint32_t divlu(uint32_t hi, uint32_t lo, uint32_t d)
 {
     const int s = lrt_clz32(d);
-    uint32_t dn1, dn0, un32, un21, un10, un1, un0, q1, q0, rhat;
+    uint32_t dn1, dn0, un32, un21, un10, q1, q0;
     d <<= s;
     dn1 = d >> 16;
     dn0 = d & 0xFFFFu;
     un32 = s ? (hi << s) | (lo >> (32 - s)) : hi;
     un10 = lo << s;
-    un1 = un10 >> 16;
-    un0 = un10 & 0xFFFFu;
-    q1 = un32 / dn1;
-    rhat = un32 - q1 * dn1;
-    while (q1 > 0xFFFFu || q1 * dn0 > ((rhat << 16) | un1)) {
-        q1--;
-        rhat += dn1;
-        if (rhat > 0xFFFFu)
-            break;
-    }
-    un21 = (un32 << 16) + un1 - q1 * d;
-    q0 = un21 / dn1;
-    rhat = un21 - q0 * dn1;
-    while (q0 > 0xFFFFu || q0 * dn0 > ((rhat << 16) | un0)) {
-        q0--;
-        rhat += dn1;
-        if (rhat > 0xFFFFu)
-            break;
-    }
+    q1 = divlu_digit(un32, un10 >> 16, dn1, dn0);
+    un21 = (un32 << 16) + (un10 >> 16) - q1 * d;
+    q0 = divlu_digit(un21, un10 & 0xFFFFu, dn1, dn0);
     return (q1 << 16) | q0;
 }
 #endif
