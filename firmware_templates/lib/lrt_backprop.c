@@ -612,6 +612,19 @@ int32_t lrt_bp_bias_grad(const lrt_layer *l, const int8_t *dz, uint16_t o)
     return acc;
 }
 
+void lrt_bp_bias_grads(const lrt_layer *l, const int8_t *dz, int32_t *out)
+{
+    const uint16_t n = l->out_c;
+    uint32_t p, pixels = lrt_layer_out_size(l) / n;
+    uint16_t o;
+    memset(out, 0, sizeof(int32_t) * n);
+    for (p = 0; p < pixels; p++, dz += n) {
+        for (o = 0; o < n; o++) {
+            out[o] += dz[o];
+        }
+    }
+}
+
 int lrt_bp_channel_active(const lrt_layer *l, const int8_t *dz, uint16_t o)
 {
     uint32_t p, n = lrt_layer_out_size(l) / l->out_c;
@@ -716,6 +729,7 @@ uint32_t lrt_conv_wgrad_size(const lrt_layer *l)
 }
 
 #define WGRAD_PATCH_MAX 32u /* bytes of stack for the window of a small filter */
+#define WGRAD_DSUM_CHUNK 32u /* channels whose dz sums one pass over the pixels gathers */
 
 void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, int32_t *g)
 {
@@ -724,7 +738,7 @@ void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, i
     const int32_t off = l->input_offset; /* x - zp = x + input_offset */
     int8_t patch[WGRAD_PATCH_MAX];
     uint32_t oy, ox, ky, t;
-    uint16_t o, n;
+    uint16_t o, o0, n;
     lrt_bp_geom_of(l, &geo);
     n = geo.out_c;
     memset(g, 0, sizeof(int32_t) * n * m);
@@ -779,23 +793,31 @@ void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, i
     }
     if (off == 0)
         return;
-    for (o = 0; o < n; o++) { /* the windows inside: off * (their sum of dz) on every tap */
-        int32_t dsum = 0, add;
-        int32_t *row = g + (size_t)o * m;
+    /* the windows inside: off * (their sum of dz) on every tap of the channel; the sums in
+     * one pass over the pixels per WGRAD_DSUM_CHUNK channels (dz is pixel-major) */
+    for (o0 = 0; o0 < n; o0 = (uint16_t)(o0 + WGRAD_DSUM_CHUNK)) {
+        const uint16_t nc = (uint16_t)LRT_MIN((uint32_t)WGRAD_DSUM_CHUNK, (uint32_t)n - o0);
+        int32_t dsum[WGRAD_DSUM_CHUNK];
+        memset(dsum, 0, sizeof(dsum));
         for (oy = 0; oy < geo.out_h; oy++) {
             const int32_t iy0 = (int32_t)(oy * geo.sh) - geo.pt;
             if (iy0 < 0 || iy0 + geo.kh > geo.in_h)
                 continue;
             for (ox = 0; ox < geo.out_w; ox++) {
                 const int32_t ix0 = (int32_t)(ox * geo.sw) - geo.pl;
+                const int8_t *d = dz + ((size_t)oy * geo.out_w + ox) * n + o0;
                 if (ix0 < 0 || ix0 + geo.kw > geo.in_w)
                     continue;
-                dsum += dz[((size_t)oy * geo.out_w + ox) * n + o];
+                for (o = 0; o < nc; o++)
+                    dsum[o] += d[o];
             }
         }
-        add = dsum * off;
-        if (add != 0)
-            for (t = 0; t < m; t++)
-                row[t] += add;
+        for (o = 0; o < nc; o++) {
+            int32_t *row = g + (size_t)(o0 + o) * m;
+            const int32_t add = dsum[o] * off;
+            if (add != 0)
+                for (t = 0; t < m; t++)
+                    row[t] += add;
+        }
     }
 }

@@ -133,6 +133,8 @@ void lrt_bp_weight_grad(const lrt_layer *l, const int8_t *x, const int8_t *dz, i
 
 /* Bias gradient of channel o: sum over output pixels of dz[p][o]. */
 int32_t lrt_bp_bias_grad(const lrt_layer *l, const int8_t *dz, uint16_t o);
+/* lrt_bp_bias_grad of every channel (out[out_c]) in one pass over the pixels. */
+void lrt_bp_bias_grads(const lrt_layer *l, const int8_t *dz, int32_t *out);
 
 /* 1 if dz[p][o] != 0 for some output pixel p (rows that are all zero need no work). */
 int lrt_bp_channel_active(const lrt_layer *l, const int8_t *dz, uint16_t o);

@@ -1,32 +1,6 @@
 /* lrt_fixmath.c - integer helpers of the LRT accumulator (see lrt_fixmath.h). */
 #include "lrt_fixmath.h"
 
-#include <limits.h>
-
-int lrt_clz32(uint32_t x)
-{
-    if (x == 0)
-        return 32;
-#if defined(__GNUC__) && UINT_MAX == 0xFFFFFFFFu
-    return __builtin_clz(x); /* one CLZ instruction from Cortex-M3 on */
-#else
-    {
-        int n = 0;
-        while (!(x & 0x80000000u)) {
-            x <<= 1;
-            n++;
-        }
-        return n;
-    }
-#endif
-}
-
-int lrt_clz64(uint64_t x)
-{
-    uint32_t hi = (uint32_t)(x >> 32);
-    return hi ? lrt_clz32(hi) : 32 + lrt_clz32((uint32_t)x);
-}
-
 /* floor(sqrt(y)) for y in [2^30, 2^32): integer Newton from above. The first guess is the
  * tangent of sqrt at 2^31 (a concave function lies below its tangents) plus a margin for the
  * truncated slope 181/256 < 1/sqrt(2): at most 6% high, so three steps reach floor(sqrt(y))
@@ -81,16 +55,50 @@ uint32_t lrt_isqrt64(uint64_t x)
     }
 }
 
-int64_t lrt_shr_round64(int64_t x, int sh)
+#if UINTPTR_MAX <= 0xFFFFFFFFu || defined(LRT_UDIV64_PORTABLE)
+/* One 16-bit quotient digit of Knuth's algorithm D: floor((un 2^16 + next) / d) for a
+ * normalised d = dn1 2^16 + dn0 and un < d; the estimate un / dn1 is at most two too high. */
+static uint32_t divlu_digit(uint32_t un, uint32_t next, uint32_t dn1, uint32_t dn0)
 {
-    if (sh == 0 || x == 0)
-        return x;
-    if (sh < 0)
-        return x * ((int64_t)1 << -sh);
-    if (sh >= 64)
-        return 0;
-    /* floor(x / 2^sh) plus the first dropped bit: round half up without an overflowing add */
-    return (x >> sh) + ((x >> (sh - 1)) & 1);
+    uint32_t q = un / dn1, rhat = un - q * dn1;
+    while (q > 0xFFFFu || q * dn0 > ((rhat << 16) | next)) {
+        q--;
+        rhat += dn1;
+        if (rhat > 0xFFFFu)
+            break;
+    }
+    return q;
+}
+
+/* Hacker's Delight's divlu: floor((hi 2^32 + lo) / d) for hi < d, two 32-bit divisions. */
+static uint32_t divlu(uint32_t hi, uint32_t lo, uint32_t d)
+{
+    const int s = lrt_clz32(d);
+    uint32_t dn1, dn0, un32, un21, un10, q1, q0;
+    d <<= s;
+    dn1 = d >> 16;
+    dn0 = d & 0xFFFFu;
+    un32 = s ? (hi << s) | (lo >> (32 - s)) : hi;
+    un10 = lo << s;
+    q1 = divlu_digit(un32, un10 >> 16, dn1, dn0);
+    un21 = (un32 << 16) + (un10 >> 16) - q1 * d;
+    q0 = divlu_digit(un21, un10 & 0xFFFFu, dn1, dn0);
+    return (q1 << 16) | q0;
+}
+#endif
+
+uint64_t lrt_udiv64_32(uint64_t n, uint32_t d)
+{
+#if UINTPTR_MAX > 0xFFFFFFFFu && !defined(LRT_UDIV64_PORTABLE)
+    return n / d; /* a 64-bit CPU divides in one instruction (the tests build the other path) */
+#else
+    uint32_t hi = (uint32_t)(n >> 32), qh = 0;
+    if (hi >= d) {
+        qh = hi / d;
+        hi -= qh * d;
+    }
+    return ((uint64_t)qh << 32) | divlu(hi, (uint32_t)n, d);
+#endif
 }
 
 /* ---- lrt_ufx ----------------------------------------------------------------------------- */
@@ -136,7 +144,7 @@ lrt_ufx lrt_ufx_div(lrt_ufx a, lrt_ufx b)
         return r;
     }
     /* a.m * 2^32 / b.m lies in (2^31, 2^33): 32 significant bits, one rounding */
-    return lrt_ufx_make((((uint64_t)a.m << 32) + (b.m >> 1)) / b.m, a.e - b.e - 32);
+    return lrt_ufx_make(lrt_udiv64_32(((uint64_t)a.m << 32) + (b.m >> 1), b.m), a.e - b.e - 32);
 }
 
 static uint64_t ufx_aligned(lrt_ufx x, int32_t drop)

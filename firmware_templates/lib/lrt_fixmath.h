@@ -15,19 +15,57 @@
 #ifndef LRT_FIXMATH_H
 #define LRT_FIXMATH_H
 
+#include <limits.h>
+
 #include "lrt_common.h"
 #include "lrt_util.h" /* lrt_xorshift32 */
 
-/* Number of leading zero bits; 32 / 64 for 0. */
-int lrt_clz32(uint32_t x);
-int lrt_clz64(uint64_t x);
+/* Number of leading zero bits; 32 / 64 for 0. Inline: the SVD asks for bit lengths in its
+ * innermost decisions, where a call costs more than the count. */
+static inline int lrt_clz32(uint32_t x)
+{
+    if (x == 0)
+        return 32;
+#if defined(__GNUC__) && UINT_MAX == 0xFFFFFFFFu
+    return __builtin_clz(x); /* one CLZ instruction from Cortex-M3 on */
+#else
+    {
+        int n = 0;
+        while (!(x & 0x80000000u)) {
+            x <<= 1;
+            n++;
+        }
+        return n;
+    }
+#endif
+}
+
+static inline int lrt_clz64(uint64_t x)
+{
+    const uint32_t hi = (uint32_t)(x >> 32);
+    return hi ? lrt_clz32(hi) : 32 + lrt_clz32((uint32_t)x);
+}
 
 /* floor(sqrt(x)). */
 uint32_t lrt_isqrt64(uint64_t x);
 
+/* floor(n / d), d > 0, with 32-bit divisions only: the M-profile cores divide 32 bits in
+ * hardware, and libgcc's generic 64-bit division costs several times more. */
+uint64_t lrt_udiv64_32(uint64_t n, uint32_t d);
+
 /* round(x * 2^-sh), halves toward +inf. sh >= 64 gives 0 or -0 rounding; sh < 0 multiplies
  * by 2^-sh and the caller guarantees that the result fits. */
-int64_t lrt_shr_round64(int64_t x, int sh);
+static inline int64_t lrt_shr_round64(int64_t x, int sh)
+{
+    if (sh == 0 || x == 0)
+        return x;
+    if (sh < 0)
+        return x * ((int64_t)1 << -sh);
+    if (sh >= 64)
+        return 0;
+    /* floor(x / 2^sh) plus the first dropped bit: round half up without an overflowing add */
+    return (x >> sh) + ((x >> (sh - 1)) & 1);
+}
 
 /* ---- unsigned pseudo-float: value = m * 2^e, m == 0 or 2^31 <= m < 2^32 ----------------- */
 typedef struct {

@@ -79,7 +79,8 @@ size_t lrt_lowrank_work_size(uint8_t rank, uint8_t max_block)
 }
 
 /* work buffer layout (int32), P = r + kmax, w = max(r, kmax): C -> U [P*P], V [P*P],
- * A [P*w], B [P*w]; once the core is built, W_L and W_R reuse A and B */
+ * A [P*w], B [P*w]; A B^T's int64 entries span C and V before the core is built, and once it
+ * is, W_L and W_R reuse A and B */
 static int32_t *work_mat(const lrt_lowrank *acc, unsigned idx)
 {
     const size_t r = acc->cfg.rank, kb = acc->cfg.max_block, p = r + kb;
@@ -163,27 +164,65 @@ static void jacobi_cs(int64_t al, int64_t be, int64_t ga, int32_t *c, int32_t *s
     dn = lrt_shr_round64(d, sh);
     gn = lrt_shr_round64(g2, sh);
     rho = lrt_isqrt64((uint64_t)(dn * dn) + (uint64_t)(gn * gn));
-    cos2 = (int64_t)(abs64(dn) << 30) / rho;
+    /* the quotients below truncate toward zero, as C's signed division */
+    cos2 = (int64_t)lrt_udiv64_32(abs64(dn) << 30, rho);
     if (cos2 > ONE_Q30)
         cos2 = ONE_Q30;
-    sin2 = gn * ONE_Q30 / rho;
-    if (d < 0)
+    sin2 = (int64_t)lrt_udiv64_32(abs64(gn) << 30, rho);
+    if ((gn < 0) != (d < 0))
         sin2 = -sin2;
     cc = lrt_isqrt64((uint64_t)(ONE_Q30 + cos2) << 29); /* cos(theta) = sqrt((1 + cos 2t) / 2) */
     *c = (int32_t)cc;
-    *s = (int32_t)(sin2 * ((int64_t)1 << 29) / (int64_t)cc); /* sin 2t / (2 cos t) */
+    *s = (int32_t)lrt_udiv64_32(abs64(sin2) << 29, cc); /* sin 2t / (2 cos t) */
+    if (sin2 < 0)
+        *s = -*s;
 }
 
-/* columns i and j of the q x q matrix x, rows 0 .. rows - 1 */
-static void rotate_cols(int32_t *x, uint8_t q, unsigned rows, unsigned i, unsigned j, int32_t c,
-                        int32_t s)
+/* round((c a + s b) 2^-30): with s negated for the first output of a rotation, both are a
+ * multiply and a multiply-accumulate into one 64-bit register pair */
+static inline int32_t rot(int32_t c, int32_t a, int32_t s, int32_t b)
 {
-    unsigned row;
-    for (row = 0; row < rows; row++) {
-        int64_t a = x[row * q + i], b = x[row * q + j];
-        x[row * q + i] = (int32_t)rsh((int64_t)c * a - (int64_t)s * b, 30);
-        x[row * q + j] = (int32_t)rsh((int64_t)s * a + (int64_t)c * b, 30);
+    return (int32_t)rsh((int64_t)c * a + (int64_t)s * b, 30);
+}
+
+/* The rotations run out of line: inlined into the sweep loop they would share its registers
+ * and spill (the M4 has 14 to spare). */
+#if defined(__GNUC__)
+#define OUT_OF_LINE __attribute__((noinline))
+#else
+#define OUT_OF_LINE
+#endif
+
+/* columns i and j of the q x q matrix x, rows 0 .. rows - 1: (a, b) <- (c a - s b, s a + c b) */
+static OUT_OF_LINE void rotate_cols(int32_t *x, uint8_t q, unsigned rows, unsigned i, unsigned j,
+                                    int32_t c, int32_t s)
+{
+    int32_t *xi = x + i, *xj = x + j;
+    const int32_t *const end = xi + (size_t)rows * q, ns = -s;
+    for (; xi != end; xi += q, xj += q) {
+        const int32_t a = *xi, b = *xj;
+        *xi = rot(c, a, ns, b);
+        *xj = rot(s, a, c, b);
     }
+}
+
+/* rotate_cols over all q rows, also returning the new columns' squared norms (the values
+ * are in registers anyway; the next checks of these columns need them) */
+static OUT_OF_LINE void rotate_cols_norms(int32_t *x, uint8_t q, unsigned i, unsigned j,
+                                          int32_t c, int32_t s, uint64_t *ni, uint64_t *nj)
+{
+    int32_t *xi = x + i, *xj = x + j;
+    const int32_t *const end = xi + (size_t)q * q, ns = -s;
+    int64_t si = 0, sj = 0;
+    for (; xi != end; xi += q, xj += q) {
+        const int32_t a = *xi, b = *xj, u = rot(c, a, ns, b), w = rot(s, a, c, b);
+        *xi = u;
+        *xj = w;
+        si += (int64_t)u * u;
+        sj += (int64_t)w * w;
+    }
+    *ni = (uint64_t)si;
+    *nj = (uint64_t)sj;
 }
 
 static void swap_cols(int32_t *x, uint8_t q, unsigned i, unsigned j)
@@ -206,6 +245,17 @@ static void negate_col(int32_t *x, uint8_t q, unsigned k)
 int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
 {
     unsigned i, j, k, row, sweep, sweeps = 0, qc = 0;
+    /* Two exact shortcuts (the same numbers give the same decisions): a column's squared
+     * norm is computed once (bit k of have) and then by the rotations that change it, and a
+     * pair found converged in the last sweep is skipped while neither of its columns has been
+     * rotated since.
+     * pos counts the pairs visited; a pair's previous visit was one sweep (npairs) ago,
+     * changed[k] is the pos of column k's last rotation plus one, and bit p of conv the
+     * verdict of pair p's last visit. */
+    uint64_t nrm[LRT_LOWRANK_MAX_CORE];
+    uint16_t changed[LRT_LOWRANK_MAX_CORE];
+    uint32_t conv[(LRT_LOWRANK_MAX_CORE * (LRT_LOWRANK_MAX_CORE - 1) / 2 + 31) / 32];
+    uint32_t have = 0, pos = 0, npairs;
     if (!a || !sigma || !v || q < 2 || q > LRT_LOWRANK_MAX_CORE)
         return LRT_ERR_ARG;
     for (i = 0; i < (unsigned)q * q; i++) {
@@ -215,6 +265,9 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
         if (a[i] != 0 && i % q >= qc)
             qc = i % q + 1u;
     }
+    npairs = qc > 1 ? qc * (qc - 1u) / 2u : 0u;
+    memset(changed, 0, sizeof(changed));
+    memset(conv, 0, sizeof(conv));
     /* One-sided (Hestenes) Jacobi: rotate column pairs of a until all are orthogonal; then
      * a = U diag(sigma), and v accumulates the rotations, so A = U diag(sigma) V^T. Trailing
      * all-zero columns (from qc on; the block step's core has them when it is wider than
@@ -222,17 +275,38 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
      * of v's first qc columns stay zero: both are left out of the loops. */
     for (sweep = 0; sweep < LRT_LOWRANK_JACOBI_MAX_SWEEPS; sweep++) {
         int rotated = 0;
+        unsigned p = 0;
         for (i = 0; i + 1 < qc; i++) {
-            for (j = i + 1; j < qc; j++) {
-                int64_t al = 0, be = 0, ga = 0;
+            for (j = i + 1; j < qc; j++, p++, pos++) {
+                int64_t al, be, ga = 0;
+                const uint32_t bit = 1u << (p & 31u);
+                uint32_t *cw = &conv[p >> 5];
                 lrt_ufx g2;
                 int32_t c, s;
-                for (row = 0; row < q; row++) {
-                    int64_t x = a[row * q + i], y = a[row * q + j];
-                    al += x * x;
-                    be += y * y;
-                    ga += x * y;
+                if ((*cw & bit) && changed[i] + npairs <= pos && changed[j] + npairs <= pos)
+                    continue; /* converged at its last visit, and neither column moved since */
+                *cw |= bit;
+                for (k = i; k <= j; k += j - i) {
+                    if (!((have >> k) & 1u)) {
+                        const int32_t *x = a + k;
+                        int64_t ss = 0;
+                        for (row = 0; row < q; row++, x += q)
+                            ss += (int64_t)*x * *x;
+                        nrm[k] = (uint64_t)ss;
+                        have |= 1u << k;
+                    }
                 }
+                {
+                    const int32_t *x = a + i, *y = a + j;
+                    for (row = q; row >= 2; row -= 2, x += 2u * q, y += 2u * q) {
+                        ga += (int64_t)x[0] * y[0];
+                        ga += (int64_t)x[q] * y[q];
+                    }
+                    if (row)
+                        ga += (int64_t)x[0] * y[0];
+                }
+                al = (int64_t)nrm[i];
+                be = (int64_t)nrm[j];
                 if (ga == 0)
                     continue;
                 /* converged (ga^2 <= al be 2^-48), or below the rounding noise of the int32
@@ -262,9 +336,11 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
                     if (done)
                         continue;
                 }
+                *cw &= ~bit;
                 jacobi_cs(al, be, ga, &c, &s);
-                rotate_cols(a, q, q, i, j, c, s);
+                rotate_cols_norms(a, q, i, j, c, s, &nrm[i], &nrm[j]);
                 rotate_cols(v, q, qc, i, j, c, s);
+                changed[i] = changed[j] = (uint16_t)(pos + 1u);
                 rotated = 1;
             }
         }
@@ -274,8 +350,11 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
     }
     for (k = 0; k < q; k++) {
         uint64_t ss = 0;
-        for (row = 0; row < q; row++)
-            ss += (uint64_t)((int64_t)a[row * q + k] * a[row * q + k]);
+        if ((have >> k) & 1u)
+            ss = nrm[k];
+        else
+            for (row = 0; row < q; row++)
+                ss += (uint64_t)((int64_t)a[row * q + k] * a[row * q + k]);
         if (ss == 0) {
             sigma[k] = 0;
             for (row = 0; row < q; row++)
@@ -325,6 +404,15 @@ int lrt_lowrank_svd(int32_t *a, uint8_t q, uint32_t *sigma, int32_t *v)
 
 /* ---- one block step ---------------------------------------------------------------------- */
 
+/* x -= round(acc 2^-sh); returns the new x squared */
+static inline uint64_t update_entry(int32_t *x, int64_t acc, int sh)
+{
+    const int64_t t = sh >= 1 && sh <= 62 ? rsh(acc, sh) : lrt_shr_round64(acc, sh);
+    const int32_t v = *x - (int32_t)t;
+    *x = v;
+    return (uint64_t)((int64_t)v * v);
+}
+
 /* One classical Gram-Schmidt pass of x (len entries) against the columns of Q (int16 state,
  * stride r, exponent eq) and the accepted new columns P_j (p32 + j * len, |entries| < 2^15,
  * exponent ep[j]): every coefficient Q_j . x from the same x, then one update
@@ -336,14 +424,32 @@ static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int
                              const int32_t *ep, unsigned kk, int32_t *x, uint16_t len, int64_t *cf)
 {
     int64_t dot[LRT_LOWRANK_MAX_CORE];
-    int32_t d[LRT_LOWRANK_MAX_CORE];
+    int32_t d[LRT_LOWRANK_MAX_CORE], d0, d1, d2, d3;
     const unsigned cols = r + kk;
     int32_t top = INT32_MIN;
     uint64_t ss = 0;
     unsigned i, j;
     int sh;
-    /* the coefficients two columns at a time: one load of x[i] for two products */
-    for (j = 0; j + 1 < r; j += 2) {
+    /* the coefficients two columns at a time: one load of x[i] for two products (four for
+     * the default rank) */
+    j = 0;
+    if (r == 4) {
+        int64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        const int16_t *q = qm;
+        for (i = 0; i < len; i++, q += 4) {
+            const int32_t xi = x[i];
+            a0 += (int64_t)q[0] * xi;
+            a1 += (int64_t)q[1] * xi;
+            a2 += (int64_t)q[2] * xi;
+            a3 += (int64_t)q[3] * xi;
+        }
+        dot[0] = a0;
+        dot[1] = a1;
+        dot[2] = a2;
+        dot[3] = a3;
+        j = 4;
+    }
+    for (; j + 1 < r; j += 2) {
         int64_t a0 = 0, a1 = 0;
         const int16_t *q = qm + j;
         for (i = 0; i < len; i++, q += r) {
@@ -398,17 +504,35 @@ static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int
         const int a = -(int)(e2 + sh);
         d[j] = dot[j] == 0 || a > 63 ? 0 : (int32_t)lrt_shr_round64(dot[j], a);
     }
-    for (i = 0; i < len; i++) {
-        const int16_t *qrow = qm + (size_t)i * r;
-        int64_t acc = 0;
-        int32_t v;
-        for (j = 0; j < r; j++)
-            acc += (int64_t)d[j] * qrow[j];
-        for (j = 0; j < kk; j++)
-            acc += (int64_t)d[r + j] * p32[(size_t)j * len + i];
-        v = x[i] - (int32_t)(sh >= 1 && sh <= 62 ? rsh(acc, sh) : lrt_shr_round64(acc, sh));
-        x[i] = v;
-        ss += (uint64_t)((int64_t)v * v);
+    d0 = r == 4 ? d[0] : 0;
+    d1 = r == 4 ? d[1] : 0;
+    d2 = r == 4 ? d[2] : 0;
+    d3 = r == 4 ? d[3] : 0;
+    /* two entries at a time: each coefficient of a new column is loaded once for both */
+    for (i = 0; i < len; i += 2) {
+        const unsigned two = i + 1 < len; /* 0 on an odd last entry */
+        const int16_t *q0 = qm + (size_t)i * r, *q1 = q0 + (two ? r : 0u);
+        const int32_t *pc = p32 + i;
+        int64_t acc0 = 0, acc1 = 0;
+        if (r == 4) { /* the default rank: its coefficients stay in registers */
+            acc0 = (int64_t)d0 * q0[0] + (int64_t)d1 * q0[1] + (int64_t)d2 * q0[2] +
+                   (int64_t)d3 * q0[3];
+            acc1 = (int64_t)d0 * q1[0] + (int64_t)d1 * q1[1] + (int64_t)d2 * q1[2] +
+                   (int64_t)d3 * q1[3];
+        } else {
+            for (j = 0; j < r; j++) {
+                acc0 += (int64_t)d[j] * q0[j];
+                acc1 += (int64_t)d[j] * q1[j];
+            }
+        }
+        for (j = 0; j < kk; j++, pc += len) {
+            const int64_t dj = d[r + j];
+            acc0 += dj * pc[0];
+            acc1 += dj * pc[two];
+        }
+        ss += update_entry(x + i, acc0, sh);
+        if (two)
+            ss += update_entry(x + i + 1, acc1, sh);
     }
     return ss;
 }
@@ -587,9 +711,16 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, in
         int16_t out[LRT_LOWRANK_MAX_RANK];
         if (r == 4) { /* the default rank: four sums in registers, not in memory */
             int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            for (j = j0; j < r + kk; j++) {
-                const int32_t *wj = w + j * 4u;
-                const int32_t x = j < r ? row[j] : p32[(size_t)(j - r) * len + i];
+            const int32_t *wj = w + j0 * 4u, *px = kk ? p32 + i : NULL; /* NULL: reorth */
+            for (j = j0; j < 4u; j++, wj += 4) {
+                const int32_t x = row[j];
+                s0 += (int64_t)x * wj[0];
+                s1 += (int64_t)x * wj[1];
+                s2 += (int64_t)x * wj[2];
+                s3 += (int64_t)x * wj[3];
+            }
+            for (j = 0; j < kk; j++, wj += 4, px += len) {
+                const int32_t x = *px;
                 if (x == 0)
                     continue;
                 s0 += (int64_t)x * wj[0];
@@ -750,7 +881,7 @@ static void truncate_rank(uint8_t r, int biased, const uint32_t *sigma, int32_t 
     den32 = s1 >> sh;
     for (t = 0; t < tl; t++) {
         uint64_t num = ((uint64_t)kp * sigma[i + t]) >> sh;
-        uint64_t frac = (num << 30) / den32;
+        uint64_t frac = lrt_udiv64_32(num << 30, (uint32_t)den32);
         pq[t] = frac > (uint64_t)ONE_Q30 ? ONE_Q30 : (int64_t)frac;
         sum += (uint64_t)pq[t];
     }
@@ -839,7 +970,9 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
         p = 2;
 
     /* core C = diag(cx, 0) + A B^T with one exponent ec, |C_ij| <= 2^(C_TOP_BITS + 1): the
-     * Frobenius norm then stays below 2^30, which the Jacobi sums need for p up to 24 */
+     * Frobenius norm then stays below 2^30, which the Jacobi sums need for p up to 24. The
+     * int64 entries of A B^T wait in the C and V areas (2 P^2 contiguous words; memcpy, as
+     * the work buffer is only 4-byte aligned) until their largest fixes the exponent. */
     for (i = 0; i < rl; i++) {
         for (j = 0; j < rr; j++) {
             int64_t s = 0;
@@ -847,6 +980,7 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
                 s += (int64_t)am[c * pw + i] * bm[c * pw + j];
             if (abs64(s) > smax)
                 smax = abs64(s);
+            memcpy(cm + 2u * (i * rr + j), &s, sizeof(s));
         }
     }
     if (smax)
@@ -864,13 +998,18 @@ static int step_block(lrt_lowrank *acc, uint32_t word, int32_t *left, int32_t ex
      * its zero columns rl.. then cost the Jacobi sweeps nothing (rl (rl - 1) / 2 column
      * pairs instead of rr (rr - 1) / 2); U and V swap places afterwards. */
     transposed = rl < rr;
+    /* A B^T at the exponent ec (|entries| <= 2^(C_TOP_BITS + 1)), packed in place (entry e
+     * moves from words 2e, 2e + 1 to word e, never over one not yet read) and copied to the V
+     * area, from where C is filled */
+    for (c = 0; c < rl * rr; c++) {
+        int64_t s;
+        memcpy(&s, cm + 2u * c, sizeof(s));
+        cm[c] = s ? (int32_t)lrt_shr_round64(s, (int)(ec - ep)) : 0;
+    }
+    memcpy(vm, cm, sizeof(int32_t) * rl * rr);
     for (i = 0; i < p; i++) {
         for (j = 0; j < p; j++) {
-            int64_t s = 0, val;
-            if (i < rl && j < rr)
-                for (c = 0; c < k; c++)
-                    s += (int64_t)am[c * pw + i] * bm[c * pw + j];
-            val = s ? lrt_shr_round64(s, (int)(ec - ep)) : 0;
+            int64_t val = i < rl && j < rr ? vm[i * rr + j] : 0;
             if (i == j && i < r && acc->cx[i]) /* (cx_exp is stale while cx is 0) */
                 val += lrt_shr_round64(acc->cx[i], (int)(ec - acc->cx_exp));
             cm[transposed ? j * p + i : i * p + j] = (int32_t)val;

@@ -509,6 +509,8 @@ static uint64_t abs64(int64_t v)
     return (uint64_t)(v < 0 ? -v : v);
 }
 
+#define BIAS_GRAD_CACHE 64 /* channels of bias gradients kept on the stack (256 bytes) */
+
 static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz_exp)
 {
     const lrt_layer *l = &t->net->layers[li];
@@ -519,7 +521,14 @@ static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz
     int step = bexp - acc_exp;
     int64_t lo, hi;
     lrt_ufx scale = learning_rate(t);
+    /* max-norm reads every channel's gradient twice: then they are summed once, in one pass
+     * over dz, where they fit the stack (every layer of the mcu preset) */
+    int32_t cache[BIAS_GRAD_CACHE];
+    const int cached = t->cfg.max_norm && l->out_c <= BIAS_GRAD_CACHE;
     uint16_t o;
+    if (cached) {
+        lrt_bp_bias_grads(l, dz, cache);
+    }
     if (top > 31) {
         lo = INT32_MIN;
         hi = INT32_MAX;
@@ -532,7 +541,7 @@ static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz
     if (t->cfg.max_norm) {
         uint64_t amax = 0;
         for (o = 0; o < l->out_c; o++) {
-            amax = LRT_MAX(amax, abs64(lrt_bp_bias_grad(l, dz, o)));
+            amax = LRT_MAX(amax, abs64(cached ? cache[o] : lrt_bp_bias_grad(l, dz, o)));
         }
         if (amax == 0) {
             return;
@@ -542,7 +551,7 @@ static void bias_update(lrt_trainer *t, uint8_t li, const int8_t *dz, int16_t dz
     }
     scale = lrt_ufx_ldexp(scale, (int)dz_exp - bexp);
     for (o = 0; o < l->out_c; o++) {
-        int32_t gb = lrt_bp_bias_grad(l, dz, o);
+        int32_t gb = cached ? cache[o] : lrt_bp_bias_grad(l, dz, o);
         int64_t du = scale_grad(gb, scale), b;
         if (du == 0) {
             continue;

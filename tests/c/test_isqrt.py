@@ -1,6 +1,7 @@
 """lrt_isqrt64 (lrt_fixmath.c, Newton from a tangent guess + one Karatsuba step): exact
 floor square root, exhaustively on ranges, around every tested perfect square, at the edges
-of the 64-bit range, and on random values against Python's math.isqrt."""
+of the 64-bit range, and on random values against Python's math.isqrt. lrt_udiv64_32 against
+the compiler's 64-bit division."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from conftest import LIB_DIR, compile_c
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("isqrt") / "isqrt_driver"
-    # -O2 without sanitizers for the sweeps' speed; the stdin mode runs under ASan/UBSan
+    # -O2 without sanitizers for the sweeps' speed; the stdin mode runs under ASan/UBSan.
+    # LRT_UDIV64_PORTABLE: the 32-bit cores' division (64-bit hosts divide natively)
     compile_c([Path(__file__).with_name("isqrt_driver.c"), LIB_DIR / "lrt_fixmath.c",
-               LIB_DIR / "lrt_common.c"], out, extra=["-O2"], sanitize=False)
+               LIB_DIR / "lrt_common.c"], out, extra=["-O2", "-DLRT_UDIV64_PORTABLE=1"],
+              sanitize=False)
     return out
 
 
@@ -44,6 +47,11 @@ def test_exhaustive_ranges(driver: Path, lo: int, hi: int) -> None:
 
 def test_around_perfect_squares(driver: Path) -> None:
     _sweep(driver, "squares", "997")
+
+
+def test_udiv64_32_against_the_compiler(driver: Path) -> None:
+    """lrt_udiv64_32 (the SVD's and lrt_ufx_div's 64 / 32-bit division) equals n / d."""
+    _sweep(driver, "div", "3000000")
 
 
 def test_random_against_python(tmp_path: Path) -> None:
