@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import trained_model
+from helpers.e2e_support import trained_model
 from lrt.experiment import Cell, run_grid
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_support import built
+from helpers.e2e_support import built
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import open_device
 from lrt.model import Model
@@ -63,7 +63,7 @@ def test_board_matches_host(board: str, preset: str, counters: str) -> None:
 @pytest.mark.parametrize("board", ["mps2-an386", "mps2-an500", "mps3-an547"])
 def test_simd_board_logits_equal_tflite_reference(tmp_path: Path, board: str) -> None:
     """The SIMD kernels (on for every DSP core) give BUILTIN_REF's logits on 1,000 inputs."""
-    from e2e_support import tflite_logits
+    from helpers.e2e_support import tflite_logits
     from lrt import pipeline
     from lrt.boards import load_board
 

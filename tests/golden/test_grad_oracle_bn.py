@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 from test_grad_oracle import MIN_COSINE, N_SAMPLES, cosine
 
-from conftest import ROOT
-from e2e_support import plain_trained
+from helpers.cbuild import ROOT
+from helpers.e2e_support import plain_trained
 from lrt.model import Model
 
 sys.path.insert(0, str(ROOT / "tests" / "c"))
-from bp_harness import Reader, build_driver, random_preset_model, run_driver, write_net
+from helpers.bp_harness import Reader, build_driver, random_preset_model, run_driver, write_net
 
 pytestmark = [
     pytest.mark.tf,
