@@ -23,20 +23,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "c"))
 
-from bp_harness import Reader, run_driver, write_net  # noqa: E402
-from bp_harness import build_driver as build_bp  # noqa: E402
-from lowrank_harness import (  # noqa: E402
+from helpers.bp_harness import Reader, run_driver, write_net  # noqa: E402
+from helpers.bp_harness import build_driver as build_bp  # noqa: E402
+from helpers.cbuild import compile_c  # noqa: E402
+from helpers.lowrank_harness import (  # noqa: E402
     LIB_SOURCES,
     CConfig,
     Script,
     parse_states,
     run,
 )
-
-from conftest import compile_c  # noqa: E402
-from e2e_support import trained_model  # noqa: E402
+from lrt.buildcache import trained_model  # noqa: E402
 from lrt.data import load_dataset, make_stream  # noqa: E402
 from lrt.model import Model  # noqa: E402
 

@@ -1,52 +1,20 @@
-"""Shared test infrastructure: paths, a sanitized C compiler, cached trained artefacts."""
+"""pytest configuration: the `cc` fixture, and markers added at collection (slow for the
+long-running tests, skips for missing emulators). Shared helpers live in tests/helpers/."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from lrt.buildcache import cache_lock
-
-__all__ = ["cache_lock", "compile_c", "have"]
-
-ROOT = Path(__file__).resolve().parents[1]
-LIB_DIR = ROOT / "firmware_templates" / "lib"
-
-SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
-WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1"]
-
-
-def compile_c(
-    sources: list[Path | str],
-    out: Path,
-    include_dirs: list[Path | str] | None = None,
-    extra: list[str] | None = None,
-    sanitize: bool = True,
-) -> Path:
-    """Compile C sources with the host cc under -Wall -Wextra -Werror (+ ASan/UBSan)."""
-    cmd = ["cc", *WARN, *(SANITIZE if sanitize else [])]
-    for inc in [LIB_DIR, *(include_dirs or [])]:
-        cmd.append(f"-I{inc}")
-    cmd += [str(s) for s in sources]
-    cmd += ["-o", str(out), "-lm", *(extra or [])]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"compile failed: {' '.join(cmd)}\n{proc.stderr}")
-    return out
+from helpers.cbuild import compile_c, have
 
 
 @pytest.fixture
 def cc() -> Callable[..., Path]:
     return compile_c
-
-
-def have(tool: str) -> bool:
-    return shutil.which(tool) is not None
 
 
 # Exhaustive or statistical tests (power loss at every operation, thousands of seeds,

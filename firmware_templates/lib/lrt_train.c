@@ -55,29 +55,27 @@ uint8_t lrt_train_first_trainable(const lrt_net *net)
     return net->n_layers;
 }
 
+/* LRT_TRAIN_INPUT_READ of layer k, k == n_layers: above the top layer */
+static int input_read(const lrt_net *net, uint8_t k)
+{
+    const uint8_t first = lrt_train_first_trainable(net);
+    int read = first < net->n_layers; /* above the top: whether any layer trains */
+    uint8_t j;
+    for (j = net->n_layers; j > k; j--) {
+        const lrt_layer *l = &net->layers[j - 1];
+        read = LRT_TRAIN_INPUT_READ(l->kind == LRT_LAYER_FLATTEN, l->kind == LRT_LAYER_BATCHNORM,
+                                    j - 1 >= first, read);
+    }
+    return read;
+}
+
 int lrt_train_keep_needed(const lrt_net *net, uint8_t i)
 {
-    uint8_t first = lrt_train_first_trainable(net), j;
     if (i >= net->n_layers) {
         return 0;
     }
-    if (i + 1 == net->n_layers) {
-        return 1; /* the logits feed the softmax gradient */
-    }
-    if (net->layers[i].kind == LRT_LAYER_FLATTEN) {
-        return 0; /* same bytes as its input: the trainer reads the layer below instead */
-    }
-    /* needed by its consumer (the next layer that is not a flatten) if that one is visited
-     * by the backward pass, i.e. is at or above the lowest trainable layer, or if the
-     * consumer is a batch norm (its statistics are updated from its input) */
-    j = (uint8_t)(i + 1);
-    while (j < net->n_layers && net->layers[j].kind == LRT_LAYER_FLATTEN) {
-        j++;
-    }
-    if (j < net->n_layers && net->layers[j].kind == LRT_LAYER_BATCHNORM) {
-        return 1;
-    }
-    return first < net->n_layers && j >= first;
+    return LRT_TRAIN_KEEP_NEEDED(i + 1 == net->n_layers, net->layers[i].kind == LRT_LAYER_FLATTEN,
+                                 input_read(net, (uint8_t)(i + 1)));
 }
 
 uint32_t lrt_train_act_buffer_size(const lrt_net *net)
@@ -86,8 +84,8 @@ uint32_t lrt_train_act_buffer_size(const lrt_net *net)
     uint8_t i;
     n = LRT_MAX(n, (uint32_t)net->n_classes);
     for (i = 0; i < net->n_layers; i++) {
-        n = LRT_MAX(n, lrt_layer_in_size(&net->layers[i]));
-        n = LRT_MAX(n, lrt_layer_out_size(&net->layers[i]));
+        const lrt_layer *l = &net->layers[i];
+        n = LRT_MAX(n, LRT_TRAIN_ACT_OF(lrt_layer_in_size(l), lrt_layer_out_size(l)));
     }
     return n;
 }
@@ -97,9 +95,8 @@ uint32_t lrt_train_scratch_size(const lrt_net *net)
     uint32_t n = 0;
     uint8_t i;
     for (i = 0; i < net->n_layers; i++) {
-        if (is_trainable(&net->layers[i])) {
-            n = LRT_MAX(n, lrt_bp_layer_m(&net->layers[i]));
-        }
+        const lrt_layer *l = &net->layers[i];
+        n = LRT_MAX(n, LRT_TRAIN_SCRATCH_OF(is_trainable(l), lrt_bp_layer_m(l)));
     }
     return n;
 }
@@ -109,8 +106,9 @@ uint32_t lrt_train_dx_work_size(const lrt_net *net)
     const uint8_t first = lrt_train_first_trainable(net);
     uint32_t n = 0;
     uint8_t i;
-    for (i = (uint8_t)(first + 1u); i < net->n_layers; i++) {
-        n = LRT_MAX(n, lrt_bp_input_grad_work_size(&net->layers[i]));
+    for (i = 0; i < net->n_layers; i++) {
+        n = LRT_MAX(n,
+                    LRT_TRAIN_DX_WORK_OF(i > first, lrt_bp_input_grad_work_size(&net->layers[i])));
     }
     return n;
 }
@@ -120,9 +118,8 @@ uint32_t lrt_train_cell_base(const lrt_net *net, uint8_t i)
     uint32_t n = 0;
     uint8_t k;
     for (k = 0; k < i && k < net->n_layers; k++) {
-        if (is_trainable(&net->layers[k])) {
-            n += net->layers[k].w_size;
-        }
+        const lrt_layer *l = &net->layers[k];
+        n += LRT_TRAIN_CELLS_OF(is_trainable(l), l->w_size);
     }
     return n;
 }

@@ -253,6 +253,30 @@ uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb);
 uint8_t lrt_train_first_trainable(const lrt_net *net);
 /* 1 if keep[i] must be provided. */
 int lrt_train_keep_needed(const lrt_net *net, uint8_t i);
+
+/* The rules of the helpers above, once, as constant expressions: the helpers apply them to
+ * the layer table, and main.c (generated) evaluates them in the preprocessor over each
+ * layer's facts to declare and size its static buffers (it checks both agree at boot).
+ * Facts of a layer: flatten, bn (its kind is LRT_LAYER_FLATTEN / _BATCHNORM), trainable
+ * (it has weights and trains), reached (it or a layer below it trains: the backward pass
+ * visits it), reached_below (the layer below it is reached, 0 for the bottom layer).
+ *
+ * LRT_TRAIN_INPUT_READ: 1 if the backward pass reads the layer's input; a flatten passes
+ * the question on to the layer above (read_above; above the top layer: whether any layer
+ * trains), a batch norm updates its statistics from its input. */
+#define LRT_TRAIN_REACHED(reached_below, trainable) ((reached_below) || (trainable))
+#define LRT_TRAIN_INPUT_READ(flatten, bn, reached, read_above)                                     \
+    ((flatten) ? (read_above) : ((bn) || (reached)))
+/* lrt_train_keep_needed: the top layer's output (the logits feed the softmax gradient) and
+ * every output the layer above reads, but a flatten's (the same bytes as its input) */
+#define LRT_TRAIN_KEEP_NEEDED(top, flatten, read_above) ((top) || (!(flatten) && (read_above)))
+/* What one layer adds to lrt_train_act_buffer_size (max, at least n_classes),
+ * lrt_train_scratch_size (max), lrt_train_cell_count (sum) and lrt_train_dx_work_size (max;
+ * only the layers above the lowest trainable one back-propagate into their input). */
+#define LRT_TRAIN_ACT_OF(in_size, out_size) LRT_MAX((in_size), (out_size))
+#define LRT_TRAIN_SCRATCH_OF(trainable, m) ((trainable) ? (m) : 0u)
+#define LRT_TRAIN_CELLS_OF(trainable, w_size) ((trainable) ? (w_size) : 0u)
+#define LRT_TRAIN_DX_WORK_OF(reached_below, work) ((reached_below) ? (work) : 0u)
 /* Index of layer i's first cell in cell_writes / paper_writes (trainable layers only, in
  * layer order, row-major [out_c][m]). */
 uint32_t lrt_train_cell_base(const lrt_net *net, uint8_t i);

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bp_harness import (
+
+from helpers.bp_harness import (
     Reader,
     bfp_quantize,
     build_driver,
@@ -28,8 +29,7 @@ from bp_harness import (
     run_driver,
     weight_layer,
 )
-
-from conftest import LIB_DIR
+from helpers.cbuild import LIB_DIR
 from lrt.model import Layer
 
 

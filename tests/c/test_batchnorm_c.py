@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bp_harness import (
+
+from helpers.bp_harness import (
     Reader,
     _act_q,
     blob_layout,
@@ -26,7 +27,6 @@ from bp_harness import (
     run_driver,
     write_net,
 )
-
 from lrt import batchnorm
 from lrt import reference as ref
 from lrt.model import Layer, Model, QParams
@@ -307,7 +307,7 @@ def test_bn_layer_helper_statistics() -> None:
 
 def test_backward_kernel_matches_numpy(driver: Path, tmp_path: Path) -> None:
     """lrt_bp_batchnorm / lrt_bp_bn_gamma_sum against their numpy twins (bit exact)."""
-    from bp_harness import bfp_quantize, round_shift
+    from helpers.bp_harness import bfp_quantize, round_shift
 
     rng = np.random.default_rng(7)
     shape = (5, 6, 12)

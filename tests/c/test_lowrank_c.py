@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lowrank_harness import (
+from scipy import stats
+
+from helpers.cbuild import LIB_DIR
+from helpers.lowrank_harness import (
     Block,
     CConfig,
     Script,
@@ -40,9 +43,6 @@ from lowrank_harness import (
     script_blocks,
     script_stream,
 )
-from scipy import stats
-
-from conftest import LIB_DIR
 from lrt.lowrank import LowRankAccumulator, MaxNorm, XorShift32
 
 N, M = 16, 72  # conv layer: 16 output channels, 3x3x8 patches

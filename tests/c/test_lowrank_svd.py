@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lowrank_harness import build_driver, build_shared, run
+
+from helpers.lowrank_harness import build_driver, build_shared, run
 
 C_MAX = 2**28
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LIB_DIR, compile_c
+from helpers.cbuild import LIB_DIR, compile_c
 from lrt.boards import load_board
 
 HERE = Path(__file__).resolve().parent
@@ -95,7 +95,7 @@ def test_power_loss_over_driver_model(tmp_path: Path, sim: str, geo: str) -> Non
 def test_firmware_links_the_boards_driver(board: str) -> None:
     """lrt-build for the real boards: main.c mounts through the board's flash driver, with a
     work buffer of lrt_nvm_work_size bytes (a 1 KiB window on the nucleo, not a sector)."""
-    from e2e_support import built
+    from helpers.e2e_support import built
     from lrt import codegen, nvm, pipeline
 
     build = built("lrt-maxnorm", board)

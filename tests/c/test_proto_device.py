@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from proto_dummy_model import (
+
+from helpers.cbuild import LIB_DIR, compile_c
+from helpers.proto_dummy_model import (
     BLOB_SIZE,
     CLASSES,
     IN_SHAPE,
@@ -19,8 +21,6 @@ from proto_dummy_model import (
     dummy_reply,
     random_inputs,
 )
-
-from conftest import LIB_DIR, compile_c
 from lrt.emulate import Device, DeviceTimeout, HostRunner, LinkError, PipeTransport, ProtocolError
 from lrt.emulate import protocol as P
 

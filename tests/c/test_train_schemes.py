@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bp_harness import (
+
+from helpers.bp_harness import (
     SCHEME,
     Reader,
     blob_layout,
@@ -23,7 +24,6 @@ from bp_harness import (
     run_driver,
     write_net,
 )
-
 from lrt.model import Model
 from lrt.policy import Policy
 from lrt.reference import forward_int8

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_support import built, tflite_logits, trained_model
+from helpers.e2e_support import built, tflite_logits, trained_model
 from lrt import pipeline
 from lrt import reference as ref
 from lrt.data import load_dataset, make_stream

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_support import built, trained_model
+from helpers.e2e_support import built, trained_model
 
 BIN = Path(sys.executable).parent
 

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e2e_support import built
+from helpers.e2e_support import built
 from lrt import cli, codegen, nvm, store
 from lrt.boards import boards_dir
 from lrt.model import Model

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_support import built
+from helpers.e2e_support import built
 from lrt.boards import load_board
 from lrt.build import build_firmware
 from lrt.emulate import protocol as P

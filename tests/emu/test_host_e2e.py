@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_support import built, tflite_logits, trained_model
+from helpers.e2e_support import built, tflite_logits, trained_model
 from lrt import codegen, pipeline
 from lrt.boards import load_board
 from lrt.config import BuildConfig

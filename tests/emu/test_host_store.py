@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_support import built
+from helpers.e2e_support import built
 from lrt import cli, codegen, nvm, store
 from lrt.emulate import open_device
 from lrt.emulate import protocol as P

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import built
+from helpers.e2e_support import built
 from lrt import nvm, nvm_report, pipeline
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import open_device

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import built
+from helpers.e2e_support import built
 from lrt.boards import load_board
 from lrt.build import build_firmware
 from lrt.data import load_dataset, make_stream

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_support import built
+from helpers.e2e_support import built
 from lrt import pipeline
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import open_device

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import built
+from helpers.e2e_support import built
 from lrt import codegen, nvm, pipeline
 from lrt.config import BuildConfig
 from lrt.data import load_dataset, make_stream

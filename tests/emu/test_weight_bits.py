@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_support import built, tflite_logits
+from helpers.e2e_support import built, tflite_logits
 from lrt import pipeline, roundtrip
 from lrt.data import load_dataset
 from lrt.emulate import open_device

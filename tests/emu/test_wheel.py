@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers.cbuild import ROOT
 
 pytestmark = pytest.mark.slow
 

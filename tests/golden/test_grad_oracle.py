@@ -13,25 +13,21 @@ tests/unit/test_train_tf.py) and a random-weight IR of the same topology (fast, 
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from e2e_support import plain_trained
-from lrt.model import Model
-
-sys.path.insert(0, str(ROOT / "tests" / "c"))
-from bp_harness import (
+from helpers.bp_harness import (
     Reader,
     build_driver,
     random_preset_model,
     run_driver,
     write_net,
 )
+from helpers.e2e_support import plain_trained
+from lrt.model import Model
 
 pytestmark = [
     pytest.mark.tf,

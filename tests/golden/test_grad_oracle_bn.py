@@ -10,13 +10,12 @@ random network the biases of the layers below the first batch norm get a looser 
 (see test_grad_oracle_random_mcu_bn).
 
 Two models: a random-weight IR of the mcu-bn topology (fast) and the trained mcu-bn IR
-(slow; trained once, cached in build/test-cache).
+(the end-to-end tests' model: trained once, cached in build/test-cache).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,9 @@ import numpy as np
 import pytest
 from test_grad_oracle import MIN_COSINE, N_SAMPLES, cosine
 
-from conftest import ROOT
-from e2e_support import plain_trained
+from helpers.bp_harness import Reader, build_driver, random_preset_model, run_driver, write_net
+from helpers.e2e_support import trained_model
 from lrt.model import Model
-
-sys.path.insert(0, str(ROOT / "tests" / "c"))
-from bp_harness import Reader, build_driver, random_preset_model, run_driver, write_net
 
 pytestmark = [
     pytest.mark.tf,
@@ -145,7 +141,7 @@ def test_grad_oracle_random_mcu_bn(driver: Path, tmp_path: Path, data: Any) -> N
 
 @pytest.fixture(scope="module")
 def trained_mcu_bn() -> Model:
-    return Model.load(plain_trained("mcu-bn") / "ir")
+    return Model.load(trained_model("mcu-bn") / "ir")
 
 
 @pytest.mark.slow

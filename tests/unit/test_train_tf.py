@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from e2e_support import plain_trained
+from helpers.e2e_support import plain_trained
 from lrt import quant
 from lrt.data import Dataset, load_dataset
 from lrt.model import Model

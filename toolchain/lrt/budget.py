@@ -61,8 +61,10 @@ SYMBOL_ITEMS: tuple[tuple[str, str | None], ...] = (
     (r"dx_work", "train: input-gradient rows + sign bits"),
     (r"grad_acc", "train: sgd-batch gradient sums (n x m int32)"),
     (r"kernel_buf", "SIMD conv im2col buffer"),
-    (r"cell_writes|paper_writes", "exact per-cell write counters (emulator builds)"),
 )
+# exact per-cell write counters: an emulator extra outside the budget (Budget.counter_ram)
+COUNTER_OBJECTS = ("cell_writes", "paper_writes")
+COUNTER_RAM_SHARE = 2  # per-cell write counters only when they use < 1/2 of the spare RAM
 RAM_TYPES = set("bBdDcC")  # nm: bss, data, common
 DATA_TYPES = set("dD")  # initialised RAM: its initial values sit in flash too
 FLASH_TYPES = set("rRtT")
@@ -102,6 +104,7 @@ class Budget:
     ram_items: dict[str, int] = field(default_factory=dict)
     flash_items: dict[str, int] = field(default_factory=dict)
     lrt_layers: list[dict[str, Any]] = field(default_factory=list)
+    counter_ram: int = 0  # what the exact per-cell write counters would add (not in ram)
 
     @property
     def ram(self) -> int:
@@ -174,6 +177,10 @@ class Budget:
             )
         return problems
 
+    def counters_fit(self, board: Board) -> bool:
+        """Whether the exact per-cell write counters fit the RAM the budget leaves spare."""
+        return self.counter_ram * COUNTER_RAM_SHARE <= max(board.ram_budget - self.ram, 0)
+
     def check(self, board: Board) -> None:
         problems = self.problems(board)
         if problems:
@@ -204,7 +211,8 @@ def probe_static_objects(model: Model, cfg: BuildConfig, board: Board) -> list[S
             raise UserError(f"'{tool}' not found on PATH (install it: scripts/setup.sh)")
     with tempfile.TemporaryDirectory(prefix="lrt-budget-") as tmp:
         src, bsp = Path(tmp) / "src", Path(tmp) / "bsp"
-        codegen.generate(model, cfg, board, src, counters=False, strict=False)
+        # with the per-cell write counters, which the budget reports apart (counter_ram)
+        codegen.generate(model, cfg, board, src, counters=True, strict=False)
         write_bsp(bsp, board, board.io)
         units = [src / "main.c", src / "lrt_model.c"]
         h = hashlib.sha256(json.dumps([cc, cflags]).encode())
@@ -244,6 +252,9 @@ def plan_budget(model: Model, cfg: BuildConfig, board: Board) -> Budget:
     b = Budget()
     objects = probe_static_objects(model, cfg, board)
     for obj in objects:
+        if obj.name in COUNTER_OBJECTS:
+            b.counter_ram += obj.size
+            continue
         if obj.kind in RAM_TYPES:
             label = _item(obj.name)
             if label is not None:

@@ -203,58 +203,56 @@ def kernel_buffer_size_expr(model: Model) -> str:
     )
 
 
-def dx_work_size_expr(layers: Sequence[Layer]) -> str:
-    """lrt_train_dx_work_size as a C constant expression: the largest
-    LRT_BP_INPUT_GRAD_WORK_SIZE of the layers that back-propagate into their input."""
-    exprs = []
-    for lay in layers:
+def layer_facts(model: Model) -> list[dict[str, Any]]:
+    """Each layer's facts as main.c passes them to the library's constant-expression rules
+    (lrt_train.h: LRT_TRAIN_KEEP_NEEDED, LRT_TRAIN_*_OF), which decide in the preprocessor
+    which buffers exist and how large they are; REACHED_i / INPUT_READ_i name main.c's
+    macros of layer i (the backward pass visits it / reads its input)."""
+    n = len(model.layers)
+    facts = []
+    for i, lay in enumerate(model.layers):
+        facts.append(
+            {
+                "index": i,
+                "top": int(i == n - 1),
+                "flatten": int(lay.kind == "flatten"),
+                "bn": int(lay.kind == "batchnorm"),
+                "trainable": int(lay.has_weights and lay.trainable),
+                "reached_below": f"REACHED_{i - 1}" if i else "0",
+                "read_above": f"INPUT_READ_{i + 1}" if i + 1 < n else f"REACHED_{n - 1}",
+                "out_size": int(np.prod(lay.out_shape)),
+            }
+        )
+    return facts
+
+
+def train_size_exprs(model: Model) -> dict[str, str]:
+    """C constant expressions of main.c's trainer buffers: the library's per-layer rules
+    (LRT_TRAIN_*_OF) over the layers' dimensions, folded as lrt_train.c's size helpers fold
+    them (they check the results at boot)."""
+    act, scratch, cells, dx = [], [], [], []
+    for f, lay in zip(layer_facts(model), model.layers, strict=True):
+        act.append(f"LRT_TRAIN_ACT_OF({int(np.prod(lay.in_shape))}u, {f['out_size']}u)")
         if not lay.has_weights:
-            continue
+            continue  # no scratch, cells or input-gradient work (lrt_bp_layer_m is 0)
         assert lay.weights is not None
+        m = lay.weight_matrix_shape()[1]
+        scratch.append(f"LRT_TRAIN_SCRATCH_OF({f['trainable']}, {m}u)")
+        cells.append(f"LRT_TRAIN_CELLS_OF({f['trainable']}, {lay.n_weights}u)")
         h, w, c = _hwc(lay.in_shape)
         kh = int(lay.weights.shape[1]) if lay.kind == "conv2d" else h
-        exprs.append(f"LRT_BP_INPUT_GRAD_WORK_SIZE({kh}u, {w}u, {c}u, {h * w * c}u)")
-    return c_max(exprs)
-
-
-def train_buffer_sizes(model: Model) -> dict[str, Any]:
-    """The trainer's buffers main.c declares: the inputs of lrt_train.c's size helpers,
-    which check them at boot."""
-    layers = model.layers
-    sizes = [int(np.prod(model.input_shape)), model.num_classes]
-    for lay in layers:
-        sizes += [int(np.prod(lay.in_shape)), int(np.prod(lay.out_shape))]
-    trainable = [i for i, lay in enumerate(layers) if lay.has_weights and lay.trainable]
-    first = trainable[0] if trainable else len(layers)
-
-    def m_of(lay: Layer) -> int:
-        assert lay.weights is not None
-        return int(np.prod(lay.weights.shape[1:]))
-
-    def keep_needed(i: int) -> bool:
-        if i == len(layers) - 1:
-            return True
-        if layers[i].kind == "flatten":
-            return False
-        j = i + 1
-        while j < len(layers) and layers[j].kind == "flatten":
-            j += 1
-        if j < len(layers) and layers[j].kind == "batchnorm":
-            return True  # its statistics are updated from its input
-        return first < len(layers) and j >= first
-
+        work = f"LRT_BP_INPUT_GRAD_WORK_SIZE({kh}u, {w}u, {c}u, {h * w * c}u)"
+        dx.append(f"LRT_TRAIN_DX_WORK_OF({f['reached_below']}, {work})")
     return {
-        "act_size": max(sizes),
-        "scratch_size": max([m_of(layers[i]) for i in trainable] or [1]),
-        "dx_work_size": dx_work_size_expr(layers[first + 1 :]),
-        "cell_count": sum(layers[i].n_weights for i in trainable) or 1,
-        "trainable": trainable,
-        "keep": [
-            {"index": i, "size": int(np.prod(lay.out_shape))}
-            for i, lay in enumerate(layers)
-            if keep_needed(i)
-        ],
+        "act_size": c_max(act, f"{model.num_classes}u"),
+        "scratch_size": c_max(scratch, "1u"),  # C99 has no empty arrays
+        "cell_count": f"LRT_MAX({' + '.join(cells) or '0u'}, 1u)",
+        "dx_work_size": c_max(dx),
     }
+
+
+def trainable_layers(model: Model) -> list[int]:
+    return [i for i, lay in enumerate(model.layers) if lay.has_weights and lay.trainable]
 
 
 def model_context(
@@ -336,7 +334,6 @@ NVM_MAX_SLOTS = 4  # enough for atomic A/B + wear levelling; more slots only cos
 # increasing order, which LRT flushes, bias snapshots and pushes are; see lrt_nvm.h).
 NVM_PAGE_WINDOW_SHARE = 32
 NVM_CHUNK = 1024
-COUNTER_RAM_SHARE = 2  # per-cell write counters only when they use < 1/2 of the spare RAM
 
 
 def nvm_model_id(model: Model) -> int:
@@ -474,16 +471,12 @@ def firmware_context(
     """Everything main.c needs. ``strict=False`` renders even what the board cannot serve
     (the budget probe sizes a model the board then refuses, to say by how much)."""
     ctx = model_context(model, config)
-    sizes = train_buffer_sizes(model)
-    n = len(model.layers)
-    keep_ptrs = ["NULL"] * n
-    if config.scheme != "inference":
-        for k in sizes["keep"]:
-            keep_ptrs[k["index"]] = f"keep_{k['index']}"
+    sizes = train_size_exprs(model)
+    trainable = trainable_layers(model)
     accs = []
-    acc_ptrs = ["NULL"] * n
+    acc_ptrs = ["NULL"] * len(model.layers)
     if config.scheme in ("lrt", "lrt-maxnorm"):
-        for i in sizes["trainable"]:
+        for i in trainable:
             nn, mm = model.layers[i].weight_matrix_shape()
             accs.append(
                 {"index": i, "n": nn, "m": mm, "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF}
@@ -504,13 +497,14 @@ def firmware_context(
     )
     ctx.update(
         {
+            "trains": int(config.scheme != "inference"),
+            "layer_facts": layer_facts(model),
             "act_size": sizes["act_size"],
             "kernel_buf_size": kernel_buffer_size_expr(model),
             "scratch_size": sizes["scratch_size"],
             "dx_work_size": sizes["dx_work_size"] if config.scheme != "inference" else "0u",
             "cell_count": sizes["cell_count"],
-            "keep": sizes["keep"] if config.scheme != "inference" else [],
-            "keep_pointers": ", ".join(keep_ptrs),
+            "keep_pointers": ", ".join(f"KEEP_{i}" for i in range(len(model.layers))),
             "counters": counters and config.scheme != "inference",
             "accumulators": accs,
             "acc_pointers": ", ".join(acc_ptrs),
@@ -522,7 +516,7 @@ def firmware_context(
             "lr_q24": round(config.learning_rate * (1 << 24)),
             "lrt_block": config.lrt_block,
             "lrt_block_words": lrt_block_size_expr(
-                [model.layers[i] for i in sizes["trainable"]], config.lrt_block
+                [model.layers[i] for i in trainable], config.lrt_block
             ),
             "rho_min_q16": round(config.rho_min * 65536),
             "batch_conv": config.batch_conv,
@@ -545,11 +539,6 @@ def firmware_context(
         }
     )
     return ctx
-
-
-def counters_fit(model: Model, board: Any, ram_needed: int) -> bool:
-    cells = train_buffer_sizes(model)["cell_count"]
-    return 8 * cells * COUNTER_RAM_SHARE <= max(board.ram_budget - ram_needed, 0)
 
 
 def generate(

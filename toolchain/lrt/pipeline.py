@@ -258,7 +258,7 @@ def build(
     pol = _policy(cfg, brd, model)
     src = out / "src"
     counters = {"on": True, "off": False}.get(cfg.cell_counters) or (
-        cfg.cell_counters == "auto" and codegen.counters_fit(model, brd, budget.ram)
+        cfg.cell_counters == "auto" and budget.counters_fit(brd)
     )
     codegen.generate(model, cfg, brd, src, counters=counters)
     line = console.Progress("compile", enabled=progress)

@@ -15,11 +15,10 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from conftest import LIB_DIR, compile_c
+from helpers.cbuild import C_TESTS, LIB_DIR, compile_c
 from lrt import batchnorm, quant
 from lrt.model import Layer, Model, QParams
 
-HERE = Path(__file__).resolve().parent
 NET_MAGIC = 0x544E5042
 KIND = {"conv2d": 1, "maxpool2d": 2, "dense": 3, "flatten": 4, "batchnorm": 5}
 EXP_NONE = 127
@@ -32,7 +31,7 @@ SCHEME = {"inference": 0, "bias": 1, "sgd": 2, "lrt": 3, "sgd-batch": 4}
 def driver_sources() -> list[Path]:
     libs = ["lrt_backprop", "lrt_train", "lrt_policy", "lrt_fixmath", "lrt_wstore", "lrt_net",
             "lrt_kernels", "lrt_common"]
-    return [HERE / "bp_driver.c", *(LIB_DIR / f"{n}.c" for n in libs)]
+    return [C_TESTS / "bp_driver.c", *(LIB_DIR / f"{n}.c" for n in libs)]
 
 
 def build_driver(out_dir: Path) -> Path:

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import LIB_DIR, compile_c
+from helpers.cbuild import C_TESTS, LIB_DIR, compile_c
 from lrt.lowrank import LowRankAccumulator, LowRankConfig
 
-HERE = Path(__file__).resolve().parent
 LIB_SOURCES = [LIB_DIR / "lrt_lowrank.c", LIB_DIR / "lrt_fixmath.c", LIB_DIR / "lrt_common.c"]
 
 
 def build_driver(out_dir: Path, sanitize: bool = True) -> Path:
-    return compile_c([HERE / "lowrank_driver.c", *LIB_SOURCES], out_dir / "lowrank_driver",
+    return compile_c([C_TESTS / "lowrank_driver.c", *LIB_SOURCES], out_dir / "lowrank_driver",
                      sanitize=sanitize)  # fmt: skip
 
 
