@@ -728,7 +728,7 @@ uint32_t lrt_conv_wgrad_size(const lrt_layer *l)
     return 4u * l->out_c * lrt_bp_layer_m(l);
 }
 
-#define WGRAD_PATCH_MAX 32u /* bytes of stack for the window of a small filter */
+#define WGRAD_PATCH_MAX 32u  /* bytes of stack for the window of a small filter */
 #define WGRAD_DSUM_CHUNK 32u /* channels whose dz sums one pass over the pixels gathers */
 
 void lrt_conv_wgrad_s32(const lrt_layer *l, const int8_t *x, const int8_t *dz, int32_t *g)

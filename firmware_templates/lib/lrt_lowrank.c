@@ -208,8 +208,8 @@ static OUT_OF_LINE void rotate_cols(int32_t *x, uint8_t q, unsigned rows, unsign
 
 /* rotate_cols over all q rows, also returning the new columns' squared norms (the values
  * are in registers anyway; the next checks of these columns need them) */
-static OUT_OF_LINE void rotate_cols_norms(int32_t *x, uint8_t q, unsigned i, unsigned j,
-                                          int32_t c, int32_t s, uint64_t *ni, uint64_t *nj)
+static OUT_OF_LINE void rotate_cols_norms(int32_t *x, uint8_t q, unsigned i, unsigned j, int32_t c,
+                                          int32_t s, uint64_t *ni, uint64_t *nj)
 {
     int32_t *xi = x + i, *xj = x + j;
     const int32_t *const end = xi + (size_t)q * q, ns = -s;
