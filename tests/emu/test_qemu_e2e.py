@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.e2e_support import built
+from helpers.e2e_support import PLAIN_ERROR_COUNT, built
 from lrt.buildcache import cache_lock
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import open_device
@@ -53,11 +53,12 @@ def _run(build: Path) -> tuple[np.ndarray, np.ndarray, object, bytes]:
     ],
 )
 def test_board_matches_host(board: str, preset: str, counters: str) -> None:
-    host = _run(built("lrt-maxnorm", "host", preset=preset, cell_counters=counters))
-    arm = _run(built("lrt-maxnorm", board, preset=preset))
-    assert json.loads((built("lrt-maxnorm", board, preset=preset) / "report.json").read_text())[
-        "exact_write_counters"
-    ] == (counters != "off")
+    gate = {"gate_rate": PLAIN_ERROR_COUNT}
+    host = _run(built("lrt-maxnorm", "host", preset=preset, cell_counters=counters, **gate))
+    arm = _run(built("lrt-maxnorm", board, preset=preset, **gate))
+    assert json.loads(
+        (built("lrt-maxnorm", board, preset=preset, **gate) / "report.json").read_text()
+    )["exact_write_counters"] == (counters != "off")
     assert np.array_equal(arm[1], host[1]), "predictions differ"
     assert np.array_equal(arm[0], host[0]), "logits differ"
     assert arm[2] == host[2], f"write counters differ: {arm[2]} vs {host[2]}"
@@ -117,7 +118,13 @@ def test_qemu_report_counts_instructions_per_sample() -> None:
 
 @pytest.mark.parametrize(
     ("scheme", "overrides"),
-    [("sgd-batch", {}), ("lrt-maxnorm", {"write_policy": "gated", "gate_errors": 2})],
+    [
+        ("sgd-batch", {"gate_rate": PLAIN_ERROR_COUNT}),
+        (
+            "lrt-maxnorm",
+            {"write_policy": "gated", "gate_errors": 2, "gate_rate": PLAIN_ERROR_COUNT},
+        ),
+    ],
     ids=["sgd-batch", "lrt-maxnorm-gated"],
 )
 def test_batched_schemes_and_their_policy_match_host(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.e2e_support import built
+from helpers.e2e_support import PLAIN_ERROR_COUNT, built
 from lrt import pipeline
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import open_device
@@ -20,7 +20,7 @@ STATS_EVERY = 50
 
 @pytest.mark.parametrize("scheme", ["lrt-maxnorm", "sgd"])
 def test_bulk_session_equals_per_sample_protocol(tmp_path: Path, scheme: str) -> None:
-    build = built(scheme)
+    build = built(scheme, gate_rate=PLAIN_ERROR_COUNT)
     bulk_nvm, step_nvm = tmp_path / "bulk.img", tmp_path / "step.img"
     res = pipeline.emulate(build, samples=SAMPLES, stream="analog", nvm_path=bulk_nvm,
                            stats_every=STATS_EVERY, progress=False)  # fmt: skip

@@ -13,6 +13,11 @@ import numpy as np
 
 from lrt.buildcache import ROOT, built, cache_lock, digest, trained_model
 
+# gate_rate for parity tests of short streams: the error gate counts every misprediction, so
+# the default policy's field-error reference (which lets a calm stream write nothing) does not
+# leave a 150-200-sample run without a single flush to compare
+PLAIN_ERROR_COUNT = 0.0
+
 __all__ = ["built", "plain_trained", "report", "tflite_logits", "trained_model"]
 
 

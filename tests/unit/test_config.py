@@ -161,3 +161,11 @@ def test_gate_rate_is_the_field_error_plus_margin_unless_given() -> None:
     for key in ("gate_rate", "gate_margin"):
         with pytest.raises(UserError, match=f"field '{key}' is 1.5"):
             load_config(None, **{key: 1.5})
+
+
+def test_an_untrained_model_sets_no_gate_reference() -> None:
+    """A from-scratch model's own error (~90%) as the reference would keep the gate shut."""
+    from lrt.policy import held_out_error
+
+    assert held_out_error({"epochs": 0, "int8_accuracy": 0.1, "int8_field_accuracy": 0.1}) is None
+    assert held_out_error({"epochs": 8, "int8_field_accuracy": 0.9}) == pytest.approx(0.1)
