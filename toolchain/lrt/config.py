@@ -98,7 +98,8 @@ class BuildConfig:
     # count toward gate_errors (Page's CUSUM, firmware_templates/lib/lrt_policy.h). gate_rate
     # sets it outright (0..1); otherwise it is the model's held-out int8 error rate plus
     # gate_margin (None: from `defaults`), or 0 when the model has no held-out figure (an
-    # imported model) -- 0 makes the gate a plain count of mispredictions since the last write
+    # imported model, or one not trained offline: lrt.policy.held_out_error) -- 0 makes the
+    # gate a plain count of mispredictions since the last write
     gate_rate: float | None = None
     gate_margin: float | None = None
     gate_cells: float = 0.0
