@@ -3,7 +3,7 @@ accumulator keeps on the real gradients of the offline-trained `mcu` model.
 
     .venv/bin/python bench/lrt_estimator_quality.py [--batches 5] [--seeds 2000] [--rank 4]
 
-Per-sample weight gradients come from the firmware's own backward pass (tests/c/bp_driver.c,
+Per-sample weight gradients come from the firmware's own backward pass (harness/c/bp_driver.c,
 lr 0 so the weights stay put) on the shift stream; each conv layer's pseudo-batches of
 B = 10 samples go through lrt_lowrank.c exactly as the trainer feeds them (one block per
 sample: left = I, right = G^T). Reported per conv layer: biased mode, the kept fraction
@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from helpers.bp_harness import Reader, run_driver, write_net  # noqa: E402
-from helpers.bp_harness import build_driver as build_bp  # noqa: E402
-from helpers.cbuild import compile_c  # noqa: E402
-from helpers.lowrank_harness import (  # noqa: E402
+from harness.backprop import Reader, run_driver, write_net  # noqa: E402
+from harness.backprop import build_driver as build_bp  # noqa: E402
+from harness.cbuild import DRIVERS, compile_c  # noqa: E402
+from harness.lowrank import (  # noqa: E402
     LIB_SOURCES,
     CConfig,
     Script,
@@ -69,7 +69,7 @@ def main() -> int:
     model = Model.load(trained_model("mcu") / "ir")
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
-        drv = compile_c([ROOT / "tests" / "c" / "lowrank_driver.c", *LIB_SOURCES],
+        drv = compile_c([DRIVERS / "lowrank_driver.c", *LIB_SOURCES],
                         tmp / "lowrank_driver", extra=["-O2"], sanitize=False)  # fmt: skip
         grads = sample_grads(tmp, model, 10 * args.batches)
         convs = [i for i, lay in enumerate(model.layers) if lay.kind == "conv2d"]

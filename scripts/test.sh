@@ -22,7 +22,7 @@ if [ "$rc" -eq 5 ]; then
   exit 1
 fi
 echo "[lint] ruff check, mypy, clang-format"
-.venv/bin/ruff check toolchain tests bench setup.py || rc=1
+.venv/bin/ruff check toolchain tests bench harness setup.py || rc=1
 .venv/bin/mypy || rc=1
 scripts/clang_format_files.sh | xargs .venv/bin/clang-format --dry-run --Werror --style=file || rc=1
 exit "$rc"

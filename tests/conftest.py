@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cbuild import compile_c, have
+from harness.cbuild import compile_c, have
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers.bp_harness import (
+from harness.backprop import (
     Reader,
     bfp_quantize,
     build_driver,
@@ -29,7 +29,7 @@ from helpers.bp_harness import (
     run_driver,
     weight_layer,
 )
-from helpers.cbuild import LIB_DIR
+from harness.cbuild import LIB_DIR
 from lrt.model import Layer
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.bp_harness import (
+from harness.backprop import (
     Reader,
     _act_q,
     blob_layout,
@@ -297,7 +297,7 @@ def test_frozen_and_snapshot(
 
 
 def test_bn_layer_helper_statistics() -> None:
-    """bp_harness.bn_layer's statistics are those of its calibration input."""
+    """harness.backprop.bn_layer's statistics are those of its calibration input."""
     x = np.random.default_rng(4).integers(-128, 128, (10, 5, 5, 3)).astype(np.int8)
     lay = bn_layer(np.random.default_rng(0), "bn", (5, 5, 3), x)
     xi = x.astype(np.float64).reshape(-1, 3) + 128
@@ -307,7 +307,7 @@ def test_bn_layer_helper_statistics() -> None:
 
 def test_backward_kernel_matches_numpy(driver: Path, tmp_path: Path) -> None:
     """lrt_bp_batchnorm / lrt_bp_bn_gamma_sum against their numpy twins (bit exact)."""
-    from helpers.bp_harness import bfp_quantize, round_shift
+    from harness.backprop import bfp_quantize, round_shift
 
     rng = np.random.default_rng(7)
     shape = (5, 6, 12)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.cbuild import LIB_DIR, compile_c
+from harness.cbuild import LIB_DIR, compile_c
 
 
 @pytest.fixture(scope="module")

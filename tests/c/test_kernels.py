@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.cbuild import LIB_DIR, WARN, compile_c
+from harness.cbuild import LIB_DIR, WARN, compile_c
 from lrt import reference as ref
 
 DRIVER_SRC = Path(__file__).with_name("test_kernels_driver.c")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cbuild import LIB_DIR
+from harness.cbuild import LIB_DIR
 from lrt.boards import load_board
 from lrt.build import build_firmware
 from lrt.emulate.qemu import QemuRunner

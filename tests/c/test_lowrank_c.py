@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from helpers.cbuild import LIB_DIR
-from helpers.lowrank_harness import (
+from harness.cbuild import LIB_DIR
+from harness.lowrank import (
     Block,
     CConfig,
     Script,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.lowrank_harness import build_driver, build_shared, run
+from harness.lowrank import build_driver, build_shared, run
 
 C_MAX = 2**28
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cbuild import LIB_DIR, compile_c
+from harness.cbuild import LIB_DIR, compile_c
 from lrt.boards import load_board
 
 HERE = Path(__file__).resolve().parent

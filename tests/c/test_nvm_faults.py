@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cbuild import LIB_DIR, compile_c
+from harness.cbuild import LIB_DIR, compile_c
 from lrt import nvm
 
 HERE = Path(__file__).resolve().parent

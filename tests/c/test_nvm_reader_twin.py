@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers.cbuild import LIB_DIR, compile_c
+from harness.cbuild import LIB_DIR, compile_c
 from lrt import nvm
 
 HERE = Path(__file__).resolve().parent

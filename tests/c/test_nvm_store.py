@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.cbuild import LIB_DIR, compile_c
+from harness.cbuild import LIB_DIR, compile_c
 from lrt import nvm, nvm_drift, nvm_lifetime, nvm_report
 
 HERE = Path(__file__).resolve().parent

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.bp_harness import random_preset_model
-from helpers.cbuild import LIB_DIR, compile_c
+from harness.backprop import random_preset_model
+from harness.cbuild import LIB_DIR, compile_c
 from lrt import boards
 from lrt.budget import plan_budget
 from lrt.config import BuildConfig

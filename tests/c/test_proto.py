@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cbuild import LIB_DIR, compile_c
+from harness.cbuild import LIB_DIR, compile_c
 from lrt import crc
 from lrt.emulate import protocol as P
 

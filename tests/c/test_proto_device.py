@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.cbuild import LIB_DIR, compile_c
+from harness.cbuild import LIB_DIR, compile_c
 from helpers.proto_dummy_model import (
     BLOB_SIZE,
     CLASSES,

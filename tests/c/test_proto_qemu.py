@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.cbuild import LIB_DIR
+from harness.cbuild import LIB_DIR
 from helpers.proto_dummy_model import BLOB_SIZE, CLASSES, blob_bytes, dummy_reply, random_inputs
 from lrt.boards import load_board
 from lrt.build import FirmwareBuild, build_firmware

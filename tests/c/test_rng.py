@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cbuild import compile_c
+from harness.cbuild import compile_c
 from lrt.policy import Policy
 from lrt.rng import XorShift32, xorshift32, xorshift32_seed
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.bp_harness import (
+from harness.backprop import (
     SCHEME,
     Reader,
     blob_layout,

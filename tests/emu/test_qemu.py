@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cbuild import ROOT
+from harness.cbuild import ROOT
 from lrt.boards import Board, load_board
 from lrt.build import FirmwareBuild, build_firmware
 from lrt.emulate.qemu import QemuRunner, count_instructions, insns_per_tick, qemu_argv

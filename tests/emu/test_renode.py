@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cbuild import ROOT
+from harness.cbuild import ROOT
 from lrt.boards import list_boards, load_board
 from lrt.build import build_firmware
 from lrt.emulate.renode import (

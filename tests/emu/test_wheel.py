@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cbuild import ROOT
+from harness.cbuild import ROOT
 
 pytestmark = pytest.mark.slow
 

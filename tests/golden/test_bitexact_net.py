@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from helpers.cbuild import LIB_DIR, compile_c
+from harness.cbuild import LIB_DIR, compile_c
 from lrt import reference as ref
 from lrt.model import Layer, Model, QParams
 from lrt.quant import exp_of

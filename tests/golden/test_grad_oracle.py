@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers.bp_harness import (
+from harness.backprop import (
     Reader,
     build_driver,
     random_preset_model,

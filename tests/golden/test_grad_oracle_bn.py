@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from test_grad_oracle import MIN_COSINE, N_SAMPLES, cosine
 
-from helpers.bp_harness import Reader, build_driver, random_preset_model, run_driver, write_net
+from harness.backprop import Reader, build_driver, random_preset_model, run_driver, write_net
 from helpers.e2e_support import trained_model
 from lrt.model import Model
 

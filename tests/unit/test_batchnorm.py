@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as fb
 
-from helpers.bp_harness import random_preset_model
+from harness.backprop import random_preset_model
 from lrt import batchnorm, codegen, presets, quant
 from lrt import reference as ref
 from lrt.boards import load_board

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers.cbuild import LIB_DIR as LIB
+from harness.cbuild import LIB_DIR as LIB
 from lrt.config import SCHEMES
 from lrt.emulate import protocol as P
 

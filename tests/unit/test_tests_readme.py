@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from helpers.cbuild import LIB_DIR, ROOT
+from harness.cbuild import LIB_DIR, ROOT
 
 TESTS = ROOT / "tests"
 TOOLCHAIN = ROOT / "toolchain"

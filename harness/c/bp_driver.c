@@ -1,7 +1,7 @@
 /* bp_driver.c - test driver for lrt_backprop / lrt_train / lrt_wstore.
  *
  * usage: bp_driver NET MODE [args]   (binary little-endian I/O on stdin/stdout)
- *   NET      net file written by tests/c/bp_harness.py (layer table, tables, blob)
+ *   NET      net file written by harness/backprop.py (layer table, tables, blob)
  *   layer L  kernels of layer L on one (x, y, g) read from stdin
  *   softmax  softmax cross-entropy gradient of logits read from stdin
  *   maxnorm  max-norm divisors of a sequence of maxima

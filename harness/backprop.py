@@ -1,8 +1,8 @@
-"""Helpers for the backprop / training tests: net files for tests/c/bp_driver.c, the driver
-build, random power-of-two models and numpy references of the backward kernels.
+"""The backward pass / training driver (harness/c/bp_driver.c): net files, the driver build,
+random power-of-two models and numpy references of the backward kernels.
 
-Not a test module (no test_ prefix): imported by tests/c/test_backprop*.py,
-tests/c/test_train*.py and tests/golden/test_grad_oracle*.py.
+Imported by tests/c/test_backprop*.py, tests/c/test_train*.py,
+tests/golden/test_grad_oracle*.py and bench/lrt_estimator_quality.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from helpers.cbuild import C_TESTS, LIB_DIR, compile_c
+from harness.cbuild import DRIVERS, LIB_DIR, compile_c
 from lrt import batchnorm, quant
 from lrt.model import Layer, Model, QParams
 
@@ -31,7 +31,7 @@ SCHEME = {"inference": 0, "bias": 1, "sgd": 2, "lrt": 3, "sgd-batch": 4}
 def driver_sources() -> list[Path]:
     libs = ["lrt_backprop", "lrt_train", "lrt_policy", "lrt_fixmath", "lrt_wstore", "lrt_net",
             "lrt_kernels", "lrt_common"]
-    return [C_TESTS / "bp_driver.c", *(LIB_DIR / f"{n}.c" for n in libs)]
+    return [DRIVERS / "bp_driver.c", *(LIB_DIR / f"{n}.c" for n in libs)]
 
 
 def build_driver(out_dir: Path) -> Path:

@@ -1,7 +1,7 @@
-"""Helpers for the LRT accumulator tests: build and script tests/c/lowrank_driver.c, parse its
+"""The LRT accumulator driver (harness/c/lowrank_driver.c): build and script it, parse its
 state dumps, and generate realistic int8 gradient / activation streams.
 
-Not a test module (no test_ prefix): imported by tests/c/test_lowrank*.py.
+Imported by tests/c/test_lowrank*.py and bench/lrt_estimator_quality.py.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.cbuild import C_TESTS, LIB_DIR, compile_c
+from harness.cbuild import DRIVERS, LIB_DIR, compile_c
 from lrt.lowrank import LowRankAccumulator, LowRankConfig
 
 LIB_SOURCES = [LIB_DIR / "lrt_lowrank.c", LIB_DIR / "lrt_fixmath.c", LIB_DIR / "lrt_common.c"]
 
 
 def build_driver(out_dir: Path, sanitize: bool = True) -> Path:
-    return compile_c([C_TESTS / "lowrank_driver.c", *LIB_SOURCES], out_dir / "lowrank_driver",
+    return compile_c([DRIVERS / "lowrank_driver.c", *LIB_SOURCES], out_dir / "lowrank_driver",
                      sanitize=sanitize)  # fmt: skip
 
 

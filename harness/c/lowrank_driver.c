@@ -1,6 +1,6 @@
 /* lowrank_driver.c - drives lrt_lowrank / lrt_fixmath from text commands on stdin.
  *
- * Used by tests/c/test_lowrank*.py through lowrank_harness.py. Whitespace-separated tokens:
+ * Used by tests/c/test_lowrank*.py through harness/lowrank.py. Whitespace-separated tokens:
  *   I n m rank mode maxnorm batch_pow2 max_block rho_q16 lr_q24 discount_q16 seed
  *   S u_exp v_offset v_exp u[n] v[m]          one column u (v + v_offset)^T as a block step
  *                                              (prints nothing unless it fails)

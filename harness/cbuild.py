@@ -1,5 +1,5 @@
-"""The repository's paths and the host C compiler the C tests use: -Wall -Wextra -Werror
--pedantic, with ASan/UBSan unless asked otherwise."""
+"""The repository's paths and the host C compiler the C tests and the bench use:
+-Wall -Wextra -Werror -pedantic, with ASan/UBSan unless asked otherwise."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 LIB_DIR = ROOT / "firmware_templates" / "lib"
-C_TESTS = ROOT / "tests" / "c"  # C drivers of the C tests
+DRIVERS = ROOT / "harness" / "c"  # C programs that drive the library for tests and bench
 
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1"]
