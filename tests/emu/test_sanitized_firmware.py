@@ -45,7 +45,7 @@ def test_training_firmware_under_sanitizers(scheme: str, tmp_path: Path) -> None
     assert proc.returncode == 0, err[-3000:]
     assert "runtime error" not in err and "AddressSanitizer" not in err, err[-3000:]
     # every request got its reply: HELLO, n TRAIN, DRIFT, STATS, BYE
-    replies, buf = [], proc.stdout
+    replies, buf = [], memoryview(proc.stdout)
     while (frame := P.split_frame(buf)) is not None:
         msg_type, _payload, used = frame
         replies.append(msg_type)
