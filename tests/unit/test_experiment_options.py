@@ -82,3 +82,8 @@ def test_settings_shared_by_every_row_are_listed_once() -> None:
     table = markdown_sweep(rows)
     assert table.startswith("Every cell: `weight_bits=8`.")
     assert "| rank |" in table and "weight_bits |" not in table
+
+
+def test_sweep_rows_order_numeric_settings_by_value() -> None:
+    rows = group_rows([_result("lrt", 0, r, 8, 0.5, 1) for r in (32, 8, 2, 16)])
+    assert [r["options"]["rank"] for r in rows] == [2, 8, 16, 32]

@@ -24,13 +24,25 @@ def _options(r: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple((k, v) for k, v in r["cell"].get("options", ()))
 
 
+def _group_order(group: Group) -> tuple[str, str, list[tuple[str, tuple[int, float, str]]]]:
+    """Environment, scheme, then each option's value: numbers by value (8 before 32)."""
+    env, scheme, options = group
+
+    def value(v: Any) -> tuple[int, float, str]:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return (0, float(v), "")
+        return (1, 0.0, repr(v))
+
+    return env, scheme, [(k, value(v)) for k, v in options]
+
+
 def group_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (environment, scheme, options) with seed statistics."""
     groups: dict[Group, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         groups[(r["cell"]["env"], r["cell"]["scheme"], _options(r))].append(r)
     rows = []
-    for (env, scheme, options), rs in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+    for (env, scheme, options), rs in sorted(groups.items(), key=lambda kv: _group_order(kv[0])):
         last = np.array([r["online_accuracy_last_n"] for r in rs], dtype=np.float64)
         rows.append(
             {
