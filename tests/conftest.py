@@ -1,5 +1,6 @@
 """pytest configuration: the `cc` fixture, and markers added at collection (slow for the
-long-running tests, skips for missing emulators). Shared helpers live in tests/helpers/."""
+long-running tests, skips for missing emulators). Shared helpers live in tests/helpers/; the
+C drivers and the sanitized compiler shared with the bench, in the top-level harness package."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The integer LRT accumulator (lrt_lowrank.c) against the float reference (lrt.lowrank) and
-exact sums, under ASan/UBSan (tests/c/lowrank_driver.c). Measured values in the comments.
+exact sums, under ASan/UBSan (harness/c/lowrank_driver.c). Measured values in the comments.
 
   * rank <= r streams are reproduced (C <= 1e-2 relative Frobenius error);
   * biased mode: the C estimate after a whole pseudo-batch of blocks (formed as the trainer

@@ -1,5 +1,5 @@
 """Training schemes of lrt_train.c (inference, bias, sgd, the lrt hooks) and write accounting,
-run through tests/c/bp_driver.c (ASan/UBSan) on the `mcu` topology with random weights.
+run through harness/c/bp_driver.c (ASan/UBSan) on the `mcu` topology with random weights.
 
 Exact expectations come from numpy applied to the gradients of the C backward pass (checked
 against TensorFlow by tests/golden/test_grad_oracle.py) and from the integer forward pass of
