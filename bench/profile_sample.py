@@ -86,16 +86,21 @@ def main() -> int:
     diff = {pc: b[pc] - a.get(pc, 0) for pc in b}
     names = innermost(elf, sorted(pc for pc, n in diff.items() if n))
     per: Counter[str] = Counter()
+    files: Counter[str] = Counter()
     lines: Counter[str] = Counter()
     for pc, n in diff.items():
         name, where = names.get(pc, ("?", "?"))
         per[name] += n
+        files[where.split(":")[0]] += n
         if args.lines and name in args.lines.split(","):
             lines[f"{name} {where}"] += n
     k = args.k2 - args.k1
     total = sum(per.values()) / k
     print(f"{elf}: {total / 1e6:.3f} M instructions per sample (samples {args.k1}..{args.k2})")
     for name, n in per.most_common(args.top):
+        print(f"{n / k / 1e3:10.1f} k  {100 * n / k / total:5.1f} %  {name}")
+    print("per source file:")
+    for name, n in files.most_common(args.top):
         print(f"{n / k / 1e3:10.1f} k  {100 * n / k / total:5.1f} %  {name}")
     for where, n in sorted(lines.items(), key=lambda kv: -kv[1])[: args.top]:
         print(f"{n / k / 1e3:10.1f} k  {where}")

@@ -360,11 +360,10 @@ uint32_t lrt_bp_input_grad_work_size(const lrt_layer *l)
     return LRT_BP_INPUT_GRAD_WORK_SIZE(g.kh, g.in_w, g.in_c, lrt_layer_in_size(l));
 }
 
-/* dst[j] += d * w[j], j < n: a plain loop, which host compilers vectorize */
 /* dst[j] += d * w[j] over a run of n int8 (|d| <= 127): the inner loop of the sparse input
  * gradient and of the whole-layer weight gradient. The runs are short (kw * in_c), so four
- * at a time; with the SIMD kernels one word of w feeds four SMLAxy (d in the low half), the
- * same integers. */
+ * at a time on a Cortex-M; with the SIMD kernels one word of w feeds four SMLAxy (d in the
+ * low half), the same integers. On the host a plain loop, which the compiler vectorizes. */
 static void scatter_run(int32_t *dst, const int8_t *w, uint32_t n, int32_t d)
 {
     uint32_t j = 0;
@@ -380,7 +379,7 @@ static void scatter_run(int32_t *dst, const int8_t *w, uint32_t n, int32_t d)
         dst[j + 2] = __smlatb(w02, d, a2);
         dst[j + 3] = __smlatb(w13, d, a3);
     }
-#else
+#elif defined(__arm__)
     for (; j + 4 <= n; j += 4) {
         dst[j] += d * w[j];
         dst[j + 1] += d * w[j + 1];

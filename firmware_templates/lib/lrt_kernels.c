@@ -160,14 +160,51 @@ static int32_t dot16(const int16_t *x, const int8_t *w, uint32_t n)
     return acc;
 }
 
+/* Small layers (filter taps x output channels up to CONV_HOST_BY_CHANNEL, channels a multiple
+ * of 8) take their weights transposed to [tap][channel] int16 once per call, and every tap of
+ * a pixel adds to eight channels' sums at once: a vector multiply-add per tap instead of one
+ * short dot product per channel (a first layer has 9 taps). */
+#define CONV_HOST_BY_CHANNEL 8192u
+
+static void sums_by_channel(const int16_t *patch, const int16_t *wt, uint32_t taps,
+                            uint16_t channels, int32_t *acc)
+{
+    uint16_t o0;
+    for (o0 = 0; o0 < channels; o0 += 8u) {
+        int32_t a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        const int16_t *wk = wt + o0;
+        uint32_t k;
+        unsigned t;
+        for (k = 0; k + 2 <= taps; k += 2, wk += 2u * channels) { /* two taps: fewer loop steps */
+            const int32_t x0 = patch[k], x1 = patch[k + 1];
+            for (t = 0; t < 8u; t++)
+                a[t] += x0 * wk[t] + x1 * wk[channels + t];
+        }
+        if (k < taps)
+            for (t = 0; t < 8u; t++)
+                a[t] += patch[k] * wk[t];
+        for (t = 0; t < 8u; t++)
+            acc[o0 + t] = a[t];
+    }
+}
+
 static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
                               const lrt_requant *q, const int8_t *input, const int8_t *weights,
                               const int32_t *bias, int8_t *output)
 {
     const uint32_t filter_size = (uint32_t)win->kernel_h * win->kernel_w * in->c;
     const uint32_t krow = (uint32_t)win->kernel_w * in->c;
+    const int by_channel = out->c % 8u == 0 && filter_size * out->c <= CONV_HOST_BY_CHANNEL;
     int16_t patch[CONV_HOST_PATCH];
+    int16_t wt[CONV_HOST_BY_CHANNEL];
+    int32_t sums[CONV_HOST_BY_CHANNEL / 8u];
     uint16_t oy, ox, oc;
+    if (by_channel) {
+        uint32_t k;
+        for (oc = 0; oc < out->c; oc++)
+            for (k = 0; k < filter_size; k++)
+                wt[k * out->c + oc] = weights[(uint32_t)oc * filter_size + k];
+    }
     for (oy = 0; oy < out->h; oy++) {
         const int32_t iy0 = (int32_t)oy * win->stride_h - win->pad_top;
         for (ox = 0; ox < out->w; ox++) {
@@ -190,8 +227,12 @@ static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt
                 for (j = 0; j < run; j++)
                     pd[j] = (int16_t)(px[j] + q->input_offset);
             }
+            if (by_channel)
+                sums_by_channel(patch, wt, filter_size, out->c, sums);
             for (oc = 0; oc < out->c; oc++) {
-                int32_t acc = dot16(patch, weights + (uint32_t)oc * filter_size, filter_size);
+                int32_t acc = by_channel
+                                  ? sums[oc]
+                                  : dot16(patch, weights + (uint32_t)oc * filter_size, filter_size);
                 if (bias != NULL) {
                     acc = wrap_add(acc, bias[oc]);
                 }

@@ -24,6 +24,16 @@
 #define JACOBI_TOL_SHIFT 24             /* rotate while |a_i.a_j| > ||a_i|| ||a_j|| 2^-24 */
 #define GRAM_ERR_MAX ((int32_t)1 << 24) /* clamp |Q^T Q - I| entries to 2^-6 (first order) */
 
+/* On the host (x86-64, no SIMD kernels) the basis updates run over chunks of entries, one
+ * column at a time, which the compiler vectorizes; on a Cortex-M the entry-at-a-time loops
+ * keep their sums in registers, which is what its single-issue core wants. Same bits. */
+#if !defined(__arm__)
+#define LRT_LOWRANK_HOST_CHUNKS 1
+#else
+#define LRT_LOWRANK_HOST_CHUNKS 0
+#endif
+#define HOST_CHUNK 64u /* entries per chunk: 512 bytes of int64 sums on the stack */
+
 /* round(x * 2^-sh), halves up, for 1 <= sh <= 62 and |x| < 2^62: the inlined hot-loop form of
  * lrt_shr_round64 (same results), for shifts that are constant over a loop */
 static inline int64_t rsh(int64_t x, int sh)
@@ -508,6 +518,46 @@ static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int
     d1 = r == 4 ? d[1] : 0;
     d2 = r == 4 ? d[2] : 0;
     d3 = r == 4 ? d[3] : 0;
+#if LRT_LOWRANK_HOST_CHUNKS
+    /* host: the sums of a chunk of entries in a small array, one new column at a time, so
+     * that the column's contiguous entries vectorize (the same integers, summed in another
+     * order; no sum overflows, see above) */
+    for (i = 0; i < len; i += HOST_CHUNK) {
+        const unsigned cnt = len - i < HOST_CHUNK ? len - i : HOST_CHUNK;
+        const int16_t *qi = qm + (size_t)i * r;
+        int64_t acc[HOST_CHUNK];
+        unsigned t;
+        if (r == 4) {
+            for (t = 0; t < cnt; t++, qi += 4)
+                acc[t] = (int64_t)d0 * qi[0] + (int64_t)d1 * qi[1] + (int64_t)d2 * qi[2] +
+                         (int64_t)d3 * qi[3];
+        } else {
+            for (t = 0; t < cnt; t++, qi += r) {
+                int64_t a0 = 0;
+                for (j = 0; j < r; j++)
+                    a0 += (int64_t)d[j] * qi[j];
+                acc[t] = a0;
+            }
+        }
+        for (j = 0; j < kk; j++) {
+            const int32_t dj = d[r + j], *pc = p32 + (size_t)j * len + i;
+            if (dj == 0)
+                continue;
+            for (t = 0; t < cnt; t++)
+                acc[t] += (int64_t)dj * pc[t];
+        }
+        if (sh >= 1 && sh <= 62) { /* the usual shift: a loop without the general rounding */
+            for (t = 0; t < cnt; t++) {
+                const int32_t v = x[i + t] - (int32_t)rsh(acc[t], sh);
+                x[i + t] = v;
+                ss += (uint64_t)((int64_t)v * v);
+            }
+        } else {
+            for (t = 0; t < cnt; t++)
+                ss += update_entry(x + i + t, acc[t], sh);
+        }
+    }
+#else
     /* two entries at a time: each coefficient of a new column is loaded once for both */
     for (i = 0; i < len; i += 2) {
         const unsigned two = i + 1 < len; /* 0 on an odd last entry */
@@ -534,6 +584,7 @@ static uint64_t project_pass(const int16_t *qm, uint8_t r, int32_t eq, const int
         if (two)
             ss += update_entry(x + i + 1, acc1, sh);
     }
+#endif
     return ss;
 }
 
@@ -679,6 +730,48 @@ static int32_t common_columns(int32_t *coef, size_t stride, uint16_t k, const in
     return top;
 }
 
+/* rotate_basis at rank 4: the sums s[k] += x * w[j][k] of one source entry x (row j of W) */
+static inline void mac4(int64_t *s0, int64_t *s1, int64_t *s2, int64_t *s3, int32_t x,
+                        const int32_t *wj)
+{
+    *s0 += (int64_t)x * wj[0];
+    *s1 += (int64_t)x * wj[1];
+    *s2 += (int64_t)x * wj[2];
+    *s3 += (int64_t)x * wj[3];
+}
+
+#if LRT_LOWRANK_HOST_CHUNKS
+/* rotate_basis's sums for rank 4 over a chunk of cnt rows (rows: the first one's Q entries,
+ * p: its entry of the first new column): the Q part row by row, then each new column over
+ * the chunk's contiguous entries, which vectorizes */
+static void rotate_sums_chunk(const int16_t *rows, const int32_t *p, uint16_t len, unsigned cnt,
+                              unsigned j0, unsigned kk, const int32_t *w,
+                              int64_t sums[4][HOST_CHUNK])
+{
+    unsigned t, j, k;
+    for (t = 0; t < cnt; t++, rows += 4) {
+        int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (j = j0; j < 4u; j++)
+            mac4(&s0, &s1, &s2, &s3, rows[j], w + j * 4u);
+        sums[0][t] = s0;
+        sums[1][t] = s1;
+        sums[2][t] = s2;
+        sums[3][t] = s3;
+    }
+    for (j = 0; j < kk; j++, p += len) {
+        const int32_t *wj = w + (4u + j) * 4u;
+        for (k = 0; k < 4u; k++) {
+            const int32_t wk = wj[k];
+            int64_t *sk = sums[k];
+            if (wk == 0)
+                continue;
+            for (t = 0; t < cnt; t++)
+                sk[t] += (int64_t)p[t] * wk;
+        }
+    }
+}
+#endif
+
 /* Q[:, :r] <- [Q | P] W (W: (r + kk) x r, Q30), Q's columns with exponent eq (absent if
  * empty), column j of P (p32 + j * len) with exponent ep[j]. Renormalises to max|Q| in
  * [2^14, 2^15) and returns the new exponent. W is rescaled in place. On an int16 overflow
@@ -687,6 +780,9 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, in
                             const int32_t *p32, const int32_t *ep, unsigned kk, int32_t *w)
 {
     int32_t eref = INT32_MIN, en;
+#if LRT_LOWRANK_HOST_CHUNKS
+    int64_t chunk_sums[4][HOST_CHUNK];
+#endif
     uint32_t maxabs = 0;
     int sh, halved = 0;
     unsigned i, j, k;
@@ -709,24 +805,26 @@ static int32_t rotate_basis(int16_t *qm, uint16_t len, uint8_t r, int32_t eq, in
         int16_t *row = qm + (size_t)i * r;
         int64_t s[LRT_LOWRANK_MAX_RANK];
         int16_t out[LRT_LOWRANK_MAX_RANK];
-        if (r == 4) { /* the default rank: four sums in registers, not in memory */
+        if (LRT_LOWRANK_HOST_CHUNKS && r == 4) {
+#if LRT_LOWRANK_HOST_CHUNKS
+            const unsigned t = i % HOST_CHUNK;
+            if (t == 0)
+                rotate_sums_chunk(row, kk ? p32 + i : NULL, len,
+                                  len - i < HOST_CHUNK ? len - i : HOST_CHUNK, j0, kk, w,
+                                  chunk_sums);
+            for (k = 0; k < 4u; k++)
+                s[k] = chunk_sums[k][t];
+#endif
+        } else if (r == 4) { /* the default rank: four sums in registers, not in memory */
             int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
             const int32_t *wj = w + j0 * 4u, *px = kk ? p32 + i : NULL; /* NULL: reorth */
-            for (j = j0; j < 4u; j++, wj += 4) {
-                const int32_t x = row[j];
-                s0 += (int64_t)x * wj[0];
-                s1 += (int64_t)x * wj[1];
-                s2 += (int64_t)x * wj[2];
-                s3 += (int64_t)x * wj[3];
-            }
+            for (j = j0; j < 4u; j++, wj += 4)
+                mac4(&s0, &s1, &s2, &s3, row[j], wj);
             for (j = 0; j < kk; j++, wj += 4, px += len) {
                 const int32_t x = *px;
                 if (x == 0)
                     continue;
-                s0 += (int64_t)x * wj[0];
-                s1 += (int64_t)x * wj[1];
-                s2 += (int64_t)x * wj[2];
-                s3 += (int64_t)x * wj[3];
+                mac4(&s0, &s1, &s2, &s3, x, wj);
             }
             s[0] = s0;
             s[1] = s1;

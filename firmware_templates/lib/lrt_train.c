@@ -317,11 +317,7 @@ static int write_bias_snapshot(lrt_trainer *t)
             uint16_t k, nb = (uint16_t)LRT_MIN(8u, (uint32_t)l->out_c - o);
             int rc;
             for (k = 0; k < nb; k++) {
-                uint32_t v = (uint32_t)l->bias[o + k];
-                chunk[4 * k] = (uint8_t)v;
-                chunk[4 * k + 1] = (uint8_t)(v >> 8);
-                chunk[4 * k + 2] = (uint8_t)(v >> 16);
-                chunk[4 * k + 3] = (uint8_t)(v >> 24);
+                lrt_put_le32(chunk + 4 * k, (uint32_t)l->bias[o + k]);
             }
             rc = lrt_wstore_write(t->ws, l->b_offset + 4u * o, chunk, 4u * nb);
             if (rc != LRT_OK) {
