@@ -163,28 +163,82 @@ static int32_t dot16(const int16_t *x, const int8_t *w, uint32_t n)
 /* Small layers (filter taps x output channels up to CONV_HOST_BY_CHANNEL, channels a multiple
  * of 8) take their weights transposed to [tap][channel] int16 once per call, and every tap of
  * a pixel adds to eight channels' sums at once: a vector multiply-add per tap instead of one
- * short dot product per channel (a first layer has 9 taps). */
+ * short dot product per channel (a first layer has 9 taps). The taps are read straight from
+ * the input rows (a window cut by padding from an int8 patch filled with the zero point,
+ * whose x + input_offset is 0). */
 #define CONV_HOST_BY_CHANNEL 8192u
 
-static void sums_by_channel(const int16_t *patch, const int16_t *wt, uint32_t taps,
-                            uint16_t channels, int32_t *acc)
+static void sums_by_channel(const int8_t *x, uint32_t row_stride, uint16_t kh, uint32_t krow,
+                            int32_t off, const int16_t *wt, uint16_t channels, int32_t *acc)
 {
-    uint16_t o0;
+    uint16_t o0, ky;
     for (o0 = 0; o0 < channels; o0 += 8u) {
         int32_t a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         const int16_t *wk = wt + o0;
-        uint32_t k;
         unsigned t;
-        for (k = 0; k + 2 <= taps; k += 2, wk += 2u * channels) { /* two taps: fewer loop steps */
-            const int32_t x0 = patch[k], x1 = patch[k + 1];
-            for (t = 0; t < 8u; t++)
-                a[t] += x0 * wk[t] + x1 * wk[channels + t];
+        for (ky = 0; ky < kh; ky++) {
+            const int8_t *row = x + (uint32_t)ky * row_stride;
+            uint32_t k;
+            for (k = 0; k + 2 <= krow; k += 2, wk += 2u * channels) { /* fewer loop steps */
+                const int32_t x0 = row[k] + off, x1 = row[k + 1] + off;
+                for (t = 0; t < 8u; t++)
+                    a[t] += x0 * wk[t] + x1 * wk[channels + t];
+            }
+            if (k < krow) {
+                const int32_t xk = row[k] + off;
+                for (t = 0; t < 8u; t++)
+                    a[t] += xk * wk[t];
+                wk += channels;
+            }
         }
-        if (k < taps)
-            for (t = 0; t < 8u; t++)
-                a[t] += patch[k] * wk[t];
         for (t = 0; t < 8u; t++)
             acc[o0 + t] = a[t];
+    }
+}
+
+static void conv2d_host_by_channel(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
+                                   const lrt_requant *q, const int8_t *input, const int8_t *weights,
+                                   const int32_t *bias, int8_t *output)
+{
+    const uint32_t krow = (uint32_t)win->kernel_w * in->c, taps = win->kernel_h * krow;
+    const uint32_t in_row = (uint32_t)in->w * in->c;
+    int16_t wt[CONV_HOST_BY_CHANNEL];
+    int8_t patch[CONV_HOST_BY_CHANNEL / 8u];
+    int32_t sums[CONV_HOST_BY_CHANNEL / 8u];
+    uint16_t oy, ox, oc;
+    uint32_t k;
+    for (oc = 0; oc < out->c; oc++)
+        for (k = 0; k < taps; k++)
+            wt[k * out->c + oc] = weights[(uint32_t)oc * taps + k];
+    for (oy = 0; oy < out->h; oy++) {
+        const int32_t iy0 = (int32_t)oy * win->stride_h - win->pad_top;
+        for (ox = 0; ox < out->w; ox++) {
+            const int32_t ix0 = (int32_t)ox * win->stride_w - win->pad_left;
+            int8_t *dst = output + ((uint32_t)oy * out->w + ox) * out->c;
+            if (iy0 >= 0 && ix0 >= 0 && iy0 + win->kernel_h <= in->h &&
+                ix0 + win->kernel_w <= in->w) {
+                sums_by_channel(input + (uint32_t)iy0 * in_row + (uint32_t)ix0 * in->c, in_row,
+                                win->kernel_h, krow, q->input_offset, wt, out->c, sums);
+            } else {
+                const int32_t kx0 = ix0 < 0 ? -ix0 : 0;
+                const int32_t kx1 = LRT_MIN((int32_t)win->kernel_w, (int32_t)in->w - ix0);
+                int32_t ky;
+                memset(patch, -q->input_offset, taps);
+                for (ky = 0; ky < (int32_t)win->kernel_h && kx1 > kx0; ky++) {
+                    const int32_t iy = iy0 + ky;
+                    if (iy >= 0 && iy < (int32_t)in->h)
+                        memcpy(patch + (uint32_t)ky * krow + (uint32_t)kx0 * in->c,
+                               input + (uint32_t)iy * in_row + (uint32_t)(ix0 + kx0) * in->c,
+                               (uint32_t)(kx1 - kx0) * in->c);
+                }
+                sums_by_channel(patch, krow, win->kernel_h, krow, q->input_offset, wt, out->c,
+                                sums);
+            }
+            for (oc = 0; oc < out->c; oc++) {
+                const int32_t acc = bias != NULL ? wrap_add(sums[oc], bias[oc]) : sums[oc];
+                dst[oc] = output_stage(requantize(acc, q->multiplier[oc], q->shift[oc]), q);
+            }
+        }
     }
 }
 
@@ -194,17 +248,8 @@ static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt
 {
     const uint32_t filter_size = (uint32_t)win->kernel_h * win->kernel_w * in->c;
     const uint32_t krow = (uint32_t)win->kernel_w * in->c;
-    const int by_channel = out->c % 8u == 0 && filter_size * out->c <= CONV_HOST_BY_CHANNEL;
     int16_t patch[CONV_HOST_PATCH];
-    int16_t wt[CONV_HOST_BY_CHANNEL];
-    int32_t sums[CONV_HOST_BY_CHANNEL / 8u];
     uint16_t oy, ox, oc;
-    if (by_channel) {
-        uint32_t k;
-        for (oc = 0; oc < out->c; oc++)
-            for (k = 0; k < filter_size; k++)
-                wt[k * out->c + oc] = weights[(uint32_t)oc * filter_size + k];
-    }
     for (oy = 0; oy < out->h; oy++) {
         const int32_t iy0 = (int32_t)oy * win->stride_h - win->pad_top;
         for (ox = 0; ox < out->w; ox++) {
@@ -227,12 +272,8 @@ static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt
                 for (j = 0; j < run; j++)
                     pd[j] = (int16_t)(px[j] + q->input_offset);
             }
-            if (by_channel)
-                sums_by_channel(patch, wt, filter_size, out->c, sums);
             for (oc = 0; oc < out->c; oc++) {
-                int32_t acc = by_channel
-                                  ? sums[oc]
-                                  : dot16(patch, weights + (uint32_t)oc * filter_size, filter_size);
+                int32_t acc = dot16(patch, weights + (uint32_t)oc * filter_size, filter_size);
                 if (bias != NULL) {
                     acc = wrap_add(acc, bias[oc]);
                 }
@@ -254,6 +295,10 @@ int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win
     }
     filter_size = (uint32_t)win->kernel_h * win->kernel_w * in->c;
 #if !defined(__arm__)
+    if (out->c % 8u == 0 && filter_size * out->c <= CONV_HOST_BY_CHANNEL) {
+        conv2d_host_by_channel(in, out, win, q, input, weights, bias, output);
+        return LRT_OK;
+    }
     if (filter_size <= CONV_HOST_PATCH) {
         conv2d_host_patch(in, out, win, q, input, weights, bias, output);
         return LRT_OK;

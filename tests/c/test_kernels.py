@@ -114,6 +114,13 @@ CONV_CASES = [
     ConvCase((6, 6), 2, 4, (3, 3), (1, 1), "valid", bias="huge"),
     ConvCase((8, 8), 3, 4, (3, 3), (1, 1), "same", act=(-20, 17)),
     ConvCase((3, 3), 2, 2, (3, 3), (2, 2), "same"),  # one output pixel with clipped taps
+    # multiples of 8 output channels: the host's by-channel path (windows read in place,
+    # windows cut by padding through a zero-point patch), and one too big for it
+    ConvCase((9, 7), 3, 8, (3, 3), (1, 1), "same"),
+    ConvCase((10, 10), 5, 16, (4, 4), (2, 2), "same"),  # odd taps per row, asymmetric pad
+    ConvCase((8, 8), 8, 16, (3, 3), (1, 1), "valid", bias="huge"),
+    ConvCase((7, 7), 1, 8, (3, 3), (2, 2), "same", mult="pow2", bias="none"),
+    ConvCase((6, 6), 64, 16, (3, 3), (1, 1), "same"),  # 576 taps x 16 channels: dot products
 ]
 
 
