@@ -324,7 +324,9 @@ int lrt_conv2d_s8(const lrt_dims *in, const lrt_dims *out, const lrt_window *win
     }
     filter_size = (uint32_t)win->kernel_h * win->kernel_w * in->c;
 #if !defined(__arm__)
-    if (out->c % 8u == 0 && filter_size * out->c <= CONV_HOST_BY_CHANNEL) {
+    /* the zero-point patch needs the zero point in int8: input_offset in [-127, 128] */
+    if (out->c % 8u == 0 && filter_size * out->c <= CONV_HOST_BY_CHANNEL &&
+        q->input_offset >= -127 && q->input_offset <= 128) {
         conv2d_host_by_channel(in, out, win, q, input, weights, bias, output);
         return LRT_OK;
     }

@@ -73,6 +73,7 @@ class ConvCase:
     mult: str = "random"
     bias: str = "random"
     act: tuple[int, int] = (-128, 127)
+    in_off: int | None = None  # None: random in the int8 models' range [-127, 128]
 
 
 def conv_payload(rng: np.random.Generator, case: ConvCase) -> tuple[bytes, np.ndarray]:
@@ -89,6 +90,8 @@ def conv_payload(rng: np.random.Generator, case: ConvCase) -> tuple[bytes, np.nd
     else:
         bias = rng.integers(-(1 << 16), 1 << 16, case.c_out)
     in_off, out_off = int(rng.integers(-127, 129)), int(rng.integers(-128, 128))
+    if case.in_off is not None:
+        in_off = case.in_off
     lo, hi = case.act
     expect = ref.conv2d_s8(
         x[None], wts, bias, mult, shift, in_off, out_off, lo, hi, case.stride, case.padding
@@ -121,6 +124,8 @@ CONV_CASES = [
     ConvCase((8, 8), 8, 16, (3, 3), (1, 1), "valid", bias="huge"),
     ConvCase((7, 7), 1, 8, (3, 3), (2, 2), "same", mult="pow2", bias="none"),
     ConvCase((6, 6), 64, 16, (3, 3), (1, 1), "same"),  # 576 taps x 16 channels: dot products
+    ConvCase((6, 6), 2, 8, (3, 3), (1, 1), "same", in_off=-255),  # no int8 zero point
+    ConvCase((6, 6), 2, 8, (3, 3), (1, 1), "same", in_off=255),
 ]
 
 
