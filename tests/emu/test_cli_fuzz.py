@@ -257,7 +257,7 @@ def bad_board(draw: st.DrawFn) -> bytes:
         if isinstance(old, int) and isinstance(data[table][key], int):
             data[table][key] = "x"
     elif kind == "missing":
-        if key in ("endurance",):  # optional keys: drop a required one instead
+        if key in ("endurance", "cflags"):  # optional keys: drop a required one instead
             key = "technology"
             table = "nvm"
         del data[table][key]
