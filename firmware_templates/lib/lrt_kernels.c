@@ -188,31 +188,30 @@ static int32_t dot16(const int16_t *x, const int8_t *w, uint32_t n)
  * whose x + input_offset is 0). */
 #define CONV_HOST_BY_CHANNEL 8192u
 
+/* the sums of eight channels (wt: their column of the transposed weights) over one window:
+ * kh rows of krow taps, row_stride apart */
 static void sums_by_channel(const int8_t *x, uint32_t row_stride, uint16_t kh, uint32_t krow,
-                            int32_t off, const int16_t *wt, uint16_t channels, int32_t *acc)
+                            int32_t off, const int16_t *wt, uint16_t channels, int32_t acc[8])
 {
-    uint16_t o0, ky;
-    for (o0 = 0; o0 < channels; o0 += 8u) {
-        int32_t a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        const int16_t *wk = wt + o0;
-        unsigned t;
-        for (ky = 0; ky < kh; ky++) {
-            const int8_t *row = x + (uint32_t)ky * row_stride;
-            uint32_t k;
-            for (k = 0; k + 2 <= krow; k += 2, wk += 2u * channels) { /* fewer loop steps */
-                const int32_t x0 = row[k] + off, x1 = row[k + 1] + off;
-                for (t = 0; t < 8u; t++)
-                    a[t] += x0 * wk[t] + x1 * wk[channels + t];
-            }
-            if (k < krow) {
-                const int32_t xk = row[k] + off;
-                for (t = 0; t < 8u; t++)
-                    a[t] += xk * wk[t];
-                wk += channels;
-            }
+    const int16_t *wk = wt;
+    uint16_t ky;
+    unsigned t;
+    for (t = 0; t < 8u; t++)
+        acc[t] = 0;
+    for (ky = 0; ky < kh; ky++) {
+        const int8_t *row = x + (uint32_t)ky * row_stride;
+        uint32_t k;
+        for (k = 0; k + 2 <= krow; k += 2, wk += 2u * channels) { /* fewer loop steps */
+            const int32_t x0 = row[k] + off, x1 = row[k + 1] + off;
+            for (t = 0; t < 8u; t++)
+                acc[t] += x0 * wk[t] + x1 * wk[channels + t];
         }
-        for (t = 0; t < 8u; t++)
-            acc[o0 + t] = a[t];
+        if (k < krow) {
+            const int32_t xk = row[k] + off;
+            for (t = 0; t < 8u; t++)
+                acc[t] += xk * wk[t];
+            wk += channels;
+        }
     }
 }
 
@@ -223,8 +222,7 @@ static void conv2d_host_by_channel(const lrt_dims *in, const lrt_dims *out, cons
     const uint32_t krow = (uint32_t)win->kernel_w * in->c, taps = win->kernel_h * krow;
     const uint32_t in_row = (uint32_t)in->w * in->c;
     int16_t wt[CONV_HOST_BY_CHANNEL];
-    int8_t patch[CONV_HOST_BY_CHANNEL / 8u];
-    int32_t sums[CONV_HOST_BY_CHANNEL / 8u];
+    int8_t patch[CONV_HOST_BY_CHANNEL / 8u]; /* taps <= CONV_HOST_BY_CHANNEL / out_c */
     uint16_t oy, ox, oc;
     uint32_t k;
     for (oc = 0; oc < out->c; oc++)
@@ -235,10 +233,12 @@ static void conv2d_host_by_channel(const lrt_dims *in, const lrt_dims *out, cons
         for (ox = 0; ox < out->w; ox++) {
             const int32_t ix0 = (int32_t)ox * win->stride_w - win->pad_left;
             int8_t *dst = output + ((uint32_t)oy * out->w + ox) * out->c;
+            const int8_t *x = patch;
+            uint32_t row_stride = krow;
             if (iy0 >= 0 && ix0 >= 0 && iy0 + win->kernel_h <= in->h &&
                 ix0 + win->kernel_w <= in->w) {
-                sums_by_channel(input + (uint32_t)iy0 * in_row + (uint32_t)ix0 * in->c, in_row,
-                                win->kernel_h, krow, q->input_offset, wt, out->c, sums);
+                x = input + (uint32_t)iy0 * in_row + (uint32_t)ix0 * in->c;
+                row_stride = in_row;
             } else {
                 const int32_t kx0 = ix0 < 0 ? -ix0 : 0;
                 const int32_t kx1 = LRT_MIN((int32_t)win->kernel_w, (int32_t)in->w - ix0);
@@ -251,12 +251,17 @@ static void conv2d_host_by_channel(const lrt_dims *in, const lrt_dims *out, cons
                                input + (uint32_t)iy * in_row + (uint32_t)(ix0 + kx0) * in->c,
                                (uint32_t)(kx1 - kx0) * in->c);
                 }
-                sums_by_channel(patch, krow, win->kernel_h, krow, q->input_offset, wt, out->c,
-                                sums);
             }
-            for (oc = 0; oc < out->c; oc++) {
-                const int32_t acc = bias != NULL ? wrap_add(sums[oc], bias[oc]) : sums[oc];
-                dst[oc] = output_stage(requantize(acc, q->multiplier[oc], q->shift[oc]), q);
+            for (oc = 0; oc < out->c; oc = (uint16_t)(oc + 8u)) {
+                int32_t acc[8];
+                unsigned t;
+                sums_by_channel(x, row_stride, win->kernel_h, krow, q->input_offset, wt + oc,
+                                out->c, acc);
+                for (t = 0; t < 8u; t++) {
+                    const int32_t a = bias != NULL ? wrap_add(acc[t], bias[oc + t]) : acc[t];
+                    dst[oc + t] =
+                        output_stage(requantize(a, q->multiplier[oc + t], q->shift[oc + t]), q);
+                }
             }
         }
     }
