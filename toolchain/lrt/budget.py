@@ -198,7 +198,8 @@ class StaticObject:
 def _compiler(board: Board) -> tuple[str, str, list[str]]:
     """(cc, nm, cflags) the firmware build uses for this board."""
     if board.is_host:
-        return os.environ.get("CC", "cc"), "nm", cflags.host_cflags()
+        cc = os.environ.get("CC", "cc")
+        return cc, "nm", cflags.host_cflags(board, cc=cc)
     return cflags.ARM_PREFIX + "gcc", cflags.ARM_PREFIX + "nm", cflags.arm_cflags(board)
 
 

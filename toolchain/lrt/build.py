@@ -112,8 +112,7 @@ def build_firmware(
 
     if board.is_host:
         cc = require_tool(os.environ.get("CC", "cc"))
-        cflags = [*host_cflags(sanitize=sanitize, opt=opt, cc=cc), *board.cpu.cflags, *includes,
-                  *extra_cflags]  # fmt: skip
+        cflags = [*host_cflags(board, sanitize=sanitize, opt=opt, cc=cc), *includes, *extra_cflags]
         ldflags = [*(SANITIZE_FLAGS if sanitize else ())]
         ldlibs = ["-lm"]
         target = build_dir / "fw"
@@ -202,7 +201,7 @@ def compile_check(
 
     For checking that library code builds for every board before a firmware exists."""
     cc = require_tool(os.environ.get("CC", "cc") if board.is_host else ARM_PREFIX + "gcc")
-    flags = [*host_cflags(cc=cc), *board.cpu.cflags] if board.is_host else arm_cflags(board)
+    flags = host_cflags(board, cc=cc) if board.is_host else arm_cflags(board)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def one(src: Path) -> Path:

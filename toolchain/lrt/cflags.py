@@ -28,7 +28,10 @@ def _is_gcc(cc: str) -> bool:
     return proc.returncode == 0 and "__clang__" not in proc.stdout and "__GNUC__" in proc.stdout
 
 
-def host_cflags(*, sanitize: bool = False, opt: str = "-O2", cc: str = "cc") -> list[str]:
+def host_cflags(
+    board: Board, *, sanitize: bool = False, opt: str = "-O2", cc: str = "cc"
+) -> list[str]:
+    """Compiler flags for the host board (without include paths); its `cpu.cflags` last."""
     flags = [*WARN_FLAGS, opt]
     if _is_gcc(cc):
         # gcc's -O2 vectorizes only loops whose trip count is a known multiple of the vector
@@ -37,7 +40,7 @@ def host_cflags(*, sanitize: bool = False, opt: str = "-O2", cc: str = "cc") -> 
         flags.append("-fvect-cost-model=dynamic")
     if sanitize:
         flags += ["-g", *SANITIZE_FLAGS]
-    return flags
+    return [*flags, *board.cpu.cflags]
 
 
 def arm_cflags(board: Board, *, opt: str = "-O2") -> list[str]:
