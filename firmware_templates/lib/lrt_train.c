@@ -150,6 +150,21 @@ uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb)
     return 4u * words;
 }
 
+uint8_t lrt_train_max_block_columns(const lrt_net *net, uint8_t kb)
+{
+    const uint32_t kw = block_width(kb);
+    uint32_t cols = 1;
+    uint8_t i;
+    for (i = 0; i < net->n_layers; i++) {
+        const lrt_layer *l = &net->layers[i];
+        if (is_trainable(l)) {
+            cols = LRT_MAX(cols, LRT_TRAIN_LAYER_BLOCK_COLUMNS(l->kind == LRT_LAYER_DENSE,
+                                                               (uint32_t)l->out_c, kw));
+        }
+    }
+    return (uint8_t)cols;
+}
+
 /* ---- init / forward ------------------------------------------------------------------------ */
 
 int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,

@@ -243,12 +243,17 @@ uint32_t lrt_train_cell_count(const lrt_net *net);
 uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb);
 /* Block width of cfg.lrt_block (0 means 16). */
 #define LRT_TRAIN_BLOCK_WIDTH(kb) ((kb) == 0 ? 16u : (kb))
+/* Columns of one block step on a weight layer (n outputs) for block width kb: 1 (dense:
+ * dz a^T), n (conv, n <= kb: the whole per-sample gradient against I_n), kb (conv: kb pixels).
+ * The largest over the trainable layers sizes the accumulators' shared work buffer. */
+#define LRT_TRAIN_LAYER_BLOCK_COLUMNS(dense, n, kb) ((dense) ? 1u : (n) <= (kb) ? (n) : (kb))
+/* Largest LRT_TRAIN_LAYER_BLOCK_COLUMNS over the trainable weight layers (1 if none). */
+uint8_t lrt_train_max_block_columns(const lrt_net *net, uint8_t kb);
 /* int32 words one weight layer (n outputs, m inputs per output) needs of the block buffer
- * for block width kb (LRT_TRAIN_BLOCK_WIDTH): n + m (dense), n n + n m (conv, n <= kb: the
- * layer's whole per-sample gradient), kb (n + m) (conv: one block of kb pixels). A constant
- * expression, for static buffers. */
+ * for block width kb (LRT_TRAIN_BLOCK_WIDTH): a block of LRT_TRAIN_LAYER_BLOCK_COLUMNS
+ * columns on each side, n + m words per column. A constant expression, for static buffers. */
 #define LRT_TRAIN_LRT_BLOCK_WORDS(dense, n, m, kb)                                                 \
-    ((dense) ? (n) + (m) : (n) <= (kb) ? (n) * (n) + (n) * (m) : (kb) * ((n) + (m)))
+    (LRT_TRAIN_LAYER_BLOCK_COLUMNS(dense, n, kb) * ((n) + (m)))
 /* Lowest layer with trainable weights, n_layers if none. */
 uint8_t lrt_train_first_trainable(const lrt_net *net);
 /* 1 if keep[i] must be provided. */

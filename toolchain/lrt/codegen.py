@@ -193,6 +193,19 @@ def lrt_block_size_expr(layers: list[Layer], block: int) -> str:
     )
 
 
+def lrt_max_block_expr(layers: list[Layer], block: int) -> str:
+    """Columns of the widest block step of the trainable layers, as the C computes them
+    (lrt_train_max_block_columns: LRT_TRAIN_LAYER_BLOCK_COLUMNS of each)."""
+    return c_max(
+        (
+            f"LRT_TRAIN_LAYER_BLOCK_COLUMNS({int(lay.kind == 'dense')}, "
+            f"{lay.weight_matrix_shape()[0]}u, LRT_TRAIN_BLOCK_WIDTH({block}u))"
+            for lay in layers
+        ),
+        "1u",
+    )
+
+
 def kernel_buffer_size_expr(model: Model) -> str:
     """lrt_net_kernel_buffer_size as a C constant expression: the largest conv layer's
     LRT_CONV2D_S8_BUFFER_SIZE (main.c uses it only where LRT_HAVE_SIMD)."""
@@ -516,6 +529,9 @@ def firmware_context(
             "lr_q24": round(config.learning_rate * (1 << 24)),
             "lrt_block": config.lrt_block,
             "lrt_block_words": lrt_block_size_expr(
+                [model.layers[i] for i in trainable], config.lrt_block
+            ),
+            "lrt_max_block": lrt_max_block_expr(
                 [model.layers[i] for i in trainable], config.lrt_block
             ),
             "rho_min_q16": round(config.rho_min * 65536),
