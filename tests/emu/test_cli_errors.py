@@ -57,7 +57,7 @@ def test_bad_set_option(tmp_path: Path, args: list[str], needles: list[str]) -> 
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["--sweep", "rank=1,x"], ["rank", "number"]),
+        (["--sweep", "rank=1,x"], ["rank", "integer"]),
         (["--set", "seed=3"], ["seed", "--seeds"]),
         (["--model-dir", "m", "--set", "epochs=0"], ["--model-dir", "epochs"]),
     ],
@@ -171,3 +171,37 @@ def test_not_a_build_dir(tmp_path: Path) -> None:
 def test_unknown_stream() -> None:
     build = built("inference")
     assert_user_error(run("lrt-emulate", "--build", str(build), "--stream", "sideways"), "sideways")
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+def test_push_to_a_host_build_needs_its_image() -> None:
+    build = built("inference")
+    # without --nvm the host device's store would live for this one run: nothing kept
+    proc = run("lrt-push", "--build", str(build), "--weights", str(build / "model.tflite"))
+    assert_user_error(proc, "--nvm")
+    assert "committed" not in proc.stdout
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+def test_dump_logits_is_quiet_and_needs_inputs(tmp_path: Path) -> None:
+    build = built("inference")
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x, np.zeros((3, 28, 28, 1), np.int8))
+    assert_user_error(
+        run("lrt-emulate", "--build", str(build), "--dump-logits", str(y)), "--inputs"
+    )
+    proc = run("lrt-emulate", "--build", str(build), "--inputs", str(x), "--dump-logits",
+               str(y), "--quiet")  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert np.load(y).shape == (3, 10)
+
+
+def test_emulating_a_flash_store_board_on_its_qemu_standin_is_refused_at_once() -> None:
+    """QEMU maps the stand-in's flash as ROM: the firmware could never create its store, so
+    lrt-emulate says so instead of waiting for a reply that cannot come."""
+    from lrt.emulate import open_device
+    from lrt.errors import UserError
+
+    build = built("lrt-maxnorm", "nucleo-f446re")
+    with pytest.raises(UserError, match=r"netduinoplus2.*ROM"):
+        open_device(build, emulator="qemu")

@@ -130,3 +130,13 @@ def test_frontier_of_a_tiny_sweep(tmp_path: Path) -> None:
     assert sum(table.count(f"| shift | {s} |") for s in schemes) == 6
     # the LRT-vs-SGD verdict: sgd's two points and LRT's two give four write levels at most
     assert re.search(r"\| shift \| [1-4] \| (yes|no) \| \d+: ", table), table
+
+
+def test_rerun_with_other_settings_recomputes_the_cell(tmp_path: Path) -> None:
+    cell = Cell("control", "inference", 0, 20, 5, "mcu", "host", last_n=20)
+    run_grid(tmp_path, [cell], progress=False, trained=trained_model(), report=False)
+    path = tmp_path / "cells" / f"{cell.key}.json"
+    more = Cell("control", "inference", 0, 40, 10, "mcu", "host", last_n=40)
+    assert more.key == cell.key  # same file: its stored settings decide
+    (res,) = run_grid(tmp_path, [more], progress=False, trained=trained_model(), report=False)
+    assert res["samples"] == 40 and json.loads(path.read_text())["cell"]["samples"] == 40

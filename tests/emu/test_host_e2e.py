@@ -165,3 +165,22 @@ def test_default_programs_cells_5x_less_than_sgd_at_sgds_accuracy(
           sgd["online_accuracy_ema"])  # fmt: skip
     assert 5 * programs[0] <= programs[1], programs
     assert ours["online_accuracy_ema"] >= sgd["online_accuracy_ema"]  # type: ignore[operator]
+
+
+def test_library_entry_points_take_str_paths_and_record_the_stream(tmp_path: Path) -> None:
+    """lrt.run_online is lrt-emulate as a function: str paths work, and the report says which
+    stream (seed, shift segment length) the figures come from."""
+    import lrt
+    from lrt.errors import UserError
+
+    assert lrt.make_firmware is pipeline.build and lrt.run_online is pipeline.emulate
+    out = tmp_path / "run.json"
+    res = lrt.run_online(
+        str(built("lrt-maxnorm")), samples=30, stream="shift", segment=10, seed=3,
+        json_path=str(out), markdown_path=str(tmp_path / "run.md"), progress=False,
+    )  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert (saved["segment"], saved["stream_seed"], saved["samples"]) == (10, 3, 30)
+    assert "3 segment(s) in this run" in res.markdown()
+    with pytest.raises(UserError, match="segment"):
+        lrt.run_online(built("lrt-maxnorm"), samples=30, stream="shift", segment=0, progress=False)

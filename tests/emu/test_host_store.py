@@ -163,7 +163,8 @@ def test_pull_refuses_a_crc_failing_set_and_names_the_generation(
         info = dev.hello()
     assert info.generation == 1 and info.store & P.STORE_FALLBACK
     rc, out, _ = call(cli.emulate_main, "--build", build_a, "--nvm-report", path, capsys=capsys)
-    assert rc == 0 and "Boot: slot 0, generation 1 (fallback)" in out
+    # exit status 1: a slot failed its checks (the report still says what the device does)
+    assert rc == 1 and "Boot: slot 0, generation 1 (fallback)" in out
 
 
 @pytest.mark.parametrize("command", ["emulate", "push", "inputs"])
@@ -255,7 +256,7 @@ def test_crafted_headers_do_not_fool_the_report(build_a: Path, tmp_path: Path,
     path.write_bytes(img)
     for extra in ([], ["--build", build_a]):
         rc, out, err = call(cli.emulate_main, *extra, "--nvm-report", path, capsys=capsys)
-        assert rc == 0 and "Traceback" not in err
+        assert rc == 1 and "Traceback" not in err  # 1: the crafted slot fails its checks
     assert "Boot: slot 1, generation 2" in out  # with the build: the device's choice
     rc, out, err = call(cli.pull_main, "--build", build_a, "--nvm", path, "--out", tmp_path / "p",
                         "--no-eval", capsys=capsys)
@@ -269,7 +270,7 @@ def test_crafted_headers_do_not_fool_the_report(build_a: Path, tmp_path: Path,
         : lay.slot_size]
     path.write_bytes(img)
     rc, out, _ = call(cli.emulate_main, "--build", build_a, "--nvm-report", path, capsys=capsys)
-    assert rc == 0 and "Boot: slot 1, generation 2" in out and "foreign" in out
+    assert rc == 1 and "Boot: slot 1, generation 2" in out and "foreign" in out
     with open_device(build_a, nvm_path=path) as dev:
         assert dev.hello().generation == 2
 

@@ -78,8 +78,9 @@ def test_parse_setting_types_values_by_field() -> None:
     [
         ("rank", "expected KEY=VALUE"),
         ("rnak=3", "unknown field 'rnak'"),
-        ("rank=four", "'rank' needs a number"),
-        ("rank=2.5", "'rank' needs a number"),
+        ("rank=four", "'rank' needs an integer"),
+        ("rank=2.5", "'rank' needs an integer"),
+        ("lr=fast", "'lr' needs a number"),
     ],
 )
 def test_parse_setting_errors(text: str, needle: str) -> None:

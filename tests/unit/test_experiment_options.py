@@ -25,7 +25,7 @@ def test_sweeps_are_a_cartesian_product_with_fixed_settings() -> None:
         ([], ["rank"], "expected KEY=V1,V2"),
         ([], ["rank=1", "rank=2"], "given twice"),
         (["rank=1"], ["rank=2,3"], "given twice"),
-        ([], ["rank=x"], "needs a number"),
+        ([], ["rank=x"], "needs an integer"),
         (["nope=1"], [], "unknown field"),
         (["seed=3"], [], "use --seeds"),
         ([], ["scheme=sgd,lrt"], "use --schemes"),

@@ -4,6 +4,7 @@ the probe is missing, the board cannot be flashed, or the build is for another b
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -107,3 +108,16 @@ def test_openocd_without_probe_is_a_clear_error(name: str) -> None:
         assert exc.exit_code == 2
     else:
         pytest.skip("a debug probe is attached to this machine")
+
+
+def test_dry_run_prints_a_command_the_shell_runs_as_is(
+    build_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert flash_main(["--board", "nucleo-f446re", "--build", str(build_dir),
+                       "--method", "openocd", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.strip()
+    # openocd's -c takes one argument with spaces in it: it must come back as one
+    assert shlex.split(printed) == flash_command(load_board("nucleo-f446re"), build_dir,
+                                                 "openocd")

@@ -1,3 +1,32 @@
-"""lrt: low-rank training toolchain for microcontrollers with weights in NVM."""
+"""lrt: low-rank training toolchain for microcontrollers with weights in NVM.
+
+The library entry points are those of the command line (docs/CLI.md), as functions:
+
+    import lrt
+    built = lrt.make_firmware("host", "build/host")       # lrt-build; a BuildResult
+    run = lrt.run_online("build/host", samples=2000, stream="shift", json_path="run.json")
+    print(run.markdown())                                   # lrt-emulate's report
+
+`lrt.load_build(dir)` gives a build's report and model. They are imported on first use, so
+`import lrt` stays light (TensorFlow is imported only when a model is trained).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "load_build", "make_firmware", "run_online"]
+
+# public name -> lrt.pipeline function (not `build` / `emulate`: those names are the
+# compiler driver module and the emulator package)
+_PIPELINE = {"make_firmware": "build", "run_online": "emulate", "load_build": "load_build"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PIPELINE:
+        from lrt import pipeline
+
+        return getattr(pipeline, _PIPELINE[name])
+    raise AttributeError(f"module 'lrt' has no attribute {name!r}")

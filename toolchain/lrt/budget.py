@@ -12,10 +12,16 @@ the hash of the generated sources and the compiler command.
 On top of the measured objects the budget states two reserves the objects cannot show: the
 stack, and the C runtime + board support code's own statics (newlib, semihosting, UART).
 tests/emu/test_budget_elf.py checks the total against the linked ELF of every ARM board.
+
+Flash is the model's constants (measured as above) plus everything else the image holds:
+library code, main.c, the C runtime and the board support. That part barely depends on the
+model, so it is measured once per board and config by linking the firmware of the `tiny`
+preset with the board's own toolchain (cached like the objects).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrt import build, cflags, codegen, resources
+from lrt import build, cflags, codegen, export, resources
 from lrt.boards import Board
 from lrt.bsp import write_bsp
 from lrt.config import BuildConfig
@@ -38,7 +44,11 @@ STACK_RESERVE = 4096  # bytes of stack assumed for the kernels' locals and the p
 # statics of the C runtime and board support: newlib's reentrancy struct (1 KB) and malloc
 # arena header (1 KB) and open-file table of the semihosted builds (measured 2.4 KB), UARTs
 RUNTIME_RESERVE = 3072
-CODE_ESTIMATE = 24_000  # flash of the library code (measured ELFs: 16-23 KB at -O2)
+CODE_ITEM = "code, C runtime and board support (linked, measured)"
+# when not even the `tiny` image links on the board (its RAM is too small for the scheme's
+# buffers; the model is refused for RAM then anyway): the largest code measured, 68 KB
+CODE_FALLBACK = 70_000
+CODE_FALLBACK_ITEM = "code, C runtime and board support (estimate)"
 
 # Static objects of main.c / lrt_model.c -> budget item. Items starting "train:" are the
 # training state. Objects matching nothing keep their own name (nothing is dropped).
@@ -224,20 +234,67 @@ def probe_static_objects(model: Model, cfg: BuildConfig, board: Board) -> list[S
         if cached.is_file():
             return [StaticObject(**o) for o in json.loads(cached.read_text())]
         objects = build.compile_check(board, units, [src, bsp], Path(tmp) / "obj")
-        found: list[StaticObject] = []
-        for obj in objects:
-            out = subprocess.run(
-                [nm, "-S", str(obj)], capture_output=True, text=True, check=True
-            ).stdout
-            for line in out.splitlines():
-                parts = line.split()
-                if len(parts) == 4:
-                    found.append(StaticObject(parts[3], parts[2], int(parts[1], 16), obj.stem))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, part = tempfile.mkstemp(dir=cached.parent, suffix=".json")
+        found = [sym for obj in objects for sym in _symbols(obj, board)]
+    _store_json(cached, [o.__dict__ for o in found])
+    return found
+
+
+def _store_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, part = tempfile.mkstemp(dir=path.parent, suffix=".json")
     with os.fdopen(fd, "w") as fh:
-        json.dump([o.__dict__ for o in found], fh)
-    os.replace(part, cached)  # concurrent builds may race here: last writer wins, same data
+        json.dump(value, fh)
+    os.replace(part, path)  # concurrent builds may race here: last writer wins, same data
+
+
+def probe_code_flash(cfg: BuildConfig, board: Board, with_store: bool) -> int | None:
+    """Flash of an ARM image beyond its model's constants and initialised data: library code,
+    main.c, C runtime, board support, vector table. Linked for the `tiny` preset with this
+    config and board and, as the measured model, with or without the NVM weight store (the
+    code is otherwise the same for every model; the model's own part is subtracted), cached
+    by the hash of the generated sources and the compiler command. None when the `tiny`
+    image does not link on this board."""
+    small = export.architecture("tiny")
+    small_cfg = dataclasses.replace(cfg, train_layers=())
+    cc, _, flags = _compiler(board)
+    with tempfile.TemporaryDirectory(prefix="lrt-code-") as tmp:
+        gen = Path(tmp)
+        codegen.generate(
+            small, small_cfg, board, gen / "src", counters=False, strict=False,
+            with_store=with_store,
+        )  # fmt: skip
+        h = hashlib.sha256(json.dumps([board.name, cc, flags]).encode())
+        for f in sorted((gen / "src").glob("*.[ch]")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        path = resources.cache_dir() / "code-probe" / f"{h.hexdigest()[:24]}.json"
+        if path.is_file():
+            return int(json.loads(path.read_text()))
+        try:
+            fw = build.build_firmware(gen, board, check_budget=False)
+        except UserError:
+            return None
+        assert fw.footprint is not None
+        own = 0  # the tiny model's constants and initial data, as plan_budget counts them
+        for obj in _symbols(fw.build_dir / "obj" / "src" / "lrt_model.o", board):
+            if obj.kind in DATA_TYPES or obj.kind in FLASH_TYPES:
+                own += obj.size
+        for obj in _symbols(fw.build_dir / "obj" / "src" / "main.o", board):
+            if obj.kind in DATA_TYPES:
+                own += obj.size
+        code = fw.footprint.text + fw.footprint.data - own
+    _store_json(path, code)
+    return code
+
+
+def _symbols(obj: Path, board: Board) -> list[StaticObject]:
+    """Sized symbols of an object file (``nm -S``)."""
+    nm = _compiler(board)[1]
+    out = subprocess.run([nm, "-S", str(obj)], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            found.append(StaticObject(parts[3], parts[2], int(parts[1], 16), obj.stem))
     return found
 
 
@@ -268,7 +325,15 @@ def plan_budget(model: Model, cfg: BuildConfig, board: Board) -> Budget:
             b.flash_items[label] = b.flash_items.get(label, 0) + obj.size
     b.ram_items["stack reserve"] = STACK_RESERVE
     b.ram_items["C runtime + board support reserve"] = RUNTIME_RESERVE
-    b.flash_items["library code (estimate)"] = CODE_ESTIMATE
+    if not board.is_host:
+        # only inference runs without the NVM store (its weights then stay in the image)
+        geo = codegen.nvm_store(model, cfg, board)[0]
+        with_store = cfg.scheme != "inference" or geo is not None
+        code = probe_code_flash(cfg, board, with_store)
+        if code is None:
+            b.flash_items[CODE_FALLBACK_ITEM] = CODE_FALLBACK
+        else:
+            b.flash_items[CODE_ITEM] = code
     if cfg.scheme not in ("lrt", "lrt-maxnorm"):
         return b
     sizes = {o.name: o.size for o in objects}

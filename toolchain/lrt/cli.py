@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,7 +39,18 @@ def _add_format(p: argparse.ArgumentParser) -> None:
 
 def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
-        return fn(args)
+        status = fn(args)
+        # flushed here, not at exit, so a reader that went away (`| head`) is caught below
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # the reader of stdout is gone: the interpreter's own flush at exit must not fail too
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a real file (captured in-process)
+            pass
+        return 141  # what a shell reports for a writer killed by SIGPIPE
     except UserError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -98,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated weight layer names to train on device, or 'last:N' (default all)",
     )
     p.add_argument("--out", type=Path, required=False, help="output directory")
-    _output_flags(p, "the summary (DIR/report.json has it)")
+    _output_flags(p, "summary (DIR/report.json has it)")
     return p
 
 
@@ -173,7 +185,9 @@ def emulate_parser() -> argparse.ArgumentParser:
         default="control",
         help="control | shift | analog | digital (paper's environments)",
     )
-    p.add_argument("--segment", type=int, help="samples per environment segment (shift stream)")
+    p.add_argument(
+        "--segment", type=int, help="samples per environment segment (shift stream; default 10000)"
+    )
     p.add_argument("--seed", type=int, help="stream seed (default: the build's seed)")
     p.add_argument("--emulator", choices=("auto", "host", "qemu", "renode"), default="auto")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
@@ -186,10 +200,21 @@ def emulate_parser() -> argparse.ArgumentParser:
         "--nvm-report",
         type=Path,
         help="inspect this NVM image and exit (with --build: by that build's geometry, with "
-        "programs per cell of each layer)",
+        "programs per cell of each layer); exit status 1 if the image is not a sound weight "
+        "store",
     )
     _output_flags(p, "printed report (--json/--markdown write it)")
     return p
+
+
+def _check_output(flag: str, path: Path) -> None:
+    """An output file the command writes at the end: refused before minutes of work."""
+    from lrt import store
+
+    store.check_path(path, flag, must_exist=False)
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
+    if not writable:
+        raise UserError(f"{flag} {path}: cannot write it (permission denied)")
 
 
 def _emulate(args: argparse.Namespace) -> int:
@@ -205,9 +230,13 @@ def _emulate(args: argparse.Namespace) -> int:
         print(nvm_report.render_report(rep))
         if args.build is not None:
             print(pipeline.layer_wear_text(args.build, rep))
-        return 0
+        return 0 if nvm_report.is_sound(rep) else 1
     if args.build is None:
         raise UserError("--build DIR is required (the directory written by lrt-build)")
+    if args.segment is not None and args.segment < 1:
+        raise UserError(f"--segment {args.segment}: expected >= 1")
+    if args.dump_logits is not None and args.inputs is None:
+        raise UserError("--dump-logits needs --inputs X.npy (the samples to run inference on)")
     if args.inputs is not None:
         if args.dump_logits is None:
             raise UserError("--inputs needs --dump-logits OUT.npy")
@@ -219,8 +248,12 @@ def _emulate(args: argparse.Namespace) -> int:
             nvm_path=args.nvm,
             format_store=args.format,
         )
-        print(f"wrote {n} logits rows to {args.dump_logits}")
+        if not args.quiet:
+            print(f"wrote {n} logits rows to {args.dump_logits}")
         return 0
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path is not None:
+            _check_output(flag, path)
     result = pipeline.emulate(
         build_dir=args.build,
         samples=args.samples,
@@ -265,7 +298,7 @@ def _flash(args: argparse.Namespace) -> int:
     board = boards.load_board(args.board)
     cmd = flash.flash(board, args.build, dry_run=args.dry_run, method=args.method)
     if args.dry_run:
-        print(" ".join(cmd))
+        print(shlex.join(cmd))
     return 0
 
 

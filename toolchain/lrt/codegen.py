@@ -479,10 +479,17 @@ def check_board(model: Model, config: BuildConfig, board: Any) -> Any:
 
 
 def firmware_context(
-    model: Model, config: BuildConfig, board: Any, counters: bool, strict: bool = True
+    model: Model,
+    config: BuildConfig,
+    board: Any,
+    counters: bool,
+    strict: bool = True,
+    with_store: bool | None = None,
 ) -> dict[str, Any]:
     """Everything main.c needs. ``strict=False`` renders even what the board cannot serve
-    (the budget probe sizes a model the board then refuses, to say by how much)."""
+    (the budget probe sizes a model the board then refuses, to say by how much).
+    ``with_store=False`` leaves the NVM store out as an inference build whose weights do not
+    fit it would (the code probe measures another model's image with the same code)."""
     ctx = model_context(model, config)
     sizes = train_size_exprs(model)
     trainable = trainable_layers(model)
@@ -496,6 +503,8 @@ def firmware_context(
             )
             acc_ptrs[i] = f"&acc_{i}"
     geo = check_board(model, config, board) if strict else nvm_store(model, config, board)[0]
+    if with_store is False:
+        geo = None
     use_nvm = geo is not None
     chunk = nvm_chunk_size(board)
     fp = bytes.fromhex(model.fingerprint()[:8])
@@ -557,6 +566,27 @@ def firmware_context(
     return ctx
 
 
+def foreign_sources(src: Path) -> list[str]:
+    """C files in src/ that no lrt build writes (ours: lrt_*.[ch] and main.c). generate()
+    replaces the directory's C sources, so it must not run over a user's own files."""
+    if not src.is_dir():
+        return []
+    return sorted(
+        p.name for p in src.glob("*.[ch]") if not p.name.startswith("lrt_") and p.name != "main.c"
+    )
+
+
+def check_source_dir(src: Path) -> None:
+    """Refuse an output directory whose src/ holds C files lrt-build did not write."""
+    foreign = foreign_sources(src)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise UserError(
+            f"{src} holds C files lrt-build did not write ({shown}); it replaces the C "
+            "sources there: choose another --out or move them"
+        )
+
+
 def generate(
     model: Model,
     config: BuildConfig,
@@ -564,10 +594,12 @@ def generate(
     src: Path,
     counters: bool = True,
     strict: bool = True,
+    with_store: bool | None = None,
 ) -> list[Path]:
     """Write the firmware sources into src/: the library, lrt_model.[ch] and main.c."""
+    check_source_dir(src)
     src.mkdir(parents=True, exist_ok=True)
-    ctx = firmware_context(model, config, board, counters, strict)
+    ctx = firmware_context(model, config, board, counters, strict, with_store)
     written = []
     for lib in sorted(LIB_DIR.glob("lrt_*.[ch]")):
         target = src / lib.name

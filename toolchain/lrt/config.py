@@ -268,7 +268,8 @@ def parse_setting(text: str, origin: str = "--set") -> tuple[str, Any]:
         try:
             value = int(raw) if int in allowed else float(raw)
         except ValueError:
-            raise UserError(f"{origin} {text!r}: '{key}' needs a number") from None
+            kind = "an integer" if int in allowed else "a number"
+            raise UserError(f"{origin} {text!r}: '{key}' needs {kind}") from None
     return key, _check_type(origin, key, value, hints[key])
 
 

@@ -1,7 +1,8 @@
 """lrt-experiment: the paper's environment x scheme grid on the generated firmware.
 
 Each cell (environment, scheme, seed) streams an online run through the host emulator and
-writes one JSON file; finished cells are skipped on a rerun (resumable). Cells run through
+writes one JSON file, with the cell's settings; on a rerun a cell whose file holds the same
+settings is skipped (resumable), any other is run again. Cells run through
 an executor: a local process pool (default) or a Dask distributed cluster
 (``--executor dask --scheduler ADDR``). One offline-trained model per (preset, seed) is
 shared by every scheme, so the grid compares training schemes, not training luck.
@@ -40,6 +41,7 @@ class Cell:
     # ablations: build-config overrides as sorted (key, value) pairs, part of the cell's key
     options: tuple[tuple[str, Any], ...] = ()
     last_n: int = 500  # window of the "last N samples" accuracy (the ablations' metric)
+    model: str = ""  # the --model-dir the cell's firmware starts from ("": the grid's own)
 
     @property
     def key(self) -> str:
@@ -55,7 +57,9 @@ def parser(
 ) -> argparse.ArgumentParser:
     p = parser_cls(prog="lrt-experiment", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--out", type=Path, default=Path("results/grid"), help="results directory")
-    p.add_argument("--preset", default="mcu", choices=PRESETS)
+    p.add_argument(
+        "--preset", choices=PRESETS, help="network preset (default: --model-dir's, else mcu)"
+    )
     p.add_argument("--board", default="host")
     p.add_argument("--samples", type=int, default=10_000, help="online samples per cell")
     p.add_argument("--segment", type=int, default=None, help="samples per shift segment")
@@ -114,8 +118,11 @@ RESERVED_OPTIONS: dict[str, str] = {
 }
 
 
-def parse_options(sets: list[str], sweeps: list[str]) -> list[tuple[tuple[str, Any], ...]]:
-    """The option combinations of --set / --sweep (each sorted by key)."""
+def parse_options(
+    sets: list[str], sweeps: list[str], sweep_flag: str = "--sweep"
+) -> list[tuple[tuple[str, Any], ...]]:
+    """The option combinations of --set / --sweep (each sorted by key); sweep_flag names the
+    flag the sweeps came from in errors."""
     for item in sets + sweeps:
         key = item.partition("=")[0].strip().replace("-", "_")
         if key in RESERVED_OPTIONS:
@@ -125,10 +132,10 @@ def parse_options(sets: list[str], sweeps: list[str]) -> list[tuple[tuple[str, A
     for item in sweeps:
         key, sep, values = item.partition("=")
         if not sep or not values.strip():
-            raise UserError(f"--sweep {item!r}: expected KEY=V1,V2,...")
-        axis = [parse_setting(f"{key}={v}", "--sweep") for v in values.split(",") if v.strip()]
+            raise UserError(f"{sweep_flag} {item!r}: expected KEY=V1,V2,...")
+        axis = [parse_setting(f"{key}={v}", sweep_flag) for v in values.split(",") if v.strip()]
         if axis[0][0] in fixed or any(axis[0][0] == a[0][0] for a in axes):
-            raise UserError(f"--sweep {item!r}: '{axis[0][0]}' is given twice")
+            raise UserError(f"{sweep_flag} {item!r}: '{axis[0][0]}' is given twice")
         axes.append(axis)
     combos = []
     for picked in itertools.product(*axes):
@@ -150,7 +157,7 @@ def parse_knobs(
         key = rest.partition("=")[0].strip().replace("-", "_")
         if key in RESERVED_OPTIONS or key in MODEL_OPTIONS or key in taken:
             raise UserError(f"--knob {item!r}: '{key}' cannot be a scheme's own axis here")
-        axis = parse_options([], [rest])
+        axis = parse_options([], [rest], sweep_flag="--knob")
         if any(key == a[0][0][0] for a in axes.get(scheme, [])):
             raise UserError(f"--knob {item!r}: '{key}' is given twice for {scheme}")
         axes.setdefault(scheme, []).append([c[0] for c in axis])
@@ -184,6 +191,16 @@ def build_dir(out: Path, cell: Cell) -> Path:
     return out / "builds" / f"{cell.preset}-{cell.scheme}-s{cell.seed}{extra}"
 
 
+# what a build directory was built for, beside its report: a build for another board or
+# from another model under the same name is rebuilt, not reused
+BUILD_STAMP = "experiment-build.json"
+
+
+def _settings(obj: Any) -> Any:
+    """As it reads back from JSON (tuples become lists), for comparing with a stored copy."""
+    return json.loads(json.dumps(obj))
+
+
 def prepare(out: Path, cells: list[Cell], progress: bool, trained: Path | None = None) -> None:
     """Train once per (preset, seed), then build one firmware per scheme (sequential: cheap)."""
     from lrt import pipeline
@@ -202,7 +219,12 @@ def prepare(out: Path, cells: list[Cell], progress: bool, trained: Path | None =
                 **mopts,
             )
         bdir = build_dir(out, cell)
-        if not (bdir / pipeline.REPORT_NAME).is_file():
+        stamp = _settings({"board": cell.board, "model": str(mdir.resolve())})
+        try:
+            built_for = json.loads((bdir / BUILD_STAMP).read_text())
+        except (OSError, ValueError):
+            built_for = None
+        if built_for != stamp or not (bdir / pipeline.REPORT_NAME).is_file():
             pipeline.build(
                 board=cell.board,
                 out=bdir,
@@ -213,6 +235,7 @@ def prepare(out: Path, cells: list[Cell], progress: bool, trained: Path | None =
                 progress=False,
                 **cell.overrides(),
             )
+            (bdir / BUILD_STAMP).write_text(json.dumps(stamp) + "\n")
 
 
 def run_cell(out: Path, cell: Cell) -> dict[str, Any]:
@@ -271,6 +294,37 @@ def _dask_executor(
     return results
 
 
+def _is_done(out: Path, cell: Cell) -> bool:
+    """The cell's file exists and was computed with exactly this cell's settings."""
+    try:
+        stored = json.loads((out / "cells" / f"{cell.key}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(stored, dict) and stored.get("cell") == _settings(asdict(cell))
+
+
+def _check_model_dir(path: Path, preset: str | None) -> str:
+    """The preset of the trained build --model-dir names (UserError if it is not one, or
+    was trained for another preset than --preset)."""
+    from lrt import pipeline
+
+    if not (path / pipeline.REPORT_NAME).is_file() or not (path / "ir" / "model.json").is_file():
+        raise UserError(
+            f"--model-dir {path} is not an lrt build (no {pipeline.REPORT_NAME} and ir/); "
+            "give a directory written by lrt-build, or leave --model-dir out to train"
+        )
+    config = pipeline.read_report(path / pipeline.REPORT_NAME)["config"]
+    trained = config.get("preset")
+    if not isinstance(trained, str):
+        raise UserError(f"--model-dir {path}: its {pipeline.REPORT_NAME} names no preset")
+    if preset is not None and preset != trained:
+        raise UserError(
+            f"--preset {preset}: --model-dir {path} holds a {trained} model; "
+            f"use --preset {trained} or another --model-dir"
+        )
+    return trained
+
+
 def run_grid(
     out: Path,
     cells: list[Cell],
@@ -281,9 +335,11 @@ def run_grid(
     trained: Path | None = None,
     report: bool = True,
 ) -> list[dict[str, Any]]:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, expected a directory")
     out.mkdir(parents=True, exist_ok=True)
     prepare(out, cells, progress, trained)
-    todo = [c for c in cells if not (out / "cells" / f"{c.key}.json").is_file()]
+    todo = [c for c in cells if not _is_done(out, c)]
     if todo:
         if executor == "dask":
             _dask_executor(out, todo, scheduler, progress)
@@ -304,8 +360,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    if args.samples < 1:
-        raise UserError("--samples must be >= 1")
+    for flag, value in (("--samples", args.samples), ("--segment", args.segment),
+                        ("--last-n", args.last_n), ("--jobs", args.jobs)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: expected >= 1")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file, expected a directory")
+    from lrt import boards
+
+    boards.load_board(args.board)  # an unknown board is refused before --out is created
     segment = args.segment or max(args.samples // 4, 1)
     last_n = min(args.last_n, args.samples)
     combos = parse_options(args.set, args.sweep)
@@ -314,6 +377,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise UserError(
             f"--model-dir fixes the offline model; {', '.join(model_keys)} cannot be set with it"
         )
+    preset = args.preset or "mcu"
+    model = ""
+    if args.model_dir is not None:
+        preset = _check_model_dir(args.model_dir, args.preset)
+        model = str(args.model_dir.resolve())
     taken = {k for c in combos for k, _ in c}
     knobs = parse_knobs(args.knob, schemes, taken)
     cells = [
@@ -323,10 +391,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             seed,
             args.samples,
             segment,
-            args.preset,
+            preset,
             args.board,
             tuple(sorted(options + own)),
             last_n,
+            model,
         )
         for options in combos
         for seed in seeds

@@ -80,6 +80,17 @@ def render_text(rep: NvmReport) -> str:
     return "\n".join(out) + "\n"
 
 
+def is_sound(rep: NvmReport) -> bool:
+    """A weight set to boot from, and no slot that failed its checks (the exit status of
+    ``lrt-emulate --nvm-report``)."""
+    return (
+        rep.layout is not None
+        and rep.chosen is not None
+        and not rep.degraded
+        and all(s.state in ("valid", "blank") for s in rep.slots)
+    )
+
+
 def render_report(rep: NvmReport, markdown: bool = False) -> str:
     """The report as text (``lrt-emulate --nvm-report``) or markdown."""
     return render_markdown(rep) if markdown else render_text(rep)

@@ -206,7 +206,7 @@ def _snap_weight_bits(model: Model, bits: int, tflite_out: Path) -> None:
 
 def build(
     board: str,
-    out: Path,
+    out: Path | str,
     preset: str | None = None,
     model_path: Path | None = None,
     config_path: Path | None = None,
@@ -238,6 +238,7 @@ def build(
     # every input is checked before anything is written
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, expected a directory")
+    codegen.check_source_dir(out / "src")
     t0 = time.monotonic()
     arch, complete = _architecture(cfg, model_path, ir_dir)
     # refuse what cannot fit from the architecture, before minutes of training
@@ -520,15 +521,15 @@ def _drift_request(stream: str) -> tuple[int, int] | None:
 
 
 def emulate(
-    build_dir: Path,
+    build_dir: Path | str,
     samples: int = 2000,
     stream: str = "control",
     segment: int | None = None,
     seed: int | None = None,
     emulator: str = "auto",
-    json_path: Path | None = None,
-    markdown_path: Path | None = None,
-    nvm_path: Path | None = None,
+    json_path: Path | str | None = None,
+    markdown_path: Path | str | None = None,
+    nvm_path: Path | str | None = None,
     progress: bool = True,
     stats_every: int | None = None,
     format_store: bool = False,
@@ -542,10 +543,13 @@ def emulate(
     are sampled along the way (the writes-vs-samples curve of the report).
     """
     from lrt.data import load_dataset, make_stream
+    from lrt.data.streams import DEFAULT_SEGMENT
     from lrt.emulate import open_device
     from lrt.emulate import protocol as P
     from lrt.report import OnlineResult
 
+    build_dir = Path(build_dir)
+    nvm_path = Path(nvm_path) if nvm_path is not None else None
     report, model = load_build(build_dir)
     if samples < 1:
         raise UserError(f"--samples {samples}: expected >= 1")
@@ -554,8 +558,8 @@ def emulate(
         cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
     )
     st_seed = cfg["seed"] if seed is None else seed
-    kwargs = {"segment": segment} if segment else {}
-    st = make_stream(stream, ds, samples, seed=st_seed, **kwargs)
+    seg = DEFAULT_SEGMENT if segment is None else segment
+    st = make_stream(stream, ds, samples, seed=st_seed, segment=seg)
     xq = model.quantize_input(st.x)
     drift = _drift_request(stream)
     chunk = samples
@@ -635,11 +639,12 @@ def emulate(
     )
     result.writes_curve = curve
     result.store = store_text
+    result.stream_seed, result.segment = st_seed, seg
     result.add_wear(wear, *_nvm_facts(report, model), cfg.get("sample_rate_hz", 1.0))
     if emulator in ("auto", "qemu") and count_instructions:
         result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, xq, st.y)
     if json_path is not None:
-        result.write_json(json_path)
+        result.write_json(Path(json_path))
     if markdown_path is not None:
-        markdown_path.write_text(result.markdown())
+        Path(markdown_path).write_text(result.markdown())
     return result

@@ -62,6 +62,9 @@ class OnlineResult:
     sample_rate_hz: float = 0.0
     lifetime_years: float | None = None  # this build, at the wear observed
     sgd_lifetime_years: float | None = None  # per-sample SGD on the same NVM
+    # the stream's seed and, for `shift`, its segment length (samples per environment mix)
+    stream_seed: int | None = None
+    segment: int | None = None
 
     def add_wear(self, wear: Any, endurance: int, n_slots: int, sample_rate_hz: float) -> None:
         """Fill the physical-wear fields from a WEAR reply (lrt.emulate.protocol.Wear)."""
@@ -143,6 +146,15 @@ class OnlineResult:
             "| metric | value |",
             "|---|---|",
             f"| samples | {self.samples} |",
+            *([f"| stream seed | {self.stream_seed} |"] if self.stream_seed is not None else []),
+            *(
+                [
+                    f"| shift segment length (samples per mix) | {self.segment:,d} "
+                    f"({-(-self.samples // self.segment)} segment(s) in this run) |"
+                ]
+                if self.segment is not None and self.stream == "shift"
+                else []
+            ),
             f"| online accuracy (mean) | {self.online_accuracy:.4f} |",
             f"| online accuracy (EMA 0.999, end) | {self.online_accuracy_ema:.4f} |",
             f"| online accuracy (last {self.last_n}) | {self.online_accuracy_last_n:.4f} |",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lrt import codegen
+from lrt import boards, codegen
 from lrt.errors import UserError
 from lrt.model import Model
 from lrt.reference import forward_int8
@@ -276,6 +276,10 @@ def push(
     from lrt.pipeline import load_build
 
     report, model = load_build(build_dir)
+    host = emulator in ("auto", "host") and boards.load_build_board(report).is_host
+    if nvm_image is None and host:
+        # the host device's store lives in memory for one run: the commit would be lost
+        raise UserError("a host build needs --nvm IMAGE: the device's weight store is that file")
     candidate = load_candidate(source)
     check_compatible(model, candidate)
     blob = codegen.blob_bytes(candidate, codegen.blob_layout(model))

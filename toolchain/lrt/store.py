@@ -58,8 +58,9 @@ def _check_size(path: Path, geometry: nvm.NvmGeometry, hint: str = "") -> None:
     size = path.stat().st_size
     if size != geometry.region_size:
         raise UserError(
-            f"NVM image {path} is {size:,d} B but this build's store is "
-            f"{geometry.region_size:,d} B: it belongs to another build{hint}"
+            f"NVM image {path} is the wrong size for this build's store: expected "
+            f"{geometry.region_size:,d} bytes, got {size:,d} (truncated, or another "
+            f"build's image){hint}"
         )
 
 

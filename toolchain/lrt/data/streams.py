@@ -65,8 +65,11 @@ class Stream:
         return len(self.y)
 
 
+DEFAULT_SEGMENT = 10_000  # samples per shift segment unless told otherwise
+
+
 def make_stream(
-    kind: str, dataset: Dataset, n_samples: int, seed: int = 0, segment: int = 10_000
+    kind: str, dataset: Dataset, n_samples: int, seed: int = 0, segment: int = DEFAULT_SEGMENT
 ) -> Stream:
     """The ``kind`` stream (one of STREAMS) of ``n_samples`` samples grown from ``dataset``."""
     if kind not in STREAMS:

@@ -108,10 +108,20 @@ def open_device(
     if nvm_path is not None:
         raise UserError("--nvm (a file-backed weight store) needs the host emulator")
     if emulator == "qemu":
-        from lrt.emulate.qemu import QemuRunner
+        from lrt.emulate.qemu import QemuRunner, qemu_machine
 
+        if not board.emulator.qemu and board.nvm.driver != "ram":
+            # a stand-in machine (netduinoplus2 for the STM32F446) maps the part's flash as ROM
+            # and leaves its flash controller unimplemented: the weight store cannot be
+            # written, so the firmware stops at boot, silently on a UART
+            raise UserError(
+                f"board {board.name!r}: QEMU's stand-in {qemu_machine(board)!r} cannot run "
+                f"the lrt firmware (its NVM driver {board.nvm.driver!r} needs writable on-chip "
+                "flash, which QEMU maps as ROM); flash the board (lrt-flash) or build for a "
+                "QEMU board such as mps2-an386"
+            )
         qemu = QemuRunner(board, firmware)
-        transport = PipeTransport(qemu.spawn(), name=f"QEMU {board.emulator.qemu}")
+        transport = PipeTransport(qemu.spawn(), name=f"QEMU {qemu_machine(board)}")
         return Device(transport, timeout=timeout, window=window, name=f"qemu:{board.name}")
     raise UserError(
         f"emulator {emulator!r} for board {board.name!r} is not runnable here "
