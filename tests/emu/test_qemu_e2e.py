@@ -147,3 +147,25 @@ def test_batched_schemes_and_their_policy_match_host(
     assert arm[2] == host[2] and arm[4] == host[4]
     assert arm[3] == host[3], f"wear differs: {arm[3]} vs {host[3]}"
     assert host[2].flushes > 0  # type: ignore[attr-defined]
+
+
+def test_firmware_on_a_uart_says_ready_before_its_first_reply(tmp_path: Path) -> None:
+    """On a serial channel the firmware prints LRT_PLATFORM_READY once it serves (what the
+    Renode runner, its .robot suite and serial monitors wait for), then speaks frames."""
+    import shutil
+
+    from lrt.boards import load_board
+    from lrt.build import build_firmware
+    from lrt.emulate import protocol as P
+    from lrt.emulate.qemu import QemuRunner
+    from lrt.emulate.renode import firmware_sentinel
+
+    board = load_board("mps2-an386")
+    shutil.copytree(built("lrt-maxnorm", "mps2-an386") / "src", tmp_path / "src")
+    res = build_firmware(tmp_path, board, io="uart")
+    run = QemuRunner(board, res.executable, io="uart").run(
+        P.hello_request() + P.bye_request(), timeout=60
+    )
+    ready = (firmware_sentinel() + "\n").encode()
+    assert run.stdout.startswith(ready), run.stdout[:80]
+    assert run.stdout[len(ready) :].startswith(P.SYNC), run.stdout[:80]

@@ -10,6 +10,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.cbuild import ROOT
@@ -136,3 +137,31 @@ def test_runner_streams_bytes_over_uart(elves: dict[str, Path], tmp_path: Path,
         assert link.read_line(30) == (name + "\n").encode()
     finally:
         link.close()
+
+
+@pytest.mark.skipif(shutil.which("renode") is not None, reason="renode is installed")
+def test_emulating_on_renode_without_renode_is_a_clear_error() -> None:
+    from helpers.e2e_support import built
+    from lrt.emulate import open_device
+
+    with pytest.raises(UserError, match="'renode' is not on PATH"):
+        open_device(built("lrt-maxnorm", "nucleo-f446re"), emulator="renode")
+
+
+@pytest.mark.renode
+def test_lrt_firmware_trains_on_renode_as_on_the_host() -> None:
+    """The real firmware of a Renode board (its UART, its flash driver) against the host
+    build of the same model: the same logits and predictions over 20 training samples."""
+    from helpers.e2e_support import built
+    from lrt.data import load_dataset, make_stream
+    from lrt.emulate import open_device
+    from lrt.model import Model
+
+    host = built("lrt-maxnorm")
+    st = make_stream("shift", load_dataset("mnist5k"), 20, seed=5)
+    xq = Model.load(host / "ir").quantize_input(st.x)
+    runs = []
+    for build, emulator in ((host, "host"), (built("lrt-maxnorm", "nucleo-f446re"), "renode")):
+        with open_device(build, emulator=emulator) as dev:
+            runs.append(dev.train_many(xq, st.y))
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
