@@ -131,6 +131,6 @@ def open_device(
         # the runner writes its .resc/.robot and Renode's log there; it says if renode is
         # missing. A serial link drops bytes while the firmware is busy: one frame in flight.
         work = Path(tempfile.mkdtemp(prefix=f"lrt-renode-{board.name}-"))
-        transport = RenodeRunner(board, firmware, work, timeout=timeout).open()
-        return Device(transport, timeout=timeout, window=1, name=f"renode:{board.name}")
+        uart = RenodeRunner(board, firmware, work, timeout=timeout).open()
+        return Device(uart, timeout=timeout, window=1, name=f"renode:{board.name}")
     raise UserError(f"emulator {emulator!r} cannot run board {board.name!r}")
