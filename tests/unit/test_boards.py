@@ -221,3 +221,12 @@ def test_simd_kernels_follow_the_core(tmp_path: Path) -> None:
     bad = write_variant(tmp_path, "lm3s6965evb", "fpu = false\n", "fpu = false\nsimd = true\n")
     with pytest.raises(UserError, match=r"cpu\.simd"):
         load_board(bad)
+
+
+def test_a_boards_dir_that_does_not_exist_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not an empty board list: a mistyped LRT_BOARDS_DIR would hide every shipped board."""
+    from lrt import boards
+
+    monkeypatch.setenv("LRT_BOARDS_DIR", "/nonexistent/boards")
+    with pytest.raises(UserError, match="LRT_BOARDS_DIR"):
+        boards.board_names()

@@ -102,6 +102,19 @@ def test_import_matches_interpreter_and_names(tmp_path: Path) -> None:
     assert import_tflite(path.read_bytes(), name="other").name == "other"
 
 
+def test_lrt_exports_keep_their_layer_names_and_others_get_keras_names() -> None:
+    """A pulled or exported model keeps the names --train-layers selects by; a model from
+    elsewhere (tensor names not '<layer>/out') gets conv2d, maxpool2d, ... as before."""
+    model = small_model()
+    assert [lay.name for lay in import_tflite(to_tflite(model)).layers] == [
+        "conv", "pool", "flat", "dense"]  # fmt: skip
+    m = flat_model(model)
+    for t in m.subgraphs[0].tensors:
+        t.name = t.name.replace(b"/out", b"_output")
+    assert [lay.name for lay in import_tflite(pack_tflite(m)).layers] == [
+        "conv2d", "maxpool2d", "flatten", "dense"]  # fmt: skip
+
+
 def test_power_of_two_scales_get_exponents() -> None:
     model = small_model()
     q_in, q1, q2 = QParams(2.0**-7, -128), QParams(2.0**-5, -128), QParams(2.0**-3, 0)

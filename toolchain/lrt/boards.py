@@ -528,7 +528,10 @@ def _parse_nvm(top: _Table, host: bool, memory: Memory | None) -> Nvm:
 
 def boards_dir() -> Path:
     """The shipped board files (``LRT_BOARDS_DIR`` replaces them with another directory)."""
-    return Path(os.environ.get("LRT_BOARDS_DIR", str(BOARDS_DIR)))
+    path = Path(os.environ.get("LRT_BOARDS_DIR", str(BOARDS_DIR)))
+    if not path.is_dir():
+        raise UserError(f"LRT_BOARDS_DIR={path} is not a directory of board files")
+    return path
 
 
 def board_search_path() -> list[Path]:

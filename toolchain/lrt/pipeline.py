@@ -94,7 +94,8 @@ def apply_train_layers(model: Model, selection: tuple[str, ...]) -> None:
             raise UserError(f"--train-layers {selection[0]!r}: expected last:N") from None
         if not 1 <= n <= len(weight_layers):
             raise UserError(
-                f"--train-layers last:{n}: the model has {len(weight_layers)} weight layers"
+                f"--train-layers last:{n}: expected 1..{len(weight_layers)} (the model has "
+                f"{len(weight_layers)} weight layers)"
             )
         chosen = {lay.name for lay in weight_layers[-n:]}
     else:

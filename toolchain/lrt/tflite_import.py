@@ -174,6 +174,8 @@ class _Importer:
         self.tensors = [self._tensor(i, t) for i, t in enumerate(self.graph.tensors or [])]
         self.layers: list[Layer] = []
         self.counts: dict[str, int] = {}
+        self.used: set[str] = set()
+        self.out_name = ""  # the output tensor of the operator being imported
         self.shape: Shape = ()  # current activation shape, no batch
         self.input_shape: Shape = ()
         self.plumbing = self._shape_plumbing()
@@ -291,10 +293,21 @@ class _Importer:
             raise self.fail(f"{where}: activation '{t.name}' has scale {scale}")
         return QParams(scale=scale, zero_point=t.zero_points[0], exp=exp_of(scale))
 
-    def name(self, kind: str) -> str:
-        k = self.counts.get(kind, 0)
-        self.counts[kind] = k + 1
-        return kind if k == 0 else f"{kind}_{k}"
+    def name(self, kind: str, own: bool = True) -> str:
+        """The layer's name. lrt's own export names every operator's output '<layer>/out', so
+        a pulled or exported model keeps the names `--train-layers` and reports use; other
+        models get Keras-style names (conv2d, conv2d_1, ...)."""
+        mine = self.out_name[: -len("/out")] if own and self.out_name.endswith("/out") else ""
+        if mine and "/" not in mine and mine not in self.used:
+            self.used.add(mine)
+            return mine
+        while True:
+            k = self.counts.get(kind, 0)
+            self.counts[kind] = k + 1
+            name = kind if k == 0 else f"{kind}_{k}"
+            if name not in self.used:
+                self.used.add(name)
+                return name
 
     # ---- the walk -------------------------------------------------------------------------
     def run(self, model_name: str, digest: str) -> Model:
@@ -346,6 +359,7 @@ class _Importer:
                     "(single-chain) models are supported"
                 )
             out = self.tensor(op_outputs[0], where)
+            self.out_name = out.name
             handler(op, cur, out, where)
             cur = out
         if cur.index != graph_out:
@@ -487,7 +501,7 @@ class _Importer:
             raise self.fail(f"{where}: weight shape {list(w.shape)}, expected [{n_out}, {n_in}]")
         in_q, out_q = self.act_q(cur, where), self.act_q(out, where)
         if len(shape) != 1:  # FULLY_CONNECTED flattens its input itself
-            self.add_flatten(shape, in_q)
+            self.add_flatten(shape, in_q, own_name=False)
         mult, shift = rescale_multipliers(in_q.scale, scales, out_q.scale, n_out)
         self.add_weight_layer(
             "dense", (n_in,), (n_out,), in_q, out_q, w, scales, bias, mult, shift,
@@ -495,11 +509,12 @@ class _Importer:
         )
         self.shape = (n_out,)
 
-    def add_flatten(self, shape: tuple[int, ...], q: QParams) -> None:
+    def add_flatten(self, shape: tuple[int, ...], q: QParams, own_name: bool = True) -> None:
+        """A flatten layer; own_name=False inside another operator (its output names that)."""
         n = int(np.prod(shape))
         self.layers.append(
-            Layer(kind="flatten", name=self.name("flatten"), in_shape=shape, out_shape=(n,),
-                  input_q=q, output_q=q)
+            Layer(kind="flatten", name=self.name("flatten", own_name), in_shape=shape,
+                  out_shape=(n,), input_q=q, output_q=q)
         )
 
     def maxpool(self, op: Any, cur: _Tensor, out: _Tensor, where: str) -> None:
