@@ -63,7 +63,7 @@ def good_image() -> bytes:
         (["--last-n", "0"], ["--last-n 0", ">= 1"]),
         (["--last-n", "-5"], ["--last-n -5", ">= 1"]),
         (["--segment", "0"], ["--segment 0", ">= 1"]),
-        (["--knob", "sgd:lr=abc"], ["--knob", "lr", "number"]),
+        (["--knob", "sgd:lr=abc"], ["--knob", "sgd:lr=abc", "number"]),
         (["--board", "nosuch"], ["nosuch"]),
     ],
 )

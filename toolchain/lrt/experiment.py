@@ -157,7 +157,10 @@ def parse_knobs(
         key = rest.partition("=")[0].strip().replace("-", "_")
         if key in RESERVED_OPTIONS or key in MODEL_OPTIONS or key in taken:
             raise UserError(f"--knob {item!r}: '{key}' cannot be a scheme's own axis here")
-        axis = parse_options([], [rest], sweep_flag="--knob")
+        try:
+            axis = parse_options([], [rest], sweep_flag="--knob")
+        except UserError as exc:
+            raise UserError(f"{exc} (in --knob {item!r})") from None
         if any(key == a[0][0][0] for a in axes.get(scheme, [])):
             raise UserError(f"--knob {item!r}: '{key}' is given twice for {scheme}")
         axes.setdefault(scheme, []).append([c[0] for c in axis])
