@@ -134,35 +134,34 @@ static uint8_t block_width(uint8_t kb)
     return (uint8_t)LRT_TRAIN_BLOCK_WIDTH(kb);
 }
 
-uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb)
+/* The largest per-layer block figure over the trainable weight layers, and at least `least`:
+ * words of the block buffer (LRT_TRAIN_LRT_BLOCK_WORDS) or columns of a block step
+ * (LRT_TRAIN_LAYER_BLOCK_COLUMNS). */
+static uint32_t trainable_block_max(const lrt_net *net, uint8_t kb, int words, uint32_t least)
 {
     const uint32_t kw = block_width(kb);
-    uint32_t words = 0;
+    uint32_t best = least;
     uint8_t i;
     for (i = 0; i < net->n_layers; i++) {
         const lrt_layer *l = &net->layers[i];
         const uint32_t n = l->out_c, m = lrt_bp_layer_m(l);
-        if (!is_trainable(l)) {
-            continue;
+        const int dense = l->kind == LRT_LAYER_DENSE;
+        if (is_trainable(l)) {
+            best = LRT_MAX(best, words ? LRT_TRAIN_LRT_BLOCK_WORDS(dense, n, m, kw)
+                                       : LRT_TRAIN_LAYER_BLOCK_COLUMNS(dense, n, kw));
         }
-        words = LRT_MAX(words, LRT_TRAIN_LRT_BLOCK_WORDS(l->kind == LRT_LAYER_DENSE, n, m, kw));
     }
-    return 4u * words;
+    return best;
+}
+
+uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb)
+{
+    return 4u * trainable_block_max(net, kb, 1, 0u);
 }
 
 uint8_t lrt_train_max_block_columns(const lrt_net *net, uint8_t kb)
 {
-    const uint32_t kw = block_width(kb);
-    uint32_t cols = 1;
-    uint8_t i;
-    for (i = 0; i < net->n_layers; i++) {
-        const lrt_layer *l = &net->layers[i];
-        if (is_trainable(l)) {
-            cols = LRT_MAX(cols, LRT_TRAIN_LAYER_BLOCK_COLUMNS(l->kind == LRT_LAYER_DENSE,
-                                                               (uint32_t)l->out_c, kw));
-        }
-    }
-    return (uint8_t)cols;
+    return (uint8_t)trainable_block_max(net, kb, 0, 1u);
 }
 
 /* ---- init / forward ------------------------------------------------------------------------ */

@@ -87,14 +87,23 @@ def test_missing_tool_is_exit_2(
     assert exc.value.exit_code == 2
 
 
+def dry_run(
+    method: str, build_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    """What `lrt-flash --dry-run` prints for the nucleo board with no tool on PATH."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert flash_main(["--board", "nucleo-f446re", "--build", str(build_dir),
+                       "--method", method, "--dry-run"]) == 0
+    return capsys.readouterr().out
+
+
 def test_dry_run_needs_no_tool(
     build_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert flash_main(["--board", "nucleo-f446re", "--build", str(build_dir),
-                       "--method", "pyocd", "--dry-run"]) == 0
-    assert capsys.readouterr().out.startswith("pyocd flash -t stm32f446retx ")
+    printed = dry_run("pyocd", build_dir, tmp_path, monkeypatch, capsys)
+    assert printed.startswith("pyocd flash -t stm32f446retx ")
 
 
 @pytest.mark.skipif(shutil.which("openocd") is None, reason="openocd not installed")
@@ -114,10 +123,7 @@ def test_dry_run_prints_a_command_the_shell_runs_as_is(
     build_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert flash_main(["--board", "nucleo-f446re", "--build", str(build_dir),
-                       "--method", "openocd", "--dry-run"]) == 0
-    printed = capsys.readouterr().out.strip()
+    printed = dry_run("openocd", build_dir, tmp_path, monkeypatch, capsys).strip()
     # openocd's -c takes one argument with spaces in it: it must come back as one
     assert shlex.split(printed) == flash_command(load_board("nucleo-f446re"), build_dir,
                                                  "openocd")
