@@ -194,6 +194,11 @@ def test_dump_logits_is_quiet_and_needs_inputs(tmp_path: Path) -> None:
                str(y), "--quiet")  # fmt: skip
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
     assert np.load(y).shape == (3, 10)
+    np.save(x, np.zeros((3, 28, 28), np.int8))  # one sample's ndim, not its shape
+    assert_user_error(
+        run("lrt-emulate", "--build", str(build), "--inputs", str(x), "--dump-logits", str(y)),
+        "shape [3, 28, 28], expected [N, 28, 28, 1]",
+    )
 
 
 def test_emulating_a_flash_store_board_on_its_qemu_standin_is_refused_at_once() -> None:

@@ -421,12 +421,11 @@ def infer_file(
     shape = tuple(model.input_shape)
     if x.dtype != np.int8:
         raise UserError(f"{inputs}: dtype {x.dtype}, expected int8 (quantized inputs)")
+    given = list(x.shape)  # as the user wrote it, before a single sample gets its batch axis
     if x.ndim == len(shape):
         x = x[None]
     if tuple(x.shape[1:]) != shape:
-        raise UserError(
-            f"{inputs}: shape {list(x.shape)}, expected [N, {', '.join(map(str, shape))}]"
-        )
+        raise UserError(f"{inputs}: shape {given}, expected [N, {', '.join(map(str, shape))}]")
     if x.shape[0] == 0:
         raise UserError(f"{inputs}: no samples")
     # one image is one device: it cannot be shared by several processes
