@@ -263,8 +263,11 @@ def probe_code_flash(cfg: BuildConfig, board: Board, with_store: bool) -> int | 
             small, small_cfg, board, gen / "src", counters=False, strict=False,
             with_store=with_store,
         )  # fmt: skip
+        # the key covers what is linked: the sources and the board support (startup code,
+        # linker script) that build_firmware writes the same way
+        write_bsp(gen / "bsp", board, board.io)
         h = hashlib.sha256(json.dumps([board.name, cc, flags]).encode())
-        for f in sorted((gen / "src").glob("*.[ch]")):
+        for f in sorted([*(gen / "src").glob("*.[ch]"), *(gen / "bsp").iterdir()]):
             h.update(f.name.encode() + b"\0" + f.read_bytes())
         path = resources.cache_dir() / "code-probe" / f"{h.hexdigest()[:24]}.json"
         if path.is_file():

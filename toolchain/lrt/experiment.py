@@ -367,8 +367,6 @@ def run_from_args(args: argparse.Namespace) -> int:
                         ("--last-n", args.last_n), ("--jobs", args.jobs)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: expected >= 1")
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out} is a file, expected a directory")
     from lrt import boards
 
     boards.load_board(args.board)  # an unknown board is refused before --out is created
