@@ -1,7 +1,7 @@
 """Benchmark helper (not a test): where the Cortex-M4 instructions of one training sample go.
 
     PYTHONPATH=toolchain .venv/bin/python bench/profile_sample.py [--scheme lrt-maxnorm]
-        [--k1 4] [--k2 14] [--top 40]
+        [--k1 4] [--k2 14] [--top 40] [--set lrt_conv_sum=1]
 
 Runs the `mcu` firmware of the scheme on QEMU mps2-an386 with k1 and with k2 samples of the
 shift stream (the bench's stream, seed 9) under the counting plugin's per-address profile,
@@ -69,8 +69,12 @@ def main() -> int:
     ap.add_argument("--k2", type=int, default=14)
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--lines", metavar="FUNCTION", help="also per source line of FUNCTION")
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="build settings (integers)"
+    )
     args = ap.parse_args()
-    build = built(args.scheme, M4)
+    overrides = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    build = built(args.scheme, M4, **overrides)
     elf = build / "out" / M4 / "fw.elf"
     model = Model.load(build / "ir")
     st = make_stream("shift", load_dataset("mnist5k"), args.k2, seed=9)

@@ -6,7 +6,8 @@
 Side by side, for the `mcu` preset:
 * Cortex-M4 instructions per sample per scheme on QEMU mps2-an386 (the board's SIMD
   kernels), counted exactly by the TCG plugin: (count(k2 samples) - count(k1)) / (k2 - k1),
-  so boot and exit cancel; `inference` is the forward pass alone;
+  so boot and exit cancel; `inference` is the forward pass alone; beside it the sample that
+  ends a conv pseudo-batch (count(20) - count(19)), where the summed layers take their step;
 * the ideal SMLAD bound of the network: multiply-accumulates / 2 cycles (the M4 does two
   16-bit MACs per cycle), for the forward pass and for a training sample (forward plus the
   weight-gradient and input-gradient products);
@@ -45,7 +46,16 @@ from lrt.emulate import protocol as P
 from lrt.emulate.qemu import count_instructions
 from lrt.model import Model
 
-SCHEMES = ("inference", "bias", "sgd", "lrt", "lrt-maxnorm")
+# (row label, scheme, build settings): every scheme at its defaults, and the default LRT
+# scheme with the paper's one block step per sample (no conv sums) for comparison
+VARIANTS: tuple[tuple[str, str, dict[str, int]], ...] = (
+    ("inference", "inference", {}),
+    ("bias", "bias", {}),
+    ("sgd", "sgd", {}),
+    ("lrt", "lrt", {}),
+    ("lrt-maxnorm", "lrt-maxnorm", {}),
+    ("lrt-maxnorm, a block step per sample (lrt_conv_sum=0)", "lrt-maxnorm", {"lrt_conv_sum": 0}),
+)
 M4 = "mps2-an386"
 
 
@@ -70,7 +80,12 @@ def macs(model: Model) -> dict[str, int]:
     }
 
 
-def insns_per_sample(build: Path, k1: int = 4, k2: int = 24) -> float:
+def insns_per_sample(build: Path, k1: int = 4, k2: int = 24) -> tuple[float, int]:
+    """(mean instructions per sample over samples k1 + 1 .. k2, instructions of sample k2).
+
+    k2 = 24 - 4 spans two conv pseudo-batches (B = 10), so the mean includes their block
+    steps in proportion; sample 20 ends a pseudo-batch: its figure is the peak a summed
+    layer's block step (and a flush, when the policy writes there) adds to one sample."""
     model = Model.load(build / "ir")
     st = make_stream("shift", load_dataset("mnist5k"), k2, seed=9)
     xq = model.quantize_input(st.x)
@@ -84,8 +99,11 @@ def insns_per_sample(build: Path, k1: int = 4, k2: int = 24) -> float:
 
     board = load_board(M4)
     a = count_instructions(board, elf, stream(k1)).total
-    b = count_instructions(board, elf, stream(k2)).total
-    return (b - a) / (k2 - k1)
+    end = 20
+    before_end = count_instructions(board, elf, stream(end - 1)).total
+    at_end = count_instructions(board, elf, stream(end)).total
+    b = at_end if k2 == end else count_instructions(board, elf, stream(k2)).total
+    return (b - a) / (k2 - k1), at_end - before_end
 
 
 def host_rates(build: Path, samples: int) -> tuple[float, float]:
@@ -130,16 +148,17 @@ def markdown(result: dict[str, Any]) -> str:
         f"samples/s by wall clock and by firmware CPU time (load average "
         f"{result['load_average']:.1f} on {result['cpus']} CPUs during the run).",
         "",
-        "| scheme | M4 instructions/sample | vs inference | vs SMLAD bound | host samples/s "
-        "(wall) | host samples/s (CPU) | wall rate vs TF loop | static RAM (budget) | "
-        "of which training | M4 ELF RAM* |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scheme | M4 instructions/sample | vs inference | vs SMLAD bound | pseudo-batch end "
+        "sample | host samples/s (wall) | host samples/s (CPU) | wall rate vs TF loop | "
+        "static RAM (budget) | of which training | M4 ELF RAM* |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scheme, r in rows.items():
         bound = mac["forward"] if scheme == "inference" else mac["training"]
         ins = r["m4_insns_per_sample"]
         lines.append(
-            f"| {scheme} | {ins / 1e6:.2f} M | {ins / inf:.1f}x | {ins / (bound / 2):.1f}x | "
+            f"| {scheme} | {ins / 1e6:.2f} M | {ins / inf:.2f}x | {ins / (bound / 2):.1f}x | "
+            f"{r['m4_insns_batch_end_sample'] / 1e6:.2f} M | "
             f"{r['host_samples_per_s']:.0f} | {r['host_cpu_samples_per_s']:.0f} | "
             f"{r['host_samples_per_s'] / tf:.1f}x | {r['ram_budget_bytes']:,d} B | "
             f"{r['training_ram_bytes']:,d} B | {r['m4_elf_ram_bytes']:,d} B |"
@@ -177,14 +196,17 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     model = Model.load(trained_model() / "ir")
     rows: dict[str, dict[str, Any]] = {}
-    for scheme in SCHEMES:
-        print(scheme, flush=True)
-        host, arm = built(scheme), built(scheme, M4)
+    for label, scheme, settings in VARIANTS:
+        print(label, flush=True)
+        host, arm = built(scheme, **settings), built(scheme, M4, **settings)
         rep = json.loads((host / "report.json").read_text())
         arm_rep = json.loads((arm / "report.json").read_text())
         wall, cpu = timed("host samples/s (wall, CPU)", partial(host_rates, host, args.samples))
-        rows[scheme] = {
-            "m4_insns_per_sample": round(timed("M4 insns", partial(insns_per_sample, arm))),
+        mean, at_end = timed("M4 insns (mean, batch end)", partial(insns_per_sample, arm))
+        rows[label] = {
+            "settings": settings,
+            "m4_insns_per_sample": round(mean),
+            "m4_insns_batch_end_sample": at_end,
             "host_samples_per_s": round(wall, 1),
             "host_cpu_samples_per_s": round(cpu, 1),
             "ram_budget_bytes": rep["budget"]["ram_bytes"],

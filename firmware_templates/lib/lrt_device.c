@@ -14,6 +14,14 @@ static int hook_block(void *ctx, lrt_trainer *t, lrt_train_block *b)
     if (acc == NULL) {
         return LRT_OK;
     }
+    if (dev->s.conv_sum != NULL && dev->s.conv_sum[b->index] != NULL) {
+        lrt_lowrank_sum *sum = dev->s.conv_sum[b->index];
+        if (b->k != sum->n) {
+            return LRT_ERR_ARG;
+        }
+        lrt_lowrank_sum_add(sum, b->right, b->right_exp);
+        return LRT_OK; /* one block step at the end of the pseudo-batch (hook_sample_end) */
+    }
     /* paper convention: accumulate alpha * G, alpha = 2^(weight_exp + 7) */
     r = lrt_lowrank_step_block(acc, b->left, b->left_exp + l->weight_exp + 7, b->right,
                                b->right_exp, b->k);
@@ -99,6 +107,13 @@ static int hook_sample_end(void *ctx, lrt_trainer *t)
             continue;
         }
         dev->s.acc_samples[i] = 0;
+        if (dev->s.conv_sum != NULL && dev->s.conv_sum[i] != NULL) {
+            r = lrt_lowrank_sum_step(dev->s.conv_sum[i], acc, t->net->layers[i].weight_exp + 7,
+                                     t->buf.lrt_block, dev->s.lrt_block_size / 4u);
+            if (r < 0) {
+                return r;
+            }
+        }
         if (!budget_allows(dev, t)) {
             dev->throttled++;
             lrt_lowrank_defer(acc);
@@ -367,10 +382,18 @@ int lrt_device_init(lrt_device *dev, const lrt_device_setup *setup)
         dev->hooks.block = hook_block;
         dev->hooks.sample_end = hook_sample_end;
         for (i = 0; i < net->n_layers; i++) {
-            if (setup->acc[i] != NULL &&
-                setup->delta_row_len < (uint32_t)lrt_layer_in_size(&net->layers[i]) &&
-                net->layers[i].kind == LRT_LAYER_DENSE) {
+            const lrt_layer *l = &net->layers[i];
+            const lrt_lowrank_sum *sum = setup->conv_sum != NULL ? setup->conv_sum[i] : NULL;
+            if (setup->acc[i] != NULL && setup->delta_row_len < (uint32_t)lrt_layer_in_size(l) &&
+                l->kind == LRT_LAYER_DENSE) {
                 return LRT_ERR_SIZE;
+            }
+            /* a sum stands for whole-sample blocks of its layer's size only */
+            if (sum != NULL &&
+                (setup->acc[i] == NULL ||
+                 !lrt_train_whole_sample_block(l, setup->train.lrt_block) || sum->n != l->out_c ||
+                 sum->len != (uint32_t)l->out_c * lrt_bp_layer_m(l))) {
+                return LRT_ERR_ARG;
             }
         }
     }

@@ -29,6 +29,10 @@ typedef struct {
     /* LRT (scheme LRT only): acc[i] for every layer i (NULL for layers without an
      * accumulator), one shared work buffer, one int16 delta row of the widest layer */
     lrt_lowrank *const *acc;
+    /* lrt_conv_sum: conv_sum[i] the exact pseudo-batch sum of layer i's whole-sample blocks
+     * (lrt_train_whole_sample_block), NULL for a layer stepped once per sample; conv_sum
+     * itself NULL for none */
+    lrt_lowrank_sum *const *conv_sum;
     uint16_t *acc_samples;            /* [n_layers] samples since the last flush check */
     uint16_t batch_conv, batch_dense; /* pseudo-batch B per layer kind */
     int16_t *delta_row;

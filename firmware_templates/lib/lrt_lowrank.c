@@ -627,7 +627,7 @@ static int32_t normalize_block(int32_t *x, size_t count)
     sh = (32 - lrt_clz32(mx)) - 23; /* bits(mx) - 23: > 0 shift down, < 0 shift up */
     if (sh > 0) {
         for (i = 0; i < count; i++)
-            x[i] = (int32_t)lrt_shr_round64(x[i], sh);
+            x[i] = (int32_t)rsh(x[i], sh);
     } else if (sh < 0) {
         for (i = 0; i < count; i++)
             x[i] = x[i] * (1 << -sh);
@@ -1157,6 +1157,112 @@ int lrt_lowrank_step_block(lrt_lowrank *acc, int32_t *left, int left_exp, int32_
     if (sl == INT32_MIN || sr == INT32_MIN)
         return 0;
     return step_block(acc, word, left, left_exp + sl, right, right_exp + sr, k);
+}
+
+/* ---- exact pseudo-batch sums of whole-sample blocks ------------------------------------- */
+
+size_t lrt_lowrank_sum_size(uint16_t n, uint16_t m)
+{
+    return LRT_LOWRANK_SUM_SIZE(n, m);
+}
+
+int lrt_lowrank_sum_init(lrt_lowrank_sum *s, uint16_t n, uint16_t m, void *buf, size_t size)
+{
+    if (!s || !buf || n < 1 || m < 1 || ((uintptr_t)buf & 1u))
+        return LRT_ERR_ARG;
+    if (size < lrt_lowrank_sum_size(n, m))
+        return LRT_ERR_SIZE;
+    s->sum = (int16_t *)buf;
+    s->len = (uint32_t)n * m;
+    s->n = n;
+    s->exp = 0;
+    s->max_abs = 0;
+    return LRT_OK;
+}
+
+/* round(x * 2^-d), halves up; d <= 0 is an exact left shift (the caller keeps the result
+ * within int16), and d > 40 rounds every |x| < 2^32 to zero */
+static inline int32_t scale_round(int32_t x, int d)
+{
+    if (d <= 0)
+        return x * (1 << -d);
+    if (d > 40)
+        return 0;
+    return (int32_t)rsh(x, d);
+}
+
+void lrt_lowrank_sum_add(lrt_lowrank_sum *s, const int32_t *x, int x_exp)
+{
+    const uint32_t mx = max_abs32(x, s->len);
+    uint32_t i, top = 0;
+    int e, dx, ds;
+    if (mx == 0)
+        return;
+    /* the sample's own scale: its largest entry below 2^14, so that it and an int16 sum
+     * rescaled by at most one more bit add up to less than 2^15 */
+    e = x_exp + (32 - lrt_clz32(mx)) - 14;
+    if (s->max_abs == 0) {
+        for (i = 0; i < s->len; i++) {
+            const int32_t v = scale_round(x[i], e - x_exp);
+            const uint32_t a = (uint32_t)(v < 0 ? -v : v);
+            s->sum[i] = (int16_t)v;
+            top = a > top ? a : top;
+        }
+        s->exp = e;
+        s->max_abs = (uint16_t)top;
+        return;
+    }
+    if (s->exp > e)
+        e = s->exp;
+    ds = e - s->exp;
+    dx = e - x_exp;
+    if ((ds > 15 ? 1u : ((uint32_t)s->max_abs >> ds) + 1u) +
+            (dx > 0 ? (dx > 31 ? 1u : (mx >> dx) + 1u) : mx << -dx) >
+        32767u) {
+        e++;
+        ds++;
+        dx++;
+    }
+    if (dx >= 1 && dx <= 16 && ds <= 16) {
+        /* the common case in 32 bits: |x| < 2^(dx + 14), so x + 2^(dx - 1) < 2^31; a sum
+         * entry shifted by more than 16 bits rounds to zero */
+        const int32_t hx = (int32_t)1 << (dx - 1), hs = ds > 0 ? (int32_t)1 << (ds - 1) : 0;
+        for (i = 0; i < s->len; i++) {
+            const int32_t v = ((s->sum[i] + hs) >> ds) + ((x[i] + hx) >> dx);
+            const uint32_t a = (uint32_t)(v < 0 ? -v : v);
+            s->sum[i] = (int16_t)v;
+            top = a > top ? a : top;
+        }
+    } else {
+        for (i = 0; i < s->len; i++) {
+            const int32_t v = scale_round(s->sum[i], ds) + scale_round(x[i], dx);
+            const uint32_t a = (uint32_t)(v < 0 ? -v : v);
+            s->sum[i] = (int16_t)v;
+            top = a > top ? a : top;
+        }
+    }
+    s->exp = e;
+    s->max_abs = (uint16_t)top;
+}
+
+int lrt_lowrank_sum_step(lrt_lowrank_sum *s, lrt_lowrank *acc, int left_exp, int32_t *block,
+                         size_t block_words)
+{
+    const size_t nn = (size_t)s->n * s->n;
+    int32_t *right = block + nn;
+    size_t i;
+    if (!acc || !block || acc->n != s->n || (size_t)acc->m * s->n != s->len)
+        return LRT_ERR_ARG;
+    if (block_words < nn + s->len)
+        return LRT_ERR_SIZE;
+    if (s->max_abs == 0)
+        return 0;
+    for (i = 0; i < nn; i++)
+        block[i] = (i % (s->n + 1u)) == 0;
+    for (i = 0; i < s->len; i++)
+        right[i] = s->sum[i];
+    s->max_abs = 0;
+    return lrt_lowrank_step_block(acc, block, left_exp, right, s->exp, s->n);
 }
 
 /* ---- flush ------------------------------------------------------------------------------- */

@@ -162,6 +162,33 @@ void lrt_lowrank_reset(lrt_lowrank *acc);
 /* Flush rejected (density below rho_min): cx and B_eff times the discount, keep going. */
 void lrt_lowrank_defer(lrt_lowrank *acc);
 
+/* Exact sum of whole-sample blocks with left = I_n (a conv layer with n <= max_block
+ * output channels: right = its per-sample gradient G_s^T, m x n column-major), handed to
+ * the accumulator as one block when the pseudo-batch ends: one block step per pseudo-batch
+ * instead of one per sample, and the truncation to rank r sees the pseudo-batch's gradient
+ * itself. int16 block floating point, real = sum * 2^exp: each add rounds the sample once to
+ * the sum's scale (at most 2^-15 of the sum's largest entry). Memory: 2 n m bytes per layer
+ * (LRT_LOWRANK_SUM_SIZE), declared as int16_t[]. */
+typedef struct {
+    int16_t *sum; /* n m entries, in the layout of the block's right factor */
+    uint32_t len;
+    int32_t exp;
+    uint16_t n;
+    uint16_t max_abs; /* max |sum|; 0: empty */
+} lrt_lowrank_sum;
+
+#define LRT_LOWRANK_SUM_SIZE(n, m) ((size_t)2 * (n) * (m))
+size_t lrt_lowrank_sum_size(uint16_t n, uint16_t m);
+/* Bind a buffer (2-byte aligned) of lrt_lowrank_sum_size(n, m) bytes; starts empty. */
+int lrt_lowrank_sum_init(lrt_lowrank_sum *s, uint16_t n, uint16_t m, void *buf, size_t size);
+/* sum += right * 2^right_exp (n m int32 entries, not modified). */
+void lrt_lowrank_sum_add(lrt_lowrank_sum *s, const int32_t *right, int right_exp);
+/* Add the sum to acc as the block I_n sum^T (left exponent left_exp) and empty it. block:
+ * int32 scratch of at least n n + n m words (the trainer's block buffer). Returns what
+ * lrt_lowrank_step_block returns; 0 when the sum is empty. */
+int lrt_lowrank_sum_step(lrt_lowrank_sum *s, lrt_lowrank *acc, int left_exp, int32_t *block,
+                         size_t block_words);
+
 /* Exposed for tests: SVD of the q x q matrix a (row-major), 2 <= q <= LRT_LOWRANK_MAX_CORE,
  * |a_ij| <= 2^28 and, for q > 9, Frobenius norm <= 2^30 (the block step keeps it there).
  * On return a holds U (Q30, column k = k-th left singular vector, zero if sigma_k = 0),

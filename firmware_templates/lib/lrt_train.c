@@ -164,6 +164,11 @@ uint8_t lrt_train_max_block_columns(const lrt_net *net, uint8_t kb)
     return (uint8_t)trainable_block_max(net, kb, 0, 1u);
 }
 
+int lrt_train_whole_sample_block(const lrt_layer *l, uint8_t kb)
+{
+    return LRT_TRAIN_WHOLE_SAMPLE_BLOCK(l->kind == LRT_LAYER_CONV2D, l->out_c, kb);
+}
+
 /* ---- init / forward ------------------------------------------------------------------------ */
 
 int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
@@ -900,7 +905,7 @@ static int lrt_blocks(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
         b.right_exp = l->in_exp;
         return t->hooks.block(t->hooks.ctx, t, &b);
     }
-    if (n <= kb) {
+    if (lrt_train_whole_sample_block(l, t->cfg.lrt_block)) {
         b.k = n;
         b.right = buf + (size_t)n * n;
         for (i = 0; i < (uint32_t)n * n; i++) {

@@ -254,6 +254,12 @@ uint8_t lrt_train_max_block_columns(const lrt_net *net, uint8_t kb);
  * columns on each side, n + m words per column. A constant expression, for static buffers. */
 #define LRT_TRAIN_LRT_BLOCK_WORDS(dense, n, m, kb)                                                 \
     (LRT_TRAIN_LAYER_BLOCK_COLUMNS(dense, n, kb) * ((n) + (m)))
+/* 1 if scheme lrt hands layer l's gradient to the block hook as one whole-sample block with
+ * left = I_n (a conv layer with n <= kb outputs, block width kb as cfg.lrt_block): such a
+ * layer's pseudo-batch can be summed exactly (lrt_lowrank_sum). The macro is the same rule
+ * as a constant expression, for static buffers. */
+#define LRT_TRAIN_WHOLE_SAMPLE_BLOCK(conv, n, kb) ((conv) && (n) <= LRT_TRAIN_BLOCK_WIDTH(kb))
+int lrt_train_whole_sample_block(const lrt_layer *l, uint8_t kb);
 /* Lowest layer with trainable weights, n_layers if none. */
 uint8_t lrt_train_first_trainable(const lrt_net *net);
 /* 1 if keep[i] must be provided. */

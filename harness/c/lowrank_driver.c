@@ -17,6 +17,9 @@
  *   M mant exp                                 lrt_mnorm_update on the driver's max-norm state
  *   N bits x_exp out_exp len x[len]            lrt_mnorm_s8 (bits 8) or _s32 (bits 32)
  *   U mant exp                                 lrt_ufx ops self-check values
+ *   A exp x[n*m]                               lrt_lowrank_sum_add (the sum bound at I)
+ *   P left_exp                                 lrt_lowrank_sum_step into the accumulator
+ *   G                                          dump the sum: exp, max_abs, entries
  *   Q                                          quit
  */
 #include <math.h>
@@ -106,7 +109,9 @@ int main(void)
     int16_t *state = NULL;
     int32_t *work = NULL;
     int8_t *u = NULL, *v = NULL;
-    int16_t *delta = NULL;
+    int16_t *delta = NULL, *sum_buf = NULL;
+    int32_t *block = NULL;
+    lrt_lowrank_sum sum;
     int have = 0;
     int32_t *tape = NULL;
     size_t tape_len = 0, tape_cap = 0, state_size = 0, work_size = 0;
@@ -135,6 +140,8 @@ int main(void)
             free(u);
             free(v);
             free(delta);
+            free(sum_buf);
+            free(block);
             ss = lrt_lowrank_state_size(n, m, cfg.rank);
             ws = lrt_lowrank_work_size(cfg.rank, cfg.max_block);
             if (ss != LRT_LOWRANK_STATE_SIZE(n, m, cfg.rank) ||
@@ -147,6 +154,13 @@ int main(void)
             v = malloc(m ? m : 1);
             delta = malloc(sizeof(int16_t) * (m ? m : 1));
             rc = lrt_lowrank_init(&acc, &cfg, n, m, state, ss, work, ws);
+            if (lrt_lowrank_sum_size(n, m) != LRT_LOWRANK_SUM_SIZE(n, m))
+                fail("sum-size-macro", 0);
+            sum_buf = malloc(lrt_lowrank_sum_size(n, m));
+            block = malloc(sizeof(int32_t) * ((size_t)n * n + (size_t)n * m));
+            if (rc == 0 &&
+                lrt_lowrank_sum_init(&sum, n, m, sum_buf, lrt_lowrank_sum_size(n, m)) != 0)
+                fail("sum-init", 0);
             printf("init %d %lu %lu\n", rc, (unsigned long)ss, (unsigned long)ws);
             tape_len = 0;
             state_size = ss;
@@ -327,6 +341,28 @@ int main(void)
             printf(" %d %lu\n", lrt_ufx_cmp(a, b), (unsigned long)lrt_isqrt64(m1));
             break;
         }
+        case 'A': {
+            const int xe = (int)rd();
+            int32_t *x = malloc(sizeof(int32_t) * sum.len);
+            if (!have) fail("no-init", 0);
+            for (i = 0; i < sum.len; i++) x[i] = (int32_t)rd();
+            lrt_lowrank_sum_add(&sum, x, xe);
+            free(x);
+            break;
+        }
+        case 'P': {
+            const int le = (int)rd();
+            if (!have) fail("no-init", 0);
+            printf("sumstep %d\n",
+                   lrt_lowrank_sum_step(&sum, &acc, le, block,
+                                        (size_t)acc.n * acc.n + (size_t)acc.n * acc.m));
+            break;
+        }
+        case 'G':
+            printf("sum %ld %u", (long)sum.exp, (unsigned)sum.max_abs);
+            for (i = 0; i < sum.len; i++) printf(" %d", sum.sum[i]);
+            printf("\n");
+            break;
         default: fprintf(stderr, "driver: unknown command %s\n", cmd); return 2;
         }
     }
@@ -335,6 +371,8 @@ int main(void)
     free(u);
     free(v);
     free(delta);
+    free(sum_buf);
+    free(block);
     free(tape);
     play(&acc, NULL);
     return 0;

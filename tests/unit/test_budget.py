@@ -51,6 +51,25 @@ def test_mcu_lrt_budget_fits_64k() -> None:
     assert plan_budget(export.architecture("paper"), BuildConfig(), HOST).ram > 256 * 1024
 
 
+def test_conv_sums_are_the_narrow_convs_int16_gradients() -> None:
+    """The default sums the per-sample gradients of the conv layers with <= kb channels
+    (int16, n x m each, plus a small struct); blocks of 8 leave the 16-channel convs to
+    per-sample steps; the paper's streaming estimator has no sums."""
+    arch = export.architecture("mcu")
+    key = "train: LRT conv gradient sums (int16)"
+    narrow8, wide16 = 2 * (8 * 9 + 8 * 72), 2 * (16 * 72 + 16 * 144)
+    default = plan_budget(arch, BuildConfig(), HOST)
+    assert narrow8 + wide16 <= default.ram_items[key] <= narrow8 + wide16 + 4 * 64
+    assert narrow8 <= plan_budget(arch, BuildConfig(lrt_block=8), HOST).ram_items[key] < wide16
+    for off in (BuildConfig(lrt_conv_sum=0), BuildConfig(defaults="paper")):
+        b = plan_budget(arch, off, HOST)
+        assert key not in b.ram_items
+        assert b.ram < default.ram - narrow8 - wide16 + 4 * 64
+    # the cost model: a summed layer takes one block step per pseudo-batch
+    conv1 = next(c for c in default.lrt_layers if c["layer"] == "conv1")
+    assert conv1["blocks_per_sample"] == pytest.approx(1 / BuildConfig().batch_conv)
+
+
 REFUSE = """
 import sys
 from lrt import cli

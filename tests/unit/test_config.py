@@ -34,6 +34,7 @@ def test_toml_values_and_cli_override(tmp_path: Path) -> None:
         ("lr = -1\n", "field 'lr'"),
         ("rank = \n", "not valid TOML"),
         ("train_layers = [1, 2]\n", "list of strings"),
+        ("lrt_conv_sum = 2\n", "field 'lrt_conv_sum' is 2; expected 0 or 1"),
     ],
 )
 def test_bad_fields_name_file_and_field(tmp_path: Path, text: str, needle: str) -> None:
@@ -139,6 +140,10 @@ def test_defaults_table_fills_what_is_not_given() -> None:
     given = load_config(None, defaults="paper", lr=0.02, write_policy="gated")
     assert (given.learning_rate, given.policy_name) == (0.02, "gated")
     assert given.resolved()["lr"] == 0.02 and load_config(None).resolved()["lr"] == 0.003
+    # conv sums: on by default, off for the paper's streaming estimator, a given value wins
+    assert load_config(None).resolved()["lrt_conv_sum"] == 1
+    assert paper.resolved()["lrt_conv_sum"] == 0
+    assert load_config(None, defaults="paper", lrt_conv_sum=1).conv_sum
     with pytest.raises(UserError, match="field 'defaults' is 'tuned'"):
         load_config(None, defaults="tuned")
 

@@ -68,6 +68,7 @@ SYMBOL_ITEMS: tuple[tuple[str, str | None], ...] = (
     (r"acc_state_\d+|acc_\d+", "train: LRT accumulators (QL, QR, struct)"),
     (r"lrt_work", "train: LRT shared work buffer"),
     (r"lrt_block", "train: LRT gradient block buffer"),
+    (r"conv_sum_buf_\d+|conv_sum_\d+|conv_sum", "train: LRT conv gradient sums (int16)"),
     (r"dx_work", "train: input-gradient rows + sign bits"),
     (r"grad_acc", "train: sgd-batch gradient sums (n x m int32)"),
     (r"kernel_buf", "SIMD conv im2col buffer"),
@@ -80,20 +81,27 @@ DATA_TYPES = set("dD")  # initialised RAM: its initial values sit in flash too
 FLASH_TYPES = set("rRtT")
 
 
-def lrt_step_ops(lay: Layer, rank: int, block: int) -> dict[str, int]:
+def lrt_step_ops(
+    lay: Layer, rank: int, block: int, conv_sum: bool = False, batch: int = 1
+) -> dict[str, float]:
     """Multiply-accumulates of one sample's LRT steps on a weight layer (the cost model).
 
     Per block of k columns: twice Gram-Schmidt of k columns against r + k basis columns on
     both sides, the core (P x P, P <= r + k, k products per entry), a one-sided Jacobi SVD
     (about 6 sweeps of P^2 / 2 pairs, 6 P each), the rotation of both bases ((n + m) P r).
-    A narrow conv layer also forms its per-sample gradient (pixels x taps x n).
+    A narrow conv layer also forms its per-sample gradient (pixels x taps x n); with
+    `conv_sum` it adds that gradient to its sum (n m) and takes one block step per
+    pseudo-batch of `batch` samples.
     """
     n, m = lay.weight_matrix_shape()
     pixels = int(lay.out_shape[0] * lay.out_shape[1]) if lay.kind == "conv2d" else 1
+    blocks: float
     if lay.kind == "dense":
         blocks, k, grad = 1, 1, 0
     elif n <= block:
         blocks, k, grad = 1, n, pixels * n * m
+        if conv_sum:  # one step per pseudo-batch, n m additions per sample
+            blocks, grad = 1 / batch, grad + n * m
     else:
         blocks, k, grad = -(-pixels // block), block, 0
     p = rank + k
@@ -103,7 +111,7 @@ def lrt_step_ops(lay: Layer, rank: int, block: int) -> dict[str, int]:
         + 6 * (p * p // 2) * 6 * p  # Jacobi sweeps
         + (n + m) * p * rank  # basis rotation
     )
-    return {"blocks": blocks, "k": k, "ops": grad + blocks * per_block}
+    return {"blocks": blocks, "k": k, "ops": round(grad + blocks * per_block)}
 
 
 
@@ -158,7 +166,7 @@ class Budget:
                 rows.append(
                     f"  {c['layer']:<12} {c['n']:>4} x {c['m']:<4} {c['lrt_state']:>10,d} "
                     f"{c['full_accumulator']:>10,d} {c['stored_batch']:>10,d} "
-                    f"{c['blocks_per_sample']:>6,d} {c['ops_per_sample']:>11,d}"
+                    f"{c['blocks_per_sample']:>6.3g} {c['ops_per_sample']:>11,d}"
                 )
         return "\n".join(rows)
 
@@ -346,13 +354,16 @@ def plan_budget(model: Model, cfg: BuildConfig, board: Board) -> Budget:
         n, m = lay.weight_matrix_shape()
         steps = int(lay.out_shape[0] * lay.out_shape[1]) if lay.kind == "conv2d" else 1
         batch = cfg.batch_conv if lay.kind == "conv2d" else cfg.batch_dense
-        cost = lrt_step_ops(lay, cfg.rank, cfg.lrt_block)
+        cost = lrt_step_ops(lay, cfg.rank, cfg.lrt_block, cfg.conv_sum, batch)
         b.lrt_layers.append(
             {
                 "layer": lay.name,
                 "n": n,
                 "m": m,
-                "lrt_state": sizes.get(f"acc_state_{i}", 0) + sizes.get(f"acc_{i}", 0),
+                "lrt_state": sum(
+                    sizes.get(f"{obj}_{i}", 0)
+                    for obj in ("acc_state", "acc", "conv_sum_buf", "conv_sum")
+                ),
                 "full_accumulator": 4 * n * m,
                 "stored_batch": batch * steps * (n + m),
                 "ops_per_sample": cost["ops"],

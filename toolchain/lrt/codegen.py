@@ -499,7 +499,13 @@ def firmware_context(
         for i in trainable:
             nn, mm = model.layers[i].weight_matrix_shape()
             accs.append(
-                {"index": i, "n": nn, "m": mm, "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF}
+                {
+                    "index": i,
+                    "n": nn,
+                    "m": mm,
+                    "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF,
+                    "conv": int(model.layers[i].kind == "conv2d"),
+                }
             )
             acc_ptrs[i] = f"&acc_{i}"
     geo = check_board(model, config, board) if strict else nvm_store(model, config, board)[0]
@@ -530,6 +536,9 @@ def firmware_context(
             "counters": counters and config.scheme != "inference",
             "accumulators": accs,
             "acc_pointers": ", ".join(acc_ptrs),
+            "conv_sum": int(config.conv_sum and config.scheme in ("lrt", "lrt-maxnorm")),
+            "layer_indices": list(range(len(model.layers))),
+            "conv_sum_pointers": ", ".join(f"CONV_SUM_{i}" for i in range(len(model.layers))),
             "rank": config.rank,
             "lrt_mode": 0 if config.lrt_mode == "unbiased" else 1,
             "max_norm": int(config.uses_max_norm),

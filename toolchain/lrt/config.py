@@ -29,11 +29,13 @@ BATCHED_SCHEMES: tuple[str, ...] = ("sgd-batch", "lrt", "lrt-maxnorm")
 WRITE_POLICIES: tuple[str, ...] = ("fixed", "gated")
 LRT_MODES: tuple[str, ...] = ("unbiased", "biased")
 MAX_EPOCHS = 10_000
-# What `lr` and `write_policy` are when a config leaves them out. "validated": the values chosen
+# What `lr`, `write_policy`, the gate's margin and `lrt_conv_sum` are when a config leaves them
+# out. "validated": the values chosen
 # on validation streams (seeds 100 and 101; docs/ENDURANCE.md) for the product's purpose, fewer
 # NVM programs than per-sample SGD at its accuracy or better; per-sample SGD gets its own best
 # validated rate, so it stays a fair baseline. "paper": the paper's settings (lr 0.01 for every
-# scheme, a write at every pseudo-batch), for the reproduction of its experiments.
+# scheme, a write at every pseudo-batch, one LRT step per sample), for the reproduction of its
+# experiments.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "validated": {
         "write_policy": "gated",
@@ -47,8 +49,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         },
         # the error gate's reference: the model's field error + 2 points (docs/ENDURANCE.md)
         "gate_margin": 0.02,
+        # narrow convs: one LRT block step per pseudo-batch, of its exact gradient sum
+        "lrt_conv_sum": 1,
     },
-    "paper": {"write_policy": "fixed", "lr": dict.fromkeys(SCHEMES, 0.01), "gate_margin": None},
+    "paper": {
+        "write_policy": "fixed",
+        "lr": dict.fromkeys(SCHEMES, 0.01),
+        "gate_margin": None,
+        "lrt_conv_sum": 0,  # the paper's streaming estimator: one step per sample
+    },
 }
 
 
@@ -63,7 +72,7 @@ class BuildConfig:
     # elastically deformed copies per offline-train original (the paper trains offline on
     # deformed digits too, so the online control stream has the offline statistics)
     augment_train: int = 2
-    # which table fills in lr and write_policy when they are not given (DEFAULTS)
+    # which table fills in lr, write_policy and lrt_conv_sum when they are not given (DEFAULTS)
     defaults: str = "validated"
     # on-device training (docs/ALGORITHM.md, docs/ESTIMATOR.md); None: from `defaults`
     lr: float | None = None
@@ -77,6 +86,10 @@ class BuildConfig:
     # LRT block width kb: a conv layer with <= kb output channels adds each sample's gradient
     # as one block, a wider one in blocks of kb pixels (core size <= rank + kb)
     lrt_block: int = 16
+    # 1: such a conv layer (<= kb output channels) sums its per-sample gradients exactly (int16
+    # block floating point, 2 n m bytes of RAM) and adds the pseudo-batch's sum to the
+    # accumulator in one block step, instead of one block step per sample (None: `defaults`)
+    lrt_conv_sum: int | None = None
     rho_min: float = 0.01
     batch_scaling: float = 0.5
     maxnorm_beta: float = 0.999
@@ -140,6 +153,8 @@ class BuildConfig:
             raise bad("rho_min", f"is {self.rho_min}; expected 0..1")
         if not 1 <= self.lrt_block <= 16:
             raise bad("lrt_block", f"is {self.lrt_block}; expected 1..16")
+        if self.lrt_conv_sum not in (None, 0, 1):
+            raise bad("lrt_conv_sum", f"is {self.lrt_conv_sum}; expected 0 or 1")
         if self.kappa_th < 0:
             raise bad("kappa_th", f"is {self.kappa_th}; expected >= 0")
         if not 0.0 < self.maxnorm_beta < 1.0:
@@ -199,6 +214,13 @@ class BuildConfig:
         """`write_policy`, or the one of the `defaults` table."""
         return self.write_policy or str(DEFAULTS[self.defaults]["write_policy"])
 
+    @property
+    def conv_sum(self) -> bool:
+        """`lrt_conv_sum`, or the one of the `defaults` table."""
+        if self.lrt_conv_sum is not None:
+            return bool(self.lrt_conv_sum)
+        return bool(DEFAULTS[self.defaults]["lrt_conv_sum"])
+
     def gate_rate_for(self, model_error: float | None) -> float:
         """The gated policy's expected error rate for a model of held-out error `model_error`
         (None: unknown)."""
@@ -212,8 +234,14 @@ class BuildConfig:
         return min(model_error + float(margin), 1.0)
 
     def resolved(self) -> dict[str, Any]:
-        """The fields with `lr` and `write_policy` filled in: what the firmware was built with."""
-        return {**asdict(self), "lr": self.learning_rate, "write_policy": self.policy_name}
+        """The fields with the `defaults` table's values filled in: what the firmware was built
+        with."""
+        return {
+            **asdict(self),
+            "lr": self.learning_rate,
+            "write_policy": self.policy_name,
+            "lrt_conv_sum": int(self.conv_sum),
+        }
 
     @property
     def uses_max_norm(self) -> bool:
