@@ -3,8 +3,9 @@
  * Glue only. main.c (generated) declares every buffer statically, fills an lrt_device_setup
  * and calls lrt_device_init + lrt_app_serve; this file wires the protocol handlers to the
  * trainer (lrt_train), the LRT accumulators (lrt_lowrank: one per trainable weight layer,
- * fed one block step per sample (or per block of pixels) through the trainer's block hook,
- * flushed every B samples) and the weight store (RAM, or
+ * fed through the trainer's block hook: one block step per sample (or per block of pixels),
+ * or, for a layer with a conv_sum, the exact sum of its pseudo-batch in one step when the
+ * pseudo-batch ends; flushed every B samples) and the weight store (RAM, or
  * lrt_nvm when the weights live in NVM).
  *
  * LRT gradient convention: the paper's (lrt_train.h): the accumulator sums
