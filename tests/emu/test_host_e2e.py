@@ -148,7 +148,7 @@ def test_lrt_writes_far_less_than_sgd(shift_results: dict[str, dict[str, object]
         )
         assert int(sgd["paper_sgd_writes"]) >= 100 * lw  # type: ignore[call-overload]
         assert lrt["flushes"] > 0
-        # no lower than sgd minus 1 point (measured 77.5% / 76.3% vs 75.2%, mean online accuracy)
+        # no lower than sgd minus 1 point (measured 77.8% / 76.4% vs 75.2%, mean online accuracy)
         assert lrt["online_accuracy"] >= sgd["online_accuracy"] - 0.01  # type: ignore[operator]
 
 
