@@ -124,8 +124,10 @@ def test_qemu_report_counts_instructions_per_sample() -> None:
             "lrt-maxnorm",
             {"write_policy": "gated", "gate_errors": 2, "gate_rate": PLAIN_ERROR_COUNT},
         ),
+        # the paper's block step per sample on the narrow convs (the default sums them)
+        ("lrt-maxnorm", {"lrt_conv_sum": 0, "gate_rate": PLAIN_ERROR_COUNT}),
     ],
-    ids=["sgd-batch", "lrt-maxnorm-gated"],
+    ids=["sgd-batch", "lrt-maxnorm-gated", "lrt-maxnorm-per-sample-steps"],
 )
 def test_batched_schemes_and_their_policy_match_host(
     scheme: str, overrides: dict[str, object]
