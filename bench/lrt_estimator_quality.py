@@ -92,9 +92,8 @@ def main() -> int:
                 exact = sum(g[li][0] * 2.0 ** g[li][1] for g in batch)
                 norm = float(np.linalg.norm(exact))
                 script = Script().init(n, m, CConfig(rank=args.rank, unbiased=False))
-                for g in batch:  # the sum takes the block's right factor, G row by row
-                    vals = " ".join(map(str, g[li][0].astype(np.int64).ravel().tolist()))
-                    script.cmd(f"A {g[li][1]} {vals}")
+                for g in batch:
+                    script.sum_add(g[li][0], g[li][1])
                 e = parse_states(run(drv, script.cmd("P 0").cmd("D")), n, m, args.rank)[-1]
                 est = e.estimate()
                 summed.append((float(np.linalg.norm(est)) / norm,

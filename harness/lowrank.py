@@ -83,6 +83,13 @@ class Script:
         self.parts.append(f"B {k} {l_exp} {r_exp} " + " ".join(map(str, vals.tolist())))
         return self
 
+    def sum_add(self, g: np.ndarray, exp: int) -> Script:
+        """lrt_lowrank_sum_add of the n x m gradient g * 2^exp (the block's right factor,
+        column-major m x n: g row by row)."""
+        vals = " ".join(map(str, g.astype(np.int64).ravel().tolist()))
+        self.parts.append(f"A {exp} {vals}")
+        return self
+
     def cmd(self, text: str) -> Script:
         self.parts.append(text)
         return self

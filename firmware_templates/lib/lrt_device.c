@@ -5,6 +5,13 @@
 
 /* ---- LRT hooks -------------------------------------------------------------------------- */
 
+/* Exponent of the left factor's scale: the paper's convention accumulates alpha * G,
+ * alpha = 2^(weight_exp + 7) */
+static int alpha_exp(const lrt_layer *l)
+{
+    return l->weight_exp + 7;
+}
+
 static int hook_block(void *ctx, lrt_trainer *t, lrt_train_block *b)
 {
     lrt_device *dev = (lrt_device *)ctx;
@@ -22,9 +29,8 @@ static int hook_block(void *ctx, lrt_trainer *t, lrt_train_block *b)
         lrt_lowrank_sum_add(sum, b->right, b->right_exp);
         return LRT_OK; /* one block step at the end of the pseudo-batch (hook_sample_end) */
     }
-    /* paper convention: accumulate alpha * G, alpha = 2^(weight_exp + 7) */
-    r = lrt_lowrank_step_block(acc, b->left, b->left_exp + l->weight_exp + 7, b->right,
-                               b->right_exp, b->k);
+    r = lrt_lowrank_step_block(acc, b->left, b->left_exp + alpha_exp(l), b->right, b->right_exp,
+                               b->k);
     return r < 0 ? r : LRT_OK;
 }
 
@@ -108,7 +114,7 @@ static int hook_sample_end(void *ctx, lrt_trainer *t)
         }
         dev->s.acc_samples[i] = 0;
         if (dev->s.conv_sum != NULL && dev->s.conv_sum[i] != NULL) {
-            r = lrt_lowrank_sum_step(dev->s.conv_sum[i], acc, t->net->layers[i].weight_exp + 7,
+            r = lrt_lowrank_sum_step(dev->s.conv_sum[i], acc, alpha_exp(&t->net->layers[i]),
                                      t->buf.lrt_block, dev->s.lrt_block_size / 4u);
             if (r < 0) {
                 return r;

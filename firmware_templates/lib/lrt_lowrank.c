@@ -1177,6 +1177,7 @@ int lrt_lowrank_sum_init(lrt_lowrank_sum *s, uint16_t n, uint16_t m, void *buf, 
     s->n = n;
     s->exp = 0;
     s->max_abs = 0;
+    memset(s->sum, 0, sizeof(int16_t) * s->len); /* an empty sum holds zeros (sum_add) */
     return LRT_OK;
 }
 
@@ -1201,18 +1202,9 @@ void lrt_lowrank_sum_add(lrt_lowrank_sum *s, const int32_t *x, int x_exp)
     /* the sample's own scale: its largest entry below 2^14, so that it and an int16 sum
      * rescaled by at most one more bit add up to less than 2^15 */
     e = x_exp + (32 - lrt_clz32(mx)) - 14;
-    if (s->max_abs == 0) {
-        for (i = 0; i < s->len; i++) {
-            const int32_t v = scale_round(x[i], e - x_exp);
-            const uint32_t a = (uint32_t)(v < 0 ? -v : v);
-            s->sum[i] = (int16_t)v;
-            top = a > top ? a : top;
-        }
-        s->exp = e;
-        s->max_abs = (uint16_t)top;
-        return;
-    }
-    if (s->exp > e)
+    if (s->max_abs == 0)
+        s->exp = e; /* empty: its zeros take the sample's scale */
+    else if (s->exp > e)
         e = s->exp;
     ds = e - s->exp;
     dx = e - x_exp;
@@ -1259,8 +1251,10 @@ int lrt_lowrank_sum_step(lrt_lowrank_sum *s, lrt_lowrank *acc, int left_exp, int
         return 0;
     for (i = 0; i < nn; i++)
         block[i] = (i % (s->n + 1u)) == 0;
-    for (i = 0; i < s->len; i++)
+    for (i = 0; i < s->len; i++) {
         right[i] = s->sum[i];
+        s->sum[i] = 0;
+    }
     s->max_abs = 0;
     return lrt_lowrank_step_block(acc, block, left_exp, right, s->exp, s->n);
 }

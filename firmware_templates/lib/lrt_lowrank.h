@@ -179,7 +179,8 @@ typedef struct {
 
 #define LRT_LOWRANK_SUM_SIZE(n, m) ((size_t)2 * (n) * (m))
 size_t lrt_lowrank_sum_size(uint16_t n, uint16_t m);
-/* Bind a buffer (2-byte aligned) of lrt_lowrank_sum_size(n, m) bytes; starts empty. */
+/* Bind a buffer (2-byte aligned) of lrt_lowrank_sum_size(n, m) bytes; starts empty (an
+ * empty sum holds zeros: init and sum_step clear it). */
 int lrt_lowrank_sum_init(lrt_lowrank_sum *s, uint16_t n, uint16_t m, void *buf, size_t size);
 /* sum += right * 2^right_exp (n m int32 entries, not modified). */
 void lrt_lowrank_sum_add(lrt_lowrank_sum *s, const int32_t *right, int right_exp);

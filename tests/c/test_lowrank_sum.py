@@ -28,12 +28,6 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_driver(tmp_path_factory.mktemp("lowrank_sum"))
 
 
-def add(script: Script, g: np.ndarray, exp: int) -> Script:
-    """Sum command for the n x m gradient g (sent as the block's right factor: column-major
-    m x n, i.e. g row by row)."""
-    return script.cmd(f"A {exp} " + " ".join(map(str, g.astype(np.int64).ravel().tolist())))
-
-
 def dumped_sum(lines: list[str], n: int, m: int) -> list[tuple[int, int, np.ndarray]]:
     out = []
     for ln in lines:
@@ -74,7 +68,7 @@ def test_sum_is_the_exact_sum_within_one_lsb_per_add(driver: Path, kind: str) ->
     samples = scenario(kind, rng, n, m)
     script = Script().init(n, m, CConfig(rank=4))
     for g, e in samples:
-        add(script, g, e).cmd("G")
+        script.sum_add(g, e).cmd("G")
     sums = dumped_sum(run_driver(driver, script), n, m)
     exact = np.zeros((n, m))
     largest = 0.0
@@ -105,7 +99,7 @@ def test_sum_step_is_the_block_step_of_the_sum(driver: Path) -> None:
     script = Script().init(n, m, cfg)
     exact = np.zeros((n, m))
     for b in blocks:
-        add(script, b.right.T, b.r_exp)
+        script.sum_add(b.right.T, b.r_exp)
         exact += b.right.T * 2.0**b.r_exp
     script.cmd("P 3").cmd("D").cmd("G").cmd("P 3")
     lines = run_driver(driver, script)

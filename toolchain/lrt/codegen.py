@@ -536,7 +536,7 @@ def firmware_context(
             "counters": counters and config.scheme != "inference",
             "accumulators": accs,
             "acc_pointers": ", ".join(acc_ptrs),
-            "conv_sum": int(config.conv_sum and config.scheme in ("lrt", "lrt-maxnorm")),
+            "conv_sum": int(config.conv_sum and bool(accs)),
             "layer_indices": list(range(len(model.layers))),
             "conv_sum_pointers": ", ".join(f"CONV_SUM_{i}" for i in range(len(model.layers))),
             "rank": config.rank,
