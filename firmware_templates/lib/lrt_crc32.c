@@ -1,7 +1,8 @@
 /* lrt_crc32.c - byte-table CRC-32 (one table lookup per byte; 1 KiB of const table).
  * The table is that of the reflected polynomial 0xEDB88320 (lrt_crc32.h); toolchain/lrt/crc.py
  * is the project's one CRC definition and tests/c/test_proto.py checks this table against
- * its table() entry by entry. */
+ * its table() entry by entry. Host builds (the emulator, where a weight commit's CRC covers
+ * megabytes) also derive slice-by-8 tables from it once: eight bytes per step, same CRC. */
 #include "lrt_crc32.h"
 
 static const uint32_t lrt_crc32_table[256] = {
@@ -44,14 +45,54 @@ static const uint32_t lrt_crc32_table[256] = {
     0xB40BBE37u, 0xC30C8EA1u, 0x5A05DF1Bu, 0x2D02EF8Du,
 };
 
+#if !defined(__arm__)
+/* slice[k][b]: the CRC register after byte b is followed by k zero bytes (slice[0] = table) */
+static uint32_t lrt_crc32_slice[8][256];
+static int lrt_crc32_sliced;
+
+static void crc32_slice_tables(void)
+{
+    unsigned k, b;
+    for (b = 0; b < 256u; b++) {
+        lrt_crc32_slice[0][b] = lrt_crc32_table[b];
+    }
+    for (k = 1; k < 8u; k++) {
+        for (b = 0; b < 256u; b++) {
+            const uint32_t prev = lrt_crc32_slice[k - 1][b];
+            lrt_crc32_slice[k][b] = (prev >> 8) ^ lrt_crc32_table[prev & 0xFFu];
+        }
+    }
+    lrt_crc32_sliced = 1;
+}
+
+static uint32_t le32_at(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+#endif
+
 uint32_t lrt_crc32_update(uint32_t crc, const void *data, size_t len)
 {
     const uint8_t *p = (const uint8_t *)data;
-    size_t i;
+    size_t i = 0;
 
     /* zlib keeps the running value post-inverted, which makes chaining calls trivial. */
     crc = ~crc;
-    for (i = 0; i < len; i++) {
+#if !defined(__arm__)
+    if (len >= 64u) {
+        uint32_t (*t)[256] = lrt_crc32_slice;
+        if (!lrt_crc32_sliced) {
+            crc32_slice_tables();
+        }
+        for (; i + 8u <= len; i += 8u) {
+            const uint32_t lo = crc ^ le32_at(p + i), hi = le32_at(p + i + 4u);
+            crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^
+                  t[4][lo >> 24] ^ t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^
+                  t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
+        }
+    }
+#endif
+    for (; i < len; i++) {
         crc = (crc >> 8) ^ lrt_crc32_table[(crc ^ p[i]) & 0xFFu];
     }
     return ~crc;

@@ -143,11 +143,11 @@ static int32_t dot_offset(const int8_t *x, const int8_t *w, uint32_t n, int32_t 
 }
 
 #if !defined(__arm__)
-/* Host builds (the emulator) only, where a few KB of stack cost nothing: the patch of one
- * output pixel as int16 x + input_offset (0 at padding taps) on the stack, then one dot
- * product of the whole filter length per output channel, which the host compiler vectorizes
- * (the kernel rows alone are runs of kw * in_c, 3 taps on a first layer). The same integer
- * sums as the loop below; the MCU builds keep the loop and their stack. */
+/* Host builds (the emulator) only, where a few KB of stack cost nothing: the patches of two
+ * neighbouring output pixels as int16 x + input_offset (0 at padding taps) on the stack, then
+ * one dot product of the whole filter length per output channel and pixel, which the host
+ * compiler vectorizes (the kernel rows alone are runs of kw * in_c, 3 taps on a first layer).
+ * The same integer sums as the loop below; the MCU builds keep the loop and their stack. */
 #define CONV_HOST_PATCH 1152u
 
 /* four filters (rows of n weights, one after the other) against one patch: each load of the
@@ -168,6 +168,35 @@ static void dot16x4(const int16_t *x, const int8_t *w, uint32_t n, int32_t *acc)
     acc[1] = a1;
     acc[2] = a2;
     acc[3] = a3;
+}
+
+/* two patches against four filters: each load of a filter row serves two products */
+static void dot16x4x2(const int16_t *x, const int16_t *y, const int8_t *w, uint32_t n, int32_t *acc,
+                      int32_t *acc2)
+{
+    const int8_t *w1 = w + n, *w2 = w1 + n, *w3 = w2 + n;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    uint32_t j;
+    for (j = 0; j < n; j++) {
+        const int32_t xj = x[j], yj = y[j];
+        const int32_t v0 = w[j], v1 = w1[j], v2 = w2[j], v3 = w3[j];
+        a0 += xj * v0;
+        a1 += xj * v1;
+        a2 += xj * v2;
+        a3 += xj * v3;
+        b0 += yj * v0;
+        b1 += yj * v1;
+        b2 += yj * v2;
+        b3 += yj * v3;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    acc2[0] = b0;
+    acc2[1] = b1;
+    acc2[2] = b2;
+    acc2[3] = b3;
 }
 
 static int32_t dot16(const int16_t *x, const int8_t *w, uint32_t n)
@@ -267,51 +296,78 @@ static void conv2d_host_by_channel(const lrt_dims *in, const lrt_dims *out, cons
     }
 }
 
+/* the int16 patch (x + input_offset, zeros where padding cuts the window) of output pixel
+ * (oy, ox) */
+static void host_patch(const lrt_dims *in, const lrt_window *win, const lrt_requant *q,
+                       const int8_t *input, uint16_t oy, uint16_t ox, int16_t *patch)
+{
+    const uint32_t krow = (uint32_t)win->kernel_w * in->c;
+    const int32_t iy0 = (int32_t)oy * win->stride_h - win->pad_top;
+    const int32_t ix0 = (int32_t)ox * win->stride_w - win->pad_left;
+    const int32_t kx0 = ix0 < 0 ? -ix0 : 0;
+    const int32_t kx1 = LRT_MIN((int32_t)win->kernel_w, (int32_t)in->w - ix0);
+    int32_t ky;
+    memset(patch, 0, sizeof(int16_t) * win->kernel_h * krow);
+    for (ky = 0; ky < (int32_t)win->kernel_h && kx1 > kx0; ky++) {
+        const int32_t iy = iy0 + ky;
+        const int8_t *px;
+        int16_t *pd;
+        uint32_t j, run;
+        if (iy < 0 || iy >= (int32_t)in->h)
+            continue;
+        px = input + ((uint32_t)iy * in->w + (uint32_t)(ix0 + kx0)) * in->c;
+        pd = patch + (uint32_t)ky * krow + (uint32_t)kx0 * in->c;
+        run = (uint32_t)(kx1 - kx0) * in->c;
+        for (j = 0; j < run; j++)
+            pd[j] = (int16_t)(px[j] + q->input_offset);
+    }
+}
+
+static void host_outputs(const lrt_requant *q, const int32_t *bias, uint16_t oc, unsigned nc,
+                         const int32_t *acc, int8_t *dst)
+{
+    unsigned t;
+    for (t = 0; t < nc; t++) {
+        const int32_t a = bias != NULL ? wrap_add(acc[t], bias[oc + t]) : acc[t];
+        dst[oc + t] = output_stage(requantize(a, q->multiplier[oc + t], q->shift[oc + t]), q);
+    }
+}
+
+/* two output pixels of a row at a time: each filter row loaded serves both patches */
 static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
                               const lrt_requant *q, const int8_t *input, const int8_t *weights,
                               const int32_t *bias, int8_t *output)
 {
     const uint32_t filter_size = (uint32_t)win->kernel_h * win->kernel_w * in->c;
-    const uint32_t krow = (uint32_t)win->kernel_w * in->c;
-    int16_t patch[CONV_HOST_PATCH];
+    int16_t patch[2][CONV_HOST_PATCH];
     uint16_t oy, ox, oc;
     for (oy = 0; oy < out->h; oy++) {
-        const int32_t iy0 = (int32_t)oy * win->stride_h - win->pad_top;
-        for (ox = 0; ox < out->w; ox++) {
-            const int32_t ix0 = (int32_t)ox * win->stride_w - win->pad_left;
-            const int32_t kx0 = ix0 < 0 ? -ix0 : 0;
-            const int32_t kx1 = LRT_MIN((int32_t)win->kernel_w, (int32_t)in->w - ix0);
+        for (ox = 0; ox < out->w; ox = (uint16_t)(ox + 2u)) {
+            const unsigned two = ox + 1u < out->w;
             int8_t *dst = output + ((uint32_t)oy * out->w + ox) * out->c;
-            int32_t ky;
-            memset(patch, 0, sizeof(int16_t) * filter_size);
-            for (ky = 0; ky < (int32_t)win->kernel_h && kx1 > kx0; ky++) {
-                const int32_t iy = iy0 + ky;
-                const int8_t *px;
-                int16_t *pd;
-                uint32_t j, run;
-                if (iy < 0 || iy >= (int32_t)in->h)
-                    continue;
-                px = input + ((uint32_t)iy * in->w + (uint32_t)(ix0 + kx0)) * in->c;
-                pd = patch + (uint32_t)ky * krow + (uint32_t)kx0 * in->c;
-                run = (uint32_t)(kx1 - kx0) * in->c;
-                for (j = 0; j < run; j++)
-                    pd[j] = (int16_t)(px[j] + q->input_offset);
-            }
+            host_patch(in, win, q, input, oy, ox, patch[0]);
+            if (two)
+                host_patch(in, win, q, input, oy, (uint16_t)(ox + 1u), patch[1]);
             for (oc = 0; oc < out->c; oc = (uint16_t)(oc + 4u)) {
                 const int8_t *f = weights + (uint32_t)oc * filter_size;
                 const unsigned nc = LRT_MIN((unsigned)out->c - oc, 4u);
-                int32_t acc[4];
+                int32_t acc[4], acc2[4];
                 unsigned t;
-                if (nc == 4u)
-                    dot16x4(patch, f, filter_size, acc);
-                else
+                if (nc == 4u && two) {
+                    dot16x4x2(patch[0], patch[1], f, filter_size, acc, acc2);
+                    host_outputs(q, bias, oc, 4u, acc2, dst + out->c);
+                } else if (nc == 4u) {
+                    dot16x4(patch[0], f, filter_size, acc);
+                } else {
                     for (t = 0; t < nc; t++)
-                        acc[t] = dot16(patch, f + t * filter_size, filter_size);
-                for (t = 0; t < nc; t++) {
-                    const int32_t a = bias != NULL ? wrap_add(acc[t], bias[oc + t]) : acc[t];
-                    dst[oc + t] =
-                        output_stage(requantize(a, q->multiplier[oc + t], q->shift[oc + t]), q);
+                        acc[t] = dot16(patch[0], f + t * filter_size, filter_size);
+                    if (two) {
+                        for (t = 0; t < nc; t++)
+                            acc2[t] = dot16(patch[1], f + t * filter_size, filter_size);
+                        host_outputs(q, bias, oc, nc, acc2, dst + out->c);
+                    }
                 }
+                host_outputs(q, bias, oc, nc, acc, dst);
             }
         }
     }

@@ -124,6 +124,10 @@ CONV_CASES = [
     ConvCase((8, 8), 8, 16, (3, 3), (1, 1), "valid", bias="huge"),
     ConvCase((7, 7), 1, 8, (3, 3), (2, 2), "same", mult="pow2", bias="none"),
     ConvCase((6, 6), 64, 16, (3, 3), (1, 1), "same"),  # 576 taps x 16 channels: dot products
+    # the host's patch path takes output pixels in pairs: odd widths leave a last pixel alone,
+    # with four channels at a time and with a remainder of two
+    ConvCase((7, 9), 4, 12, (3, 3), (1, 1), "valid"),
+    ConvCase((6, 7), 3, 6, (3, 3), (1, 1), "same"),
     ConvCase((2, 2), 1, 2048, (1, 1), (1, 1), "valid"),  # one tap, more channels than taps
     ConvCase((6, 6), 2, 8, (3, 3), (1, 1), "same", in_off=-255),  # no int8 zero point
     ConvCase((6, 6), 2, 8, (3, 3), (1, 1), "same", in_off=255),
