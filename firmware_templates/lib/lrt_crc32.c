@@ -79,7 +79,7 @@ uint32_t lrt_crc32_update(uint32_t crc, const void *data, size_t len)
     /* zlib keeps the running value post-inverted, which makes chaining calls trivial. */
     crc = ~crc;
 #if !defined(__arm__)
-    if (len >= 64u) {
+    if (len >= 8u) {
         uint32_t (*t)[256] = lrt_crc32_slice;
         if (!lrt_crc32_sliced) {
             crc32_slice_tables();

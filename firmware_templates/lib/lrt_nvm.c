@@ -1117,8 +1117,8 @@ static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32
             v += nvm->marks[u];
         lrt_put_le32(le, v);
         memcpy(dst + (pos - a), le, 4);
-        *crc = lrt_crc32_update(*crc, le, 4);
     }
+    *crc = lrt_crc32_update(*crc, dst, b - a); /* the piece at once: CRC-32 is incremental */
     return LRT_OK;
 }
 
