@@ -165,6 +165,29 @@ def test_user_boards_by_path_and_search_path(
     assert load_build_board(report).name == "my-board"  # a build remembers its board file
 
 
+def test_a_broken_user_board_hides_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One unreadable board file on the search path: the other boards still list, build and
+    flash; `lrt-build --list-boards` prints them, names the broken file and exits 1."""
+    from lrt import cli
+
+    (tmp_path / "half-written.toml").write_text('name = "half-written"\n[cpu\n')
+    good = (BOARDS_DIR / "mps2-an386.toml").read_text().replace(
+        'name = "mps2-an386"', 'name = "my-board"'
+    )
+    (tmp_path / "my-board.toml").write_text(good)
+    monkeypatch.setenv("LRT_BOARD_PATH", str(tmp_path))
+    names = {b.name for b in list_boards()}
+    assert {"my-board", "host", "mps2-an386"} <= names and "half-written" not in names
+    assert cli.build_main(["--list-boards"]) == 1
+    out, err = capsys.readouterr()
+    assert "my-board" in out and "host" in out
+    assert "half-written.toml" in err and "not valid TOML" in err
+    (tmp_path / "half-written.toml").unlink()
+    assert cli.build_main(["--list-boards"]) == 0
+
+
 def _header(board: Board) -> str:
     return render("bsp/lrt_board.h.j2", board_name=board.name, board_file=board.path.name,
                   defines=board_defines(board, board.io))

@@ -587,6 +587,19 @@ def load_build_board(report: dict[str, Any]) -> Board:
     return load_board(report["board"])
 
 
+def scan_boards() -> tuple[list[Board], list[str]]:
+    """Every board on the search path, validated, sorted by name, and one message per board
+    file that does not load (so that one broken user file hides no other board)."""
+    found: list[Board] = []
+    broken: list[str] = []
+    for name in board_names():
+        try:
+            found.append(load_board(name))
+        except UserError as exc:
+            broken.append(str(exc))
+    return found, broken
+
+
 def list_boards() -> list[Board]:
-    """Every board in the boards directory, validated, sorted by name."""
-    return [load_board(n) for n in board_names()]
+    """Every board on the search path that loads, sorted by name (scan_boards: the others)."""
+    return scan_boards()[0]

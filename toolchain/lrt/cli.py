@@ -134,8 +134,11 @@ def _build(args: argparse.Namespace) -> int:
     from lrt import pipeline
 
     if args.list_boards:
-        print(pipeline.list_boards_text())
-        return 0
+        table, broken = pipeline.list_boards_text()
+        print(table)
+        for message in broken:
+            print(f"error: {message}", file=sys.stderr)
+        return 1 if broken else 0
     if args.out is None:
         raise UserError("--out DIR is required")
     settings = dict(parse_setting(item) for item in args.set)

@@ -66,14 +66,16 @@ class BuildResult:
         return "\n".join(lines)
 
 
-def list_boards_text() -> str:
+def list_boards_text() -> tuple[str, list[str]]:
+    """The table of the boards that load, and the errors of the board files that do not."""
+    found, broken = boards.scan_boards()
     rows = [f"{'board':<16} {'cpu':<12} {'flash':>9} {'ram':>9}  nvm     emulator"]
-    for b in boards.list_boards():
+    for b in found:
         rows.append(
             f"{b.name:<16} {b.cpu:<12} {b.flash_budget:>9} {b.ram_budget:>9}  "
             f"{b.nvm.technology:<7} {b.emulator_name}"
         )
-    return "\n".join(rows)
+    return "\n".join(rows), broken
 
 
 def _parse_train_layers(spec: str | None) -> tuple[str, ...] | None:
