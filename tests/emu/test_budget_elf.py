@@ -51,7 +51,8 @@ def test_budget_equals_elf_ram(tmp_path: Path, board_name: str) -> None:
             assert static <= elf <= static + budget_mod.RUNTIME_RESERVE, (
                 scheme, preset, static, elf, elf - static,
             )
-            assert budget.ram_items["stack reserve"] <= fp.stack
+            assert board.memory is not None
+            assert budget.ram_items["stack reserve"] == fp.stack == board.memory.stack_size
             image = fp.text + fp.data
             assert abs(budget.flash - image) <= FLASH_SLACK, (scheme, preset, budget.flash, image)
             flash_error.append(budget.flash - image)

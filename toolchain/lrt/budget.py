@@ -40,7 +40,9 @@ from lrt.config import BuildConfig
 from lrt.errors import UserError
 from lrt.model import Layer, Model
 
-STACK_RESERVE = 4096  # bytes of stack assumed for the kernels' locals and the protocol
+# bytes of stack on a board without a memory map (the host: the OS gives megabytes); a board
+# with one reserves the stack its linker script reserves (`memory.stack_size`)
+STACK_RESERVE = 4096
 # statics of the C runtime and board support: newlib's reentrancy struct (1 KB) and malloc
 # arena header (1 KB) and open-file table of the semihosted builds (measured 2.4 KB), UARTs
 RUNTIME_RESERVE = 3072
@@ -316,6 +318,11 @@ def _item(name: str) -> str | None:
     return f"other: {name}"
 
 
+def stack_reserve(board: Board) -> int:
+    """The stack the firmware links with on this board: the RAM that no static may use."""
+    return board.memory.stack_size if board.memory is not None else STACK_RESERVE
+
+
 def plan_budget(model: Model, cfg: BuildConfig, board: Board) -> Budget:
     """Static RAM/flash of the firmware for this model (its shapes), config and board."""
     b = Budget()
@@ -334,7 +341,7 @@ def plan_budget(model: Model, cfg: BuildConfig, board: Board) -> Budget:
                 else "model constants (weight blob, rescale and layer tables)"
             )
             b.flash_items[label] = b.flash_items.get(label, 0) + obj.size
-    b.ram_items["stack reserve"] = STACK_RESERVE
+    b.ram_items["stack reserve"] = stack_reserve(board)
     b.ram_items["C runtime + board support reserve"] = RUNTIME_RESERVE
     if not board.is_host:
         # only inference runs without the NVM store (its weights then stay in the image)
