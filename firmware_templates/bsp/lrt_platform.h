@@ -24,6 +24,9 @@
 /* Line a firmware may print when it is up, on channels with no request/reply framing yet
  * (the Renode .robot suites and serial monitors wait for it; see emulate/renode.py). */
 #define LRT_PLATFORM_READY "lrt: ready"
+/* Line a firmware prints on such a channel, followed by its exit status (one digit) and a
+ * newline, when it stops at boot instead of serving requests. */
+#define LRT_PLATFORM_BOOT_FAILED "lrt: boot failed, status "
 
 /* Bring up clocks/peripherals/stdio. Returns 0 or a negative lrt_err. Call once, first. */
 int lrt_platform_init(void);

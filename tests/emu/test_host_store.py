@@ -24,7 +24,7 @@ import pytest
 
 from helpers.e2e_support import built
 from lrt import cli, codegen, nvm, store
-from lrt.emulate import open_device
+from lrt.emulate import EXIT_FOREIGN, open_device
 from lrt.emulate import protocol as P
 from lrt.errors import UserError
 from lrt.pipeline import load_build
@@ -206,7 +206,7 @@ def test_firmware_refuses_a_foreign_store_on_its_own(build_a: Path, tmp_path: Pa
     fw = build_a / json.loads((build_a / "report.json").read_text())["firmware"]
     proc = subprocess.run([str(fw), "--nvm", str(path)], input=P.hello_request(),
                           capture_output=True, timeout=60)
-    assert proc.returncode == store.EXIT_FOREIGN and path.read_bytes() == img
+    assert proc.returncode == EXIT_FOREIGN and path.read_bytes() == img
     proc = subprocess.run([str(fw), "--nvm", str(path), "--format"], input=P.hello_request(),
                           capture_output=True, timeout=60)
     assert proc.returncode == 0
@@ -347,3 +347,20 @@ def test_real_processes_exit_2_with_one_line(build_a: Path, build_b: Path,
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (tool, proc.stderr)
     assert path.read_bytes() == img
+
+
+def test_a_firmware_that_stops_at_boot_is_explained(build_a: Path, tmp_path: Path) -> None:
+    """A weight store the firmware cannot open (here: a file in a missing directory) ends the
+    process at boot with status 3; the reader names the status and what it means instead of
+    a bare closed stream."""
+    from lrt.emulate import HostRunner, LinkError
+    from lrt.emulate.base import BOOT_FAILURES
+
+    runner = HostRunner(build_a / "out" / "host" / "fw", nvm_path=tmp_path / "missing" / "x.img")
+    dev = runner.start(timeout=30.0)
+    try:
+        with pytest.raises(LinkError, match="stopped at boot with status 3") as info:
+            dev.hello()
+        assert BOOT_FAILURES[3] in str(info.value)
+    finally:
+        assert dev.close(bye=False) == 3

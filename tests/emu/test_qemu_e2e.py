@@ -171,3 +171,33 @@ def test_firmware_on_a_uart_says_ready_before_its_first_reply(tmp_path: Path) ->
     ready = (firmware_sentinel() + "\n").encode()
     assert run.stdout.startswith(ready), run.stdout[:80]
     assert run.stdout[len(ready) :].startswith(P.SYNC), run.stdout[:80]
+
+
+def test_firmware_on_a_uart_that_stops_at_boot_says_why(tmp_path: Path) -> None:
+    """A board on a serial line only halts when it stops at boot: the firmware prints its
+    status first, and the host's reader turns the silence into the reason."""
+    import shutil
+
+    from lrt.boards import load_board
+    from lrt.build import build_firmware
+    from lrt.emulate import Device, LinkError, PipeTransport
+    from lrt.emulate.base import BOOT_FAILURES
+    from lrt.emulate.qemu import QemuRunner
+
+    board = load_board("mps2-an386")
+    shutil.copytree(built("lrt-maxnorm", "mps2-an386") / "src", tmp_path / "src")
+    main_c = tmp_path / "src" / "main.c"
+    setup = "    r = lrt_device_init(&dev, &s);\n"
+    text = main_c.read_text()
+    assert setup in text
+    # a device setup the firmware refuses, as a toolchain bug would make it
+    main_c.write_text(text.replace(setup, setup + "    r = -1;\n"))
+    res = build_firmware(tmp_path, board, io="uart")
+    proc = QemuRunner(board, res.executable, io="uart").spawn()
+    dev = Device(PipeTransport(proc, name="QEMU"), timeout=10.0)
+    try:
+        with pytest.raises(LinkError, match="stopped at boot with status 5") as info:
+            dev.hello()
+        assert BOOT_FAILURES[5] in str(info.value)
+    finally:
+        dev.close(bye=False)

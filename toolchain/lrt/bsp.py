@@ -3,6 +3,7 @@ rendered lrt_board.h (the board's defines) and, on ARM, the linker script from i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,16 @@ UART_SOURCES = {
     "nrf-uart": "nrf52/lrt_platform_nrf52.c",
 }
 NVM_SECTION = '__attribute__((section(".lrt_nvm"), aligned(4)))'
+
+
+def platform_line(macro: str) -> str:
+    """A text line the firmware prints on a serial channel (a string macro of
+    bsp/lrt_platform.h: LRT_PLATFORM_READY, LRT_PLATFORM_BOOT_FAILED)."""
+    text = (BSP / "lrt_platform.h").read_text()
+    m = re.search(rf'#define\s+{macro}\s+"([^"\\]*)"', text)
+    if m is None:
+        raise UserError(f"{macro} not found in bsp/lrt_platform.h")
+    return m.group(1)
 
 
 @dataclass(frozen=True)

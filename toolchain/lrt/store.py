@@ -20,9 +20,6 @@ from lrt import boards, codegen, nvm
 from lrt.errors import UserError
 from lrt.model import Model
 
-# the host firmware's exit status when it refuses a store (main.c.j2)
-EXIT_FOREIGN = 6
-
 
 def build_geometry(report: dict[str, Any], model: Model) -> nvm.NvmGeometry | None:
     """The geometry and model id the build's firmware mounts its store with, or None when

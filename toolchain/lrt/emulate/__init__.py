@@ -9,6 +9,7 @@ from typing import Any
 from lrt.emulate.base import (
     DEFAULT_TIMEOUT,
     DEFAULT_WINDOW,
+    EXIT_FOREIGN,
     Device,
     DeviceTimeout,
     LinkError,
@@ -21,6 +22,7 @@ from lrt.emulate.protocol import FrameError, Info, LayerStats, ProtocolError, St
 from lrt.errors import UserError
 
 __all__ = [
+    "EXIT_FOREIGN",
     "Device",
     "DeviceTimeout",
     "FrameError",
@@ -96,7 +98,7 @@ def open_device(
             dev.hello()
         except LinkError:
             status = dev.close(bye=False)
-            if status == 6:
+            if status == EXIT_FOREIGN:
                 raise UserError(
                     f"NVM image {nvm_path} refused by the firmware: it holds another model's "
                     "weights; --format re-initialises it (its weight sets are lost)"

@@ -35,6 +35,33 @@ BANNER_MAX = 4096
 
 ProgressArg = bool | Callable[[int, int], None] | None
 
+# Exit statuses of a firmware that stops at boot (main.c.j2's boot_failed); on a serial
+# channel it prints LRT_PLATFORM_BOOT_FAILED and the status first
+EXIT_FOREIGN = 6
+BOOT_FAILURES = {
+    3: "the platform, the weight store or the model's RAM state could not be set up, or the "
+    "firmware's buffers disagree with its layer table",
+    4: "an LRT accumulator or conv gradient sum does not match its buffer",
+    5: "the training device refused its setup (buffers or settings that disagree with the "
+    "model)",
+    EXIT_FOREIGN: "the weight store holds another model's weights (`--format` re-initialises "
+    "a host image; lrt-flash writes a new one to a board)",
+}
+
+
+def boot_failure(banner: bytes) -> str | None:
+    """What a firmware's boot-failure line in `banner` means, or None if there is none."""
+    from lrt.bsp import platform_line
+
+    marker = platform_line("LRT_PLATFORM_BOOT_FAILED").encode()
+    at = banner.rfind(marker)
+    if at < 0:
+        return None
+    digits = banner[at + len(marker) :].split(b"\n", 1)[0].strip()
+    status = int(digits) if digits.isdigit() else -1
+    meaning = BOOT_FAILURES.get(status, "an unknown status (a firmware of another version?)")
+    return f"stopped at boot with status {status}: {meaning}"
+
 
 class LinkError(Exception):
     """The transport failed: timeout, device exited, or bytes that are not a valid reply."""
@@ -66,6 +93,10 @@ class Transport(ABC):
     def diagnostics(self) -> str:
         """Extra text for error messages (e.g. the device's stderr tail)."""
         return ""
+
+    def exit_status(self) -> int | None:
+        """The device's exit status if it has ended and reports one (a process), else None."""
+        return None
 
     def read_exact(self, n: int, timeout: float) -> bytes:
         out = bytearray()
@@ -118,6 +149,9 @@ class PipeTransport(Transport):
 
     def stderr_text(self) -> str:
         return b"".join(list(self._err_tail)).decode(errors="replace")
+
+    def exit_status(self) -> int | None:
+        return self.proc.poll()
 
     def diagnostics(self) -> str:
         status = self.proc.poll()
@@ -231,7 +265,11 @@ class Device:
     # -- raw frames --
     def send(self, frame: bytes) -> None:
         """Write raw bytes (frames, or anything: tests use it to corrupt the stream)."""
-        self.transport.write(frame)
+        try:
+            self.transport.write(frame)
+        except LinkError:
+            self._raise_boot_failure()
+            raise
 
     def read_reply(self, timeout: float | None = None) -> tuple[int, bytes]:
         """Next frame from the device as (type, payload)."""
@@ -251,14 +289,29 @@ class Device:
             try:
                 chunk = self.transport.read_some(1 << 16, limit)
             except DeviceTimeout as exc:
+                self._raise_boot_failure()
                 raise DeviceTimeout(f"{exc}; {self.transport.diagnostics()}") from None
             if not chunk:
+                self._raise_boot_failure()
                 raise LinkError(
                     f"{self.name} closed the stream"
                     + (f" inside a frame ({len(self._rx)} bytes)" if self._rx else "")
                     + f"; {self.transport.diagnostics()}"
                 )
             self._rx += chunk
+
+    def _raise_boot_failure(self) -> None:
+        if self._in_step:
+            return
+        # no frame yet: the line before it (a serial channel) or the exit status (a process)
+        # may say why
+        self._skip_banner()
+        why = boot_failure(self.banner)
+        status = self.transport.exit_status()
+        if why is None and status in BOOT_FAILURES:
+            why = f"stopped at boot with status {status}: {BOOT_FAILURES[status]}"
+        if why is not None:
+            raise LinkError(f"{self.name} {why}; {self.transport.diagnostics()}")
 
     def _skip_banner(self) -> None:
         # Before its first frame a firmware may print a text line (LRT_PLATFORM_READY, for

@@ -15,7 +15,6 @@ the host flash model, Renode only shows the firmware runs on the board's periphe
 
 from __future__ import annotations
 
-import re
 import select
 import shutil
 import socket
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lrt.boards import Board
-from lrt.bsp import BSP
+from lrt.bsp import platform_line
 from lrt.emulate.base import DeviceTimeout, LinkError, Runner, Transport
 from lrt.errors import UserError
 from lrt.templates import render
@@ -56,11 +55,7 @@ class RenodeFiles:
 
 def firmware_sentinel() -> str:
     """The ready line the firmware prints (LRT_PLATFORM_READY of bsp/lrt_platform.h)."""
-    text = (BSP / "lrt_platform.h").read_text()
-    m = re.search(r'#define\s+LRT_PLATFORM_READY\s+"([^"\\]*)"', text)
-    if m is None:
-        raise UserError("LRT_PLATFORM_READY not found in bsp/lrt_platform.h")
-    return m.group(1)
+    return platform_line("LRT_PLATFORM_READY")
 
 
 def renode_platform(board: Board) -> tuple[str, str]:
