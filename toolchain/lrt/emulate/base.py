@@ -49,6 +49,11 @@ BOOT_FAILURES = {
 }
 
 
+def boot_failure_text(status: int) -> str:
+    meaning = BOOT_FAILURES.get(status, "an unknown status (a firmware of another version?)")
+    return f"stopped at boot with status {status}: {meaning}"
+
+
 def boot_failure(banner: bytes) -> str | None:
     """What a firmware's boot-failure line in `banner` means, or None if there is none."""
     from lrt.bsp import platform_line
@@ -58,9 +63,7 @@ def boot_failure(banner: bytes) -> str | None:
     if at < 0:
         return None
     digits = banner[at + len(marker) :].split(b"\n", 1)[0].strip()
-    status = int(digits) if digits.isdigit() else -1
-    meaning = BOOT_FAILURES.get(status, "an unknown status (a firmware of another version?)")
-    return f"stopped at boot with status {status}: {meaning}"
+    return boot_failure_text(int(digits) if digits.isdigit() else -1)
 
 
 class LinkError(Exception):
@@ -309,7 +312,7 @@ class Device:
         why = boot_failure(self.banner)
         status = self.transport.exit_status()
         if why is None and status in BOOT_FAILURES:
-            why = f"stopped at boot with status {status}: {BOOT_FAILURES[status]}"
+            why = boot_failure_text(status)
         if why is not None:
             raise LinkError(f"{self.name} {why}; {self.transport.diagnostics()}")
 
