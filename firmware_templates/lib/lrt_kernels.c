@@ -217,6 +217,17 @@ static int32_t dot16(const int16_t *x, const int8_t *w, uint32_t n)
  * whose x + input_offset is 0). */
 #define CONV_HOST_BY_CHANNEL 8192u
 
+/* requantize nc sums (channels oc..) of one output pixel into dst */
+static void host_outputs(const lrt_requant *q, const int32_t *bias, uint16_t oc, unsigned nc,
+                         const int32_t *acc, int8_t *dst)
+{
+    unsigned t;
+    for (t = 0; t < nc; t++) {
+        const int32_t a = bias != NULL ? wrap_add(acc[t], bias[oc + t]) : acc[t];
+        dst[oc + t] = output_stage(requantize(a, q->multiplier[oc + t], q->shift[oc + t]), q);
+    }
+}
+
 /* the sums of eight channels (wt: their column of the transposed weights) over one window:
  * kh rows of krow taps, row_stride apart */
 static void sums_by_channel(const int8_t *x, uint32_t row_stride, uint16_t kh, uint32_t krow,
@@ -283,14 +294,9 @@ static void conv2d_host_by_channel(const lrt_dims *in, const lrt_dims *out, cons
             }
             for (oc = 0; oc < out->c; oc = (uint16_t)(oc + 8u)) {
                 int32_t acc[8];
-                unsigned t;
                 sums_by_channel(x, row_stride, win->kernel_h, krow, q->input_offset, wt + oc,
                                 out->c, acc);
-                for (t = 0; t < 8u; t++) {
-                    const int32_t a = bias != NULL ? wrap_add(acc[t], bias[oc + t]) : acc[t];
-                    dst[oc + t] =
-                        output_stage(requantize(a, q->multiplier[oc + t], q->shift[oc + t]), q);
-                }
+                host_outputs(q, bias, oc, 8u, acc, dst);
             }
         }
     }
@@ -323,16 +329,6 @@ static void host_patch(const lrt_dims *in, const lrt_window *win, const lrt_requ
     }
 }
 
-static void host_outputs(const lrt_requant *q, const int32_t *bias, uint16_t oc, unsigned nc,
-                         const int32_t *acc, int8_t *dst)
-{
-    unsigned t;
-    for (t = 0; t < nc; t++) {
-        const int32_t a = bias != NULL ? wrap_add(acc[t], bias[oc + t]) : acc[t];
-        dst[oc + t] = output_stage(requantize(a, q->multiplier[oc + t], q->shift[oc + t]), q);
-    }
-}
-
 /* two output pixels of a row at a time: each filter row loaded serves both patches */
 static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt_window *win,
                               const lrt_requant *q, const int8_t *input, const int8_t *weights,
@@ -340,34 +336,31 @@ static void conv2d_host_patch(const lrt_dims *in, const lrt_dims *out, const lrt
 {
     const uint32_t filter_size = (uint32_t)win->kernel_h * win->kernel_w * in->c;
     int16_t patch[2][CONV_HOST_PATCH];
-    uint16_t oy, ox, oc;
+    uint32_t ox, oc; /* 32-bit: a step of 2 or 4 must not wrap at 65535 */
+    uint16_t oy;
     for (oy = 0; oy < out->h; oy++) {
-        for (ox = 0; ox < out->w; ox = (uint16_t)(ox + 2u)) {
-            const unsigned two = ox + 1u < out->w;
+        for (ox = 0; ox < out->w; ox += 2u) {
+            const unsigned pixels = ox + 1u < out->w ? 2u : 1u;
             int8_t *dst = output + ((uint32_t)oy * out->w + ox) * out->c;
-            host_patch(in, win, q, input, oy, ox, patch[0]);
-            if (two)
-                host_patch(in, win, q, input, oy, (uint16_t)(ox + 1u), patch[1]);
-            for (oc = 0; oc < out->c; oc = (uint16_t)(oc + 4u)) {
-                const int8_t *f = weights + (uint32_t)oc * filter_size;
+            unsigned p;
+            for (p = 0; p < pixels; p++)
+                host_patch(in, win, q, input, oy, (uint16_t)(ox + p), patch[p]);
+            for (oc = 0; oc < out->c; oc += 4u) {
+                const int8_t *f = weights + oc * filter_size;
                 const unsigned nc = LRT_MIN((unsigned)out->c - oc, 4u);
-                int32_t acc[4], acc2[4];
+                int32_t acc[2][4];
                 unsigned t;
-                if (nc == 4u && two) {
-                    dot16x4x2(patch[0], patch[1], f, filter_size, acc, acc2);
-                    host_outputs(q, bias, oc, 4u, acc2, dst + out->c);
+                if (nc == 4u && pixels == 2u) {
+                    dot16x4x2(patch[0], patch[1], f, filter_size, acc[0], acc[1]);
                 } else if (nc == 4u) {
-                    dot16x4(patch[0], f, filter_size, acc);
+                    dot16x4(patch[0], f, filter_size, acc[0]);
                 } else {
-                    for (t = 0; t < nc; t++)
-                        acc[t] = dot16(patch[0], f + t * filter_size, filter_size);
-                    if (two) {
+                    for (p = 0; p < pixels; p++)
                         for (t = 0; t < nc; t++)
-                            acc2[t] = dot16(patch[1], f + t * filter_size, filter_size);
-                        host_outputs(q, bias, oc, nc, acc2, dst + out->c);
-                    }
+                            acc[p][t] = dot16(patch[p], f + t * filter_size, filter_size);
                 }
-                host_outputs(q, bias, oc, nc, acc, dst);
+                for (p = 0; p < pixels; p++)
+                    host_outputs(q, bias, (uint16_t)oc, nc, acc[p], dst + p * out->c);
             }
         }
     }

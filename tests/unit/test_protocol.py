@@ -185,3 +185,15 @@ def test_wear_reply() -> None:
     assert P.Wear.parse(struct.pack("<III", 2, 3, 4)).max_erases_per_page == 0  # RRAM
     with pytest.raises(P.FrameError):
         P.Wear.parse(b"\0" * 14)
+
+
+def test_boot_failure_line_is_read_from_the_banner() -> None:
+    """The line a serial firmware prints when it stops at boot names its status; one followed
+    by a ready line is an earlier boot's, and a cut line says so."""
+    from lrt.emulate.base import BOOT_FAILURES, boot_failure
+
+    assert boot_failure(b"lrt: ready\n") is None
+    why = boot_failure(b"noise\nlrt: boot failed, status 4\n")
+    assert why is not None and "status 4" in why and BOOT_FAILURES[4] in why
+    assert boot_failure(b"lrt: boot failed, status 3\nlrt: ready\n") is None
+    assert boot_failure(b"lrt: boot failed, status ") == "stopped at boot (its status line is cut)"

@@ -42,14 +42,16 @@ BOOT_FAILURES = {
     3: "the platform, the weight store or the model's RAM state could not be set up, or the "
     "firmware's buffers disagree with its layer table",
     4: "an LRT accumulator or conv gradient sum does not match its buffer",
-    5: "the training device refused its setup (buffers or settings that disagree with the "
-    "model)",
+    5: "the training device or the protocol server refused its setup (buffers or settings "
+    "that disagree with the model)",
     EXIT_FOREIGN: "the weight store holds another model's weights (`--format` re-initialises "
     "a host image; lrt-flash writes a new one to a board)",
 }
 
 
 def boot_failure_text(status: int) -> str:
+    if status < 0:
+        return "stopped at boot (its status line is cut)"
     meaning = BOOT_FAILURES.get(status, "an unknown status (a firmware of another version?)")
     return f"stopped at boot with status {status}: {meaning}"
 
@@ -60,7 +62,8 @@ def boot_failure(banner: bytes) -> str | None:
 
     marker = platform_line("LRT_PLATFORM_BOOT_FAILED").encode()
     at = banner.rfind(marker)
-    if at < 0:
+    # a ready line after it: the failure is an earlier boot's (a serial port keeps old text)
+    if at < 0 or platform_line("LRT_PLATFORM_READY").encode() in banner[at:]:
         return None
     digits = banner[at + len(marker) :].split(b"\n", 1)[0].strip()
     return boot_failure_text(int(digits) if digits.isdigit() else -1)
@@ -171,7 +174,9 @@ class PipeTransport(Transport):
                 n = os.write(self._in, view)
                 view = view[n:]
         except (BrokenPipeError, OSError) as exc:
-            self.proc.poll()
+            # the child is exiting: let it finish so its exit status can explain the failure
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2.0)
             raise LinkError(f"cannot write to {self.name} ({exc}); {self.diagnostics()}") from None
 
     def read_some(self, max_bytes: int, timeout: float) -> bytes:
