@@ -4,6 +4,7 @@
  * its table() entry by entry. Host builds (the emulator, where a weight commit's CRC covers
  * megabytes) also derive slice-by-8 tables from it once: eight bytes per step, same CRC. */
 #include "lrt_crc32.h"
+#include "lrt_util.h"
 
 static const uint32_t lrt_crc32_table[256] = {
     0x00000000u, 0x77073096u, 0xEE0E612Cu, 0x990951BAu, 0x076DC419u, 0x706AF48Fu, 0xE963A535u,
@@ -64,11 +65,6 @@ static void crc32_slice_tables(void)
     }
     lrt_crc32_sliced = 1;
 }
-
-static uint32_t le32_at(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 #endif
 
 uint32_t lrt_crc32_update(uint32_t crc, const void *data, size_t len)
@@ -85,7 +81,7 @@ uint32_t lrt_crc32_update(uint32_t crc, const void *data, size_t len)
             crc32_slice_tables();
         }
         for (; i + 8u <= len; i += 8u) {
-            const uint32_t lo = crc ^ le32_at(p + i), hi = le32_at(p + i + 4u);
+            const uint32_t lo = crc ^ lrt_get_le32(p + i), hi = lrt_get_le32(p + i + 4u);
             crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^
                   t[4][lo >> 24] ^ t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^
                   t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];

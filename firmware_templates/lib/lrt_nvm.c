@@ -1108,15 +1108,13 @@ static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32
 
     for (pos = a; pos < b; pos += 4u) {
         uint32_t i = pos / 4u, s = i / per, u = i % per, v;
-        uint8_t le[4];
         int err = table_get(nvm, s, u, &v);
 
         if (err != LRT_OK)
             return err;
         if ((int32_t)s == nvm->target)
             v += nvm->marks[u];
-        lrt_put_le32(le, v);
-        memcpy(dst + (pos - a), le, 4);
+        lrt_put_le32(dst + (pos - a), v);
     }
     *crc = lrt_crc32_update(*crc, dst, b - a); /* the piece at once: CRC-32 is incremental */
     return LRT_OK;
