@@ -3,6 +3,7 @@ rendered lrt_board.h (the board's defines) and, on ARM, the linker script from i
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ UART_SOURCES = {
 NVM_SECTION = '__attribute__((section(".lrt_nvm"), aligned(4)))'
 
 
+@functools.cache  # the header ships with the package: read it once
 def platform_line(macro: str) -> str:
     """A text line the firmware prints on a serial channel (a string macro of
     bsp/lrt_platform.h: LRT_PLATFORM_READY, LRT_PLATFORM_BOOT_FAILED)."""
