@@ -553,6 +553,7 @@ def firmware_context(
                 [model.layers[i] for i in trainable], config.lrt_block
             ),
             "rho_min_q16": round(config.rho_min * 65536),
+            "batch_pow2": round(2 * config.batch_scaling),
             "batch_conv": config.batch_conv,
             "batch_dense": config.batch_dense,
             "use_nvm": int(use_nvm),

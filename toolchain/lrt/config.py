@@ -91,6 +91,8 @@ class BuildConfig:
     # accumulator in one block step, instead of one block step per sample (None: `defaults`)
     lrt_conv_sum: int | None = None
     rho_min: float = 0.01
+    # LRT write step lr * B_eff^batch_scaling, B_eff the samples summed since the layer's last
+    # write (0, 0.5 = the paper's square root, or 1)
     batch_scaling: float = 0.5
     maxnorm_beta: float = 0.999
     train_layers: tuple[str, ...] = ()  # empty: every weight layer trains
@@ -157,6 +159,8 @@ class BuildConfig:
             raise bad("lrt_conv_sum", f"is {self.lrt_conv_sum}; expected 0 or 1")
         if self.kappa_th < 0:
             raise bad("kappa_th", f"is {self.kappa_th}; expected >= 0")
+        if self.batch_scaling not in (0, 0.5, 1):
+            raise bad("batch_scaling", f"is {self.batch_scaling}; expected 0, 0.5 or 1")
         if not 0.0 < self.maxnorm_beta < 1.0:
             raise bad("maxnorm_beta", f"is {self.maxnorm_beta}; expected 0 < beta < 1")
         if not 0 <= self.augment_train <= 20:
