@@ -268,12 +268,17 @@ def constant(word: int) -> Callable[[], int]:
     return lambda: word
 
 
-@pytest.mark.parametrize(("maxnorm", "batch_pow2"), [(True, 1), (False, 1), (False, 0), (True, 2)])
+@pytest.mark.parametrize(
+    ("maxnorm", "batch_pow2", "b_cap"), [(True, 1, 0), (False, 1, 0), (False, 0, 0), (True, 2, 0),
+                                         (True, 1, 4), (False, 2, 3)]
+)  # fmt: skip
 def test_c_flush_delta_matches_float_of_its_state(
-    driver: Path, stream: list[list[Term]], maxnorm: bool, batch_pow2: int
+    driver: Path, stream: list[list[Term]], maxnorm: bool, batch_pow2: int, b_cap: int
 ) -> None:
+    """b_cap: the write step counts at most b_cap of the 10 samples summed."""
     rank, wexp = 4, -7
-    cfg = CConfig(rank=rank, maxnorm=maxnorm, batch_pow2=batch_pow2, lr_q24=int(0.01 * 2**24))
+    cfg = CConfig(rank=rank, maxnorm=maxnorm, batch_pow2=batch_pow2, lr_q24=int(0.01 * 2**24),
+                  b_cap_q16=b_cap << 16)  # fmt: skip
     script = script_stream(Script().init(N, M, cfg), stream[:10])
     for _ in range(3):  # three flush attempts: the max-norm averages evolve
         script.cmd("D").cmd(f"F {wexp}")
@@ -287,7 +292,7 @@ def test_c_flush_delta_matches_float_of_its_state(
         assert fl.rc == 0
         b_eff = st.b_eff_q16 / 65536
         assert b_eff == 10
-        lr_eff = cfg.lr_q24 / 2**24 * b_eff ** (batch_pow2 / 2)
+        lr_eff = cfg.lr_q24 / 2**24 * min(b_eff, b_cap or b_eff) ** (batch_pow2 / 2)
         assert fl.lr_eff == pytest.approx(lr_eff, rel=1e-8)
         left = st.ql_real() * np.sqrt(st.cx_real())
         right = st.qr_real() * np.sqrt(st.cx_real())
@@ -428,15 +433,15 @@ def test_c_extreme_ranges_are_sanitizer_clean(driver: Path, n: int, m: int, rank
 
 
 def test_c_rejects_bad_arguments(driver: Path) -> None:
-    bad = ["I 4 5 0 0 1 1 16 655 1 65536 1", "I 4 5 9 0 1 1 16 655 1 65536 1",
-           "I 0 5 2 0 1 1 16 655 1 65536 1", "I 4 5 2 2 1 1 16 655 1 65536 1",
-           "I 4 5 2 0 1 3 16 655 1 65536 1", "I 4 5 2 0 1 1 16 655 1 65537 1",
-           "I 20000 5 2 0 1 1 16 655 1 65536 1", "I 4 5 2 0 1 1 0 655 1 65536 1",
-           "I 4 5 2 0 1 1 17 655 1 65536 1"]  # fmt: skip
+    bad = ["I 4 5 0 0 1 1 16 655 1 65536 0 1", "I 4 5 9 0 1 1 16 655 1 65536 0 1",
+           "I 0 5 2 0 1 1 16 655 1 65536 0 1", "I 4 5 2 2 1 1 16 655 1 65536 0 1",
+           "I 4 5 2 0 1 3 16 655 1 65536 0 1", "I 4 5 2 0 1 1 16 655 1 65537 0 1",
+           "I 20000 5 2 0 1 1 16 655 1 65536 0 1", "I 4 5 2 0 1 1 0 655 1 65536 0 1",
+           "I 4 5 2 0 1 1 17 655 1 65536 0 1"]  # fmt: skip
     lines = run(driver, "\n".join([*bad, "Q", ""]))
     assert [int(ln.split()[1]) for ln in lines] == [-1] * len(bad)
     # a block wider than max_block
-    text = "I 2 3 1 0 1 1 2 655 1 65536 1\nB 3 0 0 " + " ".join(["1"] * 15) + "\nQ\n"
+    text = "I 2 3 1 0 1 1 2 655 1 65536 0 1\nB 3 0 0 " + " ".join(["1"] * 15) + "\nQ\n"
     proc = subprocess.run([str(driver)], input=text, capture_output=True, text=True)
     assert proc.stdout.splitlines()[1] == "step -1"
 

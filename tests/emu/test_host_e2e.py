@@ -201,3 +201,18 @@ def test_library_entry_points_take_str_paths_and_record_the_stream(tmp_path: Pat
     assert "3 segment(s) in this run" in res.markdown()
     with pytest.raises(UserError, match="segment"):
         lrt.run_online(built("lrt-maxnorm"), samples=30, stream="shift", segment=0, progress=False)
+
+
+def test_batch_scaling_sets_the_write_step() -> None:
+    """batch_scaling is the exponent of the LRT write step lr * B_eff^s: on the same stream a
+    larger exponent changes more weight cells (measured on 300 control samples: the cell
+    changes grow with s). A firmware that ignored the field would write the same cells."""
+
+    def cell_changes(scaling: float) -> float:
+        r = pipeline.emulate(built("lrt-maxnorm", batch_scaling=scaling), samples=300,
+                             stream="control", seed=100, progress=False)  # fmt: skip
+        return sum(lay["cells"] * lay["mean_writes_per_cell"] for lay in r.to_dict()["layers"])  # type: ignore[index,misc]
+
+    changes = [cell_changes(s) for s in (0, 0.5, 1)]
+    print("cell changes for batch_scaling 0, 0.5, 1:", changes)
+    assert changes[0] < changes[1] < changes[2], changes

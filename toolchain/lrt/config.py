@@ -51,12 +51,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "gate_margin": 0.02,
         # narrow convs: one LRT block step per pseudo-batch, of its exact gradient sum
         "lrt_conv_sum": 1,
+        # a deferred layer's write steps as far as one pseudo-batch (docs/ENDURANCE.md)
+        "lrt_step_cap": 0,
     },
     "paper": {
         "write_policy": "fixed",
         "lr": dict.fromkeys(SCHEMES, 0.01),
         "gate_margin": None,
         "lrt_conv_sum": 0,  # the paper's streaming estimator: one step per sample
+        "lrt_step_cap": 0,
     },
 }
 
@@ -90,6 +93,10 @@ class BuildConfig:
     # block floating point, 2 n m bytes of RAM) and adds the pseudo-batch's sum to the
     # accumulator in one block step, instead of one block step per sample (None: `defaults`)
     lrt_conv_sum: int | None = None
+    # 1: a layer whose writes the policy deferred writes its whole sum with the step of one
+    # pseudo-batch (B_eff capped at batch_conv / batch_dense); 0: the step grows with every
+    # sample since the last write (None: `defaults`)
+    lrt_step_cap: int | None = None
     rho_min: float = 0.01
     # LRT write step lr * B_eff^batch_scaling, B_eff the samples summed since the layer's last
     # write (0, 0.5 = the paper's square root, or 1)
@@ -157,6 +164,8 @@ class BuildConfig:
             raise bad("lrt_block", f"is {self.lrt_block}; expected 1..16")
         if self.lrt_conv_sum not in (None, 0, 1):
             raise bad("lrt_conv_sum", f"is {self.lrt_conv_sum}; expected 0 or 1")
+        if self.lrt_step_cap not in (None, 0, 1):
+            raise bad("lrt_step_cap", f"is {self.lrt_step_cap}; expected 0 or 1")
         if self.kappa_th < 0:
             raise bad("kappa_th", f"is {self.kappa_th}; expected >= 0")
         if self.batch_scaling not in (0, 0.5, 1):
@@ -225,6 +234,13 @@ class BuildConfig:
             return bool(self.lrt_conv_sum)
         return bool(DEFAULTS[self.defaults]["lrt_conv_sum"])
 
+    @property
+    def step_cap(self) -> bool:
+        """`lrt_step_cap`, or the one of the `defaults` table."""
+        if self.lrt_step_cap is not None:
+            return bool(self.lrt_step_cap)
+        return bool(DEFAULTS[self.defaults]["lrt_step_cap"])
+
     def gate_rate_for(self, model_error: float | None) -> float:
         """The gated policy's expected error rate for a model of held-out error `model_error`
         (None: unknown)."""
@@ -245,6 +261,7 @@ class BuildConfig:
             "lr": self.learning_rate,
             "write_policy": self.policy_name,
             "lrt_conv_sum": int(self.conv_sum),
+            "lrt_step_cap": int(self.step_cap),
         }
 
     @property

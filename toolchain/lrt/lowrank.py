@@ -223,6 +223,7 @@ class LowRankConfig:
     batch_pow: float = 0.5  # lr_eff = lr * B_eff ** batch_pow
     maxnorm: bool = True  # max-norm L and R at the flush ("post")
     discount: float = 1.0  # cx and B_eff factor when a flush is deferred
+    b_cap: float = 0.0  # B_eff of the write step at most this (0: no cap)
     seed: int = 1
     sigma_floor: float = SIGMA_FLOOR
 
@@ -303,7 +304,8 @@ class LowRankAccumulator:
         return (self.ql * self.cx) @ self.qr.T
 
     def lr_eff(self) -> float:
-        return self.cfg.lr * self.b_eff**self.cfg.batch_pow if self.b_eff > 0 else 0.0
+        b = min(self.b_eff, self.cfg.b_cap) if self.cfg.b_cap > 0 else self.b_eff
+        return self.cfg.lr * b**self.cfg.batch_pow if self.b_eff > 0 else 0.0
 
     def flush_delta(self, weight_exp: int) -> np.ndarray:
         """Weight update in LSBs of 2**weight_exp (to subtract), round half up, int16 range.
