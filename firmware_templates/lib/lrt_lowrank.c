@@ -76,6 +76,7 @@ void lrt_lowrank_config_default(lrt_lowrank_config *cfg)
     cfg->lr_q24 = 167772;
     cfg->discount_q16 = 65536;
     cfg->b_cap_q16 = 0;
+    cfg->maxnorm_beta_q30 = 0;
     cfg->seed = 1;
 }
 
@@ -1285,6 +1286,14 @@ static lrt_ufx factor_max(const int16_t *qm, uint16_t len, uint8_t r, int32_t eq
     return best;
 }
 
+static lrt_ufx maxnorm_divisor(const lrt_lowrank *acc, lrt_mnorm *s, lrt_ufx xmax)
+{
+    const uint32_t beta = acc->cfg.maxnorm_beta_q30;
+    if (beta == 0 || beta >= (1u << 30))
+        return lrt_mnorm_update(s, xmax);
+    return lrt_mnorm_update_beta(s, xmax, lrt_ufx_make((1u << 30) - beta, -30));
+}
+
 int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan *plan)
 {
     const uint8_t r = acc ? acc->cfg.rank : 0;
@@ -1309,10 +1318,10 @@ int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan
     plan->div_l = UFX_ONE;
     plan->div_r = UFX_ONE;
     if (acc->cfg.maxnorm) {
-        plan->div_l = lrt_mnorm_update(
-            &acc->mn_l, factor_max(acc->ql, acc->n, r, acc->ql_exp, acc->cx, acc->cx_exp));
-        plan->div_r = lrt_mnorm_update(
-            &acc->mn_r, factor_max(acc->qr, acc->m, r, acc->qr_exp, acc->cx, acc->cx_exp));
+        plan->div_l = maxnorm_divisor(
+            acc, &acc->mn_l, factor_max(acc->ql, acc->n, r, acc->ql_exp, acc->cx, acc->cx_exp));
+        plan->div_r = maxnorm_divisor(
+            acc, &acc->mn_r, factor_max(acc->qr, acc->m, r, acc->qr_exp, acc->cx, acc->cx_exp));
         den = lrt_ufx_mul(plan->div_l, plan->div_r);
     }
     for (k = 0; k < r; k++) {

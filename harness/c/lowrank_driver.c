@@ -135,6 +135,7 @@ int main(void)
             cfg.lr_q24 = (uint32_t)rd();
             cfg.discount_q16 = (uint32_t)rd();
             cfg.b_cap_q16 = (uint32_t)rd();
+            cfg.maxnorm_beta_q30 = 0;
             cfg.seed = (uint32_t)rd();
             free(state);
             free(work);

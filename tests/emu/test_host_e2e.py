@@ -216,3 +216,19 @@ def test_batch_scaling_sets_the_write_step() -> None:
     changes = [cell_changes(s) for s in (0, 0.5, 1)]
     print("cell changes for batch_scaling 0, 0.5, 1:", changes)
     assert changes[0] < changes[1] < changes[2], changes
+
+
+def test_maxnorm_beta_reaches_the_firmware() -> None:
+    """maxnorm_beta sets the max-norm average of the trainer and of the LRT flush: a short
+    memory (0.5) normalizes by the latest maxima and trains differently from the default on the
+    same 300 control samples; 0.999 given explicitly is the default firmware, bit for bit."""
+
+    def run(**options: float) -> dict[str, object]:
+        r = pipeline.emulate(built("lrt-maxnorm", **options), samples=300, stream="control",
+                             seed=100, progress=False)  # fmt: skip
+        d = r.to_dict()
+        return {k: d[k] for k in ("online_accuracy", "flushes", "layers")}
+
+    default, same, short = run(), run(maxnorm_beta=0.999), run(maxnorm_beta=0.5)
+    assert same == default
+    assert short != default, short

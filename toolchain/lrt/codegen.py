@@ -563,6 +563,9 @@ def firmware_context(
             ),
             "rho_min_q16": round(config.rho_min * 65536),
             "batch_pow2": round(2 * config.batch_scaling),
+            # 0 selects the firmware's own 0.999 constants (the same beta, kept bit for bit)
+            "maxnorm_beta_q30": 0 if config.maxnorm_beta == 0.999
+            else round(config.maxnorm_beta * (1 << 30)),
             "batch_conv": config.batch_conv,
             "batch_dense": config.batch_dense,
             "use_nvm": int(use_nvm),

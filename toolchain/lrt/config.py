@@ -101,6 +101,7 @@ class BuildConfig:
     # LRT write step lr * B_eff^batch_scaling, B_eff the samples summed since the layer's last
     # write (0, 0.5 = the paper's square root, or 1)
     batch_scaling: float = 0.5
+    # beta of the per-tensor max-norm's running average (the trainer's and the LRT flush's)
     maxnorm_beta: float = 0.999
     train_layers: tuple[str, ...] = ()  # empty: every weight layer trains
     # bit width of the trained weights (the paper's ablation): 2..8; below 8 the int8 weights
