@@ -41,7 +41,7 @@ class CConfig:
     rho_min_q16: int = 655
     lr_q24: int = 167772
     discount_q16: int = 65536
-    b_cap_q16: int = 0
+    b_cap: int = 0
     seed: int = 1
 
     def reference(self) -> LowRankConfig:
@@ -54,7 +54,7 @@ class CConfig:
             batch_pow=self.batch_pow2 / 2,
             maxnorm=self.maxnorm,
             discount=self.discount_q16 / 65536,
-            b_cap=self.b_cap_q16 / 65536,
+            b_cap=float(self.b_cap),
             seed=self.seed,
         )
 
@@ -69,7 +69,7 @@ class Script:
         mode = 0 if cfg.unbiased else 1
         self.parts.append(
             f"I {n} {m} {cfg.rank} {mode} {int(cfg.maxnorm)} {cfg.batch_pow2} {cfg.max_block} "
-            f"{cfg.rho_min_q16} {cfg.lr_q24} {cfg.discount_q16} {cfg.b_cap_q16} {cfg.seed}"
+            f"{cfg.rho_min_q16} {cfg.lr_q24} {cfg.discount_q16} {cfg.b_cap} {cfg.seed}"
         )
         return self
 

@@ -75,7 +75,7 @@ void lrt_lowrank_config_default(lrt_lowrank_config *cfg)
     cfg->rho_min_q16 = 655;
     cfg->lr_q24 = 167772;
     cfg->discount_q16 = 65536;
-    cfg->b_cap_q16 = 0;
+    cfg->b_cap = 0;
     cfg->maxnorm_beta_q30 = 0;
     cfg->seed = 1;
 }
@@ -1304,10 +1304,9 @@ int lrt_lowrank_flush_prepare(lrt_lowrank *acc, int weight_exp, lrt_lowrank_plan
         return LRT_ERR_ARG;
     memset(plan, 0, sizeof(*plan));
     lr = lrt_ufx_make(acc->cfg.lr_q24, -24);
-    b = lrt_ufx_make(acc->cfg.b_cap_q16 != 0 && acc->b_eff_q16 > acc->cfg.b_cap_q16
-                         ? acc->cfg.b_cap_q16
-                         : acc->b_eff_q16,
-                     -16);
+    b = lrt_ufx_make(acc->b_eff_q16, -16);
+    if (acc->cfg.b_cap != 0 && acc->b_eff_q16 > ((uint32_t)acc->cfg.b_cap << 16))
+        b = lrt_ufx_make(acc->cfg.b_cap, 0);
     if (acc->cfg.batch_pow2 == 1)
         lr = lrt_ufx_mul(lr, lrt_ufx_sqrt(b));
     else if (acc->cfg.batch_pow2 == 2)

@@ -93,12 +93,12 @@ typedef struct {
     uint8_t maxnorm;           /* 1: max-norm L and R at the flush ("post", paper default) */
     uint8_t batch_pow2;        /* lr_eff = lr * B_eff^(batch_pow2 / 2): 1 = square root (paper) */
     uint8_t max_block;         /* largest k of a block step, 1..LRT_LOWRANK_MAX_BLOCK */
+    uint16_t b_cap;            /* B_eff of the write step at most this many samples (0: no
+                                * cap): a layer whose writes were deferred keeps its whole sum
+                                * as the direction but steps no further than a pseudo-batch */
     uint32_t rho_min_q16;      /* minimum write density, Q16 (655 ~ 1 %) */
     uint32_t lr_q24;           /* learning rate, Q24 (0.01 -> 167772) */
     uint32_t discount_q16;     /* cx and B_eff factor at a deferred flush, Q16 (65536 = none) */
-    uint32_t b_cap_q16;        /* B_eff of the write step at most this, Q16 (0 = no cap): a layer
-                                * whose writes were deferred keeps its whole sum as the direction
-                                * but steps no further than a pseudo-batch would */
     uint32_t maxnorm_beta_q30; /* beta of the max-norm averages, Q30 (0: 0.999) */
     uint32_t seed;             /* xorshift32 seed of the random signs */
 } lrt_lowrank_config;

@@ -278,7 +278,7 @@ def test_c_flush_delta_matches_float_of_its_state(
     """b_cap: the write step counts at most b_cap of the 10 samples summed."""
     rank, wexp = 4, -7
     cfg = CConfig(rank=rank, maxnorm=maxnorm, batch_pow2=batch_pow2, lr_q24=int(0.01 * 2**24),
-                  b_cap_q16=b_cap << 16)  # fmt: skip
+                  b_cap=b_cap)  # fmt: skip
     script = script_stream(Script().init(N, M, cfg), stream[:10])
     for _ in range(3):  # three flush attempts: the max-norm averages evolve
         script.cmd("D").cmd(f"F {wexp}")

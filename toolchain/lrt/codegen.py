@@ -264,12 +264,12 @@ def train_size_exprs(model: Model) -> dict[str, str]:
     }
 
 
-def step_cap_q16(layer: Layer, config: BuildConfig) -> int:
-    """lrt_lowrank_config.b_cap_q16 of a layer's accumulator: its pseudo-batch when the write
+def step_cap(layer: Layer, config: BuildConfig) -> int:
+    """lrt_lowrank_config.b_cap of a layer's accumulator: its pseudo-batch when the write
     step is capped (`lrt_step_cap`), else 0 (no cap)."""
     if not config.step_cap:
         return 0
-    return (config.batch_conv if layer.kind == "conv2d" else config.batch_dense) << 16
+    return config.batch_conv if layer.kind == "conv2d" else config.batch_dense
 
 
 def trainable_layers(model: Model) -> list[int]:
@@ -513,7 +513,7 @@ def firmware_context(
                     "m": mm,
                     "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF,
                     "conv": int(model.layers[i].kind == "conv2d"),
-                    "b_cap_q16": step_cap_q16(model.layers[i], config),
+                    "b_cap": step_cap(model.layers[i], config),
                 }
             )
             acc_ptrs[i] = f"&acc_{i}"
