@@ -35,6 +35,8 @@ def test_toml_values_and_cli_override(tmp_path: Path) -> None:
         ("rank = \n", "not valid TOML"),
         ("train_layers = [1, 2]\n", "list of strings"),
         ("lrt_conv_sum = 2\n", "field 'lrt_conv_sum' is 2; expected 0 or 1"),
+        ("lrt_step_cap = 2\n", "field 'lrt_step_cap' is 2; expected 0 or 1"),
+        ("batch_scaling = 0.25\n", "field 'batch_scaling' is 0.25; expected 0, 0.5 or 1"),
     ],
 )
 def test_bad_fields_name_file_and_field(tmp_path: Path, text: str, needle: str) -> None:
@@ -144,6 +146,9 @@ def test_defaults_table_fills_what_is_not_given() -> None:
     assert load_config(None).resolved()["lrt_conv_sum"] == 1
     assert paper.resolved()["lrt_conv_sum"] == 0
     assert load_config(None, defaults="paper", lrt_conv_sum=1).conv_sum
+    # the write step grows with every deferred sample unless capped (both tables)
+    assert load_config(None).resolved()["lrt_step_cap"] == paper.resolved()["lrt_step_cap"] == 0
+    assert load_config(None, lrt_step_cap=1).step_cap
     with pytest.raises(UserError, match="field 'defaults' is 'tuned'"):
         load_config(None, defaults="tuned")
 
