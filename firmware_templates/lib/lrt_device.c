@@ -130,6 +130,11 @@ static int hook_sample_end(void *ctx, lrt_trainer *t)
             lrt_lowrank_defer(acc);
             continue;
         }
+        if (t->cfg.policy.step_evidence) {
+            acc->cfg.b_cap = (uint16_t)lrt_policy_step_samples(
+                &t->cfg.policy, t->buf.layer_state[i].gate_excess_q16,
+                batch_of(dev, &t->net->layers[i]));
+        }
         r = flush_layer(dev, t, i, acc);
         if (r < 0) {
             return r;

@@ -28,6 +28,16 @@ int lrt_policy_due(const lrt_policy *p, uint32_t excess_q16, uint32_t commits, u
     return 1;
 }
 
+uint32_t lrt_policy_step_samples(const lrt_policy *p, uint32_t excess_q16, uint32_t batch)
+{
+    uint64_t n;
+    if (p == NULL || p->kind != LRT_POLICY_GATED || !p->step_evidence) {
+        return 0u;
+    }
+    n = (uint64_t)LRT_MAX(excess_q16 >> 16, 1u) * LRT_MAX(batch, 1u);
+    return n > 65535u ? 65535u : (uint32_t)n;
+}
+
 uint32_t lrt_policy_min_cells(const lrt_policy *p, uint32_t cells, uint32_t rho_min_q16)
 {
     uint32_t q16 = rho_min_q16;

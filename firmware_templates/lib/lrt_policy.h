@@ -42,6 +42,8 @@ typedef enum {
 
 typedef struct {
     uint8_t kind;                /* lrt_policy_kind */
+    uint8_t step_evidence;       /* gated: 1 = an LRT write steps as far as its surplus errors
+                                  * (lrt_policy_step_samples) */
     uint16_t gate_errors;        /* gated: excess mispredictions that open the gate */
     uint32_t gate_rate_q16;      /* gated: expected mispredictions per sample, Q16 (<= 1.0) */
     uint32_t gate_cells_q16;     /* gated: share of the layer's cells, Q16 (0: rho_min) */
@@ -59,5 +61,12 @@ int lrt_policy_due(const lrt_policy *p, uint32_t excess_q16, uint32_t commits, u
 
 /* Cells of a layer of `cells` cells the update must change to be written (>= 1). */
 uint32_t lrt_policy_min_cells(const lrt_policy *p, uint32_t cells, uint32_t rho_min_q16);
+
+/* The most samples an LRT write of a layer with pseudo-batch `batch` may count in its step
+ * (lrt_lowrank_config.b_cap): one pseudo-batch per whole surplus error of the layer's excess, at
+ * least one pseudo-batch, at most 65,535; 0 (no bound) unless the policy is gated with
+ * step_evidence. A gate opened by a few random errors then writes a small step, a drift that
+ * piles up errors the full one. */
+uint32_t lrt_policy_step_samples(const lrt_policy *p, uint32_t excess_q16, uint32_t batch);
 
 #endif /* LRT_POLICY_H */

@@ -53,6 +53,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lrt_conv_sum": 1,
         # a deferred layer's write steps as far as one pseudo-batch (docs/ENDURANCE.md)
         "lrt_step_cap": 0,
+        # gated LRT writes step one pseudo-batch per surplus error (docs/ENDURANCE.md)
+        "lrt_step_evidence": 0,
     },
     "paper": {
         "write_policy": "fixed",
@@ -60,6 +62,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "gate_margin": None,
         "lrt_conv_sum": 0,  # the paper's streaming estimator: one step per sample
         "lrt_step_cap": 0,
+        "lrt_step_evidence": 0,
     },
 }
 
@@ -97,6 +100,10 @@ class BuildConfig:
     # pseudo-batch (B_eff capped at batch_conv / batch_dense); 0: the step grows with every
     # sample since the last write (None: `defaults`)
     lrt_step_cap: int | None = None
+    # 1 (gated policy): a layer's LRT write counts in its step at most one pseudo-batch per
+    # whole error of the gate's excess, so a gate opened by a few random errors steps little
+    # and a drift that piles up errors steps fully (None: `defaults`; not with lrt_step_cap)
+    lrt_step_evidence: int | None = None
     rho_min: float = 0.01
     # LRT write step lr * B_eff^batch_scaling, B_eff the samples summed since the layer's last
     # write (0, 0.5 = the paper's square root, or 1)
@@ -167,6 +174,10 @@ class BuildConfig:
             raise bad("lrt_conv_sum", f"is {self.lrt_conv_sum}; expected 0 or 1")
         if self.lrt_step_cap not in (None, 0, 1):
             raise bad("lrt_step_cap", f"is {self.lrt_step_cap}; expected 0 or 1")
+        if self.lrt_step_evidence not in (None, 0, 1):
+            raise bad("lrt_step_evidence", f"is {self.lrt_step_evidence}; expected 0 or 1")
+        if self.step_cap and self.step_evidence:
+            raise bad("lrt_step_evidence", "and lrt_step_cap both bound the LRT step; set one")
         if self.kappa_th < 0:
             raise bad("kappa_th", f"is {self.kappa_th}; expected >= 0")
         if self.batch_scaling not in (0, 0.5, 1):
@@ -242,6 +253,13 @@ class BuildConfig:
             return bool(self.lrt_step_cap)
         return bool(DEFAULTS[self.defaults]["lrt_step_cap"])
 
+    @property
+    def step_evidence(self) -> bool:
+        """`lrt_step_evidence`, or the one of the `defaults` table."""
+        if self.lrt_step_evidence is not None:
+            return bool(self.lrt_step_evidence)
+        return bool(DEFAULTS[self.defaults]["lrt_step_evidence"])
+
     def gate_rate_for(self, model_error: float | None) -> float:
         """The gated policy's expected error rate for a model of held-out error `model_error`
         (None: unknown)."""
@@ -263,6 +281,7 @@ class BuildConfig:
             "write_policy": self.policy_name,
             "lrt_conv_sum": int(self.conv_sum),
             "lrt_step_cap": int(self.step_cap),
+            "lrt_step_evidence": int(self.step_evidence),
         }
 
     @property

@@ -30,6 +30,7 @@ class Policy:
     gate_cells_q16: int = 0
     samples_per_commit: int = 0
     burst: int = 0
+    step_evidence: int = 0
 
     def gate_update(self, excess_q16: int, mispredicted: bool) -> int:
         """lrt_policy_gate_update: a layer's error excess (CUSUM, Q16) after one more sample."""
@@ -45,6 +46,13 @@ class Policy:
         if self.samples_per_commit:
             return commits + 1 <= self.burst + samples // self.samples_per_commit
         return True
+
+    def step_samples(self, excess_q16: int, batch: int) -> int:
+        """lrt_policy_step_samples: the most samples an LRT write may count in its step (0: no
+        bound): one pseudo-batch per whole surplus error, at least one, at most 65,535."""
+        if self.kind != POLICY_KIND["gated"] or not self.step_evidence:
+            return 0
+        return min(max(excess_q16 >> 16, 1) * max(batch, 1), 65535)
 
     def min_cells(self, cells: int, rho_min_q16: int) -> int:
         """lrt_policy_min_cells: cells the update must change to be written."""
@@ -91,6 +99,7 @@ def policy_of(
         gate_cells_q16=round(cfg.gate_cells * 65536),
         samples_per_commit=spc,
         burst=cfg.write_burst,
+        step_evidence=int(cfg.step_evidence),
     )
 
 
