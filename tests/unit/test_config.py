@@ -146,9 +146,14 @@ def test_defaults_table_fills_what_is_not_given() -> None:
     assert load_config(None).resolved()["lrt_conv_sum"] == 1
     assert paper.resolved()["lrt_conv_sum"] == 0
     assert load_config(None, defaults="paper", lrt_conv_sum=1).conv_sum
-    # the write step grows with every deferred sample unless capped (both tables)
+    # the write step grows with every deferred sample unless capped (both tables); the
+    # validated table bounds it by the gate's surplus errors, the paper's does not
     assert load_config(None).resolved()["lrt_step_cap"] == paper.resolved()["lrt_step_cap"] == 0
-    assert load_config(None, lrt_step_cap=1).step_cap
+    assert load_config(None).step_evidence and not paper.step_evidence
+    capped = load_config(None, lrt_step_cap=1)  # a fixed cap replaces the evidence bound
+    assert capped.step_cap and not capped.step_evidence
+    with pytest.raises(UserError, match="both bound the LRT step"):
+        load_config(None, lrt_step_cap=1, lrt_step_evidence=1)
     with pytest.raises(UserError, match="field 'defaults' is 'tuned'"):
         load_config(None, defaults="tuned")
 

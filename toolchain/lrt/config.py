@@ -54,7 +54,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # a deferred layer's write steps as far as one pseudo-batch (docs/ENDURANCE.md)
         "lrt_step_cap": 0,
         # gated LRT writes step one pseudo-batch per surplus error (docs/ENDURANCE.md)
-        "lrt_step_evidence": 0,
+        "lrt_step_evidence": 1,
     },
     "paper": {
         "write_policy": "fixed",
@@ -102,7 +102,8 @@ class BuildConfig:
     lrt_step_cap: int | None = None
     # 1 (gated policy): a layer's LRT write counts in its step at most one pseudo-batch per
     # whole error of the gate's excess, so a gate opened by a few random errors steps little
-    # and a drift that piles up errors steps fully (None: `defaults`; not with lrt_step_cap)
+    # and a drift that piles up errors steps fully (None: `defaults`, or 0 when lrt_step_cap
+    # is 1)
     lrt_step_evidence: int | None = None
     rho_min: float = 0.01
     # LRT write step lr * B_eff^batch_scaling, B_eff the samples summed since the layer's last
@@ -176,7 +177,7 @@ class BuildConfig:
             raise bad("lrt_step_cap", f"is {self.lrt_step_cap}; expected 0 or 1")
         if self.lrt_step_evidence not in (None, 0, 1):
             raise bad("lrt_step_evidence", f"is {self.lrt_step_evidence}; expected 0 or 1")
-        if self.step_cap and self.step_evidence:
+        if self.lrt_step_cap == 1 and self.lrt_step_evidence == 1:
             raise bad("lrt_step_evidence", "and lrt_step_cap both bound the LRT step; set one")
         if self.kappa_th < 0:
             raise bad("kappa_th", f"is {self.kappa_th}; expected >= 0")
@@ -258,7 +259,8 @@ class BuildConfig:
         """`lrt_step_evidence`, or the one of the `defaults` table."""
         if self.lrt_step_evidence is not None:
             return bool(self.lrt_step_evidence)
-        return bool(DEFAULTS[self.defaults]["lrt_step_evidence"])
+        # an explicit fixed cap replaces the table's evidence bound
+        return not self.step_cap and bool(DEFAULTS[self.defaults]["lrt_step_evidence"])
 
     def gate_rate_for(self, model_error: float | None) -> float:
         """The gated policy's expected error rate for a model of held-out error `model_error`
