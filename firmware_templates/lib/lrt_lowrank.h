@@ -50,7 +50,8 @@
  *     dW = lr * B_eff^p * L R^T,  L = QL diag(sqrt(cx)) / d_L,  R = QR diag(sqrt(cx)) / d_R,
  * d_L, d_R the max-norm divisors (1 without max-norm), delta = round(dW / 2^weight_exp)
  * in weight LSBs (round half up, saturated to int16). B_eff counts lrt_lowrank_end_sample()
- * calls since the last reset (times the discount at every deferred flush). Which gradient
+ * calls since the last reset (times the discount at every deferred flush); the step uses
+ * min(B_eff, cfg.b_cap) when b_cap is set. Which gradient
  * the caller feeds decides what the update means: for the paper's convention (weights in
  * [-1, 1) times the layer's alpha) fold alpha into the left exponent and pass weight_exp = -7.
  *
@@ -95,7 +96,8 @@ typedef struct {
     uint8_t max_block;         /* largest k of a block step, 1..LRT_LOWRANK_MAX_BLOCK */
     uint16_t b_cap;            /* B_eff of the write step at most this many samples (0: no
                                 * cap): a layer whose writes were deferred keeps its whole sum
-                                * as the direction but steps no further than a pseudo-batch */
+                                * as the direction but steps no further than b_cap samples
+                                * would (lrt_step_cap, lrt_policy_step_samples) */
     uint32_t rho_min_q16;      /* minimum write density, Q16 (655 ~ 1 %) */
     uint32_t lr_q24;           /* learning rate, Q24 (0.01 -> 167772) */
     uint32_t discount_q16;     /* cx and B_eff factor at a deferred flush, Q16 (65536 = none) */

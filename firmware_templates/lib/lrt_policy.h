@@ -4,10 +4,11 @@
  * questions of the same policy each time a layer's pseudo-batch of B samples is complete:
  *
  *   1. lrt_policy_due(): cheap gates, before the update is even computed;
- *   2. lrt_policy_min_cells(): how many cells the update must change to be written.
+ *   2. lrt_policy_min_cells(): how many cells the update must change to be written;
+ *   3. lrt_policy_step_samples() (LRT, gated with step_evidence): how far the write may step.
  *
- * A layer that fails either keeps accumulating (the next check adds B more samples), so a
- * deferred update is never lost, only made larger. Policies:
+ * A layer that fails 1 or 2 keeps accumulating (the next check adds B more samples), so a
+ * deferred update is never lost; its sum grows, its step only as far as 3 allows. Policies:
  *
  *   LRT_POLICY_FIXED  the paper's schedule: write every B samples when at least rho_min of
  *                     the layer's cells change (rho_min of the LRT accumulator). No gate.

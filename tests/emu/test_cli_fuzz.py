@@ -183,6 +183,7 @@ _BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
                           st.just(float("nan"))),
     "maxnorm_beta": st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0)),
     "lrt_step_cap": st.one_of(st.integers(max_value=-1), st.integers(min_value=2)),
+    "lrt_step_evidence": st.one_of(st.integers(max_value=-1), st.integers(min_value=2)),
     "batch_scaling": st.one_of(st.floats(max_value=-0.01), st.floats(0.01, 0.49),
                                st.floats(min_value=1.01)),
     "augment_train": st.one_of(st.integers(max_value=-1), st.integers(min_value=21)),

@@ -565,7 +565,7 @@ def firmware_context(
             "batch_pow2": round(2 * config.batch_scaling),
             # 0 selects the firmware's own 0.999 constants (the same beta, kept bit for bit)
             "maxnorm_beta_q30": 0 if config.maxnorm_beta == 0.999
-            else round(config.maxnorm_beta * (1 << 30)),
+            else min(max(round(config.maxnorm_beta * (1 << 30)), 1), (1 << 30) - 1),
             "batch_conv": config.batch_conv,
             "batch_dense": config.batch_dense,
             "use_nvm": int(use_nvm),
