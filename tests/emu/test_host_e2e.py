@@ -172,8 +172,8 @@ def test_conv_sums_keep_accuracy_and_wear_of_per_sample_steps(
 ) -> None:
     """The default's exact conv sums (one LRT block step per pseudo-batch) against the paper's
     block step per sample on the same stream: the same accuracy within 1.5 points and at most
-    a fifth more wear (measured 78.8% / 29 programs against 78.4% / 28). A sum that never reached its
-    accumulator would leave the convs unwritten and lose accuracy."""
+    a fifth more wear (measured 78.8% / 29 programs against 78.4% / 28). A sum that never
+    reached its accumulator would leave the convs unwritten and lose accuracy."""
     ours = shift_results["lrt-maxnorm"]
     steps = pipeline.emulate(
         built("lrt-maxnorm", lrt_conv_sum=0), samples=2000, stream="shift", progress=False
