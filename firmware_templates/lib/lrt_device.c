@@ -130,15 +130,9 @@ static int hook_sample_end(void *ctx, lrt_trainer *t)
             lrt_lowrank_defer(acc);
             continue;
         }
-        {
-            /* the evidence bound, where the policy sets one; a build's fixed cap stays */
-            uint32_t bound =
-                lrt_policy_step_samples(&t->cfg.policy, t->buf.layer_state[i].gate_excess_q16,
-                                        batch_of(dev, &t->net->layers[i]));
-            if (bound != 0u) {
-                acc->cfg.b_cap = (uint16_t)bound;
-            }
-        }
+        acc->cfg.b_cap =
+            (uint16_t)lrt_policy_step_samples(&t->cfg.policy, t->buf.layer_state[i].gate_excess_q16,
+                                              batch_of(dev, &t->net->layers[i]));
         r = flush_layer(dev, t, i, acc);
         if (r < 0) {
             return r;

@@ -30,11 +30,16 @@ int lrt_policy_due(const lrt_policy *p, uint32_t excess_q16, uint32_t commits, u
 
 uint32_t lrt_policy_step_samples(const lrt_policy *p, uint32_t excess_q16, uint32_t batch)
 {
-    uint64_t n;
-    if (p == NULL || p->kind != LRT_POLICY_GATED || !p->step_evidence) {
+    uint64_t n = LRT_MAX(batch, 1u);
+    if (p == NULL || p->step_bound == LRT_STEP_ALL) {
         return 0u;
     }
-    n = (uint64_t)LRT_MAX(excess_q16 >> 16, 1u) * LRT_MAX(batch, 1u);
+    if (p->step_bound == LRT_STEP_EVIDENCE) {
+        if (p->kind != LRT_POLICY_GATED) {
+            return 0u;
+        }
+        n *= LRT_MAX(excess_q16 >> 16, 1u);
+    }
     return n > 65535u ? 65535u : (uint32_t)n;
 }
 

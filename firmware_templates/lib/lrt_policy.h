@@ -5,7 +5,7 @@
  *
  *   1. lrt_policy_due(): cheap gates, before the update is even computed;
  *   2. lrt_policy_min_cells(): how many cells the update must change to be written;
- *   3. lrt_policy_step_samples() (LRT, gated with step_evidence): how far the write may step.
+ *   3. lrt_policy_step_samples() (LRT): how far the write may step.
  *
  * A layer that fails 1 or 2 keeps accumulating (the next check adds B more samples), so a
  * deferred update is never lost; its sum grows, its step only as far as 3 allows. Policies:
@@ -41,10 +41,16 @@ typedef enum {
     LRT_POLICY_GATED = 1,
 } lrt_policy_kind;
 
+/* the samples an LRT write counts in its step lr * B_eff^p (lrt_policy_step_samples) */
+typedef enum {
+    LRT_STEP_ALL = 0,      /* every sample since the layer's last write (the paper) */
+    LRT_STEP_BATCH = 1,    /* at most one pseudo-batch */
+    LRT_STEP_EVIDENCE = 2, /* gated: at most one pseudo-batch per surplus error of the gate */
+} lrt_policy_step_bound;
+
 typedef struct {
     uint8_t kind;                /* lrt_policy_kind */
-    uint8_t step_evidence;       /* gated: 1 = an LRT write steps as far as its surplus errors
-                                  * (lrt_policy_step_samples) */
+    uint8_t step_bound;          /* lrt_policy_step_bound: how far an LRT write may step */
     uint16_t gate_errors;        /* gated: excess mispredictions that open the gate */
     uint32_t gate_rate_q16;      /* gated: expected mispredictions per sample, Q16 (<= 1.0) */
     uint32_t gate_cells_q16;     /* gated: share of the layer's cells, Q16 (0: rho_min) */
@@ -64,10 +70,10 @@ int lrt_policy_due(const lrt_policy *p, uint32_t excess_q16, uint32_t commits, u
 uint32_t lrt_policy_min_cells(const lrt_policy *p, uint32_t cells, uint32_t rho_min_q16);
 
 /* The most samples an LRT write of a layer with pseudo-batch `batch` may count in its step
- * (lrt_lowrank_config.b_cap): one pseudo-batch per whole surplus error of the layer's excess, at
- * least one pseudo-batch, at most 65,535; 0 (no bound) unless the policy is gated with
- * step_evidence. A gate opened by a few random errors then writes a small step, a drift that
- * piles up errors the full one. */
+ * (lrt_lowrank_config.b_cap; 0: no bound): LRT_STEP_BATCH one pseudo-batch; LRT_STEP_EVIDENCE
+ * (gated policy) one pseudo-batch per whole surplus error of the layer's excess, at least one,
+ * so a gate opened by a few random errors writes a small step and a drift that piles up errors
+ * the full one. At most 65,535. */
 uint32_t lrt_policy_step_samples(const lrt_policy *p, uint32_t excess_q16, uint32_t batch);
 
 #endif /* LRT_POLICY_H */

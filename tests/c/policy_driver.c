@@ -1,6 +1,6 @@
 /* policy_driver.c - lrt_policy on many cases: for each line of stdin
  *   kind gate_errors gate_rate_q16 gate_cells_q16 samples_per_commit burst
- *   excess_q16 commits samples cells rho mispredicted step_evidence batch
+ *   excess_q16 commits samples cells rho mispredicted step_bound batch
  * prints "due min_cells excess_after step_samples". */
 #include <stdio.h>
 
@@ -19,7 +19,7 @@ int main(void)
         p.gate_cells_q16 = (uint32_t)v[3];
         p.samples_per_commit = (uint32_t)v[4];
         p.burst = (uint32_t)v[5];
-        p.step_evidence = (uint8_t)v[12];
+        p.step_bound = (uint8_t)v[12];
         printf("%d %lu %lu %lu\n",
                lrt_policy_due(&p, (uint32_t)v[6], (uint32_t)v[7], (uint32_t)v[8]),
                (unsigned long)lrt_policy_min_cells(&p, (uint32_t)v[9], (uint32_t)v[10]),

@@ -20,12 +20,12 @@ from lrt.policy import Policy, lifetime_years, policy_of, samples_per_commit
 HERE = Path(__file__).resolve().parent
 # kind, gate_errors, gate_rate_q16, gate_cells_q16, samples_per_commit, burst | error excess
 # (Q16), commits, samples, cells, rho_min_q16, mispredicted: edge values included (over 1.0,
-# zero budget, one-cell layers, a saturating excess), step_evidence, pseudo-batch
+# zero budget, one-cell layers, a saturating excess), step bound, pseudo-batch
 POLICY_VALUES = [
     [0, 1], [0, 1, 2, 5, 65535], [0, 1, 5243, 65536], [0, 655, 13107, 65536, 70000],
     [0, 1, 7, 1578], range(3),
     [0, 1, 65535, 65536, 131071, 327680, 0xFFFF0000, 0xFFFFFFFF], range(50), range(20000),
-    [1, 72, 2304, 40000], [0, 655, 65536], [0, 1], [0, 1], [0, 1, 10, 100, 65535],
+    [1, 72, 2304, 40000], [0, 655, 65536], [0, 1], [0, 1, 2], [0, 1, 10, 100, 65535],
 ]  # fmt: skip
 
 
@@ -40,8 +40,8 @@ def test_c_policy_equals_the_python_twin(tmp_path: Path) -> None:
     out = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, check=True)
     got = [tuple(map(int, line.split())) for line in out.stdout.splitlines()]
     want = []
-    for pol, (excess, commits, samples, cells, rho, mis, evidence, batch) in cases:
-        p = Policy(*pol, step_evidence=evidence)
+    for pol, (excess, commits, samples, cells, rho, mis, bound, batch) in cases:
+        p = Policy(*pol, step_bound=bound)
         want.append((int(p.due(excess, commits, samples)), p.min_cells(cells, rho),
                      p.gate_update(excess, bool(mis)), p.step_samples(excess, batch)))  # fmt: skip
     assert got == want

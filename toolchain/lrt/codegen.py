@@ -264,14 +264,6 @@ def train_size_exprs(model: Model) -> dict[str, str]:
     }
 
 
-def step_cap(layer: Layer, config: BuildConfig) -> int:
-    """lrt_lowrank_config.b_cap of a layer's accumulator: its pseudo-batch when the write
-    step is capped (`lrt_step_cap`), else 0 (no cap)."""
-    if not config.step_cap:
-        return 0
-    return config.batch_conv if layer.kind == "conv2d" else config.batch_dense
-
-
 def trainable_layers(model: Model) -> list[int]:
     return [i for i, lay in enumerate(model.layers) if lay.has_weights and lay.trainable]
 
@@ -513,7 +505,6 @@ def firmware_context(
                     "m": mm,
                     "seed": (config.seed * 7919 + i + 1) & 0xFFFFFFFF,
                     "conv": int(model.layers[i].kind == "conv2d"),
-                    "b_cap": step_cap(model.layers[i], config),
                 }
             )
             acc_ptrs[i] = f"&acc_{i}"

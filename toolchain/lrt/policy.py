@@ -17,6 +17,8 @@ from typing import Any
 from lrt.config import BuildConfig
 
 POLICY_KIND = {"fixed": 0, "gated": 1}
+# lrt_policy_step_bound: the samples an LRT write counts in its step
+STEP_BOUND = {"all": 0, "batch": 1, "evidence": 2}
 SECONDS_PER_YEAR = 365.25 * 86400
 
 
@@ -30,7 +32,7 @@ class Policy:
     gate_cells_q16: int = 0
     samples_per_commit: int = 0
     burst: int = 0
-    step_evidence: int = 0
+    step_bound: int = 0
 
     def gate_update(self, excess_q16: int, mispredicted: bool) -> int:
         """lrt_policy_gate_update: a layer's error excess (CUSUM, Q16) after one more sample."""
@@ -49,10 +51,15 @@ class Policy:
 
     def step_samples(self, excess_q16: int, batch: int) -> int:
         """lrt_policy_step_samples: the most samples an LRT write may count in its step (0: no
-        bound): one pseudo-batch per whole surplus error, at least one, at most 65,535."""
-        if self.kind != POLICY_KIND["gated"] or not self.step_evidence:
+        bound): one pseudo-batch, or (gated) one per whole surplus error, at most 65,535."""
+        n = max(batch, 1)
+        if self.step_bound == STEP_BOUND["all"]:
             return 0
-        return min(max(excess_q16 >> 16, 1) * max(batch, 1), 65535)
+        if self.step_bound == STEP_BOUND["evidence"]:
+            if self.kind != POLICY_KIND["gated"]:
+                return 0
+            n *= max(excess_q16 >> 16, 1)
+        return min(n, 65535)
 
     def min_cells(self, cells: int, rho_min_q16: int) -> int:
         """lrt_policy_min_cells: cells the update must change to be written."""
@@ -99,7 +106,9 @@ def policy_of(
         gate_cells_q16=round(cfg.gate_cells * 65536),
         samples_per_commit=spc,
         burst=cfg.write_burst,
-        step_evidence=int(cfg.step_evidence),
+        step_bound=STEP_BOUND[
+            "evidence" if cfg.step_evidence else "batch" if cfg.step_cap else "all"
+        ],
     )
 
 
