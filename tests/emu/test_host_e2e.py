@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -203,15 +204,20 @@ def test_library_entry_points_take_str_paths_and_record_the_stream(tmp_path: Pat
         lrt.run_online(built("lrt-maxnorm"), samples=30, stream="shift", segment=0, progress=False)
 
 
+def _control_300(**options: float) -> dict[str, Any]:
+    """The default scheme with these build options on the same 300 control samples."""
+    return pipeline.emulate(built("lrt-maxnorm", **options), samples=300, stream="control",
+                            seed=100, progress=False).to_dict()  # fmt: skip
+
+
 def test_batch_scaling_sets_the_write_step() -> None:
     """batch_scaling is the exponent of the LRT write step lr * B_eff^s: on the same stream a
     larger exponent changes more weight cells (measured on 300 control samples: the cell
     changes grow with s). A firmware that ignored the field would write the same cells."""
 
     def cell_changes(scaling: float) -> float:
-        r = pipeline.emulate(built("lrt-maxnorm", batch_scaling=scaling), samples=300,
-                             stream="control", seed=100, progress=False)  # fmt: skip
-        return sum(lay["cells"] * lay["mean_writes_per_cell"] for lay in r.to_dict()["layers"])  # type: ignore[index,misc]
+        layers = _control_300(batch_scaling=scaling)["layers"]
+        return sum(lay["cells"] * lay["mean_writes_per_cell"] for lay in layers)
 
     changes = [cell_changes(s) for s in (0, 0.5, 1)]
     print("cell changes for batch_scaling 0, 0.5, 1:", changes)
@@ -224,9 +230,7 @@ def test_maxnorm_beta_reaches_the_firmware() -> None:
     same 300 control samples; 0.999 given explicitly is the default firmware, bit for bit."""
 
     def run(**options: float) -> dict[str, object]:
-        r = pipeline.emulate(built("lrt-maxnorm", **options), samples=300, stream="control",
-                             seed=100, progress=False)  # fmt: skip
-        d = r.to_dict()
+        d = _control_300(**options)
         return {k: d[k] for k in ("online_accuracy", "flushes", "layers")}
 
     default, same, short = run(), run(maxnorm_beta=0.999), run(maxnorm_beta=0.5)
