@@ -36,7 +36,7 @@ fi
 stamp=.venv/.lrt-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] pip install -e .[train,dev,dask,pio]"
-  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77"
   .venv/bin/python -m pip install -q -e '.[train,dev,dask,pio]'
   touch "$stamp"
 fi

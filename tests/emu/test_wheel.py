@@ -16,6 +16,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,12 @@ def test_wheel_outside_checkout(tmp_path: Path) -> None:
         check=True, capture_output=True, text=True, env=_clean_env(),
     )
     (wheel,) = dist.glob("lrt-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    # the licence travels as an SPDX expression with its text (PEP 639)
+    assert "License-Expression: Apache-2.0" in metadata.splitlines(), metadata[:800]
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     purelib = Path(
         subprocess.run(
