@@ -42,6 +42,7 @@ class CConfig:
     lr_q24: int = 167772
     discount_q16: int = 65536
     b_cap: int = 0
+    maxnorm_beta_q30: int = 0  # 0: the library's 0.999
     seed: int = 1
 
     def reference(self) -> LowRankConfig:
@@ -55,6 +56,7 @@ class CConfig:
             maxnorm=self.maxnorm,
             discount=self.discount_q16 / 65536,
             b_cap=float(self.b_cap),
+            maxnorm_beta=self.maxnorm_beta_q30 / 2**30 if self.maxnorm_beta_q30 else 0.999,
             seed=self.seed,
         )
 
@@ -69,7 +71,8 @@ class Script:
         mode = 0 if cfg.unbiased else 1
         self.parts.append(
             f"I {n} {m} {cfg.rank} {mode} {int(cfg.maxnorm)} {cfg.batch_pow2} {cfg.max_block} "
-            f"{cfg.rho_min_q16} {cfg.lr_q24} {cfg.discount_q16} {cfg.b_cap} {cfg.seed}"
+            f"{cfg.rho_min_q16} {cfg.lr_q24} {cfg.discount_q16} {cfg.b_cap} "
+            f"{cfg.maxnorm_beta_q30} {cfg.seed}"
         )
         return self
 

@@ -1,7 +1,7 @@
 /* lowrank_driver.c - drives lrt_lowrank / lrt_fixmath from text commands on stdin.
  *
  * Used by tests/c/test_lowrank*.py through harness/lowrank.py. Whitespace-separated tokens:
- *   I n m rank mode maxnorm batch_pow2 max_block rho_q16 lr_q24 discount_q16 b_cap seed
+ *   I n m rank mode maxnorm batch_pow2 max_block rho_q16 lr_q24 discount_q16 b_cap beta_q30 seed
  *   S u_exp v_offset v_exp u[n] v[m]          one column u (v + v_offset)^T as a block step
  *                                              (prints nothing unless it fails)
  *   B k left_exp right_exp left[n*k] right[m*k]   block step (int32, column-major)
@@ -135,7 +135,7 @@ int main(void)
             cfg.lr_q24 = (uint32_t)rd();
             cfg.discount_q16 = (uint32_t)rd();
             cfg.b_cap = (uint16_t)rd();
-            cfg.maxnorm_beta_q30 = 0;
+            cfg.maxnorm_beta_q30 = (uint32_t)rd();
             cfg.seed = (uint32_t)rd();
             free(state);
             free(work);

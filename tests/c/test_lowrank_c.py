@@ -269,16 +269,20 @@ def constant(word: int) -> Callable[[], int]:
 
 
 @pytest.mark.parametrize(
-    ("maxnorm", "batch_pow2", "b_cap"), [(True, 1, 0), (False, 1, 0), (False, 0, 0), (True, 2, 0),
-                                         (True, 1, 4), (False, 2, 3)]
+    ("maxnorm", "batch_pow2", "b_cap", "beta"),
+    [(True, 1, 0, 0.999), (False, 1, 0, 0.999), (False, 0, 0, 0.999), (True, 2, 0, 0.999),
+     (True, 1, 4, 0.999), (False, 2, 3, 0.999), (True, 1, 0, 0.5), (True, 1, 0, 0.9)],
 )  # fmt: skip
 def test_c_flush_delta_matches_float_of_its_state(
-    driver: Path, stream: list[list[Term]], maxnorm: bool, batch_pow2: int, b_cap: int
+    driver: Path, stream: list[list[Term]], maxnorm: bool, batch_pow2: int, b_cap: int,
+    beta: float,
 ) -> None:
-    """b_cap: the write step counts at most b_cap of the 10 samples summed."""
+    """b_cap: the write step counts at most b_cap of the 10 samples summed; beta: the max-norm
+    averages' (0.999 through the library's constant, the others through the config)."""
     rank, wexp = 4, -7
+    beta_q30 = 0 if beta == 0.999 else round(beta * 2**30)
     cfg = CConfig(rank=rank, maxnorm=maxnorm, batch_pow2=batch_pow2, lr_q24=int(0.01 * 2**24),
-                  b_cap=b_cap)  # fmt: skip
+                  b_cap=b_cap, maxnorm_beta_q30=beta_q30)  # fmt: skip
     script = script_stream(Script().init(N, M, cfg), stream[:10])
     for _ in range(3):  # three flush attempts: the max-norm averages evolve
         script.cmd("D").cmd(f"F {wexp}")
@@ -287,7 +291,7 @@ def test_c_flush_delta_matches_float_of_its_state(
     flushes = [
         parse_flush(lines[k:], N, M, rank) for k, ln in enumerate(lines) if ln.startswith("plan ")
     ]
-    mn_l, mn_r = MaxNorm(), MaxNorm()
+    mn_l, mn_r = MaxNorm(cfg.reference().maxnorm_beta), MaxNorm(cfg.reference().maxnorm_beta)
     for st, fl in zip(states, flushes, strict=True):
         assert fl.rc == 0
         b_eff = st.b_eff_q16 / 65536
@@ -433,15 +437,15 @@ def test_c_extreme_ranges_are_sanitizer_clean(driver: Path, n: int, m: int, rank
 
 
 def test_c_rejects_bad_arguments(driver: Path) -> None:
-    bad = ["I 4 5 0 0 1 1 16 655 1 65536 0 1", "I 4 5 9 0 1 1 16 655 1 65536 0 1",
-           "I 0 5 2 0 1 1 16 655 1 65536 0 1", "I 4 5 2 2 1 1 16 655 1 65536 0 1",
-           "I 4 5 2 0 1 3 16 655 1 65536 0 1", "I 4 5 2 0 1 1 16 655 1 65537 0 1",
-           "I 20000 5 2 0 1 1 16 655 1 65536 0 1", "I 4 5 2 0 1 1 0 655 1 65536 0 1",
-           "I 4 5 2 0 1 1 17 655 1 65536 0 1"]  # fmt: skip
+    bad = ["I 4 5 0 0 1 1 16 655 1 65536 0 0 1", "I 4 5 9 0 1 1 16 655 1 65536 0 0 1",
+           "I 0 5 2 0 1 1 16 655 1 65536 0 0 1", "I 4 5 2 2 1 1 16 655 1 65536 0 0 1",
+           "I 4 5 2 0 1 3 16 655 1 65536 0 0 1", "I 4 5 2 0 1 1 16 655 1 65537 0 0 1",
+           "I 20000 5 2 0 1 1 16 655 1 65536 0 0 1", "I 4 5 2 0 1 1 0 655 1 65536 0 0 1",
+           "I 4 5 2 0 1 1 17 655 1 65536 0 0 1"]  # fmt: skip
     lines = run(driver, "\n".join([*bad, "Q", ""]))
     assert [int(ln.split()[1]) for ln in lines] == [-1] * len(bad)
     # a block wider than max_block
-    text = "I 2 3 1 0 1 1 2 655 1 65536 0 1\nB 3 0 0 " + " ".join(["1"] * 15) + "\nQ\n"
+    text = "I 2 3 1 0 1 1 2 655 1 65536 0 0 1\nB 3 0 0 " + " ".join(["1"] * 15) + "\nQ\n"
     proc = subprocess.run([str(driver)], input=text, capture_output=True, text=True)
     assert proc.stdout.splitlines()[1] == "step -1"
 

@@ -224,6 +224,7 @@ class LowRankConfig:
     maxnorm: bool = True  # max-norm L and R at the flush ("post")
     discount: float = 1.0  # cx and B_eff factor when a flush is deferred
     b_cap: float = 0.0  # B_eff of the write step at most this (0: no cap)
+    maxnorm_beta: float = 0.999  # beta of the flush's max-norm running averages
     seed: int = 1
     sigma_floor: float = SIGMA_FLOOR
 
@@ -239,7 +240,7 @@ class LowRankAccumulator:
         if not self.cfg.rank >= 1:
             raise ValueError(f"rank must be >= 1, got {self.cfg.rank}")
         self.signs: SignSource = signs or XorShift32(self.cfg.seed)
-        self.mn_l, self.mn_r = MaxNorm(), MaxNorm()
+        self.mn_l, self.mn_r = MaxNorm(self.cfg.maxnorm_beta), MaxNorm(self.cfg.maxnorm_beta)
         self.reset()
 
     @property
