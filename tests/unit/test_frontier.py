@@ -28,7 +28,10 @@ def test_verdict_compares_only_levels_where_both_have_a_point() -> None:
     # one SGD point within LRT's budget beats it: the verdict fails there
     (v,) = lrt_vs_sgd([*pts, point("sgd", 0.90, 40)])
     assert not v["holds"] and v["worst"] == (50, 0.89, 0.90)
-    assert "| shift | 2 | no | 50: 89.0% vs 90.0% |" in verdict_table([v])
+    assert "| shift | 2 | no | 50: 89.00% vs 90.00% (-1.00) |" in verdict_table([v])
+    # a verdict lost by 0.01 points shows as such, not as a tie
+    (v,) = lrt_vs_sgd([point("sgd", 0.9243, 3), point("lrt-maxnorm", 0.9242, 1)])
+    assert "| shift | 1 | no | 3: 92.42% vs 92.43% (-0.01) |" in verdict_table([v])
 
 
 def test_environments_without_both_schemes_have_no_verdict() -> None:

@@ -136,7 +136,12 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> str:
     ]
     for v in verdicts:
         w = v["worst"]
-        margin = f"{w[0]}: {100 * w[1]:.1f}% vs {100 * w[2]:.1f}%" if w else "-"
+        # two decimals and the difference: a verdict can turn on less than 0.05 points
+        margin = (
+            f"{w[0]}: {100 * w[1]:.2f}% vs {100 * w[2]:.2f}% ({100 * (w[1] - w[2]):+.2f})"
+            if w
+            else "-"
+        )
         lines.append(f"| {v['env']} | {v['levels']} | {'yes' if v['holds'] else 'no'} | "
                      f"{margin} |")  # fmt: skip
     return "\n".join(lines) + "\n"
