@@ -4,6 +4,8 @@ batched schemes: the write policy's knob), as a PNG and a markdown table."""
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ Key = tuple[str, str, tuple[tuple[str, Any], ...]]
 
 def frontier_points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One point per (environment, scheme, options): accuracy is the mean over seeds, programs
-    the worst case over seeds; `knob` names what varies between a scheme's points."""
+    the worst case over seeds; `knob` names what varies between a scheme's points; `per_seed`
+    the end-EMA accuracy of each seed (for paired comparisons)."""
     groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         if r["cell"]["scheme"] == "inference":
@@ -46,6 +49,7 @@ def frontier_points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "acc_ema": sum(float(r["online_accuracy_ema"]) for r in rs) / len(rs),
                 "max_programs": max(int(r.get("max_programs_per_cell", 0)) for r in rs),
                 "max_writes": max(int(r["max_writes_per_cell"]) for r in rs),
+                "per_seed": {int(r["cell"]["seed"]): float(r["online_accuracy_ema"]) for r in rs},
             }
         )
     order = {s: i for i, s in enumerate(SCHEME_ORDER)}
@@ -94,16 +98,34 @@ def plot_frontier(out: Path, env: str, points: list[dict[str, Any]]) -> str:
 LRT_SCHEMES = ("lrt", "lrt-maxnorm")
 
 
+def best_point_within(points: list[dict[str, Any]], programs: int) -> dict[str, Any] | None:
+    """The most accurate of the points that wear no cell more than `programs` times."""
+    within = [p for p in points if p["max_programs"] <= programs]
+    return max(within, key=lambda p: float(p["acc_ema"])) if within else None
+
+
 def best_within(points: list[dict[str, Any]], programs: int) -> float | None:
     """The best accuracy among the points that wear no cell more than `programs` times."""
-    accs = [float(p["acc_ema"]) for p in points if p["max_programs"] <= programs]
-    return max(accs) if accs else None
+    best = best_point_within(points, programs)
+    return None if best is None else float(best["acc_ema"])
+
+
+def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, int] | None:
+    """Mean and standard error of a's accuracy minus b's over the seeds both were run on, and
+    that number of seeds (None below two): how far a margin stands out of the seed noise."""
+    sa, sb = a.get("per_seed", {}), b.get("per_seed", {})
+    diffs = [sa[k] - sb[k] for k in sorted(set(sa) & set(sb))]
+    if len(diffs) < 2:
+        return None
+    return statistics.mean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs)), len(diffs)
 
 
 def lrt_vs_sgd(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per environment: at every write level (any point's programs) where both an LRT scheme
     and per-sample SGD have a point within it, the best LRT accuracy against the best SGD
-    accuracy. `holds` is True when LRT is at least as accurate at every such level."""
+    accuracy. `holds` is True when LRT is at least as accurate at every such level; `worst`
+    is (level, LRT accuracy, SGD accuracy) where LRT's margin is smallest, `paired` the paired
+    difference of the two points that decide it (paired_difference)."""
     verdicts = []
     for env in sorted({str(p["env"]) for p in points}):
         lrt = [p for p in points if p["env"] == env and p["scheme"] in LRT_SCHEMES]
@@ -113,16 +135,17 @@ def lrt_vs_sgd(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         levels = sorted({int(p["max_programs"]) for p in lrt + sgd})
         compared = []
         for w in levels:
-            a, b = best_within(lrt, w), best_within(sgd, w)
+            a, b = best_point_within(lrt, w), best_point_within(sgd, w)
             if a is not None and b is not None:
                 compared.append((w, a, b))
-        worst = min(compared, key=lambda c: c[1] - c[2]) if compared else None
+        worst = min(compared, key=lambda c: c[1]["acc_ema"] - c[2]["acc_ema"]) if compared else None
         verdicts.append(
             {
                 "env": env,
                 "levels": len(compared),
-                "holds": all(a >= b for _, a, b in compared),
-                "worst": worst,
+                "holds": all(a["acc_ema"] >= b["acc_ema"] for _, a, b in compared),
+                "worst": (worst[0], worst[1]["acc_ema"], worst[2]["acc_ema"]) if worst else None,
+                "paired": paired_difference(worst[1], worst[2]) if worst else None,
             }
         )
     return verdicts
@@ -131,8 +154,8 @@ def lrt_vs_sgd(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def verdict_table(verdicts: list[dict[str, Any]]) -> str:
     lines = [
         "| environment | write levels compared | best LRT >= best SGD at every level | "
-        "smallest margin (programs: LRT vs SGD) |",
-        "|---|---|---|---|",
+        "smallest margin (programs: LRT vs SGD) | that margin paired per seed |",
+        "|---|---|---|---|---|",
     ]
     for v in verdicts:
         w = v["worst"]
@@ -142,8 +165,10 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> str:
             if w
             else "-"
         )
+        pd = v.get("paired")
+        paired = f"{100 * pd[0]:+.2f} ± {100 * pd[1]:.2f} ({pd[2]} seeds)" if pd else "-"
         lines.append(f"| {v['env']} | {v['levels']} | {'yes' if v['holds'] else 'no'} | "
-                     f"{margin} |")  # fmt: skip
+                     f"{margin} | {paired} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
