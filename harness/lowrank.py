@@ -56,7 +56,10 @@ class CConfig:
             maxnorm=self.maxnorm,
             discount=self.discount_q16 / 65536,
             b_cap=float(self.b_cap),
-            maxnorm_beta=self.maxnorm_beta_q30 / 2**30 if self.maxnorm_beta_q30 else 0.999,
+            # as the C: 0 or a value outside (0, 1) in Q30 is the library's 0.999
+            maxnorm_beta=(
+                self.maxnorm_beta_q30 / 2**30 if 0 < self.maxnorm_beta_q30 < 2**30 else 0.999
+            ),
             seed=self.seed,
         )
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
+
+import pytest
 
 from lrt.frontier import best_within, frontier_points, lrt_vs_sgd, paired_difference, verdict_table
 
@@ -56,7 +59,7 @@ def test_the_deciding_margin_is_paired_per_seed() -> None:
     diffs = [a - b for a, b in zip(lrt, sgd, strict=True)]
     assert n == 4 and abs(mean - sum(diffs) / 4) < 1e-12
     assert abs(mean - (v["worst"][1] - v["worst"][2])) < 1e-12  # same seeds: mean of diffs
-    assert 0.002 < se < 0.003
+    assert se == pytest.approx(statistics.stdev(diffs) / 2)  # sample stdev / sqrt(4)
     assert f"| {100 * mean:+.2f} ± {100 * se:.2f} (4 seeds) |" in verdict_table([v])
     # fewer than two shared seeds: no paired figure
     assert paired_difference({"per_seed": {0: 0.9}}, {"per_seed": {0: 0.8, 1: 0.7}}) is None
