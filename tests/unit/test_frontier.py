@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from lrt.frontier import best_within, frontier_points, lrt_vs_sgd, paired_difference, verdict_table
+from lrt.frontier import (
+    best_point_within,
+    frontier_points,
+    lrt_vs_sgd,
+    paired_difference,
+    verdict_table,
+)
 
 
 def point(scheme: str, acc: float, programs: int, env: str = "shift") -> dict[str, Any]:
@@ -15,11 +21,16 @@ def point(scheme: str, acc: float, programs: int, env: str = "shift") -> dict[st
             "max_programs": programs, "max_writes": programs}  # fmt: skip
 
 
-def test_best_within_is_the_envelope() -> None:
+def test_best_point_within_is_the_envelope() -> None:
     pts = [point("sgd", 0.80, 10), point("sgd", 0.90, 100), point("sgd", 0.85, 1000)]
-    assert best_within(pts, 5) is None
-    assert best_within(pts, 10) == 0.80
-    assert best_within(pts, 999) == 0.90 and best_within(pts, 5000) == 0.90
+
+    def best(programs: int) -> float | None:
+        p = best_point_within(pts, programs)
+        return None if p is None else p["acc_ema"]
+
+    assert best(5) is None
+    assert best(10) == 0.80
+    assert best(999) == 0.90 and best(5000) == 0.90
 
 
 def test_verdict_compares_only_levels_where_both_have_a_point() -> None:

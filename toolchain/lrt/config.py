@@ -240,27 +240,27 @@ class BuildConfig:
         """`write_policy`, or the one of the `defaults` table."""
         return self.write_policy or str(DEFAULTS[self.defaults]["write_policy"])
 
+    def _flag(self, name: str) -> bool:
+        """A 0/1 field, or the `defaults` table's value when the config leaves it out."""
+        value = getattr(self, name)
+        return bool(DEFAULTS[self.defaults][name] if value is None else value)
+
     @property
     def conv_sum(self) -> bool:
         """`lrt_conv_sum`, or the one of the `defaults` table."""
-        if self.lrt_conv_sum is not None:
-            return bool(self.lrt_conv_sum)
-        return bool(DEFAULTS[self.defaults]["lrt_conv_sum"])
+        return self._flag("lrt_conv_sum")
 
     @property
     def step_cap(self) -> bool:
         """`lrt_step_cap`, or the one of the `defaults` table."""
-        if self.lrt_step_cap is not None:
-            return bool(self.lrt_step_cap)
-        return bool(DEFAULTS[self.defaults]["lrt_step_cap"])
+        return self._flag("lrt_step_cap")
 
     @property
     def step_evidence(self) -> bool:
         """`lrt_step_evidence`, or the one of the `defaults` table."""
-        if self.lrt_step_evidence is not None:
-            return bool(self.lrt_step_evidence)
-        # an explicit fixed cap replaces the table's evidence bound
-        return not self.step_cap and bool(DEFAULTS[self.defaults]["lrt_step_evidence"])
+        if self.lrt_step_evidence is None and self.step_cap:
+            return False  # a fixed cap replaces the table's evidence bound
+        return self._flag("lrt_step_evidence")
 
     def gate_rate_for(self, model_error: float | None) -> float:
         """The gated policy's expected error rate for a model of held-out error `model_error`

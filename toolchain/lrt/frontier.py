@@ -104,12 +104,6 @@ def best_point_within(points: list[dict[str, Any]], programs: int) -> dict[str, 
     return max(within, key=lambda p: float(p["acc_ema"])) if within else None
 
 
-def best_within(points: list[dict[str, Any]], programs: int) -> float | None:
-    """The best accuracy among the points that wear no cell more than `programs` times."""
-    best = best_point_within(points, programs)
-    return None if best is None else float(best["acc_ema"])
-
-
 def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, int] | None:
     """Mean and standard error of a's accuracy minus b's over the seeds both were run on, and
     that number of seeds (None below two): how far a margin stands out of the seed noise."""
