@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,20 @@ def test_rerun_with_other_settings_recomputes_the_cell(tmp_path: Path) -> None:
     assert more.key == cell.key  # same file: its stored settings decide
     (res,) = run_grid(tmp_path, [more], progress=False, trained=trained_model(), report=False)
     assert res["samples"] == 40 and json.loads(path.read_text())["cell"]["samples"] == 40
+
+
+def test_quiet_grid_prints_nothing(tmp_path: Path) -> None:
+    args = [
+        str(Path(sys.executable).parent / "lrt-experiment"), "--model-dir", str(trained_model()),
+        "--samples", "60", "--segment", "30", "--envs", "control", "--seeds", "0",
+        "--schemes", "inference", "--jobs", "1",
+    ]
+    quiet = subprocess.run([*args, "--out", str(tmp_path / "q"), "--quiet"],
+                           capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert (tmp_path / "q" / "REPORT.md").is_file()
+    loud = subprocess.run([*args, "--out", str(tmp_path / "l")],
+                          capture_output=True, text=True, timeout=600)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert f"report: {tmp_path / 'l' / 'REPORT.md'}" in loud.stdout

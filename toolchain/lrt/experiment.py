@@ -60,13 +60,30 @@ def parser(
     p.add_argument(
         "--preset", choices=PRESETS, help="network preset (default: --model-dir's, else mcu)"
     )
-    p.add_argument("--board", default="host")
-    p.add_argument("--samples", type=int, default=10_000, help="online samples per cell")
-    p.add_argument("--segment", type=int, default=None, help="samples per shift segment")
-    p.add_argument("--envs", default=",".join(ENVIRONMENTS))
-    p.add_argument("--schemes", default=",".join(SCHEMES))
-    p.add_argument("--seeds", default="0", help="comma-separated seeds")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--board", default="host", help="board of every cell (default host)")
+    p.add_argument(
+        "--samples", type=int, default=10_000, help="online samples per cell (default 10000)"
+    )
+    p.add_argument(
+        "--segment",
+        type=int,
+        default=None,
+        help="samples per shift segment (default: a quarter of --samples)",
+    )
+    p.add_argument(
+        "--envs",
+        default=",".join(ENVIRONMENTS),
+        help=f"comma-separated environments (default {','.join(ENVIRONMENTS)})",
+    )
+    p.add_argument(
+        "--schemes",
+        default=",".join(SCHEMES),
+        help=f"comma-separated schemes (default {','.join(SCHEMES)})",
+    )
+    p.add_argument("--seeds", default="0", help="comma-separated stream seeds (default 0)")
+    p.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="cells run at once (default: CPUs)"
+    )
     p.add_argument("--executor", choices=("local", "dask"), default="local")
     p.add_argument("--scheduler", help="Dask scheduler address (with --executor dask)")
     p.add_argument(
@@ -413,5 +430,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         trained=args.model_dir,
     )
-    print(f"report: {args.out / 'REPORT.md'}")
+    if not args.quiet:
+        print(f"report: {args.out / 'REPORT.md'}")
     return 0

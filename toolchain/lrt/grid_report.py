@@ -85,7 +85,8 @@ def _save(fig: Any, ax: Any, out: Path, name: str, title: str, ylabel: str, log:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # a grid of inference only draws no write curve
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
