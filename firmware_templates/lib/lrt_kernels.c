@@ -52,6 +52,12 @@ static inline int32_t requantize(int32_t x, int32_t multiplier, int shift)
     const int right = shift > 0 ? 0 : -shift;
     /* TFLite computes x * (1 << left) in int32; a wrapped product gives the same bits. */
     const int32_t shifted = (int32_t)((uint32_t)x << left);
+    /* A power-of-two scale (every model lrt trains) has multiplier 2^30, and then the
+     * doubling high multiply is a halving rounded half up, ceil(shifted / 2): the same bits
+     * without the 64-bit product. */
+    if (multiplier == ((int32_t)1 << 30)) {
+        return rounding_divide_by_pot((shifted >> 1) + (shifted & 1), right);
+    }
     return rounding_divide_by_pot(sat_round_doubling_high_mul(shifted, multiplier), right);
 }
 

@@ -272,6 +272,10 @@ def test_rounding_primitives_random(driver: Path) -> None:
     for fn, rounding in roundings:
         got = run_scalar(driver, fn, np.stack([a, m, s], 1))
         assert np.array_equal(got, ref.multiply_by_quantized_multiplier(a, m, s, rounding))
+        # power-of-two scales (multiplier 2**30) take the kernels' shortcut: the same bits
+        pow2 = np.full(a.size, 1 << 30)
+        got = run_scalar(driver, fn, np.stack([a, pow2, s], 1))
+        assert np.array_equal(got, ref.multiply_by_quantized_multiplier(a, pow2, s, rounding))
 
 
 def test_invalid_arguments_are_refused(driver: Path) -> None:
