@@ -60,9 +60,9 @@ def parser(
     p.add_argument(
         "--preset", choices=PRESETS, help="network preset (default: --model-dir's, else mcu)"
     )
-    p.add_argument("--board", default="host", help="board of every cell (default host)")
+    p.add_argument("--board", default="host", help="board of every cell (default %(default)s)")
     p.add_argument(
-        "--samples", type=int, default=10_000, help="online samples per cell (default 10000)"
+        "--samples", type=int, default=10_000, help="online samples per cell (default %(default)s)"
     )
     p.add_argument(
         "--segment",
@@ -73,14 +73,16 @@ def parser(
     p.add_argument(
         "--envs",
         default=",".join(ENVIRONMENTS),
-        help=f"comma-separated environments (default {','.join(ENVIRONMENTS)})",
+        help="comma-separated environments (default %(default)s)",
     )
     p.add_argument(
         "--schemes",
         default=",".join(SCHEMES),
-        help=f"comma-separated schemes (default {','.join(SCHEMES)})",
+        help="comma-separated schemes (default %(default)s)",
     )
-    p.add_argument("--seeds", default="0", help="comma-separated stream seeds (default 0)")
+    p.add_argument(
+        "--seeds", default="0", help="comma-separated stream seeds (default %(default)s)"
+    )
     p.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="cells run at once (default: CPUs)"
     )
