@@ -3,16 +3,18 @@ training: from the architecture alone, without importing TensorFlow."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from lrt import export
-from lrt.boards import load_board
+from lrt import export, pipeline
+from lrt.boards import Board, load_board
 from lrt.budget import plan_budget
 from lrt.config import BuildConfig
+from lrt.errors import UserError
 from lrt.tflite_import import to_tflite
 
 HOST = load_board("host")
@@ -122,3 +124,44 @@ def test_imported_model_that_does_not_fit(tmp_path: Path) -> None:
     big.write_bytes(to_tflite(export.architecture("paper")))
     err = _refused(tmp_path, "--board", "nucleo-f446re", "--model", str(big))
     assert "RAM needs" in err and "board nucleo-f446re" in err
+
+
+def _small_m4(tmp_path: Path, ram: int) -> Board:
+    """The Nucleo-F446RE with only `ram` bytes of RAM to spend."""
+    src = (Path(__file__).parents[2] / "boards" / "nucleo-f446re.toml").read_text()
+    src = src.replace('name = "nucleo-f446re"', f'name = "small-m4-{ram}"')
+    budget = "[budget]\nflash = 0x80000\nram = "
+    src = src.replace(budget + "0x20000", budget + str(ram))
+    path = tmp_path / f"small-m4-{ram}.toml"
+    path.write_text(src)
+    board = load_board(str(path))
+    assert board.ram_budget == ram
+    return board
+
+
+@pytest.mark.slow  # seven budget probes compiled for the board: ~40 s on a fresh clone
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="no arm-none-eabi-gcc")
+def test_lrt_over_the_ram_names_the_setting_that_fits(tmp_path: Path) -> None:
+    """A board a little short of RAM for the default LRT build: the refusal names the RAM
+    saver that changes the least and fits, and that setting does fit; none when none fits."""
+    cfg = BuildConfig(scheme="lrt-maxnorm")
+    nucleo = load_board("nucleo-f446re")
+    arch = export.architecture("mcu")
+    need = {
+        tuple(s.items()): plan_budget(arch, cfg.with_overrides(**s), nucleo).ram
+        for s in ({}, *pipeline.LRT_RAM_SAVERS)
+    }
+    full, no_sums, narrow = need[()], need[(("lrt_conv_sum", 0),)], need[(("lrt_block", 8),)]
+    assert narrow < no_sums < full
+    for ram, flag in ((no_sums + 512, "lrt_conv_sum=0"), (narrow + 512, "lrt_block=8")):
+        board = _small_m4(tmp_path, ram)
+        with pytest.raises(UserError) as err:
+            pipeline.check_fits(export.architecture("mcu"), cfg, board)
+        assert f"RAM needs {full:,d} B" in str(err.value)
+        assert f"with --set {flag} it needs" in str(err.value), err.value
+        key, value = flag.split("=")
+        pipeline.check_fits(export.architecture("mcu"), cfg.with_overrides(**{key: int(value)}),
+                            board)  # fits: no error
+    with pytest.raises(UserError) as err:
+        pipeline.check_fits(export.architecture("mcu"), cfg, _small_m4(tmp_path, 48 * 1024))
+    assert "RAM needs" in str(err.value) and "with --set" not in str(err.value)

@@ -128,6 +128,37 @@ def _architecture(
     return export.architecture(cfg.preset), False
 
 
+# The LRT settings that trade accuracy for RAM (docs/RESULTS.md, known limits): no exact sums
+# of the narrow convs' gradients, blocks of 8 columns, both.
+LRT_RAM_SAVERS: tuple[dict[str, int], ...] = (
+    {"lrt_conv_sum": 0},
+    {"lrt_block": 8},
+    {"lrt_block": 8, "lrt_conv_sum": 0},
+)
+
+
+def _smaller_lrt(model: Model, cfg: BuildConfig, brd: Any, budget: Budget) -> str | None:
+    """For an LRT build over the board's RAM (and fitting otherwise): the saver that changes
+    the least RAM among those that fit, as the --set a user would add; None if none fits."""
+    if cfg.scheme not in ("lrt", "lrt-maxnorm") or budget.ram <= brd.ram_budget:
+        return None
+    if budget.flash > brd.flash_budget:
+        return None
+    fits = []
+    for saver in LRT_RAM_SAVERS:
+        alt = plan_budget(model, cfg.with_overrides(**saver), brd)
+        if alt.ram < budget.ram and not alt.problems(brd):
+            fits.append((alt.ram, saver))
+    if not fits:
+        return None
+    ram, saver = max(fits, key=lambda f: f[0])
+    flags = " ".join(f"{k}={v}" for k, v in saver.items())
+    return (
+        f"with --set {flags} it needs {ram:,d} B and fits (less RAM for some accuracy, "
+        "mostly under drift)"
+    )
+
+
 def check_fits(model: Model, cfg: BuildConfig, brd: Any) -> Budget:
     """Everything that can refuse a build from the model's shapes alone, before training:
     the scheme against the model's scales, the --train-layers selection, what the board's
@@ -144,7 +175,8 @@ def check_fits(model: Model, cfg: BuildConfig, brd: Any) -> Budget:
     if nvm_problem:
         problems.append(nvm_problem)
     if problems:
-        raise UserError("model does not fit: " + "; ".join(problems))
+        hint = _smaller_lrt(model, cfg, brd, budget) if not nvm_problem else None
+        raise UserError("model does not fit: " + "; ".join(problems + ([hint] if hint else [])))
     codegen.check_board(model, cfg, brd)  # the scheme against the board's memory technology
     return budget
 
