@@ -56,7 +56,8 @@ static inline int32_t requantize(int32_t x, int32_t multiplier, int shift)
      * doubling high multiply is a halving rounded half up, ceil(shifted / 2): the same bits
      * without the 64-bit product. */
     if (multiplier == ((int32_t)1 << 30)) {
-        return rounding_divide_by_pot((shifted >> 1) + (shifted & 1), right);
+        return rounding_divide_by_pot(floor_shift(shifted, 1) + (int32_t)((uint32_t)shifted & 1u),
+                                      right);
     }
     return rounding_divide_by_pot(sat_round_doubling_high_mul(shifted, multiplier), right);
 }

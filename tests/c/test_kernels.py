@@ -276,6 +276,11 @@ def test_rounding_primitives_random(driver: Path) -> None:
         pow2 = np.full(a.size, 1 << 30)
         got = run_scalar(driver, fn, np.stack([a, pow2, s], 1))
         assert np.array_equal(got, ref.multiply_by_quantized_multiplier(a, pow2, s, rounding))
+        # ... and the edges where no later division hides an off-by-one (shift 0 and -1)
+        xe, se = np.repeat(edges, 2), np.tile([0, -1], edges.size)
+        pe = np.full(xe.size, 1 << 30)
+        got = run_scalar(driver, fn, np.stack([xe, pe, se], 1))
+        assert np.array_equal(got, ref.multiply_by_quantized_multiplier(xe, pe, se, rounding))
 
 
 def test_invalid_arguments_are_refused(driver: Path) -> None:

@@ -152,16 +152,25 @@ def test_lrt_over_the_ram_names_the_setting_that_fits(tmp_path: Path) -> None:
         for s in ({}, *pipeline.LRT_RAM_SAVERS)
     }
     full, no_sums, narrow = need[()], need[(("lrt_conv_sum", 0),)], need[(("lrt_block", 8),)]
-    assert narrow < no_sums < full
-    for ram, flag in ((no_sums + 512, "lrt_conv_sum=0"), (narrow + 512, "lrt_block=8")):
+    both = need[(("lrt_block", 8), ("lrt_conv_sum", 0))]
+    assert both < narrow < no_sums < full
+    for ram, flags, fit in (
+        (no_sums + 512, "lrt_conv_sum=0", no_sums),
+        (narrow + 512, "lrt_block=8", narrow),
+        (both + 512, "lrt_block=8 lrt_conv_sum=0", both),
+    ):
         board = _small_m4(tmp_path, ram)
         with pytest.raises(UserError) as err:
             pipeline.check_fits(export.architecture("mcu"), cfg, board)
         assert f"RAM needs {full:,d} B" in str(err.value)
-        assert f"with --set {flag} it needs" in str(err.value), err.value
-        key, value = flag.split("=")
-        pipeline.check_fits(export.architecture("mcu"), cfg.with_overrides(**{key: int(value)}),
-                            board)  # fits: no error
+        assert f"with --set {flags} it needs {fit:,d} B and fits" in str(err.value), err.value
+        settings = {k: int(v) for k, v in (f.split("=") for f in flags.split())}
+        pipeline.check_fits(export.architecture("mcu"), cfg.with_overrides(**settings), board)
+    # a user who already narrowed the blocks is told only what is left to change
+    narrowed = cfg.with_overrides(lrt_block=8)
+    with pytest.raises(UserError) as err:
+        pipeline.check_fits(export.architecture("mcu"), narrowed, _small_m4(tmp_path, both + 512))
+    assert f"with --set lrt_conv_sum=0 it needs {both:,d} B" in str(err.value), err.value
     with pytest.raises(UserError) as err:
         pipeline.check_fits(export.architecture("mcu"), cfg, _small_m4(tmp_path, 48 * 1024))
     assert "RAM needs" in str(err.value) and "with --set" not in str(err.value)

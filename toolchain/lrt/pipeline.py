@@ -144,11 +144,17 @@ def _smaller_lrt(model: Model, cfg: BuildConfig, brd: Any, budget: Budget) -> st
         return None
     if budget.flash > brd.flash_budget:
         return None
-    fits = []
+    now = {"lrt_block": cfg.lrt_block, "lrt_conv_sum": int(cfg.conv_sum)}
+    fits: list[tuple[int, dict[str, int]]] = []
     for saver in LRT_RAM_SAVERS:
-        alt = plan_budget(model, cfg.with_overrides(**saver), brd)
+        # a saver narrows the blocks (never widens them) and names only what it changes
+        wanted = {k: min(v, now[k]) if k == "lrt_block" else v for k, v in saver.items()}
+        change = {k: v for k, v in wanted.items() if v != now[k]}
+        if not change or any(change == f[1] for f in fits):
+            continue
+        alt = plan_budget(model, cfg.with_overrides(**change), brd)
         if alt.ram < budget.ram and not alt.problems(brd):
-            fits.append((alt.ram, saver))
+            fits.append((alt.ram, change))
     if not fits:
         return None
     ram, saver = max(fits, key=lambda f: f[0])
