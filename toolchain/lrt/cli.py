@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--board",
         default="host",
-        help="board name (see --list-boards; LRT_BOARD_PATH adds directories) or a .toml path",
+        help="board name (see --list-boards; LRT_BOARD_PATH adds directories) or a .toml path "
+        "(default %(default)s)",
     )
     p.add_argument("--list-boards", action="store_true", help="print the known boards and exit")
     p.add_argument(
