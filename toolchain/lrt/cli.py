@@ -183,17 +183,24 @@ def emulate_parser() -> argparse.ArgumentParser:
         description="Stream samples through built firmware (host process, QEMU or Renode).",
     )
     p.add_argument("--build", type=Path, help="directory written by lrt-build")
-    p.add_argument("--samples", type=int, default=2000, help="online samples to stream")
+    p.add_argument(
+        "--samples", type=int, default=2000, help="online samples to stream (default %(default)s)"
+    )
     p.add_argument(
         "--stream",
         default="control",
-        help="control | shift | analog | digital (paper's environments)",
+        help="control | shift | analog | digital (paper's environments; default %(default)s)",
     )
     p.add_argument(
         "--segment", type=int, help="samples per environment segment (shift stream; default 10000)"
     )
     p.add_argument("--seed", type=int, help="stream seed (default: the build's seed)")
-    p.add_argument("--emulator", choices=("auto", "host", "qemu", "renode"), default="auto")
+    p.add_argument(
+        "--emulator",
+        choices=("auto", "host", "qemu", "renode"),
+        default="auto",
+        help="where the firmware runs (default %(default)s: the build's board decides)",
+    )
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("--markdown", type=Path, help="write the markdown report here")
     p.add_argument("--inputs", type=Path, help="int8 .npy [N,H,W,C]: run inference on these")
@@ -322,7 +329,12 @@ def pull_parser() -> argparse.ArgumentParser:
     p.add_argument("--build", type=Path, required=True, help="directory written by lrt-build")
     p.add_argument("--nvm", type=Path, help="NVM image file (host emulator --nvm, RAM dump)")
     p.add_argument("--wire", action="store_true", help="read over the wire protocol instead")
-    p.add_argument("--emulator", choices=("auto", "host", "qemu", "renode"), default="auto")
+    p.add_argument(
+        "--emulator",
+        choices=("auto", "host", "qemu", "renode"),
+        default="auto",
+        help="where the firmware runs (default %(default)s: the build's board decides)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split accuracy")
     return p
@@ -357,7 +369,12 @@ def push_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, required=True, help=".tflite file or lrt-pull output")
     p.add_argument("--nvm", type=Path, help="NVM image of a host-emulated device")
     _add_format(p)
-    p.add_argument("--emulator", choices=("auto", "host", "qemu", "renode"), default="auto")
+    p.add_argument(
+        "--emulator",
+        choices=("auto", "host", "qemu", "renode"),
+        default="auto",
+        help="where the firmware runs (default %(default)s: the build's board decides)",
+    )
     return p
 
 
