@@ -37,6 +37,15 @@ def _add_format(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_emulator(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--emulator",
+        choices=("auto", "host", "qemu", "renode"),
+        default="auto",
+        help="where the firmware runs (default %(default)s: the build's board decides)",
+    )
+
+
 def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         status = fn(args)
@@ -195,12 +204,7 @@ def emulate_parser() -> argparse.ArgumentParser:
         "--segment", type=int, help="samples per environment segment (shift stream; default 10000)"
     )
     p.add_argument("--seed", type=int, help="stream seed (default: the build's seed)")
-    p.add_argument(
-        "--emulator",
-        choices=("auto", "host", "qemu", "renode"),
-        default="auto",
-        help="where the firmware runs (default %(default)s: the build's board decides)",
-    )
+    _add_emulator(p)
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("--markdown", type=Path, help="write the markdown report here")
     p.add_argument("--inputs", type=Path, help="int8 .npy [N,H,W,C]: run inference on these")
@@ -329,12 +333,7 @@ def pull_parser() -> argparse.ArgumentParser:
     p.add_argument("--build", type=Path, required=True, help="directory written by lrt-build")
     p.add_argument("--nvm", type=Path, help="NVM image file (host emulator --nvm, RAM dump)")
     p.add_argument("--wire", action="store_true", help="read over the wire protocol instead")
-    p.add_argument(
-        "--emulator",
-        choices=("auto", "host", "qemu", "renode"),
-        default="auto",
-        help="where the firmware runs (default %(default)s: the build's board decides)",
-    )
+    _add_emulator(p)
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split accuracy")
     return p
@@ -369,12 +368,7 @@ def push_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, required=True, help=".tflite file or lrt-pull output")
     p.add_argument("--nvm", type=Path, help="NVM image of a host-emulated device")
     _add_format(p)
-    p.add_argument(
-        "--emulator",
-        choices=("auto", "host", "qemu", "renode"),
-        default="auto",
-        help="where the firmware runs (default %(default)s: the build's board decides)",
-    )
+    _add_emulator(p)
     return p
 
 
