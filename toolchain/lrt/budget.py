@@ -36,7 +36,7 @@ from typing import Any
 from lrt import build, cflags, codegen, export, resources
 from lrt.boards import Board
 from lrt.bsp import write_bsp
-from lrt.config import BuildConfig
+from lrt.config import LRT_SCHEMES, BuildConfig
 from lrt.errors import UserError
 from lrt.model import Layer, Model
 
@@ -352,7 +352,7 @@ def plan_budget(model: Model, cfg: BuildConfig, board: Board) -> Budget:
             b.flash_items[CODE_FALLBACK_ITEM] = CODE_FALLBACK
         else:
             b.flash_items[CODE_ITEM] = code
-    if cfg.scheme not in ("lrt", "lrt-maxnorm"):
+    if cfg.scheme not in LRT_SCHEMES:
         return b
     sizes = {o.name: o.size for o in objects}
     for i, lay in enumerate(model.layers):

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lrt.config import parse_setting
+from lrt.config import SCHEMES, parse_setting
 from lrt.errors import UserError
 
 
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scheme",
-        choices=("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm"),
+        choices=SCHEMES,
         help="on-device training scheme (default lrt-maxnorm; inference for imported models)",
     )
     p.add_argument(

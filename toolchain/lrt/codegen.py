@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lrt import __version__, batchnorm, nvm, resources
-from lrt.config import BuildConfig
+from lrt.config import LRT_SCHEMES, BuildConfig
 from lrt.errors import UserError
 from lrt.model import Layer, Model
 from lrt.policy import held_out_error, policy_of
@@ -495,7 +495,7 @@ def firmware_context(
     trainable = trainable_layers(model)
     accs = []
     acc_ptrs = ["NULL"] * len(model.layers)
-    if config.scheme in ("lrt", "lrt-maxnorm"):
+    if config.scheme in LRT_SCHEMES:
         for i in trainable:
             nn, mm = model.layers[i].weight_matrix_shape()
             accs.append(

@@ -26,6 +26,8 @@ PRESETS: tuple[str, ...] = tuple(presets.PRESETS)  # the networks are lrt.preset
 SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm")
 # schemes that batch their weight updates and write them under the write policy
 BATCHED_SCHEMES: tuple[str, ...] = ("sgd-batch", "lrt", "lrt-maxnorm")
+# schemes whose weight gradients go to the low-rank accumulators
+LRT_SCHEMES: tuple[str, ...] = ("lrt", "lrt-maxnorm")
 WRITE_POLICIES: tuple[str, ...] = ("fixed", "gated")
 LRT_MODES: tuple[str, ...] = ("unbiased", "biased")
 MAX_EPOCHS = 10_000

@@ -22,11 +22,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from lrt.config import PRESETS, parse_setting
+from lrt.config import PRESETS, SCHEMES, parse_setting
 from lrt.errors import UserError
 
 ENVIRONMENTS: tuple[str, ...] = ("control", "shift", "analog", "digital")
-SCHEMES: tuple[str, ...] = ("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from lrt.config import LRT_SCHEMES
 from lrt.grid_report import SCHEME_ORDER
 
 Key = tuple[str, str, tuple[tuple[str, Any], ...]]
@@ -93,9 +94,6 @@ def plot_frontier(out: Path, env: str, points: list[dict[str, Any]]) -> str:
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
     return name
-
-
-LRT_SCHEMES = ("lrt", "lrt-maxnorm")
 
 
 def best_point_within(points: list[dict[str, Any]], programs: int) -> dict[str, Any] | None:

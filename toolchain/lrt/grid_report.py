@@ -11,7 +11,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-SCHEME_ORDER = ("inference", "bias", "sgd", "sgd-batch", "lrt", "lrt-maxnorm")
+from lrt.config import SCHEMES
+
+SCHEME_ORDER = SCHEMES  # tables and plots list the schemes in the config's order
 
 
 def _by_env(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:

@@ -18,7 +18,7 @@ import numpy as np
 from lrt import boards, codegen, console, export, pio_project
 from lrt import build as builder
 from lrt.budget import Budget, plan_budget
-from lrt.config import BuildConfig, load_config
+from lrt.config import LRT_SCHEMES, BuildConfig, load_config
 from lrt.errors import UserError
 from lrt.model import Model
 from lrt.quant import snap_weight_bits
@@ -140,7 +140,7 @@ LRT_RAM_SAVERS: tuple[dict[str, int], ...] = (
 def _smaller_lrt(model: Model, cfg: BuildConfig, brd: Any, budget: Budget) -> str | None:
     """For an LRT build over the board's RAM (and fitting otherwise): the saver that changes
     the least RAM among those that fit, as the --set a user would add; None if none fits."""
-    if cfg.scheme not in ("lrt", "lrt-maxnorm") or budget.ram <= brd.ram_budget:
+    if cfg.scheme not in LRT_SCHEMES or budget.ram <= brd.ram_budget:
         return None
     if budget.flash > brd.flash_budget:
         return None
