@@ -93,6 +93,42 @@ def test_emulate_reports_programs_and_lifetime(tmp_path: Path) -> None:
     assert "projected lifetime" in md and "per-sample SGD on the same NVM" in md
 
 
+def test_a_run_that_programs_nothing_projects_no_lifetime() -> None:
+    """A frozen model's only program is the blank store's first commit at boot: no wear-out."""
+    res = pipeline.emulate(built("inference"), samples=50, stream="shift", seed=100,
+                           progress=False, count_instructions=False)  # fmt: skip
+    assert res.nvm_tech == "rram" and res.max_programs_per_cell == 1
+    assert res.programs_in_run == 0 and res.lifetime_years is None
+    assert "| no wear-out: the run programmed no NVM unit |" in res.markdown()
+
+
+def test_a_worn_store_charges_the_run_only_its_own_programs(tmp_path: Path) -> None:
+    """Run twice on one NVM image: the second run's lifetime comes from the increase of the
+    most-worn unit, not from the wear the first run left (which would halve it and more)."""
+    build, image = built("lrt-maxnorm"), tmp_path / "nvm.img"
+    runs = [
+        pipeline.emulate(
+            build,
+            samples=SAMPLES,
+            stream="shift",
+            seed=100 + i,
+            nvm_path=image,
+            progress=False,
+            count_instructions=False,
+        )
+        for i in range(2)
+    ]
+    first, second = runs
+    assert first.programs_before_run == 0
+    assert first.programs_in_run == max(first.max_programs_per_cell, first.max_programs_meta)
+    worst = max(second.max_programs_per_cell, second.max_programs_meta)
+    assert first.programs_in_run <= second.programs_before_run < worst
+    assert second.programs_in_run == worst - second.programs_before_run > 0
+    years = second.endurance * SAMPLES / second.programs_in_run / (365.25 * 86400)
+    assert second.lifetime_years == pytest.approx(years)
+    assert f"| {second.programs_before_run} / {second.programs_in_run} |" in second.markdown()
+
+
 def test_gated_policy_with_a_lifetime_keeps_to_its_budget(tmp_path: Path) -> None:
     """A lifetime target becomes a commit budget: at most one weight commit per
     samples_per_commit samples, so the worst cell lasts n_slots * endurance * spc samples."""

@@ -635,6 +635,7 @@ def emulate(
     ) as dev:
         hello = dev.hello()
         store_text, n_classes = hello.store_text, hello.n_classes
+        wear_at_start = dev.wear()
         line = console.Progress("stream", enabled=progress)
         label = f"{report['board']} {cfg['scheme']} {stream}"
 
@@ -680,7 +681,13 @@ def emulate(
     result.writes_curve = curve
     result.store = store_text
     result.stream_seed, result.segment = st_seed, seg
-    result.add_wear(wear, *_nvm_facts(report, model), cfg.get("sample_rate_hz", 1.0))
+    result.add_wear(
+        wear,
+        *_nvm_facts(report, model),
+        cfg.get("sample_rate_hz", 1.0),
+        before=wear_at_start,
+        blank_at_boot=hello.committed_at_boot,
+    )
     if emulator in ("auto", "qemu") and count_instructions:
         result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, xq, st.y)
     if json_path is not None:

@@ -60,14 +60,30 @@ class OnlineResult:
     max_erases_per_page: int = 0
     endurance: int = 0
     sample_rate_hz: float = 0.0
-    lifetime_years: float | None = None  # this build, at the wear observed
+    # programs of the most-worn unit charged to this run: all it has had when the store was
+    # blank at boot (the first commit included), its increase during the run otherwise
+    programs_in_run: int = 0
+    programs_before_run: int = 0  # the most-worn unit's programs at boot, if not blank then
+    lifetime_years: float | None = None  # this build, at the wear observed; None: no program
     sgd_lifetime_years: float | None = None  # per-sample SGD on the same NVM
     # the stream's seed and, for `shift`, its segment length (samples per environment mix)
     stream_seed: int | None = None
     segment: int | None = None
 
-    def add_wear(self, wear: Any, endurance: int, n_slots: int, sample_rate_hz: float) -> None:
-        """Fill the physical-wear fields from a WEAR reply (lrt.emulate.protocol.Wear)."""
+    def add_wear(
+        self,
+        wear: Any,
+        endurance: int,
+        n_slots: int,
+        sample_rate_hz: float,
+        before: Any = None,
+        blank_at_boot: bool = True,
+    ) -> None:
+        """Fill the physical-wear fields from a WEAR reply (lrt.emulate.protocol.Wear) at the
+        end of the run; `before` is the reply at its start (after boot). A run that programs
+        nothing projects no lifetime; a store that had been worn before the run (not blank at
+        boot) charges the run only the increase of its most-worn unit, a lower bound of the
+        run's own programs there (the unit worn most by the run may have started lower)."""
         self.nvm_tech = wear.tech
         for lay, programs in zip(self.layers, wear.layers, strict=True):
             lay["max_programs_per_cell"] = int(programs)
@@ -79,6 +95,12 @@ class OnlineResult:
         self.endurance = endurance
         self.sample_rate_hz = sample_rate_hz
         worst = max(wear.max_blob, wear.max_meta)
+        if before is not None and before == wear:
+            worst = 0
+        elif before is not None and not blank_at_boot:
+            self.programs_before_run = max(before.max_blob, before.max_meta)
+            worst -= self.programs_before_run
+        self.programs_in_run = worst
         self.lifetime_years = lifetime_years(endurance, worst, self.samples, sample_rate_hz)
         self.sgd_lifetime_years = sgd_lifetime_years(endurance, n_slots, sample_rate_hz)
 
@@ -165,10 +187,22 @@ class OnlineResult:
             lines.append(f"| max programs of the metadata | {self.max_programs_meta} |")
         if self.nvm_tech == "flash":
             lines.append(f"| max erases per page | {self.max_erases_per_page} |")
-        if self.lifetime_years is not None:
+        if self.programs_before_run:
+            lines.append(
+                f"| programs of the most-worn unit before this run / during it | "
+                f"{self.programs_before_run} / {self.programs_in_run} |"
+            )
+        lifetime = (
+            f"{self.lifetime_years:.3g} years"
+            if self.lifetime_years is not None
+            else "no wear-out: the run programmed no NVM unit"
+            if self.programs_in_run == 0 and self.endurance > 0
+            else None
+        )
+        if lifetime is not None:
             lines.append(
                 f"| projected lifetime (endurance {self.endurance:,d}, "
-                f"{self.sample_rate_hz:g} samples/s) | {self.lifetime_years:.3g} years |"
+                f"{self.sample_rate_hz:g} samples/s) | {lifetime} |"
             )
         if self.sgd_lifetime_years is not None:
             lines.append(

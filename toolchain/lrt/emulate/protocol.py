@@ -39,6 +39,8 @@ STORE_FLAGS = {
     0x20: "formatted at boot, built-in weights committed",
     0x80: "no NVM store: weights in the firmware image",
 }
+STORE_EMPTY = 0x01
+STORE_FORMATTED = 0x20
 STORE_FALLBACK = 0x02
 STORE_DEGRADED = 0x04
 
@@ -284,6 +286,11 @@ class Info:
         parts = [f"generation {self.generation}" if self.generation else "no stored set"]
         parts += [text for bit, text in STORE_FLAGS.items() if self.store & bit]
         return "; ".join(parts)
+
+    @property
+    def committed_at_boot(self) -> bool:
+        """The store was blank (or formatted) at boot: its first commit happened then."""
+        return bool(self.store & (STORE_EMPTY | STORE_FORMATTED))
 
     def matches_fingerprint(self, fingerprint_hex: str) -> bool:
         """True if the device runs the model whose Model.fingerprint() is fingerprint_hex."""
