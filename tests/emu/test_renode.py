@@ -8,6 +8,7 @@ import re
 import shutil
 import struct
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +145,15 @@ def test_emulating_on_renode_without_renode_is_a_clear_error() -> None:
     from helpers.e2e_support import built
     from lrt.emulate import open_device
 
+    def sessions() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("lrt-renode-*"))
+
+    before = sessions()
     with pytest.raises(UserError, match="'renode' is not on PATH"):
         open_device(built("lrt-maxnorm", "nucleo-f446re"), emulator="renode")
+    with pytest.raises(UserError, match="board 'host' has no Renode platform"):
+        open_device(built("lrt-maxnorm"), emulator="renode")
+    assert sessions() <= before  # no session directory left behind
 
 
 @pytest.mark.renode

@@ -141,6 +141,7 @@ def test_emulate_output_must_be_a_writable_file(
     [
         (["--segment", "0"], ["--segment 0", ">= 1"]),
         (["--segment", "-3"], ["--segment -3", ">= 1"]),
+        (["--samples", "0"], ["--samples 0", ">= 1"]),
         (["--dump-logits", "y.npy"], ["--dump-logits", "--inputs"]),
     ],
 )

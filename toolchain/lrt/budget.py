@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -226,17 +225,16 @@ def _compiler(board: Board) -> tuple[str, str, list[str]]:
 def probe_static_objects(model: Model, cfg: BuildConfig, board: Board) -> list[StaticObject]:
     """Every static object of the firmware's main.c and lrt_model.c for this model, config and
     board, as the board's compiler lays it out (cached by source hash)."""
-    cc, nm, cflags = _compiler(board)
+    cc, nm, flags = _compiler(board)
     for tool in (cc, nm):
-        if shutil.which(tool) is None:
-            raise UserError(f"'{tool}' not found on PATH (install it: scripts/setup.sh)")
+        cflags.require_tool(tool)
     with tempfile.TemporaryDirectory(prefix="lrt-budget-") as tmp:
         src, bsp = Path(tmp) / "src", Path(tmp) / "bsp"
         # with the per-cell write counters, which the budget reports apart (counter_ram)
         codegen.generate(model, cfg, board, src, counters=True, strict=False)
         write_bsp(bsp, board, board.io)
         units = [src / "main.c", src / "lrt_model.c"]
-        h = hashlib.sha256(json.dumps([cc, cflags]).encode())
+        h = hashlib.sha256(json.dumps([cc, flags]).encode())
         for f in sorted([*src.glob("*.[ch]"), *bsp.glob("*.h")]):
             if f.suffix == ".h" or f in units:
                 h.update(f.name.encode() + b"\0" + f.read_bytes())

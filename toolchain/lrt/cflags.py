@@ -23,6 +23,7 @@ SANITIZE_FLAGS = (
 @functools.lru_cache(maxsize=8)
 def _is_gcc(cc: str) -> bool:
     """True for gcc (clang also defines __GNUC__, and refuses gcc's -fvect-cost-model)."""
+    require_tool(cc)
     proc = subprocess.run([cc, "-dM", "-E", "-x", "c", os.devnull], capture_output=True,
                           text=True)  # fmt: skip
     return proc.returncode == 0 and "__clang__" not in proc.stdout and "__GNUC__" in proc.stdout
@@ -87,9 +88,22 @@ def _require_arm(board: Board) -> None:
         raise UserError(f"board '{board.name}' is the host, not an ARM target")
 
 
+# the Debian package that brings a tool (the others come with the host compiler's)
+_TOOL_PACKAGES = (
+    (ARM_PREFIX, "gcc-arm-none-eabi libnewlib-arm-none-eabi"),
+    ("qemu-system-arm", "qemu-system-arm"),
+    ("clang", "clang"),
+    ("openocd", "openocd"),
+)
+
+
 def require_tool(name: str) -> str:
-    """name, after checking it is on PATH (UserError otherwise)."""
-    path = shutil.which(name)
-    if path is None:
-        raise UserError(f"'{name}' not found on PATH (install it: scripts/setup.sh)")
+    """name, after checking it is on PATH (UserError naming its Debian package otherwise)."""
+    if shutil.which(name) is None:
+        package = next((pkg for prefix, pkg in _TOOL_PACKAGES if name.startswith(prefix)),
+                       "build-essential")  # fmt: skip
+        raise UserError(
+            f"'{name}' not found on PATH: install it (Debian: apt install {package}; "
+            "a source checkout's scripts/setup.sh installs every system package)"
+        )
     return name

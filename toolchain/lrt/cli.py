@@ -248,8 +248,9 @@ def _emulate(args: argparse.Namespace) -> int:
         return 0 if nvm_report.is_sound(rep) else 1
     if args.build is None:
         raise UserError("--build DIR is required (the directory written by lrt-build)")
-    if args.segment is not None and args.segment < 1:
-        raise UserError(f"--segment {args.segment}: expected >= 1")
+    for flag, value in (("--samples", args.samples), ("--segment", args.segment)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: expected >= 1")
     if args.dump_logits is not None and args.inputs is None:
         raise UserError("--dump-logits needs --inputs X.npy (the samples to run inference on)")
     if args.inputs is not None:

@@ -301,7 +301,7 @@ def _check_type(origin: str, key: str, value: Any, hint: Any) -> Any:
     if value is None and type(None) in allowed:
         return value
     if tuple in allowed or getattr(hint, "__origin__", None) is tuple:
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             return tuple(value)
         raise UserError(f"{origin}: field '{key}' must be a list of strings, got {value!r}")
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
@@ -347,9 +347,18 @@ def parse_setting(text: str, origin: str = "--set") -> tuple[str, Any]:
 
 
 def load_config(path: Path | str | None, **overrides: Any) -> BuildConfig:
-    """Read a TOML config (optional), apply CLI overrides (None = not given), validate."""
+    """Read a TOML config (optional), apply overrides (None = not given; from the command
+    line or a library call's keywords, checked like a config file's fields), validate."""
     base = BuildConfig()
-    origin = "command line"
+    origin = "settings"
+    hints = _settable_fields()
+    for key, value in overrides.items():
+        if key not in hints:
+            raise UserError(
+                f"unknown config field '{key}'; known fields: {', '.join(sorted(hints))}"
+            )
+        if value is not None:
+            overrides[key] = _check_type(origin, key, value, hints[key])
     if path is not None:
         path = Path(path)
         origin = str(path)
@@ -365,7 +374,6 @@ def load_config(path: Path | str | None, **overrides: Any) -> BuildConfig:
             raise UserError(f"{path}: not UTF-8 text (TOML files are UTF-8)") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"{path}: not valid TOML ({exc})") from None
-        hints = _settable_fields()
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if key not in hints:

@@ -18,9 +18,11 @@ import io
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from typing import TextIO
+from dataclasses import dataclass
+from typing import IO, TextIO
 
 from lrt.errors import UserError
 
@@ -77,48 +79,114 @@ def counter(done: int, total: int, unit: str, seconds: float) -> str:
     return f"{done:,d}/{total:,d} {unit} ({rate:,.0f} {unit}/s)"
 
 
-@contextlib.contextmanager
-def native_quiet() -> Iterator[None]:
-    """Mute what native code writes to fds 1 and 2 (see the module docstring)."""
-    if verbose():
-        yield
-        return
-    for s in (sys.stdout, sys.stderr):
+@dataclass
+class _Muted:
+    """The process-wide state of native_quiet while any thread is inside it."""
+
+    saved: list[int]  # duplicates of the original fds 1 and 2
+    py_streams: tuple[TextIO, TextIO]  # sys.stdout, sys.stderr before
+    # what replaces sys.stdout / sys.stderr meanwhile (None: that stream does not write
+    # through fd 1 / 2 and stays as it is)
+    wrappers: tuple[TextIO | None, TextIO | None]
+    sink: IO[bytes]
+    users: int = 1
+    failed: bool = False
+
+
+_muted_lock = threading.Lock()
+_muted: _Muted | None = None
+NATIVE_FDS = (1, 2)  # where native code writes, whatever Python's streams are
+
+
+def _writes_through(stream: TextIO, fd: int) -> bool:
+    try:
+        return stream.fileno() == fd
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def _mute() -> _Muted | None:
+    streams = (sys.stdout, sys.stderr)
+    for s in streams:
         with contextlib.suppress(ValueError, OSError):
             s.flush()
     try:
-        fds = (sys.stdout.fileno(), sys.stderr.fileno())
-    except (AttributeError, ValueError, io.UnsupportedOperation):
-        yield  # Python streams without descriptors (an embedding app): nothing to mute
+        saved = [os.dup(fd) for fd in NATIVE_FDS]
+    except OSError:
+        return None  # no fds 1 and 2 (an embedding app): nothing to mute
+    sink = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed by _unmute)
+    for fd in NATIVE_FDS:
+        os.dup2(sink.fileno(), fd)
+    # Python-level output (progress lines, warnings we want) still reaches the user
+    wrappers = tuple(
+        io.TextIOWrapper(os.fdopen(os.dup(orig), "wb"), line_buffering=True)
+        if _writes_through(s, fd)
+        else None
+        for s, fd, orig in zip(streams, NATIVE_FDS, saved, strict=True)
+    )
+    state = _Muted(saved, streams, (wrappers[0], wrappers[1]), sink)
+    sys.stdout = wrappers[0] or sys.stdout
+    sys.stderr = wrappers[1] or sys.stderr
+    return state
+
+
+def _unmute(state: _Muted) -> list[str]:
+    """Restore fds 1 and 2 and the Python streams; the sink's last lines if a user failed."""
+    for s in state.wrappers:
+        if s is not None:
+            with contextlib.suppress(ValueError, OSError):
+                s.flush()
+    # only the streams this context set are put back (a caller may have replaced them since)
+    if state.wrappers[0] is not None and sys.stdout is state.wrappers[0]:
+        sys.stdout = state.py_streams[0]
+    if state.wrappers[1] is not None and sys.stderr is state.wrappers[1]:
+        sys.stderr = state.py_streams[1]
+    for s in state.wrappers:
+        if s is not None:
+            with contextlib.suppress(ValueError, OSError):
+                s.close()
+    for fd, orig in zip(NATIVE_FDS, state.saved, strict=True):
+        os.dup2(orig, fd)
+        os.close(orig)
+    tail: list[str] = []
+    if state.failed:
+        state.sink.seek(0)
+        tail = state.sink.read().decode(errors="replace").splitlines()[-20:]
+    state.sink.close()
+    return tail
+
+
+@contextlib.contextmanager
+def native_quiet() -> Iterator[None]:
+    """Mute what native code writes to fds 1 and 2 (see the module docstring). The
+    descriptors belong to the process: threads inside the context at the same time share
+    one muting, undone when the last of them leaves."""
+    global _muted
+    if verbose():
+        yield
         return
-    saved = [os.dup(fd) for fd in fds]
-    py_streams = sys.stdout, sys.stderr
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        failed = False
-        try:
-            for fd in fds:
-                os.dup2(sink.fileno(), fd)
-            # Python-level output (progress lines, warnings we want) still reaches the user
-            sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(saved[0]), "wb"), line_buffering=True)
-            sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved[1]), "wb"), line_buffering=True)
-            yield
-        except UserError:
-            raise  # the user's mistake: its one line says it all
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            for s in (sys.stdout, sys.stderr):
-                with contextlib.suppress(ValueError, OSError):
-                    s.flush()
-                    s.close()
-            sys.stdout, sys.stderr = py_streams
-            for fd, orig in zip(fds, saved, strict=True):
-                os.dup2(orig, fd)
-                os.close(orig)
-            if failed:
-                sink.seek(0)
-                tail = sink.read().decode(errors="replace").splitlines()[-20:]
-                if tail:
-                    print("\n".join(["(native output before the failure)", *tail]),
-                          file=sys.stderr)
+    with _muted_lock:
+        if _muted is None:
+            _muted = _mute()
+        else:
+            _muted.users += 1
+        state = _muted
+    if state is None:
+        yield
+        return
+    tail: list[str] = []
+    try:
+        yield
+    except UserError:
+        raise  # the user's mistake: its one line says it all
+    except BaseException:
+        state.failed = True
+        raise
+    finally:
+        with _muted_lock:
+            state.users -= 1
+            if state.users == 0:
+                _muted = None
+                tail = _unmute(state)
+        if tail:
+            print("\n".join(["(native output before the failure)", *tail]), file=sys.stderr)

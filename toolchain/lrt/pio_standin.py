@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from lrt import cflags
 from lrt.boards import Board, list_boards
 from lrt.errors import UserError
 
@@ -229,7 +230,7 @@ def _write_toolchain(src: Path) -> None:
         link = bindir / f"arm-none-eabi-{tool}"
         if real is None:
             if tool in ("gcc", "objcopy", "size", "ar"):
-                raise UserError(f"arm-none-eabi-{tool} not found on PATH: scripts/setup.sh")
+                cflags.require_tool(f"arm-none-eabi-{tool}")
             continue
         if link.is_symlink() and os.readlink(link) == real:
             continue

@@ -11,7 +11,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from lrt.errors import UserError
 from lrt.model import Model
 from lrt.quant import snap_weight_bits
 from lrt.tflite_import import import_tflite, to_tflite
+
+if TYPE_CHECKING:
+    from lrt.report import OnlineResult
 
 REPORT_NAME = "report.json"
 
@@ -249,20 +252,32 @@ def build(
     board: str,
     out: Path | str,
     preset: str | None = None,
-    model_path: Path | None = None,
-    config_path: Path | None = None,
+    model_path: Path | str | None = None,
+    config_path: Path | str | None = None,
     scheme: str | None = None,
     dataset: str | None = None,
-    data_dir: Path | None = None,
+    data_dir: Path | str | None = None,
     epochs: int | None = None,
     seed: int | None = None,
     train_layers: str | None = None,
-    progress: bool = True,
-    ir_dir: Path | None = None,
+    progress: bool = False,
+    ir_dir: Path | str | None = None,
     **config_overrides: Any,
 ) -> BuildResult:
+    """`lrt-build` as a function: train (or import `model_path`, a full-integer .tflite),
+    quantize, generate the C firmware for `board` into `out` and compile it.
+
+    The keywords are lrt-build's options (`config_path`: --config; `ir_dir`: a saved model
+    IR instead of training) and, as `config_overrides`, any field of `lrt.config.BuildConfig`
+    (what --set gives, e.g. ``rank=2, lifetime_years=10``). `progress` prints lrt-build's
+    stage lines to stderr. Raises `lrt.UserError` for any input it refuses (unknown board,
+    model over the board's RAM or flash, bad setting, corrupt model), before writing.
+    """
     brd = boards.load_board(board)
     out = Path(out).resolve()
+    model_path = Path(model_path) if model_path is not None else None
+    data_dir = Path(data_dir) if data_dir is not None else None
+    ir_dir = Path(ir_dir) if ir_dir is not None else None
     if model_path is not None and scheme is None:
         scheme = "inference"
     cfg = load_config(
@@ -282,6 +297,11 @@ def build(
     codegen.check_source_dir(out / "src")
     t0 = time.monotonic()
     arch, complete = _architecture(cfg, model_path, ir_dir)
+    if not complete:
+        from lrt import tfkeras
+
+        if not tfkeras.training_available():
+            raise UserError(tfkeras.TRAIN_EXTRA_MISSING)
     # refuse what cannot fit from the architecture, before minutes of training
     budget = check_fits(arch, cfg, brd)
     console.Progress("check", enabled=progress).done(
@@ -401,7 +421,9 @@ def _policy(cfg: BuildConfig, brd: Any, model: Model) -> Any:
     return policy_of(cfg, endurance, slots or 2, held_out_error(model.meta))
 
 
-def load_build(build_dir: Path) -> tuple[dict[str, Any], Model]:
+def load_build(build_dir: Path | str) -> tuple[dict[str, Any], Model]:
+    """A build directory's report.json (checked) and model IR, from the same model (UserError
+    if the directory is not a complete lrt build)."""
     build_dir = Path(build_dir)
     report_path = build_dir / REPORT_NAME
     if not report_path.is_file():
@@ -570,13 +592,16 @@ def emulate(
     json_path: Path | str | None = None,
     markdown_path: Path | str | None = None,
     nvm_path: Path | str | None = None,
-    progress: bool = True,
+    progress: bool = False,
     stats_every: int | None = None,
     format_store: bool = False,
     count_instructions: bool = True,
     last_n: int = 500,
-) -> Any:
-    """Stream `samples` online samples through the firmware: predict, then learn the label.
+) -> OnlineResult:
+    """`lrt-emulate` as a function: stream `samples` online samples through the firmware of
+    `build_dir`: predict, then learn the label. Returns the run's `lrt.report.OnlineResult`
+    (`.markdown()`, `.to_dict()`); `progress` prints the stream's progress line to stderr.
+    Raises `lrt.UserError` for inputs it refuses.
 
     Drift environments (analog/digital) send a DRIFT request every DRIFT_PERIOD samples,
     which the firmware applies to its stored weights. With `stats_every`, the write counters
@@ -588,11 +613,13 @@ def emulate(
     from lrt.emulate import protocol as P
     from lrt.report import OnlineResult
 
+    for name, value in (("samples", samples), ("stats_every", stats_every), ("last_n", last_n)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):  # fmt: skip
+            raise UserError(f"{name} {value!r}: expected an integer >= 1")
     build_dir = Path(build_dir)
     nvm_path = Path(nvm_path) if nvm_path is not None else None
     report, model = load_build(build_dir)
-    if samples < 1:
-        raise UserError(f"--samples {samples}: expected >= 1")
     cfg = report["config"]
     ds = load_dataset(
         cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]

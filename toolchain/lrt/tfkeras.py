@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import io
 import logging
 import os
@@ -16,6 +17,17 @@ from typing import Any
 import numpy as np
 
 from lrt import console
+from lrt.errors import UserError
+
+TRAIN_EXTRA_MISSING = (
+    "training a model needs TensorFlow, which is not installed: pip install 'lrt[train]' "
+    "(or build from a trained full-integer .tflite: --model FILE)"
+)
+
+
+def training_available() -> bool:
+    """TensorFlow and Keras are installed (looked up without importing them)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("tensorflow", "keras"))
 
 
 @functools.cache
@@ -25,8 +37,11 @@ def tf_keras() -> tuple[Any, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if console.verbose() else "3")
     # oneDNN's fused kernels may reorder float sums; the QAT graph relies on exact sums.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import keras
-    import tensorflow as tf
+    try:
+        import keras
+        import tensorflow as tf
+    except ImportError:
+        raise UserError(TRAIN_EXTRA_MISSING) from None
 
     if not console.verbose():
         tf.get_logger().setLevel(logging.ERROR)

@@ -126,13 +126,21 @@ def open_device(
         transport = PipeTransport(qemu.spawn(), name=f"QEMU {qemu_machine(board)}")
         return Device(transport, timeout=timeout, window=window, name=f"qemu:{board.name}")
     if emulator == "renode":
+        import shutil
         import tempfile
 
-        from lrt.emulate.renode import RenodeRunner
+        from lrt.emulate.renode import RenodeRunner, renode_platform, require_renode
 
-        # the runner writes its .resc/.robot and Renode's log there; it says if renode is
-        # missing. A serial link drops bytes while the firmware is busy: one frame in flight.
+        renode_platform(board)  # the board names a Renode machine
+        require_renode()
+        # the runner writes its .resc/.robot and Renode's log there (removed after a clean
+        # session). A serial link drops bytes while the firmware is busy: one frame in flight.
         work = Path(tempfile.mkdtemp(prefix=f"lrt-renode-{board.name}-"))
-        uart = RenodeRunner(board, firmware, work, timeout=timeout).open()
+        try:
+            uart = RenodeRunner(board, firmware, work, timeout=timeout).open()
+        except UserError:
+            if not (work / "session" / "renode.log").is_file():  # no log for the error to name
+                shutil.rmtree(work, ignore_errors=True)
+            raise
         return Device(uart, timeout=timeout, window=1, name=f"renode:{board.name}")
     raise UserError(f"emulator {emulator!r} cannot run board {board.name!r}")

@@ -100,6 +100,11 @@ class Transport(ABC):
         """Extra text for error messages (e.g. the device's stderr tail)."""
         return ""
 
+    def discard_files(self) -> None:
+        """After a clean session: remove the emulator's work files (kept after a failure,
+        for the log its error names)."""
+        return None  # a process or pipe leaves no files behind
+
     def exit_status(self) -> int | None:
         """The device's exit status if it has ended and reports one (a process), else None."""
         return None
@@ -268,6 +273,8 @@ class Device:
             pass
         finally:
             self.exit_status = self.transport.close()
+        if bye:
+            self.transport.discard_files()
         return self.exit_status
 
     # -- raw frames --

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lrt import resources
+from lrt import cflags, resources
 from lrt.boards import Board
 from lrt.emulate.base import PipeTransport, Runner
 from lrt.errors import UserError
@@ -56,9 +56,8 @@ class InsnCount:
 
 
 def qemu_binary() -> str:
-    path = shutil.which(QEMU)
-    if path is None:
-        raise UserError(f"{QEMU} not found on PATH (install qemu-system-arm: scripts/setup.sh)")
+    path = shutil.which(cflags.require_tool(QEMU))
+    assert path is not None
     return path
 
 

@@ -123,6 +123,11 @@ def _which(tool: str) -> str:
     return path
 
 
+def require_renode() -> str:
+    """The path of `renode` (UserError with the way to install it if it is not on PATH)."""
+    return _which("renode")
+
+
 def run_robot(
     robot: Path, results_dir: Path, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
@@ -144,10 +149,17 @@ class SocketTransport(Transport):
     """A TCP byte stream (Renode's server socket terminal on the board's UART); closing it
     stops the Renode process."""
 
-    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        proc: subprocess.Popen[bytes],
+        log: Path,
+        work_dir: Path | None = None,
+    ) -> None:
         self.sock = sock
         self.proc = proc
         self.log = log
+        self.work_dir = work_dir  # the session's files: removed after a clean session
 
     def write(self, data: bytes) -> None:
         try:
@@ -180,6 +192,10 @@ class SocketTransport(Transport):
             self.proc.kill()
             self.proc.wait()
         return None  # a UART firmware never exits; Renode's status says nothing about it
+
+    def discard_files(self) -> None:
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
 class RenodeRunner(Runner):
@@ -238,7 +254,7 @@ class RenodeRunner(Runner):
                         f"(see {log_path})"
                     ) from None
                 time.sleep(0.2)
-        transport = SocketTransport(sock, proc, log_path)
+        transport = SocketTransport(sock, proc, log_path, self.work_dir)
         if self.ready_line:
             line = transport.read_line(self.timeout)
             if line.rstrip(b"\r\n") != self.ready_line.encode():
