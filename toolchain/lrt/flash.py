@@ -11,7 +11,9 @@ The console script lrt-flash (cli.py) parses ``--board``, ``--build``, ``--metho
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
+import sys
 from pathlib import Path
 
 from lrt.boards import Board
@@ -48,16 +50,41 @@ def resolve_method(board: Board, method: str | None) -> str:
     return chosen
 
 
-def _elf(path: Path) -> Path:
-    """path, if it is an ELF file (a flasher given anything else writes garbage)."""
+ELF32_HEADER = struct.Struct("<16sHHIIIIIHHHHHH")
+ELF32_PHDR = struct.Struct("<IIIIIIII")
+PT_LOAD = 1
+
+
+def _elf(path: Path, board: Board) -> Path:
+    """path, if it is an ARM ELF whose loaded bytes all lie in the board's code region (a
+    flasher given anything else writes garbage, or another board's layout)."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(52)
+        data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
     # 32-bit little-endian ARM executable (e_ident, e_machine = EM_ARM)
-    if len(head) < 52 or head[:6] != b"\x7fELF\x01\x01" or head[18:20] != b"\x28\x00":
+    if len(data) < 52 or data[:6] != b"\x7fELF\x01\x01" or data[18:20] != b"\x28\x00":
         raise UserError(f"{path} is not a 32-bit ARM ELF firmware image")
+    fields = ELF32_HEADER.unpack_from(data)
+    phoff, phentsize, phnum = fields[5], fields[9], fields[10]
+    if phentsize < ELF32_PHDR.size or phoff + phnum * phentsize > len(data):
+        raise UserError(f"{path}: truncated ELF (program headers past its end)")
+    code = board.code_region
+    loads = [
+        (paddr, filesz)
+        for p_type, _, _, paddr, filesz, _, _, _ in (
+            ELF32_PHDR.unpack_from(data, phoff + i * phentsize) for i in range(phnum)
+        )
+        if p_type == PT_LOAD and filesz
+    ]
+    if not loads:
+        raise UserError(f"{path} has no loadable segment: not a firmware image")
+    for paddr, filesz in loads:
+        if not code.origin <= paddr <= code.end - filesz:
+            raise UserError(
+                f"{path} loads {filesz:,d} B at 0x{paddr:08x}, outside {board.name}'s code "
+                f"region 0x{code.origin:08x}-0x{code.end:08x}: built for another board?"
+            )
     return path
 
 
@@ -66,7 +93,7 @@ def find_firmware(board: Board, build_dir: Path) -> Path:
     build.build_firmware wrote into (out/<board>/fw.elf)."""
     build_dir = Path(build_dir)
     if build_dir.is_file():
-        return _elf(build_dir)
+        return _elf(build_dir, board)
     report = build_dir / "report.json"
     candidates = []
     if report.is_file():
@@ -82,29 +109,40 @@ def find_firmware(board: Board, build_dir: Path) -> Path:
     candidates += [build_dir / "out" / board.name / "fw.elf", build_dir / "fw.elf"]
     for path in candidates:
         if path.is_file():
-            return _elf(path)
+            return _elf(path, board)
     raise UserError(f"no firmware for board '{board.name}' in {build_dir} (run lrt-build "
                     f"--board {board.name} first)")
 
 
-def pio_project_dir(board: Board, build_dir: Path) -> Path:
-    """The PlatformIO project of a build (written next to its sources if missing)."""
+def pio_project_dir(board: Board, build_dir: Path, write: bool = True) -> Path:
+    """The PlatformIO project of a build (written next to its sources if missing and
+    `write`)."""
     from lrt.pio_project import write_pio_project
 
     project = Path(build_dir) / "pio"
-    if not (project / "platformio.ini").is_file():
+    if write and not (project / "platformio.ini").is_file():
         write_pio_project(Path(build_dir), board, project)
     return project
 
 
-def flash_command(board: Board, build_dir: Path, method: str | None = None) -> list[str]:
-    """The command that writes the firmware of build_dir to the board."""
+def flash_command(
+    board: Board, build_dir: Path, method: str | None = None, write: bool = True
+) -> list[str]:
+    """The command that writes the firmware of build_dir to the board (`write`: create the
+    PlatformIO project it needs; a dry run does not)."""
     chosen = resolve_method(board, method)
     assert board.flash is not None
-    if chosen == "pio":
-        project = pio_project_dir(board, build_dir)
-        return ["pio", "run", "-d", str(project), "-e", board.name, "-t", "upload"]
+    # an lrt build of this board (or its ELF), whatever the method: never another's layout
     elf = find_firmware(board, build_dir)
+    if chosen == "pio":
+        if Path(build_dir).is_file() or not (Path(build_dir) / "report.json").is_file():
+            raise UserError(
+                f"--method pio uploads an lrt-build directory's PlatformIO project; {build_dir} "
+                "is not one (give the directory lrt-build wrote, or --method "
+                + " / ".join(m for m in board.flash.methods if m != "pio") + " for an ELF)"
+            )
+        project = pio_project_dir(board, build_dir, write)
+        return [_pio(), "run", "-d", str(project), "-e", board.name, "-t", "upload"]
     if chosen == "openocd":
         assert board.flash.openocd_config is not None
         return ["openocd", "-f", board.flash.openocd_config,
@@ -113,8 +151,14 @@ def flash_command(board: Board, build_dir: Path, method: str | None = None) -> l
     return ["pyocd", "flash", "-t", board.flash.pyocd_target, str(elf)]
 
 
+def _pio() -> str:
+    """`pio` of this Python environment (the `pio` extra installs it there), else PATH's."""
+    here = Path(sys.executable).with_name("pio")
+    return str(here) if here.is_file() else "pio"
+
+
 def _require_tool(tool: str, board: Board) -> str:
-    path = shutil.which(tool)
+    path = shutil.which(_pio() if tool == "pio" else tool)
     if path is None:
         others = [m for m in _methods(board) if m != tool]
         raise UserError(f"'{tool}' is not on PATH ({INSTALL[tool]})"
@@ -156,7 +200,7 @@ def flash(
     board: Board, build_dir: Path, dry_run: bool = False, method: str | None = None
 ) -> list[str]:
     """Flash (or with dry_run only compute) the command; returns it. UserError on failure."""
-    cmd = flash_command(board, Path(build_dir), method)
+    cmd = flash_command(board, Path(build_dir), method, write=not dry_run)
     if dry_run:
         return cmd
     chosen = resolve_method(board, method)
