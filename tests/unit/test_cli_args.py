@@ -195,3 +195,28 @@ def test_wrong_sized_image_says_so(tmp_path: Path) -> None:
 def test_build_help_reads_well() -> None:
     text = " ".join(cli.build_parser().format_help().split())
     assert "no progress, no summary" in text and "no the " not in text
+
+
+@pytest.mark.parametrize("flags", [["--preset", "paper"], ["--epochs", "3"]])
+def test_model_refuses_training_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    """--preset and --epochs choose what to train: with --model (a trained .tflite) they
+    would be ignored, or recorded in the report as if they had applied."""
+    argv = ["--model", str(tmp_path / "m.tflite"), "--out", str(tmp_path / "o"), *flags]
+    assert cli.build_main(argv) == 2
+    one_error(capsys, flags[0], "--model imports a trained model")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_imported_model_infers_unless_a_scheme_is_named(tmp_path: Path) -> None:
+    """--model defaults the scheme to inference; a config file's scheme beats that default,
+    as --scheme / --set beat the file."""
+    from lrt.config import load_config
+
+    assert load_config(None, default_scheme="inference").scheme == "inference"
+    toml = tmp_path / "c.toml"
+    toml.write_text('scheme = "sgd"\n')
+    assert load_config(toml, default_scheme="inference").scheme == "sgd"
+    assert load_config(toml, default_scheme="inference", scheme="bias").scheme == "bias"
+    assert load_config(None).scheme == "lrt-maxnorm"

@@ -367,3 +367,29 @@ def test_to_tflite_refuses_inconsistent_rescale() -> None:
     model.layers[0].out_multiplier = mult + 1
     with pytest.raises(ValueError, match="do not follow from the scales"):
         to_tflite(model)
+
+
+def test_what_training_measured_travels_with_the_tflite() -> None:
+    """An lrt .tflite carries the held-out accuracies its training measured, so a build that
+    imports it gets the same error gate (gate_rate) as the build that trained it; a
+    .tflite from elsewhere carries none, and a damaged record is refused."""
+    from lrt.config import BuildConfig
+    from lrt.policy import held_out_error, policy_of
+    from lrt.tflite_import import MODEL_METADATA_NAME, add_metadata_entry, pack_tflite
+
+    model = small_model()
+    model.meta = {"epochs": 3, "int8_accuracy": 0.98, "int8_field_accuracy": 0.91,
+                  "float_accuracy": float("nan"), "seed": 0}  # fmt: skip
+    got = import_tflite(to_tflite(model))
+    assert {k: got.meta[k] for k in ("epochs", "int8_accuracy", "int8_field_accuracy")} == {
+        "epochs": 3, "int8_accuracy": 0.98, "int8_field_accuracy": 0.91}  # fmt: skip
+    assert "seed" not in got.meta and "float_accuracy" not in got.meta
+    assert held_out_error(got.meta) == held_out_error(model.meta) == pytest.approx(0.09)
+    cfg = BuildConfig()
+    assert policy_of(cfg, 10**6, 2, held_out_error(got.meta)).gate_rate_q16 == policy_of(
+        cfg, 10**6, 2, held_out_error(model.meta)).gate_rate_q16 > 0  # fmt: skip
+    assert "int8_accuracy" not in import_tflite(to_tflite(small_model())).meta
+    m = flat_model(small_model())
+    add_metadata_entry(m, MODEL_METADATA_NAME, b'{"int8_accuracy": "high"}')
+    with pytest.raises(UserError, match="malformed lrt_model metadata"):
+        import_tflite(pack_tflite(m))

@@ -156,6 +156,13 @@ def test_tflite_parameters_are_the_irs(mcu: Trained) -> None:
         assert qparams(b_t) == ([pot(lay.acc_exp)] * n, [0] * n)
         np.testing.assert_array_equal(data_of(w_t, "i1"), lay.weights.ravel())
         np.testing.assert_array_equal(data_of(b_t, "<i4"), lay.bias)
+    # what training measured travels with it (the write policy's gate reference)
+    from lrt.policy import held_out_error
+    from lrt.tflite_import import import_tflite
+
+    imported = import_tflite(mcu.tflite)
+    assert imported.meta["int8_field_accuracy"] == mcu.model.meta["int8_field_accuracy"]
+    assert held_out_error(imported.meta) == held_out_error(mcu.model.meta) is not None
 
 
 def test_ir_is_in_the_papers_formats(mcu: Trained) -> None:

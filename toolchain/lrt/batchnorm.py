@@ -294,15 +294,7 @@ def parse_metadata(data: bytes) -> list[dict[str, object]]:
 
 def add_metadata(model_t: object, layers: list[Layer]) -> None:
     """Attach the batch-norm state to a schema ModelT (no-op without batch-norm layers)."""
-    from ai_edge_litert import schema_py_generated as fb
+    from lrt.tflite_import import add_metadata_entry
 
-    if not any(lay.kind == "batchnorm" for lay in layers):
-        return
-    m = model_t
-    buf = fb.BufferT()
-    buf.data = np.frombuffer(metadata_bytes(layers), dtype=np.uint8)
-    m.buffers.append(buf)  # type: ignore[attr-defined]
-    meta = fb.MetadataT()
-    meta.name = METADATA_NAME
-    meta.buffer = len(m.buffers) - 1  # type: ignore[attr-defined]
-    m.metadata = [*(m.metadata or []), meta]  # type: ignore[attr-defined]
+    if any(lay.kind == "batchnorm" for lay in layers):
+        add_metadata_entry(model_t, METADATA_NAME, metadata_bytes(layers))

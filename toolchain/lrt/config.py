@@ -346,9 +346,12 @@ def parse_setting(text: str, origin: str = "--set") -> tuple[str, Any]:
     return key, _check_type(origin, key, value, hints[key])
 
 
-def load_config(path: Path | str | None, **overrides: Any) -> BuildConfig:
+def load_config(
+    path: Path | str | None, default_scheme: str | None = None, **overrides: Any
+) -> BuildConfig:
     """Read a TOML config (optional), apply overrides (None = not given; from the command
-    line or a library call's keywords, checked like a config file's fields), validate."""
+    line or a library call's keywords, checked like a config file's fields), validate.
+    `default_scheme` replaces BuildConfig's when neither the file nor the overrides name one."""
     base = BuildConfig()
     origin = "settings"
     hints = _settable_fields()
@@ -382,4 +385,8 @@ def load_config(path: Path | str | None, **overrides: Any) -> BuildConfig:
                 )
             values[key] = _check_type(origin, key, value, hints[key])
         base = replace(base, **values)
+        if "scheme" in values:
+            default_scheme = None
+    if default_scheme is not None and overrides.get("scheme") is None:
+        overrides["scheme"] = default_scheme
     return base.with_overrides(**overrides).validate(origin)

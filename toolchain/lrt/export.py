@@ -19,7 +19,7 @@ from lrt.model import Layer, Model, QParams
 from lrt.presets import INPUT_EXP, INPUT_ZERO_POINT, LayerPlan, NetSpec, get_spec, plan_layers
 from lrt.reference import layer_forward
 from lrt.tfkeras import convert_keras_int8, tf_keras
-from lrt.tflite_import import pack_tflite
+from lrt.tflite_import import add_model_metadata, pack_tflite
 
 # ---- IR ----------------------------------------------------------------------------------
 
@@ -365,4 +365,5 @@ def _rewrite_flatbuffer(raw: bytes, model: Model) -> bytes:
     for i in replaced - used:
         fb.buffers[i].data = None
     batchnorm.add_metadata(fb, model.layers)
+    add_model_metadata(fb, model.meta)
     return pack_tflite(fb)

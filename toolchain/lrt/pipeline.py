@@ -43,6 +43,7 @@ class BuildResult:
     platformio: Path | None = None
     footprint: dict[str, int] | None = None
     write_budget: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the user may want to set
 
     def summary(self) -> str:
         lines = [
@@ -64,6 +65,7 @@ class BuildResult:
             )
         if self.write_budget:
             lines.append(f"write budget {self.write_budget}")
+        lines += [f"note         {note}" for note in self.notes]
         lines.append("")
         lines.append(self.budget.table())
         return "\n".join(lines)
@@ -278,10 +280,17 @@ def build(
     model_path = Path(model_path) if model_path is not None else None
     data_dir = Path(data_dir) if data_dir is not None else None
     ir_dir = Path(ir_dir) if ir_dir is not None else None
-    if model_path is not None and scheme is None:
-        scheme = "inference"
+    if model_path is not None and (preset is not None or epochs is not None):
+        flags = (("--preset", preset), ("--epochs", epochs))
+        given = " and ".join(flag for flag, value in flags if value is not None)
+        raise UserError(
+            f"{given} choose what to train; --model imports a trained model (its .tflite "
+            "fixes the architecture and the weights): leave them out"
+        )
     cfg = load_config(
         config_path,
+        # an imported model infers unless the config file or the caller names a scheme
+        default_scheme="inference" if model_path is not None else None,
         preset=preset,
         scheme=scheme,
         dataset=dataset,
@@ -383,7 +392,24 @@ def build(
             if pol.samples_per_commit
             else None
         ),
+        notes=_notes(cfg, model),
     )
+
+
+def _notes(cfg: BuildConfig, model: Model) -> list[str]:
+    """Settings the build had to guess (printed under the summary)."""
+    from lrt.policy import held_out_error
+
+    notes = []
+    batched = cfg.scheme in (*LRT_SCHEMES, "sgd-batch")  # the schemes with a write policy
+    gated = batched and cfg.policy_name == "gated" and cfg.gate_errors > 0
+    if gated and cfg.gate_rate is None and held_out_error(model.meta) is None:
+        notes.append(
+            "the error gate has no reference error rate (the model carries no held-out "
+            "accuracy, as lrt's own .tflite files do): every misprediction counts toward a "
+            "write; --set gate_rate=R with the model's error rate on field-like data"
+        )
+    return notes
 
 
 # the fields of report.json the commands read, with their types

@@ -31,6 +31,7 @@ interpreter's reference kernels (tests/golden).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,21 +192,43 @@ class _Importer:
         self.bn_records = self._bn_metadata()
         self.bn_count = 0
 
-    def _bn_metadata(self) -> list[dict[str, Any]] | None:
-        """The batch-norm state records of lrt's metadata entry, or None."""
+    def _metadata(self, wanted: str) -> bytes | None:
+        """The bytes of the metadata entry named `wanted`, or None if there is none."""
         for meta in self.model.metadata or []:
             name = meta.name
             name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-            if name != batchnorm.METADATA_NAME:
+            if name != wanted:
                 continue
             buffers = self.model.buffers or []
             if not 0 < meta.buffer < len(buffers) or buffers[meta.buffer].data is None:
                 raise self.fail(f"metadata '{name}' has no data")
-            try:
-                return batchnorm.parse_metadata(np.asarray(buffers[meta.buffer].data).tobytes())
-            except ValueError as exc:
-                raise self.fail(str(exc)) from None
+            return np.asarray(buffers[meta.buffer].data).tobytes()
         return None
+
+    def _bn_metadata(self) -> list[dict[str, Any]] | None:
+        """The batch-norm state records of lrt's metadata entry, or None."""
+        data = self._metadata(batchnorm.METADATA_NAME)
+        try:
+            return None if data is None else batchnorm.parse_metadata(data)
+        except ValueError as exc:
+            raise self.fail(str(exc)) from None
+
+    def model_metadata(self) -> dict[str, Any]:
+        """What lrt's training measured of the model (MODEL_METADATA_KEYS), from its
+        metadata entry; {} for models from elsewhere."""
+        data = self._metadata(MODEL_METADATA_NAME)
+        if data is None:
+            return {}
+        try:
+            record = json.loads(data.decode())
+        except (UnicodeDecodeError, ValueError):
+            record = None
+        if not isinstance(record, dict) or not all(
+            k in MODEL_METADATA_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in record.items()
+        ):
+            raise self.fail(f"malformed {MODEL_METADATA_NAME} metadata")
+        return record
 
     def _shape_plumbing(self) -> set[int]:
         """Ops that only compute the target shape of a RESHAPE (Keras' dynamic-batch Flatten
@@ -375,7 +398,7 @@ class _Importer:
             num_classes=int(np.prod(self.layers[-1].out_shape)),
             layers=self.layers,
             preset=None,
-            meta={"source": "tflite", "tflite_sha256": digest},
+            meta={**self.model_metadata(), "source": "tflite", "tflite_sha256": digest},
         )
 
     def batchless(self, t: _Tensor, where: str) -> tuple[int, ...]:
@@ -875,7 +898,37 @@ def to_tflite(model: Model) -> bytes:
     g.outputs = [cur]
     m.subgraphs = [g]
     batchnorm.add_metadata(m, model.layers)
+    add_model_metadata(m, model.meta)
     return pack_tflite(m)
+
+
+# What lrt's training measured of a model, carried by its .tflite so that a build importing
+# it gets the same write policy (the error gate's reference is the held-out error) as the
+# build that trained it.
+MODEL_METADATA_NAME = "lrt_model"
+MODEL_METADATA_KEYS = ("epochs", "int8_accuracy", "int8_field_accuracy")
+
+
+def add_metadata_entry(model_t: Any, name: str, data: bytes) -> None:
+    """Append a named metadata entry (its own buffer) to a schema ModelT."""
+    buf = fb.BufferT()
+    buf.data = np.frombuffer(data, dtype=np.uint8)
+    model_t.buffers.append(buf)
+    entry = fb.MetadataT()
+    entry.name = name
+    entry.buffer = len(model_t.buffers) - 1
+    model_t.metadata = [*(model_t.metadata or []), entry]
+
+
+def add_model_metadata(model_t: Any, meta: dict[str, Any]) -> None:
+    """The MODEL_METADATA_KEYS of a model's meta as lrt's model metadata entry (none if the
+    model has none of them)."""
+    record = {
+        k: meta[k] for k in MODEL_METADATA_KEYS if meta.get(k) is not None and meta[k] == meta[k]
+    }  # (not NaN: an accuracy measured on no test sample)
+    if record:
+        data = json.dumps(record, sort_keys=True).encode()
+        add_metadata_entry(model_t, MODEL_METADATA_NAME, data)
 
 
 def pack_tflite(model: Any) -> bytes:
