@@ -210,3 +210,35 @@ def test_emulating_a_flash_store_board_on_its_qemu_standin_is_refused_at_once() 
     build = built("lrt-maxnorm", "nucleo-f446re")
     with pytest.raises(UserError, match=r"netduinoplus2.*ROM"):
         open_device(build, emulator="qemu")
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+def test_firmware_that_is_not_the_builds(tmp_path: Path) -> None:
+    """A firmware file replaced after the build (another scheme's, or a report naming another
+    model) would print that firmware's figures under the build's layer names: refused."""
+    import json
+    import shutil
+
+    build = tmp_path / "b"
+    shutil.copytree(built("lrt-maxnorm"), build)
+    report = json.loads((build / "report.json").read_text())
+    firmware = build / report["firmware"]
+    shutil.copyfile(built("sgd") / report["firmware"], firmware)
+    proc = run("lrt-emulate", "--build", str(build), "--samples", "5")
+    assert_user_error(proc, "runs scheme 'sgd'", "says 'lrt-maxnorm'", "rebuild")
+    shutil.copyfile(built("lrt-maxnorm") / report["firmware"], firmware)
+    assert run("lrt-emulate", "--build", str(build), "--samples", "5").returncode == 0
+    # the same scheme on other weights (snapped to 6 bits): another model's fingerprint
+    shutil.copyfile(built("lrt-maxnorm", weight_bits=6) / report["firmware"], firmware)
+    proc = run("lrt-emulate", "--build", str(build), "--samples", "5")
+    assert_user_error(proc, "runs another model", report["model"]["fingerprint"][:8])
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+def test_drift_needs_a_weight_store() -> None:
+    """The M3 board keeps an inference build's weights in its firmware image: a drift stream
+    (which drifts the NVM copy) is refused before the emulator starts, not an ERROR reply."""
+    build = built("inference", "lm3s6965evb")
+    for stream in ("analog", "digital"):
+        proc = run("lrt-emulate", "--build", str(build), "--samples", "5", "--stream", stream)
+        assert_user_error(proc, f"stream {stream!r}", "firmware image", "control or shift")

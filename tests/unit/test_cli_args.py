@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -220,3 +221,29 @@ def test_an_imported_model_infers_unless_a_scheme_is_named(tmp_path: Path) -> No
     assert load_config(toml, default_scheme="inference").scheme == "sgd"
     assert load_config(toml, default_scheme="inference", scheme="bias").scheme == "bias"
     assert load_config(None).scheme == "lrt-maxnorm"
+
+
+def test_a_device_failure_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken link or an ERROR reply is not the user's mistake (exit 1, not 2) but no
+    traceback either, unless LRT_VERBOSE asks for it."""
+    import argparse
+
+    from lrt.emulate.base import LinkError
+    from lrt.emulate.protocol import ProtocolError
+
+    def fails(exc: Exception) -> Callable[[argparse.Namespace], int]:
+        def run(_: argparse.Namespace) -> int:
+            raise exc
+
+        return run
+
+    monkeypatch.delenv("LRT_VERBOSE", raising=False)
+    assert cli._run(fails(LinkError("QEMU exited with 1")), argparse.Namespace()) == 1
+    one_error(capsys, "the device failed", "QEMU exited with 1", "LRT_VERBOSE=1")
+    assert cli._run(fails(ProtocolError(-5, 7)), argparse.Namespace()) == 1
+    one_error(capsys, "the device failed")
+    monkeypatch.setenv("LRT_VERBOSE", "1")
+    with pytest.raises(LinkError):
+        cli._run(fails(LinkError("x")), argparse.Namespace())

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lrt import console
 from lrt.config import SCHEMES, parse_setting
-from lrt.errors import UserError
+from lrt.errors import DeviceError, UserError
 
 
 def _one_line(text: str) -> str:
@@ -63,6 +64,12 @@ def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> i
     except UserError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except DeviceError as exc:
+        if console.verbose():
+            raise
+        print(f"error: the device failed: {_one_line(str(exc))} "
+              "(LRT_VERBOSE=1 shows the traceback)", file=sys.stderr)  # fmt: skip
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

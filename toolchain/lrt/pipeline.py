@@ -436,6 +436,9 @@ def read_report(path: Path, config: bool = True) -> dict[str, Any]:
         for key, kind in fields.items():
             if not isinstance(where.get(key), kind) or isinstance(where.get(key), bool):
                 raise UserError(f"{path}: field {key!r} missing or of the wrong type")
+    rate = report["config"].get("sample_rate_hz", 1.0) if config else 1.0
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate > 0:
+        raise UserError(f"{path}: field 'sample_rate_hz' must be a number > 0, got {rate!r}")
     return report
 
 
@@ -655,6 +658,15 @@ def emulate(
     st = make_stream(stream, ds, samples, seed=st_seed, segment=seg)
     xq = model.quantize_input(st.x)
     drift = _drift_request(stream)
+    if drift:
+        from lrt import store
+
+        if store.build_geometry(report, model) is None:
+            raise UserError(
+                f"stream {stream!r} drifts the weights stored in NVM; this build keeps its "
+                f"weights in the firmware image (no NVM weight store for this model on "
+                f"{report['board']!r}): use control or shift, or a build with a weight store"
+            )
     chunk = samples
     if stats_every:
         chunk = min(chunk, stats_every)

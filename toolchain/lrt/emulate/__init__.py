@@ -51,7 +51,9 @@ def open_device(
     format_store: bool = False,
 ) -> Device:
     """Start the firmware of an lrt-build directory on its emulator; a connected Device
-    (HELLO answered: ``dev.info`` holds the model and the weight store's state).
+    (HELLO answered: ``dev.info`` holds the model and the weight store's state), checked to
+    run the model and scheme of the build's report.json (UserError otherwise: a firmware
+    file replaced after the build would report another network's figures under its names).
 
     ``auto`` picks the host executable for the host board and QEMU for boards with a QEMU
     machine. ``nvm_path`` (host only) is checked first (lrt.store): an image of another
@@ -65,6 +67,44 @@ def open_device(
         from lrt.pipeline import read_report
 
         report = read_report(path, config=False)  # board and firmware suffice
+    dev = _start(build_dir, report, emulator, nvm_path, timeout, window, format_store)
+    try:
+        _check_firmware(dev, report, build_dir)
+    except BaseException:
+        dev.close(bye=False)
+        raise
+    return dev
+
+
+def _check_firmware(dev: Device, report: dict[str, Any], build_dir: Path) -> None:
+    """The running firmware is the one of the report: its model's fingerprint, its scheme."""
+    info = dev.info if dev.info is not None else dev.hello()
+    model = report.get("model")
+    fingerprint = model.get("fingerprint") if isinstance(model, dict) else None
+    if isinstance(fingerprint, str) and not info.matches_fingerprint(fingerprint):
+        raise UserError(
+            f"the firmware of {build_dir} runs another model than its report.json "
+            f"(fingerprint {info.fingerprint.hex()}..., the build's {fingerprint[:8]}...): "
+            "rebuild it with lrt-build"
+        )
+    config = report.get("config")
+    scheme = config.get("scheme") if isinstance(config, dict) else None
+    if isinstance(scheme, str) and scheme != info.scheme_name:
+        raise UserError(
+            f"the firmware of {build_dir} runs scheme {info.scheme_name!r}, its report.json "
+            f"says {scheme!r}: rebuild it with lrt-build"
+        )
+
+
+def _start(
+    build_dir: Path,
+    report: dict[str, Any],
+    emulator: str,
+    nvm_path: Path | str | None,
+    timeout: float,
+    window: int,
+    format_store: bool,
+) -> Device:
     if emulator not in EMULATORS:
         raise UserError(f"emulator {emulator!r}: expected one of {', '.join(EMULATORS)}")
     from lrt import boards

@@ -27,6 +27,7 @@ import numpy as np
 
 from lrt import console
 from lrt.emulate import protocol as P
+from lrt.errors import DeviceError
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_WINDOW = 32
@@ -69,7 +70,7 @@ def boot_failure(banner: bytes) -> str | None:
     return boot_failure_text(int(digits) if digits.isdigit() else -1)
 
 
-class LinkError(Exception):
+class LinkError(DeviceError):
     """The transport failed: timeout, device exited, or bytes that are not a valid reply."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from lrt.crc import crc32
+from lrt.errors import DeviceError
 
 VERSION = 2  # 2: INFO reports the weight store's mount state
 SYNC = b"\xa5\x5a"
@@ -110,7 +111,7 @@ def type_name(msg_type: int) -> str:
     return name if msg_type == base else f"{name} reply"
 
 
-class ProtocolError(Exception):
+class ProtocolError(DeviceError):
     """The device answered a request with an ERROR frame."""
 
     def __init__(self, code: int, request_type: int, context: str = "") -> None:
@@ -130,7 +131,7 @@ class ProtocolError(Exception):
         return (type(self), (self.code, self.request_type, self.context))
 
 
-class FrameError(Exception):
+class FrameError(DeviceError):
     """Bytes from the device that are not a well-formed frame, or not the expected reply."""
 
 
