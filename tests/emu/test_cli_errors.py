@@ -194,6 +194,11 @@ def test_dump_logits_is_quiet_and_needs_inputs(tmp_path: Path) -> None:
                str(y), "--quiet")  # fmt: skip
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
     assert np.load(y).shape == (3, 10)
+    bare = tmp_path / "logits"  # the file named, not logits.npy
+    proc = run("lrt-emulate", "--build", str(build), "--inputs", str(x), "--dump-logits",
+               str(bare))  # fmt: skip
+    assert proc.returncode == 0 and f"to {bare}" in proc.stdout
+    assert np.load(bare).shape == (3, 10) and not bare.with_suffix(".npy").exists()
     np.save(x, np.zeros((3, 28, 28), np.int8))  # one sample's ndim, not its shape
     assert_user_error(
         run("lrt-emulate", "--build", str(build), "--inputs", str(x), "--dump-logits", str(y)),
@@ -242,3 +247,36 @@ def test_drift_needs_a_weight_store() -> None:
     for stream in ("analog", "digital"):
         proc = run("lrt-emulate", "--build", str(build), "--samples", "5", "--stream", stream)
         assert_user_error(proc, f"stream {stream!r}", "firmware image", "control or shift")
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+def test_push_and_pull_need_a_store_that_outlives_the_emulator(tmp_path: Path) -> None:
+    """QEMU keeps the NVM in its RAM: a push would be lost, a --wire pull would read the
+    built-in weights of a device booted for it."""
+    qemu = built("inference", "mps2-an386")
+    proc = run("lrt-push", "--build", str(qemu), "--weights", str(qemu / "model.tflite"))
+    assert_user_error(proc, "--nvm IMAGE", "lost")
+    assert "committed" not in proc.stdout
+    proc = run("lrt-pull", "--build", str(qemu), "--wire", "--out", str(tmp_path / "p"))
+    assert_user_error(proc, "--nvm IMAGE", "built-in weights")
+    # the pulled model must not replace the one a build's firmware was made from
+    host = tmp_path / "host"
+    import shutil
+
+    shutil.copytree(built("inference"), host)
+    proc = run("lrt-pull", "--build", str(host), "--nvm", str(tmp_path / "n.img"), "--out",
+               str(host))  # fmt: skip
+    assert_user_error(proc, "is an lrt-build directory")
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+def test_outputs_that_would_overwrite_each_other(tmp_path: Path) -> None:
+    build, image = built("lrt-maxnorm"), tmp_path / "dev.img"
+    proc = run("lrt-emulate", "--build", str(build), "--samples", "5", "--nvm", str(image),
+               "--markdown", str(image))  # fmt: skip
+    assert_user_error(proc, "--markdown and --nvm name the same file")
+    assert not image.exists()
+    same = tmp_path / "r.out"
+    proc = run("lrt-emulate", "--build", str(build), "--samples", "5", "--json", str(same),
+               "--markdown", str(same))  # fmt: skip
+    assert_user_error(proc, "--json and --markdown name the same file")

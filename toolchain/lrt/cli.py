@@ -274,9 +274,16 @@ def _emulate(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"wrote {n} logits rows to {args.dump_logits}")
         return 0
-    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
-        if path is not None:
-            _check_output(flag, path)
+    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--markdown", args.markdown))
+               if path is not None]  # fmt: skip
+    for flag, path in outputs:
+        _check_output(flag, path)
+    named = [*outputs, *([("--nvm", args.nvm)] if args.nvm is not None else [])]
+    for i, (flag, path) in enumerate(named):
+        for other, other_path in named[i + 1 :]:
+            if path.resolve() == other_path.resolve():
+                raise UserError(f"{flag} and {other} name the same file {path}: one would "
+                                "overwrite the other")  # fmt: skip
     result = pipeline.emulate(
         build_dir=args.build,
         samples=args.samples,
@@ -339,8 +346,12 @@ def pull_parser() -> argparse.ArgumentParser:
         description="Read the weights a device learned; write them as .tflite + IR with a diff.",
     )
     p.add_argument("--build", type=Path, required=True, help="directory written by lrt-build")
-    p.add_argument("--nvm", type=Path, help="NVM image file (host emulator --nvm, RAM dump)")
-    p.add_argument("--wire", action="store_true", help="read over the wire protocol instead")
+    p.add_argument("--nvm", type=Path, help="NVM image file (a host build's store, a RAM dump)")
+    p.add_argument(
+        "--wire",
+        action="store_true",
+        help="read it over the wire protocol from the emulator booted on --nvm",
+    )
     _add_emulator(p)
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split accuracy")

@@ -543,7 +543,8 @@ def infer_file(
     with ThreadPoolExecutor(n_jobs) as pool:
         logits = np.concatenate(list(pool.map(run, zip(starts.tolist(), parts, strict=True))))
     try:
-        np.save(out, logits.astype(np.int8))
+        with open(out, "wb") as fh:  # a file object: np.save appends .npy to a bare name
+            np.save(fh, logits.astype(np.int8))
     except OSError as exc:
         raise UserError(f"--dump-logits {out}: cannot write it ({exc.strerror})") from None
     return int(logits.shape[0])

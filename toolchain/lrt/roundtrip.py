@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lrt import boards, codegen
+from lrt import codegen
 from lrt.errors import UserError
 from lrt.model import Model
 from lrt.reference import forward_int8
@@ -163,6 +163,14 @@ def _write_model(model: Model, out: Path) -> None:
     (out / "model.tflite").write_bytes(to_tflite(model))
 
 
+# The devices lrt reaches here are emulators started for the command: only the host
+# emulator's store outlives it (the --nvm file); QEMU and Renode keep the NVM in their RAM.
+EPHEMERAL_STORE = (
+    "the device's weight store needs --nvm IMAGE (a host build's store file): an emulated "
+    "device's store lives for one run, so {what}"
+)
+
+
 def pull(
     build_dir: Path,
     out: Path,
@@ -179,13 +187,16 @@ def pull(
     report, model = load_build(build_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, expected a directory")
+    if (out / "report.json").is_file():
+        raise UserError(f"--out {out} is an lrt-build directory: the pulled model would replace "
+                        "the one its firmware was built from; pull into another directory")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     size = codegen.blob_layout(model).size
     generation: int | None = None
     if not wire:
         if nvm_image is None:
-            raise UserError("pull needs --nvm IMAGE, or --wire to read a running target")
+            raise UserError(EPHEMERAL_STORE.format(what="there is nothing to pull without it"))
         geometry = store.build_geometry(report, model)
         if geometry is None:
             raise UserError("--nvm: this build keeps its weights in the firmware image (no store)")
@@ -207,6 +218,10 @@ def pull(
         from lrt.emulate import open_device
         from lrt.emulate import protocol as P
 
+        if nvm_image is None:
+            raise UserError(EPHEMERAL_STORE.format(
+                what="--wire would read a device booted for the pull, with the built-in weights"
+            ))  # fmt: skip
         with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_image) as dev:
             info = dev.hello()
             if info.store & P.STORE_DEGRADED:
@@ -276,10 +291,8 @@ def push(
     from lrt.pipeline import load_build
 
     report, model = load_build(build_dir)
-    host = emulator in ("auto", "host") and boards.load_build_board(report).is_host
-    if nvm_image is None and host:
-        # the host device's store lives in memory for one run: the commit would be lost
-        raise UserError("a host build needs --nvm IMAGE: the device's weight store is that file")
+    if nvm_image is None:
+        raise UserError(EPHEMERAL_STORE.format(what="a push would be lost when it exits"))
     candidate = load_candidate(source)
     check_compatible(model, candidate)
     blob = codegen.blob_bytes(candidate, codegen.blob_layout(model))
