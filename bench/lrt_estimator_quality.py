@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.backprop import Reader, run_driver, write_net  # noqa: E402
 from harness.backprop import build_driver as build_bp  # noqa: E402
+from harness.buildcache import trained_model  # noqa: E402
 from harness.cbuild import DRIVERS, compile_c  # noqa: E402
 from harness.lowrank import (  # noqa: E402
     LIB_SOURCES,
@@ -37,7 +38,6 @@ from harness.lowrank import (  # noqa: E402
     parse_states,
     run,
 )
-from lrt.buildcache import trained_model  # noqa: E402
 from lrt.data import load_dataset, make_stream  # noqa: E402
 from lrt.model import Model  # noqa: E402
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # harness: not installed
+
+from harness.buildcache import built
 from lrt.boards import load_board
-from lrt.buildcache import built
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import protocol as P
 from lrt.emulate.qemu import QemuRunner, build_insncount_plugin

@@ -38,9 +38,11 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # harness: not installed
+
+from harness.buildcache import ROOT, built, cache_lock, firmware_key, trained_model
 from lrt import pipeline
 from lrt.boards import load_board
-from lrt.buildcache import ROOT, built, cache_lock, firmware_key, trained_model
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import protocol as P
 from lrt.emulate.qemu import count_instructions

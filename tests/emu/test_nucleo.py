@@ -49,8 +49,8 @@ def test_paper_preset_is_refused(tmp_path: Path) -> None:
 
 
 def _paper_model() -> Path:
+    from harness.buildcache import cache_lock
     from lrt import train
-    from lrt.buildcache import cache_lock
     from lrt.data import load_dataset
 
     with cache_lock("paper-2steps-v1") as path:

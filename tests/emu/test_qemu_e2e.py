@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.buildcache import cache_lock
 from helpers.e2e_support import PLAIN_ERROR_COUNT, built
-from lrt.buildcache import cache_lock
 from lrt.data import load_dataset, make_stream
 from lrt.emulate import open_device
 from lrt.model import Model

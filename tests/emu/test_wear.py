@@ -94,12 +94,12 @@ def test_emulate_reports_programs_and_lifetime(tmp_path: Path) -> None:
 
 
 def test_a_run_that_programs_nothing_projects_no_lifetime() -> None:
-    """A frozen model's only program is the blank store's first commit at boot: no wear-out."""
+    """A frozen model's only program is the blank store's first commit at boot: no projection."""
     res = pipeline.emulate(built("inference"), samples=50, stream="shift", seed=100,
                            progress=False, count_instructions=False)  # fmt: skip
     assert res.nvm_tech == "rram" and res.max_programs_per_cell == 1
     assert res.programs_in_run == 0 and res.lifetime_years is None
-    assert "| no wear-out: the run programmed no NVM unit |" in res.markdown()
+    assert "| not projected: the run programmed no NVM unit |" in res.markdown()
 
 
 def test_a_worn_store_charges_the_run_only_its_own_programs(tmp_path: Path) -> None:
@@ -127,6 +127,7 @@ def test_a_worn_store_charges_the_run_only_its_own_programs(tmp_path: Path) -> N
     years = second.endurance * SAMPLES / second.programs_in_run / (365.25 * 86400)
     assert second.lifetime_years == pytest.approx(years)
     assert f"| {second.programs_before_run} / {second.programs_in_run} |" in second.markdown()
+    assert "(NVM, physical, since the image was created) |" in second.markdown()
 
 
 def test_gated_policy_with_a_lifetime_keeps_to_its_budget(tmp_path: Path) -> None:

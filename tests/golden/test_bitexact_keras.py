@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from test_bitexact_net import build_net_driver, interpreter_logits, run_net_driver
 
+from harness.buildcache import cache_lock
 from lrt import reference as ref
-from lrt.buildcache import cache_lock
 from lrt.model import Model
 from lrt.tflite_import import import_tflite
 

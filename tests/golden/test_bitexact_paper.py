@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.buildcache import cache_lock
 from helpers.e2e_support import tflite_logits
 from lrt import pipeline
-from lrt.buildcache import cache_lock
 from lrt.data import load_dataset
 from lrt.emulate import open_device
 from lrt.model import Model

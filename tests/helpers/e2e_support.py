@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrt.buildcache import ROOT, built, cache_lock, digest, trained_model
+from harness.buildcache import ROOT, built, cache_lock, digest, trained_model
 
 # gate_rate for parity tests of short streams: the error gate counts every misprediction, so
 # the default policy's field-error reference (which lets a calm stream write nothing) does not

@@ -66,6 +66,10 @@ def good_image() -> bytes:
         (["--segment", "0"], ["--segment 0", ">= 1"]),
         (["--knob", "sgd:lr=abc"], ["--knob", "sgd:lr=abc", "number"]),
         (["--board", "nosuch"], ["nosuch"]),
+        (["--seeds", "0,0"], ["--seeds '0,0'", "distinct"]),  # one stream counted twice
+        (["--seeds=-1"], ["--seeds '-1'", ">= 0"]),
+        (["--set", "lr=-1"], ["'lr'", "0 < lr <= 1"]),
+        (["--schemes", "sgd", "--knob", "sgd:lr=2"], ["'lr'", "0 < lr <= 1"]),
     ],
 )
 def test_experiment_bad_arguments(

@@ -381,6 +381,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        # a repeated seed would count one stream twice in every mean and standard error
+        raise UserError(f"--seeds {args.seeds!r}: expected distinct integers >= 0")
     for flag, value in (("--samples", args.samples), ("--segment", args.segment),
                         ("--last-n", args.last_n), ("--jobs", args.jobs)):
         if value is not None and value < 1:
@@ -403,6 +406,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         model = str(args.model_dir.resolve())
     taken = {k for c in combos for k, _ in c}
     knobs = parse_knobs(args.knob, schemes, taken)
+    from lrt.config import load_config
+
+    for options in combos:  # every setting checked before --out is created
+        for scheme in schemes:
+            for own in knobs.get(scheme, [()]):
+                load_config(None, scheme=scheme, **dict(options + own))
     cells = [
         Cell(
             env,

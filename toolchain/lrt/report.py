@@ -180,7 +180,9 @@ class OnlineResult:
             f"| online accuracy (mean) | {self.online_accuracy:.4f} |",
             f"| online accuracy (EMA 0.999, end) | {self.online_accuracy_ema:.4f} |",
             f"| online accuracy (last {self.last_n}) | {self.online_accuracy_last_n:.4f} |",
-            f"| max programs per cell (NVM, physical) | {self.max_programs_per_cell} |",
+            "| max programs per cell (NVM, physical"
+            + (", since the image was created" if self.programs_before_run else "")
+            + f") | {self.max_programs_per_cell} |",
             f"| max writes per cell (logical value changes) | {self.max_writes_per_cell} |",
         ]
         if self.nvm_tech != "none":
@@ -195,7 +197,7 @@ class OnlineResult:
         lifetime = (
             f"{self.lifetime_years:.3g} years"
             if self.lifetime_years is not None
-            else "no wear-out: the run programmed no NVM unit"
+            else "not projected: the run programmed no NVM unit"
             if self.programs_in_run == 0 and self.endurance > 0
             else None
         )
