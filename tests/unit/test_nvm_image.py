@@ -197,3 +197,15 @@ def test_paper_drift_parameters() -> None:
     assert nvm_drift.digital_drift_p_q32() == round(1e-4 * 2**32)
     assert nvm_drift.analog_drift_sigma_q16() == round(10 / math.sqrt(1e5) * 128 * 65536)
     assert 4.0 < nvm_drift.analog_drift_sigma_q16() / 65536 < 4.1
+
+
+def test_report_of_garbage_says_the_tools_refuse_it() -> None:
+    """Random bytes of the right size: the firmware would format them, but lrt-emulate --nvm
+    refuses them without --format (they may be something other than a weight store), and
+    the report says both."""
+    size = len(nvm.build_image(FLASH, _blobs(300, 1)))
+    img = np.random.default_rng(5).integers(0, 256, size, np.uint8).tobytes()
+    rep = nvm.inspect_bytes(img, FLASH)
+    assert rep.chosen is None and not rep.empty
+    text = nvm_report.render_report(rep)
+    assert "not an lrt weight store" in text and "refuses it unless" in text

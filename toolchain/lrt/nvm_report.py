@@ -43,9 +43,14 @@ def render_markdown(rep: NvmReport) -> str:
             lines.append("Boot: refused: the store holds another model's (or format's) sets; "
                          "the firmware leaves it untouched unless started with `--format`.")
         else:
+            from lrt.store import refusal
+
+            why = refusal(rep)
             lines.append("Boot: no usable weight set" + (
                 " (blank device: the firmware commits its built-in set)." if rep.empty else
-                " (only unreadable headers: the firmware commits its built-in set)."))
+                " (only unreadable headers: the firmware commits its built-in set)." if not why
+                else f": {why}; the firmware would commit its built-in set over it, "
+                "lrt-emulate --nvm refuses it unless `--format`."))
         return "\n".join(lines) + "\n"
     flags = [n for n, on in (("fallback", rep.fallback), ("degraded", rep.degraded),
                              ("foreign slots seen", rep.foreign)) if on]
