@@ -37,6 +37,8 @@ TRAIN_SOURCES = [
 FIRMWARE_GLOBS = [
     "firmware_templates/**/*",
     "toolchain/lrt/codegen.py",
+    "toolchain/lrt/pipeline.py",  # what report.json records
+    "toolchain/lrt/policy.py",  # the write policy compiled into the firmware
     "toolchain/lrt/build.py",
     "toolchain/lrt/bsp.py",
     "toolchain/lrt/cflags.py",

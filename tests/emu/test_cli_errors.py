@@ -219,8 +219,10 @@ def test_emulating_a_flash_store_board_on_its_qemu_standin_is_refused_at_once() 
 
 @pytest.mark.slow  # a trained model: minutes on a fresh clone
 def test_firmware_that_is_not_the_builds(tmp_path: Path) -> None:
-    """A firmware file replaced after the build (another scheme's, or a report naming another
-    model) would print that firmware's figures under the build's layer names: refused."""
+    """A firmware file replaced after the build would open the weight store as another
+    firmware and print its figures under the build's layer names: refused before it starts
+    (its sha256 against report.json's), and by what it answers (model, scheme) for a report
+    without the hash (an older build)."""
     import json
     import shutil
 
@@ -228,7 +230,13 @@ def test_firmware_that_is_not_the_builds(tmp_path: Path) -> None:
     shutil.copytree(built("lrt-maxnorm"), build)
     report = json.loads((build / "report.json").read_text())
     firmware = build / report["firmware"]
+    image = tmp_path / "dev.img"
     shutil.copyfile(built("sgd") / report["firmware"], firmware)
+    proc = run("lrt-emulate", "--build", str(build), "--samples", "5", "--nvm", str(image))
+    assert_user_error(proc, "is not the firmware lrt-build made", "rebuild")
+    assert not image.exists()  # the foreign firmware never touched the store
+    del report["firmware_sha256"]
+    (build / "report.json").write_text(json.dumps(report))
     proc = run("lrt-emulate", "--build", str(build), "--samples", "5")
     assert_user_error(proc, "runs scheme 'sgd'", "says 'lrt-maxnorm'", "rebuild")
     shutil.copyfile(built("lrt-maxnorm") / report["firmware"], firmware)
@@ -237,6 +245,14 @@ def test_firmware_that_is_not_the_builds(tmp_path: Path) -> None:
     shutil.copyfile(built("lrt-maxnorm", weight_bits=6) / report["firmware"], firmware)
     proc = run("lrt-emulate", "--build", str(build), "--samples", "5")
     assert_user_error(proc, "runs another model", report["model"]["fingerprint"][:8])
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+def test_max_norm_is_a_setting_not_another_scheme() -> None:
+    """lrt with max-norm on and lrt-maxnorm with it off are the builds asked for."""
+    for scheme, max_norm in (("lrt", "on"), ("lrt-maxnorm", "off")):
+        build = built(scheme, max_norm=max_norm)
+        assert run("lrt-emulate", "--build", str(build), "--samples", "5").returncode == 0
 
 
 @pytest.mark.slow  # a trained model: minutes on a fresh clone

@@ -153,7 +153,7 @@ def test_a_missing_compiler_names_its_debian_package() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"stats_every": -5}, {"stats_every": 0}, {"last_n": 0}, {"samples": "5"}, {"samples": True}],
+    [{"stats_every": -5}, {"last_n": 0}, {"samples": "5"}, {"samples": True}, {"samples": 2.5}],
 )
 def test_run_online_refuses_counts_below_one(tmp_path: Path, kwargs: dict[str, object]) -> None:
     """A negative stats_every once streamed no sample and reported accuracy 0 for all of them."""
@@ -162,3 +162,40 @@ def test_run_online_refuses_counts_below_one(tmp_path: Path, kwargs: dict[str, o
     name = next(iter(kwargs))
     with pytest.raises(UserError, match=f"{name} .*expected an integer >= 1"):
         lrt.run_online(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_failing_thread_shows_its_own_native_tail(capfd: pytest.CaptureFixture[str]) -> None:
+    """The thread that fails prints the native output since it entered; one that succeeds
+    prints none, even when it leaves last."""
+    from lrt import console
+
+    inside = threading.Barrier(2)
+    failed = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[str] = []
+
+    def failing() -> None:
+        try:
+            with console.native_quiet():
+                inside.wait()
+                os.write(2, b"why it broke\n")
+                raise RuntimeError("internal")
+        except RuntimeError as exc:
+            errors.append(exc)
+        failed.set()
+
+    def succeeding() -> None:
+        with console.native_quiet():
+            inside.wait()
+            failed.wait()
+            seen.append(capfd.readouterr().err)
+            os.write(2, b"harmless noise\n")
+
+    threads = [threading.Thread(target=f) for f in (failing, succeeding)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1
+    assert "why it broke" in seen[0]  # printed by the failing thread itself, at once
+    assert "harmless noise" not in capfd.readouterr().err

@@ -197,3 +197,35 @@ def test_boot_failure_line_is_read_from_the_banner() -> None:
     assert why is not None and "status 4" in why and BOOT_FAILURES[4] in why
     assert boot_failure(b"lrt: boot failed, status 3\nlrt: ready\n") is None
     assert boot_failure(b"lrt: boot failed, status ") == "stopped at boot (its status line is cut)"
+
+
+def test_the_lifetime_charges_a_run_its_own_programs() -> None:
+    """OnlineResult.add_wear: a blank store's run is charged everything (its first commit
+    included), a worn store's run its increase, at least one when anything was programmed
+    (an older slot catching up leaves the maximum where it was), nothing programmed: none."""
+    from lrt.report import OnlineResult
+
+    def result() -> OnlineResult:
+        return OnlineResult("host", "lrt-maxnorm", "shift", 1000, 0.9, 0.9, 0.9, 500, 3, None,
+                            4, [{"layer": "d", "cells": 9, "max_writes_per_cell": 3,
+                                 "mean_writes_per_cell": 1.0}], 1.0, 1000.0)  # fmt: skip
+
+    def wear(blob: int, meta: int, layer: int) -> P.Wear:
+        return P.Wear("rram", blob, meta, (layer,))
+
+    years = 1_000_000 * 1000 / (365.25 * 86400)
+    cases = [  # (before, after, blank at boot, programs charged)
+        (wear(1, 1, 1), wear(9, 10, 9), True, 10),
+        (wear(10, 12, 10), wear(20, 17, 20), False, 8),
+        (wear(10, 10, 9), wear(10, 10, 10), False, 1),
+        (wear(1, 1, 1), wear(1, 1, 1), True, 0),
+    ]
+    for before, after, blank, charged in cases:
+        res = result()
+        res.add_wear(after, 1_000_000, 2, 1.0, before=before, blank_at_boot=blank)
+        assert res.programs_in_run == charged, (before, after)
+        if charged:
+            assert res.lifetime_years == pytest.approx(years / charged)
+        else:
+            assert res.lifetime_years is None
+            assert "| not projected: the run programmed no NVM unit |" in res.markdown()

@@ -389,7 +389,10 @@ def test_what_training_measured_travels_with_the_tflite() -> None:
     assert policy_of(cfg, 10**6, 2, held_out_error(got.meta)).gate_rate_q16 == policy_of(
         cfg, 10**6, 2, held_out_error(model.meta)).gate_rate_q16 > 0  # fmt: skip
     assert "int8_accuracy" not in import_tflite(to_tflite(small_model())).meta
-    m = flat_model(small_model())
-    add_metadata_entry(m, MODEL_METADATA_NAME, b'{"int8_accuracy": "high"}')
-    with pytest.raises(UserError, match="malformed lrt_model metadata"):
-        import_tflite(pack_tflite(m))
+    for bad in (b'{"int8_accuracy": "high"}', b'{"int8_accuracy": NaN}',
+                b'{"int8_accuracy": 7.5}', b'{"epochs": -1}', b'{"epochs": true}',
+                b'{"seed": 3}', b"[0.9]", b"\xff"):  # fmt: skip
+        m = flat_model(small_model())
+        add_metadata_entry(m, MODEL_METADATA_NAME, bad)
+        with pytest.raises(UserError, match="malformed lrt_model metadata"):
+            import_tflite(pack_tflite(m))

@@ -7,6 +7,7 @@ import functools
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 from lrt.boards import Board
 from lrt.errors import UserError
@@ -100,7 +101,8 @@ _TOOL_PACKAGES = (
 def require_tool(name: str) -> str:
     """name, after checking it is on PATH (UserError naming its Debian package otherwise)."""
     if shutil.which(name) is None:
-        package = next((pkg for prefix, pkg in _TOOL_PACKAGES if name.startswith(prefix)),
+        tool = Path(name).name  # (a path to a tool names its package too)
+        package = next((pkg for prefix, pkg in _TOOL_PACKAGES if tool.startswith(prefix)),
                        "build-essential")  # fmt: skip
         raise UserError(
             f"'{name}' not found on PATH: install it (Debian: apt install {package}; "

@@ -258,6 +258,12 @@ def _emulate(args: argparse.Namespace) -> int:
     for flag, value in (("--samples", args.samples), ("--segment", args.segment)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: expected >= 1")
+    files = [(flag, path) for flag, path in (("--dump-logits", args.dump_logits),
+             ("--inputs", args.inputs), ("--nvm", args.nvm)) if path is not None]  # fmt: skip
+    if args.dump_logits is not None and any(
+        path.resolve() == args.dump_logits.resolve() for _, path in files[1:]
+    ):
+        raise UserError(f"--dump-logits {args.dump_logits} is also an input of this run")
     if args.dump_logits is not None and args.inputs is None:
         raise UserError("--dump-logits needs --inputs X.npy (the samples to run inference on)")
     if args.inputs is not None:
@@ -346,7 +352,12 @@ def pull_parser() -> argparse.ArgumentParser:
         description="Read the weights a device learned; write them as .tflite + IR with a diff.",
     )
     p.add_argument("--build", type=Path, required=True, help="directory written by lrt-build")
-    p.add_argument("--nvm", type=Path, help="NVM image file (a host build's store, a RAM dump)")
+    p.add_argument(
+        "--nvm",
+        type=Path,
+        help="NVM image file (a host build's store file); needed: an emulator's store lives "
+        "for one run",
+    )
     p.add_argument(
         "--wire",
         action="store_true",
@@ -385,7 +396,11 @@ def push_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--build", type=Path, required=True, help="the device's lrt-build directory")
     p.add_argument("--weights", type=Path, required=True, help=".tflite file or lrt-pull output")
-    p.add_argument("--nvm", type=Path, help="NVM image of a host-emulated device")
+    p.add_argument(
+        "--nvm",
+        type=Path,
+        help="NVM image of a host-emulated device; needed: an emulator's store lives for one run",
+    )
     _add_format(p)
     _add_emulator(p)
     return p

@@ -90,12 +90,12 @@ class _Muted:
     wrappers: tuple[TextIO | None, TextIO | None]
     sink: IO[bytes]
     users: int = 1
-    failed: bool = False
 
 
 _muted_lock = threading.Lock()
 _muted: _Muted | None = None
 NATIVE_FDS = (1, 2)  # where native code writes, whatever Python's streams are
+TAIL_LINES = 20
 
 
 def _writes_through(stream: TextIO, fd: int) -> bool:
@@ -110,28 +110,40 @@ def _mute() -> _Muted | None:
     for s in streams:
         with contextlib.suppress(ValueError, OSError):
             s.flush()
+    saved: list[int] = []
+    sink: IO[bytes] | None = None
+    redirected: list[int] = []
     try:
-        saved = [os.dup(fd) for fd in NATIVE_FDS]
+        for fd in NATIVE_FDS:
+            saved.append(os.dup(fd))
+        sink = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed by _unmute)
+        for fd in NATIVE_FDS:
+            os.dup2(sink.fileno(), fd)
+            redirected.append(fd)
+        # Python-level output (progress lines, warnings we want) still reaches the user
+        wrappers = tuple(
+            io.TextIOWrapper(os.fdopen(os.dup(orig), "wb"), line_buffering=True)
+            if _writes_through(s, fd)
+            else None
+            for s, fd, orig in zip(streams, NATIVE_FDS, saved, strict=True)
+        )
     except OSError:
-        return None  # no fds 1 and 2 (an embedding app): nothing to mute
-    sink = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed by _unmute)
-    for fd in NATIVE_FDS:
-        os.dup2(sink.fileno(), fd)
-    # Python-level output (progress lines, warnings we want) still reaches the user
-    wrappers = tuple(
-        io.TextIOWrapper(os.fdopen(os.dup(orig), "wb"), line_buffering=True)
-        if _writes_through(s, fd)
-        else None
-        for s, fd, orig in zip(streams, NATIVE_FDS, saved, strict=True)
-    )
+        # no fds 1 and 2 (an embedding app) or none left: put back what was moved, mute nothing
+        for fd, orig in zip(redirected, saved, strict=False):
+            os.dup2(orig, fd)
+        for orig in saved:
+            os.close(orig)
+        if sink is not None:
+            sink.close()
+        return None
     state = _Muted(saved, streams, (wrappers[0], wrappers[1]), sink)
     sys.stdout = wrappers[0] or sys.stdout
     sys.stderr = wrappers[1] or sys.stderr
     return state
 
 
-def _unmute(state: _Muted) -> list[str]:
-    """Restore fds 1 and 2 and the Python streams; the sink's last lines if a user failed."""
+def _unmute(state: _Muted) -> None:
+    """Restore fds 1 and 2 and the Python streams."""
     for s in state.wrappers:
         if s is not None:
             with contextlib.suppress(ValueError, OSError):
@@ -148,19 +160,19 @@ def _unmute(state: _Muted) -> list[str]:
     for fd, orig in zip(NATIVE_FDS, state.saved, strict=True):
         os.dup2(orig, fd)
         os.close(orig)
-    tail: list[str] = []
-    if state.failed:
-        state.sink.seek(0)
-        tail = state.sink.read().decode(errors="replace").splitlines()[-20:]
     state.sink.close()
-    return tail
+
+
+def _sink_end(state: _Muted) -> int:
+    return os.lseek(state.sink.fileno(), 0, os.SEEK_END)
 
 
 @contextlib.contextmanager
 def native_quiet() -> Iterator[None]:
     """Mute what native code writes to fds 1 and 2 (see the module docstring). The
     descriptors belong to the process: threads inside the context at the same time share
-    one muting, undone when the last of them leaves."""
+    one muting, undone when the last of them leaves; a user that fails shows the native
+    output written since it entered (other threads' lines may be among it)."""
     global _muted
     if verbose():
         yield
@@ -171,6 +183,7 @@ def native_quiet() -> Iterator[None]:
         else:
             _muted.users += 1
         state = _muted
+        start = _sink_end(state) if state is not None else 0
     if state is None:
         yield
         return
@@ -180,13 +193,15 @@ def native_quiet() -> Iterator[None]:
     except UserError:
         raise  # the user's mistake: its one line says it all
     except BaseException:
-        state.failed = True
+        with _muted_lock:  # read without moving the offset the native writers share
+            text = os.pread(state.sink.fileno(), _sink_end(state) - start, start)
+        tail = text.decode(errors="replace").splitlines()[-TAIL_LINES:]
         raise
     finally:
         with _muted_lock:
             state.users -= 1
             if state.users == 0:
                 _muted = None
-                tail = _unmute(state)
+                _unmute(state)
         if tail:
             print("\n".join(["(native output before the failure)", *tail]), file=sys.stderr)

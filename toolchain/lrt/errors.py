@@ -16,6 +16,6 @@ class UserError(Exception):
 class DeviceError(Exception):
     """The device or its emulator failed (a link that broke, an ERROR reply, bytes that are
     not a frame): not the user's input. The CLI prints it as one line and exits with 1
-    (``--verbose``: the traceback too)."""
+    (``LRT_VERBOSE=1``: the traceback too)."""
 
     exit_code = 1

@@ -5,7 +5,9 @@ The CLI is a thin layer over these functions; tests call them directly too.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import operator
 import os
 import shutil
 import time
@@ -284,7 +286,7 @@ def build(
         flags = (("--preset", preset), ("--epochs", epochs))
         given = " and ".join(flag for flag, value in flags if value is not None)
         raise UserError(
-            f"{given} choose what to train; --model imports a trained model (its .tflite "
+            f"{given}: options of training; --model imports a trained model (its .tflite "
             "fixes the architecture and the weights): leave them out"
         )
     cfg = load_config(
@@ -366,6 +368,8 @@ def build(
         "accuracy": accuracy,
         "budget": budget.to_dict(),
         "firmware": str(fw.executable.relative_to(out)),
+        # lrt-emulate checks the file against it before the firmware opens a weight store
+        "firmware_sha256": hashlib.sha256(fw.executable.read_bytes()).hexdigest(),
         "footprint": fw.footprint.to_dict() if fw.footprint else None,
         "exact_write_counters": counters,
         "platformio_project": str(pio_ini.parent.relative_to(out)) if pio_ini else None,
@@ -403,7 +407,9 @@ def _notes(cfg: BuildConfig, model: Model) -> list[str]:
     notes = []
     batched = cfg.scheme in (*LRT_SCHEMES, "sgd-batch")  # the schemes with a write policy
     gated = batched and cfg.policy_name == "gated" and cfg.gate_errors > 0
-    if gated and cfg.gate_rate is None and held_out_error(model.meta) is None:
+    imported = model.meta.get("source") == "tflite"  # (a model trained here may lack it by
+    # design: held_out_error gives no reference for one not trained offline)
+    if gated and imported and cfg.gate_rate is None and held_out_error(model.meta) is None:
         notes.append(
             "the error gate has no reference error rate (the model carries no held-out "
             "accuracy, as lrt's own .tflite files do): every misprediction counts toward a "
@@ -612,6 +618,17 @@ def _drift_request(stream: str) -> tuple[int, int] | None:
     return None
 
 
+def _count(name: str, value: Any) -> int:
+    """value as an int >= 1 (numpy integers too), else UserError naming it."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise UserError(f"{name} {value!r}: expected an integer >= 1")
+    return number
+
+
 def emulate(
     build_dir: Path | str,
     samples: int = 2000,
@@ -643,10 +660,9 @@ def emulate(
     from lrt.emulate import protocol as P
     from lrt.report import OnlineResult
 
-    for name, value in (("samples", samples), ("stats_every", stats_every), ("last_n", last_n)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < 1):  # fmt: skip
-            raise UserError(f"{name} {value!r}: expected an integer >= 1")
+    samples, last_n = _count("samples", samples), _count("last_n", last_n)
+    # 0 or None: no counters along the way
+    stats_every = _count("stats_every", stats_every) if stats_every else None
     build_dir = Path(build_dir)
     nvm_path = Path(nvm_path) if nvm_path is not None else None
     report, model = load_build(build_dir)

@@ -99,7 +99,9 @@ class OnlineResult:
             worst = 0
         elif before is not None and not blank_at_boot:
             self.programs_before_run = max(before.max_blob, before.max_meta)
-            worst -= self.programs_before_run
+            # the run programmed something (the reply changed): at least once, even where an
+            # older slot's units only caught up with the most-worn one
+            worst = max(worst - self.programs_before_run, 1)
         self.programs_in_run = worst
         self.lifetime_years = lifetime_years(endurance, worst, self.samples, sample_rate_hz)
         self.sgd_lifetime_years = sgd_lifetime_years(endurance, n_slots, sample_rate_hz)

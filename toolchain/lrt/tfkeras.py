@@ -40,7 +40,9 @@ def tf_keras() -> tuple[Any, Any]:
     try:
         import keras
         import tensorflow as tf
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("keras", "tensorflow"):
+            raise  # installed but broken: its own error says more
         raise UserError(TRAIN_EXTRA_MISSING) from None
 
     if not console.verbose():

@@ -223,10 +223,14 @@ class _Importer:
             record = json.loads(data.decode())
         except (UnicodeDecodeError, ValueError):
             record = None
-        if not isinstance(record, dict) or not all(
-            k in MODEL_METADATA_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
-            for k, v in record.items()
-        ):
+        def valid(key: str, value: Any) -> bool:
+            if isinstance(value, bool) or key not in MODEL_METADATA_KEYS:
+                return False
+            if key == "epochs":
+                return isinstance(value, int) and value >= 0
+            return isinstance(value, int | float) and 0.0 <= value <= 1.0  # (NaN fails too)
+
+        if not isinstance(record, dict) or not all(valid(k, v) for k, v in record.items()):
             raise self.fail(f"malformed {MODEL_METADATA_NAME} metadata")
         return record
 

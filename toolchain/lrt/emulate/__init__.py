@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+from lrt.emulate import protocol as P
 from lrt.emulate.base import (
     DEFAULT_TIMEOUT,
     DEFAULT_WINDOW,
@@ -67,6 +69,7 @@ def open_device(
         from lrt.pipeline import read_report
 
         report = read_report(path, config=False)  # board and firmware suffice
+    _check_firmware_file(build_dir, report)  # before the firmware touches an NVM image
     dev = _start(build_dir, report, emulator, nvm_path, timeout, window, format_store)
     try:
         _check_firmware(dev, report, build_dir)
@@ -76,20 +79,45 @@ def open_device(
     return dev
 
 
+def _check_firmware_file(build_dir: Path, report: dict[str, Any]) -> None:
+    """The firmware file is the one lrt-build made (its sha256 in report.json, where the
+    build recorded it)."""
+    want = report.get("firmware_sha256")
+    firmware = build_dir / str(report.get("firmware"))
+    if not isinstance(want, str) or not firmware.is_file():
+        return  # an older build's report, or no file: the device check below still runs
+    if hashlib.sha256(firmware.read_bytes()).hexdigest() != want:
+        raise UserError(
+            f"{firmware} is not the firmware lrt-build made for {build_dir} (its sha256 "
+            "differs from report.json's): rebuild it with lrt-build"
+        )
+
+
 def _check_firmware(dev: Device, report: dict[str, Any], build_dir: Path) -> None:
-    """The running firmware is the one of the report: its model's fingerprint, its scheme."""
+    """The running firmware is the one of the report: its model's fingerprint, its scheme
+    (max-norm is a setting of its own, compared through the fingerprint's build only)."""
     info = dev.info if dev.info is not None else dev.hello()
     model = report.get("model")
     fingerprint = model.get("fingerprint") if isinstance(model, dict) else None
-    if isinstance(fingerprint, str) and not info.matches_fingerprint(fingerprint):
+    try:
+        same_model = not isinstance(fingerprint, str) or info.matches_fingerprint(fingerprint)
+    except ValueError:
+        raise UserError(
+            f"{build_dir}/report.json: model fingerprint {fingerprint!r} is not hex"
+        ) from None
+    if not same_model:
         raise UserError(
             f"the firmware of {build_dir} runs another model than its report.json "
-            f"(fingerprint {info.fingerprint.hex()}..., the build's {fingerprint[:8]}...): "
+            f"(fingerprint {info.fingerprint.hex()}..., the build's {str(fingerprint)[:8]}...): "
             "rebuild it with lrt-build"
         )
     config = report.get("config")
     scheme = config.get("scheme") if isinstance(config, dict) else None
-    if isinstance(scheme, str) and scheme != info.scheme_name:
+    try:
+        running: str | None = P.SCHEME_NAMES[P.Scheme(info.scheme)]
+    except ValueError:
+        running = None
+    if isinstance(scheme, str) and scheme.removesuffix("-maxnorm") != running:
         raise UserError(
             f"the firmware of {build_dir} runs scheme {info.scheme_name!r}, its report.json "
             f"says {scheme!r}: rebuild it with lrt-build"
