@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from lrt.errors import UserError
 from lrt.frontier import (
     best_point_within,
     frontier_points,
@@ -79,3 +80,16 @@ def test_the_deciding_margin_is_paired_per_seed() -> None:
 def test_environments_without_both_schemes_have_no_verdict() -> None:
     pts = [point("sgd", 0.8, 10, "control"), point("lrt", 0.9, 5, "shift")]
     assert lrt_vs_sgd(pts) == []
+
+
+def test_a_repeated_seed_or_a_cell_without_programs_is_refused() -> None:
+    """A merged input with one stream twice would weigh it double in the mean (and keep one
+    of the two in the pairing); a cell without physical programs would read as no wear and
+    win every write level."""
+    cells = [_cell("sgd", 0, 0.9, 3, lr=0.001), _cell("sgd", 0, 0.8, 3, lr=0.001)]
+    with pytest.raises(UserError, match="seed appears twice"):
+        frontier_points(cells)
+    bare = _cell("lrt-maxnorm", 1, 0.9, 1, gate_errors=32)
+    del bare["max_programs_per_cell"]
+    with pytest.raises(UserError, match="without max_programs_per_cell"):
+        frontier_points([bare])

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from lrt.config import LRT_SCHEMES
+from lrt.errors import UserError
 from lrt.grid_report import SCHEME_ORDER
 
 Key = tuple[str, str, tuple[tuple[str, Any], ...]]
@@ -40,6 +41,12 @@ def frontier_points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         varying[es] = {k for k, vs in values.items() if len(vs) > 1}
     points = []
     for (env, scheme, opts), rs in groups.items():
+        seeds = [int(r["cell"]["seed"]) for r in rs]
+        if len(set(seeds)) < len(seeds):  # one stream would count twice in the mean
+            raise UserError(f"{env}/{scheme} {opts}: a stream seed appears twice: {seeds}")
+        if any("max_programs_per_cell" not in r for r in rs):  # it would read as no wear
+            raise UserError(f"{env}/{scheme} {opts}: a cell without max_programs_per_cell "
+                            "(run before physical wear was counted: run it again)")
         knob = ", ".join(f"{k}={v}" for k, v in opts if k in varying[(env, scheme)])
         points.append(
             {
@@ -48,7 +55,7 @@ def frontier_points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "knob": knob or "-",
                 "seeds": len(rs),
                 "acc_ema": sum(float(r["online_accuracy_ema"]) for r in rs) / len(rs),
-                "max_programs": max(int(r.get("max_programs_per_cell", 0)) for r in rs),
+                "max_programs": max(int(r["max_programs_per_cell"]) for r in rs),
                 "max_writes": max(int(r["max_writes_per_cell"]) for r in rs),
                 "per_seed": {int(r["cell"]["seed"]): float(r["online_accuracy_ema"]) for r in rs},
             }
