@@ -76,3 +76,24 @@ def test_inference_split_over_processes_keeps_the_rows(tmp_path: Path) -> None:
     assert np.array_equal(outs[0], outs[1])
     with open_device(build) as dev:  # the pipelined per-request client agrees
         assert np.array_equal(dev.infer_many(x)[0], outs[0])
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+@pytest.mark.parametrize(("stream", "stats_every"), [("analog", None), ("shift", 70)])
+def test_a_stream_sent_in_windows_is_the_stream_sent_at_once(
+    monkeypatch: pytest.MonkeyPatch, stream: str, stats_every: int | None
+) -> None:
+    """Long runs are made, held and sent a window at a time (bounded memory): the same
+    requests in the same order, so the same predictions, counters and wear as one window."""
+    build = built("lrt-maxnorm")
+    runs = []
+    for window in (10_000, 300):
+        monkeypatch.setattr(pipeline, "STREAM_WINDOW", window)
+        res = pipeline.emulate(build, samples=1000, stream=stream, segment=400, seed=5,
+                               stats_every=stats_every, progress=False,
+                               count_instructions=False).to_dict()  # fmt: skip
+        for key in ("seconds", "samples_per_second"):
+            res.pop(key)
+        runs.append(res)
+    assert runs[0] == runs[1]
+    assert runs[0]["flushes"] > 0 and (stats_every is None or len(runs[0]["writes_curve"]) > 10)

@@ -207,3 +207,20 @@ def test_segment_params_are_a_pure_function_of_seed() -> None:
 def test_shift_with_full_segment_length(ds: Dataset) -> None:
     s = make_stream("shift", ds, 2500, seed=0)  # default segment: 10k, so one segment
     assert np.all(s.phase == 0) and len(s.segment_params) == 1
+
+
+@pytest.mark.parametrize(("kind", "n", "segment"), [("shift", 2345, 700), ("control", 2001, 10_000),
+                                                     ("analog", 999, 10_000), ("shift", 0, 5)])
+def test_stream_blocks_are_the_stream(kind: str, n: int, segment: int) -> None:
+    """The block iterator a long run consumes gives make_stream's samples, in order."""
+    from lrt.data import stream_blocks
+
+    ds = load_dataset("mnist5k")
+    whole = make_stream(kind, ds, n, seed=7, segment=segment)
+    blocks = list(stream_blocks(kind, ds, n, seed=7, segment=segment))
+    assert all(len(x) == len(y) <= 1000 for x, y in blocks)
+    x = np.concatenate([b[0] for b in blocks]) if blocks else whole.x[:0]
+    y = np.concatenate([b[1] for b in blocks]) if blocks else whole.y[:0]
+    assert x.dtype == whole.x.dtype and y.dtype == whole.y.dtype
+    np.testing.assert_array_equal(x, whole.x)
+    np.testing.assert_array_equal(y, whole.y)

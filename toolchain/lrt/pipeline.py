@@ -11,6 +11,7 @@ import operator
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -618,6 +619,30 @@ def _drift_request(stream: str) -> tuple[int, int] | None:
     return None
 
 
+STREAM_WINDOW = 10_000  # samples made, held and sent at a time by emulate
+
+
+class _Samples:
+    """Consecutive samples of a stream's blocks, taken in any amounts."""
+
+    def __init__(self, blocks: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.blocks = blocks
+        self.x: list[np.ndarray] = []
+        self.y: list[np.ndarray] = []
+        self.held = 0
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        while self.held < n:
+            x, y = next(self.blocks)
+            self.x.append(x)
+            self.y.append(y)
+            self.held += len(y)
+        x, y = np.concatenate(self.x), np.concatenate(self.y)
+        # the rest as copies: a view would keep the whole concatenation alive
+        self.x, self.y, self.held = [x[n:].copy()], [y[n:].copy()], len(y) - n
+        return x[:n], y[:n]
+
+
 def _count(name: str, value: Any) -> int:
     """value as an int >= 1 (numpy integers too), else UserError naming it."""
     try:
@@ -654,7 +679,7 @@ def emulate(
     which the firmware applies to its stored weights. With `stats_every`, the write counters
     are sampled along the way (the writes-vs-samples curve of the report).
     """
-    from lrt.data import load_dataset, make_stream
+    from lrt.data import load_dataset, stream_blocks
     from lrt.data.streams import DEFAULT_SEGMENT
     from lrt.emulate import open_device
     from lrt.emulate import protocol as P
@@ -672,8 +697,7 @@ def emulate(
     )
     st_seed = cfg["seed"] if seed is None else seed
     seg = DEFAULT_SEGMENT if segment is None else segment
-    st = make_stream(stream, ds, samples, seed=st_seed, segment=seg)
-    xq = model.quantize_input(st.x)
+    blocks = _Samples(stream_blocks(stream, ds, samples, seed=st_seed, segment=seg))
     drift = _drift_request(stream)
     if drift:
         from lrt import store
@@ -684,33 +708,22 @@ def emulate(
                 f"weights in the firmware image (no NVM weight store for this model on "
                 f"{report['board']!r}): use control or shift, or a build with a weight store"
             )
-    chunk = samples
+    chunk = min(samples, STREAM_WINDOW)  # samples between the requests made after them
     if stats_every:
         chunk = min(chunk, stats_every)
     if drift:
         chunk = DRIFT_PERIOD
-    # The whole session is known up front: every request goes out at once and the replies
-    # come back in bulk (Device.stream), so the firmware never waits for Python.
-    frames: list[bytes] = []
-    plan: list[tuple[int, int]] = []  # (request type, sample count when it is sent)
-    for start in range(0, samples, chunk):
-        stop = min(start + chunk, samples)
-        for i in range(start, stop):
-            frames.append(P.train_request(xq[i].tobytes(), int(st.y[i])))
-            plan.append((P.MsgType.TRAIN, i))
-        if drift:
-            seed_i = (st_seed * 1_000_003 + stop) & 0xFFFFFFFF
-            frames.append(P.drift_request(drift[0], seed_i, drift[1]))
-            plan.append((P.MsgType.DRIFT, stop))
-        if stats_every and (stop % stats_every < chunk or stop == samples):
-            frames.append(P.stats_request())
-            plan.append((P.MsgType.STATS, stop))
-    frames.append(P.stats_request())
-    plan.append((P.MsgType.STATS, -1))
-    # samples trained once the first j + 1 requests are answered (the progress line)
-    trained = np.cumsum([req == P.MsgType.TRAIN for req, _ in plan]).tolist()
+    # Requests go out a window at a time: a window's requests are all sent at once and its
+    # replies come back in bulk (Device.stream), so the firmware never waits for Python, and
+    # a long stream is made and held one window at a time. Windows are whole chunks, so the
+    # requests are those of one window over the whole stream.
+    window = max(chunk, STREAM_WINDOW // chunk * chunk)
+    labels = np.empty(samples, dtype=np.uint8)
     preds = np.empty(samples, dtype=np.int64)
     curve: list[tuple[int, int, int]] = []
+    stats = None
+    first: tuple[np.ndarray, np.ndarray] | None = None  # the opening samples (QEMU counts)
+    making = 0.0  # seconds spent making the stream, not streaming it
     t0 = time.monotonic()
     with open_device(
         build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
@@ -720,39 +733,73 @@ def emulate(
         wear_at_start = dev.wear()
         line = console.Progress("stream", enabled=progress)
         label = f"{report['board']} {cfg['scheme']} {stream}"
+        for w_start in range(0, samples, window):
+            w_stop = min(w_start + window, samples)
+            t_make = time.monotonic()
+            x, y = blocks.take(w_stop - w_start)
+            # a block at a time: quantizing goes through float64 copies of its input
+            xq = np.concatenate(
+                [model.quantize_input(x[i : i + 1000]) for i in range(0, len(x), 1000)]
+            )
+            labels[w_start:w_stop] = y
+            first = first or (xq[:8].copy(), y[:8].copy())
+            frames: list[bytes] = []
+            plan: list[tuple[int, int]] = []  # (request type, sample count when it is sent)
+            for start in range(w_start, w_stop, chunk):
+                stop = min(start + chunk, samples)
+                for i in range(start, stop):
+                    frames.append(P.train_request(xq[i - w_start].tobytes(), int(y[i - w_start])))
+                    plan.append((P.MsgType.TRAIN, i))
+                if drift:
+                    seed_i = (st_seed * 1_000_003 + stop) & 0xFFFFFFFF
+                    frames.append(P.drift_request(drift[0], seed_i, drift[1]))
+                    plan.append((P.MsgType.DRIFT, stop))
+                if stats_every and (stop % stats_every < chunk or stop == samples):
+                    frames.append(P.stats_request())
+                    plan.append((P.MsgType.STATS, stop))
+            if w_stop == samples:
+                frames.append(P.stats_request())
+                plan.append((P.MsgType.STATS, -1))
+            del x, xq
+            making += time.monotonic() - t_make
+            # samples trained once the first j + 1 requests are answered (the progress line)
+            trained = (w_start + np.cumsum([r == P.MsgType.TRAIN for r, _ in plan])).tolist()
 
-        def shown(done: int, _n: int) -> None:
-            if done > 0:
-                count = console.counter(trained[done - 1], samples, "samples", line.seconds())
-                line.update(f"{label}: {count}")
+            def shown(done: int, _n: int, trained: list[int] = trained) -> None:
+                if done > 0:
+                    count = console.counter(trained[done - 1], samples, "samples",
+                                            line.seconds())  # fmt: skip
+                    line.update(f"{label}: {count}")
 
-        replies = dev.stream(frames, progress=shown)
+            replies = dev.stream(frames, progress=shown)
+            for (req, at), (msg_type, payload) in zip(plan, replies, strict=True):
+                where = (
+                    f"sample {at} of {samples}" if req == P.MsgType.TRAIN
+                    else f"after {at} samples"
+                )  # fmt: skip
+                body = P.check_reply(req, msg_type, payload, where)
+                if req == P.MsgType.TRAIN:
+                    preds[at] = P.parse_prediction(body, n_classes)[1]
+                elif req == P.MsgType.STATS:
+                    stats = P.Stats.parse(body)
+                    if at >= 0:
+                        curve.append(
+                            (
+                                at,
+                                max(lay.max_writes for lay in stats.layers),
+                                max(lay.paper_max_writes for lay in stats.layers),
+                            )
+                        )
         line.done(f"{label}: {console.counter(samples, samples, 'samples', line.seconds())}")
         wear = dev.wear()
-    seconds = time.monotonic() - t0
-    stats = None
-    for (req, at), (msg_type, payload) in zip(plan, replies, strict=True):
-        where = f"sample {at} of {samples}" if req == P.MsgType.TRAIN else f"after {at} samples"
-        body = P.check_reply(req, msg_type, payload, where)
-        if req == P.MsgType.TRAIN:
-            preds[at] = P.parse_prediction(body, n_classes)[1]
-        elif req == P.MsgType.STATS:
-            stats = P.Stats.parse(body)
-            if at >= 0:
-                curve.append(
-                    (
-                        at,
-                        max(lay.max_writes for lay in stats.layers),
-                        max(lay.paper_max_writes for lay in stats.layers),
-                    )
-                )
+    seconds = time.monotonic() - t0 - making
     assert stats is not None
     weight_layers = model.weight_layers()
     result = OnlineResult.from_run(
         board=report["board"],
         scheme=cfg["scheme"],
         stream=stream,
-        labels=st.y,
+        labels=labels,
         preds=preds,
         stats=stats,
         layer_names=[lay.name for lay in weight_layers],
@@ -770,8 +817,8 @@ def emulate(
         before=wear_at_start,
         blank_at_boot=hello.committed_at_boot,
     )
-    if emulator in ("auto", "qemu") and count_instructions:
-        result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, xq, st.y)
+    if emulator in ("auto", "qemu") and count_instructions and first is not None:
+        result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, *first)
     if json_path is not None:
         result.write_json(Path(json_path))
     if markdown_path is not None:

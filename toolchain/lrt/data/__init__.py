@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lrt.data.augment import elastic_deform, expand_elastic
 from lrt.data.datasets import DATASETS, Dataset, load_dataset, stratified_split
-from lrt.data.streams import STREAMS, Stream, make_stream, segment_params
+from lrt.data.streams import STREAMS, Stream, make_stream, segment_params, stream_blocks
 
 __all__ = [
     "DATASETS",
@@ -17,4 +17,5 @@ __all__ = [
     "make_stream",
     "segment_params",
     "stratified_split",
+    "stream_blocks",
 ]

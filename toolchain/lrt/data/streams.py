@@ -21,12 +21,14 @@ grew 50k originals into 100k online samples.
   same seed); the drift acts on the stored weights, applied by the NVM fault backend.
 
 Streams are generated in blocks whose random state depends only on (seed, segment, block),
-so a shorter stream is a prefix of a longer one with the same seed and segment length.
+so a shorter stream is a prefix of a longer one with the same seed and segment length, and
+``stream_blocks`` gives a stream block by block (what a long emulator run consumes).
 Values stay in [0, 1].
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,10 +70,7 @@ class Stream:
 DEFAULT_SEGMENT = 10_000  # samples per shift segment unless told otherwise
 
 
-def make_stream(
-    kind: str, dataset: Dataset, n_samples: int, seed: int = 0, segment: int = DEFAULT_SEGMENT
-) -> Stream:
-    """The ``kind`` stream (one of STREAMS) of ``n_samples`` samples grown from ``dataset``."""
+def _check_stream(kind: str, dataset: Dataset, n_samples: int, seed: int, segment: int) -> None:
     if kind not in STREAMS:
         raise UserError(f"unknown stream kind {kind!r}; choose one of {', '.join(STREAMS)}")
     if n_samples < 0:
@@ -82,6 +81,28 @@ def make_stream(
         raise UserError(f"seed must be >= 0, got {seed}")
     if len(dataset.y_online) == 0:
         raise UserError(f"dataset {dataset.name!r} has no online originals to grow a stream from")
+
+
+def stream_blocks(
+    kind: str, dataset: Dataset, n_samples: int, seed: int = 0, segment: int = DEFAULT_SEGMENT
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The samples of make_stream(...) as consecutive (x, y) blocks of at most 1,000, made
+    as they are asked for: a long stream never has to be held in memory at once."""
+    _check_stream(kind, dataset, n_samples, seed, segment)
+    blocks = (
+        _shift_blocks(dataset, n_samples, seed, segment)
+        if kind == "shift"
+        else _control_blocks(dataset, n_samples, seed)
+    )
+    for x, y in blocks:
+        yield x[..., None], y.astype(np.uint8)
+
+
+def make_stream(
+    kind: str, dataset: Dataset, n_samples: int, seed: int = 0, segment: int = DEFAULT_SEGMENT
+) -> Stream:
+    """The ``kind`` stream (one of STREAMS) of ``n_samples`` samples grown from ``dataset``."""
+    _check_stream(kind, dataset, n_samples, seed, segment)
     if kind == "shift":
         return _shift_stream(dataset, n_samples, seed, segment)
     stream = _control_stream(dataset, n_samples, seed)
@@ -96,15 +117,17 @@ def make_stream(
 
 
 # ---- control ------------------------------------------------------------------------------
-def _control_stream(ds: Dataset, n: int, seed: int) -> Stream:
-    xs, ys = [], []
+def _control_blocks(ds: Dataset, n: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for b, lo in enumerate(range(0, n, _BLOCK)):
         rng = np.random.default_rng([seed, _SALT["control"], 0, b])
         idx = rng.integers(0, len(ds.y_online), size=_BLOCK)  # full block: prefix-stable
         keep = min(_BLOCK, n - lo)
-        xs.append(_deform(ds.x_online[idx], rng)[:keep])
-        ys.append(ds.y_online[idx[:keep]])
-    x, y = _concat(xs, ys, ds)
+        yield _deform(ds.x_online[idx], rng)[:keep], ds.y_online[idx[:keep]]
+
+
+def _control_stream(ds: Dataset, n: int, seed: int) -> Stream:
+    blocks = list(_control_blocks(ds, n, seed))
+    x, y = _concat([b[0] for b in blocks], [b[1] for b in blocks], ds)
     desc = (
         f"control: {n} elastically deformed samples (alpha {ELASTIC_ALPHA:g}, sigma "
         f"{ELASTIC_SIGMA:g}) of {len(ds.y_online)} {ds.name} online originals, seed {seed}"
@@ -168,24 +191,27 @@ def segment_params(seed: int, index: int, num_classes: int) -> dict[str, Any]:
     return params
 
 
-def _shift_stream(ds: Dataset, n: int, seed: int, segment: int) -> Stream:
+def _shift_blocks(
+    ds: Dataset, n: int, seed: int, segment: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     by_class = [np.flatnonzero(ds.y_online == c) for c in range(ds.num_classes)]
     present = np.array([len(members) > 0 for members in by_class])
-    xs, ys, phases, params = [], [], [], []
     for s, seg_lo in enumerate(range(0, n, segment)):
         p = segment_params(seed, s, ds.num_classes)
-        params.append(p)
         seg_n = min(segment, n - seg_lo)
         for b, lo in enumerate(range(0, seg_n, _BLOCK)):
             rng = np.random.default_rng([seed, _SALT["shift"], s, b])
             m = min(_BLOCK, segment - lo)  # block size fixed by the segment, not by n
             x, y = _shift_block(ds, rng, p, m, by_class, present)
             keep = min(m, seg_n - lo)
-            xs.append(x[:keep])
-            ys.append(y[:keep])
-        phases.append(np.full(seg_n, s, dtype=np.int32))
-    x, y = _concat(xs, ys, ds)
-    phase = np.concatenate(phases) if phases else np.zeros(0, dtype=np.int32)
+            yield x[:keep], y[:keep]
+
+
+def _shift_stream(ds: Dataset, n: int, seed: int, segment: int) -> Stream:
+    blocks = list(_shift_blocks(ds, n, seed, segment))
+    x, y = _concat([b[0] for b in blocks], [b[1] for b in blocks], ds)
+    params = [segment_params(seed, s, ds.num_classes) for s in range(-(-n // segment))]
+    phase = (np.arange(n) // segment).astype(np.int32)
     desc = (
         f"shift: {n} samples of {ds.name} online originals, elastically deformed, in "
         f"{len(params)} segment(s) of {segment} with a new augmentation mix each "
