@@ -717,7 +717,8 @@ static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t 
             if (eq)
                 break;
             if (mark) {
-                uint32_t u = (rel0 + run) / nvm->lay.unit_size;
+                /* the padding after the blob, up to the program size, wears its last unit */
+                uint32_t u = LRT_MIN((rel0 + run) / nvm->lay.unit_size, nvm->lay.blob_units - 1u);
                 if (u != last_unit)
                     mark_inc(nvm, 1u + u);
                 last_unit = u;

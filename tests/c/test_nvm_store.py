@@ -522,3 +522,16 @@ def test_api_wstore_abort_wear_budget_worn(tmp_path: Path, geo: dict[str, object
     n_slots = geometry(geo).layout().n_slots
     assert f"OK worn after {5 * n_slots} commits" in proc.stdout
     assert "OK abort" in proc.stdout and "OK wstore-any-order unmapped gen=201" in proc.stdout
+
+
+def test_padding_after_an_unaligned_blob_wears_its_last_unit(tmp_path: Path) -> None:
+    """RRAM, one-byte units, a 5-byte blob in an 8-byte area over stale bytes: programming the
+    padding counted a wear unit past the end of the caller's work buffer (ASan: heap overflow);
+    it wears the blob's last unit, once per commit."""
+    src = [HERE / "nvm_padding.c", *(LIB_DIR / n for n in (
+        "lrt_nvm.c", "lrt_nvm_budget.c", "lrt_nvm_drift.c", "lrt_nvm_mem.c", "lrt_crc32.c",
+        "lrt_common.c"))]  # fmt: skip
+    exe = compile_c(src, tmp_path / "padding")
+    proc = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "OK commit wear=0 blob_max=1" in proc.stdout
