@@ -94,7 +94,6 @@ _TOOL_PACKAGES = (
     (ARM_PREFIX, "gcc-arm-none-eabi libnewlib-arm-none-eabi"),
     ("qemu-system-arm", "qemu-system-arm"),
     ("clang", "clang"),
-    ("openocd", "openocd"),
 )
 
 

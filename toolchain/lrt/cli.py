@@ -258,12 +258,14 @@ def _emulate(args: argparse.Namespace) -> int:
     for flag, value in (("--samples", args.samples), ("--segment", args.segment)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: expected >= 1")
-    files = [(flag, path) for flag, path in (("--dump-logits", args.dump_logits),
-             ("--inputs", args.inputs), ("--nvm", args.nvm)) if path is not None]  # fmt: skip
-    if args.dump_logits is not None and any(
-        path.resolve() == args.dump_logits.resolve() for _, path in files[1:]
-    ):
-        raise UserError(f"--dump-logits {args.dump_logits} is also an input of this run")
+    files = [(flag, path) for flag, path in (
+        ("--dump-logits", args.dump_logits), ("--inputs", args.inputs), ("--json", args.json),
+        ("--markdown", args.markdown), ("--nvm", args.nvm)) if path is not None]  # fmt: skip
+    for i, (flag, path) in enumerate(files):
+        for other, other_path in files[i + 1 :]:
+            if path.resolve() == other_path.resolve():
+                raise UserError(f"{flag} and {other} name the same file {path}: one would "
+                                "overwrite the other")  # fmt: skip
     if args.dump_logits is not None and args.inputs is None:
         raise UserError("--dump-logits needs --inputs X.npy (the samples to run inference on)")
     if args.inputs is not None:
@@ -280,16 +282,9 @@ def _emulate(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"wrote {n} logits rows to {args.dump_logits}")
         return 0
-    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--markdown", args.markdown))
-               if path is not None]  # fmt: skip
-    for flag, path in outputs:
-        _check_output(flag, path)
-    named = [*outputs, *([("--nvm", args.nvm)] if args.nvm is not None else [])]
-    for i, (flag, path) in enumerate(named):
-        for other, other_path in named[i + 1 :]:
-            if path.resolve() == other_path.resolve():
-                raise UserError(f"{flag} and {other} name the same file {path}: one would "
-                                "overwrite the other")  # fmt: skip
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path is not None:
+            _check_output(flag, path)
     result = pipeline.emulate(
         build_dir=args.build,
         samples=args.samples,

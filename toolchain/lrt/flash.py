@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 from lrt.boards import Board
@@ -152,9 +151,9 @@ def flash_command(
 
 
 def _pio() -> str:
-    """`pio` of this Python environment (the `pio` extra installs it there), else PATH's."""
-    here = Path(sys.executable).with_name("pio")
-    return str(here) if here.is_file() else "pio"
+    from lrt.pio_standin import pio_executable
+
+    return pio_executable(required=False)
 
 
 def _require_tool(tool: str, board: Board) -> str:

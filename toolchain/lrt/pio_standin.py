@@ -127,14 +127,17 @@ Default([target_bin])
 """
 
 
-def pio_executable() -> str:
-    """The `pio` of this Python environment (the venv's), else the one on PATH."""
+def pio_executable(required: bool = True) -> str:
+    """The `pio` of this Python environment (the venv's: the `pio` extra), else the one on
+    PATH; if there is none, UserError, or with required=False the bare name."""
     here = Path(sys.executable).with_name("pio")
     if here.is_file():
         return str(here)
     found = shutil.which("pio")
     if found is None:
-        raise UserError("PlatformIO is not installed (pip install 'lrt[pio]')")
+        if required:
+            raise UserError("PlatformIO is not installed (pip install 'lrt[pio]')")
+        return "pio"
     return found
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from lrt import boards, codegen, console, export, pio_project
 from lrt import build as builder
 from lrt.budget import Budget, plan_budget
-from lrt.config import LRT_SCHEMES, BuildConfig, load_config
+from lrt.config import BATCHED_SCHEMES, LRT_SCHEMES, BuildConfig, load_config
 from lrt.errors import UserError
 from lrt.model import Model
 from lrt.quant import snap_weight_bits
@@ -406,8 +406,7 @@ def _notes(cfg: BuildConfig, model: Model) -> list[str]:
     from lrt.policy import held_out_error
 
     notes = []
-    batched = cfg.scheme in (*LRT_SCHEMES, "sgd-batch")  # the schemes with a write policy
-    gated = batched and cfg.policy_name == "gated" and cfg.gate_errors > 0
+    gated = cfg.scheme in BATCHED_SCHEMES and cfg.policy_name == "gated" and cfg.gate_errors > 0
     imported = model.meta.get("source") == "tflite"  # (a model trained here may lack it by
     # design: held_out_error gives no reference for one not trained offline)
     if gated and imported and cfg.gate_rate is None and held_out_error(model.meta) is None:
@@ -697,7 +696,11 @@ def emulate(
     )
     st_seed = cfg["seed"] if seed is None else seed
     seg = DEFAULT_SEGMENT if segment is None else segment
-    blocks = _Samples(stream_blocks(stream, ds, samples, seed=st_seed, segment=seg))
+    # quantized a block at a time: quantizing goes through float64 copies of its input
+    blocks = _Samples(
+        (model.quantize_input(x), y)
+        for x, y in stream_blocks(stream, ds, samples, seed=st_seed, segment=seg)
+    )
     drift = _drift_request(stream)
     if drift:
         from lrt import store
@@ -736,11 +739,7 @@ def emulate(
         for w_start in range(0, samples, window):
             w_stop = min(w_start + window, samples)
             t_make = time.monotonic()
-            x, y = blocks.take(w_stop - w_start)
-            # a block at a time: quantizing goes through float64 copies of its input
-            xq = np.concatenate(
-                [model.quantize_input(x[i : i + 1000]) for i in range(0, len(x), 1000)]
-            )
+            xq, y = blocks.take(w_stop - w_start)
             labels[w_start:w_stop] = y
             first = first or (xq[:8].copy(), y[:8].copy())
             frames: list[bytes] = []
@@ -760,7 +759,7 @@ def emulate(
             if w_stop == samples:
                 frames.append(P.stats_request())
                 plan.append((P.MsgType.STATS, -1))
-            del x, xq
+            del xq
             making += time.monotonic() - t_make
             # samples trained once the first j + 1 requests are answered (the progress line)
             trained = (w_start + np.cumsum([r == P.MsgType.TRAIN for r, _ in plan])).tolist()

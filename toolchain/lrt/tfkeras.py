@@ -25,9 +25,12 @@ TRAIN_EXTRA_MISSING = (
 )
 
 
+TRAIN_MODULES = ("tensorflow", "keras")
+
+
 def training_available() -> bool:
     """TensorFlow and Keras are installed (looked up without importing them)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("tensorflow", "keras"))
+    return all(importlib.util.find_spec(name) is not None for name in TRAIN_MODULES)
 
 
 @functools.cache
@@ -41,7 +44,7 @@ def tf_keras() -> tuple[Any, Any]:
         import keras
         import tensorflow as tf
     except ModuleNotFoundError as exc:
-        if exc.name not in ("keras", "tensorflow"):
+        if exc.name not in TRAIN_MODULES:
             raise  # installed but broken: its own error says more
         raise UserError(TRAIN_EXTRA_MISSING) from None
 

@@ -7,7 +7,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from lrt.emulate import protocol as P
 from lrt.emulate.base import (
     DEFAULT_TIMEOUT,
     DEFAULT_WINDOW,
@@ -94,8 +93,7 @@ def _check_firmware_file(build_dir: Path, report: dict[str, Any]) -> None:
 
 
 def _check_firmware(dev: Device, report: dict[str, Any], build_dir: Path) -> None:
-    """The running firmware is the one of the report: its model's fingerprint, its scheme
-    (max-norm is a setting of its own, compared through the fingerprint's build only)."""
+    """The running firmware is the one of the report: its model's fingerprint, its scheme."""
     info = dev.info if dev.info is not None else dev.hello()
     model = report.get("model")
     fingerprint = model.get("fingerprint") if isinstance(model, dict) else None
@@ -113,11 +111,10 @@ def _check_firmware(dev: Device, report: dict[str, Any], build_dir: Path) -> Non
         )
     config = report.get("config")
     scheme = config.get("scheme") if isinstance(config, dict) else None
-    try:
-        running: str | None = P.SCHEME_NAMES[P.Scheme(info.scheme)]
-    except ValueError:
-        running = None
-    if isinstance(scheme, str) and scheme.removesuffix("-maxnorm") != running:
+    # max-norm is a setting of its own (max_norm=on/off), not part of the scheme compared
+    if isinstance(scheme, str) and (
+        scheme.removesuffix("-maxnorm") != info.scheme_name.removesuffix("-maxnorm")
+    ):
         raise UserError(
             f"the firmware of {build_dir} runs scheme {info.scheme_name!r}, its report.json "
             f"says {scheme!r}: rebuild it with lrt-build"
