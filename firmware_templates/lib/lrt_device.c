@@ -181,7 +181,11 @@ static int h_train(void *ctx, const int8_t *input, uint8_t label, int8_t *logits
 {
     lrt_device *dev = (lrt_device *)ctx;
     uint16_t p = 0;
-    int r = lrt_train_sample(&dev->trainer, input, label, logits, &p);
+    int r;
+    if (dev->pushing) {
+        return LRT_ERR_STATE; /* the pushed set replaces what this sample would teach */
+    }
+    r = lrt_train_sample(&dev->trainer, input, label, logits, &p);
     *pred = (uint8_t)p;
     return r;
 }
@@ -276,6 +280,9 @@ static int h_drift(void *ctx, uint8_t kind, uint32_t seed, int32_t param)
     if (dev->s.nvm == NULL && dev->s.ram_blob == NULL) {
         return LRT_ERR_UNSUPPORTED; /* weights in read-only firmware image */
     }
+    if (dev->pushing) {
+        return LRT_ERR_STATE;
+    }
     if (dev->s.nvm != NULL) {
         if (dev->s.nvm_region == NULL) {
             return LRT_ERR_UNSUPPORTED;
@@ -291,26 +298,45 @@ static int h_drift(void *ctx, uint8_t kind, uint32_t seed, int32_t param)
     return LRT_OK;
 }
 
+/* Drop an open push: the store forgets the staged set (its programs stay counted). */
+static void push_abort(lrt_device *dev)
+{
+    if (dev->pushing) {
+        (void)lrt_wstore_abort(&dev->ws); /* STATE when the store already dropped it */
+        dev->pushing = 0;
+    }
+}
+
 /* Push (a fleet shares what one device learned): a whole new weight set arrives in chunks
- * and is committed atomically, like a training flush. */
+ * and is committed atomically, like a training flush. Its WRITEs must come in increasing
+ * offset order, so a push programs each NVM unit at most once, as a flush does; any refused
+ * WRITE ends the push (the host starts again from its first chunk). */
 static int h_write_blob(void *ctx, uint32_t offset, const uint8_t *data, size_t len)
 {
     lrt_device *dev = (lrt_device *)ctx;
-    int r;
+    int r = LRT_OK;
     if (dev->ws.begin == NULL) {
         return LRT_ERR_UNSUPPORTED; /* weights in the read-only firmware image */
     }
-    if (offset > dev->s.net->blob_size || len > dev->s.net->blob_size - offset) {
-        return LRT_ERR_ARG;
-    }
-    if (!dev->pushing) {
+    if (offset > dev->s.net->blob_size || len > dev->s.net->blob_size - offset ||
+        (dev->pushing && offset < dev->push_next)) {
+        r = LRT_ERR_ARG;
+    } else if (!dev->pushing) {
         r = lrt_wstore_begin(&dev->ws);
         if (r < 0) {
             return r;
         }
         dev->pushing = 1;
     }
-    return lrt_wstore_write(&dev->ws, offset, data, (uint32_t)len);
+    if (r == LRT_OK) {
+        r = lrt_wstore_write(&dev->ws, offset, data, (uint32_t)len);
+    }
+    if (r < 0) {
+        push_abort(dev);
+        return r;
+    }
+    dev->push_next = offset + (uint32_t)len;
+    return LRT_OK;
 }
 
 static int h_commit_blob(void *ctx, uint32_t *generation)
@@ -322,6 +348,7 @@ static int h_commit_blob(void *ctx, uint32_t *generation)
         return LRT_ERR_STATE;
     }
     dev->pushing = 0;
+    dev->push_next = 0;
     r = lrt_wstore_commit(&dev->ws);
     if (r < 0) {
         return r;
@@ -338,7 +365,9 @@ static int h_commit_blob(void *ctx, uint32_t *generation)
 static int h_bye(void *ctx)
 {
     lrt_device *dev = (lrt_device *)ctx;
-    /* persist the biases learned since the last weight commit, within the wear budget */
+    /* a push the host never committed is abandoned; then persist the biases learned since
+     * the last weight commit, within the wear budget */
+    push_abort(dev);
     if (dev->s.train.scheme != LRT_SCHEME_INFERENCE && dev->trainer.samples > 0 &&
         dev->ws.begin != NULL && budget_allows(dev, &dev->trainer)) {
         return lrt_train_commit_biases(&dev->trainer);

@@ -344,6 +344,22 @@ static void set_bound(lrt_nvm *nvm)
 
 /* ---- mount ---- */
 
+/* The table the wear counts are read from: the current set's when it verifies (always, unless
+ * the mount is degraded), else the newest of ours that does; -1 when none does. */
+static int32_t wear_source(const lrt_nvm *nvm, const lrt_nvm_mount_info *mi, uint32_t table_ok)
+{
+    int32_t best = -1;
+    uint32_t s;
+
+    if (nvm->cur >= 0 && (table_ok >> nvm->cur & 1u))
+        return nvm->cur;
+    for (s = 0; s < nvm->lay.n_slots; s++)
+        if ((table_ok >> s & 1u) &&
+            (best < 0 || mi->slot_generation[s] > mi->slot_generation[best]))
+            best = (int32_t)s;
+    return best;
+}
+
 int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t work_size,
                   lrt_nvm_mount_info *info)
 {
@@ -352,7 +368,7 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
     uint8_t h[LRT_NVM_HEADER_SIZE];
     int32_t best = -1, best_bad = -1;
     uint32_t best_gen = 0, best_bad_gen = 0, s, w;
-    uint32_t n_blank = 0, n_bad_header = 0;
+    uint32_t n_blank = 0, n_bad_header = 0, table_ok = 0;
     int err;
 
     if (nvm == NULL || work == NULL)
@@ -360,6 +376,8 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
     memset(nvm, 0, sizeof *nvm);
     nvm->cur = -1;
     nvm->target = -1;
+    nvm->wear_src = -1;
+    nvm->pending = -1;
     nvm->cfg = cfg;
     err = lrt_nvm_layout_get(cfg, &nvm->lay);
     if (err != LRT_OK)
@@ -374,6 +392,7 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
     nvm->restore_pos = NO_POS;
     memset(mi, 0, sizeof *mi);
     mi->slot = -1;
+    mi->wear_slot = -1;
 
     for (s = 0; s < nvm->lay.n_slots; s++) {
         hdr_fields f;
@@ -384,28 +403,29 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
         if (err != LRT_OK)
             return err;
         st = hdr_check(nvm, s, h, &f);
-        if (st == LRT_NVM_SLOT_VALID || st == LRT_NVM_SLOT_FOREIGN) {
+        if (st == LRT_NVM_SLOT_VALID || st == LRT_NVM_SLOT_FOREIGN)
             mi->slot_generation[s] = f.generation;
-            nvm->max_gen = LRT_MAX(nvm->max_gen, f.generation);
-            if (f.other_version)
-                mi->flags |= LRT_NVM_F_VERSION;
-            if (st == LRT_NVM_SLOT_FOREIGN)
-                mi->flags |= LRT_NVM_F_FOREIGN;
+        if (st == LRT_NVM_SLOT_FOREIGN) {
+            /* someone else's set: never a commit target, and its generation is not ours */
+            nvm->foreign |= 1u << s;
+            mi->flags |= LRT_NVM_F_FOREIGN | (f.other_version ? LRT_NVM_F_VERSION : 0u);
         }
         if (st == LRT_NVM_SLOT_VALID) {
+            /* a header of ours dates the slot even if its data drifted: new commits must be
+             * newer */
+            nvm->max_gen = LRT_MAX(nvm->max_gen, f.generation);
+            err = raw_crc(nvm, slot_base(nvm, s) + LRT_NVM_HEADER_SIZE, nvm->lay.table_len, &crc);
+            if (err != LRT_OK)
+                return err;
+            if (crc == f.table_crc)
+                table_ok |= 1u << s;
+            else
+                st = LRT_NVM_SLOT_BAD_DATA;
             err = raw_crc(nvm, blob_addr(nvm, s), cfg->blob_size, &crc);
             if (err != LRT_OK)
                 return err;
-            if (crc != f.blob_crc) {
+            if (crc != f.blob_crc)
                 st = LRT_NVM_SLOT_BAD_DATA;
-            } else {
-                err =
-                    raw_crc(nvm, slot_base(nvm, s) + LRT_NVM_HEADER_SIZE, nvm->lay.table_len, &crc);
-                if (err != LRT_OK)
-                    return err;
-                if (crc != f.table_crc)
-                    st = LRT_NVM_SLOT_BAD_DATA;
-            }
         }
         mi->slot_state[s] = (uint8_t)st;
         switch (st) {
@@ -451,8 +471,12 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
         set_bound(nvm);
         return LRT_ERR_CORRUPT;
     }
+    nvm->wear_src = wear_source(nvm, mi, table_ok);
+    if (nvm->cur >= 0 && nvm->wear_src != nvm->cur)
+        mi->flags |= LRT_NVM_F_WEAR_STALE;
     mi->slot = nvm->cur;
     mi->generation = nvm->gen;
+    mi->wear_slot = nvm->wear_src;
     set_bound(nvm);
     return LRT_OK;
 }
@@ -486,6 +510,7 @@ int lrt_nvm_format(lrt_nvm *nvm)
     err = raw_sync(nvm);
     nvm->state = ST_UNMOUNTED;
     nvm->cur = -1;
+    nvm->wear_src = -1;
     set_bound(nvm);
     return err;
 }
@@ -533,19 +558,22 @@ const lrt_nvm_commit_stats *lrt_nvm_last_commit(const lrt_nvm *nvm)
 
 /* ---- wear table ---- */
 
-/* Stored count of (slot, unit) in the current set's table (0 without a set). */
-static int table_get(const lrt_nvm *nvm, uint32_t s, uint32_t unit, uint32_t *v)
+/* Programs of (slot, unit): the stored count (0 without a table), plus those of the commit
+ * in progress or of dropped commits into that slot, which only RAM knows so far. */
+static int wear_of(const lrt_nvm *nvm, uint32_t s, uint32_t unit, uint32_t *v)
 {
     uint8_t b[4];
     uint32_t idx = s * (1u + nvm->lay.blob_units) + unit;
+    uint32_t extra = (int32_t)s == nvm->pending ? nvm->marks[unit] : 0u;
     int err;
 
-    *v = 0;
-    if (nvm->cur < 0)
+    *v = extra;
+    if (nvm->wear_src < 0)
         return LRT_OK;
-    err = raw_read(nvm, slot_base(nvm, (uint32_t)nvm->cur) + LRT_NVM_HEADER_SIZE + 4u * idx, b, 4);
+    err = raw_read(nvm, slot_base(nvm, (uint32_t)nvm->wear_src) + LRT_NVM_HEADER_SIZE + 4u * idx, b,
+                   4);
     if (err == LRT_OK)
-        *v = lrt_get_le32(b);
+        *v = lrt_get_le32(b) + extra;
     return err;
 }
 
@@ -555,7 +583,7 @@ int lrt_nvm_wear_get(const lrt_nvm *nvm, uint32_t slot, uint32_t unit, uint32_t 
         return LRT_ERR_ARG;
     if (slot >= nvm->lay.n_slots || unit > nvm->lay.blob_units)
         return LRT_ERR_ARG;
-    return table_get(nvm, slot, unit, count);
+    return wear_of(nvm, slot, unit, count);
 }
 
 static int slot_max(const lrt_nvm *nvm, uint32_t s, uint32_t *mx)
@@ -564,7 +592,7 @@ static int slot_max(const lrt_nvm *nvm, uint32_t s, uint32_t *mx)
 
     *mx = 0;
     for (u = 0; u <= nvm->lay.blob_units; u++) {
-        int err = table_get(nvm, s, u, &v);
+        int err = wear_of(nvm, s, u, &v);
         if (err != LRT_OK)
             return err;
         *mx = LRT_MAX(*mx, v);
@@ -572,18 +600,20 @@ static int slot_max(const lrt_nvm *nvm, uint32_t s, uint32_t *mx)
     return LRT_OK;
 }
 
-/* Slot the next commit writes: round robin after the current one, skipping worn slots. */
+/* Slot the next commit writes: round robin after the current one, skipping worn slots and
+ * other models' sets. */
 static int next_target(const lrt_nvm *nvm, uint32_t *out)
 {
-    uint32_t n = nvm->lay.n_slots, i;
+    uint32_t n = nvm->lay.n_slots, i, worn = 0;
 
     for (i = 0; i < n; i++) {
         uint32_t s = nvm->cur < 0 ? i : ((uint32_t)nvm->cur + 1u + i) % n;
         uint32_t mx;
         int err;
 
-        if ((int32_t)s == nvm->cur)
+        if ((int32_t)s == nvm->cur || (nvm->foreign >> s & 1u))
             continue;
+        worn = 1;
         if (nvm->cfg->endurance != 0u) {
             err = slot_max(nvm, s, &mx);
             if (err != LRT_OK)
@@ -594,7 +624,7 @@ static int next_target(const lrt_nvm *nvm, uint32_t *out)
         *out = s;
         return LRT_OK;
     }
-    return LRT_ERR_WORN;
+    return worn ? LRT_ERR_WORN : LRT_ERR_NOSPACE;
 }
 
 int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out)
@@ -607,7 +637,7 @@ int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out)
     memset(out, 0, sizeof *out);
     for (s = 0; s < nvm->lay.n_slots; s++) {
         for (u = 0; u <= nvm->lay.blob_units; u++) {
-            err = table_get(nvm, s, u, &v);
+            err = wear_of(nvm, s, u, &v);
             if (err != LRT_OK)
                 return err;
             if (u == 0u) {
@@ -620,7 +650,7 @@ int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out)
         }
     }
     err = next_target(nvm, &next);
-    if (err == LRT_ERR_WORN) {
+    if (err == LRT_ERR_WORN || err == LRT_ERR_NOSPACE) {
         out->next_max = nvm->cfg->endurance;
         return LRT_OK;
     }
@@ -651,7 +681,7 @@ int lrt_nvm_wear_range(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32
     }
     for (s = 0; s < lay->n_slots; s++) {
         for (u = u0; u <= u1; u++) {
-            int err = table_get(nvm, s, u, &v);
+            int err = wear_of(nvm, s, u, &v);
             if (err != LRT_OK)
                 return err;
             *max_out = LRT_MAX(*max_out, v);
@@ -662,14 +692,27 @@ int lrt_nvm_wear_range(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32
 
 /* ---- commit ---- */
 
-static void mark_inc(lrt_nvm *nvm, uint32_t u)
+/* Count a program of the target's unit u before it happens. Writes that keep going
+ * backwards (or commits dropped and retried) can program a unit many times before a table
+ * records it: past the endurance limit, or past what one byte per unit can count, the
+ * program is refused rather than done uncounted. */
+static int mark_wear(lrt_nvm *nvm, uint32_t u)
 {
-    /* One byte per unit: writes that keep going backwards can reprogram a page many times
-     * in one commit, and each time wears it. */
+    uint32_t v;
+
+    if (nvm->marks[u] == 255u)
+        return LRT_ERR_WORN;
+    if (nvm->cfg->endurance != 0u) {
+        int err = wear_of(nvm, (uint32_t)nvm->target, u, &v);
+        if (err != LRT_OK)
+            return err;
+        if (v >= nvm->cfg->endurance)
+            return LRT_ERR_WORN;
+    }
     if (nvm->marks[u] == 0u)
         nvm->last.blob_units++;
-    if (nvm->marks[u] < 255u)
-        nvm->marks[u]++;
+    nvm->marks[u]++;
+    return LRT_OK;
 }
 
 static int all_erased(const lrt_nvm *nvm, const uint8_t *buf, uint32_t len)
@@ -682,10 +725,13 @@ static int all_erased(const lrt_nvm *nvm, const uint8_t *buf, uint32_t len)
     return 1;
 }
 
+/* Drop the open commit. `pending` keeps naming the target, so the programs it did stay in
+ * `marks` for the next commit into that slot. */
 static int fail(lrt_nvm *nvm, int err)
 {
     nvm->state = ST_IDLE;
     nvm->win_loaded = 0;
+    nvm->target = -1;
     return err;
 }
 
@@ -719,8 +765,11 @@ static int rram_write(lrt_nvm *nvm, uint32_t addr, const uint8_t *buf, uint32_t 
             if (mark) {
                 /* the padding after the blob, up to the program size, wears its last unit */
                 uint32_t u = LRT_MIN((rel0 + run) / nvm->lay.unit_size, nvm->lay.blob_units - 1u);
-                if (u != last_unit)
-                    mark_inc(nvm, 1u + u);
+                if (u != last_unit) {
+                    eq = mark_wear(nvm, 1u + u);
+                    if (eq != LRT_OK)
+                        return eq;
+                }
                 last_unit = u;
             }
             run += p;
@@ -892,8 +941,9 @@ static int page_erase_rebuild(lrt_nvm *nvm, uint32_t pos)
     uint32_t P = nvm->cfg->page_size, w = nvm->win_size, pg = pos / P, a;
     int err;
 
-    mark_inc(nvm, pg);
-    err = raw_erase(nvm, slot_base(nvm, (uint32_t)nvm->target) + pg * P);
+    err = mark_wear(nvm, pg);
+    if (err == LRT_OK)
+        err = raw_erase(nvm, slot_base(nvm, (uint32_t)nvm->target) + pg * P);
     if (err == LRT_OK && nvm->restore_pos != NO_POS)
         err = prog_skip(nvm, nvm->restore_pos, nvm->restore, w);
     for (a = pg * P; err == LRT_OK && a < pos; a += w) {
@@ -938,8 +988,9 @@ static int win_flush(lrt_nvm *nvm)
         eq = raw_equal(nvm, addr, nvm->win, w);
         if (eq != 0)
             return eq < 0 ? eq : LRT_OK;
-        mark_inc(nvm, pg);
-        eq = raw_erase(nvm, addr);
+        eq = mark_wear(nvm, pg);
+        if (eq == LRT_OK)
+            eq = raw_erase(nvm, addr);
         return eq != LRT_OK ? eq : prog_skip(nvm, pos, nvm->win, w);
     }
     if (pos % P == 0u) {
@@ -1077,8 +1128,10 @@ int lrt_nvm_commit_begin(lrt_nvm *nvm)
     nvm->high_water = 0;
     nvm->restore_pos = NO_POS;
     nvm->page_mode = PG_CLEAN;
-    memset(nvm->marks, 0, marks_bytes(&nvm->lay));
-    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM)
+    if ((int32_t)t != nvm->pending)
+        memset(nvm->marks, 0, marks_bytes(&nvm->lay));
+    nvm->pending = (int32_t)t;
+    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM && nvm->marks[0] == 0u)
         nvm->marks[0] = 1; /* the metadata words: rewritten by every commit */
     memset(&nvm->last, 0, sizeof nvm->last);
     nvm->state = ST_COMMIT;
@@ -1109,12 +1162,10 @@ static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32
 
     for (pos = a; pos < b; pos += 4u) {
         uint32_t i = pos / 4u, s = i / per, u = i % per, v;
-        int err = table_get(nvm, s, u, &v);
+        int err = wear_of(nvm, s, u, &v); /* the target's includes its programs in RAM */
 
         if (err != LRT_OK)
             return err;
-        if ((int32_t)s == nvm->target)
-            v += nvm->marks[u];
         lrt_put_le32(dst + (pos - a), v);
     }
     *crc = lrt_crc32_update(*crc, dst, b - a); /* the piece at once: CRC-32 is incremental */
@@ -1186,6 +1237,8 @@ int lrt_nvm_commit_end(lrt_nvm *nvm)
     if (err != LRT_OK)
         return fail(nvm, err);
     nvm->cur = nvm->target;
+    nvm->wear_src = nvm->target;
+    nvm->pending = -1;
     nvm->gen = f.generation;
     nvm->max_gen = f.generation;
     nvm->target = -1;
@@ -1200,7 +1253,6 @@ int lrt_nvm_commit_abort(lrt_nvm *nvm)
         return LRT_ERR_ARG;
     if (nvm->state != ST_COMMIT)
         return LRT_ERR_STATE;
-    nvm->target = -1;
     return fail(nvm, LRT_OK);
 }
 

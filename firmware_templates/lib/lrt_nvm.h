@@ -123,6 +123,10 @@ typedef struct {
 #define LRT_NVM_F_FOREIGN                                                                          \
     0x10u /* a slot holds a well-formed header of another model, geometry                          \
            * or format version: not used, and not ours to overwrite */
+#define LRT_NVM_F_WEAR_STALE                                                                       \
+    0x40u /* the current set's wear table failed its CRC (a degraded mount):                       \
+           * the counts come from the newest set whose table verifies, or                          \
+           * restart at zero when none does (mount_info.wear_slot -1) */
 
 /* lrt_nvm_mount_info.slot_state[] */
 enum {
@@ -141,6 +145,7 @@ typedef struct {
     uint32_t flags;     /* LRT_NVM_F_* */
     uint8_t slot_state[LRT_NVM_MAX_SLOTS];
     uint32_t slot_generation[LRT_NVM_MAX_SLOTS]; /* header generation, 0 if no good header */
+    int32_t wear_slot; /* slot whose wear table the counts come from, -1 if none */
 } lrt_nvm_mount_info;
 
 typedef struct {
@@ -148,9 +153,13 @@ typedef struct {
     lrt_nvm_layout lay;
     uint8_t *win;         /* work: the window (win_size bytes) */
     uint8_t *restore;     /* work (flash, window < page): one saved window, else NULL */
-    uint8_t *marks;       /* work: per wear unit, programs this commit (saturating at 255) */
+    uint8_t *marks;       /* work: per wear unit, programs of the target not yet in its table:
+                           * this commit's, plus those of dropped commits into the same slot */
     uint32_t win_size;    /* flash: min(chunk_size, page_size); RRAM: page_size */
     int32_t cur;          /* slot holding the newest set, -1 if none */
+    int32_t wear_src;     /* slot whose wear table holds the counts (cur unless it failed) */
+    int32_t pending;      /* slot whose dropped commits' programs `marks` still holds, or -1 */
+    uint32_t foreign;     /* bit s: slot s holds another model's / geometry's / version's set */
     uint32_t gen;         /* its generation */
     uint32_t max_gen;     /* highest generation seen in any good header */
     int32_t target;       /* slot being written during a commit */
@@ -210,8 +219,13 @@ int32_t lrt_nvm_current_slot(const lrt_nvm *nvm);
  * is none). Writes in increasing offset order touch each page once; a write below an earlier
  * one is still correct but reprograms its page (flash with a sub-page window: refused with
  * LRT_ERR_UNSUPPORTED unless it changes nothing; the commit is then dropped). The current set
- * stays readable (and lrt_nvm_blob unchanged) until commit_end returns. LRT_ERR_WORN if every
- * other slot has a unit at the endurance limit. */
+ * stays readable (and lrt_nvm_blob unchanged) until commit_end returns.
+ * The target is the next slot after the current one that is neither worn (a unit at the
+ * endurance limit) nor foreign; LRT_ERR_WORN if every other slot is worn, LRT_ERR_NOSPACE if
+ * the rest are foreign. A commit that would program a unit past the endurance limit, or more
+ * than 255 times before its table is written, is dropped with LRT_ERR_WORN before it does.
+ * Programs of a dropped commit (error or abort) are not lost: they are added to the table of
+ * the next commit into the same slot (until a reset, which loses them as a power cut does). */
 int lrt_nvm_commit_begin(lrt_nvm *nvm);
 int lrt_nvm_commit_write(lrt_nvm *nvm, uint32_t offset, const void *data, uint32_t len);
 int lrt_nvm_commit_end(lrt_nvm *nvm);
@@ -220,7 +234,8 @@ int lrt_nvm_commit_abort(lrt_nvm *nvm);
 
 const lrt_nvm_commit_stats *lrt_nvm_last_commit(const lrt_nvm *nvm);
 
-/* Wear counters as stored with the current set: unit 0 is the slot's metadata (header + table:
+/* Wear counters as stored with the current set (plus programs of dropped commits that RAM
+ * holds for the next commit into their slot): unit 0 is the slot's metadata (header + table:
  * rewritten on every commit into the slot; flash: the slot's first page), units 1..blob_units
  * the blob's units (flash: the slot's further pages). */
 int lrt_nvm_wear_get(const lrt_nvm *nvm, uint32_t slot, uint32_t unit, uint32_t *count);

@@ -55,14 +55,15 @@ enum {
 /* INFO.flags */
 #define LRT_PROTO_FLAG_MAX_NORM 0x01u /* per-tensor gradient max-norm is on */
 
-/* INFO.store: the weight store's state at boot (bits 0-4 are lrt_nvm_mount_info.flags) */
-#define LRT_PROTO_STORE_EMPTY 0x01u     /* was blank: the built-in set was committed */
-#define LRT_PROTO_STORE_FALLBACK 0x02u  /* a newer (or undatable) set failed verification */
-#define LRT_PROTO_STORE_DEGRADED 0x04u  /* no set verified: running on a CRC-failing one */
-#define LRT_PROTO_STORE_VERSION 0x08u   /* a slot of another format version was seen */
-#define LRT_PROTO_STORE_FOREIGN 0x10u   /* a slot of another model/geometry was seen */
-#define LRT_PROTO_STORE_FORMATTED 0x20u /* formatted at boot on request, built-in set committed */
-#define LRT_PROTO_STORE_NONE 0x80u      /* no NVM store: weights in the firmware image */
+/* INFO.store: the weight store's state at boot (bits 0-4, 6: lrt_nvm_mount_info.flags) */
+#define LRT_PROTO_STORE_EMPTY 0x01u      /* was blank: the built-in set was committed */
+#define LRT_PROTO_STORE_FALLBACK 0x02u   /* a newer (or undatable) set failed verification */
+#define LRT_PROTO_STORE_DEGRADED 0x04u   /* no set verified: running on a CRC-failing one */
+#define LRT_PROTO_STORE_VERSION 0x08u    /* a slot of another format version was seen */
+#define LRT_PROTO_STORE_FOREIGN 0x10u    /* a slot of another model/geometry was seen */
+#define LRT_PROTO_STORE_FORMATTED 0x20u  /* formatted at boot on request, built-in set committed */
+#define LRT_PROTO_STORE_WEAR_STALE 0x40u /* its wear table failed: older counts */
+#define LRT_PROTO_STORE_NONE 0x80u       /* no NVM store: weights in the firmware image */
 
 /* DRIFT.kind */
 enum { LRT_PROTO_DRIFT_ANALOG = 1, LRT_PROTO_DRIFT_DIGITAL = 2 };

@@ -2,7 +2,8 @@
  *
  * stdin: records of little-endian u32 tech, prog, page, pages, blob, unit, slots, erase,
  * model_id, image length, then the image bytes. For each record one line on stdout:
- *     rc flags slot generation may_initialise s0,s1,...   (slot states, LRT_NVM_SLOT_*)
+ *     rc flags slot generation may_initialise wear_slot max_blob max_meta s0,s1,...
+ * (slot states LRT_NVM_SLOT_*; the wear maxima of lrt_nvm_wear_summary)
  * or "bad-geometry rc" when lrt_nvm_mount rejects the configuration. The output is flushed
  * after every line so a test can drive it one image at a time.
  */
@@ -51,8 +52,11 @@ int main(void)
         if (rc != LRT_OK && rc != LRT_ERR_CORRUPT) {
             printf("bad-geometry %d\n", rc);
         } else {
-            printf("%d %u %d %u %d ", rc, (unsigned)info.flags, (int)info.slot,
-                   (unsigned)info.generation, lrt_nvm_may_initialise(rc, &info));
+            lrt_nvm_wear w;
+            CHECK_OK(lrt_nvm_wear_summary(&nvm, &w));
+            printf("%d %u %d %u %d %d %u %u ", rc, (unsigned)info.flags, (int)info.slot,
+                   (unsigned)info.generation, lrt_nvm_may_initialise(rc, &info),
+                   (int)info.wear_slot, (unsigned)w.max_blob, (unsigned)w.max_meta);
             for (s = 0; s < nvm.lay.n_slots; s++)
                 printf("%s%u", s ? "," : "", (unsigned)info.slot_state[s]);
             printf("\n");

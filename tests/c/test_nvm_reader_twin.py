@@ -4,9 +4,10 @@ Hypothesis builds images the way commits do (lrt.nvm.build_image, byte-identical
 layer), then damages them: bit flips, erase tears that leave garbage or zeros, slots copied
 over others, and crafted headers (every field changed, resealed with a good CRC or not). One
 sanitized C process (nvm_mount_batch.c) mounts each image with the build's geometry; the
-reader must give the same verdict: result, flags, slot, generation, every slot's state and
-whether the firmware would initialise the store. Reading without the build's geometry must
-never fail, and must agree with the device whenever the geometry it learns is the build's.
+reader must give the same verdict: result, flags, slot, generation, every slot's state,
+whether the firmware would initialise the store, whose wear table it reads and the most-worn
+units in it. Reading without the build's geometry must never fail, and must agree with the
+device whenever the geometry it learns is the build's.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def checker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MountChecker]:
 def verdict(rep: nvm.NvmReport) -> str:
     states = ",".join(str(nvm.SLOT_STATES.index(s.state)) for s in rep.slots)
     slot = -1 if rep.chosen is None else rep.chosen
+    wear_slot = -1 if rep.wear_slot is None else rep.wear_slot
     return (f"{rep.mount_rc} {rep.flags} {slot} {rep.generation} {int(rep.may_initialise)} "
-            f"{states}")
+            f"{wear_slot} {rep.max_blob_writes} {rep.max_meta_writes} {states}")
 
 
 def _reseal(h: bytearray) -> None:

@@ -535,3 +535,67 @@ def test_padding_after_an_unaligned_blob_wears_its_last_unit(tmp_path: Path) -> 
     proc = subprocess.run([exe], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "OK commit wear=0 blob_max=1" in proc.stdout
+
+
+# ---- programs the wear table must not miss, slots a commit must not take ----
+
+REWEAR_SRC = [HERE / "nvm_rewear.c", *LIB_SRC]
+
+
+@pytest.fixture(scope="module")
+def rewear(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_c(REWEAR_SRC, tmp_path_factory.mktemp("rewear") / "rewear")
+
+
+def run_rewear(exe: Path, scenario: str, geo: dict[str, object]) -> str:
+    proc = subprocess.run([exe, scenario, *args(geo)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    return proc.stdout
+
+
+RRAM16 = {**RRAM, "prog": 8, "page": 64, "pages": 40, "unit": 16}
+
+
+@pytest.mark.parametrize("geo", [FLASH, RRAM, RRAM16], ids=["flash", "rram", "rram-unit16"])
+def test_reprogramming_inside_one_commit_is_counted_and_capped(rewear: Path,
+                                                               geo: dict[str, object]) -> None:
+    """Writes that keep going backwards reprogram their units each time: every program is
+    counted, and one a byte counter (255) or the endurance limit cannot take is refused before
+    it happens (it was counted as 255, or past the limit, and done anyway)."""
+    out = run_rewear(rewear, "alternate", geo)
+    lay = geometry(geo).layout()
+    first = 1 if geo["tech"] == "rram" else lay.meta_size // lay.unit_size
+    assert f"OK alternate 20 passes: unit {first} +20, " in out and out.count(" +20") == 2
+    assert f"OK alternate refused at pass 256: unit {first} +255" in out
+    assert "OK endurance 12: refused at pass 13, slot 0 worn, next commit in slot 1" in out
+
+
+@pytest.mark.parametrize("geo", [FLASH, RRAM, RRAM16, BIG, MULTI],
+                         ids=["flash", "rram", "rram-unit16", "big", "multi"])
+def test_programs_of_dropped_commits_reach_the_table(rewear: Path,
+                                                     geo: dict[str, object]) -> None:
+    """Seven commits aborted after programming the blob's first unit, then one that lands: the
+    table records all eight programs (it recorded the last one only). Flash erases the slot's
+    first page in each of them; RRAM writes its metadata words only in the commit that lands."""
+    out = run_rewear(rewear, "dropped", geo)
+    meta = 8 if geo["tech"] == "flash" else 1
+    assert "OK dropped 7 + 1 commit: unit " in out and f" +8, metadata +{meta}\n" in out
+
+
+@pytest.mark.parametrize("geo", [BIG, MULTI], ids=["big", "multi"])
+def test_backward_write_after_the_first_erase_is_counted(rewear: Path,
+                                                         geo: dict[str, object]) -> None:
+    """A sub-page flash window refuses a backward write after the slot's first page was
+    erased; that erase reaches the table with the next commit into the slot."""
+    out = run_rewear(rewear, "backward", geo)
+    assert "OK backward 5 dropped + 1 commit: first page +6 erases" in out
+
+
+def test_commits_never_take_another_models_slot(rewear: Path) -> None:
+    """Slots 0 and 1 hold another model's sets: a commit takes the blank slot 2, numbers its
+    generation 1 (another model's generations are not ours), and the next one finds no slot
+    (LRT_ERR_NOSPACE) instead of overwriting slot 0; the other model still has both sets."""
+    out = run_rewear(rewear, "foreign", FLASH)
+    assert "OK foreign: own set in slot 2 gen 1, no slot for the next, the other model's 2 " \
+           "sets intact" in out

@@ -122,6 +122,31 @@ def test_corruption_fallback_and_degraded() -> None:
     assert rep.slots[1].state == "bad-header" and rep.chosen == 0 and rep.degraded
 
 
+def test_degraded_set_with_a_broken_wear_table_counts_from_an_older_one() -> None:
+    """A degraded mount's set may have a table that fails its CRC too: its counts are not
+    trusted; the newest table that verifies gives them (or none: zero), and the report and
+    the flags say so."""
+    blobs = _blobs(300, 3)
+    img = bytearray(nvm.build_image(RRAM, blobs))  # slots 0, 1, 0: slot 0 newest (gen 3)
+    lay = RRAM.layout()
+    sound = nvm.inspect_bytes(bytes(img), RRAM)
+    assert sound.chosen == 0 and sound.wear_slot == 0 and not sound.wear_stale
+    img[lay.blob_addr(0) + 5] ^= 4
+    img[lay.blob_addr(1) + 5] ^= 4  # both sets drifted: degraded, on slot 0
+    rep = nvm.inspect_bytes(bytes(img), RRAM)
+    assert rep.degraded and rep.chosen == 0 and rep.wear_slot == 0  # its table is sound
+    img[lay.slot_base(0) + nvm.HEADER_SIZE] ^= 1  # slot 0's table hit as well
+    rep = nvm.inspect_bytes(bytes(img), RRAM)
+    assert rep.chosen == 0 and rep.wear_slot == 1 and rep.wear_stale
+    assert rep.flags & nvm.F_WEAR_STALE and rep.wear is not None
+    assert rep.max_meta_writes == int(sound.wear[:, 0].max()) - 1  # gen 2's table: one short
+    assert "slot 1's, an older set's table" in nvm_report.render_markdown(rep)
+    img[lay.slot_base(1) + nvm.HEADER_SIZE] ^= 1
+    rep = nvm.inspect_bytes(bytes(img), RRAM)
+    assert rep.wear_slot is None and rep.wear_stale and rep.worst == 0
+    assert "the firmware counts from zero" in nvm_report.render_markdown(rep)
+
+
 def test_blank_and_foreign_images() -> None:
     blank = bytes([0xFF]) * FLASH.region_size
     rep = nvm.inspect_bytes(blank, FLASH)

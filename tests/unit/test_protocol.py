@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.cbuild import LIB_DIR as LIB
+from lrt import nvm
 from lrt.config import SCHEMES
 from lrt.emulate import protocol as P
 
@@ -154,6 +155,15 @@ def test_proto_constants_match_c() -> None:
         m.name: int(m) for m in P.MsgType
     }
     assert msgs["LRT_MSG_REPLY"] == P.REPLY
+    store = {int(v, 16) for v in re.findall(r"#define LRT_PROTO_STORE_\w+ (0x[0-9A-F]+)u", h)}
+    assert store == set(P.STORE_FLAGS)
+    # the mount's flags travel as these bits (main.c): one meaning per bit
+    nvm_h = (LIB / "lrt_nvm.h").read_text()
+    mount = {name: int(v, 16) for name, v in re.findall(
+        r"#define LRT_NVM_F_(\w+)\s*\\?\s*(0x[0-9A-F]+)u", nvm_h)}
+    assert mount == {"EMPTY": 0x01, "FALLBACK": 0x02, "DEGRADED": 0x04, "VERSION": 0x08,
+                     "FOREIGN": 0x10, "WEAR_STALE": 0x40}
+    assert mount["WEAR_STALE"] == nvm.F_WEAR_STALE and 0x20 in P.STORE_FLAGS  # 0x20: formatted
     schemes = _c_enum(h, "LRT_PROTO_SCHEME_")
     assert {k.removeprefix("LRT_PROTO_SCHEME_"): v for k, v in schemes.items()} == {
         s.name: int(s) for s in P.Scheme

@@ -40,6 +40,7 @@ assert _HDR.size == HEADER_SIZE
 SLOT_STATES = ("blank", "valid", "bad-header", "foreign", "bad-data")
 # lrt_nvm_mount_info.flags and the mount's result (lrt_nvm.h, lrt_common.h)
 F_EMPTY, F_FALLBACK, F_DEGRADED, F_VERSION, F_FOREIGN = 0x01, 0x02, 0x04, 0x08, 0x10
+F_WEAR_STALE = 0x40
 LRT_OK, LRT_ERR_CORRUPT = 0, -7
 
 
@@ -219,6 +220,7 @@ class SlotReport:
     state: str
     header: SlotHeader | None = None
     note: str = ""
+    table_ok: bool = False  # a header of ours whose wear table passes its CRC
 
     @property
     def generation(self) -> int:
@@ -243,6 +245,9 @@ class NvmReport:
     other_version: int = 0  # a sound header of this format version (not readable here) seen
     version_seen: bool = False  # such a header seen (its version may be 0)
     foreign: bool = False  # a slot of another model, geometry or format version seen
+    # slot whose wear table the counts come from: the chosen one unless its table fails its
+    # CRC (then the newest that passes; None: counts restart at zero)
+    wear_slot: int | None = None
     model_id: int = 0
     geometry_from: str = "build"  # "build": the caller's geometry; "image": learnt from it
     blob: bytes | None = None
@@ -260,7 +265,13 @@ class NvmReport:
         """lrt_nvm_mount_info.flags the firmware's mount reports for this image."""
         return ((F_EMPTY if self.empty else 0) | (F_FALLBACK if self.fallback else 0)
                 | (F_DEGRADED if self.degraded else 0)
-                | (F_VERSION if self.version_seen else 0) | (F_FOREIGN if self.foreign else 0))
+                | (F_VERSION if self.version_seen else 0) | (F_FOREIGN if self.foreign else 0)
+                | (F_WEAR_STALE if self.wear_stale else 0))
+
+    @property
+    def wear_stale(self) -> bool:
+        """The chosen set's wear table failed its CRC: counts from an older table or zero."""
+        return self.chosen is not None and self.wear_slot != self.chosen
 
     @property
     def mount_rc(self) -> int:
@@ -412,15 +423,20 @@ def inspect_bytes(
             continue
         blob = img[lay.blob_addr(s) : lay.blob_addr(s) + blob_size]
         table = img[base + HEADER_SIZE : base + HEADER_SIZE + lay.table_len]
-        ok = crc32(blob) == h.blob_crc and crc32(table) == h.table_crc
-        rep.slots.append(SlotReport(s, base, "valid" if ok else "bad-data", h))
+        table_ok = crc32(table) == h.table_crc
+        ok = crc32(blob) == h.blob_crc and table_ok
+        rep.slots.append(SlotReport(s, base, "valid" if ok else "bad-data", h, table_ok=table_ok))
     _choose(rep)
     if rep.chosen is not None:
         s = rep.chosen
         rep.blob = img[lay.blob_addr(s) : lay.blob_addr(s) + blob_size]
-        base = lay.slot_base(s) + HEADER_SIZE
-        counts = np.frombuffer(img[base : base + lay.table_len], dtype="<u4").astype(np.int64)
-        rep.wear = counts.reshape(lay.n_slots, 1 + lay.blob_units)
+        rep.wear_slot = _wear_source(rep)
+        if rep.wear_slot is None:
+            rep.wear = np.zeros((lay.n_slots, 1 + lay.blob_units), dtype=np.int64)
+        else:
+            base = lay.slot_base(rep.wear_slot) + HEADER_SIZE
+            counts = np.frombuffer(img[base : base + lay.table_len], dtype="<u4")
+            rep.wear = counts.astype(np.int64).reshape(lay.n_slots, 1 + lay.blob_units)
         if tech == TECH_FLASH:
             rep.page_erases = _page_erases(rep.wear, lay, page, len(img))
     if endurance and rep.wear is not None and samples and sample_rate > 0:
@@ -447,6 +463,16 @@ def _choose(rep: NvmReport) -> None:
         return
     rep.chosen = best.index
     rep.generation = best.generation
+
+
+def _wear_source(rep: NvmReport) -> int | None:
+    """Same table as lrt_nvm_mount's wear_source: the chosen set's if it verifies, else the
+    newest one of ours that does."""
+    assert rep.chosen is not None
+    if rep.slots[rep.chosen].table_ok:
+        return rep.chosen
+    good = [s for s in rep.slots if s.table_ok]
+    return max(good, key=lambda s: s.generation).index if good else None
 
 
 def _page_erases(wear: np.ndarray, lay: NvmLayout, page: int, size: int) -> np.ndarray:

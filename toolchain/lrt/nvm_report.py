@@ -65,6 +65,10 @@ def render_markdown(rep: NvmReport) -> str:
         wear = (f"Wear (writes per unit): blob max {rep.max_blob_writes}, mean "
                 f"{rep.mean_blob_writes:.2f}; metadata (header + table, rewritten by every "
                 f"commit into its slot) max {rep.max_meta_writes}.")
+    if rep.wear_stale:
+        src = ("no slot's table verifies: the firmware counts from zero" if rep.wear_slot is None
+               else f"the counts are slot {rep.wear_slot}'s, an older set's table")
+        wear += f" The set's own wear table failed its CRC; {src}."
     lines += ["", wear]
     if rep.projected_days is not None:
         years = rep.projected_days / 365.25

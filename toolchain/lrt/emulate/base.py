@@ -263,17 +263,23 @@ class Device:
 
     def close(self, bye: bool = True) -> int | None:
         """Say BYE (unless already said, or bye=False), end the transport, return the exit
-        status."""
+        status. A BYE the device refuses (its closing commit of the session's biases failed)
+        raises ProtocolError once the transport is closed: what was learned is not saved."""
         if self._closed:
             return self.exit_status
         self._closed = True
+        refused: P.ProtocolError | None = None
         try:
             if bye and not self._said_bye:
                 self.bye()
-        except (LinkError, P.ProtocolError, P.FrameError):
-            pass
+        except P.ProtocolError as exc:
+            refused = exc
+        except (LinkError, P.FrameError):
+            pass  # a device that already stopped: its exit status tells
         finally:
             self.exit_status = self.transport.close()
+        if refused is not None:
+            raise refused
         if bye:
             self.transport.discard_files()
         return self.exit_status

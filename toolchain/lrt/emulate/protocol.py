@@ -38,6 +38,7 @@ STORE_FLAGS = {
     0x08: "a slot of another format version was seen",
     0x10: "a slot of another model was seen",
     0x20: "formatted at boot, built-in weights committed",
+    0x40: "the set's wear table failed its CRC: wear counted from an older table",
     0x80: "no NVM store: weights in the firmware image",
 }
 STORE_EMPTY = 0x01
