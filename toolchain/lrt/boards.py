@@ -109,6 +109,10 @@ class Nvm:
         return self.technology == "flash"
 
 
+# Where a build's firmware can run (lrt-emulate --emulator): auto = the board decides.
+EMULATORS = ("auto", "host", "qemu", "renode")
+
+
 @dataclass(frozen=True)
 class Emulator:
     qemu: str | None = None  # QEMU machine emulating this board (firmware uses semihosting)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lrt import console
+from lrt.boards import EMULATORS
 from lrt.config import SCHEMES, parse_setting
 from lrt.errors import DeviceError, UserError
 
@@ -41,7 +42,7 @@ def _add_format(p: argparse.ArgumentParser) -> None:
 def _add_emulator(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--emulator",
-        choices=("auto", "host", "qemu", "renode"),
+        choices=EMULATORS,
         default="auto",
         help="where the firmware runs (default %(default)s: the build's board decides)",
     )

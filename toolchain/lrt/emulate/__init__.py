@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from lrt.boards import EMULATORS
 from lrt.emulate.base import (
     DEFAULT_TIMEOUT,
     DEFAULT_WINDOW,
@@ -39,7 +40,6 @@ __all__ = [
     "open_device",
 ]
 
-EMULATORS = ("auto", "host", "qemu", "renode")
 
 
 def open_device(
