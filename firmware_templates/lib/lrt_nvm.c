@@ -139,6 +139,13 @@ static uint32_t marks_bytes(const lrt_nvm_layout *l)
     return round_up(1u + l->blob_units, 4u);
 }
 
+/* A (unit + 1, count) pair per slot: the most-worn unit of a slot left behind worn by
+ * dropped commits, until a landed commit's table holds it. */
+static uint32_t carry_bytes(const lrt_nvm_layout *l)
+{
+    return 8u * l->n_slots;
+}
+
 size_t lrt_nvm_work_size(const lrt_nvm_config *cfg)
 {
     lrt_nvm_layout l;
@@ -147,7 +154,8 @@ size_t lrt_nvm_work_size(const lrt_nvm_config *cfg)
     if (lrt_nvm_layout_get(cfg, &l) != LRT_OK)
         return 0;
     w = window_size(cfg);
-    return (size_t)round_up(w, 4u) * (w < cfg->page_size ? 2u : 1u) + marks_bytes(&l);
+    return (size_t)round_up(w, 4u) * (w < cfg->page_size ? 2u : 1u) + marks_bytes(&l) +
+           carry_bytes(&l);
 }
 
 /* ---- raw access ---- */
@@ -389,6 +397,8 @@ int lrt_nvm_mount(lrt_nvm *nvm, const lrt_nvm_config *cfg, void *work, size_t wo
     nvm->win = (uint8_t *)work;
     nvm->restore = w < cfg->page_size ? nvm->win + round_up(w, 4u) : NULL;
     nvm->marks = nvm->win + round_up(w, 4u) * (w < cfg->page_size ? 2u : 1u);
+    nvm->carry = (uint32_t *)(void *)(nvm->marks + marks_bytes(&nvm->lay));
+    memset(nvm->carry, 0, carry_bytes(&nvm->lay));
     nvm->restore_pos = NO_POS;
     memset(mi, 0, sizeof *mi);
     mi->slot = -1;
@@ -565,15 +575,16 @@ static int wear_of(const lrt_nvm *nvm, uint32_t s, uint32_t unit, uint32_t *v)
     uint8_t b[4];
     uint32_t idx = s * (1u + nvm->lay.blob_units) + unit;
     uint32_t extra = (int32_t)s == nvm->pending ? nvm->marks[unit] : 0u;
-    int err;
+    int err = LRT_OK;
 
     *v = extra;
-    if (nvm->wear_src < 0)
-        return LRT_OK;
-    err = raw_read(nvm, slot_base(nvm, (uint32_t)nvm->wear_src) + LRT_NVM_HEADER_SIZE + 4u * idx, b,
-                   4);
-    if (err == LRT_OK)
+    if (nvm->wear_src >= 0) {
+        err = raw_read(
+            nvm, slot_base(nvm, (uint32_t)nvm->wear_src) + LRT_NVM_HEADER_SIZE + 4u * idx, b, 4);
         *v = lrt_get_le32(b) + extra;
+    }
+    if (nvm->carry[2u * s] == unit + 1u)
+        *v = LRT_MAX(*v, nvm->carry[2u * s + 1u]);
     return err;
 }
 
@@ -601,17 +612,20 @@ static int slot_max(const lrt_nvm *nvm, uint32_t s, uint32_t *mx)
 }
 
 /* Slot the next commit writes: round robin after the current one, skipping worn slots and
- * other models' sets. */
+ * other models' sets. On flash a commit erases its target's table first, so the slot whose
+ * table the counts come from (a degraded mount: not the current one) is taken last. */
 static int next_target(const lrt_nvm *nvm, uint32_t *out)
 {
     uint32_t n = nvm->lay.n_slots, i, worn = 0;
+    int32_t avoid =
+        nvm->cfg->tech == LRT_NVM_TECH_FLASH && nvm->wear_src != nvm->cur ? nvm->wear_src : -1;
 
-    for (i = 0; i < n; i++) {
-        uint32_t s = nvm->cur < 0 ? i : ((uint32_t)nvm->cur + 1u + i) % n;
+    for (i = 0; i < 2u * n; i++) {
+        uint32_t s = nvm->cur < 0 ? i % n : ((uint32_t)nvm->cur + 1u + i) % n;
         uint32_t mx;
         int err;
 
-        if ((int32_t)s == nvm->cur || (nvm->foreign >> s & 1u))
+        if ((int32_t)s == nvm->cur || (nvm->foreign >> s & 1u) || (i < n && (int32_t)s == avoid))
             continue;
         worn = 1;
         if (nvm->cfg->endurance != 0u) {
@@ -709,8 +723,6 @@ static int mark_wear(lrt_nvm *nvm, uint32_t u)
         if (v >= nvm->cfg->endurance)
             return LRT_ERR_WORN;
     }
-    if (nvm->marks[u] == 0u)
-        nvm->last.blob_units++;
     nvm->marks[u]++;
     return LRT_OK;
 }
@@ -1109,6 +1121,28 @@ static int flash_stream_end(lrt_nvm *nvm)
 
 /* ---- both ---- */
 
+/* The pending slot is left behind (next_target found it worn, counting its dropped
+ * programs): keep its most-worn unit's count, so that it stays out of rotation and the next
+ * landed commit's table records it. */
+static int keep_worn(lrt_nvm *nvm)
+{
+    uint32_t s = (uint32_t)nvm->pending, u, v, best = 0, at = 0;
+
+    for (u = 0; u <= nvm->lay.blob_units; u++) {
+        int err = wear_of(nvm, s, u, &v);
+        if (err != LRT_OK)
+            return err;
+        if (v > best) {
+            best = v;
+            at = u;
+        }
+    }
+    nvm->carry[2u * s] = at + 1u;
+    nvm->carry[2u * s + 1u] = best;
+    nvm->pending = -1;
+    return LRT_OK;
+}
+
 int lrt_nvm_commit_begin(lrt_nvm *nvm)
 {
     uint32_t t;
@@ -1128,11 +1162,18 @@ int lrt_nvm_commit_begin(lrt_nvm *nvm)
     nvm->high_water = 0;
     nvm->restore_pos = NO_POS;
     nvm->page_mode = PG_CLEAN;
-    if ((int32_t)t != nvm->pending)
+    if ((int32_t)t != nvm->pending) {
+        if (nvm->pending >= 0) {
+            err = keep_worn(nvm); /* left behind: its dropped commits wore it out */
+            if (err != LRT_OK)
+                return err;
+        }
         memset(nvm->marks, 0, marks_bytes(&nvm->lay));
+    }
     nvm->pending = (int32_t)t;
-    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM && nvm->marks[0] == 0u)
-        nvm->marks[0] = 1; /* the metadata words: rewritten by every commit */
+    if (nvm->wear_src == (int32_t)t && nvm->wear_src != nvm->cur &&
+        nvm->cfg->tech == LRT_NVM_TECH_FLASH)
+        nvm->wear_src = -1; /* its table is erased now: the counts restart from zero */
     memset(&nvm->last, 0, sizeof nvm->last);
     nvm->state = ST_COMMIT;
     return LRT_OK;
@@ -1202,18 +1243,25 @@ int lrt_nvm_commit_end(lrt_nvm *nvm)
 {
     uint8_t h[LRT_NVM_HEADER_SIZE];
     hdr_fields f;
+    uint32_t u;
     int err;
 
     if (nvm == NULL || nvm->state == ST_UNMOUNTED)
         return LRT_ERR_ARG;
     if (nvm->state != ST_COMMIT)
         return LRT_ERR_STATE;
-    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM)
+    if (nvm->cfg->tech == LRT_NVM_TECH_RRAM) {
         err = rram_stream_end(nvm);
-    else
+        if (err == LRT_OK)
+            err = mark_wear(nvm, 0); /* the metadata words, rewritten from here on */
+    } else {
         err = flash_stream_end(nvm);
+    }
     if (err != LRT_OK)
         return fail(nvm, err);
+    /* units the new table adds programs to (RRAM: blob units; flash: pages) */
+    for (u = nvm->cfg->tech == LRT_NVM_TECH_RRAM ? 1u : 0u; u <= nvm->lay.blob_units; u++)
+        nvm->last.blob_units += nvm->marks[u] != 0u;
     /* CRC of what is stored (every prog was read back), so writes in any order work. */
     memset(&f, 0, sizeof f);
     f.slot = (uint32_t)nvm->target;
@@ -1239,6 +1287,7 @@ int lrt_nvm_commit_end(lrt_nvm *nvm)
     nvm->cur = nvm->target;
     nvm->wear_src = nvm->target;
     nvm->pending = -1;
+    memset(nvm->carry, 0, carry_bytes(&nvm->lay)); /* the new table holds them */
     nvm->gen = f.generation;
     nvm->max_gen = f.generation;
     nvm->target = -1;

@@ -155,6 +155,8 @@ typedef struct {
     uint8_t *restore;     /* work (flash, window < page): one saved window, else NULL */
     uint8_t *marks;       /* work: per wear unit, programs of the target not yet in its table:
                            * this commit's, plus those of dropped commits into the same slot */
+    uint32_t *carry;      /* work: per slot, (unit + 1, count) of its most-worn unit when
+                           * dropped commits wore it out (0: none), until a table holds it */
     uint32_t win_size;    /* flash: min(chunk_size, page_size); RRAM: page_size */
     int32_t cur;          /* slot holding the newest set, -1 if none */
     int32_t wear_src;     /* slot whose wear table holds the counts (cur unless it failed) */
@@ -180,7 +182,7 @@ int lrt_nvm_layout_get(const lrt_nvm_config *cfg, lrt_nvm_layout *out);
 /* Bytes of the caller-provided work buffer; 0 if cfg is bad. Flash: the window
  * (min(chunk_size, page_size), chunk_size 0 = page_size), a second window when it is smaller
  * than a page, and one byte per slot page; RRAM: page_size + one byte per wear unit. Each part
- * is rounded up to 4 bytes. */
+ * is rounded up to 4 bytes; then 8 bytes per slot. */
 size_t lrt_nvm_work_size(const lrt_nvm_config *cfg);
 
 /* Scan all slots, verify headers and CRCs, select the newest valid set. LRT_OK when a set was
@@ -223,9 +225,11 @@ int32_t lrt_nvm_current_slot(const lrt_nvm *nvm);
  * The target is the next slot after the current one that is neither worn (a unit at the
  * endurance limit) nor foreign; LRT_ERR_WORN if every other slot is worn, LRT_ERR_NOSPACE if
  * the rest are foreign. A commit that would program a unit past the endurance limit, or more
- * than 255 times before its table is written, is dropped with LRT_ERR_WORN before it does.
+ * than 255 times before a table records it, is dropped with LRT_ERR_WORN before it does.
  * Programs of a dropped commit (error or abort) are not lost: they are added to the table of
- * the next commit into the same slot (until a reset, which loses them as a power cut does). */
+ * the next commit into the same slot, or, when they wore the slot out, its most-worn count
+ * to the next landed commit's table (until a reset, which loses them as a power cut does).
+ * docs/NVM_FORMAT.md, "Wear table". */
 int lrt_nvm_commit_begin(lrt_nvm *nvm);
 int lrt_nvm_commit_write(lrt_nvm *nvm, uint32_t offset, const void *data, uint32_t len);
 int lrt_nvm_commit_end(lrt_nvm *nvm);

@@ -6,10 +6,12 @@
  *              unit: every pass reprograms (RRAM) or re-erases (flash) both. 20 passes are
  *              counted exactly; the 256th program of one unit in one commit is refused
  *              (LRT_ERR_WORN) instead of counted as 255, and so is a program past
- *              `endurance`, after which the next commit avoids the slot.
+ *              `endurance`, after which later commits avoid the slot, also after a reboot.
  *   dropped    7 commits aborted after programming, then one that lands: the table gets all 8.
  *   backward   flash with a sub-page window: a write that goes backwards is refused after the
  *              slot's first page was erased; 5 such dropped commits, then one that lands.
+ *   degraded   every set drifted and all but the oldest wear table hit: the counts come from
+ *              it, and the commit that follows neither reads it erased nor writes garbage.
  *   foreign    another model's sets in slots 0 and 1: a commit takes slot 2, numbers its
  *              generation from 1, and the next finds no slot (LRT_ERR_NOSPACE) instead of
  *              overwriting them; the other model still mounts both.
@@ -113,6 +115,16 @@ static void endurance(lrt_nvm_config *cfg)
     CHECK(lrt_nvm_current_slot(&nvm) != t);
     printf("OK endurance %u: refused at pass %u, slot %d worn, next commit in slot %d\n",
            (unsigned)cfg->endurance, (unsigned)i, (int)t, (int)lrt_nvm_current_slot(&nvm));
+    /* and stays out of rotation, its count kept: in RAM, then in the tables, after a reboot */
+    for (i = 0; i < 6u; i++) {
+        blob[i] ^= 0x0Fu;
+        err = nvm_commit_blob(&nvm, blob, blob, n, 0, &rng);
+        CHECK(err == LRT_OK || err == LRT_ERR_WORN); /* WORN: no slot but the worn one left */
+        CHECK(lrt_nvm_current_slot(&nvm) != t && wear(&nvm, t, ua) == cfg->endurance);
+        if (i == 2u)
+            CHECK_OK(lrt_nvm_mount(&nvm, cfg, work, sizeof work, NULL));
+    }
+    printf("OK endurance: slot %d kept out after 6 more commits and a reboot\n", (int)t);
     cfg->endurance = 0;
 }
 
@@ -143,8 +155,9 @@ static void dropped(lrt_nvm_config *cfg)
     CHECK_OK(pass(&nvm, n, 7));
     CHECK_OK(lrt_nvm_commit_end(&nvm));
     CHECK(lrt_nvm_current_slot(&nvm) == t);
-    printf("OK dropped 7 + 1 commit: unit %u +%u, metadata +%u\n", (unsigned)ua,
-           (unsigned)(wear(&nvm, t, ua) - before), (unsigned)(wear(&nvm, t, 0) - meta_before));
+    printf("OK dropped 7 + 1 commit: unit %u +%u, metadata +%u, units_written=%u\n", (unsigned)ua,
+           (unsigned)(wear(&nvm, t, ua) - before), (unsigned)(wear(&nvm, t, 0) - meta_before),
+           (unsigned)lrt_nvm_last_commit(&nvm)->blob_units);
     /* the table holds them: a fresh mount reads the same */
     CHECK_OK(lrt_nvm_mount(&nvm, cfg, work, sizeof work, NULL));
     CHECK(wear(&nvm, t, ua) - before == 8u);
@@ -213,6 +226,51 @@ static void foreign(lrt_nvm_config *cfg)
            "sets intact\n");
 }
 
+/* Every set drifted (a degraded mount) and the newest slots' wear tables hit too: the counts
+ * come from the newest table that verifies; a commit must neither read an erased table
+ * (flash erases its target's table first) nor write garbage counts. */
+static void degraded(lrt_nvm_config *cfg)
+{
+    lrt_nvm nvm;
+    lrt_nvm_ram ram;
+    lrt_nvm_mount_info info;
+    lrt_nvm_wear w;
+    uint32_t n = cfg->blob_size, s, src, k, kept = 0, u1;
+
+    mount(&nvm, cfg, 1, &ram);
+    memset(blob, 0x55, n);
+    for (k = 0; k < 2u * nvm.lay.n_slots; k++) {
+        blob[k] ^= 0x11u;
+        CHECK_OK(nvm_commit_blob(&nvm, blob, blob, n, 0, &rng));
+    }
+    /* the table that will verify: the slot after the current one (the oldest) */
+    src = ((uint32_t)lrt_nvm_current_slot(&nvm) + 1u) % nvm.lay.n_slots;
+    u1 = LRT_MIN(1u, nvm.lay.blob_units); /* a blob unit (flash: a page; may be the first) */
+    kept = wear(&nvm, (int32_t)src, u1);
+    for (s = 0; s < nvm.lay.n_slots; s++) {
+        mem[s * nvm.lay.slot_size + nvm.lay.meta_size + 3u] ^= 1u; /* blob drifted */
+        if (s != src)
+            mem[s * nvm.lay.slot_size + LRT_NVM_HEADER_SIZE + 1u] ^= 1u; /* table hit */
+    }
+    CHECK_OK(lrt_nvm_mount(&nvm, cfg, work, sizeof work, &info));
+    CHECK((info.flags & LRT_NVM_F_DEGRADED) && (info.flags & LRT_NVM_F_WEAR_STALE));
+    CHECK(info.wear_slot == (int32_t)src && wear(&nvm, (int32_t)src, u1) == kept);
+    blob[0] ^= 0x22u;
+    CHECK_OK(nvm_commit_blob(&nvm, blob, blob, n, 0, &rng));
+    CHECK_OK(lrt_nvm_mount(&nvm, cfg, work, sizeof work, &info));
+    CHECK(info.flags == 0u);
+    CHECK_OK(lrt_nvm_wear_summary(&nvm, &w));
+    CHECK(w.max_blob <= 2u * nvm.lay.n_slots + 1u && w.max_meta <= 2u * nvm.lay.n_slots + 1u);
+    if (nvm.lay.n_slots > 2u) {
+        /* the commit took another slot: the older table's counts went on */
+        CHECK(lrt_nvm_current_slot(&nvm) != (int32_t)src);
+        CHECK(wear(&nvm, (int32_t)src, u1) == kept);
+    }
+    printf("OK degraded: counts from slot %u, new set in slot %d, max blob %u meta %u\n",
+           (unsigned)src, (int)lrt_nvm_current_slot(&nvm), (unsigned)w.max_blob,
+           (unsigned)w.max_meta);
+}
+
 int main(int argc, char **argv)
 {
     lrt_nvm_config cfg;
@@ -226,6 +284,8 @@ int main(int argc, char **argv)
         dropped(&cfg);
     } else if (strcmp(what, "backward") == 0) {
         backward(&cfg);
+    } else if (strcmp(what, "degraded") == 0) {
+        degraded(&cfg);
     } else if (strcmp(what, "foreign") == 0) {
         foreign(&cfg);
     } else {

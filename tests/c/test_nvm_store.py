@@ -407,8 +407,9 @@ def test_work_size_twin(drivers: dict[str, Path], tmp_path: Path, geo: dict[str,
 def test_nucleo_layout_fits_two_sets_in_three_sectors() -> None:
     lay = geometry(NUCLEO).layout()
     assert lay.n_slots == 3 and lay.slot_size == 131072 and lay.units == 1
-    # the window, its twin for a page whose writes put back stored bytes, one byte per page
-    assert nvm.work_size(geometry(NUCLEO), 1024) == 2 * 1024 + 4
+    # the window, its twin for a page whose writes put back stored bytes, one byte per page,
+    # a worn-unit record per slot
+    assert nvm.work_size(geometry(NUCLEO), 1024) == 2 * 1024 + 4 + 3 * 8
 
 
 # ---- 4. file backend across kill -9 ----
@@ -569,18 +570,50 @@ def test_reprogramming_inside_one_commit_is_counted_and_capped(rewear: Path,
     assert f"OK alternate 20 passes: unit {first} +20, " in out and out.count(" +20") == 2
     assert f"OK alternate refused at pass 256: unit {first} +255" in out
     assert "OK endurance 12: refused at pass 13, slot 0 worn, next commit in slot 1" in out
+    # the worn slot's count outlives the dropped commits (it was lost, and the slot reused)
+    assert "OK endurance: slot 0 kept out after 6 more commits and a reboot" in out
 
 
-@pytest.mark.parametrize("geo", [FLASH, RRAM, RRAM16, BIG, MULTI],
+# units the landed commit adds programs to: the first and the last blob unit when the target
+# held the same bytes (2 slots), every unit of a blank target (3 slots); BIG's one page
+DROPPED = [(FLASH, "all"), (RRAM, 2), (RRAM16, "all"), (BIG, 1), (MULTI, 2)]
+
+
+@pytest.mark.parametrize(("geo", "units"), DROPPED,
                          ids=["flash", "rram", "rram-unit16", "big", "multi"])
-def test_programs_of_dropped_commits_reach_the_table(rewear: Path,
-                                                     geo: dict[str, object]) -> None:
+def test_programs_of_dropped_commits_reach_the_table(rewear: Path, geo: dict[str, object],
+                                                     units: int | str) -> None:
     """Seven commits aborted after programming the blob's first unit, then one that lands: the
     table records all eight programs (it recorded the last one only). Flash erases the slot's
-    first page in each of them; RRAM writes its metadata words only in the commit that lands."""
+    first page in each of them; RRAM writes its metadata words only in the commit that lands.
+    The landed commit's header counts every unit its table adds programs to (units the
+    dropped commits had programmed were left out)."""
     out = run_rewear(rewear, "dropped", geo)
     meta = 8 if geo["tech"] == "flash" else 1
-    assert "OK dropped 7 + 1 commit: unit " in out and f" +8, metadata +{meta}\n" in out
+    assert "OK dropped 7 + 1 commit: unit " in out and f" +8, metadata +{meta}, " in out
+    lay = geometry(geo).layout()
+    everything = lay.units if geo["tech"] == "flash" else lay.blob_units
+    assert f"units_written={everything if units == 'all' else units}\n" in out
+
+
+F2 = {"tech": "flash", "prog": 4, "page": 256, "pages": 16, "blob": 600, "slots": 2}
+
+
+@pytest.mark.parametrize("geo", [FLASH, RRAM, BIG, MULTI, F2],
+                         ids=["flash", "rram", "big", "multi", "flash-2-slots"])
+def test_degraded_mount_counts_from_the_table_that_verifies(rewear: Path,
+                                                            geo: dict[str, object]) -> None:
+    """Every set drifted and every wear table but the oldest hit: the counts come from the
+    oldest; flash takes another slot for the next commit (its first erase would destroy that
+    table), and with two slots, where it cannot, counts restart from zero rather than from the
+    erased words (0xFFFFFFFF, which wrapped and wore the store out at once)."""
+    out = run_rewear(rewear, "degraded", geo)
+    line = next(ln for ln in out.splitlines() if ln.startswith("OK degraded: "))
+    n_slots = geometry(geo).layout().n_slots
+    if geo["tech"] == "flash" and n_slots > 2:
+        assert "new set in slot 1," in line  # not slot 0, the table's
+    if geo["tech"] == "flash" and n_slots == 2:
+        assert line.endswith("max blob 0 meta 1")  # from zero: this commit's erases only
 
 
 @pytest.mark.parametrize("geo", [BIG, MULTI], ids=["big", "multi"])

@@ -162,7 +162,7 @@ def work_size(geometry: NvmGeometry, chunk_size: int = 0) -> int:
     lay = geometry.layout()
     w = window_size(geometry, chunk_size)
     windows = 2 if w < geometry.page_size else 1
-    return _round_up(w, 4) * windows + _round_up(lay.units, 4)
+    return _round_up(w, 4) * windows + _round_up(lay.units, 4) + 8 * lay.n_slots
 
 
 @dataclass(frozen=True)
