@@ -207,6 +207,14 @@ def test_boot_failure_line_is_read_from_the_banner() -> None:
     assert why is not None and "status 4" in why and BOOT_FAILURES[4] in why
     assert boot_failure(b"lrt: boot failed, status 3\nlrt: ready\n") is None
     assert boot_failure(b"lrt: boot failed, status ") == "stopped at boot (its status line is cut)"
+    # every status the firmware's main.c returns at boot is decoded, as PROTOCOL.md lists them
+    main_c = (LIB.parent / "main.c.j2").read_text()
+    returned = {int(v) for v in re.findall(r"boot_failed\((\d+)\)", main_c)}
+    returned |= {2} if "return 2;" in main_c else set()
+    doc = (LIB.parents[1] / "docs" / "PROTOCOL.md").read_text()
+    table = doc.split("(`lrt.emulate.base.BOOT_FAILURES`):", 1)[1].split("\n\n", 2)[1]
+    listed = {int(v) for v in re.findall(r"^\| (\d) \| ", table, re.M)}
+    assert returned <= set(BOOT_FAILURES) == listed, (returned, set(BOOT_FAILURES), listed)
 
 
 def test_the_lifetime_charges_a_run_its_own_programs() -> None:

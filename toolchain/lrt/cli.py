@@ -1,4 +1,4 @@
-"""Console scripts: lrt-build, lrt-emulate, lrt-flash, lrt-experiment.
+"""Console scripts: lrt-build, lrt-emulate, lrt-flash, lrt-experiment, lrt-pull, lrt-push.
 
 Thin: parse arguments, call the library, print. User errors (lrt.errors.UserError) become
 one line `error: ...` on stderr and exit code 2, never a traceback.

@@ -33,6 +33,7 @@ from pathlib import Path
 from lrt import cflags
 from lrt.boards import Board, list_boards
 from lrt.errors import UserError
+from lrt.resources import cache_dir
 
 SCONS_VERSION = "4.41101.0"  # what PlatformIO Core 6.2's `tool-scons ~4.41101.0` accepts
 TOOLCHAIN_VERSION = "1.120201.0"  # PlatformIO's encoding of gcc 12.2.1
@@ -146,10 +147,7 @@ def default_core_dir() -> Path:
     env = os.environ.get("LRT_PIO_CORE_DIR")
     if env:
         return Path(env)
-    cache = os.environ.get("LRT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lrt"
-    )
-    return Path(cache) / "pio-standin"
+    return cache_dir() / "pio-standin"
 
 
 def pio_environ(core_dir: Path) -> dict[str, str]:

@@ -40,6 +40,8 @@ ProgressArg = bool | Callable[[int, int], None] | None
 # channel it prints LRT_PLATFORM_BOOT_FAILED and the status first
 EXIT_FOREIGN = 6
 BOOT_FAILURES = {
+    2: "(host build) an unknown command-line argument: the firmware takes [--nvm PATH] "
+    "[--format]",
     3: "the platform, the weight store or the model's RAM state could not be set up, or the "
     "firmware's buffers disagree with its layer table",
     4: "an LRT accumulator or conv gradient sum does not match its buffer",
