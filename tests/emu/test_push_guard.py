@@ -7,11 +7,14 @@ misbehaves, or gives up half way, can and cannot do to the device.
   would change) and still answers INFER;
 * BYE abandons an open push and still commits the biases learned in the session;
 * what a dropped push programmed is counted: the WEAR reply shows it at once and the next
-  commit into that slot writes it into the wear table.
+  commit into that slot writes it into the wear table;
+* commits never take a slot holding another model's set, and a BYE the device refuses (its
+  closing commit failed) reaches the caller.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +126,29 @@ def test_programs_of_dropped_pushes_are_counted(build: Path, tmp_path: Path) -> 
     rep = nvm.inspect_bytes(image.read_bytes(), geo)
     assert rep.chosen == 1 and rep.wear is not None
     assert int(rep.wear[1, 1 + 0 // lay.unit_size]) == rounds + 1  # in the table for good
+
+
+def test_a_refused_bye_is_reported_and_other_models_sets_survive(build: Path,
+                                                                  tmp_path: Path) -> None:
+    """A store with this model's set in slot 0 and another model's sets in every other slot:
+    the device runs on its own set, its closing commit of the session's biases finds no slot
+    it may take (it used to take slot 1, overwriting the other model's set), BYE answers
+    LRT_ERR_NOSPACE, and leaving the session raises it instead of hiding it."""
+    geo = store.build_geometry(*load_build(build))
+    assert geo is not None and geo.layout().n_slots >= 3
+    lay = geo.layout()
+    blob = factory_blob(build)
+    other = dataclasses.replace(geo, model_id=geo.model_id ^ 1)
+    theirs = nvm.build_image(other, [blob] * lay.n_slots)
+    img = bytearray(theirs)
+    img[: lay.slot_size] = nvm.build_image(geo, [blob])[: lay.slot_size]
+    image = tmp_path / "nvm.img"
+    image.write_bytes(bytes(img))
+    x, y = samples(5)
+    dev = open_device(build, nvm_path=image)
+    assert dev.hello().generation == 1 and dev.info is not None and dev.info.store & 0x10
+    for xi, yi in zip(x, y, strict=True):
+        dev.train(xi, int(yi))
+    refused(-8, dev.close)  # LRT_ERR_NOSPACE
+    after = image.read_bytes()
+    assert after[lay.slot_size :] == theirs[lay.slot_size :]  # their sets, byte for byte
