@@ -441,7 +441,8 @@ class Device:
         return int.from_bytes(reply[:4], "little")
 
     def bye(self) -> None:
-        self.request(P.MsgType.BYE)
+        self.request(P.MsgType.BYE, context="ending the session: the device commits the biases "
+                     "it learned since its last commit, and those are not saved")
         self._said_bye = True
 
     # -- whole sessions --
