@@ -568,23 +568,45 @@ const lrt_nvm_commit_stats *lrt_nvm_last_commit(const lrt_nvm *nvm)
 
 /* ---- wear table ---- */
 
-/* Programs of (slot, unit): the stored count (0 without a table), plus those of the commit
- * in progress or of dropped commits into that slot, which only RAM knows so far. */
+/* Table entries [i0, i0 + n) (entry = slot * (1 + blob_units) + unit) as they stand, as
+ * little-endian u32 into dst: the stored counts (0 without a table), plus the programs of the
+ * commit in progress or of dropped commits into the pending slot and the counts of slots
+ * those wore out, which only RAM knows so far. */
+static int wear_run(const lrt_nvm *nvm, uint32_t i0, uint32_t n, uint8_t *dst)
+{
+    uint32_t per = 1u + nvm->lay.blob_units, i, s;
+
+    if (nvm->wear_src >= 0) {
+        int err =
+            raw_read(nvm, slot_base(nvm, (uint32_t)nvm->wear_src) + LRT_NVM_HEADER_SIZE + 4u * i0,
+                     dst, 4u * n);
+        if (err != LRT_OK)
+            return err;
+    } else {
+        memset(dst, 0, 4u * n);
+    }
+    if (nvm->pending >= 0) {
+        uint32_t row = (uint32_t)nvm->pending * per;
+        for (i = LRT_MAX(i0, row); i < LRT_MIN(i0 + n, row + per); i++)
+            if (nvm->marks[i - row] != 0u)
+                lrt_put_le32(dst + 4u * (i - i0),
+                             lrt_get_le32(dst + 4u * (i - i0)) + nvm->marks[i - row]);
+    }
+    for (s = 0; nvm->carried && s < nvm->lay.n_slots; s++) {
+        i = s * per + nvm->carry[2u * s] - 1u;
+        if (nvm->carry[2u * s] != 0u && i >= i0 && i < i0 + n &&
+            lrt_get_le32(dst + 4u * (i - i0)) < nvm->carry[2u * s + 1u])
+            lrt_put_le32(dst + 4u * (i - i0), nvm->carry[2u * s + 1u]);
+    }
+    return LRT_OK;
+}
+
 static int wear_of(const lrt_nvm *nvm, uint32_t s, uint32_t unit, uint32_t *v)
 {
     uint8_t b[4];
-    uint32_t idx = s * (1u + nvm->lay.blob_units) + unit;
-    uint32_t extra = (int32_t)s == nvm->pending ? nvm->marks[unit] : 0u;
-    int err = LRT_OK;
+    int err = wear_run(nvm, s * (1u + nvm->lay.blob_units) + unit, 1, b);
 
-    *v = extra;
-    if (nvm->wear_src >= 0) {
-        err = raw_read(
-            nvm, slot_base(nvm, (uint32_t)nvm->wear_src) + LRT_NVM_HEADER_SIZE + 4u * idx, b, 4);
-        *v = lrt_get_le32(b) + extra;
-    }
-    if (nvm->carry[2u * s] == unit + 1u)
-        *v = LRT_MAX(*v, nvm->carry[2u * s + 1u]);
+    *v = err == LRT_OK ? lrt_get_le32(b) : 0u;
     return err;
 }
 
@@ -599,14 +621,17 @@ int lrt_nvm_wear_get(const lrt_nvm *nvm, uint32_t slot, uint32_t unit, uint32_t 
 
 static int slot_max(const lrt_nvm *nvm, uint32_t s, uint32_t *mx)
 {
-    uint32_t u, v;
+    uint8_t b[CMP_CHUNK];
+    uint32_t per = 1u + nvm->lay.blob_units, u, k;
 
     *mx = 0;
-    for (u = 0; u <= nvm->lay.blob_units; u++) {
-        int err = wear_of(nvm, s, u, &v);
+    for (u = 0; u < per; u += CMP_CHUNK / 4u) {
+        uint32_t n = LRT_MIN(per - u, CMP_CHUNK / 4u);
+        int err = wear_run(nvm, s * per + u, n, b);
         if (err != LRT_OK)
             return err;
-        *mx = LRT_MAX(*mx, v);
+        for (k = 0; k < n; k++)
+            *mx = LRT_MAX(*mx, lrt_get_le32(b + 4u * k));
     }
     return LRT_OK;
 }
@@ -614,7 +639,7 @@ static int slot_max(const lrt_nvm *nvm, uint32_t s, uint32_t *mx)
 /* Slot the next commit writes: round robin after the current one, skipping worn slots and
  * other models' sets. On flash a commit erases its target's table first, so the slot whose
  * table the counts come from (a degraded mount: not the current one) is taken last. */
-static int next_target(const lrt_nvm *nvm, uint32_t *out)
+static int next_target(const lrt_nvm *nvm, uint32_t *out, uint32_t *out_max)
 {
     uint32_t n = nvm->lay.n_slots, i, worn = 0;
     int32_t avoid =
@@ -622,7 +647,7 @@ static int next_target(const lrt_nvm *nvm, uint32_t *out)
 
     for (i = 0; i < 2u * n; i++) {
         uint32_t s = nvm->cur < 0 ? i % n : ((uint32_t)nvm->cur + 1u + i) % n;
-        uint32_t mx;
+        uint32_t mx = 0;
         int err;
 
         if ((int32_t)s == nvm->cur || (nvm->foreign >> s & 1u) || (i < n && (int32_t)s == avoid))
@@ -636,6 +661,8 @@ static int next_target(const lrt_nvm *nvm, uint32_t *out)
                 continue;
         }
         *out = s;
+        if (out_max != NULL)
+            *out_max = mx;
         return LRT_OK;
     }
     return worn ? LRT_ERR_WORN : LRT_ERR_NOSPACE;
@@ -663,7 +690,7 @@ int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out)
             }
         }
     }
-    err = next_target(nvm, &next);
+    err = next_target(nvm, &next, NULL);
     if (err == LRT_ERR_WORN || err == LRT_ERR_NOSPACE) {
         out->next_max = nvm->cfg->endurance;
         return LRT_OK;
@@ -716,13 +743,16 @@ static int mark_wear(lrt_nvm *nvm, uint32_t u)
 
     if (nvm->marks[u] == 255u)
         return LRT_ERR_WORN;
-    if (nvm->cfg->endurance != 0u) {
+    /* below the headroom the count cannot reach the limit: no table read (the common case) */
+    if (nvm->cfg->endurance != 0u && nvm->marks[u] >= nvm->headroom) {
         int err = wear_of(nvm, (uint32_t)nvm->target, u, &v);
         if (err != LRT_OK)
             return err;
         if (v >= nvm->cfg->endurance)
             return LRT_ERR_WORN;
     }
+    if (nvm->marks[u] == 0u && (u > 0u || nvm->cfg->tech == LRT_NVM_TECH_FLASH))
+        nvm->last.blob_units++; /* RRAM's unit 0 is the metadata, not the blob */
     nvm->marks[u]++;
     return LRT_OK;
 }
@@ -1139,13 +1169,14 @@ static int keep_worn(lrt_nvm *nvm)
     }
     nvm->carry[2u * s] = at + 1u;
     nvm->carry[2u * s + 1u] = best;
+    nvm->carried = 1;
     nvm->pending = -1;
     return LRT_OK;
 }
 
 int lrt_nvm_commit_begin(lrt_nvm *nvm)
 {
-    uint32_t t;
+    uint32_t t, mx, u;
     int err;
 
     if (nvm == NULL || nvm->state == ST_UNMOUNTED)
@@ -1154,14 +1185,16 @@ int lrt_nvm_commit_begin(lrt_nvm *nvm)
         return LRT_ERR_STATE;
     if (nvm->max_gen == 0xFFFFFFFFu)
         return LRT_ERR_WORN;
-    err = next_target(nvm, &t);
+    err = next_target(nvm, &t, &mx);
     if (err != LRT_OK)
         return err;
     nvm->target = (int32_t)t;
+    nvm->headroom = nvm->cfg->endurance - mx; /* >= 1: the slot is not worn */
     nvm->win_loaded = 0;
     nvm->high_water = 0;
     nvm->restore_pos = NO_POS;
     nvm->page_mode = PG_CLEAN;
+    memset(&nvm->last, 0, sizeof nvm->last);
     if ((int32_t)t != nvm->pending) {
         if (nvm->pending >= 0) {
             err = keep_worn(nvm); /* left behind: its dropped commits wore it out */
@@ -1169,12 +1202,15 @@ int lrt_nvm_commit_begin(lrt_nvm *nvm)
                 return err;
         }
         memset(nvm->marks, 0, marks_bytes(&nvm->lay));
+    } else {
+        /* units the dropped commits programmed: the new table adds to them too */
+        for (u = nvm->cfg->tech == LRT_NVM_TECH_FLASH ? 0u : 1u; u <= nvm->lay.blob_units; u++)
+            nvm->last.blob_units += nvm->marks[u] != 0u;
     }
     nvm->pending = (int32_t)t;
     if (nvm->wear_src == (int32_t)t && nvm->wear_src != nvm->cur &&
         nvm->cfg->tech == LRT_NVM_TECH_FLASH)
         nvm->wear_src = -1; /* its table is erased now: the counts restart from zero */
-    memset(&nvm->last, 0, sizeof nvm->last);
     nvm->state = ST_COMMIT;
     return LRT_OK;
 }
@@ -1199,16 +1235,10 @@ int lrt_nvm_commit_write(lrt_nvm *nvm, uint32_t offset, const void *data, uint32
 /* Table bytes [a, b) (offsets into the table) of the new wear table. */
 static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32_t *crc)
 {
-    uint32_t per = 1u + nvm->lay.blob_units, pos;
+    int err = wear_run(nvm, a / 4u, (b - a) / 4u, dst); /* the target's: + its programs */
 
-    for (pos = a; pos < b; pos += 4u) {
-        uint32_t i = pos / 4u, s = i / per, u = i % per, v;
-        int err = wear_of(nvm, s, u, &v); /* the target's includes its programs in RAM */
-
-        if (err != LRT_OK)
-            return err;
-        lrt_put_le32(dst + (pos - a), v);
-    }
+    if (err != LRT_OK)
+        return err;
     *crc = lrt_crc32_update(*crc, dst, b - a); /* the piece at once: CRC-32 is incremental */
     return LRT_OK;
 }
@@ -1243,7 +1273,6 @@ int lrt_nvm_commit_end(lrt_nvm *nvm)
 {
     uint8_t h[LRT_NVM_HEADER_SIZE];
     hdr_fields f;
-    uint32_t u;
     int err;
 
     if (nvm == NULL || nvm->state == ST_UNMOUNTED)
@@ -1259,9 +1288,6 @@ int lrt_nvm_commit_end(lrt_nvm *nvm)
     }
     if (err != LRT_OK)
         return fail(nvm, err);
-    /* units the new table adds programs to (RRAM: blob units; flash: pages) */
-    for (u = nvm->cfg->tech == LRT_NVM_TECH_RRAM ? 1u : 0u; u <= nvm->lay.blob_units; u++)
-        nvm->last.blob_units += nvm->marks[u] != 0u;
     /* CRC of what is stored (every prog was read back), so writes in any order work. */
     memset(&f, 0, sizeof f);
     f.slot = (uint32_t)nvm->target;
@@ -1288,6 +1314,7 @@ int lrt_nvm_commit_end(lrt_nvm *nvm)
     nvm->wear_src = nvm->target;
     nvm->pending = -1;
     memset(nvm->carry, 0, carry_bytes(&nvm->lay)); /* the new table holds them */
+    nvm->carried = 0;
     nvm->gen = f.generation;
     nvm->max_gen = f.generation;
     nvm->target = -1;

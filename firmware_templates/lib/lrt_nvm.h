@@ -157,6 +157,8 @@ typedef struct {
                            * this commit's, plus those of dropped commits into the same slot */
     uint32_t *carry;      /* work: per slot, (unit + 1, count) of its most-worn unit when
                            * dropped commits wore it out (0: none), until a table holds it */
+    uint8_t carried;      /* some slot has a carry entry */
+    uint32_t headroom;    /* endurance - the target's most-worn count at commit_begin */
     uint32_t win_size;    /* flash: min(chunk_size, page_size); RRAM: page_size */
     int32_t cur;          /* slot holding the newest set, -1 if none */
     int32_t wear_src;     /* slot whose wear table holds the counts (cur unless it failed) */
