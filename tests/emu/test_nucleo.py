@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.e2e_support import built
+from helpers.e2e_support import built, paper_two_steps
 from lrt import pipeline
 from lrt.boards import load_board
 from lrt.errors import UserError
@@ -39,7 +39,7 @@ def test_mcu_lrt_fits_and_pio_project_builds(tmp_path: Path) -> None:
 
 def test_paper_preset_is_refused(tmp_path: Path) -> None:
 
-    paper = Path(str(_paper_model()))
+    paper = paper_two_steps()
     with pytest.raises(UserError) as exc:
         pipeline.build(
             "nucleo-f446re", tmp_path / "p", scheme="lrt-maxnorm", ir_dir=paper, progress=False
@@ -48,17 +48,3 @@ def test_paper_preset_is_refused(tmp_path: Path) -> None:
     assert "does not fit" in msg and "over by" in msg and "nucleo-f446re" in msg, msg
 
 
-def _paper_model() -> Path:
-    from harness.buildcache import cache_lock
-    from lrt import train
-    from lrt.data import load_dataset
-
-    with cache_lock("paper-2steps-v1") as path:
-        if not (path / "model" / "model.tflite").is_file():
-            ds = load_dataset("mnist5k")
-            res = train.train_model(
-                "paper", ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test[:60],
-                ds.y_test[:60], max_steps=2, progress=False,
-            )
-            train.save_artifacts(res, path / "model")
-        return path / "model"

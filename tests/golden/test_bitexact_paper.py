@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from harness.buildcache import cache_lock
-from helpers.e2e_support import tflite_logits
+from helpers.e2e_support import PAPER_TEST_SAMPLES, paper_two_steps, tflite_logits
 from lrt import pipeline
 from lrt.data import load_dataset
 from lrt.emulate import open_device
@@ -25,33 +25,17 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs 'train'"),
 ]
-N = 60
+N = PAPER_TEST_SAMPLES
 
 
 @pytest.fixture(scope="module")
 def paper_build() -> Path:
-    from lrt import train
-
-    with cache_lock("paper-2steps-v1") as path:
-        if not (path / "build" / "report.json").is_file():
+    model = paper_two_steps()
+    with cache_lock("paper-2steps-v2-build") as path:
+        if not (path / "report.json").is_file():
             shutil.rmtree(path, ignore_errors=True)
-            ds = load_dataset("mnist5k")
-            res = train.train_model(
-                "paper",
-                ds.x_train,
-                ds.y_train,
-                ds.x_val,
-                ds.y_val,
-                ds.x_test[:N],
-                ds.y_test[:N],
-                max_steps=2,
-                progress=False,
-            )
-            train.save_artifacts(res, path / "model")
-            pipeline.build(
-                "host", path / "build", scheme="inference", ir_dir=path / "model", progress=False
-            )
-        return path / "build"
+            pipeline.build("host", path, scheme="inference", ir_dir=model, progress=False)
+        return path
 
 
 def test_paper_firmware_matches_interpreter(paper_build: Path) -> None:

@@ -18,7 +18,9 @@ from harness.buildcache import ROOT, built, cache_lock, digest, trained_model
 # leave a 150-200-sample run without a single flush to compare
 PLAIN_ERROR_COUNT = 0.0
 
-__all__ = ["built", "plain_trained", "report", "tflite_logits", "trained_model"]
+__all__ = ["built", "paper_two_steps", "plain_trained", "report", "tflite_logits",
+           "trained_model"]
+PAPER_TEST_SAMPLES = 60  # held-out digits the two-step `paper` model is scored on
 
 
 def report(build_dir: Path) -> dict[str, object]:
@@ -54,6 +56,29 @@ PLAIN_TRAIN_SOURCES = [
     "toolchain/lrt/data/datasets.py",
     "toolchain/lrt/data/mnist.py",
 ]
+
+
+def paper_two_steps() -> Path:
+    """The `paper` preset trained for two steps (its arithmetic matters here, not its
+    accuracy), saved with save_artifacts; one cache entry for every test and worker, written
+    once and never removed (a test that deleted and rewrote it under another's feet made that
+    one read a vanished IR)."""
+    with cache_lock("paper-2steps-v2") as path:
+        model = path / "model"
+        if not (model / "model.tflite").is_file():
+            from lrt import train
+            from lrt.data import load_dataset
+
+            ds = load_dataset("mnist5k")
+            n = PAPER_TEST_SAMPLES
+            res = train.train_model(
+                "paper", ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test[:n],
+                ds.y_test[:n], max_steps=2, progress=False,
+            )  # fmt: skip
+            tmp = path / "model.tmp"
+            train.save_artifacts(res, tmp)
+            tmp.rename(model)
+        return model
 
 
 def plain_trained(preset: str = "mcu") -> Path:
