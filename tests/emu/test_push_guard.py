@@ -15,6 +15,7 @@ misbehaves, or gives up half way, can and cannot do to the device.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,24 @@ def refused(code: int, fn: object, *args: object) -> None:
     with pytest.raises(P.ProtocolError) as exc:
         fn(*args)  # type: ignore[operator]
     assert exc.value.code == code, exc.value
+
+
+def geometry(build: Path) -> nvm.NvmGeometry:
+    geo = store.build_geometry(*load_build(build))
+    assert geo is not None
+    return geo
+
+
+def shared_store(build: Path) -> bytes:
+    """This model's set in slot 0, another model's sets (same geometry) in every other slot."""
+    geo = geometry(build)
+    lay = geo.layout()
+    assert lay.n_slots >= 3
+    blob = factory_blob(build)
+    other = dataclasses.replace(geo, model_id=geo.model_id ^ 1)
+    img = bytearray(nvm.build_image(other, [blob] * lay.n_slots))
+    img[: lay.slot_size] = nvm.build_image(geo, [blob])[: lay.slot_size]
+    return bytes(img)
 
 
 def samples(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,16 +153,10 @@ def test_a_refused_bye_is_reported_and_other_models_sets_survive(build: Path,
     the device runs on its own set, its closing commit of the session's biases finds no slot
     it may take (it used to take slot 1, overwriting the other model's set), BYE answers
     LRT_ERR_NOSPACE, and leaving the session raises it instead of hiding it."""
-    geo = store.build_geometry(*load_build(build))
-    assert geo is not None and geo.layout().n_slots >= 3
-    lay = geo.layout()
-    blob = factory_blob(build)
-    other = dataclasses.replace(geo, model_id=geo.model_id ^ 1)
-    theirs = nvm.build_image(other, [blob] * lay.n_slots)
-    img = bytearray(theirs)
-    img[: lay.slot_size] = nvm.build_image(geo, [blob])[: lay.slot_size]
     image = tmp_path / "nvm.img"
-    image.write_bytes(bytes(img))
+    image.write_bytes(shared_store(build))
+    lay = geometry(build).layout()
+    theirs = image.read_bytes()
     x, y = samples(5)
     dev = open_device(build, nvm_path=image)
     assert dev.hello().generation == 1 and dev.info is not None and dev.info.store & 0x10
@@ -152,3 +165,22 @@ def test_a_refused_bye_is_reported_and_other_models_sets_survive(build: Path,
     refused(-8, dev.close)  # LRT_ERR_NOSPACE
     after = image.read_bytes()
     assert after[lay.slot_size :] == theirs[lay.slot_size :]  # their sets, byte for byte
+
+
+def test_lrt_emulate_writes_its_figures_when_the_closing_commit_fails(
+        build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same shared store under lrt-emulate: the run completes, its JSON is written, and
+    the refused BYE is one error line naming what was lost and where the figures are, exit 1
+    (the refusal was silent before; raising it without the figures would throw the run away)."""
+    from lrt import cli
+
+    image = tmp_path / "nvm.img"
+    image.write_bytes(shared_store(build))
+    out = tmp_path / "run.json"
+    capsys.readouterr()
+    rc = cli.emulate_main(["--build", str(build), "--nvm", str(image), "--samples", "5",
+                           "--stream", "control", "--json", str(out)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
+    assert rc == 1 and len(err) == 1, err
+    assert "LRT_ERR_NOSPACE" in err[0] and "BYE" in err[0] and "not saved" in err[0], err
+    assert str(out) in err[0] and json.loads(out.read_text())["samples"] == 5

@@ -728,6 +728,7 @@ def emulate(
     first: tuple[np.ndarray, np.ndarray] | None = None  # the opening samples (QEMU counts)
     making = 0.0  # seconds spent making the stream, not streaming it
     t0 = time.monotonic()
+    refused_bye: P.ProtocolError | None = None
     with open_device(
         build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
     ) as dev:
@@ -791,6 +792,10 @@ def emulate(
                         )
         line.done(f"{label}: {console.counter(samples, samples, 'samples', line.seconds())}")
         wear = dev.wear()
+        try:
+            dev.bye()
+        except P.ProtocolError as exc:
+            refused_bye = exc  # the run is complete: its figures are written first
     seconds = time.monotonic() - t0 - making
     assert stats is not None
     weight_layers = model.weight_layers()
@@ -822,4 +827,9 @@ def emulate(
         result.write_json(Path(json_path))
     if markdown_path is not None:
         Path(markdown_path).write_text(result.markdown())
+    if refused_bye is not None:
+        saved = ", ".join(str(p) for p in (json_path, markdown_path) if p is not None)
+        where = f"; the run's figures are in {saved}" if saved else ""
+        raise P.ProtocolError(refused_bye.code, refused_bye.request_type,
+                              refused_bye.context + where)
     return result
