@@ -1248,7 +1248,10 @@ static int table_fill(lrt_nvm *nvm, uint8_t *dst, uint32_t a, uint32_t b, uint32
 static int table_write(lrt_nvm *nvm, uint32_t *table_crc)
 {
     const lrt_nvm_config *c = nvm->cfg;
-    uint32_t base = slot_base(nvm, (uint32_t)nvm->target), W = nvm->win_size, crc = 0, a;
+    /* pieces of whole counters and program words: a window of, say, 66 bytes would cut a
+     * counter in two (the layout allows any page that is a multiple of prog_size) */
+    uint32_t W = LRT_MAX(nvm->lay.align, nvm->win_size - nvm->win_size % nvm->lay.align);
+    uint32_t base = slot_base(nvm, (uint32_t)nvm->target), crc = 0, a;
 
     for (a = 0; a < nvm->lay.table_len; a += W) {
         uint32_t b = LRT_MIN(a + W, nvm->lay.table_len), n = round_up(b - a, c->prog_size);

@@ -556,9 +556,14 @@ def run_rewear(exe: Path, scenario: str, geo: dict[str, object]) -> str:
 
 
 RRAM16 = {**RRAM, "prog": 8, "page": 64, "pages": 40, "unit": 16}
+# pages that are no multiple of 4 (the layout allows any multiple of prog_size): the wear
+# table went out in window-sized pieces that cut its counters in two
+ODD = {"tech": "flash", "prog": 2, "page": 66, "pages": 24, "blob": 300}
+ODD_RRAM = {"tech": "rram", "prog": 2, "page": 66, "pages": 40, "blob": 300, "unit": 6}
 
 
-@pytest.mark.parametrize("geo", [FLASH, RRAM, RRAM16], ids=["flash", "rram", "rram-unit16"])
+@pytest.mark.parametrize("geo", [FLASH, RRAM, RRAM16, ODD, ODD_RRAM],
+                         ids=["flash", "rram", "rram-unit16", "flash-page66", "rram-page66"])
 def test_reprogramming_inside_one_commit_is_counted_and_capped(rewear: Path,
                                                                geo: dict[str, object]) -> None:
     """Writes that keep going backwards reprogram their units each time: every program is
@@ -576,11 +581,13 @@ def test_reprogramming_inside_one_commit_is_counted_and_capped(rewear: Path,
 
 # units the landed commit adds programs to: the first and the last blob unit when the target
 # held the same bytes (2 slots), every unit of a blank target (3 slots); BIG's one page
-DROPPED = [(FLASH, "all"), (RRAM, 2), (RRAM16, "all"), (BIG, 1), (MULTI, 2)]
+DROPPED = [(FLASH, "all"), (RRAM, 2), (RRAM16, "all"), (BIG, 1), (MULTI, 2), (ODD, "all"),
+           (ODD_RRAM, 2)]
 
 
 @pytest.mark.parametrize(("geo", "units"), DROPPED,
-                         ids=["flash", "rram", "rram-unit16", "big", "multi"])
+                         ids=["flash", "rram", "rram-unit16", "big", "multi", "flash-page66",
+                              "rram-page66"])
 def test_programs_of_dropped_commits_reach_the_table(rewear: Path, geo: dict[str, object],
                                                      units: int | str) -> None:
     """Seven commits aborted after programming the blob's first unit, then one that lands: the
@@ -599,8 +606,9 @@ def test_programs_of_dropped_commits_reach_the_table(rewear: Path, geo: dict[str
 F2 = {"tech": "flash", "prog": 4, "page": 256, "pages": 16, "blob": 600, "slots": 2}
 
 
-@pytest.mark.parametrize("geo", [FLASH, RRAM, BIG, MULTI, F2],
-                         ids=["flash", "rram", "big", "multi", "flash-2-slots"])
+@pytest.mark.parametrize("geo", [FLASH, RRAM, BIG, MULTI, F2, ODD, ODD_RRAM],
+                         ids=["flash", "rram", "big", "multi", "flash-2-slots", "flash-page66",
+                              "rram-page66"])
 def test_degraded_mount_counts_from_the_table_that_verifies(rewear: Path,
                                                             geo: dict[str, object]) -> None:
     """Every set drifted and every wear table but the oldest hit: the counts come from the
