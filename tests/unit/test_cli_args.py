@@ -251,3 +251,25 @@ def test_a_device_failure_is_one_line_and_exit_1(
     monkeypatch.setenv("LRT_VERBOSE", "1")
     with pytest.raises(LinkError):
         cli._run(fails(LinkError("x")), argparse.Namespace())
+
+
+def test_build_notes_name_what_an_imported_model_leaves_unused(tmp_path: Path) -> None:
+    """A config file shared with trained builds may set preset and epochs: with --model they
+    do nothing (the .tflite is the network), which the build's notes say, as they say when
+    the error gate has no reference error; a model lrt trained itself needs neither note."""
+    from lrt import export
+    from lrt.config import load_config
+    from lrt.pipeline import _notes
+
+    toml = tmp_path / "shared.toml"
+    toml.write_text('preset = "paper"\nepochs = 3\n')
+    cfg = load_config(toml, default_scheme="inference", scheme="lrt-maxnorm")
+    imported = export.architecture("tiny")
+    imported.meta = {"source": "tflite"}
+    notes = _notes(cfg, imported)
+    assert len(notes) == 2 and "gate_rate=R" in notes[0], notes
+    assert "preset = 'paper' and epochs = 3 of the config file not used" in notes[1]
+    imported.meta["int8_accuracy"] = 0.9  # lrt's own .tflite carries its held-out accuracy
+    assert _notes(load_config(None, scheme="lrt-maxnorm"), imported) == []
+    trained = export.architecture("tiny")
+    assert _notes(cfg, trained) == []  # trained here: preset and epochs were used

@@ -415,6 +415,14 @@ def _notes(cfg: BuildConfig, model: Model) -> list[str]:
             "accuracy, as lrt's own .tflite files do): every misprediction counts toward a "
             "write; --set gate_rate=R with the model's error rate on field-like data"
         )
+    defaults = BuildConfig()
+    unused = [f"{key} = {getattr(cfg, key)!r}" for key in ("preset", "epochs")
+              if imported and getattr(cfg, key) != getattr(defaults, key)]
+    if unused:
+        notes.append(
+            f"{' and '.join(unused)} of the config file not used: --model's .tflite fixes "
+            "the network and its weights"
+        )
     return notes
 
 
