@@ -619,19 +619,27 @@ int lrt_nvm_wear_get(const lrt_nvm *nvm, uint32_t slot, uint32_t unit, uint32_t 
     return wear_of(nvm, slot, unit, count);
 }
 
-static int slot_max(const lrt_nvm *nvm, uint32_t s, uint32_t *mx)
+/* Most programs of any unit of slot s (wear_of's counts); at (may be NULL): the first unit
+ * with that count. */
+static int slot_max(const lrt_nvm *nvm, uint32_t s, uint32_t *mx, uint32_t *at)
 {
     uint8_t b[CMP_CHUNK];
     uint32_t per = 1u + nvm->lay.blob_units, u, k;
 
     *mx = 0;
+    if (at != NULL)
+        *at = 0;
     for (u = 0; u < per; u += CMP_CHUNK / 4u) {
         uint32_t n = LRT_MIN(per - u, CMP_CHUNK / 4u);
         int err = wear_run(nvm, s * per + u, n, b);
         if (err != LRT_OK)
             return err;
-        for (k = 0; k < n; k++)
-            *mx = LRT_MAX(*mx, lrt_get_le32(b + 4u * k));
+        for (k = 0; k < n; k++) {
+            uint32_t v = lrt_get_le32(b + 4u * k);
+            if (v > *mx && at != NULL)
+                *at = u + k;
+            *mx = LRT_MAX(*mx, v);
+        }
     }
     return LRT_OK;
 }
@@ -654,7 +662,7 @@ static int next_target(const lrt_nvm *nvm, uint32_t *out, uint32_t *out_max)
             continue;
         worn = 1;
         if (nvm->cfg->endurance != 0u) {
-            err = slot_max(nvm, s, &mx);
+            err = slot_max(nvm, s, &mx, NULL);
             if (err != LRT_OK)
                 return err;
             if (mx >= nvm->cfg->endurance)
@@ -697,7 +705,7 @@ int lrt_nvm_wear_summary(const lrt_nvm *nvm, lrt_nvm_wear *out)
     }
     if (err != LRT_OK)
         return err;
-    return slot_max(nvm, next, &out->next_max);
+    return slot_max(nvm, next, &out->next_max, NULL);
 }
 
 int lrt_nvm_wear_range(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32_t *max_out)
@@ -1156,17 +1164,11 @@ static int flash_stream_end(lrt_nvm *nvm)
  * landed commit's table records it. */
 static int keep_worn(lrt_nvm *nvm)
 {
-    uint32_t s = (uint32_t)nvm->pending, u, v, best = 0, at = 0;
+    uint32_t s = (uint32_t)nvm->pending, best, at;
+    int err = slot_max(nvm, s, &best, &at);
 
-    for (u = 0; u <= nvm->lay.blob_units; u++) {
-        int err = wear_of(nvm, s, u, &v);
-        if (err != LRT_OK)
-            return err;
-        if (v > best) {
-            best = v;
-            at = u;
-        }
-    }
+    if (err != LRT_OK)
+        return err;
     nvm->carry[2u * s] = at + 1u;
     nvm->carry[2u * s + 1u] = best;
     nvm->carried = 1;

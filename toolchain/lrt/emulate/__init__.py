@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 
-
 def open_device(
     build_dir: Path | str,
     report: dict[str, Any] | None = None,
