@@ -159,3 +159,45 @@ def test_quiet_grid_prints_nothing(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600)
     assert loud.returncode == 0, loud.stderr[-2000:]
     assert f"report: {tmp_path / 'l' / 'REPORT.md'}" in loud.stdout
+
+
+def test_report_only_pools_two_knobs_of_one_scheme(tmp_path: Path) -> None:
+    """Two invocations into one directory (the error gate, then the lifetime budget of one
+    scheme: a union of two axes, not their product), pooled by --report-only into one
+    frontier; cells of another stream length are refused, not mixed in."""
+    from lrt.cli import experiment_main
+    from lrt.errors import UserError
+    from lrt.experiment import parser, run_from_args
+
+    out = tmp_path / "pool"
+    common = ["--out", str(out), "--model-dir", str(trained_model()), "--samples", "60",
+              "--segment", "30", "--envs", "shift", "--seeds", "0", "--jobs", "2", "--quiet"]
+    assert experiment_main([*common, "--schemes", "sgd,lrt-maxnorm", "--knob", "sgd:lr=0.01",
+                            "--knob", "lrt-maxnorm:gate_errors=1,4"]) == 0
+    assert experiment_main([*common, "--schemes", "lrt-maxnorm", "--set", "sample_rate_hz=10",
+                            "--knob", "lrt-maxnorm:lifetime_years=0.001"]) == 0
+    second = (out / "REPORT.md").read_text()
+    assert "gate_errors=1" not in second  # an invocation reports its own cells
+    assert experiment_main(["--out", str(out), "--report-only", "--quiet"]) == 0
+    table = (out / "REPORT.md").read_text().split("## Wear-accuracy frontier")[1]
+    cells = sorted((out / "cells").glob("*.json"))
+    assert len(cells) == 4
+    for path in cells:
+        r = json.loads(path.read_text())
+        scheme, opts = r["cell"]["scheme"], dict(r["cell"]["options"])
+        # the knob names what the scheme's points do not share: here every option but the
+        # write policy's defaults (sgd has one point: nothing varies)
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(opts.items()) if scheme != "sgd")
+        row = f"| shift | {scheme} | {shown or '-'} | 1 | "
+        assert row in table, (row, table)
+    assert re.search(r"\| shift \| [1-4] \| (yes|no) \|", table), table
+
+    # the same directory with a longer run in it: no frontier across stream lengths
+    longer = [*common[:5], "80", *common[6:], "--schemes", "inference"]
+    assert experiment_main(longer) == 0
+    args = parser().parse_args(["--out", str(out), "--report-only"])
+    with pytest.raises(UserError, match=r"differ in samples \(60, 80\)"):
+        run_from_args(args)
+    (out / "cells" / "stray.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="stray.json is not a cell result"):
+        run_from_args(args)

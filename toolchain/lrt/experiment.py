@@ -122,6 +122,12 @@ def parser(
         default=500,
         help="sweep tables report accuracy over the last N samples (paper's ablations: 500)",
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write --out's REPORT.md from every cell it holds (pools several "
+        "invocations into one report, e.g. two knobs of one scheme)",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -374,7 +380,43 @@ def run_grid(
     return results
 
 
+# what every pooled cell must share: points run on other streams or another model are not
+# comparable on one frontier
+POOL_SHARED: tuple[str, ...] = ("samples", "segment", "preset", "board", "last_n", "model")
+
+
+def pooled_cells(out: Path) -> list[dict[str, Any]]:
+    """Every cell JSON of an experiment directory (UserError when there is none, or when the
+    cells were run on different streams or models)."""
+    paths = sorted((out / "cells").glob("*.json"))
+    if not paths:
+        raise UserError(f"--report-only: {out / 'cells'} holds no cell; run the grid first")
+    results = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+            data["cell"]["env"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"--report-only: {path} is not a cell result; remove it") from None
+        results.append(data)
+    for key in POOL_SHARED:
+        values = sorted({repr(r["cell"].get(key)) for r in results})
+        if len(values) > 1:
+            raise UserError(
+                f"--report-only: the cells in {out} differ in {key} ({', '.join(values)}); "
+                "pool only cells of one stream length, board and model"
+            )
+    return results
+
+
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.report_only:
+        from lrt.grid_report import write_grid_report
+
+        path = write_grid_report(args.out, pooled_cells(args.out))
+        if not args.quiet:
+            print(f"report: {path}")
+        return 0
     envs = _split(args.envs, ENVIRONMENTS, "environment")
     schemes = _split(args.schemes, SCHEMES, "scheme")
     try:

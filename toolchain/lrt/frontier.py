@@ -37,6 +37,9 @@ def frontier_points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for env, scheme, opts in groups:
         for k, v in opts:
             seen[(env, scheme)][k].add(repr(v))
+    for env, scheme, opts in groups:  # a key some points lack varies too (pooled knobs)
+        for k in seen[(env, scheme)].keys() - {k for k, _ in opts}:
+            seen[(env, scheme)][k].add("absent")
     for es, values in seen.items():
         varying[es] = {k for k, vs in values.items() if len(vs) > 1}
     points = []
