@@ -199,5 +199,5 @@ def test_report_only_pools_two_knobs_of_one_scheme(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"differ in samples \(60, 80\)"):
         run_from_args(args)
     (out / "cells" / "stray.json").write_text("[1, 2]")
-    with pytest.raises(UserError, match="stray.json is not a cell result"):
+    with pytest.raises(UserError, match=r"stray\.json is not a cell result"):
         run_from_args(args)
