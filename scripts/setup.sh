@@ -34,10 +34,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.lrt-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] pip install -e .[train,dev,dask,pio]"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  echo "[setup] pip install -e .[train,dev,dask,pio] (pinned by constraints.txt)"
   .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77"
-  .venv/bin/python -m pip install -q -e '.[train,dev,dask,pio]'
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[train,dev,dask,pio]'
   touch "$stamp"
 fi
 echo "[setup] ready: $(.venv/bin/python --version), $(arm-none-eabi-gcc --version | head -1), $(qemu-system-arm --version | head -1)"

@@ -75,6 +75,20 @@ def test_int8_accuracy_close_to_float() -> None:
     assert acc["int8_acc"] >= acc["float_acc"] - 0.01, acc
 
 
+def test_report_names_the_packages_that_trained_the_model() -> None:
+    """The same seed on another TensorFlow, Keras, NumPy or SciPy can train other weights:
+    the build report says which ones trained this model."""
+    from importlib import metadata
+
+    import scipy
+
+    stack = json.loads((trained_model() / "report.json").read_text())["model"]["trained_with"]
+    assert stack["numpy"] == np.__version__ and stack["scipy"] == scipy.__version__
+    assert stack["keras"] == metadata.version("keras")
+    assert stack["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert "tensorflow-cpu" in stack or "tensorflow" in stack, stack
+
+
 def test_generation_is_deterministic(tmp_path: Path) -> None:
     model = Model.load(trained_model() / "ir")
     board = load_board("host")

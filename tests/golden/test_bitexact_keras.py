@@ -9,6 +9,7 @@ identical int8 logits on every input. The converted model is cached in build/tes
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def test_lrt_build_model_firmware_matches_interpreter(
     )
     assert proc.returncode == 0, proc.stderr
     assert (out / "model.tflite").read_bytes() == tflite
+    # trained elsewhere: the report names no training stack of ours
+    assert json.loads((out / "report.json").read_text())["model"]["trained_with"] is None
     np.save(tmp_path / "x.npy", inputs)
     proc = subprocess.run(
         [str(bindir / "lrt-emulate"), "--build", str(out), "--inputs", str(tmp_path / "x.npy"),

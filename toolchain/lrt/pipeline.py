@@ -352,6 +352,8 @@ def build(
             "fingerprint": model.fingerprint(),
             "params": model.num_params(),
             "power_of_two": model.power_of_two,
+            # None for an imported .tflite: its training happened elsewhere
+            "trained_with": model.meta.get("trained_with"),
             "layers": [
                 {
                     "name": lay.name,

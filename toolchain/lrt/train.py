@@ -134,7 +134,8 @@ def train_model(
         history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     train_seconds = time.perf_counter() - t0
 
-    meta: dict[str, Any] = {"seed": seed, "epochs": n_epochs, "max_steps": max_steps}
+    meta: dict[str, Any] = {"seed": seed, "epochs": n_epochs, "max_steps": max_steps,
+                            "trained_with": training_stack()}  # fmt: skip
     ir = export_ir(qat, spec, meta, stats_x=x_train if spec.streaming_bn else None)
     sync_qat_batchnorm(qat, ir)  # Keras evaluates with the exported statistics
     float_acc = _accuracy(qat.predict(x_test, batch_size=256, verbose=0), y_test)
@@ -151,6 +152,25 @@ def train_model(
     )
     history["train_seconds"] = train_seconds
     return TrainResult(ir, tflite, float_acc, int8_acc, history, train_seconds, qat)
+
+
+# the packages whose arithmetic shapes a trained model (the same seed on other versions can
+# give other weights): recorded with the model so two builds that differ can be told apart
+TRAINING_STACK = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "scipy")
+
+
+def training_stack() -> dict[str, str]:
+    """Python's and TRAINING_STACK's installed versions (packages not installed left out)."""
+    import platform
+    from importlib import metadata
+
+    stack = {"python": platform.python_version()}
+    for name in TRAINING_STACK:
+        try:
+            stack[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return stack
 
 
 def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
