@@ -28,6 +28,7 @@ from lrt.quant import snap_weight_bits
 from lrt.tflite_import import import_tflite, to_tflite
 
 if TYPE_CHECKING:
+    from lrt.emulate.protocol import Stats
     from lrt.report import OnlineResult
 
 REPORT_NAME = "report.json"
@@ -663,6 +664,70 @@ def _count(name: str, value: Any) -> int:
     return number
 
 
+def _window_requests(
+    xq: np.ndarray,
+    y: np.ndarray,
+    w_start: int,
+    samples: int,
+    chunk: int,
+    drift: tuple[int, int] | None,
+    st_seed: int,
+    stats_every: int | None,
+) -> tuple[list[bytes], list[tuple[int, int]]]:
+    """The requests of one window of the stream (its samples xq, y start at sample w_start):
+    a TRAIN per sample and, after every chunk, the DRIFT and STATS requests due there (one
+    closing STATS after the last sample). Returns the frames and their plan: (request type,
+    the sample it trains, or the samples trained when it is sent; -1 for the closing STATS)."""
+    from lrt.emulate import protocol as P
+
+    frames: list[bytes] = []
+    plan: list[tuple[int, int]] = []
+    w_stop = w_start + len(y)
+    for start in range(w_start, w_stop, chunk):
+        stop = min(start + chunk, samples)
+        for i in range(start, stop):
+            frames.append(P.train_request(xq[i - w_start].tobytes(), int(y[i - w_start])))
+            plan.append((P.MsgType.TRAIN, i))
+        if drift:
+            seed_i = (st_seed * 1_000_003 + stop) & 0xFFFFFFFF
+            frames.append(P.drift_request(drift[0], seed_i, drift[1]))
+            plan.append((P.MsgType.DRIFT, stop))
+        if stats_every and (stop % stats_every < chunk or stop == samples):
+            frames.append(P.stats_request())
+            plan.append((P.MsgType.STATS, stop))
+    if w_stop == samples:
+        frames.append(P.stats_request())
+        plan.append((P.MsgType.STATS, -1))
+    return frames, plan
+
+
+def _read_replies(
+    plan: list[tuple[int, int]],
+    replies: list[tuple[int, bytes]],
+    samples: int,
+    n_classes: int,
+    preds: np.ndarray,
+    curve: list[tuple[int, int, int]],
+) -> Stats | None:
+    """Check a window's replies against its plan (a refusal raises, naming the sample): the
+    predictions go into preds, the write counters sampled along the way into curve. Returns
+    the window's last write statistics (lrt.emulate.protocol.Stats), or None."""
+    from lrt.emulate import protocol as P
+
+    stats = None
+    for (req, at), (msg_type, payload) in zip(plan, replies, strict=True):
+        where = f"sample {at} of {samples}" if req == P.MsgType.TRAIN else f"after {at} samples"
+        body = P.check_reply(req, msg_type, payload, where)
+        if req == P.MsgType.TRAIN:
+            preds[at] = P.parse_prediction(body, n_classes)[1]
+        elif req == P.MsgType.STATS:
+            stats = P.Stats.parse(body)
+            if at >= 0:
+                curve.append((at, max(lay.max_writes for lay in stats.layers),
+                              max(lay.paper_max_writes for lay in stats.layers)))  # fmt: skip
+    return stats
+
+
 def emulate(
     build_dir: Path | str,
     samples: int = 2000,
@@ -753,23 +818,8 @@ def emulate(
             xq, y = blocks.take(w_stop - w_start)
             labels[w_start:w_stop] = y
             first = first or (xq[:8].copy(), y[:8].copy())
-            frames: list[bytes] = []
-            plan: list[tuple[int, int]] = []  # (request type, sample count when it is sent)
-            for start in range(w_start, w_stop, chunk):
-                stop = min(start + chunk, samples)
-                for i in range(start, stop):
-                    frames.append(P.train_request(xq[i - w_start].tobytes(), int(y[i - w_start])))
-                    plan.append((P.MsgType.TRAIN, i))
-                if drift:
-                    seed_i = (st_seed * 1_000_003 + stop) & 0xFFFFFFFF
-                    frames.append(P.drift_request(drift[0], seed_i, drift[1]))
-                    plan.append((P.MsgType.DRIFT, stop))
-                if stats_every and (stop % stats_every < chunk or stop == samples):
-                    frames.append(P.stats_request())
-                    plan.append((P.MsgType.STATS, stop))
-            if w_stop == samples:
-                frames.append(P.stats_request())
-                plan.append((P.MsgType.STATS, -1))
+            frames, plan = _window_requests(xq, y, w_start, samples, chunk, drift, st_seed,
+                                            stats_every)  # fmt: skip
             del xq
             making += time.monotonic() - t_make
             # samples trained once the first j + 1 requests are answered (the progress line)
@@ -782,24 +832,8 @@ def emulate(
                     line.update(f"{label}: {count}")
 
             replies = dev.stream(frames, progress=shown)
-            for (req, at), (msg_type, payload) in zip(plan, replies, strict=True):
-                where = (
-                    f"sample {at} of {samples}" if req == P.MsgType.TRAIN
-                    else f"after {at} samples"
-                )  # fmt: skip
-                body = P.check_reply(req, msg_type, payload, where)
-                if req == P.MsgType.TRAIN:
-                    preds[at] = P.parse_prediction(body, n_classes)[1]
-                elif req == P.MsgType.STATS:
-                    stats = P.Stats.parse(body)
-                    if at >= 0:
-                        curve.append(
-                            (
-                                at,
-                                max(lay.max_writes for lay in stats.layers),
-                                max(lay.paper_max_writes for lay in stats.layers),
-                            )
-                        )
+            got = _read_replies(plan, replies, samples, n_classes, preds, curve)
+            stats = got if got is not None else stats
         line.done(f"{label}: {console.counter(samples, samples, 'samples', line.seconds())}")
         wear = dev.wear()
         try:
