@@ -745,6 +745,12 @@ int lrt_nvm_wear_range(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32
  * backwards (or commits dropped and retried) can program a unit many times before a table
  * records it: past the endurance limit, or past what one byte per unit can count, the
  * program is refused rather than done uncounted. */
+/* The first wear unit of the blob: RRAM's unit 0 is the slot's metadata, flash's holds both. */
+static uint32_t first_blob_unit(const lrt_nvm *nvm)
+{
+    return nvm->cfg->tech == LRT_NVM_TECH_FLASH ? 0u : 1u;
+}
+
 static int mark_wear(lrt_nvm *nvm, uint32_t u)
 {
     uint32_t v;
@@ -759,8 +765,8 @@ static int mark_wear(lrt_nvm *nvm, uint32_t u)
         if (v >= nvm->cfg->endurance)
             return LRT_ERR_WORN;
     }
-    if (nvm->marks[u] == 0u && (u > 0u || nvm->cfg->tech == LRT_NVM_TECH_FLASH))
-        nvm->last.blob_units++; /* RRAM's unit 0 is the metadata, not the blob */
+    if (nvm->marks[u] == 0u && u >= first_blob_unit(nvm))
+        nvm->last.blob_units++;
     nvm->marks[u]++;
     return LRT_OK;
 }
@@ -1206,7 +1212,7 @@ int lrt_nvm_commit_begin(lrt_nvm *nvm)
         memset(nvm->marks, 0, marks_bytes(&nvm->lay));
     } else {
         /* units the dropped commits programmed: the new table adds to them too */
-        for (u = nvm->cfg->tech == LRT_NVM_TECH_FLASH ? 0u : 1u; u <= nvm->lay.blob_units; u++)
+        for (u = first_blob_unit(nvm); u <= nvm->lay.blob_units; u++)
             nvm->last.blob_units += nvm->marks[u] != 0u;
     }
     nvm->pending = (int32_t)t;
