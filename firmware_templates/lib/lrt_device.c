@@ -98,6 +98,28 @@ static int flush_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *
     return 1;
 }
 
+/* Ask the budget and the policy about layer i's accumulator: 1 written, 0 kept (deferred, the
+ * layer's state marks it kept), or a negative lrt_err. `joining`: this sample's commit is
+ * open, the NVM layer's throttle has allowed it already (asked again inside the open
+ * transaction, it would count that transaction's programs against it). */
+static int offer_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc, int joining)
+{
+    lrt_train_layer_state *st = &t->buf.layer_state[i];
+    st->kept = 1;
+    if (!joining && !budget_allows(dev, t)) {
+        dev->throttled++;
+        lrt_lowrank_defer(acc);
+        return 0;
+    }
+    if (!lrt_policy_due(&t->cfg.policy, st->gate_excess_q16, t->flushes, t->samples)) {
+        lrt_lowrank_defer(acc);
+        return 0;
+    }
+    acc->cfg.b_cap = (uint16_t)lrt_policy_step_samples(&t->cfg.policy, st->gate_excess_q16,
+                                                       batch_of(dev, &t->net->layers[i]));
+    return flush_layer(dev, t, i, acc);
+}
+
 static int hook_sample_end(void *ctx, lrt_trainer *t)
 {
     lrt_device *dev = (lrt_device *)ctx;
@@ -120,24 +142,24 @@ static int hook_sample_end(void *ctx, lrt_trainer *t)
                 return r;
             }
         }
-        if (!budget_allows(dev, t)) {
-            dev->throttled++;
-            lrt_lowrank_defer(acc);
-            continue;
-        }
-        if (!lrt_policy_due(&t->cfg.policy, t->buf.layer_state[i].gate_excess_q16, t->flushes,
-                            t->samples)) {
-            lrt_lowrank_defer(acc);
-            continue;
-        }
-        acc->cfg.b_cap =
-            (uint16_t)lrt_policy_step_samples(&t->cfg.policy, t->buf.layer_state[i].gate_excess_q16,
-                                              batch_of(dev, &t->net->layers[i]));
-        r = flush_layer(dev, t, i, acc);
+        r = offer_layer(dev, t, i, acc, t->open);
         if (r < 0) {
             return r;
         }
         wrote |= r;
+    }
+    if (t->open && lrt_policy_joins(&t->cfg.policy)) {
+        /* the commit also carries the kept accumulators of layers whose pseudo-batch did not
+         * end here (what a narrow conv has summed since its last pseudo-batch waits) */
+        for (i = 0; i < t->net->n_layers; i++) {
+            lrt_lowrank *acc = dev->s.acc[i];
+            if (acc != NULL && t->buf.layer_state[i].kept && dev->s.acc_samples[i] != 0) {
+                r = offer_layer(dev, t, i, acc, 1);
+                if (r < 0) {
+                    return r;
+                }
+            }
+        }
     }
     /* one transaction for every layer that flushed at this sample */
     return wrote ? lrt_train_update_commit(t) : LRT_OK;

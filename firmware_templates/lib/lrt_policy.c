@@ -43,6 +43,11 @@ uint32_t lrt_policy_step_samples(const lrt_policy *p, uint32_t excess_q16, uint3
     return n > 65535u ? 65535u : (uint32_t)n;
 }
 
+int lrt_policy_joins(const lrt_policy *p)
+{
+    return p != NULL && p->kind == LRT_POLICY_GATED && p->samples_per_commit != 0u;
+}
+
 uint32_t lrt_policy_min_cells(const lrt_policy *p, uint32_t cells, uint32_t rho_min_q16)
 {
     uint32_t q16 = rho_min_q16;

@@ -66,6 +66,12 @@ uint32_t lrt_policy_gate_update(const lrt_policy *p, uint32_t excess_q16, int mi
  * far (the one this sample may already have opened not included), samples = samples learned. */
 int lrt_policy_due(const lrt_policy *p, uint32_t excess_q16, uint32_t commits, uint32_t samples);
 
+/* 1 if a commit carries every layer whose complete pseudo-batch the policy kept, not only the
+ * layers whose pseudo-batch ends at the commit's sample: under a write budget (commits are
+ * rare), else the layer with the shortest pseudo-batch would take every commit the budget
+ * allows and layers with longer ones (the dense layers) would hardly ever be written. */
+int lrt_policy_joins(const lrt_policy *p);
+
 /* Cells of a layer of `cells` cells the update must change to be written (>= 1). */
 uint32_t lrt_policy_min_cells(const lrt_policy *p, uint32_t cells, uint32_t rho_min_q16);
 

@@ -837,33 +837,54 @@ static int sgdb_write(lrt_trainer *t, uint8_t li, lrt_ufx scale)
     return LRT_OK;
 }
 
+/* Ask the policy about layer li's sum: write it, or keep it (st->kept) and keep summing. */
+static int sgdb_offer(lrt_trainer *t, uint8_t li)
+{
+    const lrt_layer *l = &t->net->layers[li];
+    lrt_train_layer_state *st = &t->buf.layer_state[li];
+    lrt_ufx scale;
+    uint32_t need;
+    st->kept = 1;
+    if (!lrt_policy_due(&t->cfg.policy, st->gate_excess_q16, t->flushes, t->samples)) {
+        return LRT_OK;
+    }
+    scale = sgdb_scale(t, li);
+    need = lrt_policy_min_cells(&t->cfg.policy, l->w_size, t->cfg.rho_min_q16);
+    if (scale.m == 0 || sgdb_count(t, li, scale, need) < need) {
+        return LRT_OK;
+    }
+    return sgdb_write(t, li, scale);
+}
+
 /* Every layer whose pseudo-batch is complete: ask the policy, write or keep summing. */
 static int sgdb_sample_end(lrt_trainer *t)
 {
     const lrt_net *net = t->net;
     uint8_t li;
+    int rc;
     for (li = t->first; li < net->n_layers; li++) {
         const lrt_layer *l = &net->layers[li];
         lrt_train_layer_state *st = &t->buf.layer_state[li];
         uint16_t batch = l->kind == LRT_LAYER_CONV2D ? t->cfg.batch_conv : t->cfg.batch_dense;
-        lrt_ufx scale;
-        uint32_t need;
-        int rc;
         if (!is_trainable(l) || ++st->pending < LRT_MAX(batch, 1u)) {
             continue;
         }
         st->pending = 0;
-        if (!lrt_policy_due(&t->cfg.policy, st->gate_excess_q16, t->flushes, t->samples)) {
-            continue;
-        }
-        scale = sgdb_scale(t, li);
-        need = lrt_policy_min_cells(&t->cfg.policy, l->w_size, t->cfg.rho_min_q16);
-        if (scale.m == 0 || sgdb_count(t, li, scale, need) < need) {
-            continue;
-        }
-        rc = sgdb_write(t, li, scale);
+        rc = sgdb_offer(t, li);
         if (rc != LRT_OK) {
             return rc;
+        }
+    }
+    if (t->open && lrt_policy_joins(&t->cfg.policy)) {
+        /* the commit also carries the kept sums of layers whose pseudo-batch did not end here */
+        for (li = t->first; li < net->n_layers; li++) {
+            const lrt_train_layer_state *st = &t->buf.layer_state[li];
+            if (is_trainable(&net->layers[li]) && st->kept && st->pending != 0) {
+                rc = sgdb_offer(t, li);
+                if (rc != LRT_OK) {
+                    return rc;
+                }
+            }
         }
     }
     return LRT_OK;
@@ -873,6 +894,7 @@ void lrt_train_mark_written(lrt_trainer *t, uint8_t i)
 {
     if (t != NULL && i < t->net->n_layers) {
         t->buf.layer_state[i].gate_excess_q16 = 0;
+        t->buf.layer_state[i].kept = 0;
     }
 }
 

@@ -142,6 +142,7 @@ typedef struct {
     uint32_t gate_excess_q16; /* policy: error excess since this layer's last write, Q16 */
     uint16_t pending;         /* sgd-batch: samples since the last policy check */
     uint8_t dirty;            /* changed in the open transaction */
+    uint8_t kept;             /* a complete pseudo-batch the policy kept: waiting to be written */
 } lrt_train_layer_state;
 
 typedef struct {

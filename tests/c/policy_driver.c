@@ -20,11 +20,12 @@ int main(void)
         p.samples_per_commit = (uint32_t)v[4];
         p.burst = (uint32_t)v[5];
         p.step_bound = (uint8_t)v[12];
-        printf("%d %lu %lu %lu\n",
+        printf("%d %lu %lu %lu %d\n",
                lrt_policy_due(&p, (uint32_t)v[6], (uint32_t)v[7], (uint32_t)v[8]),
                (unsigned long)lrt_policy_min_cells(&p, (uint32_t)v[9], (uint32_t)v[10]),
                (unsigned long)lrt_policy_gate_update(&p, (uint32_t)v[6], (int)v[11]),
-               (unsigned long)lrt_policy_step_samples(&p, (uint32_t)v[6], (uint32_t)v[13]));
+               (unsigned long)lrt_policy_step_samples(&p, (uint32_t)v[6], (uint32_t)v[13]),
+               lrt_policy_joins(&p));
     }
     return 0;
 }

@@ -43,8 +43,10 @@ def test_c_policy_equals_the_python_twin(tmp_path: Path) -> None:
     for pol, (excess, commits, samples, cells, rho, mis, bound, batch) in cases:
         p = Policy(*pol, step_bound=bound)
         want.append((int(p.due(excess, commits, samples)), p.min_cells(cells, rho),
-                     p.gate_update(excess, bool(mis)), p.step_samples(excess, batch)))  # fmt: skip
+                     p.gate_update(excess, bool(mis)), p.step_samples(excess, batch),
+                     int(p.joins)))  # fmt: skip
     assert got == want
+    assert {g[4] for g in got} == {0, 1}  # a budget joins layers into a commit, else not
     assert {g[0] for g in got} == {0, 1}  # both answers exercised
     assert {0, 0xFFFFFFFF} <= {g[2] for g in got}  # the excess floors at 0 and saturates
     assert {0, 1, 65535} <= {g[3] for g in got}  # unbounded, one sample, saturated

@@ -478,42 +478,57 @@ def sgd_batch_reference(
     run: TrainRun,
     y: np.ndarray,
     lr_q16: int,
-    batch: int,
+    batch: tuple[int, int],
     rho_min_q16: int,
     policy: Policy,
+    joins: bool | None = None,
 ) -> tuple[dict[int, np.ndarray], int]:
     """Mini-batch SGD on the C run's own per-sample gradients (paper convention, no
     max-norm): every sample adds round(lr g 2^16 / LSB) to an int32 sum; a layer whose
-    pseudo-batch is complete asks the write policy, then writes round(sum / 2^16) and empties
-    its sum. Returns the final weights per layer and the number of commits."""  # fmt: skip
+    pseudo-batch (batch: conv, dense) is complete asks the write policy, then writes
+    round(sum / 2^16) and empties its sum, or keeps it; under a budget a commit also
+    carries the kept sums of layers whose pseudo-batch did not end at its sample (`joins`:
+    None follows the policy). Returns the final weights and the number of commits."""  # fmt: skip
     assert run.grads is not None
     w = {i: lay.weights.reshape(lay.weights.shape[0], -1).astype(np.int64)  # type: ignore[union-attr]
          for i, lay in enumerate(model.layers) if lay.has_weights}  # fmt: skip
     acc = {i: np.zeros_like(v) for i, v in w.items()}
     pending = dict.fromkeys(w, 0)
     excess = dict.fromkeys(w, 0)
+    kept = dict.fromkeys(w, False)
     commits = 0
+
+    def offer(i: int, commits: int, samples: int) -> list[bool]:
+        """Layer i's sum to the policy: [] kept, else [whether the write changed a cell]."""
+        kept[i] = True
+        if not policy.due(excess[i], commits, samples):
+            return []
+        delta = round_shift(acc[i], 16)
+        if np.count_nonzero(delta) < policy.min_cells(delta.size, rho_min_q16):
+            return []
+        new = np.clip(w[i] - delta, -128, 127)
+        changed = bool(np.any(new != w[i]))
+        w[i], acc[i], excess[i], kept[i] = new, np.zeros_like(acc[i]), 0, False
+        return [changed]
+
     for k, per in enumerate(run.grads):
         for i in excess:
             excess[i] = policy.gate_update(excess[i], bool(run.preds[k] != y[k]))
         for i, (g, g_exp) in per.items():
             shift = -(g_exp + model.layers[i].weight_exp + 14)  # type: ignore[operator]
             acc[i] += round_shift(g * lr_q16, shift)
-        changed = False
+        wrote: list[bool] = []  # per layer written: did it change a cell (any(): a commit)
         for i in sorted(w):
             pending[i] += 1
-            if pending[i] < batch:
+            if pending[i] < batch[model.layers[i].kind != "conv2d"]:
                 continue
             pending[i] = 0
-            if not policy.due(excess[i], commits, k + 1):
-                continue
-            delta = round_shift(acc[i], 16)
-            if np.count_nonzero(delta) < policy.min_cells(delta.size, rho_min_q16):
-                continue
-            new = np.clip(w[i] - delta, -128, 127)
-            changed |= bool(np.any(new != w[i]))
-            w[i], acc[i], excess[i] = new, np.zeros_like(acc[i]), 0
-        commits += changed
+            wrote += offer(i, commits, k + 1)
+        if any(wrote) and (policy.joins if joins is None else joins):  # a commit is open
+            for i in sorted(w):
+                if kept[i] and pending[i] != 0:
+                    wrote += offer(i, commits, k + 1)
+        commits += any(wrote)
     return w, commits
 
 
@@ -526,18 +541,19 @@ def stream24() -> Samples:
 
 
 @pytest.mark.parametrize(
-    "policy",
-    [Policy(), Policy(1, 4, 0, 3277, 0, 0), Policy(1, 1, 0, 0, 6, 0),
-     Policy(1, 1, 52429, 0, 0, 0)],
-    ids=["fixed", "gated-errors-cells", "gated-budget", "gated-error-excess"],
-)
+    ("policy", "batch"),
+    [(Policy(), (3, 3)), (Policy(1, 4, 0, 3277, 0, 0), (3, 3)), (Policy(1, 1, 0, 0, 6, 0), (3, 3)),
+     (Policy(1, 1, 52429, 0, 0, 0), (3, 3)), (Policy(1, 1, 0, 0, 4, 0), (2, 7))],
+    ids=["fixed", "gated-errors-cells", "gated-budget", "gated-error-excess",
+         "gated-budget-joins"],
+)  # fmt: skip
 def test_sgd_batch_matches_the_reference_and_its_policy(
-    driver: Path, tmp_path: Path, stream24: Samples, policy: Policy
+    driver: Path, tmp_path: Path, stream24: Samples, policy: Policy, batch: tuple[int, int]
 ) -> None:
     x, y = stream24
     model = _model()
-    batch, rho = 3, 655
-    cfg = [batch, batch, rho, policy.kind, policy.gate_errors, policy.gate_cells_q16,
+    rho = 655
+    cfg = [*batch, rho, policy.kind, policy.gate_errors, policy.gate_cells_q16,
            policy.samples_per_commit, policy.burst, policy.gate_rate_q16]  # fmt: skip
     run = train(driver, tmp_path, model, x, y, "sgd-batch", lr_q16=LR_SGD, batched=cfg)
     assert run.errors == int(np.sum(run.preds != y))
@@ -545,7 +561,14 @@ def test_sgd_batch_matches_the_reference_and_its_policy(
     for i, wi in want.items():
         np.testing.assert_array_equal(weights_of(model, run.blob, i), wi, model.layers[i].name)
     assert run.flushes == commits == run.commits
-    assert 0 < commits <= len(y) // batch
+    assert 0 < commits <= len(y) // min(batch)
+    if batch == (2, 7):
+        # the convs' short pseudo-batch takes every commit the budget allows; the dense layers
+        # (pseudo-batch 7) are written by joining those commits, which changes their weights
+        dense = [i for i in want if model.layers[i].kind == "dense"]
+        assert all(run.stats[i].max_writes > 0 for i in dense), run.stats
+        alone, _ = sgd_batch_reference(model, run, y, LR_SGD, batch, rho, policy, joins=False)
+        assert any(not np.array_equal(alone[i], want[i]) for i in dense)
     if policy.samples_per_commit:
         assert commits <= policy.burst + len(y) // policy.samples_per_commit
     # no paper accounting outside per-sample sgd; the logical counters still count

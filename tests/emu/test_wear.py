@@ -152,6 +152,22 @@ def test_gated_policy_with_a_lifetime_keeps_to_its_budget(tmp_path: Path) -> Non
     assert spc * res.endurance * rep.layout.n_slots / 1000.0 / (365.25 * 86400) >= 0.005
 
 
+def test_a_budgeted_commit_carries_every_kept_layer() -> None:
+    """Under a lifetime budget the convs' short pseudo-batches reach the allowed commits first;
+    the dense layers, whose pseudo-batch (300 here) never ends at an allowed commit, are
+    written by joining the convs' commits (without that they were never written)."""
+    target = {"lifetime_years": 1.75, "sample_rate_hz": 10.0, "batch_dense": 300}
+    build = built("lrt-maxnorm", **target)
+    res = pipeline.emulate(build, samples=2000, stream="shift", segment=500, seed=100,
+                           progress=False, count_instructions=False)  # fmt: skip
+    cfg = BuildConfig(scheme="lrt-maxnorm", **target)  # type: ignore[arg-type]
+    spc = policy_of(cfg, res.endurance, 4).samples_per_commit
+    assert spc == 139  # allowed commits at 139, 278, ...: never at a multiple of 300
+    assert 2 <= res.flushes <= 2000 // spc
+    written = {row["layer"]: row["max_writes_per_cell"] for row in res.to_dict()["layers"]}
+    assert all(written[name] > 0 for name in ("dense1", "dense2")), written
+
+
 def test_gated_policy_without_gates_is_the_fixed_schedule() -> None:
     """gate_errors 0, gate_cells 0, no lifetime and no step bound: the same flushes, weights and
     wear as the fixed policy. The default's step bound (one pseudo-batch per surplus error)

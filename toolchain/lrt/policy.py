@@ -49,6 +49,12 @@ class Policy:
             return commits + 1 <= self.burst + samples // self.samples_per_commit
         return True
 
+    @property
+    def joins(self) -> bool:
+        """lrt_policy_joins: does a commit carry every layer whose complete pseudo-batch was
+        kept (under a write budget), not only those whose pseudo-batch ends at its sample?"""
+        return self.kind == POLICY_KIND["gated"] and self.samples_per_commit != 0
+
     def step_samples(self, excess_q16: int, batch: int) -> int:
         """lrt_policy_step_samples: the most samples an LRT write may count in its step (0: no
         bound): one pseudo-batch, or (gated) one per whole surplus error, at most 65,535."""
