@@ -55,7 +55,7 @@ static int budget_allows(lrt_device *dev, const lrt_trainer *t)
 /* The write policy's cell gate on the accumulator's plan: 1 write, 0 deferred. The fixed
  * policy is the accumulator's own rho_min check. */
 static int flush_gate(const lrt_trainer *t, const lrt_layer *l, lrt_lowrank *acc,
-                      lrt_lowrank_plan *plan)
+                      lrt_lowrank_plan *plan, int defer)
 {
     uint32_t need;
     int r = lrt_lowrank_flush_prepare(acc, lrt_train_weight_lsb_exp(t), plan);
@@ -67,16 +67,21 @@ static int flush_gate(const lrt_trainer *t, const lrt_layer *l, lrt_lowrank *acc
     if (lrt_lowrank_count_nonzero(acc, plan, need) >= need) {
         return 1;
     }
-    lrt_lowrank_defer(acc);
+    if (defer) {
+        lrt_lowrank_defer(acc);
+    }
     return 0;
 }
 
-static int flush_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc)
+static int flush_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc, int defer)
 {
     const lrt_layer *l = &t->net->layers[i];
     lrt_lowrank_plan plan;
     uint16_t row;
-    int r = flush_gate(t, l, acc, &plan);
+    int r;
+    acc->cfg.b_cap = (uint16_t)lrt_policy_step_samples(
+        &t->cfg.policy, t->buf.layer_state[i].gate_excess_q16, batch_of(dev, l));
+    r = flush_gate(t, l, acc, &plan, defer);
     if (r <= 0) {
         return r; /* below the cell gate: deferred, keep accumulating */
     }
@@ -98,15 +103,16 @@ static int flush_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *
     return 1;
 }
 
-/* Ask the budget and the policy about layer i's accumulator: 1 written, 0 kept (deferred, the
- * layer's state marks it kept), or a negative lrt_err. `joining`: this sample's commit is
- * open, the NVM layer's throttle has allowed it already (asked again inside the open
- * transaction, it would count that transaction's programs against it). */
-static int offer_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc, int joining)
+/* Ask the budget and the policy about layer i's accumulator at the end of its pseudo-batch:
+ * 1 written, 0 kept (deferred; the layer's state marks it kept), or a negative lrt_err.
+ * `committing`: this sample's commit is open under a write budget, whose NVM throttle allowed
+ * it before it opened (asked again inside the open transaction it would count that
+ * transaction's programs against this layer). */
+static int offer_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc, int committing)
 {
     lrt_train_layer_state *st = &t->buf.layer_state[i];
     st->kept = 1;
-    if (!joining && !budget_allows(dev, t)) {
+    if (!committing && !budget_allows(dev, t)) {
         dev->throttled++;
         lrt_lowrank_defer(acc);
         return 0;
@@ -115,51 +121,62 @@ static int offer_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *
         lrt_lowrank_defer(acc);
         return 0;
     }
-    acc->cfg.b_cap = (uint16_t)lrt_policy_step_samples(&t->cfg.policy, st->gate_excess_q16,
-                                                       batch_of(dev, &t->net->layers[i]));
-    return flush_layer(dev, t, i, acc);
+    return flush_layer(dev, t, i, acc, 1);
+}
+
+/* Under a write budget, an open commit also takes layer i's kept accumulator although its
+ * pseudo-batch has not ended: once per pseudo-batch (a refusal leaves it to its next end), and
+ * without deferring it again (it was deferred when its pseudo-batch ended). */
+static int join_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc)
+{
+    lrt_train_layer_state *st = &t->buf.layer_state[i];
+    st->kept = 0;
+    if (!lrt_policy_due(&t->cfg.policy, st->gate_excess_q16, t->flushes, t->samples)) {
+        return 0;
+    }
+    return flush_layer(dev, t, i, acc, 0);
 }
 
 static int hook_sample_end(void *ctx, lrt_trainer *t)
 {
     lrt_device *dev = (lrt_device *)ctx;
+    const int joins = lrt_policy_joins(&t->cfg.policy);
     uint8_t i;
     int r, wrote = 0;
+    /* layer by layer in blob order, joining layers too, so a commit writes forwards (a flash
+     * window below a page refuses a backward write; other stores would program a unit twice) */
     for (i = 0; i < t->net->n_layers; i++) {
         lrt_lowrank *acc = dev->s.acc[i];
+        const int summed = dev->s.conv_sum != NULL && dev->s.conv_sum[i] != NULL;
         if (acc == NULL) {
             continue;
         }
         lrt_lowrank_end_sample(acc);
         if (++dev->s.acc_samples[i] < batch_of(dev, &t->net->layers[i])) {
+            /* a narrow conv's samples since its pseudo-batch began are in its sum, not yet in
+             * the accumulator: it writes at its pseudo-batch's end only */
+            if (joins && t->open && !summed && t->buf.layer_state[i].kept) {
+                r = join_layer(dev, t, i, acc);
+                if (r < 0) {
+                    return r;
+                }
+                wrote |= r;
+            }
             continue;
         }
         dev->s.acc_samples[i] = 0;
-        if (dev->s.conv_sum != NULL && dev->s.conv_sum[i] != NULL) {
+        if (summed) {
             r = lrt_lowrank_sum_step(dev->s.conv_sum[i], acc, alpha_exp(&t->net->layers[i]),
                                      t->buf.lrt_block, dev->s.lrt_block_size / 4u);
             if (r < 0) {
                 return r;
             }
         }
-        r = offer_layer(dev, t, i, acc, t->open);
+        r = offer_layer(dev, t, i, acc, joins && t->open);
         if (r < 0) {
             return r;
         }
         wrote |= r;
-    }
-    if (t->open && lrt_policy_joins(&t->cfg.policy)) {
-        /* the commit also carries the kept accumulators of layers whose pseudo-batch did not
-         * end here (what a narrow conv has summed since its last pseudo-batch waits) */
-        for (i = 0; i < t->net->n_layers; i++) {
-            lrt_lowrank *acc = dev->s.acc[i];
-            if (acc != NULL && t->buf.layer_state[i].kept && dev->s.acc_samples[i] != 0) {
-                r = offer_layer(dev, t, i, acc, 1);
-                if (r < 0) {
-                    return r;
-                }
-            }
-        }
     }
     /* one transaction for every layer that flushed at this sample */
     return wrote ? lrt_train_update_commit(t) : LRT_OK;

@@ -837,14 +837,17 @@ static int sgdb_write(lrt_trainer *t, uint8_t li, lrt_ufx scale)
     return LRT_OK;
 }
 
-/* Ask the policy about layer li's sum: write it, or keep it (st->kept) and keep summing. */
-static int sgdb_offer(lrt_trainer *t, uint8_t li)
+/* Ask the policy about layer li's sum: write it, or keep it and keep summing. `joining`: an
+ * open commit (under a write budget) takes the sum of a layer whose pseudo-batch has not
+ * ended, once per pseudo-batch (a refusal leaves it to its next end); else its pseudo-batch
+ * has just ended and a refusal marks it kept. */
+static int sgdb_offer(lrt_trainer *t, uint8_t li, int joining)
 {
     const lrt_layer *l = &t->net->layers[li];
     lrt_train_layer_state *st = &t->buf.layer_state[li];
     lrt_ufx scale;
     uint32_t need;
-    st->kept = 1;
+    st->kept = (uint8_t)!joining;
     if (!lrt_policy_due(&t->cfg.policy, st->gate_excess_q16, t->flushes, t->samples)) {
         return LRT_OK;
     }
@@ -856,35 +859,29 @@ static int sgdb_offer(lrt_trainer *t, uint8_t li)
     return sgdb_write(t, li, scale);
 }
 
-/* Every layer whose pseudo-batch is complete: ask the policy, write or keep summing. */
+/* Every layer whose pseudo-batch is complete: ask the policy, write or keep summing. In blob
+ * order, joining layers too, so a commit writes forwards. */
 static int sgdb_sample_end(lrt_trainer *t)
 {
     const lrt_net *net = t->net;
+    const int joins = lrt_policy_joins(&t->cfg.policy);
     uint8_t li;
     int rc;
     for (li = t->first; li < net->n_layers; li++) {
         const lrt_layer *l = &net->layers[li];
         lrt_train_layer_state *st = &t->buf.layer_state[li];
         uint16_t batch = l->kind == LRT_LAYER_CONV2D ? t->cfg.batch_conv : t->cfg.batch_dense;
-        if (!is_trainable(l) || ++st->pending < LRT_MAX(batch, 1u)) {
+        if (!is_trainable(l)) {
             continue;
         }
-        st->pending = 0;
-        rc = sgdb_offer(t, li);
+        if (++st->pending < LRT_MAX(batch, 1u)) {
+            rc = joins && t->open && st->kept ? sgdb_offer(t, li, 1) : LRT_OK;
+        } else {
+            st->pending = 0;
+            rc = sgdb_offer(t, li, 0);
+        }
         if (rc != LRT_OK) {
             return rc;
-        }
-    }
-    if (t->open && lrt_policy_joins(&t->cfg.policy)) {
-        /* the commit also carries the kept sums of layers whose pseudo-batch did not end here */
-        for (li = t->first; li < net->n_layers; li++) {
-            const lrt_train_layer_state *st = &t->buf.layer_state[li];
-            if (is_trainable(&net->layers[li]) && st->kept && st->pending != 0) {
-                rc = sgdb_offer(t, li);
-                if (rc != LRT_OK) {
-                    return rc;
-                }
-            }
         }
     }
     return LRT_OK;

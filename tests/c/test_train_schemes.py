@@ -498,9 +498,10 @@ def sgd_batch_reference(
     kept = dict.fromkeys(w, False)
     commits = 0
 
-    def offer(i: int, commits: int, samples: int) -> list[bool]:
-        """Layer i's sum to the policy: [] kept, else [whether the write changed a cell]."""
-        kept[i] = True
+    def offer(i: int, commits: int, samples: int, joining: bool) -> list[bool]:
+        """Layer i's sum to the policy: [] kept, else [whether the write changed a cell]; a
+        layer joining a commit is offered once per pseudo-batch."""
+        kept[i] = not joining
         if not policy.due(excess[i], commits, samples):
             return []
         delta = round_shift(acc[i], 16)
@@ -518,16 +519,14 @@ def sgd_batch_reference(
             shift = -(g_exp + model.layers[i].weight_exp + 14)  # type: ignore[operator]
             acc[i] += round_shift(g * lr_q16, shift)
         wrote: list[bool] = []  # per layer written: did it change a cell (any(): a commit)
-        for i in sorted(w):
+        for i in sorted(w):  # in blob order: a commit writes forwards
             pending[i] += 1
             if pending[i] < batch[model.layers[i].kind != "conv2d"]:
+                if any(wrote) and kept[i] and (policy.joins if joins is None else joins):
+                    wrote += offer(i, commits, k + 1, joining=True)  # the commit is open
                 continue
             pending[i] = 0
-            wrote += offer(i, commits, k + 1)
-        if any(wrote) and (policy.joins if joins is None else joins):  # a commit is open
-            for i in sorted(w):
-                if kept[i] and pending[i] != 0:
-                    wrote += offer(i, commits, k + 1)
+            wrote += offer(i, commits, k + 1, joining=False)
         commits += any(wrote)
     return w, commits
 
