@@ -103,38 +103,30 @@ static int flush_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *
     return 1;
 }
 
-/* Ask the budget and the policy about layer i's accumulator at the end of its pseudo-batch:
- * 1 written, 0 kept (deferred; the layer's state marks it kept), or a negative lrt_err.
- * `committing`: this sample's commit is open under a write budget, whose NVM throttle allowed
- * it before it opened (asked again inside the open transaction it would count that
- * transaction's programs against this layer). */
-static int offer_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc, int committing)
+/* Ask the budget and the policy about layer i's accumulator: 1 written, 0 kept, or a negative
+ * lrt_err. At the end of its pseudo-batch (`joining` 0) a refusal defers the accumulator and
+ * marks it kept. `joining`: an open commit under a write budget takes the kept accumulator of a
+ * layer whose pseudo-batch has not ended, once per pseudo-batch (a refusal leaves it to its
+ * next end) and without deferring it again. `committing`: this sample's commit is open under a
+ * write budget, whose NVM throttle allowed it before it opened (asked again inside the open
+ * transaction it would count that transaction's programs against this layer). */
+static int offer_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc, int joining,
+                       int committing)
 {
     lrt_train_layer_state *st = &t->buf.layer_state[i];
-    st->kept = 1;
+    st->kept = (uint8_t)!joining;
     if (!committing && !budget_allows(dev, t)) {
         dev->throttled++;
         lrt_lowrank_defer(acc);
         return 0;
     }
     if (!lrt_policy_due(&t->cfg.policy, st->gate_excess_q16, t->flushes, t->samples)) {
-        lrt_lowrank_defer(acc);
+        if (!joining) {
+            lrt_lowrank_defer(acc);
+        }
         return 0;
     }
-    return flush_layer(dev, t, i, acc, 1);
-}
-
-/* Under a write budget, an open commit also takes layer i's kept accumulator although its
- * pseudo-batch has not ended: once per pseudo-batch (a refusal leaves it to its next end), and
- * without deferring it again (it was deferred when its pseudo-batch ended). */
-static int join_layer(lrt_device *dev, lrt_trainer *t, uint8_t i, lrt_lowrank *acc)
-{
-    lrt_train_layer_state *st = &t->buf.layer_state[i];
-    st->kept = 0;
-    if (!lrt_policy_due(&t->cfg.policy, st->gate_excess_q16, t->flushes, t->samples)) {
-        return 0;
-    }
-    return flush_layer(dev, t, i, acc, 0);
+    return flush_layer(dev, t, i, acc, !joining);
 }
 
 static int hook_sample_end(void *ctx, lrt_trainer *t)
@@ -156,7 +148,7 @@ static int hook_sample_end(void *ctx, lrt_trainer *t)
             /* a narrow conv's samples since its pseudo-batch began are in its sum, not yet in
              * the accumulator: it writes at its pseudo-batch's end only */
             if (joins && t->open && !summed && t->buf.layer_state[i].kept) {
-                r = join_layer(dev, t, i, acc);
+                r = offer_layer(dev, t, i, acc, 1, 1);
                 if (r < 0) {
                     return r;
                 }
@@ -172,7 +164,7 @@ static int hook_sample_end(void *ctx, lrt_trainer *t)
                 return r;
             }
         }
-        r = offer_layer(dev, t, i, acc, joins && t->open);
+        r = offer_layer(dev, t, i, acc, 0, joins && t->open);
         if (r < 0) {
             return r;
         }

@@ -741,16 +741,16 @@ int lrt_nvm_wear_range(const lrt_nvm *nvm, uint32_t offset, uint32_t len, uint32
 
 /* ---- commit ---- */
 
-/* Count a program of the target's unit u before it happens. Writes that keep going
- * backwards (or commits dropped and retried) can program a unit many times before a table
- * records it: past the endurance limit, or past what one byte per unit can count, the
- * program is refused rather than done uncounted. */
 /* The first wear unit of the blob: RRAM's unit 0 is the slot's metadata, flash's holds both. */
 static uint32_t first_blob_unit(const lrt_nvm *nvm)
 {
     return nvm->cfg->tech == LRT_NVM_TECH_FLASH ? 0u : 1u;
 }
 
+/* Count a program of the target's unit u before it happens. Writes that keep going
+ * backwards (or commits dropped and retried) can program a unit many times before a table
+ * records it: past the endurance limit, or past what one byte per unit can count, the
+ * program is refused rather than done uncounted. */
 static int mark_wear(lrt_nvm *nvm, uint32_t u)
 {
     uint32_t v;
