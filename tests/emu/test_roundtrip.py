@@ -16,6 +16,7 @@ from lrt.data import load_dataset
 from lrt.emulate import open_device
 from lrt.errors import UserError
 from lrt.model import Model
+from lrt.tflite_import import import_tflite
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -52,8 +53,16 @@ def test_pull_tflite_matches_firmware(trained_device: tuple[Path, Path], tmp_pat
     # the factory model gives other outputs: the pull really carries what was learned
     factory = tflite_logits(build / "model.tflite", x)
     assert not np.array_equal(factory, ref)
+    # held-out figures: the built weights' are their training's and the pulled ones differ,
+    # while the pulled model keeps the training's as the write policy's reference
+    built_meta = Model.load(build / "ir").meta
+    imported = import_tflite((out / "model.tflite").read_bytes()).meta
+    for key in ("int8_accuracy", "int8_field_accuracy"):
+        assert pulled["held_out_before"][key] == built_meta[key]
+        assert pulled["held_out_after"][key] != built_meta[key]
+        assert model.meta[key] == imported[key] == built_meta[key]
     # over the wire from the running target: the same weights
-    wire = roundtrip.pull(build, tmp_path / "wire", nvm_image=image, wire=True, evaluate=False)
+    wire = roundtrip.pull(build, tmp_path / "wire", nvm_image=image, wire=True)
     assert (tmp_path / "wire" / "model.tflite").read_bytes() == (out / "model.tflite").read_bytes()
     assert wire.generation == pulled["generation"]  # HELLO reports the set in use
 

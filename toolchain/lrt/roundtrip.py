@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from lrt import codegen
+from lrt import codegen, heldout
 from lrt.errors import UserError
 from lrt.model import Model
-from lrt.reference import forward_int8
 from lrt.tflite_import import import_tflite, to_tflite
 
 
@@ -37,6 +36,20 @@ class LayerDiff:
     bias_changed: int
 
 
+HELD_OUT_ROWS = {
+    heldout.TEST_KEY: "test split",
+    heldout.FIELD_KEY: "test digits deformed like the field (the write policy's reference)",
+}
+
+
+# why a pull does not overwrite the model's held-out figures with the pulled weights' ones
+KEPT_REFERENCE = (
+    "The pulled model's metadata keeps the offline training's held-out accuracies: a firmware "
+    "built from it takes its write policy's reference error from them, not from digits the "
+    "device may have learned its way away from."
+)
+
+
 @dataclass
 class PullResult:
     out: Path
@@ -44,8 +57,9 @@ class PullResult:
     generation: int | None
     store: str = ""  # the store's state: slot, fallback, ...
     layers: list[LayerDiff] = field(default_factory=list)
-    accuracy_before: float | None = None
-    accuracy_after: float | None = None
+    # held-out int8 accuracies (lrt.heldout) of the build's weights and of the pulled ones
+    held_out_before: dict[str, float] = field(default_factory=dict)
+    held_out_after: dict[str, float] = field(default_factory=dict)
 
     def markdown(self) -> str:
         gen = "" if self.generation is None else f", generation {self.generation}"
@@ -63,12 +77,14 @@ class PullResult:
                 f"| {d.layer} | {d.cells} | {d.changed} ({100 * d.changed / max(d.cells, 1):.1f}%)"
                 f" | {d.max_abs_delta} | {d.bias_changed} |"
             )
-        if self.accuracy_before is not None and self.accuracy_after is not None:
-            lines += [
-                "",
-                f"test-split accuracy (TFLite-exact int8 reference): {self.accuracy_before:.4f}"
-                f" before -> {self.accuracy_after:.4f} after",
-            ]
+        if self.held_out_after:
+            lines += ["", "| held-out int8 accuracy (TFLite-exact reference) | built | pulled |",
+                      "|---|---|---|"]  # fmt: skip
+            for key, what in HELD_OUT_ROWS.items():
+                if key in self.held_out_after:
+                    lines.append(f"| {what} | {self.held_out_before[key]:.4f} "
+                                 f"| {self.held_out_after[key]:.4f} |")  # fmt: skip
+            lines += ["", KEPT_REFERENCE]
         return "\n".join(lines) + "\n"
 
 
@@ -153,10 +169,6 @@ def check_compatible(device_model: Model, candidate: Model) -> None:
                         "device's (model id)")
 
 
-def _accuracy(model: Model, x: np.ndarray, y: np.ndarray) -> float:
-    return float((forward_int8(model, model.quantize_input(x)).argmax(1) == y).mean())
-
-
 def _write_model(model: Model, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "ir")
@@ -235,7 +247,6 @@ def pull(
         source = f"{report['board']} over the wire protocol"
     learned = model_with_blob(model, blob)
     learned.meta = {**model.meta, "pulled_from": source, "generation": generation}
-    _write_model(learned, out)
     result = PullResult(out=out, source=source, generation=generation, store=pulled_store)
     result.layers = diff_layers(model, learned)
     if evaluate:
@@ -245,8 +256,9 @@ def pull(
         ds = load_dataset(
             cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
         )
-        result.accuracy_before = _accuracy(model, ds.x_test, ds.y_test)
-        result.accuracy_after = _accuracy(learned, ds.x_test, ds.y_test)
+        result.held_out_before = heldout.measure(model, ds.x_test, ds.y_test, cfg["seed"])
+        result.held_out_after = heldout.measure(learned, ds.x_test, ds.y_test, cfg["seed"])
+    _write_model(learned, out)
     (out / "pull.json").write_text(
         json.dumps(
             {
@@ -254,8 +266,8 @@ def pull(
                 "generation": generation,
                 "store": pulled_store,
                 "layers": [d.__dict__ for d in result.layers],
-                "accuracy_before": result.accuracy_before,
-                "accuracy_after": result.accuracy_after,
+                "held_out_before": result.held_out_before,
+                "held_out_after": result.held_out_after,
             },
             indent=1,
         )

@@ -11,13 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from lrt import console
-from lrt.data.augment import elastic_deform
+from lrt import console, heldout
 from lrt.export import export_ir, export_tflite
 from lrt.model import Model
 from lrt.presets import NetSpec, get_spec
 from lrt.qat import build_qat_model, sync_qat_batchnorm
-from lrt.reference import forward_int8
 from lrt.tfkeras import tf_keras
 
 # ---- training ------------------------------------------------------------------------------
@@ -138,13 +136,10 @@ def train_model(
                             "trained_with": training_stack()}  # fmt: skip
     ir = export_ir(qat, spec, meta, stats_x=x_train if spec.streaming_bn else None)
     sync_qat_batchnorm(qat, ir)  # Keras evaluates with the exported statistics
-    float_acc = _accuracy(qat.predict(x_test, batch_size=256, verbose=0), y_test)
+    float_acc = heldout.accuracy(qat.predict(x_test, batch_size=256, verbose=0), y_test)
     ir.meta["float_accuracy"] = float_acc
-    int8_acc = _accuracy(forward_int8(ir, ir.quantize_input(x_test)), y_test)
-    ir.meta["int8_accuracy"] = int8_acc
-    field_acc = _field_accuracy(ir, x_test, y_test, seed)
-    if field_acc is not None:
-        ir.meta["int8_field_accuracy"] = field_acc
+    ir.meta.update(heldout.measure(ir, x_test, y_test, seed))
+    int8_acc = ir.meta[heldout.TEST_KEY]
     tflite = export_tflite(ir, x_train[:16])
     line.done(
         f"{spec.name}: {n_epochs} epoch{'s' if n_epochs != 1 else ''}, test accuracy float "
@@ -173,25 +168,9 @@ def training_stack() -> dict[str, str]:
     return stack
 
 
-def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    if len(y) == 0:
-        return float("nan")
-    return float(np.mean(np.argmax(np.asarray(logits), axis=-1) == y))
-
-
 def save_artifacts(result: TrainResult, out_dir: Path | str) -> None:
     """out_dir/model.tflite and the IR in out_dir/ir (model.json + model.npz)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.tflite").write_bytes(result.tflite)
     result.model.save(out / "ir")
-
-
-def _field_accuracy(ir: Model, x_test: np.ndarray, y_test: np.ndarray, seed: int) -> float | None:
-    """int8 accuracy on the test digits deformed like the online streams: what a device with
-    nothing to learn sees in the field (the gated write policy's reference error rate).
-    None where the images are not single-channel squares (no elastic deformation defined)."""
-    if x_test.ndim != 4 or x_test.shape[-1] != 1 or x_test.shape[1] != x_test.shape[2]:
-        return None
-    x_field = elastic_deform(x_test, np.random.default_rng([seed, 0xF1E1D]))
-    return _accuracy(forward_int8(ir, ir.quantize_input(x_field)), y_test)

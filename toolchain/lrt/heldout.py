@@ -1,0 +1,50 @@
+"""A model's held-out int8 accuracies, as its metadata records them.
+
+Training measures them on the offline model and the gated write policy reads them as its
+reference error (``lrt.policy.held_out_error``); a pull measures the same figures on the
+weights a device learned, for its report (the pulled model keeps the training's).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrt.data.augment import elastic_deform
+from lrt.model import Model
+from lrt.reference import forward_int8
+
+# the metadata keys of the two figures (also carried in lrt's .tflite metadata)
+TEST_KEY = "int8_accuracy"
+FIELD_KEY = "int8_field_accuracy"
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of logits against labels (NaN for no sample)."""
+    if len(y) == 0:
+        return float("nan")
+    return float(np.mean(np.argmax(np.asarray(logits), axis=-1) == y))
+
+
+def int8_accuracy(model: Model, x: np.ndarray, y: np.ndarray) -> float:
+    """The integer model's accuracy (TFLite's arithmetic, lrt.reference) on float images."""
+    return accuracy(forward_int8(model, model.quantize_input(x)), y)
+
+
+def field_accuracy(model: Model, x_test: np.ndarray, y_test: np.ndarray, seed: int) -> float | None:
+    """int8 accuracy on the test digits deformed like the online streams: what a device with
+    nothing to learn sees in the field (the gated write policy's reference error rate).
+    None where the images are not single-channel squares (no elastic deformation defined)."""
+    if x_test.ndim != 4 or x_test.shape[-1] != 1 or x_test.shape[1] != x_test.shape[2]:
+        return None
+    x_field = elastic_deform(x_test, np.random.default_rng([seed, 0xF1E1D]))
+    return int8_accuracy(model, x_field, y_test)
+
+
+def measure(model: Model, x_test: np.ndarray, y_test: np.ndarray, seed: int) -> dict[str, float]:
+    """The metadata entries of `model`'s held-out accuracies (the field one where defined);
+    `seed` is the training seed, which fixes the field-like deformation."""
+    figures = {TEST_KEY: int8_accuracy(model, x_test, y_test)}
+    field = field_accuracy(model, x_test, y_test, seed)
+    if field is not None:
+        figures[FIELD_KEY] = field
+    return figures
