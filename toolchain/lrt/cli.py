@@ -361,7 +361,8 @@ def pull_parser() -> argparse.ArgumentParser:
     )
     _add_emulator(p)
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--no-eval", action="store_true", help="skip the test-split accuracy")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the held-out accuracies (test split, field-like digits)")
     return p
 
 

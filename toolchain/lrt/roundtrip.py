@@ -256,8 +256,9 @@ def pull(
         ds = load_dataset(
             cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
         )
-        result.held_out_before = heldout.measure(model, ds.x_test, ds.y_test, cfg["seed"])
-        result.held_out_after = heldout.measure(learned, ds.x_test, ds.y_test, cfg["seed"])
+        seed = int(model.meta.get("seed", cfg["seed"]))  # the training's: fixes the deformation
+        result.held_out_before = heldout.measure(model, ds.x_test, ds.y_test, seed)
+        result.held_out_after = heldout.measure(learned, ds.x_test, ds.y_test, seed)
     _write_model(learned, out)
     (out / "pull.json").write_text(
         json.dumps(
