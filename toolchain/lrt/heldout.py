@@ -10,12 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from lrt.data.augment import elastic_deform
-from lrt.model import Model
+from lrt.model import META_FIELD_ACCURACY, META_TEST_ACCURACY, Model
 from lrt.reference import forward_int8
-
-# the metadata keys of the two figures (also carried in lrt's .tflite metadata)
-TEST_KEY = "int8_accuracy"
-FIELD_KEY = "int8_field_accuracy"
 
 
 def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
@@ -43,8 +39,8 @@ def field_accuracy(model: Model, x_test: np.ndarray, y_test: np.ndarray, seed: i
 def measure(model: Model, x_test: np.ndarray, y_test: np.ndarray, seed: int) -> dict[str, float]:
     """The metadata entries of `model`'s held-out accuracies (the field one where defined);
     `seed` is the training seed, which fixes the field-like deformation."""
-    figures = {TEST_KEY: int8_accuracy(model, x_test, y_test)}
+    figures = {META_TEST_ACCURACY: int8_accuracy(model, x_test, y_test)}
     field = field_accuracy(model, x_test, y_test, seed)
     if field is not None:
-        figures[FIELD_KEY] = field
+        figures[META_FIELD_ACCURACY] = field
     return figures

@@ -23,7 +23,7 @@ from lrt import build as builder
 from lrt.budget import Budget, plan_budget
 from lrt.config import BATCHED_SCHEMES, LRT_SCHEMES, BuildConfig, load_config
 from lrt.errors import UserError
-from lrt.model import Model
+from lrt.model import META_FIELD_ACCURACY, Model
 from lrt.quant import snap_weight_bits
 from lrt.tflite_import import import_tflite, to_tflite
 
@@ -240,8 +240,8 @@ def _obtain_model(
     )
     tflite_out.write_bytes(res.tflite)
     acc = {"float_acc": res.float_accuracy, "int8_acc": res.int8_accuracy}
-    if "int8_field_accuracy" in res.model.meta:  # deformed test digits (the gate's reference)
-        acc["field_acc"] = float(res.model.meta["int8_field_accuracy"])
+    if META_FIELD_ACCURACY in res.model.meta:  # deformed test digits (the gate's reference)
+        acc["field_acc"] = float(res.model.meta[META_FIELD_ACCURACY])
     return res.model, acc
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lrt.config import BuildConfig
+from lrt.model import META_FIELD_ACCURACY, META_TEST_ACCURACY
 
 POLICY_KIND = {"fixed": 0, "gated": 1}
 # lrt_policy_step_bound: the samples an LRT write counts in its step
@@ -93,7 +94,7 @@ def held_out_error(meta: dict[str, Any]) -> float | None:
     and as a reference it would keep a from-scratch device from ever learning)."""
     if meta.get("epochs") == 0:
         return None
-    acc = meta.get("int8_field_accuracy", meta.get("int8_accuracy"))
+    acc = meta.get(META_FIELD_ACCURACY, meta.get(META_TEST_ACCURACY))
     return None if acc is None else 1.0 - float(acc)
 
 

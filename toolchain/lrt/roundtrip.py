@@ -23,7 +23,7 @@ import numpy as np
 
 from lrt import codegen, heldout
 from lrt.errors import UserError
-from lrt.model import Model
+from lrt.model import META_FIELD_ACCURACY, META_TEST_ACCURACY, Model
 from lrt.tflite_import import import_tflite, to_tflite
 
 
@@ -37,8 +37,8 @@ class LayerDiff:
 
 
 HELD_OUT_ROWS = {
-    heldout.TEST_KEY: "test split",
-    heldout.FIELD_KEY: "test digits deformed like the field (the write policy's reference)",
+    META_TEST_ACCURACY: "test split",
+    META_FIELD_ACCURACY: "test digits deformed like the field (the write policy's reference)",
 }
 
 

@@ -42,7 +42,7 @@ from ai_edge_litert import schema_py_generated as fb
 
 from lrt import batchnorm
 from lrt.errors import UserError
-from lrt.model import Layer, Model, QParams
+from lrt.model import META_FIELD_ACCURACY, META_TEST_ACCURACY, Layer, Model, QParams
 from lrt.quant import BIAS_EXP, exp_of, quantize_multipliers
 from lrt.reference import output_size
 
@@ -910,7 +910,7 @@ def to_tflite(model: Model) -> bytes:
 # it gets the same write policy (the error gate's reference is the held-out error) as the
 # build that trained it.
 MODEL_METADATA_NAME = "lrt_model"
-MODEL_METADATA_KEYS = ("epochs", "int8_accuracy", "int8_field_accuracy")
+MODEL_METADATA_KEYS = ("epochs", META_TEST_ACCURACY, META_FIELD_ACCURACY)
 
 
 def add_metadata_entry(model_t: Any, name: str, data: bytes) -> None:

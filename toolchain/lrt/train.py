@@ -13,7 +13,7 @@ import numpy as np
 
 from lrt import console, heldout
 from lrt.export import export_ir, export_tflite
-from lrt.model import Model
+from lrt.model import META_TEST_ACCURACY, Model
 from lrt.presets import NetSpec, get_spec
 from lrt.qat import build_qat_model, sync_qat_batchnorm
 from lrt.tfkeras import tf_keras
@@ -139,7 +139,7 @@ def train_model(
     float_acc = heldout.accuracy(qat.predict(x_test, batch_size=256, verbose=0), y_test)
     ir.meta["float_accuracy"] = float_acc
     ir.meta.update(heldout.measure(ir, x_test, y_test, seed))
-    int8_acc = ir.meta[heldout.TEST_KEY]
+    int8_acc = ir.meta[META_TEST_ACCURACY]
     tflite = export_tflite(ir, x_train[:16])
     line.done(
         f"{spec.name}: {n_epochs} epoch{'s' if n_epochs != 1 else ''}, test accuracy float "
