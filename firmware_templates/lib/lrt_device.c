@@ -399,9 +399,14 @@ static int h_bye(void *ctx)
     /* a push the host never committed is abandoned; then persist the biases learned since
      * the last weight commit, within the wear budget */
     push_abort(dev);
-    if (dev->s.train.scheme != LRT_SCHEME_INFERENCE && dev->trainer.samples > 0 &&
+    /* a board on a serial line sees many sessions: one that learned nothing rewrites nothing */
+    if (dev->s.train.scheme != LRT_SCHEME_INFERENCE && dev->trainer.samples > dev->bye_samples &&
         dev->ws.begin != NULL && budget_allows(dev, &dev->trainer)) {
-        return lrt_train_commit_biases(&dev->trainer);
+        int r = lrt_train_commit_biases(&dev->trainer);
+        if (r == LRT_OK) {
+            dev->bye_samples = dev->trainer.samples;
+        }
+        return r;
     }
     return LRT_OK;
 }

@@ -48,6 +48,15 @@ def _add_emulator(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_port(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--port",
+        help=f"{what} the board on this serial port (e.g. /dev/ttyACM0), which runs the "
+        "build's firmware (flashed with lrt-flash)",
+    )
+    p.add_argument("--baud", type=int, help="with --port: the line's rate (default: the board's)")
+
+
 def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         status = fn(args)
@@ -219,6 +228,7 @@ def emulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-logits", type=Path, help="with --inputs: save int8 logits [N,classes]")
     p.add_argument("--nvm", type=Path, help="NVM image file (persistent across runs)")
     _add_format(p)
+    _add_port(p, "stream through")
     p.add_argument(
         "--nvm-report",
         type=Path,
@@ -279,6 +289,8 @@ def _emulate(args: argparse.Namespace) -> int:
             emulator=args.emulator,
             nvm_path=args.nvm,
             format_store=args.format,
+            port=args.port,
+            baud=args.baud,
         )
         if not args.quiet:
             print(f"wrote {n} logits rows to {args.dump_logits}")
@@ -298,6 +310,8 @@ def _emulate(args: argparse.Namespace) -> int:
         nvm_path=args.nvm,
         progress=not args.quiet,
         format_store=args.format,
+        port=args.port,
+        baud=args.baud,
     )
     if not args.quiet:
         print(result.markdown())
@@ -360,6 +374,7 @@ def pull_parser() -> argparse.ArgumentParser:
         help="read it over the wire protocol from the emulator booted on --nvm",
     )
     _add_emulator(p)
+    _add_port(p, "read it over the wire protocol from")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-eval", action="store_true",
                    help="skip the held-out accuracies (test split, field-like digits)")
@@ -376,6 +391,8 @@ def _pull(args: argparse.Namespace) -> int:
         wire=args.wire,
         emulator=args.emulator,
         evaluate=not args.no_eval,
+        port=args.port,
+        baud=args.baud,
     )
     print(res.markdown())
     return 0
@@ -400,6 +417,7 @@ def push_parser() -> argparse.ArgumentParser:
     )
     _add_format(p)
     _add_emulator(p)
+    _add_port(p, "commit them on")
     return p
 
 
@@ -412,6 +430,8 @@ def _push(args: argparse.Namespace) -> int:
         nvm_image=args.nvm,
         emulator=args.emulator,
         format_store=args.format,
+        port=args.port,
+        baud=args.baud,
     )
     print(
         f"pushed {res['bytes']:,d} B from {res['source']}: committed as generation "

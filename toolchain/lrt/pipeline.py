@@ -507,6 +507,8 @@ def infer_file(
     nvm_path: Path | None = None,
     format_store: bool = False,
     jobs: int | None = None,
+    port: str | None = None,
+    baud: int | None = None,
 ) -> int:
     """Logits of every input, saved to out. With nvm_path (host emulator) the device runs on
     the weights stored in that image, as it would boot. Inference does not change the device,
@@ -536,16 +538,15 @@ def infer_file(
         raise UserError(f"{inputs}: shape {given}, expected [N, {', '.join(map(str, shape))}]")
     if x.shape[0] == 0:
         raise UserError(f"{inputs}: no samples")
-    # one image is one device: it cannot be shared by several processes
-    n_jobs = 1 if nvm_path is not None else max(
+    # one image (or one board) is one device: it cannot be shared by several processes
+    n_jobs = 1 if nvm_path is not None or port is not None else max(
         1, min(jobs or os.cpu_count() or 1, len(x) // INFER_SHARD_MIN)
     )
 
     def run(shard: tuple[int, np.ndarray]) -> np.ndarray:
         start, part = shard
-        with open_device(
-            build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
-        ) as dev:
+        with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_path,
+                         format_store=format_store, port=port, baud=baud) as dev:  # fmt: skip
             n_classes = dev.hello().n_classes
             replies = dev.stream([P.infer_request(row.tobytes()) for row in part])
         rows = np.empty((len(part), n_classes), dtype=np.int8)
@@ -743,6 +744,8 @@ def emulate(
     format_store: bool = False,
     count_instructions: bool = True,
     last_n: int = 500,
+    port: str | None = None,
+    baud: int | None = None,
 ) -> OnlineResult:
     """`lrt-emulate` as a function: stream `samples` online samples through the firmware of
     `build_dir`: predict, then learn the label. Returns the run's `lrt.report.OnlineResult`
@@ -751,7 +754,9 @@ def emulate(
 
     Drift environments (analog/digital) send a DRIFT request every DRIFT_PERIOD samples,
     which the firmware applies to its stored weights. With `stats_every`, the write counters
-    are sampled along the way (the writes-vs-samples curve of the report).
+    are sampled along the way (the writes-vs-samples curve of the report). With `port` the
+    samples go to the board on that serial port (`baud`: the board's rate), which runs the
+    build's firmware; its write counters are the board's since it booted.
     """
     from lrt.data import load_dataset, stream_blocks
     from lrt.data.streams import DEFAULT_SEGMENT
@@ -804,9 +809,8 @@ def emulate(
     making = 0.0  # seconds spent making the stream, not streaming it
     t0 = time.monotonic()
     refused_bye: P.ProtocolError | None = None
-    with open_device(
-        build_dir, report, emulator=emulator, nvm_path=nvm_path, format_store=format_store
-    ) as dev:
+    with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_path,
+                     format_store=format_store, port=port, baud=baud) as dev:  # fmt: skip
         hello = dev.hello()
         store_text, n_classes = hello.store_text, hello.n_classes
         wear_at_start = dev.wear()
@@ -865,7 +869,7 @@ def emulate(
         before=wear_at_start,
         blank_at_boot=hello.committed_at_boot,
     )
-    if emulator in ("auto", "qemu") and count_instructions and first is not None:
+    if emulator in ("auto", "qemu") and port is None and count_instructions and first is not None:
         result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, *first)
     if json_path is not None:
         result.write_json(Path(json_path))

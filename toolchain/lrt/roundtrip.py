@@ -179,7 +179,7 @@ def _write_model(model: Model, out: Path) -> None:
 # emulator's store outlives it (the --nvm file); QEMU and Renode keep the NVM in their RAM.
 EPHEMERAL_STORE = (
     "the device's weight store needs --nvm IMAGE (a host build's store file): an emulated "
-    "device's store lives for one run, so {what}"
+    "device's store lives for one run, so {what} (a board on a serial port: --port)"
 )
 
 
@@ -190,9 +190,12 @@ def pull(
     wire: bool = False,
     emulator: str = "auto",
     evaluate: bool = True,
+    port: str | None = None,
+    baud: int | None = None,
 ) -> PullResult:
     """Pull from an NVM image file, or (wire=True) from the running target over the
-    protocol; a host emulator then boots from nvm_image first."""
+    protocol; a host emulator then boots from nvm_image first. With `port` (implies wire)
+    from the board on that serial port, which keeps its weights in its own NVM."""
     from lrt import store
     from lrt.pipeline import load_build
 
@@ -206,6 +209,8 @@ def pull(
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     size = codegen.blob_layout(model).size
     generation: int | None = None
+    if port is not None:
+        wire = True
     if not wire:
         if nvm_image is None:
             raise UserError(EPHEMERAL_STORE.format(what="there is nothing to pull without it"))
@@ -230,11 +235,12 @@ def pull(
         from lrt.emulate import open_device
         from lrt.emulate import protocol as P
 
-        if nvm_image is None:
+        if nvm_image is None and port is None:
             raise UserError(EPHEMERAL_STORE.format(
                 what="--wire would read a device booted for the pull, with the built-in weights"
             ))  # fmt: skip
-        with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_image) as dev:
+        with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_image, port=port,
+                         baud=baud) as dev:  # fmt: skip
             info = dev.hello()
             if info.store & P.STORE_DEGRADED:
                 raise UserError(
@@ -244,7 +250,7 @@ def pull(
             blob = dev.read_all_blob(size)
         generation = info.generation or None
         pulled_store = info.store_text
-        source = f"{report['board']} over the wire protocol"
+        source = f"{report['board']} over the wire protocol" + (f" on {port}" if port else "")
     learned = model_with_blob(model, blob)
     learned.meta = {**model.meta, "pulled_from": source, "generation": generation}
     result = PullResult(out=out, source=source, generation=generation, store=pulled_store)
@@ -298,20 +304,22 @@ def push(
     nvm_image: Path | None = None,
     emulator: str = "auto",
     format_store: bool = False,
+    port: str | None = None,
+    baud: int | None = None,
 ) -> dict[str, Any]:
-    """Commit the weights of `source` on the device of `build_dir` as a new generation."""
+    """Commit the weights of `source` on the device of `build_dir` as a new generation: a host
+    emulator booted on `nvm_image`, or the board on the serial port `port`."""
     from lrt.emulate import open_device
     from lrt.pipeline import load_build
 
     report, model = load_build(build_dir)
-    if nvm_image is None:
+    if nvm_image is None and port is None:
         raise UserError(EPHEMERAL_STORE.format(what="a push would be lost when it exits"))
     candidate = load_candidate(source)
     check_compatible(model, candidate)
     blob = codegen.blob_bytes(candidate, codegen.blob_layout(model))
-    with open_device(
-        build_dir, report, emulator=emulator, nvm_path=nvm_image, format_store=format_store
-    ) as dev:
+    with open_device(build_dir, report, emulator=emulator, nvm_path=nvm_image,
+                     format_store=format_store, port=port, baud=baud) as dev:  # fmt: skip
         generation = dev.push_blob(blob)
         back = dev.read_all_blob(len(blob))
     if back != blob:

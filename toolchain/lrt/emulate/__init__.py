@@ -49,8 +49,11 @@ def open_device(
     timeout: float = DEFAULT_TIMEOUT,
     window: int = DEFAULT_WINDOW,
     format_store: bool = False,
+    port: str | None = None,
+    baud: int | None = None,
 ) -> Device:
-    """Start the firmware of an lrt-build directory on its emulator; a connected Device
+    """Start the firmware of an lrt-build directory on its emulator, or (``port``) reach the
+    board that runs it on a serial port (``baud``: the board's); a connected Device
     (HELLO answered: ``dev.info`` holds the model and the weight store's state), checked to
     run the model and scheme of the build's report.json (UserError otherwise: a firmware
     file replaced after the build would report another network's figures under its names).
@@ -67,8 +70,12 @@ def open_device(
         from lrt.pipeline import read_report
 
         report = read_report(path, config=False)  # board and firmware suffice
-    _check_firmware_file(build_dir, report)  # before the firmware touches an NVM image
-    dev = _start(build_dir, report, emulator, nvm_path, timeout, window, format_store)
+    if port is not None:
+        # the firmware is the board's, flashed earlier: the device check below is the one
+        dev = _connect(report, port, baud, emulator, nvm_path, format_store, timeout)
+    else:
+        _check_firmware_file(build_dir, report)  # before the firmware touches an NVM image
+        dev = _start(build_dir, report, emulator, nvm_path, timeout, window, format_store)
     try:
         _check_firmware(dev, report, build_dir)
     except BaseException:
@@ -118,6 +125,34 @@ def _check_firmware(dev: Device, report: dict[str, Any], build_dir: Path) -> Non
             f"the firmware of {build_dir} runs scheme {info.scheme_name!r}, its report.json "
             f"says {scheme!r}: rebuild it with lrt-build"
         )
+
+
+def _connect(
+    report: dict[str, Any],
+    port: str,
+    baud: int | None,
+    emulator: str,
+    nvm_path: Path | str | None,
+    format_store: bool,
+    timeout: float,
+) -> Device:
+    from lrt import boards
+    from lrt.emulate.serial_link import open_serial
+
+    if emulator != "auto":
+        raise UserError(f"--port reaches a board on a serial port; --emulator {emulator} "
+                        "starts one: give one of them")  # fmt: skip
+    if nvm_path is not None or format_store:
+        raise UserError("--port: the board keeps its weights in its own NVM; --nvm and "
+                        "--format apply to a host emulator's image file")  # fmt: skip
+    board = boards.load_build_board(report)
+    if board.uart is None:
+        raise UserError(f"--port: board {board.name!r} has no UART to reach its firmware on")
+    if baud is None:
+        baud = board.uart.baud
+    elif baud < 1:
+        raise UserError(f"--baud {baud}: expected a positive rate")
+    return open_serial(port, baud, f"{board.name} on {port}", timeout)
 
 
 def _start(
