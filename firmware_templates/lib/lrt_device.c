@@ -384,11 +384,13 @@ static int h_commit_blob(void *ctx, uint32_t *generation)
     if (r < 0) {
         return r;
     }
-    /* the RAM working copies (biases, batch-norm state) follow the pushed snapshot */
+    /* the RAM working copies (biases, batch-norm state) follow the pushed snapshot, which
+     * supersedes what was learned before: a session's end has nothing of it left to commit */
     r = lrt_net_load_state(net);
     if (r < 0) {
         return r;
     }
+    dev->bye_samples = dev->trainer.samples;
     *generation = dev->s.nvm != NULL ? lrt_nvm_generation(dev->s.nvm) : 0u;
     return LRT_OK;
 }
@@ -398,15 +400,15 @@ static int h_bye(void *ctx)
     lrt_device *dev = (lrt_device *)ctx;
     /* a push the host never committed is abandoned; then persist the biases learned since
      * the last weight commit, within the wear budget */
+    uint32_t learned_since = dev->bye_samples;
     push_abort(dev);
-    /* a board on a serial line sees many sessions: one that learned nothing rewrites nothing */
-    if (dev->s.train.scheme != LRT_SCHEME_INFERENCE && dev->trainer.samples > dev->bye_samples &&
+    /* A board on a serial line sees many sessions: one that learned nothing rewrites nothing,
+     * and a refused commit is not retried by sessions that only read (a worn store must stay
+     * readable); its biases stay in RAM and go with the next session that learns. */
+    dev->bye_samples = dev->trainer.samples;
+    if (dev->s.train.scheme != LRT_SCHEME_INFERENCE && dev->trainer.samples > learned_since &&
         dev->ws.begin != NULL && budget_allows(dev, &dev->trainer)) {
-        int r = lrt_train_commit_biases(&dev->trainer);
-        if (r == LRT_OK) {
-            dev->bye_samples = dev->trainer.samples;
-        }
-        return r;
+        return lrt_train_commit_biases(&dev->trainer);
     }
     return LRT_OK;
 }

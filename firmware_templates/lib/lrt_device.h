@@ -61,7 +61,7 @@ typedef struct {
     uint32_t rho_min_q16; /* current write-density threshold (budget may raise) */
     uint8_t pushing;      /* a pushed weight set is being staged */
     uint32_t push_next;   /* its next WRITE starts at or after this blob offset */
-    uint32_t bye_samples; /* trainer samples at the last session end's bias commit */
+    uint32_t bye_samples; /* trainer samples at the last session's end (or push) */
 } lrt_device;
 
 /* Checks the declared buffer sizes against the library's size helpers (LRT_ERR_SIZE names

@@ -121,14 +121,18 @@ def test_a_board_on_a_serial_port_learns_reports_and_round_trips_like_the_host(
         Model.load(tmp_path / "host_pull" / "ir"), layout
     )
 
-    # session 3: the built weights pushed back as a new generation
+    # session 3: a session that only reads committed nothing at its end
+    with open_device(build, port=pty) as dev:
+        assert dev.info is not None and dev.info.generation == int(pull["generation"])
+
+    # session 4: the built weights pushed back as a new generation
     pushed = _cli("lrt-push", "--build", str(build), "--port", pty, "--weights",
                   str(build / "model.tflite"))  # fmt: skip
     assert pushed.returncode == 0, pushed.stderr
     generation = int(re.search(r"generation (\d+)", pushed.stdout).group(1))  # type: ignore[union-attr]
     assert generation > int(pull["generation"])
 
-    # session 4: the board runs on them; the sessions that learned nothing committed nothing
+    # session 5: the board runs on them (the push session's end committed nothing either)
     built_model = Model.load(build / "ir")
     with open_device(build, port=pty) as dev:
         assert dev.info is not None and dev.info.generation == generation
@@ -148,6 +152,11 @@ def test_port_refusals_are_one_line_errors(tmp_path: Path) -> None:
           "--weights", str(board / "model.tflite")), "cannot open it as a serial port"),
         (("lrt-emulate", "--build", str(board), "--port", "/dev/null", "--baud", "0"),
          "--baud 0"),
+        (("lrt-emulate", "--build", str(board), "--baud", "9600"), "--port TTY, which is not"),
+        (("lrt-emulate", "--nvm-report", str(tmp_path / "x.img"), "--port", "/dev/null"),
+         "--port reaches a board"),
+        (("lrt-emulate", "--build", str(board), "--port", "/dev/null", "--stream", "analog"),
+         "a board's own NVM drifts by itself"),
     ]  # fmt: skip
     for argv, message in cases:
         proc = _cli(*argv)
@@ -170,18 +179,24 @@ def test_a_port_without_a_board_times_out_with_a_hint(board_on_pty: tuple[Path, 
     assert "no reply to HELLO" in proc.stderr and "baud" in proc.stderr, proc.stderr
 
 
-def test_resync_finds_the_board_after_a_host_died_mid_frame(board_on_pty: tuple[Path, str]) -> None:
-    """A host that stopped half-way through a frame leaves the board waiting for the rest;
-    the next session still starts (the filler bytes complete the frame)."""
+def test_a_host_that_died_mid_push_and_mid_frame_does_not_wedge_the_board(
+    board_on_pty: tuple[Path, str],
+) -> None:
+    """A host that stopped with a push open (which makes the board refuse TRAIN) and half-way
+    through a frame (the board waits for the rest): the next session still learns."""
     from lrt.emulate import protocol as P
     from lrt.emulate.serial_link import SerialTransport
 
     build, pty = board_on_pty
-    half = SerialTransport(pty, 115200)
+    dead = SerialTransport(pty, 115200)
     frame = P.hello_request()
-    half.write(frame[: len(frame) // 2] + b"\xa5\x5a\x01\xff\x07")  # a frame cut short
-    half.close()
+    blob_start = Model.load(build / "ir")  # rewrite the first bytes with what they are
+    head = codegen.blob_bytes(blob_start, codegen.blob_layout(blob_start))[:16]
+    dead.write(P.encode_frame(P.MsgType.WRITE, P.write_payload(0, head)))
+    dead.write(frame[: len(frame) // 2] + b"\xa5\x5a\x01\xff\x07")  # a frame cut short
+    time.sleep(0.5)
+    dead.close()
     with open_device(build, port=pty) as dev:
         assert dev.info is not None and dev.info.n_classes == 10
-        logits, pred = dev.infer(np.zeros(dev.info.input_size, dtype=np.int8))
+        logits, pred = dev.train(np.zeros(dev.info.input_size, dtype=np.int8), 3)
         assert logits.shape == (10,) and 0 <= pred < 10

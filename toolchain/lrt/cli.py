@@ -250,9 +250,17 @@ def _check_output(flag: str, path: Path) -> None:
         raise UserError(f"{flag} {path}: cannot write it (permission denied)")
 
 
+def _check_port_flags(args: argparse.Namespace) -> None:
+    if args.baud is not None and args.port is None:
+        raise UserError("--baud sets the rate of --port TTY, which is not given")
+
+
 def _emulate(args: argparse.Namespace) -> int:
     from lrt import pipeline
 
+    _check_port_flags(args)
+    if args.nvm_report is not None and args.port is not None:
+        raise UserError("--nvm-report reads an image file; --port reaches a board: give one")
     if args.nvm_report is not None:
         from lrt import nvm_report, store
 
@@ -384,6 +392,7 @@ def pull_parser() -> argparse.ArgumentParser:
 def _pull(args: argparse.Namespace) -> int:
     from lrt import roundtrip
 
+    _check_port_flags(args)
     res = roundtrip.pull(
         args.build,
         args.out,
@@ -424,6 +433,7 @@ def push_parser() -> argparse.ArgumentParser:
 def _push(args: argparse.Namespace) -> int:
     from lrt import roundtrip
 
+    _check_port_flags(args)
     res = roundtrip.push(
         args.build,
         args.weights,

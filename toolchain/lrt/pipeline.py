@@ -782,6 +782,11 @@ def emulate(
         for x, y in stream_blocks(stream, ds, samples, seed=st_seed, segment=seg)
     )
     drift = _drift_request(stream)
+    if drift and port is not None:
+        raise UserError(
+            f"stream {stream!r} emulates NVM drift by rewriting the stored weights; a board's "
+            "own NVM drifts by itself: stream control or shift to it"
+        )
     if drift:
         from lrt import store
 
@@ -867,7 +872,8 @@ def emulate(
         *_nvm_facts(report, model),
         cfg.get("sample_rate_hz", 1.0),
         before=wear_at_start,
-        blank_at_boot=hello.committed_at_boot,
+        # a board on a port booted before this session: charge the run its increase only
+        blank_at_boot=hello.committed_at_boot and port is None,
     )
     if emulator in ("auto", "qemu") and port is None and count_instructions and first is not None:
         result.instructions_per_sample = qemu_instructions_per_sample(build_dir, report, *first)

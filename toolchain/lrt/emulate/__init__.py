@@ -76,8 +76,11 @@ def open_device(
     else:
         _check_firmware_file(build_dir, report)  # before the firmware touches an NVM image
         dev = _start(build_dir, report, emulator, nvm_path, timeout, window, format_store)
+    # an emulator runs the build's file; a board runs what was flashed on it
+    remedy = ("flash the board with this build (lrt-flash) or give the build it runs"
+              if port is not None else "rebuild it with lrt-build")  # fmt: skip
     try:
-        _check_firmware(dev, report, build_dir)
+        _check_firmware(dev, report, build_dir, remedy)
     except BaseException:
         dev.close(bye=False)
         raise
@@ -98,7 +101,7 @@ def _check_firmware_file(build_dir: Path, report: dict[str, Any]) -> None:
         )
 
 
-def _check_firmware(dev: Device, report: dict[str, Any], build_dir: Path) -> None:
+def _check_firmware(dev: Device, report: dict[str, Any], build_dir: Path, remedy: str) -> None:
     """The running firmware is the one of the report: its model's fingerprint, its scheme."""
     info = dev.info if dev.info is not None else dev.hello()
     model = report.get("model")
@@ -113,7 +116,7 @@ def _check_firmware(dev: Device, report: dict[str, Any], build_dir: Path) -> Non
         raise UserError(
             f"the firmware of {build_dir} runs another model than its report.json "
             f"(fingerprint {info.fingerprint.hex()}..., the build's {str(fingerprint)[:8]}...): "
-            "rebuild it with lrt-build"
+            f"{remedy}"
         )
     config = report.get("config")
     scheme = config.get("scheme") if isinstance(config, dict) else None
@@ -123,7 +126,7 @@ def _check_firmware(dev: Device, report: dict[str, Any], build_dir: Path) -> Non
     ):
         raise UserError(
             f"the firmware of {build_dir} runs scheme {info.scheme_name!r}, its report.json "
-            f"says {scheme!r}: rebuild it with lrt-build"
+            f"says {scheme!r}: {remedy}"
         )
 
 

@@ -250,6 +250,9 @@ class Device:
         self.banner = b""  # text the firmware printed before its first frame
         self._closed = False
         self._said_bye = False
+        # serial boards: the refused closing commit of the session the board was in when this
+        # one began (lrt.emulate.serial_link.open_serial)
+        self.stale_session: P.ProtocolError | None = None
 
     # -- context manager --
     def __enter__(self) -> Device:
@@ -375,6 +378,29 @@ class Device:
                 self.info = P.Info.parse(payload)
                 return self.info
 
+    def drain(self, quiet: float) -> None:
+        """Discard the frames the device still sends until it has been quiet for `quiet` s
+        (the replies to earlier resynchronisation rounds of a board that lost some)."""
+        while True:
+            try:
+                self.read_reply(quiet)
+            except DeviceTimeout:
+                return
+
+    def end_board_session(self) -> P.ProtocolError | None:
+        """BYE to a board that serves session after session: the session it is in ends (an
+        open push is dropped, what it learned since the last session's end is committed) and
+        it prints its ready line before the next session's first frame, which the reader then
+        keeps as a banner. Returns a refused BYE's error (the biases were not saved)."""
+        try:
+            self.request(P.MsgType.BYE)
+            refused = None
+        except P.ProtocolError as exc:
+            refused = exc
+        self._in_step = False
+        self.banner = b""
+        return refused
+
     # -- requests --
     def hello(self) -> P.Info:
         self.info = P.Info.parse(self.request(P.MsgType.HELLO))
@@ -454,8 +480,11 @@ class Device:
         in order, as (type, payload). A writer thread feeds the device while this thread
         reads, so the device never waits for the host (only a full output pipe would stop
         it, and this thread keeps draining it): no round trip per request. For pipes and
-        emulators only (a polled UART drops bytes while the firmware is busy). ERROR replies
-        are returned like any other; check them with protocol.check_reply."""
+        emulators: a device with a window of 1 (a board on a serial line, whose polled UART
+        drops bytes while the firmware is busy) gets one request at a time instead. ERROR
+        replies are returned like any other; check them with protocol.check_reply."""
+        if self.window == 1:
+            return self._one_at_a_time(frames, progress, desc)
         data = b"".join(frames)
         failed: list[BaseException] = []
 
@@ -485,6 +514,22 @@ class Device:
             writer.join(self.timeout)
         if failed:
             raise LinkError(f"{self.name}: {failed[0]}")
+        return replies
+
+    def _one_at_a_time(
+        self, frames: list[bytes], progress: ProgressArg, desc: str
+    ) -> list[tuple[int, bytes]]:
+        report = _progress(progress, len(frames), desc or f"{self.name} stream")
+        replies: list[tuple[int, bytes]] = []
+        try:
+            for done, frame in enumerate(frames, 1):
+                self.send(frame)
+                replies.append(self.read_reply())
+                if report is not None:
+                    report(done)
+        finally:
+            if report is not None:
+                report(-1)
         return replies
 
     # -- pipelined batches --

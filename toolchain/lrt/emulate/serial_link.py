@@ -6,20 +6,25 @@ A real board outlives the host's sessions: its firmware (built for a UART withou
 semihosting) answers BYE by committing the session's biases and then waits for the next
 HELLO (main.c.j2's LRT_SERIAL_SESSIONS). The host may open the port at any moment: mid-way
 through an old session's frame, after a board reset's ready line, or after another host
-died. So a session starts with ``Device.resync`` (filler bytes that complete any frame the
-board is still assembling, then HELLO) and reads one request's reply at a time: a polled
-UART drops bytes that arrive while the firmware is busy with a sample.
+died, maybe with a push left open. So a session starts with ``Device.resync`` (filler bytes
+that complete any frame the board is still assembling, then HELLO, repeated until the board
+answers), ends the board's current session (BYE), and starts its own; then it sends one
+request at a time: a polled UART drops bytes that arrive while the firmware is busy.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import time
 
+from lrt.emulate import protocol as P
 from lrt.emulate.base import Device, DeviceTimeout, LinkError, Transport
 from lrt.errors import UserError
 
-RESYNC_TIMEOUT = 5.0  # the board may be finishing a training step when the host arrives
+RESYNC_TIMEOUT = 5.0  # a board busy with a flash erase answers late
+RESEND_EVERY = 1.0  # a polled UART loses a HELLO that arrives while the firmware is busy
+QUIET = 0.3  # replies to earlier rounds come within this once the board answers
 
 
 class SerialTransport(Transport):
@@ -34,9 +39,6 @@ class SerialTransport(Transport):
             self.tty = serial.Serial(port, baudrate=baud, timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise UserError(f"--port {port}: cannot open it as a serial port ({exc})") from None
-        # what the port held before this session (an earlier session's ready line) is no
-        # reply to it
-        self.tty.reset_input_buffer()
         fd = self.tty.fileno()
         assert isinstance(fd, int)
         self._fd = fd
@@ -55,7 +57,7 @@ class SerialTransport(Transport):
     def read_some(self, max_bytes: int, timeout: float) -> bytes:
         ready, _, _ = select.select([self._fd], [], [], max(0.0, timeout))
         if not ready:
-            raise DeviceTimeout(f"no reply on {self.diagnostics()} within {timeout:.1f} s")
+            raise DeviceTimeout(f"no reply within {timeout:.1f} s")
         try:
             return os.read(self._fd, max_bytes)
         except OSError as exc:  # the board was unplugged (EIO on a hung-up tty)
@@ -69,18 +71,42 @@ class SerialTransport(Transport):
         return None  # a board never exits
 
 
+def _hello(dev: Device, timeout: float) -> P.Info:
+    """Resynchronise and HELLO until the board answers, then drop the replies to the rounds
+    it answered late (its replies come in order, so they all precede any later one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = dev.resync(timeout=min(RESEND_EVERY, max(0.0, deadline - time.monotonic())))
+            break
+        except DeviceTimeout:
+            if time.monotonic() >= deadline:
+                raise
+    dev.drain(QUIET)
+    return info
+
+
 def open_serial(port: str, baud: int, name: str, timeout: float) -> Device:
-    """A Device on the board at ``port``, resynchronised and HELLO answered (``dev.info``)."""
+    """A Device on the board at ``port``, in a session of its own, HELLO answered
+    (``dev.info``). The session the board was in ends first: a host that died leaves one open,
+    maybe with a push that would refuse training (``dev.stale_session``: that session's
+    refused closing commit, if any)."""
     dev = Device(SerialTransport(port, baud), timeout=timeout, window=1, name=name)
+    wait = min(timeout, RESYNC_TIMEOUT)
     try:
-        dev.resync(timeout=min(timeout, RESYNC_TIMEOUT))
+        _hello(dev, wait)
+        dev.stale_session = dev.end_board_session()
+        info = _hello(dev, wait)
     except DeviceTimeout:
         dev.close(bye=False)
         raise UserError(
-            f"{name}: no reply to HELLO within {min(timeout, RESYNC_TIMEOUT):.0f} s: is the "
-            f"board running an lrt firmware on this port, at {baud} baud?"
+            f"{name}: no reply to HELLO within {wait:.0f} s: is the board running this "
+            f"build's firmware (flashed with lrt-flash) on this port, at {baud} baud?"
         ) from None
     except BaseException:
         dev.close(bye=False)
         raise
+    if info.version != P.VERSION:
+        dev.close(bye=False)
+        raise UserError(f"{name} speaks protocol version {info.version}, expected {P.VERSION}")
     return dev
