@@ -1,9 +1,10 @@
 """A board reached on a serial port (`--port` of lrt-emulate, lrt-pull and lrt-push).
 
 QEMU's mps2-an386 with its UART on a pseudo-terminal stands in for a board behind a USB-UART
-bridge: its firmware is built as a real board's is (UART channel, sessions that outlive BYE),
-and the tools open the pty with pyserial exactly as they would /dev/ttyACM0. A run over the
-port must give the host emulator's figures and weights bit for bit.
+bridge: its firmware is built for the UART channel with a real board's sessions that outlive
+BYE (forced on: the image still links semihosting, as QEMU boards do), and the tools open the
+pty with pyserial exactly as they would /dev/ttyACM0. A run over the port must give the host
+emulator's figures and weights bit for bit.
 """
 
 from __future__ import annotations

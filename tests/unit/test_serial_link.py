@@ -62,7 +62,10 @@ class ScriptedBoard:
                     break
                 msg_type, _, used = got
                 del buf[:used]
-                self._serve(msg_type)
+                try:
+                    self._serve(msg_type)
+                except OSError:  # the test closed the pty
+                    return
 
     def _serve(self, msg_type: int) -> None:
         if msg_type == P.MsgType.HELLO and self.drop_hellos > 0:

@@ -183,7 +183,7 @@ class OnlineResult:
             f"| online accuracy (EMA 0.999, end) | {self.online_accuracy_ema:.4f} |",
             f"| online accuracy (last {self.last_n}) | {self.online_accuracy_last_n:.4f} |",
             "| max programs per cell (NVM, physical"
-            + (", since the image was created" if self.programs_before_run else "")
+            + (", since the store was created" if self.programs_before_run else "")
             + f") | {self.max_programs_per_cell} |",
             f"| max writes per cell (logical value changes) | {self.max_writes_per_cell} |",
         ]

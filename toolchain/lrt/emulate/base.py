@@ -467,7 +467,8 @@ class Device:
         return int.from_bytes(reply[:4], "little")
 
     def bye(self) -> None:
-        """End the session (the device stops serving, also when it refuses: ProtocolError)."""
+        """End the session (an emulator then exits, a serial board waits for the next one; also
+        when it refuses the closing commit: ProtocolError)."""
         self._said_bye = True
         self.request(P.MsgType.BYE, context="ending the session: the device commits the biases "
                      "it learned since its last commit, and those are not saved")

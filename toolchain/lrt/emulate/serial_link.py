@@ -103,6 +103,9 @@ def open_serial(port: str, baud: int, name: str, timeout: float) -> Device:
             f"{name}: no reply to HELLO within {wait:.0f} s: is the board running this "
             f"build's firmware (flashed with lrt-flash) on this port, at {baud} baud?"
         ) from None
+    except LinkError as exc:  # e.g. a line at another rate: every byte garbled
+        dev.close(bye=False)
+        raise LinkError(f"{exc} (is the line at {baud} baud?)") from None
     except BaseException:
         dev.close(bye=False)
         raise
