@@ -127,7 +127,7 @@ def test_a_worn_store_charges_the_run_only_its_own_programs(tmp_path: Path) -> N
     years = second.endurance * SAMPLES / second.programs_in_run / (365.25 * 86400)
     assert second.lifetime_years == pytest.approx(years)
     assert f"| {second.programs_before_run} / {second.programs_in_run} |" in second.markdown()
-    assert "(NVM, physical, since the image was created) |" in second.markdown()
+    assert "(NVM, physical, since the store was created) |" in second.markdown()
 
 
 def test_gated_policy_with_a_lifetime_keeps_to_its_budget(tmp_path: Path) -> None:
