@@ -5,6 +5,7 @@ ending the one the board was in. (The real firmware over QEMU's UART: emu/test_s
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -154,3 +155,15 @@ def test_a_paced_device_gets_one_request_at_a_time(window: int, most: int) -> No
 def test_an_absent_port_is_one_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot open it as a serial port"):
         open_serial(f"{tmp_path}/ttyNONE", 115200, "board", timeout=1.0)
+
+
+def test_a_port_another_program_holds_is_named_so(pty_pair: tuple[int, str]) -> None:
+    """pyserial locks the port (flock) as a serial monitor does; a second opener is told."""
+    _, name = pty_pair
+    monitor = os.open(name, os.O_RDWR | os.O_NOCTTY)
+    try:
+        fcntl.flock(monitor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match=r"another program .* has it open"):
+            open_serial(name, 115200, "board", timeout=1.0)
+    finally:
+        os.close(monitor)

@@ -14,6 +14,7 @@ request at a time: a polled UART drops bytes that arrive while the firmware is b
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import time
@@ -27,6 +28,15 @@ RESEND_EVERY = 1.0  # a polled UART loses a HELLO that arrives while the firmwar
 QUIET = 0.3  # replies to earlier rounds come within this once the board answers
 
 
+def _hint(exc: BaseException) -> str:
+    """What to do about the usual reasons a port does not open."""
+    if getattr(exc, "errno", None) == errno.EACCES:
+        return "; on Linux the user needs the port's group (usually dialout)"
+    if "exclusively lock" in str(exc):
+        return "; another program (a serial monitor, another lrt command) has it open"
+    return ""
+
+
 class SerialTransport(Transport):
     """The tty at ``port``, raw, at ``baud`` (pyserial opens and configures it)."""
 
@@ -38,7 +48,9 @@ class SerialTransport(Transport):
         try:
             self.tty = serial.Serial(port, baudrate=baud, timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise UserError(f"--port {port}: cannot open it as a serial port ({exc})") from None
+            raise UserError(
+                f"--port {port}: cannot open it as a serial port ({exc}){_hint(exc)}"
+            ) from None
         fd = self.tty.fileno()
         assert isinstance(fd, int)
         self._fd = fd
