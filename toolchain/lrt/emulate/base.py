@@ -22,6 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +82,14 @@ class DeviceTimeout(LinkError):
 
 
 # ---- transports ----------------------------------------------------------------------------
+
+
+def wait_readable(fd: Any, timeout: float, what: str) -> None:
+    """Block until `fd` (a descriptor or an object with fileno()) has bytes to read, at most
+    `timeout` s; DeviceTimeout "no {what} within ..." otherwise."""
+    ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+    if not ready:
+        raise DeviceTimeout(f"no {what} within {timeout:.1f} s")
 
 
 class Transport(ABC):
@@ -188,9 +197,7 @@ class PipeTransport(Transport):
             raise LinkError(f"cannot write to {self.name} ({exc}); {self.diagnostics()}") from None
 
     def read_some(self, max_bytes: int, timeout: float) -> bytes:
-        ready, _, _ = select.select([self._out], [], [], max(0.0, timeout))
-        if not ready:
-            raise DeviceTimeout(f"no reply from {self.name} within {timeout:.1f} s")
+        wait_readable(self._out, timeout, f"reply from {self.name}")
         data = os.read(self._out, max_bytes)
         if not data:
             # stdout closed: the process is exiting; wait briefly so diagnostics() can show

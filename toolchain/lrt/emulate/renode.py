@@ -15,7 +15,6 @@ the host flash model, Renode only shows the firmware runs on the board's periphe
 
 from __future__ import annotations
 
-import select
 import shutil
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from lrt.boards import Board
 from lrt.bsp import platform_line
-from lrt.emulate.base import DeviceTimeout, LinkError, Runner, Transport
+from lrt.emulate.base import LinkError, Runner, Transport, wait_readable
 from lrt.errors import UserError
 from lrt.templates import render
 
@@ -168,9 +167,7 @@ class SocketTransport(Transport):
             raise LinkError(f"cannot write to Renode's UART socket ({exc})") from None
 
     def read_some(self, max_bytes: int, timeout: float) -> bytes:
-        ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
-        if not ready:
-            raise DeviceTimeout(f"no bytes from Renode's UART within {timeout:.1f} s")
+        wait_readable(self.sock, timeout, "bytes from Renode's UART")
         return self.sock.recv(max_bytes)
 
     def read_line(self, timeout: float) -> bytes:

@@ -20,7 +20,7 @@ import select
 import time
 
 from lrt.emulate import protocol as P
-from lrt.emulate.base import Device, DeviceTimeout, LinkError, Transport
+from lrt.emulate.base import Device, DeviceTimeout, LinkError, Transport, wait_readable
 from lrt.errors import UserError
 
 RESYNC_TIMEOUT = 5.0  # a board busy with a flash erase answers late
@@ -67,9 +67,7 @@ class SerialTransport(Transport):
             raise LinkError(f"cannot write to {self.diagnostics()} ({exc})") from None
 
     def read_some(self, max_bytes: int, timeout: float) -> bytes:
-        ready, _, _ = select.select([self._fd], [], [], max(0.0, timeout))
-        if not ready:
-            raise DeviceTimeout(f"no reply within {timeout:.1f} s")
+        wait_readable(self._fd, timeout, "reply")
         try:
             return os.read(self._fd, max_bytes)
         except OSError as exc:  # the board was unplugged (EIO on a hung-up tty)
@@ -108,7 +106,7 @@ def open_serial(port: str, baud: int, name: str, timeout: float) -> Device:
     try:
         _hello(dev, wait)
         dev.stale_session = dev.end_board_session()
-        info = _hello(dev, wait)
+        _hello(dev, wait)
     except DeviceTimeout:
         dev.close(bye=False)
         raise UserError(
@@ -118,10 +116,7 @@ def open_serial(port: str, baud: int, name: str, timeout: float) -> Device:
     except LinkError as exc:  # e.g. a line at another rate: every byte garbled
         dev.close(bye=False)
         raise LinkError(f"{exc} (is the line at {baud} baud?)") from None
-    except BaseException:
+    except BaseException:  # e.g. FrameError: INFO of another protocol version
         dev.close(bye=False)
         raise
-    if info.version != P.VERSION:
-        dev.close(bye=False)
-        raise UserError(f"{name} speaks protocol version {info.version}, expected {P.VERSION}")
     return dev
