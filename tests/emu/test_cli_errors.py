@@ -271,10 +271,18 @@ def test_push_and_pull_need_a_store_that_outlives_the_emulator(tmp_path: Path) -
     built-in weights of a device booted for it."""
     qemu = built("inference", "mps2-an386")
     proc = run("lrt-push", "--build", str(qemu), "--weights", str(qemu / "model.tflite"))
-    assert_user_error(proc, "--nvm IMAGE", "lost")
+    assert_user_error(proc, "lrt-push", "--nvm IMAGE, a build for --board host",
+                      "'mps2-an386'", "--port TTY")  # fmt: skip
     assert "committed" not in proc.stdout
+    # --nvm does not help a QEMU build: the message said "needs --nvm", then "needs host"
+    proc = run("lrt-push", "--build", str(qemu), "--weights", str(qemu / "model.tflite"),
+               "--nvm", str(tmp_path / "n.img"))  # fmt: skip
+    assert_user_error(proc, "lrt-push", "--port TTY")
     proc = run("lrt-pull", "--build", str(qemu), "--wire", "--out", str(tmp_path / "p"))
-    assert_user_error(proc, "--nvm IMAGE", "built-in weights")
+    assert_user_error(proc, "lrt-pull --wire", "--port TTY")
+    proc = run("lrt-pull", "--build", str(qemu), "--emulator", "qemu", "--nvm",
+               str(tmp_path / "n.img"), "--out", str(tmp_path / "p"))  # fmt: skip
+    assert_user_error(proc, "--emulator qemu runs the device of --wire")
     # the pulled model must not replace the one a build's firmware was made from
     host = tmp_path / "host"
     import shutil
@@ -296,3 +304,46 @@ def test_outputs_that_would_overwrite_each_other(tmp_path: Path) -> None:
     proc = run("lrt-emulate", "--build", str(build), "--samples", "5", "--json", str(same),
                "--markdown", str(same))  # fmt: skip
     assert_user_error(proc, "--json and --markdown name the same file")
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+def test_flags_that_would_be_ignored(tmp_path: Path) -> None:
+    """Reproducers: each of these ran and silently ignored a flag (or a whole grid)."""
+    build = built("inference")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 28, 28, 1), np.int8))
+    emulate = ["lrt-emulate", "--build", str(build)]
+    cases: list[tuple[list[str], list[str]]] = [
+        ([*emulate, "--inputs", str(x), "--dump-logits", str(tmp_path / "y.npy"), "--json",
+          str(tmp_path / "z.json"), "--samples", "5"], ["--inputs runs inference", "--samples",
+                                                        "--json"]),
+        ([*emulate, "--segment", "50"], ["--segment", "stream control has none"]),
+        ([*emulate, "--samples", "5", "--quiet", "--verbose"], ["--quiet", "--verbose"]),
+        ([*emulate, "--seed", str(2**32)], ["--seed 4294967296", "0..4294967295"]),
+        (["lrt-build", "--model", str(build / "model.tflite"), "--train-layers", "last:1",
+          "--out", str(tmp_path / "o")], ["--train-layers", "scheme inference learns none"]),
+        (["lrt-build", "--model", str(tmp_path), "--out", str(tmp_path / "o")],
+         ["is a directory"]),
+        (["lrt-build", "--epochs", "-1", "--out", str(tmp_path / "o")], ["--epochs -1"]),
+        ([*emulate[:1], "--build", str(build / "report.json")], ["is a file", "--build"]),
+        (["lrt-experiment", "--out", str(tmp_path / "g"), "--scheduler", "tcp://x:1"],
+         ["--scheduler", "--executor dask"]),
+        (["lrt-experiment", "--out", str(tmp_path / "g"), "--report-only", "--samples", "9"],
+         ["--report-only runs nothing", "--samples"]),
+        ([*emulate, "--format"], ["--format", "no --nvm"]),
+    ]  # fmt: skip
+    for args, needles in cases:
+        assert_user_error(run(*args), *needles)
+    assert not (tmp_path / "z.json").exists() and not (tmp_path / "o").exists()
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.slow  # a trained model: minutes on a fresh clone
+def test_host_emulator_on_a_board_build_says_what_runs_it() -> None:
+    """Reproducer: a nucleo build with --emulator host was told to use QEMU, whose stand-in
+    cannot run it."""
+    for board, remedy in (("nucleo-f446re", "--emulator renode"),
+                          ("mps2-an386", "--emulator qemu")):  # fmt: skip
+        proc = run("lrt-emulate", "--build", str(built("lrt-maxnorm", board)), "--emulator",
+                   "host", "--samples", "5")  # fmt: skip
+        assert_user_error(proc, f"this build is for board {board!r}", remedy)

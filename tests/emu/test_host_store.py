@@ -364,3 +364,55 @@ def test_a_firmware_that_stops_at_boot_is_explained(build_a: Path, tmp_path: Pat
         assert BOOT_FAILURES[3] in str(info.value)
     finally:
         assert dev.close(bye=False) == 3
+
+
+def test_format_keeps_a_sound_image_of_this_build(
+    build_a: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Reproducer: --format over an image of the same build at generation 2 erased what the
+    device had learned (and reported it as blank)."""
+    path = tmp_path / "a.img"
+    img = image_of(build_a, path, factory_blob(build_a), learned_blob(build_a))
+    res = call(cli.emulate_main, "--build", build_a, "--samples", 5, "--nvm", path, "--format",
+               capsys=capsys)  # fmt: skip
+    assert_refused(res, "holds this build's weights (generation 2)", "leave it out")
+    assert path.read_bytes() == img
+    res = call(cli.emulate_main, "--build", build_a, "--samples", 5, "--format", capsys=capsys)
+    assert_refused(res, "--format", "no --nvm")
+
+
+@pytest.mark.parametrize(
+    ("flag", "target"),
+    [("--json", "report.json"), ("--markdown", "ir/model.json"), ("--nvm", "model.tflite"),
+     ("--nvm", "out/host/fw")],
+)  # fmt: skip
+def test_outputs_never_overwrite_the_build(
+    build_a: Path, tmp_path: Path, flag: str, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Reproducer: --json B/report.json, --nvm B/model.tflite --format and --nvm B/out/host/fw
+    --format each wrote over a file of the build and left it unusable."""
+    copy = tmp_path / "b"
+    shutil.copytree(build_a, copy, symlinks=True)
+    (copy / "ir").mkdir(exist_ok=True)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    extra = ["--format"] if flag == "--nvm" else []
+    res = call(cli.emulate_main, "--build", copy, "--samples", 5, flag, copy / target, *extra,
+               capsys=capsys)  # fmt: skip
+    assert_refused(res, f"{flag} {copy / target} is part of the build", "name a file elsewhere")
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+    # a file of one's own in the build folder is fine
+    res = call(cli.emulate_main, "--build", copy, "--samples", 5, "--json", copy / "run.json",
+               capsys=capsys)  # fmt: skip
+    assert res[0] == 0 and (copy / "run.json").is_file()
+
+
+def test_library_refuses_what_the_cli_refuses(build_a: Path, tmp_path: Path) -> None:
+    """Reproducer: run_online created a missing folder for json_path (at the filesystem's
+    root, run as root) and took baud without port."""
+    import lrt
+
+    with pytest.raises(lrt.UserError, match=r"folder .* does not exist"):
+        lrt.run_online(build_a, samples=5, json_path=tmp_path / "absent" / "x.json")
+    assert not (tmp_path / "absent").exists()
+    with pytest.raises(lrt.UserError, match="--baud sets the rate of --port"):
+        lrt.run_online(build_a, samples=5, baud=9600)

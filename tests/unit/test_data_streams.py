@@ -54,8 +54,21 @@ def test_elastic_zero_alpha_is_identity_and_shapes(ds: Dataset) -> None:
     out = elastic_deform(squeezed, np.random.default_rng(1))
     assert out.shape == squeezed.shape
     np.testing.assert_array_equal(out, elastic_deform(x, np.random.default_rng(1))[..., 0])
-    with pytest.raises(ValueError, match="channel"):
-        elastic_deform(np.zeros((2, 28, 28, 3), np.float32), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="N, H, W"):
+        elastic_deform(np.zeros((2, 28), np.float32), np.random.default_rng(0))
+
+
+def test_elastic_channels_share_one_warp(ds: Dataset) -> None:
+    """An image's channels move together, and a one-channel image deforms as it always did
+    (the same draws of the generator)."""
+    x = ds.x_val[:9]
+    one = elastic_deform(x, np.random.default_rng(2))
+    rgb = elastic_deform(np.concatenate([x, 1.0 - x, 0.5 * x], axis=-1), np.random.default_rng(2))
+    np.testing.assert_array_equal(rgb[..., :1], one)
+    np.testing.assert_allclose(rgb[..., 2:], 0.5 * one, atol=1e-6)
+    # not square: the field covers H x W
+    tall = elastic_deform(x[:, :, :20], np.random.default_rng(2))
+    assert tall.shape == (9, 28, 20, 1) and float(np.abs(tall - x[:, :, :20]).max()) > 0.05
 
 
 def test_elastic_deterministic_given_rng(ds: Dataset) -> None:

@@ -9,7 +9,8 @@ The library entry points are those of the command line (docs/CLI.md), as functio
 
 `lrt.load_build(dir)` gives a build's report and model. Every input they refuse (unknown
 board, a model over the board's RAM, a bad setting, a corrupt file) raises `lrt.UserError`,
-whose message says what is wrong and how to fix it; they print nothing unless called with
+whose message says what is wrong and how to fix it; a device or emulator that fails raises
+`lrt.DeviceError`. They print nothing unless called with
 `progress=True`. They are imported on first use, so `import lrt` stays light (TensorFlow is
 imported only when a model is trained, and then sets its own log levels for the process).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lrt.errors import UserError
+from lrt.errors import DeviceError, UserError
 
 if TYPE_CHECKING:
     from lrt.pipeline import build as make_firmware
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["UserError", "__version__", "load_build", "make_firmware", "run_online"]
+__all__ = ["DeviceError", "UserError", "__version__", "load_build", "make_firmware", "run_online"]
 
 # public name -> lrt.pipeline function (not `build` / `emulate`: those names are the
 # compiler driver module and the emulator package)

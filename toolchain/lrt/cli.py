@@ -59,6 +59,8 @@ def _add_port(p: argparse.ArgumentParser, what: str) -> None:
 
 def _run(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "quiet", False) and getattr(args, "verbose", False):
+            raise UserError("--quiet prints nothing but errors, --verbose more: give one")
         status = fn(args)
         # flushed here, not at exit, so a reader that went away (`| head`) is caught below
         sys.stdout.flush()
@@ -115,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="on-device training scheme (default lrt-maxnorm; inference for imported models)",
     )
     p.add_argument(
-        "--dataset", help="mnist5k (shipped, default), mnist (needs --data-dir), fashion"
+        "--dataset",
+        help="mnist5k (shipped, default), mnist (needs --data-dir), fashion, or FILE.npz: your "
+        "images (x_train, y_train, x_test, y_test; any size, channels and classes)",
     )
     p.add_argument("--data-dir", type=Path, help="directory with MNIST idx files or mnist.npz")
     p.add_argument(
@@ -168,6 +172,9 @@ def _build(args: argparse.Namespace) -> int:
         return 1 if broken else 0
     if args.out is None:
         raise UserError("--out DIR is required")
+    for flag, value in (("--epochs", args.epochs), ("--seed", args.seed)):
+        if value is not None and value < 0:
+            raise UserError(f"{flag} {value}: expected >= 0")
     settings = dict(parse_setting(item) for item in args.set)
     named = {k: getattr(args, k) for k in ("preset", "scheme", "dataset", "epochs", "seed")}
     for key, flag in named.items():
@@ -210,17 +217,22 @@ def emulate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--build", type=Path, help="directory written by lrt-build")
     p.add_argument(
-        "--samples", type=int, default=2000, help="online samples to stream (default %(default)s)"
+        "--samples",
+        type=int,
+        help="online samples to stream (default 2000; a stream file: all of it)",
     )
     p.add_argument(
         "--stream",
-        default="control",
-        help="control | shift | analog | digital (paper's environments; default %(default)s)",
+        help="control | shift | analog | digital (the paper's environments, grown from the "
+        "build's dataset; default control), or FILE.npz: your labelled samples (arrays x "
+        "and y), replayed in order",
     )
     p.add_argument(
         "--segment", type=int, help="samples per environment segment (shift stream; default 10000)"
     )
-    p.add_argument("--seed", type=int, help="stream seed (default: the build's seed)")
+    p.add_argument(
+        "--seed", type=int, help="stream seed of the paper's environments (default: the build's)"
+    )
     _add_emulator(p)
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     p.add_argument("--markdown", type=Path, help="write the markdown report here")
@@ -238,16 +250,6 @@ def emulate_parser() -> argparse.ArgumentParser:
     )
     _output_flags(p, "printed report (--json/--markdown write it)")
     return p
-
-
-def _check_output(flag: str, path: Path) -> None:
-    """An output file the command writes at the end: refused before minutes of work."""
-    from lrt import store
-
-    store.check_path(path, flag, must_exist=False)
-    writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
-    if not writable:
-        raise UserError(f"{flag} {path}: cannot write it (permission denied)")
 
 
 def _check_port_flags(args: argparse.Namespace) -> None:
@@ -277,6 +279,9 @@ def _emulate(args: argparse.Namespace) -> int:
     for flag, value in (("--samples", args.samples), ("--segment", args.segment)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: expected >= 1")
+    if args.seed is not None and not 0 <= args.seed <= 0xFFFFFFFF:
+        raise UserError(f"--seed {args.seed}: expected 0..4294967295 (the firmware's seeds are "
+                        "32-bit)")  # fmt: skip
     files = [(flag, path) for flag, path in (
         ("--dump-logits", args.dump_logits), ("--inputs", args.inputs), ("--json", args.json),
         ("--markdown", args.markdown), ("--nvm", args.nvm)) if path is not None]  # fmt: skip
@@ -290,6 +295,13 @@ def _emulate(args: argparse.Namespace) -> int:
     if args.inputs is not None:
         if args.dump_logits is None:
             raise UserError("--inputs needs --dump-logits OUT.npy")
+        stream_flags = [flag for flag, value in (
+            ("--samples", args.samples), ("--stream", args.stream), ("--segment", args.segment),
+            ("--seed", args.seed), ("--json", args.json), ("--markdown", args.markdown))
+            if value is not None]  # fmt: skip
+        if stream_flags:
+            raise UserError(f"--inputs runs inference on X.npy only; {', '.join(stream_flags)} "
+                            "belong to a stream run: leave them out")  # fmt: skip
         n = pipeline.infer_file(
             args.build,
             args.inputs,
@@ -303,13 +315,14 @@ def _emulate(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"wrote {n} logits rows to {args.dump_logits}")
         return 0
-    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
-        if path is not None:
-            _check_output(flag, path)
+    stream = args.stream or "control"
+    if args.segment is not None and stream != "shift":
+        raise UserError(f"--segment sets the length of the shift stream's mixes; stream "
+                        f"{stream} has none: leave it out")  # fmt: skip
     result = pipeline.emulate(
         build_dir=args.build,
         samples=args.samples,
-        stream=args.stream,
+        stream=stream,
         segment=args.segment,
         seed=args.seed,
         emulator=args.emulator,

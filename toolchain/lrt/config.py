@@ -225,9 +225,22 @@ class BuildConfig:
             if value is not None and value > top:
                 raise bad(key, f"is {value}; expected <= {top:g}")
         from lrt.data.datasets import DATASETS
+        from lrt.data.userdata import is_data_file
 
+        if is_data_file(self.dataset):
+            path = Path(self.dataset).expanduser()
+            if not path.is_file():
+                raise bad("dataset", f"is {self.dataset!r}: no such file")
+            if self.data_dir is not None:
+                raise bad("data_dir", "is for the named datasets; a dataset file needs none")
+            # absolute: the build's streams read it again from wherever lrt-emulate runs
+            return replace(self, dataset=str(path.resolve()))
         if self.dataset not in DATASETS:
-            raise bad("dataset", f"is {self.dataset!r}; expected one of {', '.join(DATASETS)}")
+            raise bad(
+                "dataset",
+                f"is {self.dataset!r}; expected one of {', '.join(DATASETS)} or a dataset "
+                "file (.npz)",
+            )
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise bad("data_dir", f"is {self.data_dir!r}, which is not a directory")
         return self

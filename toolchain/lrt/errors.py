@@ -19,3 +19,12 @@ class DeviceError(Exception):
     (``LRT_VERBOSE=1``: the traceback too)."""
 
     exit_code = 1
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why numpy could not load a file, for an error line: numpy's own advice to load a
+    pickled file "unsafely" is not passed on."""
+    text = str(exc)
+    if "allow_pickle" in text:
+        return "it holds Python objects (a pickle), which lrt never loads"
+    return text

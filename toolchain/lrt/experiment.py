@@ -11,6 +11,7 @@ shared by every scheme, so the grid compares training schemes, not training luck
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -26,6 +27,16 @@ from lrt.config import PRESETS, SCHEMES, parse_setting
 from lrt.errors import UserError
 
 ENVIRONMENTS: tuple[str, ...] = ("control", "shift", "analog", "digital")
+
+
+def option_name(key: str, value: Any) -> str:
+    """``key=value`` as part of a file name: a path (a dataset file) by its file name and a
+    digest of the whole path, so two files of one name stay apart."""
+    text = str(value)
+    if "/" in text:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        text = f"{Path(text).name}-{digest}"
+    return f"{key}={text}"
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,7 @@ class Cell:
 
     @property
     def key(self) -> str:
-        extra = "".join(f"__{k}={v}" for k, v in self.options)
+        extra = "".join(f"__{option_name(k, v)}" for k, v in self.options)
         return f"{self.env}__{self.scheme}__s{self.seed}{extra}"
 
     def overrides(self) -> dict[str, Any]:
@@ -55,7 +66,12 @@ def parser(
     parser_cls: type[argparse.ArgumentParser] = argparse.ArgumentParser,
 ) -> argparse.ArgumentParser:
     p = parser_cls(prog="lrt-experiment", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--out", type=Path, default=Path("results/grid"), help="results directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/grid"),
+        help="results directory (default %(default)s)",
+    )
     p.add_argument(
         "--preset", choices=PRESETS, help="network preset (default: --model-dir's, else mcu)"
     )
@@ -85,7 +101,12 @@ def parser(
     p.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="cells run at once (default: CPUs)"
     )
-    p.add_argument("--executor", choices=("local", "dask"), default="local")
+    p.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where cells run: local processes (default) or a Dask cluster (--scheduler)",
+    )
     p.add_argument("--scheduler", help="Dask scheduler address (with --executor dask)")
     p.add_argument(
         "--model-dir",
@@ -128,7 +149,9 @@ def parser(
         help="run nothing: write --out's REPORT.md from every cell it holds (pools several "
         "invocations into one report, e.g. two knobs of one scheme)",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--quiet", action="store_true", help="print nothing but errors (REPORT.md has the results)"
+    )
     return p
 
 
@@ -209,12 +232,12 @@ def model_options(cell: Cell) -> dict[str, Any]:
 
 
 def model_dir(out: Path, preset: str, seed: int, options: dict[str, Any] | None = None) -> Path:
-    extra = "".join(f"-{k}={v}" for k, v in sorted((options or {}).items()))
+    extra = "".join(f"-{option_name(k, v)}" for k, v in sorted((options or {}).items()))
     return out / "models" / f"{preset}-s{seed}{extra}"
 
 
 def build_dir(out: Path, cell: Cell) -> Path:
-    extra = "".join(f"-{k}={v}" for k, v in cell.options)
+    extra = "".join(f"-{option_name(k, v)}" for k, v in cell.options)
     return out / "builds" / f"{cell.preset}-{cell.scheme}-s{cell.seed}{extra}"
 
 
@@ -232,6 +255,11 @@ def prepare(out: Path, cells: list[Cell], progress: bool, trained: Path | None =
     """Train once per (preset, seed), then build one firmware per scheme (sequential: cheap)."""
     from lrt import pipeline
 
+    # a --model-dir's cells stream from the data it was trained on
+    data: dict[str, Any] = {}
+    if trained is not None:
+        config = pipeline.read_report(trained / pipeline.REPORT_NAME)["config"]
+        data = {k: config[k] for k in ("dataset", "data_dir") if config.get(k) is not None}
     for cell in cells:
         mopts = model_options(cell)
         mdir = trained or model_dir(out, cell.preset, cell.seed, mopts)
@@ -260,7 +288,7 @@ def prepare(out: Path, cells: list[Cell], progress: bool, trained: Path | None =
                 seed=cell.seed,
                 ir_dir=mdir,
                 progress=False,
-                **cell.overrides(),
+                **{**data, **cell.overrides()},
             )
             (bdir / BUILD_STAMP).write_text(json.dumps(stamp) + "\n")
 
@@ -410,7 +438,21 @@ def pooled_cells(out: Path) -> list[dict[str, Any]]:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.scheduler and args.executor != "dask":
+        raise UserError("--scheduler is the Dask scheduler of --executor dask, which is not given")
     if args.report_only:
+        defaults = parser()
+        given = [
+            "--" + dest.replace("_", "-")
+            for dest, value in sorted(vars(args).items())
+            if dest not in ("out", "report_only", "quiet", "jobs")
+            and value != defaults.get_default(dest)
+        ]
+        if given:
+            raise UserError(
+                f"--report-only runs nothing, so {', '.join(given)} would have no effect: "
+                "leave them out (the report pools the cells --out holds)"
+            )
         from lrt.grid_report import write_grid_report
 
         path = write_grid_report(args.out, pooled_cells(args.out))

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from lrt.boards import Board
-from lrt.errors import UserError
+from lrt.errors import DeviceError, UserError
 
 INSTALL = {
     "openocd": "apt install openocd",
@@ -190,7 +190,9 @@ def check_probe(board: Board, method: str) -> None:
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
             raise UserError(f"openocd found no debug probe for {board.name} "
-                            f"({board.flash.openocd_config}):\n{tail}")
+                            f"({board.flash.openocd_config}): connect the board's USB debug "
+                            "port (lsusb lists it) and allow your user to open it (the "
+                            f"adapter's udev rules, or run as root):\n{tail}")
     elif method == "pio":
         _require_tool("pio", board)
 
@@ -198,7 +200,8 @@ def check_probe(board: Board, method: str) -> None:
 def flash(
     board: Board, build_dir: Path, dry_run: bool = False, method: str | None = None
 ) -> list[str]:
-    """Flash (or with dry_run only compute) the command; returns it. UserError on failure."""
+    """Flash (or with dry_run only compute) the command; returns it. UserError for what the
+    user can mend (no tool, no probe), DeviceError when the flashing itself fails."""
     cmd = flash_command(board, Path(build_dir), method, write=not dry_run)
     if dry_run:
         return cmd
@@ -207,6 +210,7 @@ def flash(
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise UserError(f"flashing {board.name} with {chosen} failed "
-                        f"(exit {proc.returncode}): {tail}")
+        # the probe answered: the board or the transfer failed, not the user's input
+        raise DeviceError(f"flashing {board.name} with {chosen} failed "
+                          f"(exit {proc.returncode}): {tail}")
     return cmd

@@ -22,8 +22,9 @@ from lrt import boards, codegen, console, export, pio_project
 from lrt import build as builder
 from lrt.budget import Budget, plan_budget
 from lrt.config import BATCHED_SCHEMES, LRT_SCHEMES, BuildConfig, load_config
-from lrt.errors import UserError
+from lrt.errors import UserError, load_failure
 from lrt.model import META_FIELD_ACCURACY, Model
+from lrt.presets import NetSpec, spec_for_data
 from lrt.quant import snap_weight_bits
 from lrt.tflite_import import import_tflite, to_tflite
 
@@ -48,6 +49,7 @@ class BuildResult:
     footprint: dict[str, int] | None = None
     write_budget: str | None = None
     notes: list[str] = field(default_factory=list)  # what the user may want to set
+    counter_ram: int = 0  # the emulator-only per-cell write counters in the ELF's RAM
 
     def summary(self) -> str:
         lines = [
@@ -67,6 +69,12 @@ class BuildResult:
                 f"ELF          text {fp['text']:,d} B, data {fp['data']:,d} B, bss {fp['bss']:,d} B"
                 f" -> flash {fp['flash']:,d} B, RAM {fp['ram']:,d} B (stack {fp['stack']:,d} B)"
             )
+            if self.counter_ram:
+                lines.append(
+                    f"             of which {self.counter_ram:,d} B exact per-cell write counters, "
+                    "for emulator runs, outside the RAM budget (--set cell_counters=off drops "
+                    "them)"
+                )
         if self.write_budget:
             lines.append(f"write budget {self.write_budget}")
         lines += [f"note         {note}" for note in self.notes]
@@ -78,12 +86,19 @@ class BuildResult:
 def list_boards_text() -> tuple[str, list[str]]:
     """The table of the boards that load, and the errors of the board files that do not."""
     found, broken = boards.scan_boards()
-    rows = [f"{'board':<16} {'cpu':<12} {'flash':>9} {'ram':>9}  nvm     emulator"]
+
+    def size(n: int) -> str:  # the host's budgets are unbounded
+        return "-" if n >= 2**31 - 1 else f"{n // 1024:,d} KiB"
+
+    rows = [f"{'board':<16} {'cpu':<12} {'flash':>10} {'ram':>10}  nvm     emulator"]
     for b in found:
         rows.append(
-            f"{b.name:<16} {b.cpu:<12} {b.flash_budget:>9} {b.ram_budget:>9}  "
+            f"{b.name:<16} {b.cpu:<12} {size(b.flash_budget):>10} {size(b.ram_budget):>10}  "
             f"{b.nvm.technology:<7} {b.emulator_name}"
         )
+    if any("~" in b.emulator_name for b in found):
+        rows.append("(qemu~M: QEMU machine M stands in for the board, which it does not model "
+                    "fully)")  # fmt: skip
     return "\n".join(rows), broken
 
 
@@ -131,10 +146,29 @@ def _architecture(
     if ir_dir is not None:
         return Model.load(ir_dir / "ir"), True
     if model_path is not None:
+        if model_path.is_dir():
+            raise UserError(f"--model {model_path} is a directory; expected a .tflite file")
         if not model_path.is_file():
             raise UserError(f"model file {model_path} not found")
         return import_tflite(model_path, name=model_path.stem), True
-    return export.architecture(cfg.preset), False
+    return export.architecture(preset_spec(cfg)), False
+
+
+def preset_spec(cfg: BuildConfig) -> NetSpec:
+    """The preset's topology for the build's dataset (a dataset file's image shape and
+    classes); UserError where the images are too small for it."""
+    from lrt.data.datasets import dataset_shape
+
+    shape, classes = dataset_shape(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None)
+    try:
+        return spec_for_data(cfg.preset, shape, classes)
+    except ValueError as exc:
+        h, w, c = shape
+        raise UserError(
+            f"dataset images of {h}x{w}x{c} are too small for preset {cfg.preset!r} "
+            f"({str(exc).partition(': ')[2]}); give larger images or a preset with fewer "
+            "layers"
+        ) from None
 
 
 # The LRT settings that trade accuracy for RAM (docs/RESULTS.md, known limits): no exact sums
@@ -227,7 +261,7 @@ def _obtain_model(
         augment_train=cfg.augment_train,
     )
     res = train.train_model(
-        cfg.preset,
+        preset_spec(cfg),
         ds.x_train,
         ds.y_train,
         ds.x_val,
@@ -285,11 +319,13 @@ def build(
     data_dir = Path(data_dir) if data_dir is not None else None
     ir_dir = Path(ir_dir) if ir_dir is not None else None
     if model_path is not None and (preset is not None or epochs is not None):
-        flags = (("--preset", preset), ("--epochs", epochs))
-        given = " and ".join(flag for flag, value in flags if value is not None)
+        flags = [flag for flag, value in (("--preset", preset), ("--epochs", epochs))
+                 if value is not None]  # fmt: skip
+        one = len(flags) == 1
         raise UserError(
-            f"{given}: options of training; --model imports a trained model (its .tflite "
-            "fixes the architecture and the weights): leave them out"
+            f"{' and '.join(flags)} {'is an option' if one else 'are options'} of training; "
+            "--model imports a trained model (its .tflite fixes the architecture and the "
+            f"weights): leave {'it' if one else 'them'} out"
         )
     cfg = load_config(
         config_path,
@@ -304,12 +340,22 @@ def build(
         train_layers=_parse_train_layers(train_layers),
         **config_overrides,
     )
+    if train_layers is not None and cfg.scheme == "inference":
+        raise UserError(
+            "--train-layers picks the layers that learn on the device; scheme inference "
+            "learns none: name a training scheme (--scheme), or leave --train-layers out"
+        )
     # every input is checked before anything is written
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, expected a directory")
     codegen.check_source_dir(out / "src")
     t0 = time.monotonic()
     arch, complete = _architecture(cfg, model_path, ir_dir)
+    from lrt.data.datasets import dataset_shape
+    from lrt.data.userdata import is_data_file
+
+    if complete and is_data_file(cfg.dataset):  # the streams and held-out figures read it
+        check_dataset_fits(Path(cfg.dataset).name, *dataset_shape(cfg.dataset), arch)
     if not complete:
         from lrt import tfkeras
 
@@ -401,6 +447,7 @@ def build(
             else None
         ),
         notes=_notes(cfg, model),
+        counter_ram=budget.counter_ram if counters else 0,
     )
 
 
@@ -472,6 +519,8 @@ def load_build(build_dir: Path | str) -> tuple[dict[str, Any], Model]:
     if the directory is not a complete lrt build)."""
     build_dir = Path(build_dir)
     report_path = build_dir / REPORT_NAME
+    if build_dir.is_file():
+        raise UserError(f"{build_dir} is a file; --build names the directory lrt-build wrote")
     if not report_path.is_file():
         raise UserError(
             f"{build_dir} is not an lrt build directory (no {REPORT_NAME}); run lrt-build"
@@ -484,7 +533,7 @@ def load_build(build_dir: Path | str) -> tuple[dict[str, Any], Model]:
         fingerprint = model.fingerprint()
     except Exception as exc:  # a damaged IR fails in numpy, zipfile, json or the dataclasses
         raise UserError(
-            f"{build_dir}/ir: not a readable model ({type(exc).__name__}: {exc})"
+            f"{build_dir}/ir: not a readable model ({type(exc).__name__}: {load_failure(exc)})"
         ) from None
     built_from = report.get("model", {}).get("fingerprint") if isinstance(
         report.get("model"), dict) else None
@@ -523,11 +572,11 @@ def infer_file(
 
     report, model = load_build(build_dir)
     check_path(inputs, "--inputs", must_exist=True)
-    check_path(out, "--dump-logits", must_exist=False)
+    check_output("--dump-logits", Path(out), Path(build_dir))
     try:
         x = np.load(inputs, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a corrupt file
-        raise UserError(f"{inputs}: not a readable .npy file ({exc})") from None
+        raise UserError(f"{inputs}: not a readable .npy file ({load_failure(exc)})") from None
     shape = tuple(model.input_shape)
     if x.dtype != np.int8:
         raise UserError(f"{inputs}: dtype {x.dtype}, expected int8 (quantized inputs)")
@@ -617,6 +666,56 @@ def _nvm_facts_of(board: Any, model: Model) -> tuple[int, int]:
 
 
 DRIFT_PERIOD = 10  # the paper's d: drift is applied every d samples
+
+
+def check_output(flag: str, path: Path, build_dir: Path) -> None:
+    """An output file a command writes: in an existing folder, writable, not a file of the
+    build."""
+    from lrt.emulate import refuse_build_file
+    from lrt.store import check_path
+
+    check_path(path, flag, must_exist=False)
+    refuse_build_file(build_dir, flag, path)
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
+    if not writable:
+        raise UserError(f"{flag} {path}: cannot write it (permission denied)")
+
+
+def check_dataset_fits(
+    name: str, shape: tuple[int, int, int], classes: int, model: Model
+) -> None:
+    """UserError where dataset ``name``'s images or classes do not fit ``model``."""
+    want = tuple(model.input_shape)
+    if tuple(shape) != want or classes > model.num_classes:
+        has = "x".join(map(str, shape))
+        takes = "x".join(map(str, want))
+        raise UserError(
+            f"this build's model takes {takes} samples in {model.num_classes} classes; its "
+            f"dataset {name} has {has} images in {classes}: the paper's streams grow from the "
+            "dataset, so stream your own labelled samples (--stream FILE.npz) or build with "
+            "--dataset FILE.npz"
+        )
+
+
+def _file_samples(path: str, samples: int | None, model: Model) -> tuple[int, _Samples]:
+    """(samples to stream, their quantized blocks) of a labelled stream file."""
+    from lrt.data.userdata import read_stream_file
+
+    x, y = read_stream_file(path, model.input_shape, model.num_classes)
+    n = len(y) if samples is None else samples
+    if n > len(y):
+        raise UserError(f"{n} samples asked for; stream file {path} holds {len(y)}")
+
+    def quantized(lo: int) -> np.ndarray:
+        part = x[lo : min(n, lo + STREAM_WINDOW)]
+        if part.dtype == np.int8:
+            return np.asarray(part)
+        if part.dtype == np.uint8:
+            part = part.astype(np.float32) / np.float32(255.0)
+        return model.quantize_input(part)
+
+    windows = range(0, n, STREAM_WINDOW)
+    return n, _Samples((quantized(lo), y[lo : min(n, lo + STREAM_WINDOW)]) for lo in windows)
 
 
 def _drift_request(stream: str) -> tuple[int, int] | None:
@@ -731,7 +830,7 @@ def _read_replies(
 
 def emulate(
     build_dir: Path | str,
-    samples: int = 2000,
+    samples: int | None = None,
     stream: str = "control",
     segment: int | None = None,
     seed: int | None = None,
@@ -752,6 +851,10 @@ def emulate(
     (`.markdown()`, `.to_dict()`); `progress` prints the stream's progress line to stderr.
     Raises `lrt.UserError` for inputs it refuses.
 
+    `stream` is one of the paper's environments, grown from the build's dataset by `seed`
+    (default `samples`: 2000), or a labelled stream file (`.npz` with `x` and `y`, see
+    `lrt.data.userdata`), replayed in its order (default `samples`: all of it).
+
     Drift environments (analog/digital) send a DRIFT request every DRIFT_PERIOD samples,
     which the firmware applies to its stored weights. With `stats_every`, the write counters
     are sampled along the way (the writes-vs-samples curve of the report). With `port` the
@@ -760,27 +863,47 @@ def emulate(
     """
     from lrt.data import load_dataset, stream_blocks
     from lrt.data.streams import DEFAULT_SEGMENT
+    from lrt.data.userdata import is_data_file
     from lrt.emulate import open_device
     from lrt.emulate import protocol as P
     from lrt.report import OnlineResult
 
-    samples, last_n = _count("samples", samples), _count("last_n", last_n)
+    last_n = _count("last_n", last_n)
+    samples = None if samples is None else _count("samples", samples)
     # 0 or None: no counters along the way
     stats_every = _count("stats_every", stats_every) if stats_every else None
     build_dir = Path(build_dir)
     nvm_path = Path(nvm_path) if nvm_path is not None else None
+    for flag, path in (("--json", json_path), ("--markdown", markdown_path)):
+        if path is not None:  # written at the end: refused before minutes of work
+            check_output(flag, Path(path), build_dir)
     report, model = load_build(build_dir)
     cfg = report["config"]
-    ds = load_dataset(
-        cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
-    )
-    st_seed = cfg["seed"] if seed is None else seed
-    seg = DEFAULT_SEGMENT if segment is None else segment
-    # quantized a block at a time: quantizing goes through float64 copies of its input
-    blocks = _Samples(
-        (model.quantize_input(x), y)
-        for x, y in stream_blocks(stream, ds, samples, seed=st_seed, segment=seg)
-    )
+    st_seed: int | None
+    seg: int | None
+    if is_data_file(stream):
+        for name, value in (("seed", seed), ("segment", segment)):
+            if value is not None:
+                raise UserError(
+                    f"a stream {name} shapes the paper's environments; stream file {stream} is "
+                    "replayed as it is"
+                )
+        samples, blocks = _file_samples(stream, samples, model)
+        st_seed = seg = None
+        stream = Path(stream).name
+    else:
+        samples = 2000 if samples is None else samples
+        ds = load_dataset(
+            cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
+        )
+        check_dataset_fits(ds.name, ds.input_shape, ds.num_classes, model)
+        st_seed = cfg["seed"] if seed is None else seed
+        seg = DEFAULT_SEGMENT if segment is None else segment
+        # quantized a block at a time: quantizing goes through float64 copies of its input
+        blocks = _Samples(
+            (model.quantize_input(x), y)
+            for x, y in stream_blocks(stream, ds, samples, seed=st_seed, segment=seg)
+        )
     drift = _drift_request(stream)
     if drift and port is not None:
         raise UserError(
@@ -827,7 +950,7 @@ def emulate(
             xq, y = blocks.take(w_stop - w_start)
             labels[w_start:w_stop] = y
             first = first or (xq[:8].copy(), y[:8].copy())
-            frames, plan = _window_requests(xq, y, w_start, samples, chunk, drift, st_seed,
+            frames, plan = _window_requests(xq, y, w_start, samples, chunk, drift, st_seed or 0,
                                             stats_every)  # fmt: skip
             del xq
             making += time.monotonic() - t_make

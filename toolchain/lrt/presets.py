@@ -4,7 +4,7 @@ The one table of preset names (config.py validates against it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lrt import batchnorm, quant
 
@@ -128,6 +128,20 @@ def get_spec(preset: str | NetSpec) -> NetSpec:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}") from None
 
 
+def spec_for_data(
+    preset: str | NetSpec, input_shape: tuple[int, int, int], num_classes: int
+) -> NetSpec:
+    """``preset``'s topology for images of ``input_shape`` and ``num_classes`` classes (a
+    dataset file's); ValueError where the images are too small for its convs and pools."""
+    spec = get_spec(preset)
+    if (tuple(input_shape), num_classes) == (spec.input_shape, spec.num_classes):
+        return spec
+    h, w, c = input_shape
+    spec = replace(spec, input_shape=(int(h), int(w), int(c)), num_classes=num_classes)
+    plan_layers(spec)  # refuses a shape the topology cannot take
+    return spec
+
+
 def plan_layers(spec: NetSpec) -> list[LayerPlan]:
     """The layer sequence of ``spec`` with shapes, fan-ins and power-of-two exponents."""
     plans: list[LayerPlan] = []
@@ -156,6 +170,8 @@ def plan_layers(spec: NetSpec) -> list[LayerPlan]:
         h, w, c = h - k + 1, w - k + 1, filters
         a_exp, a_zp = quant.ACT_EXP, quant.ACT_ZERO_POINT
         if i in spec.pool_after:
+            if h < 2 or w < 2:
+                raise ValueError(f"{spec.name}: pool{i} input {h}x{w} is smaller than 2x2")
             plans.append(LayerPlan("maxpool2d", f"pool{i}", (h, w, c), (h // 2, w // 2, c)))
             h, w = h // 2, w // 2
             if spec.streaming_bn:

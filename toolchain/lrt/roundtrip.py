@@ -183,6 +183,17 @@ EPHEMERAL_STORE = (
 )
 
 
+def _device_reachable(report: dict[str, Any], port: str | None, what: str) -> None:
+    """UserError where a command that changes or reads a running device has none it can
+    reach: only a host build's store file outlives an emulator, other builds run on boards."""
+    if port is None and report["board"] != "host":
+        raise UserError(
+            f"{what} reaches an emulated device through the host emulator's store file "
+            f"(--nvm IMAGE, a build for --board host); this build is for {report['board']!r}, "
+            "whose emulators keep the store in RAM: use --port TTY on the flashed board"
+        )
+
+
 def pull(
     build_dir: Path,
     out: Path,
@@ -212,6 +223,9 @@ def pull(
     if port is not None:
         wire = True
     if not wire:
+        if emulator != "auto":
+            raise UserError(f"--emulator {emulator} runs the device of --wire; without it the "
+                            "image file is read directly")  # fmt: skip
         if nvm_image is None:
             raise UserError(EPHEMERAL_STORE.format(what="there is nothing to pull without it"))
         geometry = store.build_geometry(report, model)
@@ -235,6 +249,7 @@ def pull(
         from lrt.emulate import open_device
         from lrt.emulate import protocol as P
 
+        _device_reachable(report, port, "lrt-pull --wire")
         if nvm_image is None and port is None:
             raise UserError(EPHEMERAL_STORE.format(
                 what="--wire would read a device booted for the pull, with the built-in weights"
@@ -263,8 +278,10 @@ def pull(
             cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
         )
         seed = int(model.meta.get("seed", cfg["seed"]))  # the training's: fixes the deformation
-        result.held_out_before = heldout.measure(model, ds.x_test, ds.y_test, seed)
-        result.held_out_after = heldout.measure(learned, ds.x_test, ds.y_test, seed)
+        # an imported model of another shape than its build's dataset has no held-out figures
+        if ds.input_shape == tuple(model.input_shape) and ds.num_classes <= model.num_classes:
+            result.held_out_before = heldout.measure(model, ds.x_test, ds.y_test, seed)
+            result.held_out_after = heldout.measure(learned, ds.x_test, ds.y_test, seed)
     _write_model(learned, out)
     (out / "pull.json").write_text(
         json.dumps(
@@ -313,6 +330,7 @@ def push(
     from lrt.pipeline import load_build
 
     report, model = load_build(build_dir)
+    _device_reachable(report, port, "lrt-push")
     if nvm_image is None and port is None:
         raise UserError(EPHEMERAL_STORE.format(what="a push would be lost when it exits"))
     candidate = load_candidate(source)

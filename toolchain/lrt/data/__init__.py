@@ -1,4 +1,5 @@
-"""Datasets (embedded mnist5k, MNIST, Fashion-MNIST) and the paper's online streams."""
+"""Datasets (embedded mnist5k, MNIST, Fashion-MNIST, a user's dataset file) and the paper's
+online streams."""
 
 from __future__ import annotations
 

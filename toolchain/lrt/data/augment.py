@@ -14,7 +14,8 @@ Geometric transforms (rotate / scale / shift) are folded into the same sampling 
 sample is interpolated once however many warps it gets. Photometric transforms
 (background gradient, contrast, white noise) act on the warped image.
 
-Images are float32 [N, H, W] or [N, H, W, 1] in [0, 1]; every function keeps that range.
+Images are float32 [N, H, W] or [N, H, W, C] in [0, 1] (the channels of an image share its
+warp); every function keeps that range.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ _CHUNK = 2000  # bounds the float coordinate arrays (3 x chunk x 784 floats) in 
 
 
 def displacement_fields(
-    rng: np.random.Generator, n: int, side: int, alpha: float, sigma: float
+    rng: np.random.Generator, n: int, h: int, w: int, alpha: float, sigma: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Simard's smoothed random displacement fields (dy, dx), float32 [n, side, side]."""
-    raw = rng.random((2, n, side, side), dtype=np.float32) * 2.0 - 1.0
+    """Simard's smoothed random displacement fields (dy, dx), float32 [n, h, w]."""
+    raw = rng.random((2, n, h, w), dtype=np.float32) * 2.0 - 1.0
     smooth = gaussian_filter(raw, sigma=(0.0, 0.0, sigma, sigma), mode="constant")
     smooth *= np.float32(alpha)
     return smooth[0], smooth[1]
@@ -42,6 +43,12 @@ def warp(images: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray
     coords = np.stack([idx, src_y.astype(np.float32), src_x.astype(np.float32)])
     out = map_coordinates(images.astype(np.float32, copy=False), coords, order=1, mode="constant")
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def warp_channels(images: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
+    """``warp`` of every channel of images [N, H, W, C] at the same positions [N, H, W]."""
+    channels = [warp(images[..., c], src_y, src_x) for c in range(images.shape[-1])]
+    return np.stack(channels, axis=-1)
 
 
 def identity_grid(n: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,26 +85,25 @@ def affine_grid(
 def elastic_deform(
     images: np.ndarray, rng: np.random.Generator, alpha: float = 34.0, sigma: float = 4.0
 ) -> np.ndarray:
-    """Elastically deformed copies of ``images`` ([N, H, W] or [N, H, W, 1], float in [0, 1]).
+    """Elastically deformed copies of ``images`` ([N, H, W] or [N, H, W, C], float in [0, 1];
+    the channels of an image share its displacement field).
 
     Returns float32 of the input's shape. Deterministic given the state of ``rng``.
     """
     arr = np.asarray(images, dtype=np.float32)
-    squeeze = arr.ndim == 4
-    if squeeze:
-        if arr.shape[-1] != 1:
-            raise ValueError(f"expected one channel, got shape {arr.shape}")
-        arr = arr[..., 0]
-    if arr.ndim != 3 or arr.shape[1] != arr.shape[2]:
-        raise ValueError(f"expected square images [N, H, W(, 1)], got shape {images.shape}")
-    n, h, w = arr.shape
+    flat = arr.ndim == 3
+    if flat:
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise ValueError(f"expected images [N, H, W(, C)], got shape {np.shape(images)}")
+    n, h, w, _ = arr.shape
     out = np.empty_like(arr)
     for lo in range(0, n, _CHUNK):
         hi = min(n, lo + _CHUNK)
-        dy, dx = displacement_fields(rng, hi - lo, h, alpha, sigma)
+        dy, dx = displacement_fields(rng, hi - lo, h, w, alpha, sigma)
         ys, xs = identity_grid(hi - lo, h, w)
-        out[lo:hi] = warp(arr[lo:hi], ys + dy, xs + dx)
-    return out[..., None] if squeeze else out
+        out[lo:hi] = warp_channels(arr[lo:hi], ys + dy, xs + dx)
+    return out[..., 0] if flat else out
 
 
 def expand_elastic(

@@ -18,6 +18,11 @@ by ``seed``:
   50000 into train / validation / online originals (the same 15 / 1.67 / 83.3 % for a
   training set of another size), test = the 10,000 test images.
 
+* a dataset file (``*.npz``: ``x_train``, ``y_train``, ``x_test``, ``y_test``; images of any
+  size and channel count, any number of classes; ``lrt.data.userdata``): the training images
+  split 60 / 10 / 30 % into train / validation / online originals like ``mnist5k``'s, test =
+  ``x_test``.
+
 ``augment_train=k`` appends k elastically deformed copies of every training original (the
 paper's offline growth); validation and test stay original images.
 """
@@ -30,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrt.data import mnist
+from lrt.data import mnist, userdata
 from lrt.data.augment import expand_elastic
 from lrt.errors import UserError
 
@@ -44,7 +49,8 @@ _AUGMENT_SALT = 0xA116
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images float32 [N, 28, 28, 1] in [0, 1]; labels uint8 [N]."""
+    """Images float32 [N, H, W, C] in [0, 1] (28 x 28 x 1 but for a dataset file); labels
+    uint8 [N]."""
 
     name: str
     source: str
@@ -77,14 +83,26 @@ def load_dataset(
     augment_train: int = 0,
 ) -> Dataset:
     """Load dataset ``name`` (one of DATASETS) and split it by ``seed`` (see module docstring)."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name not in DATASETS and not userdata.is_data_file(name):
+        raise UserError(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or give a dataset "
+            "file (.npz with x_train, y_train, x_test, y_test)"
+        )
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
     if augment_train < 0:
         raise UserError(f"augment_train must be >= 0, got {augment_train}")
     rng = np.random.default_rng([seed, _SPLIT_SALT])
-    if name == "mnist5k":
+    num_classes = mnist.NUM_CLASSES
+    if userdata.is_data_file(name):
+        if data_dir is not None:
+            raise UserError(f"dataset file {name}: data_dir is for the named datasets, not files")
+        own = userdata.read_dataset_file(name)
+        tr, va, on = stratified_split(own.y_train, userdata.split_sizes(len(own.y_train)), rng)
+        parts = [(own.x_train[i], own.y_train[i]) for i in (tr, va)]
+        parts += [(own.x_test, own.y_test), (own.x_train[on], own.y_train[on])]
+        source, num_classes = own.path, own.num_classes
+    elif name == "mnist5k":
         raw = mnist.read_mnist5k(_mnist5k_path(data_dir))
         if len(raw.y) < sum(MNIST5K_SPLIT):
             raise UserError(f"{raw.source}: {len(raw.y)} rows, need at least {sum(MNIST5K_SPLIT)}")
@@ -111,7 +129,7 @@ def load_dataset(
         aug_rng = np.random.default_rng([seed, _AUGMENT_SALT])
         x_tr, y_tr = expand_elastic(x_tr, y_tr, augment_train, aug_rng)
     return Dataset(
-        name=name,
+        name=Path(name).name if userdata.is_data_file(name) else name,
         source=source,
         x_train=x_tr,
         y_train=y_tr,
@@ -121,8 +139,19 @@ def load_dataset(
         y_test=y_te,
         x_online=x_on,
         y_online=y_on,
-        num_classes=mnist.NUM_CLASSES,
+        num_classes=num_classes,
     )
+
+
+def dataset_shape(name: str, data_dir: Path | None = None) -> tuple[tuple[int, int, int], int]:
+    """(image shape H, W, C; number of classes) of dataset ``name``, without splitting it:
+    what a preset's architecture needs before any training."""
+    if userdata.is_data_file(name):
+        own = userdata.read_dataset_file(name)
+        return own.input_shape, own.num_classes
+    if name not in DATASETS:
+        load_dataset(name, data_dir)  # refuses the name
+    return (mnist.IMAGE_SIDE, mnist.IMAGE_SIDE, 1), mnist.NUM_CLASSES
 
 
 def stratified_split(
@@ -159,6 +188,10 @@ def full_split_sizes(n_train: int) -> tuple[int, int, int]:
 
 
 def _to_float(x: np.ndarray) -> np.ndarray:
+    """float32 [N, H, W, C] in [0, 1] from uint8 pixels [N, H, W] (a dataset file's images
+    are already that: copied)."""
+    if x.dtype != np.uint8:
+        return np.array(x, dtype=np.float32)
     return (x.astype(np.float32) / np.float32(255.0))[..., None]
 
 
@@ -190,11 +223,11 @@ def _load_full(name: str, data_dir: Path | None) -> tuple[mnist.RawSplit, mnist.
             if data_dir is not None:
                 return mnist.read_idx_dir(path)  # raises, naming the missing files
     hint = (
-        "pass data_dir= a directory with the four MNIST idx files (train-images-idx3-ubyte"
-        "[.gz], ...) or Keras's mnist.npz"
+        "give --data-dir DIR (data_dir= in Python), a directory with the four MNIST idx files "
+        "(train-images-idx3-ubyte[.gz], ...) or Keras's mnist.npz"
         if name == "mnist"
         else "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) "
-        "or pass data_dir= a directory with the four Fashion-MNIST idx files"
+        "or give --data-dir DIR (data_dir= in Python) with the four Fashion-MNIST idx files"
     )
     raise UserError(
         f"dataset {name!r} not found (looked in {', '.join(map(str, candidates))}); {hint}"

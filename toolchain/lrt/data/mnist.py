@@ -19,13 +19,13 @@ import gzip
 import importlib.metadata
 import importlib.util
 import io
-import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from lrt.data.userdata import npz_arrays
 from lrt.errors import UserError
 
 IMAGE_SIDE = 28
@@ -230,23 +230,7 @@ def read_npz(path: Path) -> tuple[RawSplit, RawSplit]:
 
 @lru_cache(maxsize=2)
 def _read_npz_cached(path: str, _size: int, _mtime: int) -> tuple[RawSplit, RawSplit]:
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserError(f"{path}: not a readable .npz file ({exc})") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise UserError(f"{path}: holds a single array, expected an .npz archive")
-    with npz:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
-        if missing:
-            raise UserError(
-                f"{path}: missing array(s) {', '.join(missing)} "
-                f"(has {', '.join(npz.files) or 'none'})"
-            )
-        try:
-            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise UserError(f"{path}: corrupt array in .npz file ({exc})") from exc
+    arrays = npz_arrays(path, ("x_train", "y_train", "x_test", "y_test"))
     out = []
     for part in ("train", "test"):
         x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]

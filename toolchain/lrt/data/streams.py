@@ -8,7 +8,7 @@ grew 50k originals into 100k online samples.
 * ``shift``: the paper's distribution-shift environment. Every ``segment`` samples (paper:
   10,000) a new random mix of augmentations starts, drawn from the seed:
   - class-distribution clustering (always on): the segment draws its labels from a
-    Dirichlet-weighted random subset of 2..10 classes;
+    Dirichlet-weighted random subset of 2..K classes (K = the dataset's);
   - spatial transform (each segment: on with probability 1/2): rotation, scaling and shift,
     each a segment-wide offset plus per-sample jitter;
   - background gradient with contrast scaling (on with probability 1/2): a linear ramp in a
@@ -23,7 +23,8 @@ grew 50k originals into 100k online samples.
 Streams are generated in blocks whose random state depends only on (seed, segment, block),
 so a shorter stream is a prefix of a longer one with the same seed and segment length, and
 ``stream_blocks`` gives a stream block by block (what a long emulator run consumes).
-Values stay in [0, 1].
+Values stay in [0, 1]. Images of several channels (a dataset file's) share one warp per
+image; backgrounds and noise act on every channel.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from lrt.data.augment import (
     background_gradient,
     displacement_fields,
     identity_grid,
-    warp,
+    warp_channels,
 )
 from lrt.data.datasets import Dataset
 from lrt.errors import UserError
@@ -57,7 +58,7 @@ class Stream:
     """A finite online stream, deterministic given its seed."""
 
     kind: str
-    x: np.ndarray  # float32 [N, 28, 28, 1] in [0, 1]
+    x: np.ndarray  # float32 [N, H, W, C] in [0, 1] (the dataset's image shape)
     y: np.ndarray  # uint8 [N]
     phase: np.ndarray  # int [N]: environment segment of each sample
     description: str
@@ -95,7 +96,7 @@ def stream_blocks(
         else _control_blocks(dataset, n_samples, seed)
     )
     for x, y in blocks:
-        yield x[..., None], y.astype(np.uint8)
+        yield x, y.astype(np.uint8)
 
 
 def make_stream(
@@ -140,11 +141,12 @@ def _deform(
     rng: np.random.Generator,
     grid: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    imgs = originals[..., 0]
-    m, h, w = imgs.shape
+    """Elastically deformed originals [m, H, W, C] (on ``grid``: the positions of a
+    geometric transform), float32 [m, H, W, C]."""
+    m, h, w, _ = originals.shape
     ys, xs = grid if grid is not None else identity_grid(m, h, w)
-    dy, dx = displacement_fields(rng, m, h, ELASTIC_ALPHA, ELASTIC_SIGMA)
-    return warp(imgs, ys + dy, xs + dx)
+    dy, dx = displacement_fields(rng, m, h, w, ELASTIC_ALPHA, ELASTIC_SIGMA)
+    return warp_channels(originals, ys + dy, xs + dx)
 
 
 def _concat(
@@ -153,7 +155,7 @@ def _concat(
     if not xs:
         h, w, c = ds.x_online.shape[1:]
         return np.zeros((0, h, w, c), dtype=np.float32), np.zeros(0, dtype=np.uint8)
-    return np.concatenate(xs)[..., None], np.concatenate(ys).astype(np.uint8)
+    return np.concatenate(xs), np.concatenate(ys).astype(np.uint8)
 
 
 # ---- distribution shift -------------------------------------------------------------------
@@ -249,7 +251,7 @@ def _shift_block(
         bg = p["background"]
         ramp = background_gradient(rng, m, h, w, bg["strength"])
         contrast = bg["contrast"] * rng.uniform(0.9, 1.1, size=m).astype(np.float32)
-        img = ramp + contrast[:, None, None] * img
+        img = ramp[..., None] + contrast[:, None, None, None] * img
     if "noise" in p:
         img = img + rng.normal(0.0, p["noise"]["sigma"], size=img.shape).astype(np.float32)
     np.clip(img, 0.0, 1.0, out=img)

@@ -41,6 +41,27 @@ __all__ = [
 ]
 
 
+# what lrt-build writes into its directory (the generated PlatformIO project included)
+BUILD_FILES = frozenset(
+    {"report.json", "model.tflite", "ir", "src", "out", "pio", "platformio.ini", "link.ld",
+     "lrt_pio_extra.py"}
+)  # fmt: skip
+
+
+def refuse_build_file(build_dir: Path | str, flag: str, path: Path) -> None:
+    """UserError where an output ``path`` is one of the files lrt-build wrote into
+    ``build_dir`` (writing it would break the build)."""
+    try:
+        rel = path.resolve().relative_to(Path(build_dir).resolve())
+    except ValueError:
+        return
+    if rel.parts and rel.parts[0] in BUILD_FILES:
+        raise UserError(
+            f"{flag} {path} is part of the build in {build_dir} (lrt-build wrote "
+            f"{rel.parts[0]}); writing it would break the build: name a file elsewhere"
+        )
+
+
 def open_device(
     build_dir: Path | str,
     report: dict[str, Any] | None = None,
@@ -65,11 +86,19 @@ def open_device(
     build_dir = Path(build_dir)
     if report is None:
         path = build_dir / "report.json"
+        if build_dir.is_file():
+            raise UserError(f"{build_dir} is a file; --build names the directory lrt-build wrote")
         if not path.is_file():
             raise UserError(f"{build_dir} is not an lrt build directory (no report.json)")
         from lrt.pipeline import read_report
 
         report = read_report(path, config=False)  # board and firmware suffice
+    if baud is not None and port is None:
+        raise UserError("--baud sets the rate of --port TTY, which is not given")
+    if format_store and nvm_path is None:
+        raise UserError("--format re-initialises the --nvm image; no --nvm IMAGE is given")
+    if nvm_path is not None:
+        refuse_build_file(build_dir, "--nvm", Path(nvm_path))
     if port is not None:
         # the firmware is the board's, flashed earlier: the device check below is the one
         dev = _connect(report, port, baud, emulator, nvm_path, format_store, timeout)
@@ -184,7 +213,13 @@ def _start(
             raise UserError(f"board {board.name!r} has no emulator; flash it with lrt-flash")
     if emulator == "host":
         if not board.is_host:
-            raise UserError(f"board {board.name!r} is not the host board; use --emulator qemu")
+            other = ("--emulator qemu" if board.emulator.qemu
+                     else "--emulator renode" if board.emulator.renode
+                     else "--port TTY on the flashed board (lrt-flash)")  # fmt: skip
+            raise UserError(
+                f"--emulator host runs host builds; this build is for board {board.name!r}: "
+                f"use {other}, or build with --board host"
+            )
         fmt = False
         if nvm_path is not None:
             from lrt import store

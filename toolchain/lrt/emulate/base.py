@@ -410,11 +410,8 @@ class Device:
 
     # -- requests --
     def hello(self) -> P.Info:
+        # Info.parse refuses a device of another protocol version (FrameError)
         self.info = P.Info.parse(self.request(P.MsgType.HELLO))
-        if self.info.version != P.VERSION:
-            raise LinkError(
-                f"{self.name} speaks protocol version {self.info.version}, expected {P.VERSION}"
-            )
         return self.info
 
     def _sizes(self) -> P.Info:
