@@ -191,7 +191,7 @@ def test_foreign_image_is_refused_and_untouched(
     rc, out, err = call(main, *args[command], "--nvm", path, "--format", capsys=capsys)
     assert rc == 0, err
     if command == "emulate":  # the device's mount state is in the report
-        assert "weight store at boot | generation 1; was blank" in out and "formatted" in out
+        assert "weight store at boot | generation 1; formatted at boot" in out
     rep = nvm.inspect_image(path, geometry(build_a))
     assert rep.chosen is not None and not rep.foreign
 
@@ -366,17 +366,18 @@ def test_a_firmware_that_stops_at_boot_is_explained(build_a: Path, tmp_path: Pat
         assert dev.close(bye=False) == 3
 
 
-def test_format_keeps_a_sound_image_of_this_build(
+def test_format_starts_over_and_says_so_once(
     build_a: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Reproducer: --format over an image of the same build at generation 2 erased what the
-    device had learned (and reported it as blank)."""
+    """--format over an image of this build at generation 2 starts the device over (what the
+    flag asks for); the mount state said "was blank" and "formatted" at once."""
     path = tmp_path / "a.img"
-    img = image_of(build_a, path, factory_blob(build_a), learned_blob(build_a))
-    res = call(cli.emulate_main, "--build", build_a, "--samples", 5, "--nvm", path, "--format",
-               capsys=capsys)  # fmt: skip
-    assert_refused(res, "holds this build's weights (generation 2)", "leave it out")
-    assert path.read_bytes() == img
+    image_of(build_a, path, factory_blob(build_a), learned_blob(build_a))
+    rc, out, err = call(cli.emulate_main, "--build", build_a, "--samples", 5, "--nvm", path,
+                        "--format", capsys=capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "generation 1; formatted at boot, built-in weights committed |" in out
+    assert "was blank" not in out
     res = call(cli.emulate_main, "--build", build_a, "--samples", 5, "--format", capsys=capsys)
     assert_refused(res, "--format", "no --nvm")
 

@@ -90,7 +90,7 @@ def test_stream_file_replays_what_the_paper_stream_sends(
                      "--segment", 200, "--seed", 4)  # fmt: skip
     assert paper == run_json(build, tmp_path / "b.json", "--stream", tmp_path / "float.npz")
     assert paper == run_json(build, tmp_path / "c.json", "--stream", tmp_path / "int8.npz")
-    assert json.loads((tmp_path / "b.json").read_text())["stream"] == "float.npz"
+    assert json.loads((tmp_path / "b.json").read_text())["stream"] == str(tmp_path / "float.npz")
     assert paper["samples"] == 600 and paper["online_accuracy"] > 0.5  # type: ignore[operator]
     first = run_json(build, tmp_path / "d.json", "--stream", tmp_path / "float.npz",
                      "--samples", 100)  # fmt: skip

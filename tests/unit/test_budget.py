@@ -3,6 +3,7 @@ training: from the architecture alone, without importing TensorFlow."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -171,6 +172,16 @@ def test_lrt_over_the_ram_names_the_setting_that_fits(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         pipeline.check_fits(export.architecture("mcu"), narrowed, _small_m4(tmp_path, both + 512))
     assert f"with --set lrt_conv_sum=0 it needs {both:,d} B" in str(err.value), err.value
+    small = _small_m4(tmp_path, 48 * 1024)
     with pytest.raises(UserError) as err:
-        pipeline.check_fits(export.architecture("mcu"), cfg, _small_m4(tmp_path, 48 * 1024))
+        pipeline.check_fits(export.architecture("mcu"), cfg, small)
     assert "RAM needs" in str(err.value) and "with --set" not in str(err.value)
+    # no setting fits: fewer layers that learn, the most that fit
+    found = re.search(r"with --train-layers last:(\d) \(.*\) it needs ([\d,]+) B", str(err.value))
+    assert found, err.value
+    k, ram = int(found[1]), int(found[2].replace(",", ""))
+    fits = cfg.with_overrides(train_layers=(f"last:{k}",))
+    assert pipeline.check_fits(export.architecture("mcu"), fits, small).ram == ram <= 48 * 1024
+    with pytest.raises(UserError):
+        more = cfg.with_overrides(train_layers=(f"last:{k + 1}",))
+        pipeline.check_fits(export.architecture("mcu"), more, small)

@@ -162,6 +162,8 @@ def test_tflite_parameters_are_the_irs(mcu: Trained) -> None:
 
     imported = import_tflite(mcu.tflite)
     assert imported.meta["int8_field_accuracy"] == mcu.model.meta["int8_field_accuracy"]
+    # and so do the layer names --train-layers selects by (they came back as conv2d, ...)
+    assert [lay.name for lay in imported.layers] == [lay.name for lay in mcu.model.layers]
     assert held_out_error(imported.meta) == held_out_error(mcu.model.meta) is not None
 
 

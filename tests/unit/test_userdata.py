@@ -156,7 +156,7 @@ def test_config_takes_a_dataset_file_as_an_absolute_path(
     monkeypatch.chdir(own_file.parent)
     cfg = BuildConfig(dataset="patterns.npz").validate()
     assert cfg.dataset == str(own_file.resolve())
-    with pytest.raises(UserError, match="no such file"):
+    with pytest.raises(UserError, match="which is not a file"):
         BuildConfig(dataset="absent.npz").validate()
     with pytest.raises(UserError, match="data_dir"):
         BuildConfig(dataset="patterns.npz", data_dir=str(own_file.parent)).validate()
@@ -175,8 +175,13 @@ def test_preset_takes_the_dataset_shape_or_says_why_not(own_file: Path, tmp_path
     x, y = patterns(40, seed=7)
     small = x[:, :9, :9]  # conv1 7, conv2 5, pool2 2: conv3's 3x3 kernel cannot run
     np.savez(tmp_path / "small.npz", x_train=small, y_train=y, x_test=small, y_test=y)
-    with pytest.raises(UserError, match=r"9x9x3 are too small for preset 'mcu' \(conv3 input 2x2"):
+    with pytest.raises(UserError, match=r"9x9x3 are too small for preset 'mcu' \(conv3 input "
+                       r"2x2 .*\): its convs and pools need at least 16x16$"):  # fmt: skip
         pipeline.preset_spec(BuildConfig(dataset=str(tmp_path / "small.npz")).validate())
+    first = np.moveaxis(x, -1, 1)  # PyTorch's layout, [N, C, H, W]
+    np.savez(tmp_path / "nchw.npz", x_train=first, y_train=y, x_test=first, y_test=y)
+    with pytest.raises(UserError, match=r"3x16x20 are too small.*np\.moveaxis\(x, 1, -1\)"):
+        pipeline.preset_spec(BuildConfig(dataset=str(tmp_path / "nchw.npz")).validate())
 
 
 def test_stream_files(tmp_path: Path) -> None:
@@ -199,3 +204,16 @@ def test_stream_files(tmp_path: Path) -> None:
         np.savez(tmp_path / f"{case}.npz", **arrays)
         with pytest.raises(UserError, match=message):
             read_stream_file(tmp_path / f"{case}.npz", SHAPE, CLASSES)
+
+
+def test_inputs_larger_than_a_request_are_refused_before_training() -> None:
+    """Reproducer: 32 x 32 x 3 images built, and the device refused to start (status 5)."""
+    from lrt.boards import load_board
+
+    cfg = BuildConfig(preset="tiny").validate()
+    big = export.architecture(spec_for_data("tiny", (32, 32, 3), 3))
+    with pytest.raises(UserError, match=r"32x32x3 = 3,072 values .* \(2,047 values and the"):
+        pipeline.check_fits(big, cfg, load_board("host"))
+    # 2,028 values are one request
+    pipeline.check_fits(export.architecture(spec_for_data("tiny", (26, 26, 3), 3)), cfg,
+                        load_board("host"))  # fmt: skip

@@ -35,7 +35,8 @@ def _add_format(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format",
         action="store_true",
-        help="with --nvm: re-initialise an image that holds another model's weights (lost)",
+        help="with --nvm: re-initialise the image, whatever it holds (its weight sets are "
+        "lost): one of another model, or a device to start over",
     )
 
 
@@ -315,6 +316,8 @@ def _emulate(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"wrote {n} logits rows to {args.dump_logits}")
         return 0
+    if args.stream is not None and not args.stream.strip():
+        raise UserError("--stream is empty: name an environment or a stream file")
     stream = args.stream or "control"
     if args.segment is not None and stream != "shift":
         raise UserError(f"--segment sets the length of the shift stream's mixes; stream "
@@ -398,7 +401,7 @@ def pull_parser() -> argparse.ArgumentParser:
     _add_port(p, "read it over the wire protocol from")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-eval", action="store_true",
-                   help="skip the held-out accuracies (test split, field-like digits)")
+                   help="skip the held-out accuracies (test split, field-like deformed images)")
     return p
 
 

@@ -230,7 +230,7 @@ class BuildConfig:
         if is_data_file(self.dataset):
             path = Path(self.dataset).expanduser()
             if not path.is_file():
-                raise bad("dataset", f"is {self.dataset!r}: no such file")
+                raise bad("dataset", f"is {self.dataset!r}, which is not a file")
             if self.data_dir is not None:
                 raise bad("data_dir", "is for the named datasets; a dataset file needs none")
             # absolute: the build's streams read it again from wherever lrt-emulate runs

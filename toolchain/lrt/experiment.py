@@ -11,7 +11,6 @@ shared by every scheme, so the grid compares training schemes, not training luck
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
@@ -30,12 +29,14 @@ ENVIRONMENTS: tuple[str, ...] = ("control", "shift", "analog", "digital")
 
 
 def option_name(key: str, value: Any) -> str:
-    """``key=value`` as part of a file name: a path (a dataset file) by its file name and a
-    digest of the whole path, so two files of one name stay apart."""
+    """``key=value`` as part of a file name: a dataset file by its name and the start of its
+    content's digest, so two files of one name, or a file changed between runs, never share
+    a trained model or a cell."""
+    from lrt.data.userdata import file_digest, is_data_file
+
     text = str(value)
-    if "/" in text:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-        text = f"{Path(text).name}-{digest}"
+    if is_data_file(text):
+        text = f"{Path(text).name}-{file_digest(text)[:8]}"
     return f"{key}={text}"
 
 

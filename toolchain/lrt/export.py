@@ -316,6 +316,9 @@ def _rewrite_flatbuffer(raw: bytes, model: Model) -> bytes:
     set_q(int(g.inputs[0]), [model.input_q.scale], [model.input_q.zero_point])
     for op, lay in zip(g.operators, model.layers, strict=True):
         x_t, y_t = int(op.inputs[0]), int(op.outputs[0])
+        # the importer names a layer after its output tensor '<layer>/out' (lrt's own
+        # export's convention), so an imported build keeps the names --train-layers takes
+        g.tensors[y_t].name = f"{lay.name}/out".encode()
         set_q(x_t, [lay.input_q.scale], [lay.input_q.zero_point])
         set_q(y_t, [lay.output_q.scale], [lay.output_q.zero_point])
         if lay.kind == "batchnorm":

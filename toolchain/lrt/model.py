@@ -109,7 +109,7 @@ class Layer:
 # Model.meta's held-out int8 accuracies (lrt.heldout measures them; the write policy's
 # reference error; carried in lrt's .tflite metadata)
 META_TEST_ACCURACY = "int8_accuracy"  # on the clean test split
-META_FIELD_ACCURACY = "int8_field_accuracy"  # on test digits deformed like the field
+META_FIELD_ACCURACY = "int8_field_accuracy"  # on test images deformed like the field
 
 
 @dataclass

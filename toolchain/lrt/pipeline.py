@@ -5,6 +5,7 @@ The CLI is a thin layer over these functions; tests call them directly too.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import operator
@@ -164,11 +165,30 @@ def preset_spec(cfg: BuildConfig) -> NetSpec:
         return spec_for_data(cfg.preset, shape, classes)
     except ValueError as exc:
         h, w, c = shape
+        side = min_image_side(cfg.preset)
+        layout = (
+            "; if the arrays are channels-first ([N, C, H, W]), move the channels last "
+            "(np.moveaxis(x, 1, -1))"
+            if h <= 4 < min(w, c)
+            else ""
+        )
         raise UserError(
             f"dataset images of {h}x{w}x{c} are too small for preset {cfg.preset!r} "
-            f"({str(exc).partition(': ')[2]}); give larger images or a preset with fewer "
-            "layers"
+            f"({str(exc).partition(': ')[2]}): its convs and pools need at least "
+            f"{side}x{side}{layout}"
         ) from None
+
+
+def min_image_side(preset: str) -> int:
+    """The smallest square image the preset's convs and pools can take."""
+    spec = spec_for_data(preset, (28, 28, 1), 10)
+    for side in range(1, 1024):
+        try:
+            spec_for_data(spec, (side, side, 1), spec.num_classes)
+        except ValueError:
+            continue
+        return side
+    raise AssertionError(f"preset {preset} takes no image up to 1023x1023")
 
 
 # The LRT settings that trade accuracy for RAM (docs/RESULTS.md, known limits): no exact sums
@@ -208,6 +228,27 @@ def _smaller_lrt(model: Model, cfg: BuildConfig, brd: Any, budget: Budget) -> st
     )
 
 
+def _fewer_layers(model: Model, cfg: BuildConfig, brd: Any, budget: Budget) -> str | None:
+    """For a training build over the board's RAM (and fitting otherwise): the most weight
+    layers, counted from the classifier back, that can learn within it, as the
+    --train-layers a user would add; None if not even the last one fits."""
+    n = sum(lay.trainable for lay in model.weight_layers())
+    if cfg.scheme == "inference" or budget.ram <= brd.ram_budget or n < 2:
+        return None
+    if budget.flash > brd.flash_budget:
+        return None
+    trial = copy.deepcopy(model)
+    for k in range(n - 1, 0, -1):
+        apply_train_layers(trial, (f"last:{k}",))
+        alt = plan_budget(trial, cfg, brd)
+        if not alt.problems(brd):
+            return (
+                f"with --train-layers last:{k} (the last {k} weight layers learn, the others "
+                f"keep their offline weights) it needs {alt.ram:,d} B and fits"
+            )
+    return None
+
+
 def check_fits(model: Model, cfg: BuildConfig, brd: Any) -> Budget:
     """Everything that can refuse a build from the model's shapes alone, before training:
     the scheme against the model's scales, the --train-layers selection, what the board's
@@ -217,6 +258,16 @@ def check_fits(model: Model, cfg: BuildConfig, brd: Any) -> Budget:
             f"scheme {cfg.scheme!r} needs power-of-two scales (models trained by lrt have them); "
             "this imported model has arbitrary scales: use --scheme inference"
         )
+    from lrt.emulate.protocol import MAX_PAYLOAD
+
+    values = int(np.prod(model.input_shape))
+    if values >= MAX_PAYLOAD:  # a TRAIN request carries the sample and its label byte
+        shape = "x".join(map(str, model.input_shape))
+        raise UserError(
+            f"the model's input of {shape} = {values:,d} values is more than one request "
+            f"of the wire protocol carries ({MAX_PAYLOAD - 1:,d} values and the label in its "
+            f"{MAX_PAYLOAD:,d}-byte payload): use smaller inputs (e.g. downscaled images)"
+        )
     apply_train_layers(model, cfg.train_layers)
     budget = plan_budget(model, cfg, brd)
     problems = budget.problems(brd)
@@ -224,7 +275,9 @@ def check_fits(model: Model, cfg: BuildConfig, brd: Any) -> Budget:
     if nvm_problem:
         problems.append(nvm_problem)
     if problems:
-        hint = _smaller_lrt(model, cfg, brd, budget) if not nvm_problem else None
+        hint = None
+        if not nvm_problem:
+            hint = _smaller_lrt(model, cfg, brd, budget) or _fewer_layers(model, cfg, brd, budget)
         raise UserError("model does not fit: " + "; ".join(problems + ([hint] if hint else [])))
     codegen.check_board(model, cfg, brd)  # the scheme against the board's memory technology
     return budget
@@ -352,10 +405,14 @@ def build(
     t0 = time.monotonic()
     arch, complete = _architecture(cfg, model_path, ir_dir)
     from lrt.data.datasets import dataset_shape
-    from lrt.data.userdata import is_data_file
+    from lrt.data.userdata import file_digest, is_data_file
 
     if complete and is_data_file(cfg.dataset):  # the streams and held-out figures read it
-        check_dataset_fits(Path(cfg.dataset).name, *dataset_shape(cfg.dataset), arch)
+        check_dataset_fits(
+            Path(cfg.dataset).name, *dataset_shape(cfg.dataset), arch,
+            remedy="give --dataset a file of the model's shape and classes, or leave it out and "
+            "stream your labelled samples with lrt-emulate --stream FILE.npz",
+        )  # fmt: skip
     if not complete:
         from lrt import tfkeras
 
@@ -416,6 +473,9 @@ def build(
             ],
         },
         "accuracy": accuracy,
+        # a dataset file is read again by lrt-emulate, lrt-pull and experiments: its content
+        # at build time, so a file changed since is refused rather than silently streamed
+        "dataset_sha256": file_digest(cfg.dataset) if is_data_file(cfg.dataset) else None,
         "budget": budget.to_dict(),
         "firmware": str(fw.executable.relative_to(out)),
         # lrt-emulate checks the file against it before the firmware opens a weight store
@@ -681,8 +741,27 @@ def check_output(flag: str, path: Path, build_dir: Path) -> None:
         raise UserError(f"{flag} {path}: cannot write it (permission denied)")
 
 
+def check_dataset_unchanged(report: dict[str, Any]) -> None:
+    """UserError where the build's dataset file no longer holds what it held at build time."""
+    from lrt.data.userdata import file_digest, is_data_file
+
+    dataset, recorded = report["config"]["dataset"], report.get("dataset_sha256")
+    if recorded and is_data_file(dataset) and file_digest(dataset) != recorded:
+        raise UserError(
+            f"dataset file {dataset} changed since the build (sha256 {recorded[:12]}... at build "
+            "time): its streams and held-out figures would not be the build's; restore the file "
+            "or rebuild with lrt-build"
+        )
+
+
+STREAM_A_FILE = (
+    "the paper's streams grow from the dataset, so stream your own labelled samples "
+    "(--stream FILE.npz) or build with --dataset FILE.npz"
+)
+
+
 def check_dataset_fits(
-    name: str, shape: tuple[int, int, int], classes: int, model: Model
+    name: str, shape: tuple[int, int, int], classes: int, model: Model, remedy: str = STREAM_A_FILE
 ) -> None:
     """UserError where dataset ``name``'s images or classes do not fit ``model``."""
     want = tuple(model.input_shape)
@@ -691,10 +770,12 @@ def check_dataset_fits(
         takes = "x".join(map(str, want))
         raise UserError(
             f"this build's model takes {takes} samples in {model.num_classes} classes; its "
-            f"dataset {name} has {has} images in {classes}: the paper's streams grow from the "
-            "dataset, so stream your own labelled samples (--stream FILE.npz) or build with "
-            "--dataset FILE.npz"
+            f"dataset {name} has {has} images in {classes}: {remedy}"
         )
+
+
+# share of a float stream file's values beyond the model's input range that is refused
+OUTSIDE_INPUT_RANGE = 0.01
 
 
 def _file_samples(path: str, samples: int | None, model: Model) -> tuple[int, _Samples]:
@@ -705,6 +786,19 @@ def _file_samples(path: str, samples: int | None, model: Model) -> tuple[int, _S
     n = len(y) if samples is None else samples
     if n > len(y):
         raise UserError(f"{n} samples asked for; stream file {path} holds {len(y)}")
+    if np.issubdtype(x.dtype, np.floating):
+        # floats are the model's real input values: a file scaled otherwise (0..255, or -1..1
+        # for a model that takes 0..2) would be clipped by the quantization without a word
+        q = model.input_q
+        lo, hi = q.scale * (-128 - q.zero_point), q.scale * (127 - q.zero_point)
+        outside = float(np.mean((x[:n] < lo - q.scale / 2) | (x[:n] > hi + q.scale / 2)))
+        if outside > OUTSIDE_INPUT_RANGE:
+            raise UserError(
+                f"stream file {path}: {outside:.0%} of the x values lie outside the model's input "
+                f"range [{lo:g}, {hi:g}] (x spans [{float(x[:n].min()):g}, "
+                f"{float(x[:n].max()):g}]): scale them to that range, or store uint8 pixels "
+                "(taken as 0..255 -> [0, 1]) or int8 quantized inputs"
+            )
 
     def quantized(lo: int) -> np.ndarray:
         part = x[lo : min(n, lo + STREAM_WINDOW)]
@@ -890,12 +984,13 @@ def emulate(
                 )
         samples, blocks = _file_samples(stream, samples, model)
         st_seed = seg = None
-        stream = Path(stream).name
+        stream = str(stream)  # the report names the file as given
     else:
         samples = 2000 if samples is None else samples
         ds = load_dataset(
             cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
         )
+        check_dataset_unchanged(report)
         check_dataset_fits(ds.name, ds.input_shape, ds.num_classes, model)
         st_seed = cfg["seed"] if seed is None else seed
         seg = DEFAULT_SEGMENT if segment is None else segment

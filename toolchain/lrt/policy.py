@@ -89,7 +89,7 @@ def samples_per_commit(
 
 def held_out_error(meta: dict[str, Any]) -> float | None:
     """A model's held-out int8 error rate from its metadata: on field-like (deformed) test
-    digits where measured, else on the clean test split; None when not measured or when the
+    images where measured, else on the clean test split; None when not measured or when the
     model was not trained offline (its error says nothing about what the device can reach,
     and as a reference it would keep a from-scratch device from ever learning)."""
     if meta.get("epochs") == 0:

@@ -38,14 +38,14 @@ class LayerDiff:
 
 HELD_OUT_ROWS = {
     META_TEST_ACCURACY: "test split",
-    META_FIELD_ACCURACY: "test digits deformed like the field (the write policy's reference)",
+    META_FIELD_ACCURACY: "test images deformed like the field (the write policy's reference)",
 }
 
 
 # why a pull does not overwrite the model's held-out figures with the pulled weights' ones
 KEPT_REFERENCE = (
     "The pulled model's metadata keeps the offline training's held-out accuracies: a firmware "
-    "built from it takes its write policy's reference error from them, not from digits the "
+    "built from it takes its write policy's reference error from them, not from images the "
     "device may have learned its way away from."
 )
 
@@ -272,7 +272,9 @@ def pull(
     result.layers = diff_layers(model, learned)
     if evaluate:
         from lrt.data import load_dataset
+        from lrt.pipeline import check_dataset_unchanged
 
+        check_dataset_unchanged(report)
         cfg = report["config"]
         ds = load_dataset(
             cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]

@@ -109,16 +109,9 @@ def prepare_device_image(path: Path, geometry: nvm.NvmGeometry | None, fmt: bool
         except OSError as exc:
             raise UserError(f"NVM image {path}: cannot write it ({exc.strerror})") from None
         return False
-    rep = nvm.inspect_bytes(read_image(path), geometry, path=str(path))
-    if fmt and rep.chosen is not None and refusal(rep) is None:
-        raise UserError(
-            f"NVM image {path} holds this build's weights (generation {rep.generation}): "
-            "--format would erase what the device learned; leave it out (--format is for an "
-            "image of another model, format version or size, or not a weight store)"
-        )
     if fmt:
         return True
-    why = refusal(rep)
+    why = refusal(nvm.inspect_bytes(read_image(path), geometry, path=str(path)))
     if why is not None:
         raise UserError(f"NVM image {path} refused: {why}{hint}")
     return False

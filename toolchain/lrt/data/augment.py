@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-_CHUNK = 2000  # bounds the float coordinate arrays (3 x chunk x 784 floats) in memory
+_CHUNK = 2000  # bounds the float coordinate arrays (3 x chunk x H x W floats) in memory
 
 
 def displacement_fields(

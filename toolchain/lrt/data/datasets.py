@@ -20,7 +20,7 @@ by ``seed``:
 
 * a dataset file (``*.npz``: ``x_train``, ``y_train``, ``x_test``, ``y_test``; images of any
   size and channel count, any number of classes; ``lrt.data.userdata``): the training images
-  split 60 / 10 / 30 % into train / validation / online originals like ``mnist5k``'s, test =
+  split 60 / 10 / 30 % into train / validation / online originals (stratified), test =
   ``x_test``.
 
 ``augment_train=k`` appends k elastically deformed copies of every training original (the

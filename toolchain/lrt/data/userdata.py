@@ -7,7 +7,7 @@ feed them; nothing is pickled.
   ``y_test``. Images ``[N, H, W]`` (one channel) or ``[N, H, W, C]``, either ``uint8`` pixels
   (0..255, scaled to [0, 1]) or floats in [0, 1]; labels integers ``0 .. K-1`` with every
   class present in ``y_train`` (2 <= K <= 255). The training images are split by the build's
-  seed like ``mnist5k``'s: 60 % offline training, 10 % validation, 30 % online originals
+  seed, stratified by class: 60 % offline training, 10 % validation, 30 % online originals
   (what the paper's streams grow their samples from); ``x_test`` is the test set.
 * **Stream file** (``lrt-emulate --stream FILE.npz``): ``x`` and ``y``, streamed in file
   order, one sample after another: the firmware predicts ``x[i]``, then learns ``y[i]``.
@@ -17,6 +17,7 @@ feed them; nothing is pickled.
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,7 +29,7 @@ from lrt.errors import UserError, load_failure
 
 SUFFIX = ".npz"
 MAX_CLASSES = 255  # the wire protocol's label byte and INFO's class count
-# the training images' split into offline train / validation / online originals (mnist5k's)
+# the training images' split into offline train / validation / online originals
 FILE_SPLIT_SHARES = (6, 1, 3)
 MIN_TRAIN_IMAGES = 20
 
@@ -60,6 +61,22 @@ def read_dataset_file(path: str | Path) -> DatasetFile:
     resolved = Path(path).expanduser().resolve()
     size, mtime = _stat(resolved)
     return _read_dataset_cached(str(resolved), size, mtime)
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (hex) of the file's bytes: what a build records of its dataset file."""
+    resolved = Path(path).expanduser().resolve()
+    size, mtime = _stat(resolved)
+    return _digest_cached(str(resolved), size, mtime)
+
+
+@lru_cache(maxsize=4)
+def _digest_cached(path: str, _size: int, _mtime: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def split_sizes(n_train: int) -> tuple[int, int, int]:

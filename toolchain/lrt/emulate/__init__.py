@@ -95,7 +95,7 @@ def open_device(
         report = read_report(path, config=False)  # board and firmware suffice
     if baud is not None and port is None:
         raise UserError("--baud sets the rate of --port TTY, which is not given")
-    if format_store and nvm_path is None:
+    if format_store and nvm_path is None and port is None:
         raise UserError("--format re-initialises the --nvm image; no --nvm IMAGE is given")
     if nvm_path is not None:
         refuse_build_file(build_dir, "--nvm", Path(nvm_path))

@@ -286,7 +286,9 @@ class Info:
     def store_text(self) -> str:
         """The mount state in words, e.g. 'generation 7; fell back: ...'."""
         parts = [f"generation {self.generation}" if self.generation else "no stored set"]
-        parts += [text for bit, text in STORE_FLAGS.items() if self.store & bit]
+        # a formatted store is blank too: "formatted" says both
+        store = self.store & ~STORE_EMPTY if self.store & STORE_FORMATTED else self.store
+        parts += [text for bit, text in STORE_FLAGS.items() if store & bit]
         return "; ".join(parts)
 
     @property
