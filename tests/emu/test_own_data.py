@@ -134,6 +134,31 @@ def test_imported_model_of_another_shape_says_what_to_stream(
     assert "dataset digits.npz has 28x28x1 images in 10" in err
 
 
+def test_a_dataset_file_changed_after_the_build_is_refused(
+    own: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Reproducer: the build read the file again by path only, and streamed whatever it held
+    now (accuracy 0.85 -> 0.53 after the images were inverted)."""
+    data, build = own
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(data.read_bytes())
+    ok("lrt-build", "--model", build / "model.tflite", "--scheme", "lrt-maxnorm", "--dataset",
+       copy, "--out", tmp_path / "fw", "--quiet")  # fmt: skip
+    ok("lrt-emulate", "--build", tmp_path / "fw", "--samples", 20, "--nvm", tmp_path / "dev.img",
+       "--quiet")  # fmt: skip
+    with np.load(copy) as arrays:
+        changed = {k: arrays[k] for k in arrays.files}
+    changed["x_train"] = 255 - changed["x_train"]
+    np.savez(copy, **changed)
+    err = user_error("lrt-emulate", "--build", tmp_path / "fw", "--samples", 20)
+    assert "copy.npz changed since the build" in err and "rebuild" in err
+    err = user_error("lrt-pull", "--build", tmp_path / "fw", "--nvm", tmp_path / "dev.img",
+                     "--out", tmp_path / "pulled")  # fmt: skip
+    assert "copy.npz changed since the build" in err
+    ok("lrt-pull", "--build", tmp_path / "fw", "--nvm", tmp_path / "dev.img", "--no-eval",
+       "--out", tmp_path / "pulled")  # fmt: skip
+
+
 def test_images_too_small_are_refused_before_training(tmp_path: Path) -> None:
     x, y = patterns(40, seed=13)
     np.savez(tmp_path / "small.npz", x_train=x[:, :9, :9], y_train=y, x_test=x[:, :9, :9],
