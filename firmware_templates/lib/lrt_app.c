@@ -9,17 +9,39 @@ int lrt_app_init(lrt_app *app, const lrt_app_config *cfg, const lrt_app_io *io,
     if (app == NULL || cfg == NULL || io == NULL || h == NULL || io->read == NULL ||
         io->write == NULL)
         return LRT_ERR_ARG;
-    if (cfg->input_size == 0 || cfg->n_classes == 0 || cfg->n_classes > 255)
+    if (cfg->input_size == 0 || cfg->n_classes == 0 || cfg->n_classes > 255 || cfg->frames == NULL)
         return LRT_ERR_ARG;
+    size_t frame = cfg->frames_size / 2u;
+    if (frame > LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD))
+        frame = LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD);
+    if (frame < LRT_PROTO_FRAME_SIZE(LRT_PROTO_INFO_SIZE))
+        return LRT_ERR_SIZE;
     /* TRAIN carries input + label; INFER/TRAIN replies carry logits + prediction. */
-    if (cfg->input_size >= LRT_APP_MAX_PAYLOAD || cfg->n_classes >= LRT_APP_MAX_PAYLOAD ||
-        LRT_APP_MAX_PAYLOAD < LRT_PROTO_INFO_SIZE || LRT_APP_MAX_PAYLOAD > LRT_PROTO_MAX_PAYLOAD)
+    if (cfg->input_size >= frame - LRT_PROTO_OVERHEAD ||
+        (size_t)cfg->n_classes >= frame - LRT_PROTO_OVERHEAD)
         return LRT_ERR_SIZE;
     memset(app, 0, sizeof(*app));
     app->cfg = *cfg;
+    app->cfg.frames_size = (uint32_t)(2u * frame); /* what is used of them */
     app->io = io;
     app->h = h;
-    return lrt_proto_rx_init(&app->rx, app->rx_buf, sizeof(app->rx_buf));
+    return lrt_proto_rx_init(&app->rx, app->cfg.frames, frame);
+}
+
+/* Each frame buffer's size, the reply frame, and the largest payload. */
+static size_t app_frame_size(const lrt_app *app)
+{
+    return app->cfg.frames_size / 2u;
+}
+
+static uint8_t *app_tx(const lrt_app *app)
+{
+    return app->cfg.frames + app_frame_size(app);
+}
+
+static size_t app_max_payload(const lrt_app *app)
+{
+    return app_frame_size(app) - LRT_PROTO_OVERHEAD;
 }
 
 static int app_write_all(lrt_app *app, const uint8_t *p, size_t n)
@@ -37,16 +59,16 @@ static int app_write_all(lrt_app *app, const uint8_t *p, size_t n)
 /* The reply payload is built in place at tx_buf + HEADER, so no copy is needed here. */
 static int app_send(lrt_app *app, uint8_t type, size_t len)
 {
-    int n = lrt_proto_encode(type, app->tx_buf + LRT_PROTO_HEADER_SIZE, len, app->tx_buf,
-                             sizeof(app->tx_buf));
+    int n = lrt_proto_encode(type, app_tx(app) + LRT_PROTO_HEADER_SIZE, len, app_tx(app),
+                             app_frame_size(app));
     if (n < 0)
         return LRT_ERR_IO; /* unreachable: every reply length is checked against the buffer */
-    return app_write_all(app, app->tx_buf, (size_t)n);
+    return app_write_all(app, app_tx(app), (size_t)n);
 }
 
 static int app_send_error(lrt_app *app, int err, uint8_t type)
 {
-    uint8_t *p = app->tx_buf + LRT_PROTO_HEADER_SIZE;
+    uint8_t *p = app_tx(app) + LRT_PROTO_HEADER_SIZE;
 
     if (err >= 0 || err < -128)
         err = LRT_ERR_STATE; /* a handler broke its contract; still a well-formed reply */
@@ -57,11 +79,11 @@ static int app_send_error(lrt_app *app, int err, uint8_t type)
 }
 
 /* Runs one request; returns the reply payload length (>= 0) or a negative lrt_err to send as
- * ERROR. The reply payload goes to `out` (LRT_APP_MAX_PAYLOAD bytes). */
+ * ERROR. The reply payload goes to `out` (app_max_payload bytes). */
 static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t len, uint8_t *out)
 {
     const lrt_app_handlers *h = app->h;
-    const size_t cap = LRT_APP_MAX_PAYLOAD;
+    const size_t cap = app_max_payload(app);
     const size_t n_in = app->cfg.input_size;
     const uint16_t n_cls = app->cfg.n_classes;
     size_t out_len = 0;
@@ -87,7 +109,7 @@ static int app_dispatch(lrt_app *app, uint8_t type, const uint8_t *in, size_t le
         lrt_put_le16(out + 8, info.in_c);
         memcpy(out + 10, info.fingerprint, 4);
         lrt_put_le32(out + 14, info.samples);
-        lrt_put_le16(out + 18, (uint16_t)LRT_APP_MAX_PAYLOAD);
+        lrt_put_le16(out + 18, (uint16_t)cap);
         out[20] = info.flags;
         out[21] = info.store;
         lrt_put_le32(out + 22, info.generation);
@@ -189,7 +211,7 @@ static int app_handle(lrt_app *app, const lrt_proto_event *ev)
         return app_send_error(app, ev->err, ev->type);
     }
     app->n_requests++;
-    n = app_dispatch(app, ev->type, ev->payload, ev->len, app->tx_buf + LRT_PROTO_HEADER_SIZE);
+    n = app_dispatch(app, ev->type, ev->payload, ev->len, app_tx(app) + LRT_PROTO_HEADER_SIZE);
     if (n < 0)
         err = app_send_error(app, n, ev->type);
     else

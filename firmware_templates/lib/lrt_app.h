@@ -5,7 +5,9 @@
  * is answered with an ERROR frame and the server keeps serving (docs/PROTOCOL.md).
  *
  * Typical main():
- *     static lrt_app app;   (about 2 * LRT_APP_MAX_PAYLOAD bytes: keep it off the stack)
+ *     static uint8_t frames[LRT_APP_BUFFER_SIZE(LRT_APP_PAYLOAD_FOR(INPUT_SIZE))];
+ *     static lrt_app app;
+ *     cfg.frames = frames; cfg.frames_size = sizeof(frames);
  *     lrt_app_init(&app, &cfg, &io, &handlers);
  *     return lrt_app_serve(&app) == LRT_ERR_IO ? 1 : 0;
  */
@@ -14,11 +16,16 @@
 
 #include "lrt_proto.h"
 
-/* Largest payload this device accepts and sends; boards short of RAM may define it smaller
- * (>= input size + 1). Reported to the host in INFO.max_payload, and READ is capped to it. */
-#ifndef LRT_APP_MAX_PAYLOAD
-#define LRT_APP_MAX_PAYLOAD LRT_PROTO_MAX_PAYLOAD
-#endif
+/* The caller provides the frame buffers (receive and reply): the largest payload the device
+ * accepts and sends follows from their size, is reported to the host in INFO.max_payload, and
+ * caps READ. LRT_APP_PAYLOAD_FOR is the payload a model of `input_size` int8 inputs needs: a
+ * TRAIN request carries the sample and its label; at least LRT_APP_MIN_PAYLOAD, which keeps
+ * READ and WRITE chunks (a weight commit's pieces) long. */
+#define LRT_APP_MIN_PAYLOAD 2048u
+#define LRT_APP_PAYLOAD_FOR(input_size)                                                            \
+    ((input_size) + 1u > LRT_APP_MIN_PAYLOAD ? (input_size) + 1u : LRT_APP_MIN_PAYLOAD)
+/* Bytes of frame buffers lrt_app_init takes for frames of `max_payload`. */
+#define LRT_APP_BUFFER_SIZE(max_payload) (2u * LRT_PROTO_FRAME_SIZE(max_payload))
 /* Bytes asked from io->read at a time. */
 #ifndef LRT_APP_READ_CHUNK
 #define LRT_APP_READ_CHUNK 256
@@ -87,6 +94,8 @@ typedef struct {
 typedef struct {
     uint32_t input_size; /* int8 elements of one input sample */
     uint16_t n_classes;  /* 1..255 */
+    uint8_t *frames;     /* LRT_APP_BUFFER_SIZE(max payload) bytes, owned by the caller */
+    uint32_t frames_size;
 } lrt_app_config;
 
 typedef struct {
@@ -97,12 +106,12 @@ typedef struct {
     uint32_t n_requests; /* frames with a good CRC (each gets one reply) */
     uint32_t n_resyncs;  /* bad regions skipped (each gets one ERROR reply) */
     uint32_t n_errors;   /* ERROR replies sent, for either reason */
-    uint8_t rx_buf[LRT_PROTO_FRAME_SIZE(LRT_APP_MAX_PAYLOAD)];
-    uint8_t tx_buf[LRT_PROTO_FRAME_SIZE(LRT_APP_MAX_PAYLOAD)];
+    /* cfg.frames: the receive frame, then the reply frame, of cfg.frames_size / 2 bytes each
+     * (at most a frame of LRT_PROTO_MAX_PAYLOAD) */
     uint8_t in_buf[LRT_APP_READ_CHUNK];
 } lrt_app;
 
-/* LRT_ERR_ARG for NULL pointers, LRT_ERR_SIZE if a sample or reply does not fit a frame. */
+/* LRT_ERR_ARG for NULL pointers, LRT_ERR_SIZE if a sample or reply does not fit the frames. */
 int lrt_app_init(lrt_app *app, const lrt_app_config *cfg, const lrt_app_io *io,
                  const lrt_app_handlers *h);
 

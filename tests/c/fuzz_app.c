@@ -23,7 +23,7 @@
 #include "lrt_crc32.h"
 #include "proto_dummy.h"
 
-#define MAXP LRT_APP_MAX_PAYLOAD
+#define MAXP DUMMY_MAX_PAYLOAD
 
 /* ---- helpers ----------------------------------------------------------------------- */
 

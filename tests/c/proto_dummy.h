@@ -26,6 +26,12 @@
 #define DUMMY_CLASSES 10u
 #define DUMMY_LAYERS 2u
 #define DUMMY_BLOB_SIZE 5000u
+/* the device's frames: the payload its input size needs (overridable: a RAM-tight device
+ * with shorter frames), in buffers of lrt_app's size helper */
+#ifndef DUMMY_MAX_PAYLOAD
+#define DUMMY_MAX_PAYLOAD LRT_APP_PAYLOAD_FOR(DUMMY_INPUT_SIZE)
+#endif
+static uint8_t dummy_frames[LRT_APP_BUFFER_SIZE(DUMMY_MAX_PAYLOAD)];
 
 typedef struct {
     uint32_t samples;
@@ -142,6 +148,8 @@ static void dummy_setup(dummy_state *s, lrt_app_handlers *h, lrt_app_config *cfg
     h->ctx = s;
     cfg->input_size = DUMMY_INPUT_SIZE;
     cfg->n_classes = DUMMY_CLASSES;
+    cfg->frames = dummy_frames;
+    cfg->frames_size = (uint32_t)sizeof(dummy_frames);
 }
 
 #endif /* PROTO_DUMMY_H */

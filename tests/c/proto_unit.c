@@ -91,7 +91,7 @@ static int is_error(const event_rec *r, int err, uint8_t type)
 }
 
 static uint8_t rx_mem[LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD) + 16];
-static uint8_t stream[16384];
+static uint8_t stream[2 * LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD) + 16384];
 static uint8_t payload[LRT_PROTO_MAX_PAYLOAD + 16];
 
 static void test_encode(void)
@@ -389,10 +389,19 @@ static void test_app(void)
     cfg.n_classes = 256;
     CHECK(lrt_app_init(&app, &cfg, &io, &h) == LRT_ERR_ARG);
     cfg.n_classes = DUMMY_CLASSES;
-    cfg.input_size = LRT_APP_MAX_PAYLOAD; /* + label does not fit */
+    cfg.input_size = DUMMY_MAX_PAYLOAD; /* + label does not fit the frames */
     CHECK(lrt_app_init(&app, &cfg, &io, &h) == LRT_ERR_SIZE);
+    cfg.input_size = DUMMY_MAX_PAYLOAD - 1u; /* + label does */
+    CHECK(lrt_app_init(&app, &cfg, &io, &h) == LRT_OK);
+    CHECK(app.cfg.frames_size == 2u * LRT_PROTO_FRAME_SIZE(DUMMY_MAX_PAYLOAD));
     cfg.input_size = DUMMY_INPUT_SIZE;
     CHECK(lrt_app_init(&app, &cfg, NULL, &h) == LRT_ERR_ARG);
+    cfg.frames = NULL;
+    CHECK(lrt_app_init(&app, &cfg, &io, &h) == LRT_ERR_ARG);
+    cfg.frames = dummy_frames;
+    cfg.frames_size = 2u * LRT_PROTO_FRAME_SIZE(LRT_PROTO_INFO_SIZE) - 1u; /* no INFO reply */
+    CHECK(lrt_app_init(&app, &cfg, &io, &h) == LRT_ERR_SIZE);
+    cfg.frames_size = (uint32_t)sizeof(dummy_frames);
 
     /* missing handlers, contract-breaking handlers, BYE whose handler fails */
     h.stats = NULL;

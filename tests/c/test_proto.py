@@ -62,12 +62,31 @@ def test_proto_unit(bindir: Path) -> None:
     assert c["checks"] > 1000
 
 
-@pytest.mark.parametrize("max_payload", [2048, 256])
+def test_device_payload_is_the_cs(bindir: Path) -> None:
+    """lrt.emulate.protocol.device_payload (what the host expects of a build) against
+    lrt_app.h's LRT_APP_PAYLOAD_FOR and buffer size helper, around the minimum and the cap."""
+    sizes = [1, 784, 2046, 2047, 2048, 2049, 3072, 12288, P.MAX_PAYLOAD - 1]
+    src = bindir / "payload_for.c"
+    src.write_text(
+        '#include <stdio.h>\n#include "lrt_app.h"\nint main(void) {\n'
+        + "".join(f'    printf("%u %u\\n", (unsigned)LRT_APP_PAYLOAD_FOR({n}u), '
+                  f"(unsigned)LRT_APP_BUFFER_SIZE(LRT_APP_PAYLOAD_FOR({n}u)));\n" for n in sizes)
+        + "    return 0;\n}\n"
+    )  # fmt: skip
+    exe = compile_c([src, *LIB_SOURCES], bindir / "payload_for", include_dirs=[HERE])
+    rows = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split("\n")
+    for n, row in zip(sizes, rows, strict=False):
+        payload, buffers = map(int, row.split())
+        assert payload == P.device_payload(n) and buffers == 2 * (payload + P.OVERHEAD), n
+
+
+@pytest.mark.parametrize("max_payload", [2048, 256, 4000])
 def test_fuzz_app(bindir: Path, max_payload: int) -> None:
     """>= 100k random/mutated frames: every bad region answered with exactly one ERROR, every
-    malformed request with its ERROR, every valid request served correctly after resync."""
+    malformed request with its ERROR, every valid request served correctly after resync
+    (frames of lrt's default size, of a RAM-tight device, and longer ones for large inputs)."""
     exe = build(
-        bindir, "fuzz_app.c", f"fuzz_app_{max_payload}", [f"-DLRT_APP_MAX_PAYLOAD={max_payload}"]
+        bindir, "fuzz_app.c", f"fuzz_app_{max_payload}", [f"-DDUMMY_MAX_PAYLOAD={max_payload}u"]
     )
     seed = 20240 + max_payload
     out = subprocess.run(

@@ -57,7 +57,7 @@ def test_hello(dev: Device) -> None:
     assert info.matches_fingerprint("deadbeef0123abcd")
     assert not info.matches_fingerprint("deadbeee0123abcd")
     assert info.samples == 0
-    assert info.max_payload == P.MAX_PAYLOAD
+    assert info.max_payload == P.device_payload(INPUT_SIZE) == P.APP_MIN_PAYLOAD
     # the stub's store state (proto_dummy.h): fell back, generation 0x01020304
     assert info.store == P.STORE_FALLBACK and info.generation == 0x01020304
 
@@ -86,12 +86,13 @@ def test_read_blob(dev: Device) -> None:
     assert dev.read_blob(0, 16) == blob_bytes(0, 16)
     assert dev.read_blob(4990, 100) == blob_bytes(4990, 10)  # short at the end
     assert dev.read_blob(BLOB_SIZE, 10) == b""
-    assert dev.read_blob(123, P.MAX_PAYLOAD) == blob_bytes(123, P.MAX_PAYLOAD)
+    most = dev.hello().max_payload  # the device's frames, not the protocol's cap
+    assert dev.read_blob(123, most) == blob_bytes(123, most)
     with pytest.raises(ProtocolError) as err:
         dev.read_blob(BLOB_SIZE + 1, 1)
     assert err.value.name == "LRT_ERR_ARG" and err.value.request_type == P.MsgType.READ
     with pytest.raises(ProtocolError) as err:
-        dev.read_blob(0, P.MAX_PAYLOAD + 1)
+        dev.read_blob(0, most + 1)
     assert err.value.name == "LRT_ERR_SIZE"
     assert dev.read_all_blob(BLOB_SIZE) == blob_bytes(0, BLOB_SIZE)
     with pytest.raises(Exception, match="blob has 5000 bytes"):

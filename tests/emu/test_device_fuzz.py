@@ -83,7 +83,8 @@ def test_real_handlers_survive_100k_random_frames(tmp_path: Path) -> None:
     report, model = load_build(build)
     rng = np.random.default_rng(2024)
     info_size = int(np.prod(model.input_shape))
-    data, types = frames(rng, FRAMES, info_size, int(report["blob_size"]), P.MAX_PAYLOAD)
+    data, types = frames(rng, FRAMES, info_size, int(report["blob_size"]),
+                         P.device_payload(info_size))  # the device's frames, not the cap
     data = P.hello_request() + data + P.hello_request() + P.bye_request()
     types = [P.MsgType.HELLO, *types, P.MsgType.HELLO, P.MsgType.BYE]
     proc = subprocess.run([str(res.executable), "--nvm", str(tmp_path / "nvm.img")], input=data,

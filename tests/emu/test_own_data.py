@@ -187,3 +187,35 @@ def test_cortex_m4_trains_like_the_host_on_own_images(
                 for r in runs)  # fmt: skip
     assert m4 == host
     assert host["max_programs_per_cell"] > 1  # type: ignore[operator]
+
+
+@pytest.mark.qemu
+def test_images_longer_than_the_default_frames(tmp_path: Path) -> None:
+    """32 x 32 x 3 = 3,072 inputs: more than the 2,048-byte frames of the earlier firmware
+    (which refused to boot). The frames grow to the input (INFO says so), the host and the
+    Cortex-M4 in QEMU train alike, and the firmware's logits equal TFLite's."""
+    from lrt.emulate import open_device
+
+    data = write_dataset(tmp_path / "big.npz", n_train=300, n_test=60, shape=(32, 32, 3))
+    ok("lrt-build", "--dataset", data, "--preset", "tiny", "--epochs", 1, "--set", "gate_rate=0",
+       "--out", tmp_path / "host", "--quiet")  # fmt: skip
+    # the same model on the M4 (its trained layer names come along: the reports compare)
+    ok("lrt-build", "--board", "mps2-an386", "--model", tmp_path / "host" / "model.tflite",
+       "--scheme", "lrt-maxnorm", "--dataset", data, "--set", "gate_rate=0", "--out",
+       tmp_path / "mps2-an386", "--quiet")  # fmt: skip
+    runs = []
+    for board in ("host", "mps2-an386"):
+        with open_device(tmp_path / board) as dev:
+            assert dev.hello().max_payload == 32 * 32 * 3 + 1
+        runs.append(run_json(tmp_path / board, tmp_path / f"{board}.json", "--stream", "shift",
+                             "--samples", 120, "--segment", 60))  # fmt: skip
+    host, m4 = ({k: v for k, v in r.items() if k not in ("board", "instructions_per_sample")}
+                for r in runs)  # fmt: skip
+    assert m4 == host and host["samples"] == 120
+    model = Model.load(tmp_path / "host" / "ir")
+    x = model.quantize_input(patterns(40, seed=16, shape=(32, 32, 3))[0].astype(np.float32) / 255)
+    np.save(tmp_path / "x.npy", x)
+    ok("lrt-emulate", "--build", tmp_path / "mps2-an386", "--inputs", tmp_path / "x.npy",
+       "--dump-logits", tmp_path / "l.npy", "--quiet")  # fmt: skip
+    reference = tflite_logits(tmp_path / "mps2-an386" / "model.tflite", x)
+    np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), reference)

@@ -15,10 +15,12 @@ SHAPE = (16, 20, 3)
 CLASSES = 4
 
 
-def patterns(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images [n, 16, 20, 3] and int64 labels [n] in 0..3."""
+def patterns(
+    n: int, seed: int, shape: tuple[int, int, int] = SHAPE
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images [n, *shape] (16 x 20 x 3 by default) and int64 labels [n] in 0..3."""
     rng = np.random.default_rng(seed)
-    h, w, c = SHAPE
+    h, w, c = shape
     y = rng.integers(0, CLASSES, n)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     x = np.empty((n, h, w, c), np.float32)
@@ -35,9 +37,11 @@ def patterns(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8), y
 
 
-def write_dataset(path: Path, n_train: int = 600, n_test: int = 200) -> Path:
+def write_dataset(
+    path: Path, n_train: int = 600, n_test: int = 200, shape: tuple[int, int, int] = SHAPE
+) -> Path:
     """A dataset file (x_train, y_train, x_test, y_test) of ``patterns``."""
-    x_train, y_train = patterns(n_train, seed=1)
-    x_test, y_test = patterns(n_test, seed=2)
+    x_train, y_train = patterns(n_train, seed=1, shape=shape)
+    x_test, y_test = patterns(n_test, seed=2, shape=shape)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path

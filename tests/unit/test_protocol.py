@@ -142,6 +142,8 @@ def test_proto_constants_match_c() -> None:
 
     assert define("LRT_PROTO_VERSION") == P.VERSION
     assert define("LRT_PROTO_MAX_PAYLOAD") == P.MAX_PAYLOAD
+    app = (LIB / "lrt_app.h").read_text()
+    assert re.search(rf"#define LRT_APP_MIN_PAYLOAD {P.APP_MIN_PAYLOAD}u\b", app)
     assert define("LRT_PROTO_SYNC0") == P.SYNC[0] and define("LRT_PROTO_SYNC1") == P.SYNC[1]
     assert define("LRT_PROTO_HEADER_SIZE") == P.HEADER_SIZE
     assert define("LRT_PROTO_CRC_SIZE") == P.CRC_SIZE

@@ -207,13 +207,16 @@ def test_stream_files(tmp_path: Path) -> None:
 
 
 def test_inputs_larger_than_a_request_are_refused_before_training() -> None:
-    """Reproducer: 32 x 32 x 3 images built, and the device refused to start (status 5)."""
+    """One request of the wire protocol carries a sample and its label: 128 x 128 x 1 does
+    not fit the protocol's 16,384-byte payload; 32 x 32 x 3 does (its firmware's frames
+    grow to fit it)."""
     from lrt.boards import load_board
 
     cfg = BuildConfig(preset="tiny").validate()
-    big = export.architecture(spec_for_data("tiny", (32, 32, 3), 3))
-    with pytest.raises(UserError, match=r"32x32x3 = 3,072 values .* \(2,047 values and the"):
+    big = export.architecture(spec_for_data("tiny", (128, 128, 1), 3))
+    with pytest.raises(UserError, match=r"128x128x1 = 16,384 values .* \(16,383 values and"):
         pipeline.check_fits(big, cfg, load_board("host"))
-    # 2,028 values are one request
-    pipeline.check_fits(export.architecture(spec_for_data("tiny", (26, 26, 3), 3)), cfg,
-                        load_board("host"))  # fmt: skip
+    budget = pipeline.check_fits(export.architecture(spec_for_data("tiny", (32, 32, 3), 3)),
+                                 cfg, load_board("host"))  # fmt: skip
+    frames = budget.to_dict()["ram_items"]["protocol server (lrt_app: frame buffers)"]
+    assert frames > 2 * (32 * 32 * 3 + 1 + 9)  # the frame buffers and the server's state

@@ -57,7 +57,7 @@ SYMBOL_ITEMS: tuple[tuple[str, str | None], ...] = (
     (r"act_[ab]", "activations (2 ping-pong buffers, reused for gradients)"),
     (r"lrt_model_bias_\d+", "biases (RAM working copy)"),
     (r"lrt_model_bn_.*", "batch norm (state + tables)"),
-    (r"app", "protocol server (lrt_app: frame buffers)"),
+    (r"app|app_frames", "protocol server (lrt_app: frame buffers)"),
     (r"dev|net", "device + network state (lrt_device, lrt_net)"),
     (r"nvm_work", "NVM commit window"),
     (r"nvm|nvm_cfg|nvm_(ram|file)_backend", "NVM store state"),

@@ -1061,7 +1061,9 @@ def emulate(
             replies = dev.stream(frames, progress=shown)
             got = _read_replies(plan, replies, samples, n_classes, preds, curve)
             stats = got if got is not None else stats
-        line.done(f"{label}: {console.counter(samples, samples, 'samples', line.seconds())}")
+        # the rate of the report (the firmware's, without making the stream); the making apart
+        streamed = console.counter(samples, samples, "samples", time.monotonic() - t0 - making)
+        line.done(f"{label}: {streamed}; samples made in {making:.1f} s")
         wear = dev.wear()
         try:
             dev.bye()

@@ -7,7 +7,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lrt.boards import EMULATORS
+from lrt.emulate import protocol as P
 from lrt.emulate.base import (
     DEFAULT_TIMEOUT,
     DEFAULT_WINDOW,
@@ -62,6 +65,15 @@ def refuse_build_file(build_dir: Path | str, flag: str, path: Path) -> None:
         )
 
 
+def expected_payload(report: dict[str, Any]) -> int:
+    """The max payload of the build's firmware, from its model's input size (report.json)."""
+    model = report.get("model")
+    layers = model.get("layers") if isinstance(model, dict) else None
+    if not layers:
+        return P.APP_MIN_PAYLOAD
+    return P.device_payload(int(np.prod(layers[0]["in"])))
+
+
 def open_device(
     build_dir: Path | str,
     report: dict[str, Any] | None = None,
@@ -105,6 +117,7 @@ def open_device(
     else:
         _check_firmware_file(build_dir, report)  # before the firmware touches an NVM image
         dev = _start(build_dir, report, emulator, nvm_path, timeout, window, format_store)
+    dev.expected_payload = expected_payload(report)
     # an emulator runs the build's file; a board runs what was flashed on it
     remedy = ("flash the board with this build (lrt-flash) or give the build it runs"
               if port is not None else "rebuild it with lrt-build")  # fmt: skip
@@ -184,7 +197,7 @@ def _connect(
         baud = board.uart.baud
     elif baud < 1:
         raise UserError(f"--baud {baud}: expected a positive rate")
-    return open_serial(port, baud, f"{board.name} on {port}", timeout)
+    return open_serial(port, baud, f"{board.name} on {port}", timeout, expected_payload(report))
 
 
 def _start(

@@ -251,6 +251,9 @@ class Device:
         self.window = window
         self.name = name
         self.info: P.Info | None = None
+        # the frames the device is expected to take before its HELLO says (open_device: the
+        # build's), which bounds the filler of a resynchronisation
+        self.expected_payload = P.APP_MIN_PAYLOAD
         self.exit_status: int | None = None
         self._rx = bytearray()
         self._in_step = False
@@ -377,7 +380,8 @@ class Device:
     def resync(self, timeout: float = 2.0) -> P.Info:
         """Recover after a timeout or a corrupted request: complete any frame the device is
         still assembling with filler bytes, drop what is pending, and HELLO again."""
-        self.send(bytes(P.MAX_PAYLOAD + P.OVERHEAD))
+        longest = self.info.max_payload if self.info is not None else self.expected_payload
+        self.send(bytes(longest + P.OVERHEAD))
         self.send(P.hello_request())
         while True:
             msg_type, payload = self.read_reply(timeout)

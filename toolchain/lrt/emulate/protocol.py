@@ -19,7 +19,8 @@ from lrt.errors import DeviceError
 
 VERSION = 2  # 2: INFO reports the weight store's mount state
 SYNC = b"\xa5\x5a"
-MAX_PAYLOAD = 2048
+MAX_PAYLOAD = 16384  # the protocol's cap; a device reports its own (INFO.max_payload)
+APP_MIN_PAYLOAD = 2048  # lrt_app.h: the shortest frames a device of lrt is built with
 HEADER_SIZE = 5
 CRC_SIZE = 4
 OVERHEAD = HEADER_SIZE + CRC_SIZE
@@ -180,6 +181,12 @@ def split_frame(buf: bytes | bytearray | memoryview) -> tuple[int, bytes, int] |
 
 
 # ---- requests ------------------------------------------------------------------------------
+
+
+def device_payload(input_size: int) -> int:
+    """The max payload of the firmware lrt builds for `input_size` int8 inputs (the C's
+    LRT_APP_PAYLOAD_FOR): a TRAIN request carries the sample and its label."""
+    return max(APP_MIN_PAYLOAD, input_size + 1)
 
 
 def hello_request() -> bytes:

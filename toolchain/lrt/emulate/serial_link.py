@@ -96,12 +96,15 @@ def _hello(dev: Device, timeout: float) -> P.Info:
     return info
 
 
-def open_serial(port: str, baud: int, name: str, timeout: float) -> Device:
+def open_serial(
+    port: str, baud: int, name: str, timeout: float, payload: int = P.APP_MIN_PAYLOAD
+) -> Device:
     """A Device on the board at ``port``, in a session of its own, HELLO answered
     (``dev.info``). The session the board was in ends first: a host that died leaves one open,
     maybe with a push that would refuse training (``dev.stale_session``: that session's
     refused closing commit, if any)."""
     dev = Device(SerialTransport(port, baud), timeout=timeout, window=1, name=name)
+    dev.expected_payload = payload  # the filler of the session-opening resync
     wait = min(timeout, RESYNC_TIMEOUT)
     try:
         _hello(dev, wait)
