@@ -6,14 +6,18 @@
 int lrt_app_init(lrt_app *app, const lrt_app_config *cfg, const lrt_app_io *io,
                  const lrt_app_handlers *h)
 {
+    uint32_t half;
+    size_t frame;
+
     if (app == NULL || cfg == NULL || io == NULL || h == NULL || io->read == NULL ||
         io->write == NULL)
         return LRT_ERR_ARG;
     if (cfg->input_size == 0 || cfg->n_classes == 0 || cfg->n_classes > 255 || cfg->frames == NULL)
         return LRT_ERR_ARG;
-    size_t frame = cfg->frames_size / 2u;
-    if (frame > LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD))
-        frame = LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD);
+    half = cfg->frames_size / 2u;
+    if (half > LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD))
+        half = (uint32_t)LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD);
+    frame = (size_t)half;
     if (frame < LRT_PROTO_FRAME_SIZE(LRT_PROTO_INFO_SIZE))
         return LRT_ERR_SIZE;
     /* TRAIN carries input + label; INFER/TRAIN replies carry logits + prediction. */

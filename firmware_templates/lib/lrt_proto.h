@@ -18,9 +18,9 @@
 #define LRT_PROTO_VERSION 2u /* 2: INFO reports the weight store's mount state */
 #define LRT_PROTO_SYNC0 0xA5u
 #define LRT_PROTO_SYNC1 0x5Au
-/* Largest payload any conforming peer sends. A device accepts less (its frame buffers: see
- * lrt_proto_rx_init, LRT_APP_PAYLOAD_FOR and INFO.max_payload); the host never sends more
- * than the device reports. */
+/* Largest payload any conforming peer sends. A device accepts at most this: what its frame
+ * buffers hold (see lrt_proto_rx_init, LRT_APP_PAYLOAD_FOR and INFO.max_payload); the host
+ * never sends more than the device reports. */
 #define LRT_PROTO_MAX_PAYLOAD 16384u
 #define LRT_PROTO_HEADER_SIZE 5u /* sync, sync, type, len lo, len hi */
 #define LRT_PROTO_CRC_SIZE 4u

@@ -368,6 +368,7 @@ static int failing_bye(void *ctx)
 }
 
 static lrt_app app;
+static uint8_t big_frames[2u * LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD) + 101u];
 
 static void test_app(void)
 {
@@ -399,8 +400,19 @@ static void test_app(void)
     cfg.frames = NULL;
     CHECK(lrt_app_init(&app, &cfg, &io, &h) == LRT_ERR_ARG);
     cfg.frames = dummy_frames;
-    cfg.frames_size = 2u * LRT_PROTO_FRAME_SIZE(LRT_PROTO_INFO_SIZE) - 1u; /* no INFO reply */
+    /* frames too short for the INFO reply, though the sample and the logits would fit */
+    cfg.input_size = 4u;
+    cfg.frames_size = 2u * LRT_PROTO_FRAME_SIZE(LRT_PROTO_INFO_SIZE) - 1u;
     CHECK(lrt_app_init(&app, &cfg, &io, &h) == LRT_ERR_SIZE);
+    cfg.frames_size = 2u * LRT_PROTO_FRAME_SIZE(LRT_PROTO_INFO_SIZE);
+    CHECK(lrt_app_init(&app, &cfg, &io, &h) == LRT_OK);
+    /* frames beyond the protocol's cap: only a capped frame of each half is used */
+    cfg.frames = big_frames;
+    cfg.frames_size = (uint32_t)sizeof(big_frames);
+    CHECK(lrt_app_init(&app, &cfg, &io, &h) == LRT_OK);
+    CHECK(app.cfg.frames_size == 2u * LRT_PROTO_FRAME_SIZE(LRT_PROTO_MAX_PAYLOAD));
+    cfg.frames = dummy_frames;
+    cfg.input_size = DUMMY_INPUT_SIZE;
     cfg.frames_size = (uint32_t)sizeof(dummy_frames);
 
     /* missing handlers, contract-breaking handlers, BYE whose handler fails */

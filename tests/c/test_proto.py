@@ -74,8 +74,8 @@ def test_device_payload_is_the_cs(bindir: Path) -> None:
         + "    return 0;\n}\n"
     )  # fmt: skip
     exe = compile_c([src, *LIB_SOURCES], bindir / "payload_for", include_dirs=[HERE])
-    rows = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split("\n")
-    for n, row in zip(sizes, rows, strict=False):
+    rows = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.splitlines()
+    for n, row in zip(sizes, rows, strict=True):
         payload, buffers = map(int, row.split())
         assert payload == P.device_payload(n) and buffers == 2 * (payload + P.OVERHEAD), n
 

@@ -170,6 +170,16 @@ def test_timeout_and_resync(dev: Device) -> None:
     info = dev.resync()
     assert info.n_classes == CLASSES
     assert np.array_equal(dev.infer(x)[0], dummy_reply(x)[0])
+    # a frame of the device's longest payload cut after its header: the filler must complete
+    # all of it (a filler sized for shorter frames leaves the device waiting)
+    longest = P.encode_frame(P.MsgType.READ, bytes(info.max_payload))
+    dev.send(longest[:P.HEADER_SIZE])
+    with pytest.raises(DeviceTimeout):
+        dev.read_reply(timeout=0.3)
+    dev.info = None  # as at a session's start: the filler follows the build's frames
+    assert dev.expected_payload == info.max_payload
+    assert dev.resync().n_classes == CLASSES
+    assert np.array_equal(dev.infer(x)[0], dummy_reply(x)[0])
 
 
 @pytest.mark.parametrize("window", [1, 7, 32])

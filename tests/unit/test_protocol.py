@@ -249,3 +249,12 @@ def test_the_lifetime_charges_a_run_its_own_programs() -> None:
         else:
             assert res.lifetime_years is None
             assert "| not projected: the run programmed no NVM unit |" in res.markdown()
+
+
+def test_expected_payload_follows_the_builds_input() -> None:
+    """The resync filler before a device's HELLO: the frames of the build's firmware."""
+    from lrt.emulate import expected_payload
+
+    assert expected_payload({"model": {"layers": [{"in": [32, 32, 3]}]}}) == 3073
+    assert expected_payload({"model": {"layers": [{"in": [28, 28, 1]}]}}) == P.APP_MIN_PAYLOAD
+    assert expected_payload({}) == P.APP_MIN_PAYLOAD  # a report without its model's layers

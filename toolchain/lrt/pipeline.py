@@ -824,6 +824,7 @@ def _drift_request(stream: str) -> tuple[int, int] | None:
 
 
 STREAM_WINDOW = 10_000  # samples made, held and sent at a time by emulate
+STREAM_BYTES = 20_000_000  # at most about this many bytes of requests in a window
 
 
 class _Samples:
@@ -1014,7 +1015,10 @@ def emulate(
                 f"weights in the firmware image (no NVM weight store for this model on "
                 f"{report['board']!r}): use control or shift, or a build with a weight store"
             )
-    chunk = min(samples, STREAM_WINDOW)  # samples between the requests made after them
+    # samples made, held and sent at a time: 10,000, fewer for large inputs (a window's
+    # frames are held twice while they are sent)
+    held = min(STREAM_WINDOW, max(100, STREAM_BYTES // (int(np.prod(model.input_shape)) + 16)))
+    chunk = min(samples, held)  # samples between the requests made after them
     if stats_every:
         chunk = min(chunk, stats_every)
     if drift:
@@ -1023,7 +1027,7 @@ def emulate(
     # replies come back in bulk (Device.stream), so the firmware never waits for Python, and
     # a long stream is made and held one window at a time. Windows are whole chunks, so the
     # requests are those of one window over the whole stream.
-    window = max(chunk, STREAM_WINDOW // chunk * chunk)
+    window = max(chunk, held // chunk * chunk)
     labels = np.empty(samples, dtype=np.uint8)
     preds = np.empty(samples, dtype=np.int64)
     curve: list[tuple[int, int, int]] = []

@@ -26,6 +26,7 @@ from lrt.errors import UserError
 RESYNC_TIMEOUT = 5.0  # a board busy with a flash erase answers late
 RESEND_EVERY = 1.0  # a polled UART loses a HELLO that arrives while the firmware is busy
 QUIET = 0.3  # replies to earlier rounds come within this once the board answers
+RESYNC_ROUNDS = 5  # rounds the deadline allows for the filler itself
 
 
 def _hint(exc: BaseException) -> str:
@@ -81,13 +82,13 @@ class SerialTransport(Transport):
         return None  # a board never exits
 
 
-def _hello(dev: Device, timeout: float) -> P.Info:
+def _hello(dev: Device, timeout: float, resend_every: float = RESEND_EVERY) -> P.Info:
     """Resynchronise and HELLO until the board answers, then drop the replies to the rounds
     it answered late (its replies come in order, so they all precede any later one)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            info = dev.resync(timeout=min(RESEND_EVERY, max(0.0, deadline - time.monotonic())))
+            info = dev.resync(timeout=min(resend_every, max(0.0, deadline - time.monotonic())))
             break
         except DeviceTimeout:
             if time.monotonic() >= deadline:
@@ -105,11 +106,13 @@ def open_serial(
     refused closing commit, if any)."""
     dev = Device(SerialTransport(port, baud), timeout=timeout, window=1, name=name)
     dev.expected_payload = payload  # the filler of the session-opening resync
-    wait = min(timeout, RESYNC_TIMEOUT)
+    # a round's filler takes its time on the line (10 bits a byte): long frames at a low rate
+    filler = (payload + P.OVERHEAD) * 10 / baud
+    wait = min(timeout, RESYNC_TIMEOUT + RESYNC_ROUNDS * filler)
     try:
-        _hello(dev, wait)
+        _hello(dev, wait, RESEND_EVERY + filler)
         dev.stale_session = dev.end_board_session()
-        _hello(dev, wait)
+        _hello(dev, wait, RESEND_EVERY + filler)
     except DeviceTimeout:
         dev.close(bye=False)
         raise UserError(
