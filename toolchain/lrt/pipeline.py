@@ -760,14 +760,18 @@ STREAM_A_FILE = (
 )
 
 
+def dataset_fits(shape: tuple[int, ...], classes: int, model: Model) -> bool:
+    """Whether a dataset of images of ``shape`` in ``classes`` classes can feed ``model``."""
+    return tuple(shape) == tuple(model.input_shape) and classes <= model.num_classes
+
+
 def check_dataset_fits(
     name: str, shape: tuple[int, int, int], classes: int, model: Model, remedy: str = STREAM_A_FILE
 ) -> None:
     """UserError where dataset ``name``'s images or classes do not fit ``model``."""
-    want = tuple(model.input_shape)
-    if tuple(shape) != want or classes > model.num_classes:
+    if not dataset_fits(shape, classes, model):
         has = "x".join(map(str, shape))
-        takes = "x".join(map(str, want))
+        takes = "x".join(map(str, model.input_shape))
         raise UserError(
             f"this build's model takes {takes} samples in {model.num_classes} classes; its "
             f"dataset {name} has {has} images in {classes}: {remedy}"
@@ -780,7 +784,7 @@ OUTSIDE_INPUT_RANGE = 0.01
 
 def _file_samples(path: str, samples: int | None, model: Model) -> tuple[int, _Samples]:
     """(samples to stream, their quantized blocks) of a labelled stream file."""
-    from lrt.data.userdata import read_stream_file
+    from lrt.data.userdata import pixels, read_stream_file
 
     x, y = read_stream_file(path, model.input_shape, model.num_classes)
     n = len(y) if samples is None else samples
@@ -805,7 +809,7 @@ def _file_samples(path: str, samples: int | None, model: Model) -> tuple[int, _S
         if part.dtype == np.int8:
             return np.asarray(part)
         if part.dtype == np.uint8:
-            part = part.astype(np.float32) / np.float32(255.0)
+            part = pixels(part)
         return model.quantize_input(part)
 
     windows = range(0, n, STREAM_WINDOW)
@@ -988,10 +992,10 @@ def emulate(
         stream = str(stream)  # the report names the file as given
     else:
         samples = 2000 if samples is None else samples
+        check_dataset_unchanged(report)
         ds = load_dataset(
             cfg["dataset"], Path(cfg["data_dir"]) if cfg["data_dir"] else None, seed=cfg["seed"]
         )
-        check_dataset_unchanged(report)
         check_dataset_fits(ds.name, ds.input_shape, ds.num_classes, model)
         st_seed = cfg["seed"] if seed is None else seed
         seg = DEFAULT_SEGMENT if segment is None else segment

@@ -272,7 +272,7 @@ def pull(
     result.layers = diff_layers(model, learned)
     if evaluate:
         from lrt.data import load_dataset
-        from lrt.pipeline import check_dataset_unchanged
+        from lrt.pipeline import check_dataset_unchanged, dataset_fits
 
         check_dataset_unchanged(report)
         cfg = report["config"]
@@ -281,7 +281,7 @@ def pull(
         )
         seed = int(model.meta.get("seed", cfg["seed"]))  # the training's: fixes the deformation
         # an imported model of another shape than its build's dataset has no held-out figures
-        if ds.input_shape == tuple(model.input_shape) and ds.num_classes <= model.num_classes:
+        if dataset_fits(ds.input_shape, ds.num_classes, model):
             result.held_out_before = heldout.measure(model, ds.x_test, ds.y_test, seed)
             result.held_out_after = heldout.measure(learned, ds.x_test, ds.y_test, seed)
     _write_model(learned, out)

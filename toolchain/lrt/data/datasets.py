@@ -192,7 +192,7 @@ def _to_float(x: np.ndarray) -> np.ndarray:
     are already that: copied)."""
     if x.dtype != np.uint8:
         return np.array(x, dtype=np.float32)
-    return (x.astype(np.float32) / np.float32(255.0))[..., None]
+    return userdata.pixels(x)[..., None]
 
 
 def _mnist5k_path(data_dir: Path | None) -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrt.data.userdata import npz_arrays
+from lrt.data.userdata import file_stamp, npz_arrays
 from lrt.errors import UserError
 
 IMAGE_SIDE = 28
@@ -82,7 +82,7 @@ def find_mnist5k() -> Path:
 def read_mnist5k(path: Path) -> RawSplit:
     """Parse a mnist_5k.csv.gz file (784 pixels then the label per row)."""
     path = Path(path).resolve()
-    st = _stat(path)
+    st = file_stamp(path)
     return _read_mnist5k_cached(str(path), st[0], st[1])
 
 
@@ -129,7 +129,7 @@ def _check_range(path: str, what: str, values: np.ndarray, hi: int, axis_name: s
 def read_idx(path: Path, expect_magic: int | None = None) -> np.ndarray:
     """Parse an idx file (plain or gzip): magic, big-endian u32 dims, then the data."""
     path = Path(path).resolve()
-    st = _stat(path)
+    st = file_stamp(path)
     return _read_idx_cached(str(path), st[0], st[1], expect_magic)
 
 
@@ -224,7 +224,7 @@ def _check_pair(img_path: Path | str, lab_path: Path | str, x: np.ndarray, y: np
 def read_npz(path: Path) -> tuple[RawSplit, RawSplit]:
     """(train, test) from a Keras-style mnist.npz (x_train, y_train, x_test, y_test)."""
     path = Path(path).resolve()
-    st = _stat(path)
+    st = file_stamp(path)
     return _read_npz_cached(str(path), st[0], st[1])
 
 
@@ -247,14 +247,6 @@ def _read_npz_cached(path: str, _size: int, _mtime: int) -> tuple[RawSplit, RawS
 
 
 # ---- helpers ----------------------------------------------------------------------------
-def _stat(path: Path) -> tuple[int, int]:
-    try:
-        st = Path(path).stat()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
-    return st.st_size, st.st_mtime_ns
-
-
 def _frozen(x: np.ndarray, y: np.ndarray, source: str) -> RawSplit:
     x.flags.writeable = False
     y.flags.writeable = False

@@ -58,16 +58,17 @@ class DatasetFile:
 
 def read_dataset_file(path: str | Path) -> DatasetFile:
     """The dataset file at ``path``, checked (UserError naming what is wrong)."""
-    resolved = Path(path).expanduser().resolve()
-    size, mtime = _stat(resolved)
-    return _read_dataset_cached(str(resolved), size, mtime)
+    return _read_dataset_cached(*_stamp(path))
 
 
 def file_digest(path: str | Path) -> str:
     """sha256 (hex) of the file's bytes: what a build records of its dataset file."""
-    resolved = Path(path).expanduser().resolve()
-    size, mtime = _stat(resolved)
-    return _digest_cached(str(resolved), size, mtime)
+    return _digest_cached(*_stamp(path))
+
+
+def pixels(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels 0..255 as float32 in [0, 1]: every image lrt reads as uint8."""
+    return x.astype(np.float32) / np.float32(255.0)
 
 
 @lru_cache(maxsize=4)
@@ -126,9 +127,8 @@ def read_stream_file(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) of a labelled stream file for a model of ``input_shape`` and ``num_classes``:
     x as stored (uint8, int8 or float, [N, *input_shape]), y uint8 [N]."""
-    resolved = Path(path).expanduser().resolve()
-    _stat(resolved)
-    arrays = npz_arrays(str(resolved), ("x", "y"))
+    resolved = _stamp(path)[0]
+    arrays = npz_arrays(resolved, ("x", "y"))
     x, y = arrays["x"], arrays["y"]
     shape = tuple(int(d) for d in input_shape)
     if x.ndim == len(shape) and shape[-1] == 1 and x.shape[1:] == shape[:-1]:
@@ -157,14 +157,23 @@ def read_stream_file(
 
 
 # ---- checks ---------------------------------------------------------------------------------
-def _stat(path: Path) -> tuple[int, int]:
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, modification time in ns) of a file, the key of the readers' caches (UserError
+    when it cannot be read)."""
     try:
-        st = path.stat()
+        st = Path(path).stat()
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
-    if not path.is_file():
-        raise UserError(f"{path}: not a file")
     return st.st_size, st.st_mtime_ns
+
+
+def _stamp(path: str | Path) -> tuple[str, int, int]:
+    """(absolute path, size, modification time) of a user's file (UserError if it is none)."""
+    resolved = Path(path).expanduser().resolve()
+    size, mtime = file_stamp(resolved)
+    if not resolved.is_file():
+        raise UserError(f"{resolved}: not a file")
+    return str(resolved), size, mtime
 
 
 def npz_arrays(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -203,7 +212,7 @@ def _images(path: str, key: str, x: np.ndarray) -> np.ndarray:
             f"{path}: {key} has shape {list(x.shape)}; expected [N, H, W] or [N, H, W, C]"
         )
     if x.dtype == np.uint8:
-        return x.astype(np.float32) / np.float32(255.0)
+        return pixels(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise UserError(f"{path}: {key} is {x.dtype}; expected uint8 pixels or floats in [0, 1]")
     out = x.astype(np.float32)

@@ -117,7 +117,7 @@ def open_device(
     else:
         _check_firmware_file(build_dir, report)  # before the firmware touches an NVM image
         dev = _start(build_dir, report, emulator, nvm_path, timeout, window, format_store)
-    dev.expected_payload = expected_payload(report)
+        dev.expected_payload = expected_payload(report)  # (open_serial sets it for a board)
     # an emulator runs the build's file; a board runs what was flashed on it
     remedy = ("flash the board with this build (lrt-flash) or give the build it runs"
               if port is not None else "rebuild it with lrt-build")  # fmt: skip
