@@ -55,7 +55,27 @@ uint32_t lrt_net_kernel_buffer_size(const lrt_net *net)
     return size;
 }
 
-static int layer_forward(const lrt_net *net, const lrt_layer *l, const int8_t *in, int8_t *out)
+static int64_t shr_round(int64_t a, unsigned k);
+
+/* bias - round(head x / 2^LRT_HEAD_FRAC) per output: the residual's share of W x (lrt_net.head) */
+static const int32_t *head_bias(const lrt_net *net, const lrt_layer *l, const int8_t *in)
+{
+    uint32_t m = lrt_layer_in_size(l), j;
+    uint16_t o;
+    for (o = 0; o < l->out_c; o++) {
+        const int32_t *row = net->head + (uint32_t)o * m;
+        int64_t c = 0, b;
+        for (j = 0; j < m; j++) {
+            c += (int64_t)row[j] * ((int32_t)in[j] + l->input_offset);
+        }
+        b = (int64_t)l->bias[o] - shr_round(c, LRT_HEAD_FRAC);
+        net->head_bias[o] = (int32_t)LRT_CLAMP(b, (int64_t)INT32_MIN, (int64_t)INT32_MAX);
+    }
+    return net->head_bias;
+}
+
+static int layer_forward(const lrt_net *net, const lrt_layer *l, const int8_t *in, int8_t *out,
+                         int last)
 {
     lrt_dims in_dims, out_dims;
     lrt_window win;
@@ -96,8 +116,8 @@ static int layer_forward(const lrt_net *net, const lrt_layer *l, const int8_t *i
         return lrt_conv2d_s8_buf(&in_dims, &out_dims, &win, &q, in, lrt_layer_weights(net, l),
                                  l->bias, out, net->kernel_buf, net->kernel_buf_size);
     }
-    return lrt_dense_s8(lrt_layer_in_size(l), l->out_c, &q, in, lrt_layer_weights(net, l), l->bias,
-                        out);
+    return lrt_dense_s8(lrt_layer_in_size(l), l->out_c, &q, in, lrt_layer_weights(net, l),
+                        last && net->head != NULL ? head_bias(net, l, in) : l->bias, out);
 }
 
 int lrt_net_forward(const lrt_net *net, const int8_t *input, int8_t *logits, int8_t *act_a,
@@ -109,7 +129,9 @@ int lrt_net_forward(const lrt_net *net, const int8_t *input, int8_t *logits, int
         input == NULL || logits == NULL || act_a == NULL || act_b == NULL) {
         return LRT_ERR_ARG;
     }
-    if (lrt_layer_out_size(&net->layers[net->n_layers - 1]) != net->n_classes ||
+    if ((net->head != NULL &&
+         (net->head_bias == NULL || net->layers[net->n_layers - 1].kind != LRT_LAYER_DENSE)) ||
+        lrt_layer_out_size(&net->layers[net->n_layers - 1]) != net->n_classes ||
         lrt_layer_in_size(&net->layers[0]) != (uint32_t)net->in_h * net->in_w * net->in_c) {
         return LRT_ERR_SIZE;
     }
@@ -141,7 +163,7 @@ int lrt_net_forward(const lrt_net *net, const int8_t *input, int8_t *logits, int
         } else {
             dst = (src == act_a) ? act_b : act_a;
         }
-        err = layer_forward(net, l, src, dst);
+        err = layer_forward(net, l, src, dst, i == net->n_layers - 1);
         if (err != LRT_OK) {
             return err;
         }

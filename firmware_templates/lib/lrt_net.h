@@ -110,7 +110,17 @@ typedef struct {
      * NULL (or too small) runs the portable kernels, which give the same bits. */
     void *kernel_buf;
     uint32_t kernel_buf_size;
+    /* Classifier residual (lrt_train.h, cfg.head_lr_q16), NULL for none: the last layer (dense,
+     * n outputs, m inputs) then computes with the weights W - head / 2^LRT_HEAD_FRAC, head
+     * [n][m] in 2^-LRT_HEAD_FRAC int8 LSBs. The int8 kernel stays as it is: the residual's
+     * share of each output goes into a per-sample copy of the bias, head_bias [n]. */
+    const int32_t *head;
+    int32_t *head_bias;
 } lrt_net;
+
+/* Fraction bits of lrt_net.head: a residual finer than an LSB learns what one sample's
+ * gradient moves, which rounds to no change of an int8 weight. */
+#define LRT_HEAD_FRAC 16
 
 /* Number of int8 elements of a layer's output / input tensor. */
 static inline uint32_t lrt_layer_out_size(const lrt_layer *l)

@@ -124,6 +124,15 @@ uint32_t lrt_train_cell_base(const lrt_net *net, uint8_t i)
     return n;
 }
 
+uint32_t lrt_train_head_size(const lrt_net *net)
+{
+    const lrt_layer *l = &net->layers[net->n_layers - 1];
+    if (l->kind != LRT_LAYER_DENSE) {
+        return 0;
+    }
+    return LRT_TRAIN_HEAD_WORDS((uint32_t)l->out_c, lrt_layer_in_size(l));
+}
+
 uint32_t lrt_train_cell_count(const lrt_net *net)
 {
     return lrt_train_cell_base(net, net->n_layers);
@@ -233,6 +242,20 @@ int lrt_train_init(lrt_trainer *t, lrt_net *net, const lrt_train_config *cfg,
         if (cfg->scheme == LRT_SCHEME_SGD_BATCH && buf->grad_acc == NULL) {
             return LRT_ERR_ARG;
         }
+    }
+    net->head = NULL;
+    net->head_bias = NULL;
+    if (cfg->head_lr_q16 != 0) {
+        /* the residual learns only the classifier, from the gradient its scheme computes */
+        const lrt_layer *l = &net->layers[net->n_layers - 1];
+        uint32_t words = lrt_train_head_size(net);
+        if (cfg->scheme == LRT_SCHEME_INFERENCE || buf->head == NULL || words == 0 ||
+            !is_trainable(l)) {
+            return LRT_ERR_ARG;
+        }
+        memset(buf->head, 0, (size_t)words * sizeof(int32_t));
+        net->head = buf->head;
+        net->head_bias = buf->head + l->w_size;
     }
     cells = lrt_train_cell_count(net);
     if (buf->grad_acc != NULL) {
@@ -746,18 +769,18 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
 
 #define SGDB_FRAC 16 /* fraction bits of the accumulator, in LSBs of the trained grid */
 
-/* acc += lr * dL/dW of this sample, in 2^-SGDB_FRAC weight LSBs (saturating). */
-static void sgdb_accumulate(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
-                            int16_t dz_exp)
+/* acc += lr * dL/dW of this sample in 2^-frac units of 2^lsb_shift trained-grid LSBs,
+ * saturating at int32. */
+static void add_weight_grad(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
+                            int16_t dz_exp, lrt_ufx lr, int frac, int lsb_shift, int32_t *acc)
 {
     const lrt_layer *l = &t->net->layers[li];
     uint32_t m = lrt_bp_layer_m(l), j;
-    int32_t *acc = t->buf.grad_acc + lrt_train_cell_base(t->net, li);
     int grad_exp, lsb_exp;
     lrt_ufx scale;
     uint16_t o;
     sgd_exps(t, l, dz_exp, &grad_exp, &lsb_exp);
-    scale = lrt_ufx_ldexp(learning_rate(t), grad_exp - lsb_exp + SGDB_FRAC);
+    scale = lrt_ufx_ldexp(lr, grad_exp - (lsb_exp + lsb_shift) + frac);
     for (o = 0; o < l->out_c; o++) {
         int32_t *row = acc + (uint32_t)o * m;
         if (!lrt_bp_channel_active(l, dz, o)) {
@@ -769,6 +792,25 @@ static void sgdb_accumulate(lrt_trainer *t, uint8_t li, const int8_t *x, const i
             row[j] = (int32_t)LRT_CLAMP(v, (int64_t)INT32_MIN, (int64_t)INT32_MAX);
         }
     }
+}
+
+/* acc += lr * dL/dW of this sample, in 2^-SGDB_FRAC weight LSBs (saturating). */
+static void sgdb_accumulate(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
+                            int16_t dz_exp)
+{
+    add_weight_grad(t, li, x, dz, dz_exp, learning_rate(t), SGDB_FRAC, 0,
+                    t->buf.grad_acc + lrt_train_cell_base(t->net, li));
+}
+
+/* the classifier residual: head_lr * dL/dW in 2^-LRT_HEAD_FRAC int8 LSBs, whatever the grid.
+ * Not clamped to the int8 range: W - R is never stored, and the largest weight of each row
+ * sits at +-127 after quantization, where the stream may want it larger (measured: bounding
+ * W - R to int8 lost most of what the residual gains on the control stream). */
+static void head_accumulate(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
+                            int16_t dz_exp)
+{
+    add_weight_grad(t, li, x, dz, dz_exp, lrt_ufx_make(t->cfg.head_lr_q16, -16), LRT_HEAD_FRAC,
+                    -(lrt_train_weight_lsb_exp(t) + 7), t->buf.head);
 }
 
 /* Scale from accumulator units to weight-grid LSBs: 2^-SGDB_FRAC, divided by the max-norm
@@ -1002,6 +1044,9 @@ static int train_layer(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t
         return LRT_OK; /* zero gradient: nothing to add, nothing to update */
     }
     bias_update(t, li, dz, dz_exp);
+    if (t->net->head != NULL && li == t->net->n_layers - 1) {
+        head_accumulate(t, li, x, dz, dz_exp);
+    }
     if (t->cfg.scheme == LRT_SCHEME_SGD) {
         return sgd_update(t, li, x, dz, dz_exp);
     }

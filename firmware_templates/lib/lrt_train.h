@@ -25,6 +25,15 @@
  *                         baseline that shows what the rank-r state saves: 4 n m bytes per
  *                         layer instead of 2 (r + 1) (n + m).
  *
+ * Classifier residual (cfg.head_lr_q16 > 0, any scheme that trains, the last layer dense and
+ * trainable): besides what its scheme does with it, the classifier's weight gradient is
+ * added every sample at its own rate head_lr (same convention as lr) to an exact int32
+ * residual in RAM (buffers.head, 2^-LRT_HEAD_FRAC int8 LSBs), and the forward pass computes
+ * the classifier with W - residual (lrt_net.head): it learns per sample at a precision the
+ * int8 cells cannot hold, and writes nothing to NVM. The residual is clamped so that every
+ * effective weight stays in [-128, 127]; the backward pass below the classifier uses the
+ * stored W. It is RAM state like the LRT accumulators: a reset starts it at zero again.
+ *
  * Weight gradient convention (matters for lr): by default the paper's. Its weights are
  * 8 bit in [-1, 1) and the layer multiplies by alpha = 2^(weight_exp + 7), so the gradient it
  * scales by lr is dL/dW_paper = alpha * dL/dW_real, and the update is quantized to 2^-7:
@@ -85,6 +94,8 @@
  *   layer_state    n_layers entries of lrt_train_layer_state.
  *   cell_writes, paper_writes   optional, lrt_train_cell_count(net) uint32 each.
  *   grad_acc       sgd-batch only: lrt_train_cell_count(net) int32.
+ *   head           cfg.head_lr_q16 > 0 only: lrt_train_head_size(net) int32 (the residual,
+ *                  then the per-sample bias copy of lrt_net.head_bias).
  * The softmax needs no scratch (exponentials are recomputed, n_classes is small).
  * The input sample must stay valid and unchanged until learning is done, and must not alias
  * act_a/act_b.
@@ -128,6 +139,7 @@ typedef struct {
     uint16_t batch_conv, batch_dense;
     uint32_t rho_min_q16;
     lrt_policy policy;
+    uint32_t head_lr_q16; /* classifier residual's rate, Q16 (0: none; see above) */
 } lrt_train_config;
 
 /* Per-layer bookkeeping (one per net layer; only weight layers use it). */
@@ -216,6 +228,7 @@ typedef struct {
     uint32_t *paper_writes; /* optional */
     int32_t *lrt_block;     /* scheme lrt with a block hook: lrt_train_lrt_block_size() bytes */
     int32_t *grad_acc;      /* sgd-batch: lrt_train_cell_count() entries */
+    int32_t *head;          /* cfg.head_lr_q16 > 0: lrt_train_head_size() entries */
 } lrt_train_buffers;
 
 typedef struct lrt_trainer {
@@ -239,6 +252,10 @@ uint32_t lrt_train_act_buffer_size(const lrt_net *net);
 uint32_t lrt_train_scratch_size(const lrt_net *net);
 uint32_t lrt_train_dx_work_size(const lrt_net *net);
 uint32_t lrt_train_cell_count(const lrt_net *net);
+/* int32 entries of buffers.head: n m + n for a dense last layer of n outputs and m inputs
+ * (LRT_TRAIN_HEAD_WORDS, the same as a constant expression), 0 for any other last layer. */
+uint32_t lrt_train_head_size(const lrt_net *net);
+#define LRT_TRAIN_HEAD_WORDS(n, m) ((n) * (m) + (n))
 /* Bytes of the LRT block buffer for block width kb (0 means 16): the largest over trainable
  * weight layers of 4 LRT_TRAIN_LRT_BLOCK_WORDS. */
 uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb);

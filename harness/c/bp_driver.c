@@ -615,6 +615,8 @@ static void rig_init(rig *r, test_net *tn, const lrt_train_config *cfg, int coun
     b.lrt_block = r->lrt_block;
     r->grad_acc = cfg->scheme == LRT_SCHEME_SGD_BATCH ? xmalloc(4u * cells) : NULL;
     b.grad_acc = r->grad_acc;
+    /* exactly the words the trainer asks for (ASan checks it) */
+    b.head = cfg->head_lr_q16 ? xmalloc(4u * lrt_train_head_size(net)) : NULL;
     rc = lrt_train_init(&r->tr, net, cfg, &b, &r->ws, hooks);
     if (rc != LRT_OK) {
         die("train init", rc);
@@ -687,6 +689,7 @@ static void mode_train(test_net *tn, int argc, char **argv)
         cfg.policy.samples_per_commit = (uint32_t)strtoul(argv[17], NULL, 10);
         cfg.policy.burst = (uint32_t)strtoul(argv[18], NULL, 10);
         cfg.policy.gate_rate_q16 = argc > 19 ? (uint32_t)strtoul(argv[19], NULL, 10) : 0u;
+        cfg.head_lr_q16 = argc > 20 ? (uint32_t)strtoul(argv[20], NULL, 10) : 0u;
     }
     hooks.block = block_hook;
     hooks.layer_grad = dump ? grads_hook : cfg.scheme == LRT_SCHEME_LRT ? lrt_grad_hook : NULL;

@@ -8,6 +8,7 @@ lrt.reference.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from harness.backprop import (
 )
 from lrt.model import Model
 from lrt.policy import Policy
-from lrt.reference import forward_int8
+from lrt.reference import forward_int8, forward_int8_layers, layer_forward
 
 N = 12
 LR_Q16 = 655  # 0.01
@@ -586,3 +587,88 @@ def test_gated_policy_defers_what_the_fixed_one_writes(
                   batched=[2, 2, 655, 1, 3, 0, 0, 0])  # fmt: skip
     assert gated.flushes < fixed.flushes
     assert fixed.errors >= 3 and gated.flushes >= 1
+
+
+# ---- classifier residual ---------------------------------------------------------------------
+
+
+def head_reference(
+    model: Model, run: TrainRun, x: np.ndarray, head_lr_q16: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier residual on the C run's own per-sample gradients, with every other
+    parameter fixed (bias scheme at lr 0): sample k is predicted with the classifier's
+    weights W - R_k / 2^16, its bias lowered by round(R_k x / 2^16) (half away from zero),
+    then R_{k+1} = R_k + round(head_lr g_k / LSB), saturated at int32. Returns the logits of
+    every sample and the final residual."""
+    assert run.grads is not None
+    last = len(model.layers) - 1
+    lay = model.layers[last]
+    assert lay.weights is not None and lay.bias is not None
+    w = lay.weights.reshape(lay.weights.shape[0], -1).astype(np.int64)
+    ins = forward_int8_layers(model, model.quantize_input(x))[last - 1]
+    resid = np.zeros_like(w)
+    logits = []
+    for k, per in enumerate(run.grads):
+        xin = ins[k].reshape(1, -1).astype(np.int64)
+        share = round_shift((resid * (xin - lay.input_q.zero_point)).sum(axis=1), 16)
+        shifted = copy.copy(lay)
+        shifted.bias = (lay.bias.astype(np.int64) - share).astype(np.int32)
+        logits.append(layer_forward(shifted, ins[k : k + 1])[0])
+        if last in per:
+            g, g_exp = per[last]
+            shift = -(g_exp + lay.weight_exp + 14)  # type: ignore[operator]
+            step = np.clip(round_shift(g * head_lr_q16, shift), 1 - 2**31, 2**31 - 1)  # per cell
+            resid = np.clip(resid + step, -(2**31), 2**31 - 1)
+    return np.stack(logits), resid
+
+
+# bias scheme at lr 0: only the residual learns, so the twin needs no other state
+HEAD_ONLY = [1, 1, 0, 0, 0, 0, 0, 0, 0]
+
+
+SATURATING = 2**32 - 1
+
+
+@pytest.mark.parametrize("head_lr_q16", [6554, SATURATING], ids=["lr0.1", "saturating"])
+def test_classifier_residual_matches_its_reference(
+    driver: Path, tmp_path: Path, stream24: Samples, head_lr_q16: int
+) -> None:
+    x, y = stream24
+    model = _model()
+    run = train(driver, tmp_path, model, x, y, "bias", lr_q16=0,
+                batched=[*HEAD_ONLY, head_lr_q16])  # fmt: skip
+    want, resid = head_reference(model, run, x, head_lr_q16)
+    np.testing.assert_array_equal(run.logits, want)
+    lay = model.layers[-1]
+    assert lay.weights is not None
+    w = lay.weights.reshape(lay.weights.shape[0], -1).astype(np.int64)
+    # the residual moved the predictions, and wrote nothing: the blob is the model's own
+    assert not np.array_equal(run.logits, forward_int8(model, model.quantize_input(x)))
+    assert run.commits == 0 and run.n_writes == 0
+    np.testing.assert_array_equal(weights_of(model, run.blob, len(model.layers) - 1), w)
+    assert np.count_nonzero(resid) > 0
+    saturated = np.count_nonzero(np.abs(resid) >= 2**31 - 1)
+    if head_lr_q16 == SATURATING:
+        assert saturated > 0  # the int32 saturation is exercised
+    else:
+        assert saturated == 0
+
+
+def test_classifier_residual_leaves_the_nvm_path_alone(
+    driver: Path, tmp_path: Path, stream24: Samples
+) -> None:
+    """With a residual, sgd-batch still writes exactly what its reference computes from the
+    run's own gradients and predictions (the residual changes them, not the write rule)."""
+    x, y = stream24
+    model = _model()
+    policy = Policy(1, 1, 0, 0, 0, 0)
+    cfg = [3, 3, 655, policy.kind, policy.gate_errors, policy.gate_cells_q16,
+           policy.samples_per_commit, policy.burst, policy.gate_rate_q16]  # fmt: skip
+    plain = train(driver, tmp_path, model, x, y, "sgd-batch", lr_q16=LR_SGD, batched=cfg)
+    run = train(driver, tmp_path, model, x, y, "sgd-batch", lr_q16=LR_SGD,
+                batched=[*cfg, 6554])  # fmt: skip
+    assert not np.array_equal(run.logits, plain.logits)
+    want, commits = sgd_batch_reference(model, run, y, LR_SGD, (3, 3), 655, policy)
+    for i, wi in want.items():
+        np.testing.assert_array_equal(weights_of(model, run.blob, i), wi, model.layers[i].name)
+    assert run.flushes == commits == run.commits > 0

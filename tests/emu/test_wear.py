@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers.e2e_support import built, trained_model
@@ -230,3 +231,23 @@ def test_gated_policy_without_gates_is_the_fixed_schedule() -> None:
     assert fixed.flushes == gated.flushes > 0
     assert fixed.layers == gated.layers and fixed.online_accuracy == gated.online_accuracy
     assert fixed.max_programs_meta == gated.max_programs_meta
+
+
+def test_classifier_residual_learns_in_ram_and_programs_nothing(tmp_path: Path) -> None:
+    """With the write gate shut, the classifier's RAM residual alone changes what the device
+    predicts, and its NVM is programmed exactly as often as without the residual."""
+    st = make_stream("control", load_dataset("mnist5k"), SAMPLES, seed=100)
+    runs = []
+    for head_lr in (0.1, 0.0):
+        build = built("lrt-maxnorm", gate_errors=65535, head_lr=head_lr)
+        report, model = pipeline.load_build(build)
+        assert report["config"]["head_lr"] == head_lr
+        with open_device(build, report, nvm_path=tmp_path / f"nvm-{head_lr}.img") as dev:
+            logits, _ = dev.train_many(model.quantize_input(st.x), st.y)
+            runs.append((logits, dev.stats(), dev.wear()))
+    (head_logits, head_stats, head_wear), (plain_logits, plain_stats, plain_wear) = runs
+    assert head_stats.flushes == plain_stats.flushes == 0
+    assert head_wear == plain_wear
+    # the first sample sees a zero residual; later ones see what it learned
+    np.testing.assert_array_equal(head_logits[0], plain_logits[0])
+    assert not np.array_equal(head_logits, plain_logits)

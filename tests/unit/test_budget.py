@@ -37,11 +37,17 @@ def test_mcu_lrt_budget_fits_64k() -> None:
     assert [c["layer"] for c in b.lrt_layers] == [
         "conv1", "conv2", "conv3", "conv4", "dense1", "dense2",
     ]
+    # the classifier residual: the C's own size of its int32 words (n m + n)
+    head = "train: classifier residual (int32)"
+    assert b.ram_items[head] == 4 * (10 * 64 + 10)
+    for cfg in (BuildConfig(scheme="lrt-maxnorm", head_lr=0), BuildConfig(scheme="sgd")):
+        assert head not in plan_budget(export.architecture("mcu"), cfg, HOST).ram_items
     # the default block width (16: a narrow conv layer's whole per-sample gradient in one
-    # block) needs ~72 KB; blocks of 8 pixels bring the same scheme under 64 KB
+    # block) needs ~80 KB; blocks of 8 pixels without the residual bring the same scheme
+    # under 64 KB
     assert b.ram > 64 * 1024
     narrow = plan_budget(
-        export.architecture("mcu"), BuildConfig(scheme="lrt-maxnorm", lrt_block=8), HOST
+        export.architecture("mcu"), BuildConfig(scheme="lrt-maxnorm", lrt_block=8, head_lr=0), HOST
     )
     assert narrow.ram <= 64 * 1024
     rank8 = plan_budget(export.architecture("mcu"), BuildConfig(scheme="lrt", rank=8), HOST)
@@ -185,3 +191,20 @@ def test_lrt_over_the_ram_names_the_setting_that_fits(tmp_path: Path) -> None:
     with pytest.raises(UserError):
         more = cfg.with_overrides(train_layers=(f"last:{k + 1}",))
         pipeline.check_fits(export.architecture("mcu"), more, small)
+
+
+def test_classifier_residual_needs_a_classifier_that_trains() -> None:
+    """The residual learns the last layer: a build whose classifier keeps its offline weights
+    gets none by default, and one asked for outright is refused with the way out."""
+    from lrt import codegen
+    from lrt.pipeline import apply_train_layers
+
+    model = export.architecture("mcu")
+    assert codegen.head_rate(model, BuildConfig()) == BuildConfig().classifier_head_lr > 0
+    apply_train_layers(model, ("conv1",))
+    assert codegen.head_rate(model, BuildConfig()) == 0
+    assert "train: classifier residual (int32)" not in plan_budget(
+        model, BuildConfig(), HOST
+    ).ram_items
+    with pytest.raises(UserError, match=r"head_lr 0\.1: .* dense2 does not train; set head_lr=0"):
+        codegen.head_rate(model, BuildConfig(head_lr=0.1))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lrt.config import BuildConfig, load_config, parse_setting
+from lrt.config import HEAD_LR, BuildConfig, load_config, parse_setting
 from lrt.errors import UserError
 
 
@@ -156,6 +156,19 @@ def test_defaults_table_fills_what_is_not_given() -> None:
         load_config(None, lrt_step_cap=1, lrt_step_evidence=1)
     with pytest.raises(UserError, match="field 'defaults' is 'tuned'"):
         load_config(None, defaults="tuned")
+    # the classifier residual: the validated table gives it to the LRT schemes only, the
+    # paper's to none; a given rate wins, and the inference scheme refuses one
+    assert load_config(None).classifier_head_lr == HEAD_LR > 0
+    assert load_config(None, scheme="lrt").resolved()["head_lr"] == HEAD_LR
+    for scheme in ("sgd", "sgd-batch", "bias", "inference"):
+        assert load_config(None, scheme=scheme).classifier_head_lr == 0
+    assert paper.classifier_head_lr == 0
+    assert load_config(None, scheme="sgd", head_lr=0.05).classifier_head_lr == 0.05
+    assert load_config(None, head_lr=0).classifier_head_lr == 0
+    with pytest.raises(UserError, match="field 'head_lr' needs a scheme that trains"):
+        load_config(None, scheme="inference", head_lr=0.1)
+    with pytest.raises(UserError, match=r"field 'head_lr' is 2\.0; expected 0\.\.1"):
+        load_config(None, head_lr=2)
 
 
 def test_gate_rate_is_the_field_error_plus_margin_unless_given() -> None:

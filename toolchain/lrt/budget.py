@@ -72,6 +72,7 @@ SYMBOL_ITEMS: tuple[tuple[str, str | None], ...] = (
     (r"conv_sum_buf_\d+|conv_sum_\d+|conv_sum", "train: LRT conv gradient sums (int16)"),
     (r"dx_work", "train: input-gradient rows + sign bits"),
     (r"grad_acc", "train: sgd-batch gradient sums (n x m int32)"),
+    (r"head_residual", "train: classifier residual (int32)"),
     (r"kernel_buf", "SIMD conv im2col buffer"),
 )
 # exact per-cell write counters: an emulator extra outside the budget (Budget.counter_ram)

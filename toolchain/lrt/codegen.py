@@ -268,6 +268,22 @@ def trainable_layers(model: Model) -> list[int]:
     return [i for i, lay in enumerate(model.layers) if lay.has_weights and lay.trainable]
 
 
+def head_rate(model: Model, config: BuildConfig) -> float:
+    """The classifier residual's rate the firmware gets: `config.classifier_head_lr` when the
+    last layer is a trainable dense layer, else 0 (a rate asked for outright is refused)."""
+    rate = config.classifier_head_lr
+    last = model.layers[-1]
+    if rate and (last.kind != "dense" or not last.trainable):
+        if config.head_lr is not None:
+            why = "is not dense" if last.kind != "dense" else "does not train"
+            raise UserError(
+                f"head_lr {config.head_lr:g}: the classifier residual learns the last layer, "
+                f"and {last.name} {why}; set head_lr=0 or let it train"
+            )
+        return 0.0
+    return rate
+
+
 def model_context(
     model: Model, config: BuildConfig, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -520,6 +536,11 @@ def firmware_context(
     # snapshots included. The gated policy's commit count (samples_per_commit) also applies;
     # it is the only budget of sgd-batch, whose writes do not pass the throttle.
     throttle = bool(lifetime)
+    head_lr = head_rate(model, config)
+    head_words = "0u"
+    if head_lr:
+        n, m = model.layers[-1].weight_matrix_shape()
+        head_words = f"LRT_TRAIN_HEAD_WORDS({n}u, {m}u)"
     pol = policy_of(
         config, board.nvm.endurance, geo.layout().n_slots if geo else 2, held_out_error(model.meta)
     )
@@ -572,6 +593,8 @@ def firmware_context(
             # the wear so far never drops below the target
             "budget_burst": 0,
             "sgd_batch": config.scheme == "sgd-batch",
+            "head_words": head_words,
+            "head_lr_q16": round(head_lr * 65536),
             "policy": pol,
             "fp_bytes": [f"0x{b:02x}u" for b in fp],
         }

@@ -31,6 +31,8 @@ LRT_SCHEMES: tuple[str, ...] = ("lrt", "lrt-maxnorm")
 WRITE_POLICIES: tuple[str, ...] = ("fixed", "gated")
 LRT_MODES: tuple[str, ...] = ("unbiased", "biased")
 MAX_EPOCHS = 10_000
+# the classifier residual's rate the validated defaults give the LRT schemes
+HEAD_LR = 0.1
 # What `lr`, `write_policy`, the gate's margin, `lrt_conv_sum` and the LRT step's bound
 # (`lrt_step_cap`, `lrt_step_evidence`) are when a config leaves them out. "validated": the values
 # chosen on validation streams (seeds 100-105; docs/ENDURANCE.md) for the product's purpose, fewer
@@ -57,6 +59,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lrt_step_cap": 0,
         # gated LRT writes step one pseudo-batch per surplus error (docs/ENDURANCE.md)
         "lrt_step_evidence": 1,
+        # the LRT schemes' classifier also learns a residual in RAM (docs/ENDURANCE.md)
+        "head_lr": {**dict.fromkeys(SCHEMES, 0.0), "lrt": HEAD_LR, "lrt-maxnorm": HEAD_LR},
     },
     "paper": {
         "write_policy": "fixed",
@@ -65,6 +69,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lrt_conv_sum": 0,  # the paper's streaming estimator: one step per sample
         "lrt_step_cap": 0,
         "lrt_step_evidence": 0,
+        "head_lr": dict.fromkeys(SCHEMES, 0.0),
     },
 }
 
@@ -108,6 +113,12 @@ class BuildConfig:
     # is 1)
     lrt_step_evidence: int | None = None
     rho_min: float = 0.01
+    # classifier residual (firmware_templates/lib/lrt_train.h): the last layer, dense and
+    # trainable, also adds every sample's gradient at this rate (same convention as lr) to an
+    # exact residual in RAM that its forward pass uses; it writes nothing to NVM and a reset
+    # starts it again. None: from `defaults` (0 where the model's last layer cannot have it);
+    # 0: none
+    head_lr: float | None = None
     # LRT write step lr * B_eff^batch_scaling, B_eff the samples summed since the layer's last
     # write (0, 0.5 = the paper's square root, or 1)
     batch_scaling: float = 0.5
@@ -169,6 +180,10 @@ class BuildConfig:
             raise bad("defaults", f"is {self.defaults!r}; expected one of {', '.join(DEFAULTS)}")
         if self.lr is not None and not 0.0 < self.lr <= 1.0:
             raise bad("lr", f"is {self.lr}; expected 0 < lr <= 1")
+        if self.head_lr is not None and not 0.0 <= self.head_lr <= 1.0:
+            raise bad("head_lr", f"is {self.head_lr}; expected 0..1 (0: no classifier residual)")
+        if self.scheme == "inference" and self.head_lr:
+            raise bad("head_lr", "needs a scheme that trains; the inference scheme learns nothing")
         if not 0.0 <= self.rho_min <= 1.0:
             raise bad("rho_min", f"is {self.rho_min}; expected 0..1")
         if not 1 <= self.lrt_block <= 16:
@@ -251,6 +266,13 @@ class BuildConfig:
         return self.lr if self.lr is not None else float(DEFAULTS[self.defaults]["lr"][self.scheme])
 
     @property
+    def classifier_head_lr(self) -> float:
+        """`head_lr`, or the scheme's rate from the `defaults` table (0: no residual)."""
+        if self.head_lr is not None:
+            return self.head_lr
+        return float(DEFAULTS[self.defaults]["head_lr"][self.scheme])
+
+    @property
     def policy_name(self) -> str:
         """`write_policy`, or the one of the `defaults` table."""
         return self.write_policy or str(DEFAULTS[self.defaults]["write_policy"])
@@ -295,6 +317,7 @@ class BuildConfig:
         return {
             **asdict(self),
             "lr": self.learning_rate,
+            "head_lr": self.classifier_head_lr,
             "write_policy": self.policy_name,
             "lrt_conv_sum": int(self.conv_sum),
             "lrt_step_cap": int(self.step_cap),

@@ -191,12 +191,17 @@ def min_image_side(preset: str) -> int:
     raise AssertionError(f"preset {preset} takes no image up to 1023x1023")
 
 
-# The LRT settings that trade accuracy for RAM (docs/RESULTS.md, known limits): no exact sums
-# of the narrow convs' gradients, blocks of 8 columns, both.
-LRT_RAM_SAVERS: tuple[dict[str, int], ...] = (
+# The LRT settings that trade accuracy for RAM (docs/RESULTS.md, known limits): no classifier
+# residual, no exact sums of the narrow convs' gradients, blocks of 8 columns, and their
+# combinations.
+LRT_RAM_SAVERS: tuple[dict[str, float], ...] = (
+    {"head_lr": 0},
     {"lrt_conv_sum": 0},
+    {"lrt_conv_sum": 0, "head_lr": 0},
     {"lrt_block": 8},
+    {"lrt_block": 8, "head_lr": 0},
     {"lrt_block": 8, "lrt_conv_sum": 0},
+    {"lrt_block": 8, "lrt_conv_sum": 0, "head_lr": 0},
 )
 
 
@@ -207,8 +212,12 @@ def _smaller_lrt(model: Model, cfg: BuildConfig, brd: Any, budget: Budget) -> st
         return None
     if budget.flash > brd.flash_budget:
         return None
-    now = {"lrt_block": cfg.lrt_block, "lrt_conv_sum": int(cfg.conv_sum)}
-    fits: list[tuple[int, dict[str, int]]] = []
+    now = {
+        "lrt_block": cfg.lrt_block,
+        "lrt_conv_sum": int(cfg.conv_sum),
+        "head_lr": codegen.head_rate(model, cfg),
+    }
+    fits: list[tuple[int, dict[str, float]]] = []
     for saver in LRT_RAM_SAVERS:
         # a saver narrows the blocks (never widens them) and names only what it changes
         wanted = {k: min(v, now[k]) if k == "lrt_block" else v for k, v in saver.items()}
@@ -449,7 +458,8 @@ def build(
     report: dict[str, Any] = {
         "board": brd.name,
         "board_file": str(brd.path),
-        "config": cfg.resolved(),
+        # what the firmware was built with: the residual's rate is 0 on a frozen classifier
+        "config": {**cfg.resolved(), "head_lr": codegen.head_rate(model, cfg)},
         "model": {
             "name": model.name,
             "preset": model.preset,
