@@ -418,6 +418,13 @@ int lrt_train_update_commit(lrt_trainer *t)
     return LRT_OK;
 }
 
+void lrt_train_head_reset(lrt_trainer *t)
+{
+    if (t != NULL && t->net != NULL && t->net->head != NULL) {
+        memset(t->buf.head, 0, (size_t)lrt_train_head_size(t->net) * sizeof(int32_t));
+    }
+}
+
 int lrt_train_commit_biases(lrt_trainer *t)
 {
     int rc;

@@ -325,6 +325,10 @@ int lrt_train_learn(lrt_trainer *t, uint16_t label);
 int lrt_train_sample(lrt_trainer *t, const int8_t *input, uint16_t label, int8_t *logits_out,
                      uint16_t *pred);
 
+/* Zero the classifier residual (nothing without one): what it learned was relative to weights
+ * that a push has just replaced. */
+void lrt_train_head_reset(lrt_trainer *t);
+
 /* Weight transaction used by SGD internally and by the LRT flush. update_row applies
  * W[row][j] <- clip(W[row][j] - delta[j] * step, -128, 128 - step) to a trainable layer, with
  * delta in LSBs of the trained weight grid, step = lrt_train_weight_step() int8 LSBs (1 for

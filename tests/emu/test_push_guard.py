@@ -184,3 +184,19 @@ def test_lrt_emulate_writes_its_figures_when_the_closing_commit_fails(
     assert rc == 1 and len(err) == 1, err
     assert "LRT_ERR_NOSPACE" in err[0] and "BYE" in err[0] and "not saved" in err[0], err
     assert str(out) in err[0] and json.loads(out.read_text())["samples"] == 5
+
+
+def test_a_push_replaces_what_the_classifier_residual_learned(build: Path,
+                                                             tmp_path: Path) -> None:
+    """The residual learns in RAM against the weights in use; a push replaces those, so after
+    it the device predicts exactly what the pushed set does."""
+    x, y = samples(40)
+    blob = factory_blob(build)
+    with open_device(build, nvm_path=tmp_path / "nvm.img") as dev:
+        factory, _ = dev.infer_many(x)
+        dev.train_many(x, y)
+        learned, _ = dev.infer_many(x)
+        assert not np.array_equal(learned, factory)
+        dev.push_blob(blob)  # the factory set again: biases reload from its snapshot
+        again, _ = dev.infer_many(x)
+    np.testing.assert_array_equal(again, factory)

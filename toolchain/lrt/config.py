@@ -59,7 +59,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lrt_step_cap": 0,
         # gated LRT writes step one pseudo-batch per surplus error (docs/ENDURANCE.md)
         "lrt_step_evidence": 1,
-        # the LRT schemes' classifier also learns a residual in RAM (docs/ENDURANCE.md)
+        # the LRT schemes' classifier also learns a residual in RAM (validation seeds
+        # 100-107; docs/ENDURANCE.md)
         "head_lr": {**dict.fromkeys(SCHEMES, 0.0), "lrt": HEAD_LR, "lrt-maxnorm": HEAD_LR},
     },
     "paper": {
