@@ -384,14 +384,14 @@ static int h_commit_blob(void *ctx, uint32_t *generation)
     if (r < 0) {
         return r;
     }
-    /* the RAM working copies (biases, batch-norm state) follow the pushed snapshot, which
-     * supersedes what was learned before: a session's end has nothing of it left to commit;
-     * the classifier residual was learned against the replaced weights */
+    /* the classifier residual was learned against the weights just replaced; the RAM working
+     * copies (biases, batch-norm state) follow the pushed snapshot, which supersedes what was
+     * learned before: a session's end has nothing of it left to commit */
+    lrt_train_head_reset(&dev->trainer);
     r = lrt_net_load_state(net);
     if (r < 0) {
         return r;
     }
-    lrt_train_head_reset(&dev->trainer);
     dev->bye_samples = dev->trainer.samples;
     *generation = dev->s.nvm != NULL ? lrt_nvm_generation(dev->s.nvm) : 0u;
     return LRT_OK;

@@ -777,9 +777,10 @@ static int sgd_update(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t 
 #define SGDB_FRAC 16 /* fraction bits of the accumulator, in LSBs of the trained grid */
 
 /* acc += lr * dL/dW of this sample in 2^-frac units of 2^lsb_shift trained-grid LSBs,
- * saturating at int32. */
+ * saturating at [lo, hi]. */
 static void add_weight_grad(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
-                            int16_t dz_exp, lrt_ufx lr, int frac, int lsb_shift, int32_t *acc)
+                            int16_t dz_exp, lrt_ufx lr, int frac, int lsb_shift, int32_t *acc,
+                            int32_t lo, int32_t hi)
 {
     const lrt_layer *l = &t->net->layers[li];
     uint32_t m = lrt_bp_layer_m(l), j;
@@ -796,7 +797,7 @@ static void add_weight_grad(lrt_trainer *t, uint8_t li, const int8_t *x, const i
         for (j = 0; j < m; j++) {
             int64_t v =
                 (int64_t)row[j] + scale_grad(lrt_bp_weight_grad_cell(l, x, dz, o, j, NULL), scale);
-            row[j] = (int32_t)LRT_CLAMP(v, (int64_t)INT32_MIN, (int64_t)INT32_MAX);
+            row[j] = (int32_t)LRT_CLAMP(v, (int64_t)lo, (int64_t)hi);
         }
     }
 }
@@ -806,18 +807,20 @@ static void sgdb_accumulate(lrt_trainer *t, uint8_t li, const int8_t *x, const i
                             int16_t dz_exp)
 {
     add_weight_grad(t, li, x, dz, dz_exp, learning_rate(t), SGDB_FRAC, 0,
-                    t->buf.grad_acc + lrt_train_cell_base(t->net, li));
+                    t->buf.grad_acc + lrt_train_cell_base(t->net, li), INT32_MIN, INT32_MAX);
 }
 
 /* the classifier residual: head_lr * dL/dW in 2^-LRT_HEAD_FRAC int8 LSBs, whatever the grid.
  * Not clamped to the int8 range: W - R is never stored, and the largest weight of each row
  * sits at +-127 after quantization, where the stream may want it larger (measured: bounding
- * W - R to int8 lost most of what the residual gains on the control stream). */
+ * W - R to int8 lost most of what the residual gains on the control stream). The bound of
+ * 1,024 LSBs keeps the classifier's int32 accumulator exact (lrt_train.h). */
 static void head_accumulate(lrt_trainer *t, uint8_t li, const int8_t *x, const int8_t *dz,
                             int16_t dz_exp)
 {
     add_weight_grad(t, li, x, dz, dz_exp, lrt_ufx_make(t->cfg.head_lr_q16, -16), LRT_HEAD_FRAC,
-                    -(lrt_train_weight_lsb_exp(t) + 7), t->buf.head);
+                    -(lrt_train_weight_lsb_exp(t) + 7), t->buf.head, -LRT_TRAIN_HEAD_BOUND,
+                    LRT_TRAIN_HEAD_BOUND);
 }
 
 /* Scale from accumulator units to weight-grid LSBs: 2^-SGDB_FRAC, divided by the max-norm

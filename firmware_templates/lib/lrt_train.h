@@ -30,9 +30,11 @@
  * added every sample at its own rate head_lr (same convention as lr) to an exact int32
  * residual in RAM (buffers.head, 2^-LRT_HEAD_FRAC int8 LSBs), and the forward pass computes
  * the classifier with W - residual (lrt_net.head): it learns per sample at a precision the
- * int8 cells cannot hold, and writes nothing to NVM. The residual is clamped so that every
- * effective weight stays in [-128, 127]; the backward pass below the classifier uses the
- * stored W. It is RAM state like the LRT accumulators: a reset starts it at zero again.
+ * int8 cells cannot hold, and writes nothing to NVM. Each residual cell saturates at
+ * +-2^(LRT_HEAD_FRAC + 10), 1,024 LSBs (the effective weights may leave the int8 range, and
+ * the classifier's int32 accumulator cannot overflow for any m < 2^11); the backward pass
+ * below the classifier uses the stored W. It is RAM state like the LRT accumulators: a reset
+ * starts it at zero again, and so does a push.
  *
  * Weight gradient convention (matters for lr): by default the paper's. Its weights are
  * 8 bit in [-1, 1) and the layer multiplies by alpha = 2^(weight_exp + 7), so the gradient it
@@ -256,6 +258,8 @@ uint32_t lrt_train_cell_count(const lrt_net *net);
  * (LRT_TRAIN_HEAD_WORDS, the same as a constant expression), 0 for any other last layer. */
 uint32_t lrt_train_head_size(const lrt_net *net);
 #define LRT_TRAIN_HEAD_WORDS(n, m) ((n) * (m) + (n))
+/* saturation of a residual cell: 1,024 int8 LSBs in 2^-LRT_HEAD_FRAC units */
+#define LRT_TRAIN_HEAD_BOUND ((int32_t)1 << (LRT_HEAD_FRAC + 10))
 /* Bytes of the LRT block buffer for block width kb (0 means 16): the largest over trainable
  * weight layers of 4 LRT_TRAIN_LRT_BLOCK_WORDS. */
 uint32_t lrt_train_lrt_block_size(const lrt_net *net, uint8_t kb);

@@ -59,8 +59,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lrt_step_cap": 0,
         # gated LRT writes step one pseudo-batch per surplus error (docs/ENDURANCE.md)
         "lrt_step_evidence": 1,
-        # the LRT schemes' classifier also learns a residual in RAM (validation seeds
-        # 100-107; docs/ENDURANCE.md)
+        # the LRT schemes' classifier also learns a residual in RAM (validated for lrt-maxnorm
+        # on seeds 100-107, docs/ENDURANCE.md; lrt takes the same rate, not validated apart)
         "head_lr": {**dict.fromkeys(SCHEMES, 0.0), "lrt": HEAD_LR, "lrt-maxnorm": HEAD_LR},
     },
     "paper": {
@@ -181,10 +181,20 @@ class BuildConfig:
             raise bad("defaults", f"is {self.defaults!r}; expected one of {', '.join(DEFAULTS)}")
         if self.lr is not None and not 0.0 < self.lr <= 1.0:
             raise bad("lr", f"is {self.lr}; expected 0 < lr <= 1")
-        if self.head_lr is not None and not 0.0 <= self.head_lr <= 1.0:
-            raise bad("head_lr", f"is {self.head_lr}; expected 0..1 (0: no classifier residual)")
+        if self.head_lr is not None and not (
+            self.head_lr == 0.0 or 2**-16 <= self.head_lr <= 1.0
+        ):
+            raise bad(
+                "head_lr",
+                f"is {self.head_lr}; expected 0 (no classifier residual) or 2^-16..1 (the "
+                "firmware's rate is Q16)",
+            )
         if self.scheme == "inference" and self.head_lr:
-            raise bad("head_lr", "needs a scheme that trains; the inference scheme learns nothing")
+            raise bad(
+                "head_lr",
+                "needs a scheme that trains; the inference scheme learns nothing (lrt-experiment: "
+                "--knob SCHEME:head_lr=F gives it to one scheme)",
+            )
         if not 0.0 <= self.rho_min <= 1.0:
             raise bad("rho_min", f"is {self.rho_min}; expected 0..1")
         if not 1 <= self.lrt_block <= 16:
