@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import operator
 import os
@@ -191,17 +192,18 @@ def min_image_side(preset: str) -> int:
     raise AssertionError(f"preset {preset} takes no image up to 1023x1023")
 
 
-# The LRT settings that trade accuracy for RAM (docs/RESULTS.md, known limits): no classifier
-# residual, no exact sums of the narrow convs' gradients, blocks of 8 columns, and their
-# combinations.
-LRT_RAM_SAVERS: tuple[dict[str, float], ...] = (
-    {"head_lr": 0},
-    {"lrt_conv_sum": 0},
-    {"lrt_conv_sum": 0, "head_lr": 0},
-    {"lrt_block": 8},
-    {"lrt_block": 8, "head_lr": 0},
-    {"lrt_block": 8, "lrt_conv_sum": 0},
-    {"lrt_block": 8, "lrt_conv_sum": 0, "head_lr": 0},
+# The LRT settings that trade accuracy for RAM (docs/RESULTS.md, known limits): blocks of 8
+# columns, no exact sums of the narrow convs' gradients, no classifier residual; every
+# combination of them is a saver.
+_RAM_SAVINGS: tuple[tuple[str, float], ...] = (
+    ("lrt_block", 8),
+    ("lrt_conv_sum", 0),
+    ("head_lr", 0),
+)
+LRT_RAM_SAVERS: tuple[dict[str, float], ...] = tuple(
+    dict(combo)
+    for size in range(1, len(_RAM_SAVINGS) + 1)
+    for combo in itertools.combinations(_RAM_SAVINGS, size)
 )
 
 
